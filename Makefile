@@ -1,0 +1,39 @@
+# Every target sets up what it needs: a fresh clone runs `make test` or `make demo` directly.
+SHELL := /bin/bash
+# The Lambda runtime is Python 3.12; prefer it locally, fall back to any python3 >= 3.11.
+PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.12 python3.13 $(HOME)/.pyenv/versions/3.13*/bin/python3.13 python3; do \
+	  if "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then echo "$$p"; break; fi; done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint typecheck cfn-lint unit clean
+
+$(STAMP): requirements-dev.txt src/requirements.txt
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src devtools bench tests
+	$(BIN)/ruff format --check src devtools bench tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+cfn-lint: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+
+test: lint typecheck cfn-lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m devtools.demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam
