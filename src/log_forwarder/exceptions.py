@@ -1,0 +1,66 @@
+"""Every error the forwarder raises on purpose.
+
+    ForwarderError
+    ├── ConfigError                 a variable is missing or invalid; names it and its allowed values
+    ├── Auth0Error                  anything that went wrong talking to Auth0
+    │   ├── Auth0AuthError          the token request failed, or a fresh token was refused (401)
+    │   ├── Auth0ScopeError         403: the token lacks the scope this call needs
+    │   ├── Auth0SearchCapError     400: paging asked past the 1,000-result search cap
+    │   ├── Auth0RequestError       another 4xx: the request itself is wrong
+    │   ├── Auth0UnavailableError   5xx / 429 / network failures that outlasted every retry
+    │   └── Auth0MalformedResponse  the body is not the JSON the API documents
+    ├── DeliveryError               a destination did not accept the lines (nothing is committed)
+    └── CheckpointConflict          another run moved the checkpoint first (conditional write failed)
+
+Messages never contain secrets or tokens: callers may log them as they are.
+"""
+
+from __future__ import annotations
+
+
+class ForwarderError(Exception):
+    """Base class of every error raised on purpose by the forwarder."""
+
+
+class ConfigError(ForwarderError):
+    """A configuration variable is missing or has a value outside its allowed set."""
+
+
+class Auth0Error(ForwarderError):
+    """A call to Auth0 failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Auth0AuthError(Auth0Error):
+    """The client-credentials exchange failed, or Auth0 refused a freshly issued token."""
+
+
+class Auth0ScopeError(Auth0Error):
+    """Auth0 answered 403: the token lacks the scope the endpoint needs."""
+
+
+class Auth0SearchCapError(Auth0Error):
+    """Auth0 answered 400 because paging went past the 1,000-result search cap."""
+
+
+class Auth0RequestError(Auth0Error):
+    """Auth0 answered a 4xx other than 401/403/429: the request itself is wrong."""
+
+
+class Auth0UnavailableError(Auth0Error):
+    """Auth0 kept failing (5xx, 429, timeouts, connection errors) after every retry."""
+
+
+class Auth0MalformedResponse(Auth0Error):
+    """Auth0 answered with a body that is not the documented JSON shape."""
+
+
+class DeliveryError(ForwarderError):
+    """A destination did not accept a batch; the checkpoint must not move."""
+
+
+class CheckpointConflict(ForwarderError):
+    """The checkpoint changed under us: another run (or a retried invocation) got there first."""

@@ -1,0 +1,33 @@
+"""The small value types that cross the boundary between the pure core and the sinks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLine:
+    """One forwarded record: a single-line JSON document and the instant it describes.
+
+    `log_id` is None for records the forwarder writes itself (gap reports).
+    """
+
+    timestamp_ms: int
+    line: str
+    log_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """What one destination did with one batch."""
+
+    destination: str
+    accepted: int
+    # CloudWatch refuses events older than 14 days / its retention, or 2 h in the future; those
+    # are written with the delivery time as timestamp instead (their Auth0 `date` is unchanged).
+    restamped: int = 0
+    # Events too large for the destination, replaced by a marker record naming their log_id.
+    oversized: int = 0
+    # Recovery after a crash: lines found already delivered and therefore not written again.
+    already_present: int = 0
+    objects: tuple[str, ...] = field(default_factory=tuple)
