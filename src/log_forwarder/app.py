@@ -1,0 +1,158 @@
+"""Lambda entry point: wires configuration, clients and the forwarder together, and reports.
+
+Everything expensive (settings, boto3 clients, the Auth0 token) is built once per container and
+reused by warm invocations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from .auth0_client import Auth0Client, ClientCredentials
+from .checkpoint_store import DynamoCheckpointStore
+from .config import Settings
+from .exceptions import ConfigError, ForwarderError
+from .forwarder import Forwarder, RunReport, Sink
+from .pacing import Pacer
+from .sinks import CloudWatchSink, S3Sink
+
+logger = Logger()
+metrics = Metrics()
+copy_config_to_registered_loggers(source_logger=logger)
+
+SECRET_CACHE_S = 300
+
+
+class RunFailed(ForwarderError):
+    """Some users could not be forwarded this run; their checkpoints did not move past anything."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    forwarder: Forwarder
+    store: DynamoCheckpointStore
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    session = boto3.session.Session()
+    store = DynamoCheckpointStore(settings.checkpoint_table, client=session.client("dynamodb"))
+    sinks: list[Sink] = []
+    if settings.log_group_name:
+        sinks.append(CloudWatchSink(settings.log_group_name, client=session.client("logs")))
+    if settings.s3_bucket:
+        sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=session.client("s3")))
+    client = Auth0Client(
+        domain=settings.auth0_domain,
+        base_url=settings.auth0_base_url,
+        credentials=_credentials_source(settings),
+        pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
+    )
+    forwarder = Forwarder(settings=settings, client=client, store=store, sinks=sinks)
+    return Runtime(settings=settings, forwarder=forwarder, store=store)
+
+
+def _credentials_source(settings: Settings) -> Callable[[bool], ClientCredentials]:
+    if settings.credentials_secret is None:
+        assert settings.local_client_id
+        assert settings.local_client_secret
+        local = ClientCredentials(settings.local_client_id, settings.local_client_secret)
+        return lambda _force: local
+    secret_id = settings.credentials_secret
+
+    def from_secrets_manager(force: bool) -> ClientCredentials:
+        value = parameters.get_secret(
+            secret_id, transform="json", max_age=SECRET_CACHE_S, force_fetch=force
+        )
+        if not isinstance(value, dict) or not all(
+            isinstance(value.get(key), str) and value.get(key)
+            for key in ("client_id", "client_secret")
+        ):
+            # Never echo the value: it is a secret, malformed or not.
+            raise ConfigError(
+                f"AUTH0_CREDENTIALS_SECRET {secret_id!r} must hold JSON with string fields "
+                "client_id and client_secret"
+            )
+        return ClientCredentials(value["client_id"], value["client_secret"])
+
+    return from_secrets_manager
+
+
+def _get_runtime() -> Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = build_runtime(Settings.from_env())
+        return _runtime
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    runtime = _get_runtime()
+    user_ids = list(runtime.settings.watched_user_ids or runtime.store.watched_users())
+    if not user_ids:
+        logger.warning("No watched users: set WATCHED_USER_IDS or mark table items with watch=true")
+    report = runtime.forwarder.run(user_ids, remaining_ms=context.get_remaining_time_in_millis)
+    _publish(report)
+    summary = report.as_dict()
+    logger.info(
+        "Run finished", extra={"summary": {k: v for k, v in summary.items() if k != "users"}}
+    )
+    if report.failed:
+        # Fail the invocation so the Errors alarm and the on-failure destination see it; every
+        # other user's progress is already committed.
+        raise RunFailed(
+            f"{len(report.failed)} of {len(report.users)} users failed: "
+            + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
+        )
+    return summary
+
+
+def _publish(report: RunReport) -> None:
+    now_ms = int(time.time() * 1000)
+    users = report.users
+    processed = [u for u in users if u.error is None and not u.deferred]
+    count = MetricUnit.Count
+    metrics.add_metric(name="UsersProcessed", unit=count, value=len(processed))
+    metrics.add_metric(name="UsersFailed", unit=count, value=len(report.failed))
+    metrics.add_metric(name="UsersDeferred", unit=count, value=sum(u.deferred for u in users))
+    metrics.add_metric(name="UsersInBacklog", unit=count, value=sum(u.backlog for u in users))
+    metrics.add_metric(name="EventsFetched", unit=count, value=sum(u.fetched for u in users))
+    metrics.add_metric(name="EventsForwarded", unit=count, value=sum(u.forwarded for u in users))
+    for destination in ("cloudwatch", "s3"):
+        delivered = sum(u.delivered.get(destination, 0) for u in users)
+        metrics.add_metric(name=f"EventsDelivered_{destination}", unit=count, value=delivered)
+    metrics.add_metric(name="DuplicatesDropped", unit=count, value=sum(u.duplicates for u in users))
+    metrics.add_metric(name="LateEvents", unit=count, value=sum(u.late for u in users))
+    metrics.add_metric(name="MalformedEvents", unit=count, value=sum(u.malformed for u in users))
+    metrics.add_metric(name="RestampedEvents", unit=count, value=sum(u.restamped for u in users))
+    metrics.add_metric(name="OversizedEvents", unit=count, value=sum(u.oversized for u in users))
+    metrics.add_metric(name="RecoveredEvents", unit=count, value=sum(u.recovered for u in users))
+    metrics.add_metric(name="Gaps", unit=count, value=sum(len(u.gaps) for u in users))
+    metrics.add_metric(name="Auth0ApiCalls", unit=count, value=report.api_calls)
+    metrics.add_metric(name="Auth0RateLimited", unit=count, value=report.rate_limited)
+    metrics.add_metric(name="Auth0Retries", unit=count, value=report.retries)
+    lateness = max((u.max_lateness_ms for u in users), default=0)
+    metrics.add_metric(name="MaxLatenessSeconds", unit=MetricUnit.Seconds, value=lateness / 1000)
+    newest = [u.newest_forwarded_ms for u in users if u.newest_forwarded_ms is not None]
+    if newest:
+        metrics.add_metric(
+            name="LagSeconds", unit=MetricUnit.Seconds, value=(now_ms - max(newest)) / 1000
+        )

@@ -1,0 +1,273 @@
+"""The Auth0 Management API client: token, retries, pacing, and the two log endpoints.
+
+Failures are classified once, here, into the exception tree of `exceptions.py`; callers never see
+an httpx error. No message built here contains a token or a client secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .exceptions import (
+    Auth0AuthError,
+    Auth0MalformedResponse,
+    Auth0RequestError,
+    Auth0ScopeError,
+    Auth0SearchCapError,
+    Auth0UnavailableError,
+)
+from .pacing import Pacer, RateLimitHeaders
+
+logger = logging.getLogger(__name__)
+
+PER_PAGE_MAX = 100
+SEARCH_CAP = 1000
+# Renew this long before expiry so a token never dies in the middle of a run.
+TOKEN_RENEW_MARGIN_S = 300
+MAX_429_WAIT_S = 60.0
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    client_id: str
+    client_secret: str
+
+    def __repr__(self) -> str:
+        return f"ClientCredentials(client_id={self.client_id!r}, client_secret='***')"
+
+
+@dataclass(slots=True)
+class CallStats:
+    """Counts shared by the worker threads of one run (the lock makes `+=` safe)."""
+
+    api_calls: int = 0
+    token_requests: int = 0
+    rate_limited: int = 0
+    retries: int = 0
+
+
+class Auth0Client:
+    def __init__(
+        self,
+        *,
+        domain: str,
+        base_url: str,
+        credentials: Callable[[bool], ClientCredentials],
+        pacer: Pacer,
+        http: httpx.Client | None = None,
+        max_attempts: int = 6,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`credentials(force_refresh)` returns the M2M client's id and secret."""
+        self._domain = domain
+        self._base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._pacer = pacer
+        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        self._max_attempts = max_attempts
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._token_lock = threading.Lock()
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._stats_lock = threading.Lock()
+        self.stats = CallStats()
+
+    # -- the two endpoints ---------------------------------------------------------------------
+
+    def user_logs(
+        self, user_id: str, *, page: int, per_page: int = PER_PAGE_MAX, sort: str = "date:-1"
+    ) -> list[dict[str, Any]]:
+        """One page of GET /api/v2/users/{id}/logs."""
+        # The id is one path segment: '|', '/', '@', '=' and spaces are all encoded.
+        path = f"/api/v2/users/{quote(user_id, safe='')}/logs"
+        params = {"page": page, "per_page": per_page, "sort": sort, "include_totals": "false"}
+        return _log_list(self._get(path, params))
+
+    def search_logs(
+        self, query: str, *, page: int = 0, per_page: int = PER_PAGE_MAX, sort: str = "date:1"
+    ) -> list[dict[str, Any]]:
+        """One page of tenant-wide search, GET /api/v2/logs?q=… (needs the read:logs scope)."""
+        params = {
+            "q": query,
+            "page": page,
+            "per_page": per_page,
+            "sort": sort,
+            "include_totals": "false",
+        }
+        return _log_list(self._get("/api/v2/logs", params))
+
+    def reset_stats(self) -> CallStats:
+        with self._stats_lock:
+            stats, self.stats = self.stats, CallStats()
+        return stats
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+        refreshed_after_401 = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = self._access_token()
+            self._pacer.acquire()
+            self._count("api_calls")
+            try:
+                response = self._http.get(
+                    self._base_url + path,
+                    params=dict(params),
+                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                )
+            except httpx.TransportError as exc:
+                self._retry_or_raise(attempt, f"{type(exc).__name__} calling {path}")
+                continue
+            self._pacer.observe(RateLimitHeaders.parse(response.headers))
+
+            status = response.status_code
+            if status == 200:
+                return _json(response, path)
+            if status == 401 and not refreshed_after_401:
+                # Expired or revoked: one new token, one retry. A second 401 is a real refusal.
+                refreshed_after_401 = True
+                self._invalidate_token(token)
+                continue
+            if status == 429:
+                self._count("rate_limited")
+                self._pacer.back_off_until(self._clock() + self._wait_after_429(response))
+                self._retry_or_raise(attempt, f"429 from {path}", wait=0.0)
+                continue
+            if status >= 500 or status == 408:
+                self._retry_or_raise(attempt, f"HTTP {status} from {path}")
+                continue
+            raise _client_error(status, path, response)
+
+    def _retry_or_raise(self, attempt: int, what: str, wait: float | None = None) -> None:
+        if attempt >= self._max_attempts:
+            raise Auth0UnavailableError(f"{what}; gave up after {attempt} attempts")
+        self._count("retries")
+        if wait is None:
+            # Full jitter over a capped exponential: retries of concurrent workers spread out.
+            wait = self._rng.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1)))
+        logger.warning("Auth0 call failed, retrying", extra={"reason": what, "attempt": attempt})
+        if wait > 0:
+            self._sleep(wait)
+
+    def _wait_after_429(self, response: httpx.Response) -> float:
+        retry_after = response.headers.get("retry-after")
+        if retry_after is not None and retry_after.strip().isdigit():
+            return min(MAX_429_WAIT_S, float(retry_after))
+        limits = RateLimitHeaders.parse(response.headers)
+        if limits is not None:
+            return min(MAX_429_WAIT_S, max(0.0, limits.reset_epoch_s - self._clock()))
+        return 1.0
+
+    # -- token -----------------------------------------------------------------------------------
+
+    def _access_token(self) -> str:
+        with self._token_lock:
+            if (
+                self._token is None
+                or self._clock() >= self._token_expires_at - TOKEN_RENEW_MARGIN_S
+            ):
+                self._token, lifetime = self._request_token()
+                self._token_expires_at = self._clock() + lifetime
+            return self._token
+
+    def _invalidate_token(self, token: str) -> None:
+        with self._token_lock:
+            # Another worker may already have replaced it.
+            if self._token == token:
+                self._token = None
+
+    def _request_token(self) -> tuple[str, float]:
+        for force_refresh in (False, True):
+            credentials = self._credentials(force_refresh)
+            self._count("token_requests")
+            try:
+                response = self._http.post(
+                    f"{self._base_url}/oauth/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_id": credentials.client_id,
+                        "client_secret": credentials.client_secret,
+                        # Always the tenant's own audience, even when talking to another base URL.
+                        "audience": f"https://{self._domain}/api/v2/",
+                    },
+                )
+            except httpx.TransportError as exc:
+                raise Auth0UnavailableError(f"{type(exc).__name__} requesting a token") from exc
+            if response.status_code in (401, 403) and not force_refresh:
+                # The secret may have been rotated since we cached it: read it again, once.
+                continue
+            if response.status_code != 200:
+                raise Auth0AuthError(
+                    f"token request refused with HTTP {response.status_code} for client "
+                    f"{credentials.client_id!r}",
+                    status=response.status_code,
+                )
+            body = _json(response, "/oauth/token")
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise Auth0MalformedResponse("token answer has no access_token")
+            expires_in = body.get("expires_in", 86400)
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 86400.0
+            return token, lifetime
+        raise Auth0AuthError("token request refused even with freshly read credentials")
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def _json(response: httpx.Response, path: str) -> Any:
+    content_type = response.headers.get("content-type", "")
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise Auth0MalformedResponse(
+            f"{path} answered HTTP {response.status_code} with a body that is not JSON "
+            f"({content_type or 'no content type'}, {len(response.content)} bytes)",
+            status=response.status_code,
+        ) from exc
+
+
+def _log_list(body: Any) -> list[dict[str, Any]]:
+    # Both documented shapes: a bare array, or {start, limit, length, total, logs}. `total` is
+    # never read: under log search v3 it may count only the page.
+    logs = body.get("logs") if isinstance(body, dict) else body
+    if not isinstance(logs, list):
+        raise Auth0MalformedResponse(
+            f"log list answer is a {type(body).__name__} without a 'logs' array"
+        )
+    return logs
+
+
+def _client_error(status: int, path: str, response: httpx.Response) -> Exception:
+    message = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            message = str(body.get("message", ""))[:300]
+    except ValueError:
+        pass
+    text = f"HTTP {status} from {path}: {message or 'no message'}"
+    if status == 403:
+        return Auth0ScopeError(text, status=status)
+    if status == 401:
+        return Auth0AuthError(text, status=status)
+    if status == 400 and ("1000" in message or "page" in message.lower()) and "exceeds" in message:
+        return Auth0SearchCapError(text, status=status)
+    return Auth0RequestError(text, status=status)

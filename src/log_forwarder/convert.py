@@ -1,0 +1,68 @@
+"""Auth0 event → one JSON line.
+
+The event's own fields stay at the top level exactly as Auth0 sent them, unknown ones included;
+everything the forwarder adds lives under the single key `_forwarder`, which Auth0 does not use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .cursor import Gap, LogEvent, iso_ms
+from .event_types import describe
+from .records import OutputLine
+
+FORWARDER_KEY = "_forwarder"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ConvertContext:
+    tenant: str
+    watched_user_id: str
+    forwarded_at_ms: int
+    source: str  # which Auth0 endpoint returned the event: "user_logs" or "logs_search"
+
+
+def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
+    event_type = describe(event.raw.get("type"))
+    added: dict[str, Any] = {
+        "format": FORMAT_VERSION,
+        "tenant": context.tenant,
+        "watched_user_id": context.watched_user_id,
+        "forwarded_at": iso_ms(context.forwarded_at_ms),
+        "type_name": event_type.name,
+        "severity": event_type.severity,
+        "source": context.source,
+    }
+    if FORWARDER_KEY in event.raw:
+        # Auth0 never sent this key so far; if it ever does, keep its value rather than drop it.
+        added["auth0_value"] = event.raw[FORWARDER_KEY]
+    record = {**event.raw, FORWARDER_KEY: added}
+    return OutputLine(timestamp_ms=event.date_ms, line=_dumps(record), log_id=event.log_id)
+
+
+def gap_line(gap: Gap, *, tenant: str, detected_at_ms: int) -> OutputLine:
+    """A record that says, in the destinations themselves, which events could not be forwarded."""
+    record = {
+        FORWARDER_KEY: {
+            "format": FORMAT_VERSION,
+            "record_type": "gap",
+            "tenant": tenant,
+            "watched_user_id": gap.user_id,
+            "from": iso_ms(gap.from_ms),
+            "to": iso_ms(gap.to_ms),
+            "reason": gap.reason,
+            "estimated_count": gap.estimated_count,
+            "detected_at": iso_ms(detected_at_ms),
+        }
+    }
+    return OutputLine(timestamp_ms=detected_at_ms, line=_dumps(record), log_id=None)
+
+
+def _dumps(record: dict[str, Any]) -> str:
+    # Compact and UTF-8: one object per line, sized as CloudWatch counts it. json escapes any
+    # newline inside a value, so a line can never split.
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

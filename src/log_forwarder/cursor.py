@@ -1,0 +1,271 @@
+"""The per-user cursor: which events are new, in which order, and where the next read starts.
+
+Auth0 log events arrive late, share dates down to the millisecond, and repeat. A cursor that only
+remembered "the newest date forwarded" would lose the late ones, so this one keeps:
+
+- `floor_ms`: nothing dated before it is ever forwarded again. The next read covers [floor, now].
+- `recent`: every (date, log_id) forwarded at or after the floor. Re-reading the window finds late
+  events (not in `recent`) and drops repeats (in `recent`).
+- `watermark_ms`: the newest date forwarded. After each delivery the floor moves up to
+  `watermark - overlap`, so an event that becomes visible up to `overlap` late is still caught.
+
+Everything here is pure: no clock, no I/O. The forwarder feeds it what Auth0 returned and
+commits the cursor it gets back only after the destinations have accepted the lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+STATE_VERSION = 1
+# Bounds the checkpoint item (DynamoDB allows 400 KB). Past it the overlap window narrows for that
+# user, which is counted and logged rather than silently ignored.
+MAX_RECENT = 6_000
+
+
+class MalformedEvent(ValueError):
+    """An event lacks a usable `log_id` or `date`; it cannot be ordered or deduplicated."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One Auth0 log event: the two fields the forwarder reads, and the event itself untouched."""
+
+    date_ms: int
+    log_id: str
+    raw: Mapping[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return (self.date_ms, self.log_id)
+
+
+def parse_date_ms(value: object) -> int:
+    """Epoch milliseconds of an Auth0 `date` (ISO-8601; the schema also allows an object)."""
+    if isinstance(value, Mapping):
+        # LogDateObject is undocumented beyond "an object"; accept the Mongo-style {"$date": ...}.
+        value = next((v for v in value.values() if isinstance(v, str)), None)
+    if not isinstance(value, str) or not value:
+        raise MalformedEvent(f"date is {type(value).__name__}, expected an ISO-8601 string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise MalformedEvent(f"date {value[:40]!r} is not ISO-8601") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
+
+
+def parse_event(raw: object) -> LogEvent:
+    if not isinstance(raw, Mapping):
+        raise MalformedEvent(f"event is {type(raw).__name__}, expected an object")
+    log_id = raw.get("log_id")
+    if not isinstance(log_id, str) or not log_id:
+        raise MalformedEvent("event has no log_id")
+    return LogEvent(date_ms=parse_date_ms(raw.get("date")), log_id=log_id, raw=raw)
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A batch handed to the destinations but not yet committed (a write-ahead intent).
+
+    If the run dies before the commit, the next run redelivers exactly these events under the same
+    batch id, and the destinations skip what they already hold.
+    """
+
+    batch_id: str
+    log_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Events that existed but cannot be forwarded (expired, or out of reach). Never silent."""
+
+    user_id: str
+    from_ms: int | None  # exclusive; None when the start of the missing span is unknown
+    to_ms: int  # exclusive: events dated `to_ms` and later are forwarded
+    reason: str
+    estimated_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What one read contributes: the new events in forwarding order, and what was dropped."""
+
+    new: list[LogEvent]
+    duplicates: int = 0
+    below_floor: int = 0
+    late: int = 0
+    max_lateness_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    floor_ms: int | None = None
+    watermark_ms: int | None = None
+    recent: tuple[tuple[int, str], ...] = ()
+    pending: Pending | None = None
+    backlog: bool = False
+    forwarded_total: int = 0
+    gaps_total: int = 0
+
+    @classmethod
+    def fresh(cls, floor_ms: int | None) -> Cursor:
+        return cls(floor_ms=floor_ms)
+
+    @property
+    def at_capacity(self) -> bool:
+        """`recent` hit its cap, so the overlap window for this user is narrower than configured."""
+        return len(self.recent) >= MAX_RECENT
+
+    @property
+    def anchor(self) -> tuple[int, str] | None:
+        """The newest event forwarded. While Auth0 still returns it, nothing after it expired."""
+        return self.recent[-1] if self.recent else None
+
+    def select(self, events: Iterable[LogEvent]) -> Selection:
+        """The events of a read that are new, in ascending (date, log_id) order."""
+        known = {log_id for _, log_id in self.recent}
+        new: dict[str, LogEvent] = {}
+        duplicates = below_floor = late = 0
+        max_lateness = 0
+        for event in events:
+            if self.floor_ms is not None and event.date_ms < self.floor_ms:
+                below_floor += 1
+            elif event.log_id in known or event.log_id in new:
+                duplicates += 1
+            else:
+                new[event.log_id] = event
+                if self.watermark_ms is not None and event.date_ms < self.watermark_ms:
+                    late += 1
+                    max_lateness = max(max_lateness, self.watermark_ms - event.date_ms)
+        ordered = sorted(new.values(), key=lambda e: e.key)
+        return Selection(ordered, duplicates, below_floor, late, max_lateness)
+
+    def advance(self, delivered: Sequence[LogEvent], *, overlap_ms: int) -> Cursor:
+        """The cursor after `delivered` was accepted by every destination."""
+        if not delivered:
+            return self
+        newest = max(e.date_ms for e in delivered)
+        watermark = newest if self.watermark_ms is None else max(self.watermark_ms, newest)
+        floor = watermark - overlap_ms
+        if self.floor_ms is not None:
+            floor = max(floor, self.floor_ms)
+        recent = sorted({*self.recent, *(e.key for e in delivered)})
+        recent = [entry for entry in recent if entry[0] >= floor]
+        if len(recent) > MAX_RECENT:
+            floor, recent = _narrow(recent)
+        return replace(
+            self,
+            floor_ms=floor,
+            watermark_ms=watermark,
+            recent=tuple(recent),
+            forwarded_total=self.forwarded_total + len(delivered),
+        )
+
+    def detect_expiry_gap(
+        self, user_id: str, read: Sequence[LogEvent], *, covers_floor: bool, now_ms: int
+    ) -> Gap | None:
+        """A gap when retention has passed our anchor: events after it may have expired unseen.
+
+        Evidence is needed, not a guess: the read holds the oldest events Auth0 still retains at or
+        above the floor (`covers_floor`), our anchor is not among them, and everything retained is
+        newer than it.
+        """
+        anchor = self.anchor
+        if anchor is None or not covers_floor:
+            return None
+        if any(e.log_id == anchor[1] or e.date_ms <= anchor[0] for e in read):
+            return None
+        oldest = min((e.date_ms for e in read), default=now_ms)
+        return Gap(user_id=user_id, from_ms=anchor[0], to_ms=oldest, reason="expired")
+
+    def after_gap(self, gap: Gap) -> Cursor:
+        floor = gap.to_ms if self.floor_ms is None else max(self.floor_ms, gap.to_ms)
+        return replace(
+            self,
+            floor_ms=floor,
+            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
+            gaps_total=self.gaps_total + 1,
+        )
+
+    def with_pending(self, pending: Pending | None) -> Cursor:
+        return replace(self, pending=pending)
+
+    def with_backlog(self, backlog: bool) -> Cursor:
+        return replace(self, backlog=backlog)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "floor": self.floor_ms,
+            "watermark": self.watermark_ms,
+            "recent": [[date, log_id] for date, log_id in self.recent],
+            "pending": None
+            if self.pending is None
+            else {"batch_id": self.pending.batch_id, "log_ids": sorted(self.pending.log_ids)},
+            "backlog": self.backlog,
+            "forwarded_total": self.forwarded_total,
+            "gaps_total": self.gaps_total,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Cursor:
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"checkpoint state version {state.get('v')!r} is not {STATE_VERSION}")
+        pending = state.get("pending")
+        return cls(
+            floor_ms=_optional_int(state.get("floor")),
+            watermark_ms=_optional_int(state.get("watermark")),
+            recent=tuple(
+                sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
+            ),
+            pending=None
+            if not pending
+            else Pending(str(pending["batch_id"]), frozenset(map(str, pending["log_ids"]))),
+            backlog=bool(state.get("backlog", False)),
+            forwarded_total=int(state.get("forwarded_total", 0)),
+            gaps_total=int(state.get("gaps_total", 0)),
+        )
+
+    def summary(self) -> dict[str, str | int | bool | None]:
+        """Readable attributes stored beside the state, for operators browsing the table."""
+        anchor = self.anchor
+        return {
+            "watermark": iso_ms(self.watermark_ms),
+            "floor": iso_ms(self.floor_ms),
+            "last_log_id": anchor[1] if anchor else None,
+            "backlog": self.backlog,
+            "pending_events": len(self.pending.log_ids) if self.pending else 0,
+            "forwarded_total": self.forwarded_total,
+            "gaps_total": self.gaps_total,
+        }
+
+
+def _narrow(recent: list[tuple[int, str]]) -> tuple[int, list[tuple[int, str]]]:
+    # Keep the newest MAX_RECENT entries, widened to a whole date so the floor never splits a tie.
+    cut = len(recent) - MAX_RECENT
+    date = recent[cut][0]
+    while cut > 0 and recent[cut - 1][0] == date:
+        cut -= 1
+    return date, recent[cut:]
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]

@@ -1,0 +1,135 @@
+"""In-memory stand-ins for the property tests of the core: fast enough for thousands of runs.
+
+The integration tests use the real HTTP simulator and moto's server instead; these fakes keep
+only the behaviour the cursor depends on (newest-first paging, the 1,000-result cap, search by
+user and date range, late visibility, retention, scope) so hypothesis can explore it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from log_forwarder.auth0_client import CallStats
+from log_forwarder.cursor import parse_date_ms
+from log_forwarder.exceptions import Auth0ScopeError, Auth0SearchCapError, DeliveryError
+from log_forwarder.records import DeliveryReport, OutputLine
+
+_QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
+
+
+@dataclass
+class _Stored:
+    event: dict[str, Any]
+    date_ms: int
+    visible_at_ms: int
+    seq: int
+
+
+@dataclass
+class FakeAuth0:
+    """Duck-types Auth0Client.user_logs / search_logs / reset_stats."""
+
+    now_ms: int = 0
+    search_allowed: bool = True
+    retention_ms: int | None = None
+    events: list[_Stored] = field(default_factory=list)
+    calls: int = 0
+    calls_by_user: dict[str, int] = field(default_factory=dict)
+
+    def add(self, event: dict[str, Any], *, visible_at_ms: int | None = None) -> None:
+        date_ms = parse_date_ms(event["date"])
+        visible = date_ms if visible_at_ms is None else visible_at_ms
+        self.events.append(_Stored(dict(event), date_ms, visible, len(self.events)))
+
+    def _visible(self, user_id: str) -> list[_Stored]:
+        oldest = None if self.retention_ms is None else self.now_ms - self.retention_ms
+        return [
+            s
+            for s in self.events
+            if s.event.get("user_id") == user_id
+            and s.visible_at_ms <= self.now_ms
+            and (oldest is None or s.date_ms >= oldest)
+        ]
+
+    def _count(self, user_id: str) -> None:
+        self.calls += 1
+        self.calls_by_user[user_id] = self.calls_by_user.get(user_id, 0) + 1
+
+    def user_logs(
+        self, user_id: str, *, page: int, per_page: int = 100, sort: str = "date:-1"
+    ) -> list[dict[str, Any]]:
+        self._count(user_id)
+        if (page + 1) * per_page > 1000:
+            raise Auth0SearchCapError("page past the cap", status=400)
+        descending = sort == "date:-1"
+        # Stable order for equal dates, as Auth0 returns for repeated identical requests.
+        ordered = sorted(
+            self._visible(user_id),
+            key=lambda s: (-s.date_ms, s.seq) if descending else (s.date_ms, s.seq),
+        )
+        return [dict(s.event) for s in ordered[page * per_page : (page + 1) * per_page]]
+
+    def search_logs(
+        self, query: str, *, page: int = 0, per_page: int = 100, sort: str = "date:1"
+    ) -> list[dict[str, Any]]:
+        match = _QUERY.match(query)
+        assert match, f"unexpected query {query!r}"
+        user_id = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
+        self._count(user_id)
+        if not self.search_allowed:
+            raise Auth0ScopeError("Insufficient scope; expected any of: read:logs", status=403)
+        if (page + 1) * per_page > 1000:
+            raise Auth0SearchCapError("page past the cap", status=400)
+        lo = None if match.group(2) in (None, "*") else parse_date_ms(match.group(2))
+        hi = None if match.group(3) in (None, "*") else parse_date_ms(match.group(3))
+        hits = [
+            s
+            for s in self._visible(user_id)
+            if (lo is None or s.date_ms >= lo) and (hi is None or s.date_ms <= hi)
+        ]
+        hits.sort(key=lambda s: (s.date_ms, s.seq), reverse=sort == "date:-1")
+        return [dict(s.event) for s in hits[page * per_page : (page + 1) * per_page]]
+
+    def reset_stats(self) -> CallStats:
+        stats = CallStats(api_calls=self.calls)
+        self.calls = 0
+        return stats
+
+
+@dataclass
+class RecordingSink:
+    """A destination that keeps what it accepted; can die before or after accepting a batch.
+
+    `crash(batch_index)` returns None, "before" or "after": "after" models a run killed between
+    delivery and checkpoint commit, the window the pending intent exists for.
+    """
+
+    name: str = "memory"
+    lines: list[OutputLine] = field(default_factory=list)
+    batches: list[list[OutputLine]] = field(default_factory=list)
+    crash: Callable[[int], str | None] = lambda _i: None
+    deliveries: int = 0
+
+    def deliver(
+        self, user_id: str, lines: Sequence[OutputLine], *, batch_id: str, recovering: bool = False
+    ) -> DeliveryReport:
+        index = self.deliveries
+        self.deliveries += 1
+        mode = self.crash(index)
+        if mode == "before":
+            raise DeliveryError(f"{self.name}: simulated failure before delivery")
+        present = {line.log_id for line in self.lines if line.log_id} if recovering else set()
+        accepted = [line for line in lines if line.log_id is None or line.log_id not in present]
+        self.lines.extend(accepted)
+        self.batches.append(list(accepted))
+        if mode == "after":
+            raise DeliveryError(f"{self.name}: simulated crash after delivery")
+        return DeliveryReport(
+            self.name, accepted=len(accepted), already_present=len(lines) - len(accepted)
+        )
+
+    def log_ids(self) -> list[str]:
+        return [line.log_id for line in self.lines if line.log_id is not None]
