@@ -1,0 +1,1193 @@
+"""A local Auth0 Management API that serves log events, for tests, the demo and the benchmark.
+
+It behaves like the parts of Auth0 this project depends on, as Auth0 documents them, including the
+unpleasant parts: the 1,000-result search cap, a global token-bucket rate limit, tokens that expire
+or are revoked, scopes, events that become visible late, events that expire, gateway errors with
+HTML bodies, and log ids that follow ingestion rather than event date.
+
+Only the standard library is used, and nothing outside this file is read at run time, so the demo
+runs from a bare clone. The clock is injectable: tests move time forward instead of sleeping.
+
+Usage::
+
+    with Auth0Simulator(clock=fake_clock) as sim:
+        sim.add_events(events)
+        httpx.get(f"{sim.base_url}/api/v2/users/{quote(uid, safe='')}/logs", ...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import random
+import re
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote
+
+__all__ = [
+    "Auth0Simulator",
+    "QueryError",
+    "RateLimit",
+    "SimulatorStats",
+    "parse_log_query",
+]
+
+SEARCH_CAP: Final = 1000
+MAX_PER_PAGE: Final = 100
+# Auth0 answers a default-size page when per_page is not sent ("paging is disabled").
+DEFAULT_PAGE_SIZE: Final = 50
+DEFAULT_TAKE: Final = 50
+MAX_QUERY_CHARS: Final = 2000
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_USER_LOGS_PATH: Final = re.compile(r"/api/v2/users/([^/]+)/logs")
+_SORT_PARAM: Final = re.compile(r"([A-Za-z_$][\w.$-]*):(-1|1)")
+_INTEGER: Final = re.compile(r"-?\d+")
+_PARAM_HELP: Final = {
+    "page": "Page index of the results to return. First page is 0.",
+    "per_page": "Number of results per page. Paging is disabled if parameter not sent.",
+    "sort": "Field to sort by. Use field:order where order is 1 for ascending and -1 for "
+    "descending. Defaults to date:-1.",
+    "include_totals": "Return results inside an object that contains the total result count "
+    "(true) or as a direct array of results (false, default).",
+    "include_fields": "Whether specified fields are to be included (true) or excluded (false).",
+    "take": "Number of entries to retrieve when using the from parameter.",
+}
+_GATEWAY_HTML: Final = (
+    "<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {phrase}</h1></center>\r\n</body>\r\n</html>\r\n"
+)
+
+JsonDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Auth0's global Management API limit as a token bucket (Enterprise numbers by default)."""
+
+    burst: int = 50  # bucket capacity, reported as x-ratelimit-limit
+    per_second: float = 16.0  # refill rate
+
+    def __post_init__(self) -> None:
+        if self.burst < 1 or not self.per_second > 0:
+            raise ValueError("RateLimit needs burst >= 1 and per_second > 0")
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:  # fault injection may ask for any number
+        return "Error"
+
+
+class _ApiError(Exception):
+    """An error answer with Auth0's four-key body."""
+
+    def __init__(self, status: int, message: str, error_code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body: JsonDict = {
+            "statusCode": status,
+            "error": _phrase(status),
+            "message": message,
+            "errorCode": error_code,
+        }
+
+
+def _query_validation(param: str, problem: str) -> _ApiError:
+    # The wording of Auth0's schema validator, so clients that log the message see the real thing.
+    return _ApiError(
+        400,
+        f"Query validation error: '{problem}' on property {param} ({_PARAM_HELP.get(param, '')}).",
+        "invalid_query_string",
+    )
+
+
+def _cap_error(page: int) -> _ApiError:
+    return _ApiError(
+        400,
+        f"Requesting page {page} exceeds the allowed maximum of {SEARCH_CAP} records: "
+        "please consider searching by checkpoint",
+        "invalid_paging",
+    )
+
+
+_RATE_LIMITED_BODY: Final[JsonDict] = {
+    "statusCode": 429,
+    "error": "Too Many Requests",
+    "message": "Global limit has been reached",
+    "errorCode": "too_many_requests",
+}
+
+
+# -- the stored event -------------------------------------------------------------------------
+
+
+def _instant_us(text: str) -> int:
+    """Microseconds since the epoch of an ISO-8601 instant; naive means UTC."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return (parsed - _EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(slots=True)
+class _Stored:
+    seq: int  # insertion order: the deterministic tie-breaker for equal sort keys
+    event: JsonDict
+    date_us: int
+    visible_at: float | None
+
+    @property
+    def user_id(self) -> str | None:
+        value = self.event.get("user_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def log_id(self) -> str:
+        value = self.event.get("log_id")
+        return value if isinstance(value, str) else ""
+
+
+def _lookup(event: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = event
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _value_key(value: Any) -> tuple[int, Any]:
+    # A total order over mixed JSON values, so sorting on any field never raises.
+    if value is None:
+        return (0, "")
+    if isinstance(value, bool):
+        return (1, int(value))
+    if isinstance(value, int | float):
+        return (2, float(value))
+    if isinstance(value, str):
+        return (3, value)
+    return (4, json.dumps(value, sort_keys=True))
+
+
+def _sorted(items: Iterable[_Stored], sort_field: str, descending: bool) -> list[_Stored]:
+    def by_date(stored: _Stored) -> tuple[Any, ...]:
+        return (stored.date_us, stored.seq)
+
+    def by_field(stored: _Stored) -> tuple[Any, ...]:
+        return (_value_key(_lookup(stored.event, sort_field)), stored.seq)
+
+    ordered = sorted(items, key=by_date if sort_field == "date" else by_field)
+    # Descending is the exact reverse of ascending, so equal dates come out in one fixed order
+    # and page boundaries never skip or repeat an event.
+    if descending:
+        ordered.reverse()
+    return ordered
+
+
+# -- the log search query language (a Lucene subset) -------------------------------------------
+
+
+class QueryError(ValueError):
+    """A `q` the simulator cannot parse; the API answers 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Term:
+    field: str
+    value: str | None  # None: `field:*`, the field is present
+
+    def matches(self, stored: _Stored) -> bool:
+        actual = _lookup(stored.event, self.field)
+        if self.value is None:
+            return actual is not None and actual != ""
+        if self.field == "date" and isinstance(actual, str):
+            try:
+                return _instant_us(actual) == _instant_us(self.value)
+            except ValueError:
+                pass
+        if isinstance(actual, str):
+            return actual == self.value
+        return actual is not None and json.dumps(actual) == self.value
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    field: str
+    low: str | None  # None: open end (`*`)
+    high: str | None
+    low_inclusive: bool
+    high_inclusive: bool
+
+    def matches(self, stored: _Stored) -> bool:
+        actual: Any
+        low: Any = self.low
+        high: Any = self.high
+        if self.field == "date":
+            actual = stored.date_us
+            low = None if self.low is None else _instant_us(self.low)
+            high = None if self.high is None else _instant_us(self.high)
+        else:
+            actual = _lookup(stored.event, self.field)
+            if not isinstance(actual, str):
+                return False
+        if low is not None and (actual < low or (actual == low and not self.low_inclusive)):
+            return False
+        return high is None or actual < high or (actual == high and self.high_inclusive)
+
+
+@dataclass(frozen=True, slots=True)
+class _Not:
+    item: _Node
+
+    def matches(self, stored: _Stored) -> bool:
+        return not self.item.matches(stored)
+
+
+@dataclass(frozen=True, slots=True)
+class _All:
+    items: tuple[_Node, ...]
+
+    def matches(self, stored: _Stored) -> bool:
+        return all(item.matches(stored) for item in self.items)
+
+
+@dataclass(frozen=True, slots=True)
+class _Any:
+    items: tuple[_Node, ...]
+
+    def matches(self, stored: _Stored) -> bool:
+        return any(item.matches(stored) for item in self.items)
+
+
+_Node = _Term | _Range | _Not | _All | _Any
+
+_FIELD: Final = re.compile(r"[A-Za-z_$][\w.$-]*")
+_OPERATORS: Final = {"AND": "AND", "&&": "AND", "OR": "OR", "||": "OR", "NOT": "NOT", "!": "NOT"}
+
+
+class _QueryParser:
+    """Recursive descent over: or := and (OR and)*; and := unary (AND unary)*;
+    unary := NOT unary | '(' or ')' | field ':' value.
+
+    Terms must be joined by an explicit operator: Auth0 does not document its default operator,
+    so a query that relies on one is rejected here rather than silently meaning something.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def parse(self) -> _Node | None:
+        self._skip_space()
+        if self.pos == len(self.text):
+            return None
+        node = self._or()
+        self._skip_space()
+        if self.pos != len(self.text):
+            raise QueryError(f"unexpected {self.text[self.pos :][:20]!r} at offset {self.pos}")
+        return node
+
+    def _or(self) -> _Node:
+        items = [self._and()]
+        while self._operator("OR"):
+            items.append(self._and())
+        return items[0] if len(items) == 1 else _Any(tuple(items))
+
+    def _and(self) -> _Node:
+        items = [self._unary()]
+        while self._operator("AND"):
+            items.append(self._unary())
+        return items[0] if len(items) == 1 else _All(tuple(items))
+
+    def _unary(self) -> _Node:
+        if self._operator("NOT"):
+            return _Not(self._unary())
+        self._skip_space()
+        if self._peek() == "(":
+            self.pos += 1
+            node = self._or()
+            self._skip_space()
+            self._expect(")")
+            return node
+        return self._term()
+
+    def _term(self) -> _Node:
+        match = _FIELD.match(self.text, self.pos)
+        if match is None or self.text[match.end() : match.end() + 1] != ":":
+            raise QueryError(f"expected field:value at offset {self.pos}")
+        name = match.group()
+        if name in _OPERATORS:
+            raise QueryError(f"operator {name} where a term was expected")
+        self.pos = match.end() + 1
+        opener = self._peek()
+        if opener in ("[", "{"):
+            return self._range(name)
+        if opener == '"':
+            return _Term(name, self._quoted())
+        value = self._bare()
+        return _Term(name, None if value == "*" else value)
+
+    def _range(self, name: str) -> _Range:
+        low_inclusive = self.text[self.pos] == "["
+        self.pos += 1
+        self._skip_space()
+        low = self._bound()
+        self._skip_space()
+        if not self.text.startswith("TO", self.pos):
+            raise QueryError(f"expected TO in the range at offset {self.pos}")
+        self.pos += 2
+        self._skip_space()
+        high = self._bound()
+        self._skip_space()
+        closer = self._peek()
+        if closer not in ("]", "}"):
+            raise QueryError(f"unclosed range at offset {self.pos}")
+        self.pos += 1
+        if name == "date":
+            for bound in (low, high):
+                if bound is not None:
+                    try:
+                        _instant_us(bound)
+                    except ValueError as exc:
+                        raise QueryError(f"not an ISO-8601 date: {bound!r}") from exc
+        return _Range(name, low, high, low_inclusive, closer == "]")
+
+    def _bound(self) -> str | None:
+        if self._peek() == '"':
+            return self._quoted()
+        start = self.pos
+        while self.pos < len(self.text) and self.text[self.pos] not in " \t\r\n]}":
+            self.pos += 1
+        value = self.text[start : self.pos]
+        if not value:
+            raise QueryError(f"empty range bound at offset {start}")
+        return None if value == "*" else value
+
+    def _quoted(self) -> str:
+        self.pos += 1  # the opening quote
+        out: list[str] = []
+        while self.pos < len(self.text):
+            char = self.text[self.pos]
+            if char == "\\" and self.pos + 1 < len(self.text):
+                out.append(self.text[self.pos + 1])
+                self.pos += 2
+            elif char == '"':
+                self.pos += 1
+                return "".join(out)
+            else:
+                out.append(char)
+                self.pos += 1
+        raise QueryError("unterminated quoted value")
+
+    def _bare(self) -> str:
+        out: list[str] = []
+        while self.pos < len(self.text) and self.text[self.pos] not in ' \t\r\n()"':
+            char = self.text[self.pos]
+            if char == "\\" and self.pos + 1 < len(self.text):
+                out.append(self.text[self.pos + 1])
+                self.pos += 2
+            else:
+                out.append(char)
+                self.pos += 1
+        if not out:
+            raise QueryError(f"missing value at offset {self.pos}")
+        return "".join(out)
+
+    def _operator(self, wanted: str) -> bool:
+        self._skip_space()
+        for spelling, meaning in _OPERATORS.items():
+            if meaning != wanted or not self.text.startswith(spelling, self.pos):
+                continue
+            end = self.pos + len(spelling)
+            # A word operator must stand alone: `ORDER:x` is a term, not OR.
+            if spelling.isalpha() and end < len(self.text) and self.text[end] not in " \t\r\n(":
+                continue
+            self.pos = end
+            return True
+        return False
+
+    def _expect(self, char: str) -> None:
+        if self._peek() != char:
+            raise QueryError(f"expected {char!r} at offset {self.pos}")
+        self.pos += 1
+
+    def _peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def _skip_space(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+            self.pos += 1
+
+
+def parse_log_query(text: str) -> _Node | None:
+    """Parse a log search `q`; None means "match everything". Raises QueryError."""
+    return _QueryParser(text).parse()
+
+
+def _user_ids_in(node: _Node | None) -> set[str]:
+    if isinstance(node, _Term):
+        return {node.value} if node.field == "user_id" and node.value is not None else set()
+    if isinstance(node, _Not):
+        return _user_ids_in(node.item)
+    found: set[str] = set()
+    if isinstance(node, _All | _Any):
+        for item in node.items:
+            found |= _user_ids_in(item)
+    return found
+
+
+# -- statistics -------------------------------------------------------------------------------
+
+
+class SimulatorStats:
+    """Thread-safe counters of what the simulator answered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: Counter[tuple[str, int]] = Counter()
+        self._calls: Counter[tuple[str, str | None]] = Counter()
+
+    @property
+    def requests(self) -> Counter[tuple[str, int]]:
+        """(endpoint, status) -> count; endpoint is "token", "user_logs" or "logs". A copy."""
+        with self._lock:
+            return Counter(self._requests)
+
+    def calls(self, endpoint: str | None = None, user_id: str | None = None) -> int:
+        """API calls (token requests excluded), optionally for one endpoint and/or one user: the
+        user of a /users/{id}/logs path, or a user_id named in a /logs `q`."""
+        with self._lock:
+            if user_id is None:
+                return sum(
+                    n
+                    for (name, _), n in self._requests.items()
+                    if name != "token" and endpoint in (None, name)
+                )
+            return sum(
+                n
+                for (name, uid), n in self._calls.items()
+                if uid == user_id and endpoint in (None, name)
+            )
+
+    @property
+    def rate_limited(self) -> int:
+        with self._lock:
+            return sum(n for (_, status), n in self._requests.items() if status == 429)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._requests.clear()
+            self._calls.clear()
+
+    def _record(self, endpoint: str, status: int, user_ids: Iterable[str]) -> None:
+        with self._lock:
+            self._requests[(endpoint, status)] += 1
+            for uid in user_ids:
+                self._calls[(endpoint, uid)] += 1
+
+
+# -- the simulator ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Token:
+    expires_at: float
+    scopes: frozenset[str]
+
+
+@dataclass(slots=True)
+class _FaultRule:
+    remaining: int
+    status: int
+    html: bool
+    path_contains: str | None
+
+
+@dataclass(slots=True)
+class _Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _json_response(
+    status: int, payload: Any, headers: Mapping[str, str] | None = None
+) -> _Response:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return _Response(status, body, headers=dict(headers or {}))
+
+
+def _html_response(status: int) -> _Response:
+    phrase = _phrase(status)
+    body = _GATEWAY_HTML.format(code=status, phrase=phrase).encode()
+    return _Response(status, body, content_type="text/html")
+
+
+class Auth0Simulator:
+    """An in-process HTTP server speaking the Auth0 token and log endpoints."""
+
+    def __init__(
+        self,
+        *,
+        domain: str = "demo-tenant.auth0.local",
+        client_id: str = "sim-client-id",
+        client_secret: str = "sim-client-secret",  # noqa: S107 - a simulator, not a secret
+        clock: Callable[[], float] = time.time,
+        rate_limit: RateLimit | None = RateLimit(),
+        latency_s: float = 0.0,
+        retention_s: float | None = None,
+        token_ttl_s: int = 86400,
+        scopes: Sequence[str] = ("read:logs", "read:logs_users"),
+        seed: int = 0,
+    ) -> None:
+        self.domain = domain
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.clock = clock
+        self.token_ttl_s = token_ttl_s
+        # Read on every request, so tests can change them between calls.
+        self.latency_s = latency_s
+        self.retention_s = retention_s
+        # What an unknown user id gets is undocumented (an empty list or a 404): both are
+        # available so clients can be tested against both.
+        self.unknown_user_status = 200
+        # Under log search v3, include_totals' `total` may count only the page.
+        self.totals_page_only = False
+        self.stats = SimulatorStats()
+        self.base_url = ""
+
+        self._lock = threading.RLock()
+        self._scopes = frozenset(scopes)
+        self._tokens: dict[str, _Token] = {}
+        self._events: list[_Stored] = []
+        self._by_user: dict[str, list[_Stored]] = {}
+        self._known_users: set[str] = set()
+        self._seq = 0
+        self._last_ingest = -math.inf
+        self._id_rng = random.Random(seed)
+        self._fault_rng = random.Random(f"{seed}:faults")
+        self._fault_rules: list[_FaultRule] = []
+        self._random_fault_p = 0.0
+        self._random_fault_statuses: tuple[int, ...] = (500, 502, 503)
+        self._rate_limit = rate_limit
+        self._bucket = float(rate_limit.burst) if rate_limit else 0.0
+        self._bucket_at: float | None = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> str:
+        if self._server is not None:
+            return self.base_url
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.simulator = self
+        self._server = server
+        self._thread = threading.Thread(
+            # A short poll interval keeps stop() quick (it waits for the loop to notice).
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="auth0-simulator",
+            daemon=True,
+        )
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        return self.base_url
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Auth0Simulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- test controls ------------------------------------------------------------------------
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return self._rate_limit
+
+    @rate_limit.setter
+    def rate_limit(self, value: RateLimit | None) -> None:
+        with self._lock:
+            # A new policy starts with a full bucket.
+            self._rate_limit = value
+            self._bucket = float(value.burst) if value else 0.0
+            self._bucket_at = None
+
+    def add_event(
+        self, event: Mapping[str, Any], *, visible_at: float | None = None
+    ) -> dict[str, Any]:
+        """Store one event and return a copy of it as stored (with its log_id).
+
+        `date` is required (ISO-8601). `user_id` is optional, as on real tenant events; events
+        without one are only reachable through /api/v2/logs. A given `log_id` is kept as is, even
+        if repeated. Otherwise one is assigned that reflects ingestion, like Auth0's: ids grow
+        in insertion order, and an event hidden until `visible_at` is ingested at that time, so
+        it gets an id above every event that became visible before it. That is what lets
+        checkpoint paging (ordered by log_id) pick up late events.
+        """
+        date = event.get("date")
+        if not isinstance(date, str):
+            raise ValueError("an event needs an ISO-8601 'date' string")
+        try:
+            date_us = _instant_us(date)
+        except ValueError as exc:
+            raise ValueError(f"event date is not ISO-8601: {date!r}") from exc
+        user_id = event.get("user_id")
+        if user_id is not None and not isinstance(user_id, str):
+            raise ValueError("'user_id' must be a string")
+        log_id = event.get("log_id")
+        if log_id is not None and not isinstance(log_id, str):
+            raise ValueError("'log_id' must be a string")
+        stored_event = copy.deepcopy(dict(event))
+        with self._lock:
+            now = self.clock()
+            if log_id is None:
+                stored_event["log_id"] = self._new_log_id(now, visible_at)
+            self._seq += 1
+            stored = _Stored(self._seq, stored_event, date_us, visible_at)
+            self._events.append(stored)
+            if isinstance(user_id, str):
+                self._by_user.setdefault(user_id, []).append(stored)
+                self._known_users.add(user_id)
+            return copy.deepcopy(stored_event)
+
+    def add_events(
+        self, events: Iterable[Mapping[str, Any]], *, visible_at: float | None = None
+    ) -> list[dict[str, Any]]:
+        return [self.add_event(event, visible_at=visible_at) for event in events]
+
+    def add_user(self, user_id: str) -> None:
+        """Make a user known without events (matters when unknown_user_status is 404)."""
+        with self._lock:
+            self._known_users.add(user_id)
+
+    def revoke_tokens(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    def set_scopes(self, scopes: Sequence[str]) -> None:
+        with self._lock:
+            self._scopes = frozenset(scopes)
+
+    def fail_next(
+        self, count: int, *, status: int = 503, html: bool = True, path_contains: str | None = None
+    ) -> None:
+        """The next `count` API requests answer `status`: with a gateway's HTML page (and no
+        rate-limit headers) if `html`, else with Auth0's JSON body.
+
+        `path_contains` narrows this to requests whose raw target (path and query, still
+        percent-encoded) contains it; only then can the token endpoint be hit.
+        """
+        with self._lock:
+            self._fault_rules.append(_FaultRule(count, status, html, path_contains))
+
+    def fail_randomly(
+        self, probability: float, *, statuses: Sequence[int] = (500, 502, 503)
+    ) -> None:
+        """Each API request fails with this probability (seeded): 500 as Auth0 JSON, other
+        statuses as a gateway HTML page. 0 turns it off."""
+        with self._lock:
+            self._random_fault_p = probability
+            self._random_fault_statuses = tuple(statuses)
+
+    def visible_events(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """Copies of what the API can return now (visible, not expired), oldest first."""
+        with self._lock:
+            now = self.clock()
+            pool = self._events if user_id is None else self._by_user.get(user_id, [])
+            found = [s for s in pool if self._is_visible(s, now)]
+            return [copy.deepcopy(s.event) for s in _sorted(found, "date", False)]
+
+    # -- internals: state -----------------------------------------------------------------------
+
+    def _new_log_id(self, now: float, visible_at: float | None) -> str:
+        if visible_at is not None and visible_at > now:
+            # Rounded up: an event that is not yet visible must not be "ingested" in the same
+            # millisecond as one inserted and visible right now.
+            ingest_ms = math.ceil(max(visible_at, self._last_ingest) * 1000)
+        else:
+            # Never backwards, even if a test clock is moved back.
+            self._last_ingest = max(now, self._last_ingest)
+            ingest_ms = math.floor(self._last_ingest * 1000)
+        ingest_ms = max(ingest_ms, 0)
+        moment = _EPOCH + timedelta(milliseconds=ingest_ms)
+        stamp = f"{moment:%Y%m%d%H%M%S}{ingest_ms % 1000:03d}"
+        tail = self._id_rng.randrange(10**24)
+        # 900 + 17-digit ingestion time + 12-digit sequence + 24 digits: 56, like Auth0's ids.
+        return f"900{stamp}{self._seq + 1:012d}{tail:024d}"
+
+    def _is_visible(self, stored: _Stored, now: float) -> bool:
+        if stored.visible_at is not None and now < stored.visible_at:
+            return False
+        if self.retention_s is not None:
+            return stored.date_us >= (now - self.retention_s) * 1_000_000
+        return True
+
+    def _take_fault(self, target: str, *, token_endpoint: bool) -> tuple[int, bool] | None:
+        for rule in self._fault_rules:
+            if rule.remaining <= 0:
+                continue
+            if rule.path_contains is None and token_endpoint:
+                continue
+            if rule.path_contains is not None and rule.path_contains not in target:
+                continue
+            rule.remaining -= 1
+            return rule.status, rule.html
+        self._fault_rules = [rule for rule in self._fault_rules if rule.remaining > 0]
+        if token_endpoint or self._random_fault_p <= 0 or not self._random_fault_statuses:
+            return None
+        if self._fault_rng.random() >= self._random_fault_p:
+            return None
+        status = self._fault_rng.choice(self._random_fault_statuses)
+        return status, status != 500
+
+    def _take_rate_token(self, now: float) -> tuple[dict[str, str], bool]:
+        """Refill, then take one token. Returns the x-ratelimit-* headers and whether limited."""
+        limit = self._rate_limit
+        if limit is None:
+            return {}, False
+        if self._bucket_at is not None:
+            elapsed = max(0.0, now - self._bucket_at)
+            self._bucket = min(float(limit.burst), self._bucket + elapsed * limit.per_second)
+        self._bucket_at = now
+        limited = self._bucket < 1.0
+        if not limited:
+            self._bucket -= 1.0
+        full_at = now + (limit.burst - self._bucket) / limit.per_second
+        headers = {
+            "x-ratelimit-limit": str(limit.burst),
+            "x-ratelimit-remaining": str(math.floor(self._bucket)),
+            "x-ratelimit-reset": str(math.ceil(full_at)),
+        }
+        return headers, limited
+
+    # -- internals: request handling ------------------------------------------------------------
+
+    def _handle(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> _Response:
+        raw_path, _, raw_query = target.partition("?")
+        if raw_path in ("/oauth/token", "/oauth/token/"):
+            if method != "POST":
+                return _method_not_allowed("POST")
+            with self._lock:
+                fault = self._take_fault(target, token_endpoint=True)
+            if fault is not None:
+                response = _fault_response(*fault, {})
+            else:
+                response = self._token(headers, body)
+            self.stats._record("token", response.status, ())
+            return response
+
+        user_match = _USER_LOGS_PATH.fullmatch(raw_path)
+        if user_match is not None:
+            endpoint = "user_logs"
+        elif raw_path == "/api/v2/logs":
+            endpoint = "logs"
+        else:
+            return _json_response(404, _ApiError(404, "Not Found", "not_found").body)
+        path_user = unquote(user_match.group(1)) if user_match else None
+        query = parse_qs(raw_query, keep_blank_values=True)
+        user_ids = self._user_ids_named(path_user, query)
+        if method != "GET":
+            response = _method_not_allowed("GET")
+        else:
+            if self.latency_s > 0:
+                time.sleep(self.latency_s)
+            response = self._api(endpoint, path_user, query, target, headers)
+        self.stats._record(endpoint, response.status, user_ids)
+        return response
+
+    @staticmethod
+    def _user_ids_named(path_user: str | None, query: Mapping[str, list[str]]) -> set[str]:
+        if path_user is not None:
+            return {path_user}
+        q = _param(query, "q")
+        if not q:
+            return set()
+        try:
+            return _user_ids_in(parse_log_query(q))
+        except QueryError:
+            return set()
+
+    def _api(
+        self,
+        endpoint: str,
+        path_user: str | None,
+        query: Mapping[str, list[str]],
+        target: str,
+        headers: Mapping[str, str],
+    ) -> _Response:
+        q = _param(query, "q")
+        if endpoint == "logs" and q is not None and len(q) > MAX_QUERY_CHARS:
+            # The front end refuses an over-long URI before Auth0 (or its limiter) sees it.
+            return _json_response(414, _ApiError(414, "Request-URI Too Long", "uri_too_long").body)
+        with self._lock:
+            now = self.clock()
+            limit_headers, limited = self._take_rate_token(now)
+            if limited:
+                return _json_response(429, _RATE_LIMITED_BODY, limit_headers)
+            fault = self._take_fault(target, token_endpoint=False)
+            if fault is not None:
+                return _fault_response(*fault, limit_headers)
+            try:
+                scopes = self._authorize(headers, now)
+                if endpoint == "user_logs":
+                    assert path_user is not None
+                    payload = self._user_logs(path_user, query, scopes, now)
+                else:
+                    payload = self._logs(query, scopes, now)
+            except _ApiError as exc:
+                return _json_response(exc.status, exc.body, limit_headers)
+            return _json_response(200, payload, limit_headers)
+
+    def _token(self, headers: Mapping[str, str], body: bytes) -> _Response:
+        form = _token_form(headers, body)
+        grant_type = form.get("grant_type", "")
+        if grant_type != "client_credentials":
+            return _json_response(
+                400 if not grant_type else 403,
+                {
+                    "error": "invalid_request" if not grant_type else "unauthorized_client",
+                    "error_description": "Missing required parameter: grant_type"
+                    if not grant_type
+                    else f"Grant type '{grant_type}' not allowed for the client.",
+                },
+            )
+        if (
+            form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
+            return _json_response(
+                401, {"error": "access_denied", "error_description": "Unauthorized"}
+            )
+        audience = form.get("audience", "")
+        if audience != f"https://{self.domain}/api/v2/":
+            return _json_response(
+                403,
+                {
+                    "error": "access_denied",
+                    "error_description": f"Service not enabled within domain: {audience}",
+                },
+            )
+        with self._lock:
+            token = secrets.token_urlsafe(32)
+            scopes = self._scopes
+            self._tokens[token] = _Token(self.clock() + self.token_ttl_s, scopes)
+        return _json_response(
+            200,
+            {
+                "access_token": token,
+                "expires_in": self.token_ttl_s,
+                "scope": " ".join(sorted(scopes)),
+                "token_type": "Bearer",
+            },
+            {"cache-control": "no-store"},
+        )
+
+    def _authorize(self, headers: Mapping[str, str], now: float) -> frozenset[str]:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        record = self._tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if record is None:
+            raise _ApiError(401, "Invalid token.", "invalid_token")
+        if now >= record.expires_at:
+            raise _ApiError(401, "Invalid token.", "token_expired")
+        return record.scopes
+
+    def _user_logs(
+        self, user_id: str, query: Mapping[str, list[str]], scopes: frozenset[str], now: float
+    ) -> Any:
+        if not scopes & {"read:logs", "read:logs_users"}:
+            raise _ApiError(
+                403,
+                "Insufficient scope; expected any of: read:logs, read:logs_users.",
+                "insufficient_scope",
+            )
+        paging = _Paging.parse(query, min_per_page=1)
+        if user_id not in self._known_users and self.unknown_user_status == 404:
+            raise _ApiError(404, "The user does not exist.", "inexistent_user")
+        found = [s for s in self._by_user.get(user_id, []) if self._is_visible(s, now)]
+        return self._page(found, paging, fields=None)
+
+    def _logs(self, query: Mapping[str, list[str]], scopes: frozenset[str], now: float) -> Any:
+        if "read:logs" not in scopes:
+            raise _ApiError(
+                403, "Insufficient scope; expected any of: read:logs.", "insufficient_scope"
+            )
+        if "from" in query or "take" in query:
+            return self._checkpoint(query, now)
+        paging = _Paging.parse(query, min_per_page=0)
+        q = _param(query, "q") or ""
+        try:
+            node = parse_log_query(q)
+        except QueryError as exc:
+            raise _ApiError(400, f"Invalid query: {exc}", "invalid_query_string") from exc
+        found = [
+            s
+            for s in self._search_pool(node)
+            if self._is_visible(s, now) and (node is None or node.matches(s))
+        ]
+        return self._page(found, paging, fields=_FieldFilter.parse(query))
+
+    def _search_pool(self, node: _Node | None) -> list[_Stored]:
+        # The forwarder's searches name one user; scanning only that user's events keeps large
+        # tenants (the benchmark) fast. Any other query scans everything.
+        terms = node.items if isinstance(node, _All) else (node,)
+        for term in terms:
+            if isinstance(term, _Term) and term.field == "user_id" and term.value is not None:
+                return self._by_user.get(term.value, [])
+        return self._events
+
+    def _checkpoint(self, query: Mapping[str, list[str]], now: float) -> list[JsonDict]:
+        # Every other parameter, q included, is ignored here, as Auth0 documents.
+        take_text = _param(query, "take")
+        take = DEFAULT_TAKE if take_text is None else _int_param("take", take_text, 1, MAX_PER_PAGE)
+        after = _param(query, "from") or ""
+        found = [s for s in self._events if s.log_id > after and self._is_visible(s, now)]
+        found.sort(key=lambda s: (s.log_id, s.seq))
+        return [s.event for s in found[:take]]
+
+    def _page(self, found: list[_Stored], paging: _Paging, *, fields: _FieldFilter | None) -> Any:
+        ordered = _sorted(found, paging.sort_field, paging.descending)
+        start = paging.page * paging.per_page if paging.paged else 0
+        logs = [s.event for s in ordered[start : start + paging.per_page]]
+        if fields is not None:
+            logs = [fields.apply(event) for event in logs]
+        if not paging.include_totals:
+            return logs
+        return {
+            "start": start,
+            "limit": paging.per_page,
+            "length": len(logs),
+            "total": len(logs) if self.totals_page_only else len(ordered),
+            "logs": logs,
+        }
+
+
+# -- request parameters -----------------------------------------------------------------------
+
+
+def _param(query: Mapping[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _int_param(name: str, text: str, low: int, high: int | None) -> int:
+    if not _INTEGER.fullmatch(text.strip()):
+        raise _query_validation(name, "Expected type integer but found type string")
+    value = int(text)
+    if value < low:
+        raise _query_validation(name, f"Value {value} is less than minimum of {low}")
+    if high is not None and value > high:
+        raise _query_validation(name, f"Value {value} is greater than maximum of {high}")
+    return value
+
+
+def _bool_param(name: str, text: str | None, default: bool) -> bool:
+    if text is None:
+        return default
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise _query_validation(name, "Expected type boolean but found type string")
+
+
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    page: int
+    per_page: int
+    paged: bool
+    sort_field: str
+    descending: bool
+    include_totals: bool
+
+    @classmethod
+    def parse(cls, query: Mapping[str, list[str]], *, min_per_page: int) -> _Paging:
+        page_text = _param(query, "page")
+        page = 0 if page_text is None else _int_param("page", page_text, 0, None)
+        per_page_text = _param(query, "per_page")
+        paged = per_page_text is not None
+        per_page = DEFAULT_PAGE_SIZE
+        if per_page_text is not None:
+            per_page = _int_param("per_page", per_page_text, min_per_page, MAX_PER_PAGE)
+            if (page + 1) * per_page > SEARCH_CAP:
+                raise _cap_error(page)
+        sort = _param(query, "sort") or "date:-1"
+        sort_match = _SORT_PARAM.fullmatch(sort)
+        if sort_match is None:
+            raise _query_validation(
+                "sort", f"String does not match pattern ^([a-zA-Z_.$-]+:(-1|1))?$: {sort}"
+            )
+        return cls(
+            page=page if paged else 0,
+            per_page=per_page,
+            paged=paged,
+            sort_field=sort_match.group(1),
+            descending=sort_match.group(2) == "-1",
+            include_totals=_bool_param("include_totals", _param(query, "include_totals"), False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldFilter:
+    names: tuple[str, ...]
+    include: bool
+
+    @classmethod
+    def parse(cls, query: Mapping[str, list[str]]) -> _FieldFilter | None:
+        include = _bool_param("include_fields", _param(query, "include_fields"), True)
+        names = tuple(n.strip() for n in (_param(query, "fields") or "").split(",") if n.strip())
+        return cls(names, include) if names else None
+
+    def apply(self, event: Mapping[str, Any]) -> JsonDict:
+        return {k: v for k, v in event.items() if (k in self.names) == self.include}
+
+
+def _token_form(headers: Mapping[str, str], body: bytes) -> dict[str, str]:
+    text = body.decode("utf-8", errors="replace")
+    # Auth0 takes JSON bodies at /oauth/token too; accepting both keeps the simulator lenient
+    # where Auth0 is lenient.
+    if headers.get("content-type", "").startswith("application/json"):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            return {}
+        return {k: str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _fault_response(status: int, html: bool, limit_headers: Mapping[str, str]) -> _Response:
+    if html:
+        # A gateway in front of Auth0 answered: no JSON, no rate-limit headers.
+        return _html_response(status)
+    if status == 429:
+        return _json_response(429, _RATE_LIMITED_BODY, limit_headers)
+    phrase = _phrase(status)
+    code = re.sub(r"\W+", "_", phrase.lower()).strip("_")
+    return _json_response(status, _ApiError(status, phrase, code).body, limit_headers)
+
+
+def _method_not_allowed(allowed: str) -> _Response:
+    body = _ApiError(405, "Method Not Allowed", "method_not_allowed").body
+    return _json_response(405, body, {"allow": allowed})
+
+
+# -- HTTP plumbing ----------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    simulator: Auth0Simulator
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, connection: socket.socket, *, alive: bool) -> None:
+        with self._connections_lock:
+            if alive:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        # Keep-alive connections would otherwise keep being served after stop().
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up and stop() cutting connections are normal here; anything else is
+        # a bug in this file, and its traceback should be seen.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes; with Nagle on, each answer waits ~40 ms for an ACK.
+    disable_nagle_algorithm = True
+    server_version = "auth0-simulator"
+    sys_version = ""
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, alive=True)
+
+    def finish(self) -> None:
+        self.server.track(self.connection, alive=False)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silent: test and demo output must not be buried under request logs.
+        return
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            response = self.server.simulator._handle(method, self.path, headers, body)
+        except Exception as exc:  # a bug here must not hang the client
+            error = _ApiError(500, f"simulator error: {type(exc).__name__}: {exc}", "internal")
+            response = _json_response(500, error.body)
+        self.send_response(response.status)
+        self.send_header("content-type", response.content_type)
+        self.send_header("content-length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
