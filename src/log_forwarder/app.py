@@ -6,6 +6,8 @@ reused by warm invocations.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +30,19 @@ from .forwarder import Forwarder, RunReport, Sink
 from .pacing import Pacer
 from .sinks import CloudWatchSink, S3Sink
 
-logger = Logger()
-metrics = Metrics()
-copy_config_to_registered_loggers(source_logger=logger)
+SERVICE = "auth0-user-log-forwarder"
+logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
+metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "Auth0LogForwarder")
+# The package's module loggers write through the same JSON formatter; library loggers (botocore,
+# httpx) stay out, they would log every request.
+copy_config_to_registered_loggers(
+    source_logger=logger,
+    include={
+        name
+        for name in logging.root.manager.loggerDict
+        if name.startswith(__package__ or "log_forwarder")
+    },
+)
 
 SECRET_CACHE_S = 300
 
@@ -61,25 +73,26 @@ def build_runtime(settings: Settings) -> Runtime:
     client = Auth0Client(
         domain=settings.auth0_domain,
         base_url=settings.auth0_base_url,
-        credentials=_credentials_source(settings),
+        credentials=_credentials_source(settings, session),
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
     )
     forwarder = Forwarder(settings=settings, client=client, store=store, sinks=sinks)
     return Runtime(settings=settings, forwarder=forwarder, store=store)
 
 
-def _credentials_source(settings: Settings) -> Callable[[bool], ClientCredentials]:
+def _credentials_source(
+    settings: Settings, session: boto3.session.Session
+) -> Callable[[bool], ClientCredentials]:
     if settings.credentials_secret is None:
         assert settings.local_client_id
         assert settings.local_client_secret
         local = ClientCredentials(settings.local_client_id, settings.local_client_secret)
         return lambda _force: local
     secret_id = settings.credentials_secret
+    provider = parameters.SecretsProvider(boto3_client=session.client("secretsmanager"))
 
     def from_secrets_manager(force: bool) -> ClientCredentials:
-        value = parameters.get_secret(
-            secret_id, transform="json", max_age=SECRET_CACHE_S, force_fetch=force
-        )
+        value = provider.get(secret_id, transform="json", max_age=SECRET_CACHE_S, force_fetch=force)
         if not isinstance(value, dict) or not all(
             isinstance(value.get(key), str) and value.get(key)
             for key in ("client_id", "client_secret")

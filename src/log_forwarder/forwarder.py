@@ -101,6 +101,7 @@ class RunReport:
             "api_calls": self.api_calls,
             "rate_limited": self.rate_limited,
             "retries": self.retries,
+            "token_requests": self.token_requests,
             "forwarded": sum(u.forwarded for u in self.users),
             "gaps": sum(len(u.gaps) for u in self.users),
             "failed_users": [u.user_id for u in self.failed],

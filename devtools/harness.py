@@ -1,0 +1,193 @@
+"""The whole application on one machine: template resources on moto's server, the Auth0
+simulator, and the real handler imported through the template's Handler path.
+
+Used by the integration tests, `make demo` and `make bench`, so all three exercise the same path
+a deployed function takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from devtools.auth0_simulator import Auth0Simulator
+from devtools.local_aws import (
+    TEMPLATE_PATH,
+    DeployedResources,
+    LocalAws,
+    deploy_template,
+    function_environment,
+    handler_from_template,
+)
+
+SCHEDULED_EVENT = TEMPLATE_PATH.parent / "events" / "scheduled-event.json"
+
+
+@dataclass
+class FakeLambdaContext:
+    """What Powertools and the handler read from the Lambda context object."""
+
+    remaining_ms: int | Callable[[], int] = 300_000
+    function_name: str = "ForwarderFunction"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ForwarderFunction"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms() if callable(self.remaining_ms) else self.remaining_ms
+
+
+@dataclass
+class Invocation:
+    result: dict[str, Any] | None
+    error: BaseException | None
+    output: str  # what the function printed: Powertools JSON logs and EMF metrics
+
+    def metrics(self) -> dict[str, float]:
+        """The EMF metric values the invocation emitted, by name."""
+        values: dict[str, float] = {}
+        for line in self.output.splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and "_aws" in record:
+                    for definition in record["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                        value = record[definition["Name"]]
+                        values[definition["Name"]] = value[0] if isinstance(value, list) else value
+        return values
+
+
+class LocalDeployment:
+    """One stack of the template, deployed locally and driven through its handler."""
+
+    def __init__(
+        self,
+        aws: LocalAws,
+        simulator: Auth0Simulator,
+        *,
+        stack_name: str,
+        destinations: str = "cloudwatch,s3",
+        watched_user_ids: Sequence[str] | None = None,
+        **overrides: str,
+    ) -> None:
+        self.aws = aws
+        self.simulator = simulator
+        credentials = {"client_id": simulator.client_id, "client_secret": simulator.client_secret}
+        self.resources: DeployedResources = deploy_template(
+            aws, stack_name=stack_name, destinations=destinations, auth0_credentials=credentials
+        )
+        self.env = {
+            **aws.env(),
+            **function_environment(
+                self.resources,
+                auth0_domain=simulator.domain,
+                auth0_base_url=simulator.base_url,
+                watched_user_ids=watched_user_ids,
+                destinations=destinations,
+                **overrides,
+            ),
+        }
+        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._event = json.loads(SCHEDULED_EVENT.read_text(encoding="utf-8"))
+
+    def invoke(
+        self, *, cold: bool = False, remaining_ms: int | Callable[[], int] = 300_000
+    ) -> Invocation:
+        """Invoke the handler as Lambda would; `cold=True` starts a new container first."""
+        output = io.StringIO()
+        with _environment(self.env):
+            if self._handler is None:
+                # Imported inside the function's environment, as Lambda does at a cold start.
+                self._handler = handler_from_template()
+            module = _handler_module(self._handler)
+            if cold or getattr(module, "_active_env", None) != self.env:
+                # A different stack (or a cold start) gets a fresh runtime, as a new container would.
+                module._runtime = None
+                module._active_env = dict(self.env)
+            event = {**self._event, "id": str(uuid.uuid4())}
+            context = FakeLambdaContext(remaining_ms=remaining_ms)
+            with contextlib.redirect_stdout(output):
+                try:
+                    result = self._handler(event, context)
+                    error = None
+                except Exception as exc:  # the caller decides whether a failed run is expected
+                    result, error = None, exc
+        return Invocation(result=result, error=error, output=output.getvalue())
+
+    # -- what the destinations hold ----------------------------------------------------------
+
+    def cloudwatch_records(self, user_id: str) -> list[dict[str, Any]]:
+        from log_forwarder.batching import stream_name_for
+
+        assert self.resources.log_group is not None
+        logs = self.aws.client("logs")
+        records: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "logGroupName": self.resources.log_group,
+                "logStreamName": stream_name_for(user_id),
+                "startFromHead": True,
+            }
+            if token:
+                kwargs["nextToken"] = token
+            try:
+                page = logs.get_log_events(**kwargs)
+            except logs.exceptions.ResourceNotFoundException:
+                return []
+            records.extend(
+                {**json.loads(e["message"]), "@timestamp": e["timestamp"]} for e in page["events"]
+            )
+            if page["nextForwardToken"] == token:
+                return records
+            token = page["nextForwardToken"]
+
+    def s3_objects(self) -> dict[str, list[dict[str, Any]]]:
+        assert self.resources.bucket is not None
+        s3 = self.aws.client("s3")
+        objects: dict[str, list[dict[str, Any]]] = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=self.resources.bucket):
+            for item in page.get("Contents", []):
+                body = s3.get_object(Bucket=self.resources.bucket, Key=item["Key"])["Body"].read()
+                text = gzip.decompress(body).decode("utf-8")
+                objects[item["Key"]] = [json.loads(line) for line in text.splitlines() if line]
+        return objects
+
+    def s3_records(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        records = [r for lines in self.s3_objects().values() for r in lines]
+        if user_id is None:
+            return records
+        return [r for r in records if r["_forwarder"]["watched_user_id"] == user_id]
+
+    def checkpoint(self, user_id: str) -> dict[str, Any] | None:
+        from log_forwarder.checkpoint_store import DynamoCheckpointStore
+
+        store = DynamoCheckpointStore(self.resources.table_name, client=self.aws.client("dynamodb"))
+        stored = store.load([user_id]).get(user_id)
+        return None if stored is None else stored.state
+
+
+def _handler_module(handler: Any) -> Any:
+    import sys
+
+    return sys.modules[handler.__module__]
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -1,0 +1,88 @@
+"""Configuration: read once, validated, and every error names the variable and what it accepts."""
+
+from __future__ import annotations
+
+import pytest
+
+from log_forwarder.config import Settings, parse_start_from
+from log_forwarder.exceptions import ConfigError
+
+BASE = {
+    "AUTH0_DOMAIN": "example.eu.auth0.com",
+    "AUTH0_CREDENTIALS_SECRET": "auth0/m2m",
+    "CHECKPOINT_TABLE": "checkpoints",
+    "DESTINATIONS": "cloudwatch,s3",
+    "LOG_GROUP_NAME": "/auth0/users",
+    "S3_BUCKET": "bucket",
+}
+
+
+def settings(**changes: str | None) -> Settings:
+    env = {**BASE, **changes}
+    return Settings.from_env({k: v for k, v in env.items() if v is not None})
+
+
+def test_defaults_for_a_minimal_deployment() -> None:
+    s = settings()
+    assert s.auth0_base_url == "https://example.eu.auth0.com"
+    assert s.destinations == ("cloudwatch", "s3")
+    assert s.s3_prefix == "auth0-logs/"
+    assert s.start_from.mode == "earliest"
+    assert s.overlap_window_ms == 600_000
+    assert s.rate_limit_share == 0.5
+    assert s.watched_user_ids is None
+
+
+def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -> None:
+    s = settings(WATCHED_USER_IDS=" auth0|a/b ,samlp|conn|x y@z=1,auth0|a/b")
+    assert s.watched_user_ids == ("auth0|a/b", "samlp|conn|x y@z=1")
+
+
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        ({"AUTH0_DOMAIN": None}, "AUTH0_DOMAIN"),
+        ({"AUTH0_DOMAIN": "https://x.auth0.com/"}, "AUTH0_DOMAIN"),
+        ({"AUTH0_BASE_URL": "ftp://127.0.0.1"}, "AUTH0_BASE_URL"),
+        ({"AUTH0_CREDENTIALS_SECRET": None}, "AUTH0_CREDENTIALS_SECRET"),
+        ({"AUTH0_CREDENTIALS_SECRET": None, "AUTH0_CLIENT_ID": "id"}, "AUTH0_CLIENT_SECRET"),
+        ({"CHECKPOINT_TABLE": ""}, "CHECKPOINT_TABLE"),
+        ({"DESTINATIONS": "cloudwatch,kinesis"}, "'cloudwatch', 's3' or 'cloudwatch,s3'"),
+        ({"DESTINATIONS": "s3,s3"}, "DESTINATIONS"),
+        ({"LOG_GROUP_NAME": None}, "LOG_GROUP_NAME"),
+        ({"DESTINATIONS": "s3", "S3_BUCKET": None}, "S3_BUCKET"),
+        ({"START_FROM": "yesterday"}, "'earliest', 'now' or an ISO-8601 instant"),
+        ({"START_FROM": "2026-11-01T00:00:00"}, "START_FROM"),
+        ({"OVERLAP_WINDOW_SECONDS": "-5"}, "OVERLAP_WINDOW_SECONDS"),
+        ({"AUTH0_RATE_LIMIT_SHARE": "1.5"}, "from 0.01 to 1.0"),
+        ({"AUTH0_RATE_LIMIT_SHARE": "half"}, "AUTH0_RATE_LIMIT_SHARE"),
+        ({"MAX_CONCURRENT_USERS": "0"}, "MAX_CONCURRENT_USERS"),
+        ({"WATCHED_USER_IDS": "auth0|a,,auth0|b"}, "WATCHED_USER_IDS"),
+    ],
+)
+def test_each_bad_value_names_its_variable_and_allowed_values(
+    changes: dict[str, str | None], names: str
+) -> None:
+    with pytest.raises(ConfigError, match=names.replace("|", r"\|").replace("(", r"\(")):
+        settings(**changes)
+
+
+def test_only_the_chosen_destinations_are_configured() -> None:
+    s = settings(DESTINATIONS="s3", LOG_GROUP_NAME="/ignored")
+    assert s.destinations == ("s3",)
+    assert s.log_group_name is None
+
+
+def test_local_credentials_are_never_shown_by_repr() -> None:
+    s = settings(
+        AUTH0_CREDENTIALS_SECRET=None, AUTH0_CLIENT_ID="id", AUTH0_CLIENT_SECRET="hunter2-secret"
+    )
+    assert s.local_client_secret == "hunter2-secret"
+    assert "hunter2" not in repr(s)
+
+
+def test_start_from_instant_and_modes() -> None:
+    assert parse_start_from("2026-11-01T00:00:00.250Z").instant_ms == 1_793_491_200_250
+    assert parse_start_from("now").floor_ms(123) == 123
+    assert parse_start_from("EARLIEST").floor_ms(123) is None
+    assert parse_start_from("2026-11-01T01:00:00+01:00").floor_ms(0) == 1_793_491_200_000

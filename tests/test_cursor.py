@@ -1,0 +1,111 @@
+"""The cursor by example: late events, ties, floors, gaps and its stored form."""
+
+from __future__ import annotations
+
+from log_forwarder import cursor as cursor_module
+from log_forwarder.cursor import Cursor, LogEvent, Pending, iso_ms
+
+OVERLAP = 600_000
+T0 = 1_790_000_000_000
+
+
+def ev(log_id: str, date_ms: int) -> LogEvent:
+    return LogEvent(date_ms=date_ms, log_id=log_id, raw={"log_id": log_id, "date": iso_ms(date_ms)})
+
+
+def test_new_events_come_out_in_date_then_id_order_and_repeats_are_dropped() -> None:
+    events = [ev("b", T0 + 5), ev("a", T0 + 5), ev("c", T0 + 1), ev("a", T0 + 5)]
+    selection = Cursor.fresh(None).select(events)
+    assert [e.log_id for e in selection.new] == ["c", "a", "b"]
+    assert selection.duplicates == 1
+
+
+def test_a_late_event_inside_the_window_is_caught_and_counted() -> None:
+    # GIVEN a cursor that forwarded events up to T0 + 10 min
+    cursor = Cursor.fresh(None).advance([ev("a", T0), ev("b", T0 + OVERLAP)], overlap_ms=OVERLAP)
+    assert cursor.floor_ms == T0
+    # WHEN a re-read shows an event dated 5 minutes before the watermark, which was not there before
+    selection = cursor.select([ev("b", T0 + OVERLAP), ev("late", T0 + OVERLAP - 300_000)])
+    # THEN it is new, counted as late by 5 minutes, and the already forwarded one is dropped
+    assert [e.log_id for e in selection.new] == ["late"]
+    assert (selection.late, selection.max_lateness_ms, selection.duplicates) == (1, 300_000, 1)
+
+
+def test_events_that_share_the_watermark_date_are_all_forwarded_once() -> None:
+    cursor = Cursor.fresh(None).advance([ev("a", T0)], overlap_ms=0)
+    # With no overlap at all, the floor is the watermark itself, so a tie arriving later still counts
+    selection = cursor.select([ev("a", T0), ev("b", T0), ev("older", T0 - 1)])
+    assert [e.log_id for e in selection.new] == ["b"]
+    assert selection.below_floor == 1
+
+
+def test_start_from_floor_excludes_older_events() -> None:
+    selection = Cursor.fresh(T0).select([ev("old", T0 - 1), ev("new", T0)])
+    assert [e.log_id for e in selection.new] == ["new"]
+
+
+def test_floor_never_moves_backwards() -> None:
+    cursor = Cursor.fresh(T0 + 10 * OVERLAP).advance(
+        [ev("a", T0 + 10 * OVERLAP)], overlap_ms=OVERLAP
+    )
+    assert cursor.floor_ms == T0 + 10 * OVERLAP
+
+
+def test_expiry_gap_needs_evidence() -> None:
+    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    newer = [ev("n1", T0 + 86_400_000), ev("n2", T0 + 86_400_001)]
+    # The anchor is still retained: no gap
+    assert (
+        cursor.detect_expiry_gap("u", [ev("anchor", T0), *newer], covers_floor=True, now_ms=T0)
+        is None
+    )
+    # Something older than the anchor is retained: retention has not reached it, no gap
+    assert (
+        cursor.detect_expiry_gap("u", [ev("x", T0 - 1), *newer], covers_floor=True, now_ms=T0)
+        is None
+    )
+    # The read did not reach the oldest retained events: no evidence either way
+    assert cursor.detect_expiry_gap("u", newer, covers_floor=False, now_ms=T0) is None
+    # Everything retained is newer and the anchor is gone: a gap between them
+    gap = cursor.detect_expiry_gap("u", newer, covers_floor=True, now_ms=T0)
+    assert gap is not None and (gap.from_ms, gap.to_ms, gap.reason) == (
+        T0,
+        T0 + 86_400_000,
+        "expired",
+    )
+    after = cursor.after_gap(gap)
+    assert after.floor_ms == gap.to_ms and after.gaps_total == 1 and after.anchor is None
+
+
+def test_a_user_whose_whole_history_expired_gets_one_gap_up_to_now() -> None:
+    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    gap = cursor.detect_expiry_gap("u", [], covers_floor=True, now_ms=T0 + 5)
+    assert gap is not None and gap.to_ms == T0 + 5
+    # After it, nothing is left to compare with, so the next idle read reports nothing again
+    assert (
+        cursor.after_gap(gap).detect_expiry_gap("u", [], covers_floor=True, now_ms=T0 + 9) is None
+    )
+
+
+def test_state_round_trips_including_pending_intent() -> None:
+    cursor = (
+        Cursor.fresh(T0)
+        .advance([ev("a", T0 + 1), ev("b", T0 + 2)], overlap_ms=OVERLAP)
+        .with_pending(Pending("batch", frozenset({"c", "d"})))
+        .with_backlog(True)
+    )
+    assert Cursor.from_state(cursor.to_state()) == cursor
+    assert cursor.summary()["pending_events"] == 2
+    assert cursor.summary()["watermark"] == iso_ms(T0 + 2)
+
+
+def test_recent_set_is_capped_at_a_whole_date(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # GIVEN a tiny cap, and more events inside the window than it allows
+    monkeypatch.setattr(cursor_module, "MAX_RECENT", 4)
+    events = [ev(f"e{i}", T0 + i // 2) for i in range(10)]  # pairs of equal dates
+    cursor = Cursor.fresh(None).advance(events, overlap_ms=OVERLAP)
+    # THEN the floor rises to a date whose events are all still remembered (no split tie)
+    assert cursor.floor_ms == T0 + 3
+    assert [log_id for _, log_id in cursor.recent] == ["e6", "e7", "e8", "e9"]
+    assert cursor.at_capacity
+    assert cursor.select(events).new == []
