@@ -112,12 +112,17 @@ class LocalDeployment:
                 module._active_env = dict(self.env)
             event = {**self._event, "id": str(uuid.uuid4())}
             context = FakeLambdaContext(remaining_ms=remaining_ms)
+            # Powertools' handler holds the stdout it saw at import; point it at the capture too.
+            handler = module.logger.registered_handler
+            previous_stream = handler.setStream(output)
             with contextlib.redirect_stdout(output):
                 try:
                     result = self._handler(event, context)
                     error = None
                 except Exception as exc:  # the caller decides whether a failed run is expected
                     result, error = None, exc
+                finally:
+                    handler.setStream(previous_stream)
         return Invocation(result=result, error=error, output=output.getvalue())
 
     # -- what the destinations hold ----------------------------------------------------------
