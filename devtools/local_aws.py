@@ -1,0 +1,548 @@
+"""A local AWS for tests, the demo and the benchmark: moto's server, set up from template.yaml.
+
+moto runs as a real HTTP server (ThreadedMotoServer) and the code under test reaches it through
+the standard AWS_ENDPOINT_URL variable, exactly as it would reach AWS. The resources are created
+from the template's own declarations (key schema, retention, bucket settings, conditions), so
+the local set-up and the deployed stack cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import re
+import sys
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+import yaml
+from botocore.config import Config
+
+TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
+REGION = "us-east-1"
+ACCOUNT_ID = "123456789012"
+DEFAULT_CREDENTIALS: Mapping[str, str] = {
+    "client_id": "local-client-id",
+    "client_secret": "local-client-secret",
+}
+
+
+class LocalAws:
+    """moto's server on 127.0.0.1 and a free port; a context manager that stops it on exit.
+
+    moto keeps its state in the process, not in the server: every LocalAws of one process sees
+    the same resources (and reset() clears them for all). Isolate tests by names, not servers.
+    """
+
+    def __init__(self, region: str = REGION) -> None:
+        self.region = region
+        self._server: Any = None
+        self._endpoint_url: str | None = None
+        self._session: boto3.session.Session | None = None
+        self._clients: dict[str, Any] = {}
+
+    def start(self) -> LocalAws:
+        from moto.server import ThreadedMotoServer
+
+        # One line per request on stderr would bury test output.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        # Port 0: the OS picks a free port, so parallel test runs never collide.
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        self._server = server
+        self._endpoint_url = f"http://{host}:{port}"
+        self._session = boto3.session.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            aws_session_token="testing",
+            region_name=self.region,
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._clients.clear()
+
+    def __enter__(self) -> LocalAws:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._endpoint_url is None:
+            raise RuntimeError("LocalAws is not started; use it as a context manager")
+        return self._endpoint_url
+
+    def env(self) -> dict[str, str]:
+        """Variables that point any boto3 client (the function's included) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_SESSION_TOKEN": "testing",
+            # No instance metadata lookups: they would stall every client for seconds.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+
+    def client(self, service: str) -> Any:
+        """A boto3 client aimed at the server, cached: clients are thread-safe and slow to build."""
+        if self._session is None:
+            raise RuntimeError("LocalAws is not started; use it as a context manager")
+        if service not in self._clients:
+            self._clients[service] = self._session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self.endpoint_url,
+                config=Config(retries={"mode": "standard", "max_attempts": 2}),
+            )
+        return self._clients[service]
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API), for tests that need a clean account."""
+        url = f"{self.endpoint_url}/moto-api/reset"  # always http://127.0.0.1:<port>
+        request = urllib.request.Request(url, method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            response.read()
+
+
+# --- template.yaml -------------------------------------------------------------------------
+
+
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML loader that understands CloudFormation's short-form tags."""
+
+
+def _construct_tag(tag: str) -> Callable[[_CfnLoader, yaml.Node], Any]:
+    key = "Ref" if tag == "Ref" else "Condition" if tag == "Condition" else f"Fn::{tag}"
+
+    def construct(loader: _CfnLoader, node: yaml.Node) -> Any:
+        value: Any
+        if isinstance(node, yaml.ScalarNode):
+            value = loader.construct_scalar(node)
+            if tag == "GetAtt":
+                value = str(value).split(".", 1)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node, deep=True)
+        else:
+            value = loader.construct_mapping(node, deep=True)
+        return {key: value}
+
+    return construct
+
+
+for _tag in (
+    "Ref",
+    "Condition",
+    "Sub",
+    "GetAtt",
+    "If",
+    "Equals",
+    "Not",
+    "Or",
+    "And",
+    "Select",
+    "Split",
+    "Join",
+    "FindInMap",
+    "Base64",
+    "Cidr",
+    "GetAZs",
+    "ImportValue",
+    "Transform",
+):
+    _CfnLoader.add_constructor(f"!{_tag}", _construct_tag(_tag))
+
+
+def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
+    """The template as CloudFormation sees it: short tags become {"Ref": ...}/{"Fn::...": ...}."""
+    with path.open(encoding="utf-8") as handle:
+        loaded = yaml.load(handle, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} is not a CloudFormation template")
+    return loaded
+
+
+class _NoValue:
+    """AWS::NoValue: the property is left out."""
+
+
+NO_VALUE = _NoValue()
+
+
+class _Resolver:
+    """Evaluates the intrinsic functions the template uses, for a local stack."""
+
+    def __init__(
+        self,
+        template: Mapping[str, Any],
+        parameters: Mapping[str, str],
+        *,
+        stack_name: str,
+        refs: Mapping[str, str] | None = None,
+        attributes: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
+        self.template = template
+        self.parameters = _parameter_values(template, parameters)
+        self.refs: dict[str, str] = dict(refs or {})
+        self.attributes: dict[tuple[str, str], str] = dict(attributes or {})
+        self.pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT_ID,
+            "AWS::Partition": "aws",
+            "AWS::StackName": stack_name,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        self._conditions: dict[str, bool] = {}
+
+    def condition(self, name: str) -> bool:
+        if name not in self._conditions:
+            expression = self.template.get("Conditions", {})[name]
+            self._conditions[name] = bool(self.resolve(expression))
+        return self._conditions[name]
+
+    def active(self, logical_id: str) -> bool:
+        resource = self.template["Resources"][logical_id]
+        return "Condition" not in resource or self.condition(resource["Condition"])
+
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.parameters:
+            return self.parameters[name]
+        if name in self.refs:
+            return self.refs[name]
+        raise KeyError(f"cannot resolve Ref {name!r} locally")
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [item for item in map(self.resolve, value) if item is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            return {
+                key: resolved
+                for key, item in value.items()
+                if (resolved := self.resolve(item)) is not NO_VALUE
+            }
+        ((function, argument),) = value.items()
+        if function == "Ref":
+            return self.ref(argument)
+        if function == "Condition":
+            return self.condition(argument)
+        if function == "Fn::If":
+            name, if_true, if_false = argument
+            return self.resolve(if_true if self.condition(name) else if_false)
+        if function == "Fn::Equals":
+            left, right = (self.resolve(item) for item in argument)
+            return str(left) == str(right)
+        if function == "Fn::Not":
+            return not self.resolve(argument[0])
+        if function == "Fn::Or":
+            return any(self.resolve(item) for item in argument)
+        if function == "Fn::And":
+            return all(self.resolve(item) for item in argument)
+        if function == "Fn::GetAtt":
+            logical_id, attribute = argument
+            return self.attributes[(logical_id, attribute)]
+        if function == "Fn::Join":
+            separator, items = argument
+            return separator.join(str(item) for item in self.resolve(items))
+        if function == "Fn::Split":
+            separator, text = argument
+            return str(self.resolve(text)).split(separator)
+        if function == "Fn::Select":
+            index, items = argument
+            return self.resolve(items)[int(self.resolve(index))]
+        if function == "Fn::FindInMap":
+            map_name, top, second = (self.resolve(item) for item in argument)
+            return self.template["Mappings"][map_name][top][second]
+        if function == "Fn::Sub":
+            return self._sub(argument)
+        return {function: self.resolve(argument)}
+
+    def _sub(self, argument: Any) -> str:
+        text, variables = (argument, {}) if isinstance(argument, str) else argument
+        local = {name: self.resolve(item) for name, item in variables.items()}
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in local:
+                return str(local[name])
+            if "." in name and not name.startswith("AWS::"):
+                logical_id, attribute = name.split(".", 1)
+                return str(self.attributes[(logical_id, attribute)])
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([^}]+)\}", replace, text)
+
+
+def _parameter_values(template: Mapping[str, Any], given: Mapping[str, str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, spec in template.get("Parameters", {}).items():
+        if name in given:
+            values[name] = given[name]
+        elif "Default" in spec:
+            values[name] = _cfn_string(spec["Default"])
+    return values
+
+
+def _cfn_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# --- deploying locally ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeployedResources:
+    """Names of what deploy_template created (None for a destination not chosen)."""
+
+    table_name: str
+    log_group: str | None
+    bucket: str | None
+    secret_id: str
+    queue_url: str | None
+    stack_name: str = "local"
+
+
+def _bucket_name(stack_name: str, logical_id: str) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", f"{stack_name}-{logical_id}".lower()).strip("-")
+    return name[:63].rstrip("-")
+
+
+def deploy_template(
+    aws: LocalAws,
+    *,
+    stack_name: str = "local",
+    destinations: str = "cloudwatch,s3",
+    auth0_credentials: Mapping[str, str] = DEFAULT_CREDENTIALS,
+    template_path: Path = TEMPLATE_PATH,
+) -> DeployedResources:
+    """Create, on the local server, what the template declares for these destinations.
+
+    Physical names follow the template where it names things (the forwarded log group) and are
+    derived from the stack name where CloudFormation would generate them. Re-running it against
+    the same server is harmless.
+    """
+    template = load_template(template_path)
+    resources = template["Resources"]
+    resolver = _Resolver(template, {"Destinations": destinations}, stack_name=stack_name)
+
+    table_name = f"{stack_name}-CheckpointTable"
+    _create_table(aws, table_name, resolver.resolve(resources["CheckpointTable"]["Properties"]))
+
+    log_group: str | None = None
+    if resolver.active("ForwardedLogGroup"):
+        properties = resolver.resolve(resources["ForwardedLogGroup"]["Properties"])
+        log_group = str(properties.get("LogGroupName") or f"/{stack_name}/ForwardedLogGroup")
+        _create_log_group(aws, log_group, properties)
+
+    bucket: str | None = None
+    if resolver.active("ForwardedBucket"):
+        properties = resolver.resolve(resources["ForwardedBucket"]["Properties"])
+        bucket = str(properties.get("BucketName") or _bucket_name(stack_name, "ForwardedBucket"))
+        _create_bucket(aws, bucket, properties)
+        # ForwardedBucketPolicy is not applied: it refuses requests without TLS, moto enforces
+        # bucket policies, and the local endpoint is plain HTTP. test_template checks it instead.
+
+    queue_url: str | None = None
+    if "FailureQueue" in resources and resolver.active("FailureQueue"):
+        properties = resolver.resolve(resources["FailureQueue"].get("Properties", {}))
+        attributes = {key: _cfn_string(value) for key, value in properties.items()}
+        queue_url = aws.client("sqs").create_queue(
+            QueueName=f"{stack_name}-FailureQueue", Attributes=attributes
+        )["QueueUrl"]
+
+    secret_id = resolver.parameters["Auth0CredentialsSecretName"]
+    secrets = aws.client("secretsmanager")
+    try:
+        secrets.create_secret(Name=secret_id, SecretString=json.dumps(dict(auth0_credentials)))
+    except secrets.exceptions.ResourceExistsException:
+        secrets.put_secret_value(
+            SecretId=secret_id, SecretString=json.dumps(dict(auth0_credentials))
+        )
+
+    return DeployedResources(
+        table_name=table_name,
+        log_group=log_group,
+        bucket=bucket,
+        secret_id=secret_id,
+        queue_url=queue_url,
+        stack_name=stack_name,
+    )
+
+
+def _create_table(aws: LocalAws, table_name: str, properties: Mapping[str, Any]) -> None:
+    dynamodb = aws.client("dynamodb")
+    arguments: dict[str, Any] = {
+        "TableName": table_name,
+        "KeySchema": properties["KeySchema"],
+        "AttributeDefinitions": properties["AttributeDefinitions"],
+        "BillingMode": properties.get("BillingMode", "PROVISIONED"),
+    }
+    for optional in ("GlobalSecondaryIndexes", "ProvisionedThroughput"):
+        if optional in properties:
+            arguments[optional] = properties[optional]
+    if "SSESpecification" in properties:
+        # CloudFormation spells the flag SSEEnabled; the API calls it Enabled.
+        sse = dict(properties["SSESpecification"])
+        arguments["SSESpecification"] = {"Enabled": bool(sse.pop("SSEEnabled", False)), **sse}
+    try:
+        dynamodb.create_table(**arguments)
+    except dynamodb.exceptions.ResourceInUseException:
+        return
+    dynamodb.get_waiter("table_exists").wait(
+        TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+    pitr = properties.get("PointInTimeRecoverySpecification")
+    if pitr:
+        dynamodb.update_continuous_backups(
+            TableName=table_name, PointInTimeRecoverySpecification=pitr
+        )
+    ttl = properties.get("TimeToLiveSpecification")
+    if ttl:
+        dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
+
+
+def _create_log_group(aws: LocalAws, name: str, properties: Mapping[str, Any]) -> None:
+    logs = aws.client("logs")
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=name)
+    if "RetentionInDays" in properties:
+        logs.put_retention_policy(
+            logGroupName=name, retentionInDays=int(properties["RetentionInDays"])
+        )
+
+
+def _create_bucket(aws: LocalAws, bucket: str, properties: Mapping[str, Any]) -> None:
+    s3 = aws.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket)
+    if "VersioningConfiguration" in properties:
+        s3.put_bucket_versioning(
+            Bucket=bucket,
+            VersioningConfiguration={"Status": properties["VersioningConfiguration"]["Status"]},
+        )
+    if "PublicAccessBlockConfiguration" in properties:
+        block = {
+            key: bool(value) for key, value in properties["PublicAccessBlockConfiguration"].items()
+        }
+        s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
+    if "OwnershipControls" in properties:
+        s3.put_bucket_ownership_controls(
+            Bucket=bucket, OwnershipControls=properties["OwnershipControls"]
+        )
+    if "BucketEncryption" in properties:
+        # CloudFormation's rules list, with its own spelling, is the API's {"Rules": [...]}.
+        rules = [
+            {
+                "ApplyServerSideEncryptionByDefault"
+                if key == "ServerSideEncryptionByDefault"
+                else key: value
+                for key, value in rule.items()
+            }
+            for rule in properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
+
+
+def _function_properties(template: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Globals.Function, ForwarderFunction.Properties)."""
+    functions = [
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    ]
+    if functions != ["ForwarderFunction"]:
+        raise ValueError(f"expected one function, ForwarderFunction; the template has {functions}")
+    return (
+        dict(template.get("Globals", {}).get("Function", {})),
+        dict(template["Resources"]["ForwarderFunction"]["Properties"]),
+    )
+
+
+def function_environment(
+    resources: DeployedResources,
+    *,
+    auth0_domain: str,
+    auth0_base_url: str,
+    watched_user_ids: Sequence[str] | None,
+    destinations: str,
+    # `Path | str` so that callers may pass **dict[str, str] overrides (variable names are upper
+    # case and never collide with this keyword).
+    template_path: Path | str = TEMPLATE_PATH,
+    **overrides: str,
+) -> dict[str, str]:
+    """The function's environment as the template declares it, for the locally deployed stack.
+
+    Globals first, then the function's own variables (as SAM merges them); variables that resolve
+    to AWS::NoValue are left out; then AUTH0_BASE_URL and the overrides.
+    """
+    template = load_template(Path(template_path))
+    refs = {"CheckpointTable": resources.table_name}
+    if resources.log_group is not None:
+        refs["ForwardedLogGroup"] = resources.log_group
+    if resources.bucket is not None:
+        refs["ForwardedBucket"] = resources.bucket
+    if resources.queue_url is not None:
+        refs["FailureQueue"] = resources.queue_url
+    parameters = {
+        "Auth0Domain": auth0_domain,
+        "Auth0CredentialsSecretName": resources.secret_id,
+        "WatchedUserIds": ",".join(watched_user_ids or ()),
+        "Destinations": destinations,
+    }
+    resolver = _Resolver(template, parameters, stack_name=resources.stack_name, refs=refs)
+    global_properties, function_properties = _function_properties(template)
+    declared = {
+        **global_properties.get("Environment", {}).get("Variables", {}),
+        **function_properties.get("Environment", {}).get("Variables", {}),
+    }
+    environment: dict[str, str] = {}
+    for name, value in declared.items():
+        resolved = resolver.resolve(value)
+        if resolved is not NO_VALUE:
+            environment[name] = _cfn_string(resolved)
+    environment["AUTH0_BASE_URL"] = auth0_base_url
+    environment.update(overrides)
+    return environment
+
+
+def handler_from_template(
+    template_path: Path = TEMPLATE_PATH,
+) -> Callable[[dict[str, Any], Any], Any]:
+    """Import the handler the template names, from the CodeUri it names, as Lambda would."""
+    template = load_template(template_path)
+    global_properties, function_properties = _function_properties(template)
+    properties = {**global_properties, **function_properties}
+    code_dir = (template_path.parent / str(properties["CodeUri"])).resolve()
+    module_name, _, function_name = str(properties["Handler"]).rpartition(".")
+    if str(code_dir) not in sys.path:
+        sys.path.insert(0, str(code_dir))
+    module = importlib.import_module(module_name)
+    handler: Callable[[dict[str, Any], Any], Any] = getattr(module, function_name)
+    return handler

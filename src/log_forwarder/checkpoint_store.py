@@ -1,0 +1,332 @@
+"""Per-user checkpoints in DynamoDB: one item per watched user, versioned, written conditionally.
+
+An item looks like this (operators add the first two to watch a user without redeploying):
+
+    user_id   S     the Auth0 user id (partition key)
+    watch     BOOL  true: forward this user when WATCHED_USER_IDS is unset (never written here)
+    version   N     bumped by every save; a save names the version it read
+    state     B     the cursor's state: compact JSON, zlib-compressed
+    ...             the caller's summary (last event date, counts...), readable in the console
+
+Writes are conditional on the version read, so a duplicated or overlapping invocation gets
+CheckpointConflict instead of silently moving a checkpoint another run already moved.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol
+
+import boto3
+from botocore.exceptions import ClientError
+
+from log_forwarder.exceptions import CheckpointConflict, ForwarderError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
+logger = logging.getLogger(__name__)
+
+# DynamoDB items are limited to 400 KB; keep room for the key and the summary attributes.
+MAX_STATE_BYTES = 350 * 1024
+BATCH_GET_LIMIT = 100
+# Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
+RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state"})
+
+SummaryValue = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A user's checkpoint as read: `version` is what the next save must name."""
+
+    user_id: str
+    version: int
+    state: dict[str, Any]
+
+
+class CheckpointStore(Protocol):
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]: ...
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = ...,
+    ) -> int: ...
+
+    def watched_users(self) -> list[str]: ...
+
+
+def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:
+    """Compact, key-sorted JSON, zlib-compressed; ValueError when it would not fit an item."""
+    text = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    blob = zlib.compress(text.encode("utf-8"), level=6)
+    if len(blob) > MAX_STATE_BYTES:
+        raise ValueError(
+            f"checkpoint state for {user_id!r} is {len(blob)} bytes compressed, over the "
+            f"{MAX_STATE_BYTES}-byte limit (DynamoDB items hold at most 400 KB); "
+            "the cursor state must be kept smaller"
+        )
+    return blob
+
+
+def decode_state(user_id: str, blob: bytes) -> dict[str, Any]:
+    try:
+        state = json.loads(zlib.decompress(blob).decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, ValueError) as error:
+        raise ForwarderError(
+            f"checkpoint state for {user_id!r} is unreadable ({type(error).__name__}); "
+            "delete the item's `state` and `version` attributes to restart this user"
+        ) from error
+    if not isinstance(state, dict):
+        raise ForwarderError(f"checkpoint state for {user_id!r} is not a JSON object")
+    return state
+
+
+def clean_summary(summary: Mapping[str, SummaryValue]) -> dict[str, str | int | float | bool]:
+    """The summary without None values, after refusing names and values DynamoDB cannot hold."""
+    cleaned: dict[str, str | int | float | bool] = {}
+    for name, value in summary.items():
+        if name in RESERVED_ATTRIBUTES:
+            raise ValueError(f"summary attribute {name!r} is reserved by the checkpoint store")
+        if not name or len(name.encode("utf-8")) > 255:
+            raise ValueError(f"summary attribute name {name!r} must be 1 to 255 bytes")
+        if value is None:
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"summary attribute {name!r} is {value!r}; DynamoDB needs a number")
+        if not isinstance(value, str | int | float | bool):
+            raise ValueError(f"summary attribute {name!r} has unsupported type {type(value)}")
+        cleaned[name] = value
+    return cleaned
+
+
+def _conflict(user_id: str, expected_version: int | None) -> CheckpointConflict:
+    expected = "no checkpoint" if expected_version is None else f"version {expected_version}"
+    return CheckpointConflict(
+        f"checkpoint for {user_id!r} changed since it was read (expected {expected}); "
+        "another run got there first"
+    )
+
+
+def _to_attribute(value: str | int | float | bool) -> AttributeValueTypeDef:
+    if isinstance(value, bool):  # before int: bool is an int
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        return {"N": str(Decimal(repr(value)))}
+    return {"S": value}
+
+
+class DynamoCheckpointStore:
+    """The checkpoint table, through the low-level DynamoDB client."""
+
+    def __init__(
+        self,
+        table_name: str,
+        client: DynamoDBClient | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        max_attempts: int = 8,
+    ) -> None:
+        self.table_name = table_name
+        self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
+        self._sleep = sleep
+        self._max_attempts = max_attempts
+
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+        """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
+        unique = list(dict.fromkeys(user_ids))  # BatchGetItem refuses repeated keys
+        found: dict[str, StoredCheckpoint] = {}
+        for start in range(0, len(unique), BATCH_GET_LIMIT):
+            for item in self._batch_get(unique[start : start + BATCH_GET_LIMIT]):
+                user_id = item["user_id"]["S"]
+                if "version" not in item or "state" not in item:
+                    continue  # an operator's watch-only item: no checkpoint yet
+                found[user_id] = StoredCheckpoint(
+                    user_id=user_id,
+                    version=int(item["version"]["N"]),
+                    state=decode_state(user_id, bytes(item["state"]["B"])),
+                )
+        return found
+
+    def _batch_get(self, user_ids: list[str]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        keys: list[dict[str, Any]] = [{"user_id": {"S": user_id}} for user_id in user_ids]
+        for attempt in range(self._max_attempts):
+            try:
+                response = self._client.batch_get_item(
+                    RequestItems={
+                        self.table_name: {
+                            "Keys": keys,
+                            "ConsistentRead": True,
+                            "ProjectionExpression": "#u, #v, #s",
+                            "ExpressionAttributeNames": {
+                                "#u": "user_id",
+                                "#v": "version",
+                                "#s": "state",
+                            },
+                        }
+                    }
+                )
+            except ClientError as error:
+                raise self._error("BatchGetItem", error) from error
+            items.extend(response.get("Responses", {}).get(self.table_name, []))
+            unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
+            if not unprocessed or not unprocessed.get("Keys"):
+                return items
+            keys = list(unprocessed["Keys"])
+            # DynamoDB hands back keys it could not read under load; wait before asking again.
+            self._sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+        raise ForwarderError(
+            f"DynamoDB table {self.table_name!r} left {len(keys)} checkpoint(s) unread after "
+            f"{self._max_attempts} attempts"
+        )
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = {},
+    ) -> int:
+        blob = encode_state(user_id, state)
+        cleaned = clean_summary(summary)
+        new_version = 1 if expected_version is None else expected_version + 1
+        names = {"#v": "version", "#s": "state"}
+        values: dict[str, AttributeValueTypeDef] = {
+            ":new": {"N": str(new_version)},
+            ":state": {"B": blob},
+        }
+        assignments = ["#v = :new", "#s = :state"]
+        for index, (name, value) in enumerate(sorted(cleaned.items())):
+            names[f"#a{index}"] = name
+            values[f":a{index}"] = _to_attribute(value)
+            assignments.append(f"#a{index} = :a{index}")
+        if expected_version is None:
+            # Not attribute_not_exists(user_id): an operator's watch-only item has no checkpoint
+            # yet, and the first save must succeed on it (and keep its `watch`).
+            condition = "attribute_not_exists(#v)"
+        else:
+            condition = "#v = :expected"
+            values[":expected"] = {"N": str(expected_version)}
+        try:
+            # UpdateItem with SET touches only our attributes, so `watch` and anything else an
+            # operator added survive every save.
+            self._client.update_item(
+                TableName=self.table_name,
+                Key={"user_id": {"S": user_id}},
+                UpdateExpression="SET " + ", ".join(assignments),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise _conflict(user_id, expected_version) from error
+            raise self._error("UpdateItem", error) from error
+        return new_version
+
+    def watched_users(self) -> list[str]:
+        users: list[str] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "FilterExpression": "#w = :true OR #w = :true_text",
+            "ProjectionExpression": "#u",
+            "ExpressionAttributeNames": {"#w": "watch", "#u": "user_id"},
+            "ExpressionAttributeValues": {":true": {"BOOL": True}, ":true_text": {"S": "true"}},
+            "ConsistentRead": True,
+        }
+        while True:
+            try:
+                response = self._client.scan(**kwargs)
+            except ClientError as error:
+                raise self._error("Scan", error) from error
+            users.extend(item["user_id"]["S"] for item in response.get("Items", []))
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return sorted(users)
+            kwargs["ExclusiveStartKey"] = last_key
+
+    def _error(self, operation: str, error: ClientError) -> ForwarderError:
+        code = error.response.get("Error", {}).get("Code", "error")
+        return ForwarderError(
+            f"DynamoDB {operation} on checkpoint table {self.table_name!r} failed: {code}"
+        )
+
+
+class InMemoryCheckpointStore:
+    """The same semantics as DynamoCheckpointStore, in a dict, for unit tests."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def set_watch(self, user_id: str, watch: bool | str = True) -> None:
+        """What an operator does in the console: mark a user as watched (or not)."""
+        with self._lock:
+            self._items.setdefault(user_id, {"user_id": user_id})["watch"] = watch
+
+    def item(self, user_id: str) -> dict[str, Any]:
+        """A copy of the raw item, as a test would inspect it in the table."""
+        with self._lock:
+            return dict(self._items.get(user_id, {}))
+
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+        with self._lock:
+            return {
+                user_id: StoredCheckpoint(
+                    user_id=user_id,
+                    version=item["version"],
+                    state=decode_state(user_id, item["state"]),
+                )
+                for user_id in dict.fromkeys(user_ids)
+                if "version" in (item := self._items.get(user_id, {}))
+            }
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = {},
+    ) -> int:
+        blob = encode_state(user_id, state)
+        cleaned = clean_summary(summary)
+        with self._lock:
+            item = self._items.get(user_id, {})
+            if item.get("version") != expected_version:
+                raise _conflict(user_id, expected_version)
+            new_version = 1 if expected_version is None else expected_version + 1
+            self._items[user_id] = {
+                **item,
+                **cleaned,
+                "user_id": user_id,
+                "version": new_version,
+                "state": blob,
+            }
+            return new_version
+
+    def watched_users(self) -> list[str]:
+        with self._lock:
+            return sorted(
+                user_id
+                for user_id, item in self._items.items()
+                if item.get("watch") is True or item.get("watch") == "true"
+            )

@@ -1,0 +1,219 @@
+"""The checkpoint store: the DynamoDB store (on moto's server) and the in-memory one pass the
+same tests, so unit tests that use the in-memory store can trust its semantics."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from devtools.local_aws import LocalAws, deploy_template
+from log_forwarder.checkpoint_store import (
+    MAX_STATE_BYTES,
+    CheckpointStore,
+    DynamoCheckpointStore,
+    InMemoryCheckpointStore,
+)
+from log_forwarder.exceptions import CheckpointConflict
+
+
+@pytest.fixture(scope="module")
+def local_aws() -> Iterator[LocalAws]:
+    with LocalAws() as aws:
+        yield aws
+
+
+@dataclass
+class Harness:
+    store: CheckpointStore
+    # What an operator does in the console: set `watch` on an item (creating it if needed).
+    set_watch: Callable[[str, Any], None]
+    # The raw item, with summary attributes as plain values.
+    item: Callable[[str], dict[str, Any]]
+
+
+def dynamo_harness(aws: LocalAws) -> Harness:
+    # A table of its own per test (built from template.yaml), so watch lists do not mix.
+    resources = deploy_template(
+        aws, stack_name=f"t{uuid.uuid4().hex[:12]}", destinations="cloudwatch"
+    )
+    client = aws.client("dynamodb")
+    table = resources.table_name
+
+    def set_watch(user_id: str, watch: Any) -> None:
+        value = {"BOOL": watch} if isinstance(watch, bool) else {"S": str(watch)}
+        client.update_item(
+            TableName=table,
+            Key={"user_id": {"S": user_id}},
+            UpdateExpression="SET #w = :w",
+            ExpressionAttributeNames={"#w": "watch"},
+            ExpressionAttributeValues={":w": value},
+        )
+
+    def item(user_id: str) -> dict[str, Any]:
+        raw = client.get_item(TableName=table, Key={"user_id": {"S": user_id}}).get("Item", {})
+        plain: dict[str, Any] = {}
+        for name, attribute in raw.items():
+            ((kind, value),) = attribute.items()
+            plain[name] = float(value) if kind == "N" else value
+        return plain
+
+    return Harness(DynamoCheckpointStore(table, client), set_watch, item)
+
+
+def memory_harness() -> Harness:
+    store = InMemoryCheckpointStore()
+
+    def item(user_id: str) -> dict[str, Any]:
+        return {
+            name: float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+            for name, value in store.item(user_id).items()
+        }
+
+    return Harness(store, store.set_watch, item)
+
+
+@pytest.fixture(params=["dynamodb", "memory"])
+def harness(request: pytest.FixtureRequest) -> Harness:
+    if request.param == "dynamodb":
+        return dynamo_harness(request.getfixturevalue("local_aws"))
+    return memory_harness()
+
+
+STATE = {"cursor": {"newest_ms": 1_700_000_000_000, "seen": ["a", "b"]}, "gaps": []}
+
+
+def test_save_then_load_round_trips_state_and_version(harness: Harness) -> None:
+    # GIVEN a user with no checkpoint
+    store = harness.store
+    assert store.load(["u1"]) == {}
+    # WHEN the first checkpoint is saved, then a second one on top of it
+    first = store.save("u1", STATE, expected_version=None)
+    second = store.save("u1", {**STATE, "gaps": [1]}, expected_version=first)
+    # THEN versions count up and load returns the latest state
+    assert (first, second) == (1, 2)
+    loaded = store.load(["u1"])["u1"]
+    assert (loaded.user_id, loaded.version, loaded.state) == ("u1", 2, {**STATE, "gaps": [1]})
+
+
+def test_a_stale_version_is_a_conflict(harness: Harness) -> None:
+    # GIVEN a checkpoint at version 2
+    store = harness.store
+    store.save("u1", STATE, expected_version=None)
+    store.save("u1", STATE, expected_version=1)
+    # WHEN another run saves on the version it read earlier, or as if there were none
+    # THEN CheckpointConflict names the user, and the stored checkpoint is untouched
+    with pytest.raises(CheckpointConflict, match="'u1'"):
+        store.save("u1", {"other": True}, expected_version=1)
+    with pytest.raises(CheckpointConflict, match="'u1'"):
+        store.save("u1", {"other": True}, expected_version=None)
+    with pytest.raises(CheckpointConflict):
+        store.save("u2", {"other": True}, expected_version=3)
+    assert store.load(["u1", "u2"])["u1"].state == STATE
+    assert store.load(["u2"]) == {}
+
+
+def test_the_operators_watch_attribute_survives_saves(harness: Harness) -> None:
+    # GIVEN an operator's watch-only item: no checkpoint yet
+    harness.set_watch("watched", True)
+    assert harness.store.load(["watched"]) == {}
+    # WHEN the forwarder saves its first and second checkpoints, with a summary
+    version = harness.store.save(
+        "watched",
+        STATE,
+        expected_version=None,
+        summary={"last_event_date": "2024-01-01T00:00:00.000Z", "forwarded": 3, "ok": True},
+    )
+    harness.store.save(
+        "watched",
+        STATE,
+        expected_version=version,
+        summary={"forwarded": 5, "lag_seconds": 1.5, "last_error": None},
+    )
+    # THEN `watch` is still there and the summary is readable, None values left out
+    item = harness.item("watched")
+    assert item["watch"] is True
+    assert item["last_event_date"] == "2024-01-01T00:00:00.000Z"
+    assert item["forwarded"] == 5
+    assert item["lag_seconds"] == 1.5
+    assert item["ok"] is True
+    assert "last_error" not in item
+    assert harness.store.watched_users() == ["watched"]
+
+
+def test_watched_users_are_the_items_with_watch_true(harness: Harness) -> None:
+    harness.set_watch("b", True)
+    harness.set_watch("a", True)
+    harness.set_watch("c", "true")  # typed as text in the console: still meant as true
+    harness.set_watch("off", False)
+    harness.store.save("no-watch", STATE, expected_version=None)
+    assert harness.store.watched_users() == ["a", "b", "c"]
+
+
+def test_load_reads_more_than_100_users(harness: Harness) -> None:
+    # GIVEN 230 users with checkpoints (BatchGetItem takes 100 keys at a time)
+    user_ids = [f"auth0|{index:04d}" for index in range(230)]
+    for index, user_id in enumerate(user_ids):
+        harness.store.save(user_id, {"n": index}, expected_version=None)
+    # WHEN they are loaded with repeats and unknown users mixed in
+    loaded = harness.store.load([*user_ids, "unknown", user_ids[0]])
+    # THEN every checkpoint comes back, and only those
+    assert sorted(loaded) == user_ids
+    assert all(loaded[user_id].state == {"n": index} for index, user_id in enumerate(user_ids))
+
+
+def test_a_state_too_large_for_an_item_is_refused(harness: Harness) -> None:
+    # GIVEN a state that does not compress below the limit
+    state = {"blob": os.urandom(MAX_STATE_BYTES).hex()}
+    # WHEN saved / THEN ValueError explains, and nothing was written
+    with pytest.raises(ValueError, match="over the 358400-byte limit"):
+        harness.store.save("big", state, expected_version=None)
+    assert harness.store.load(["big"]) == {}
+
+
+@pytest.mark.parametrize("name", ["watch", "version", "state", "user_id"])
+def test_a_summary_may_not_overwrite_the_stores_attributes(harness: Harness, name: str) -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        harness.store.save("u1", STATE, expected_version=None, summary={name: "x"})
+
+
+def test_unprocessed_keys_are_read_again() -> None:
+    # GIVEN DynamoDB leaving one key unprocessed on the first call (stubbed: moto never does)
+    client = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    sleeps: list[float] = []
+    store = DynamoCheckpointStore("table", client, sleep=sleeps.append)
+    blob = zlib.compress(json.dumps({"v": 1}).encode())
+
+    def item(user_id: str) -> dict[str, Any]:
+        return {"user_id": {"S": user_id}, "version": {"N": "4"}, "state": {"B": blob}}
+
+    with Stubber(client) as stubber:
+        stubber.add_response(
+            "batch_get_item",
+            {
+                "Responses": {"table": [item("a")]},
+                "UnprocessedKeys": {"table": {"Keys": [{"user_id": {"S": "b"}}]}},
+            },
+        )
+        stubber.add_response("batch_get_item", {"Responses": {"table": [item("b")]}})
+        # WHEN both are loaded
+        loaded = store.load(["a", "b"])
+    # THEN the second call fetched the leftover key, after a pause
+    assert {user_id: checkpoint.version for user_id, checkpoint in loaded.items()} == {
+        "a": 4,
+        "b": 4,
+    }
+    assert len(sleeps) == 1
