@@ -30,8 +30,6 @@ TENANT = RateLimit(burst=50, per_second=16)  # an Enterprise production tenant
 
 def main() -> int:
     rng = random.Random(2026)
-    # The story runs on a timeline that ends now: each run is five minutes after the previous one.
-    start = datetime.now(timezone.utc) - timedelta(minutes=15)
     with LocalAws() as aws, Auth0Simulator(rate_limit=TENANT, latency_s=0.02, seed=7) as sim:
         stack = LocalDeployment(
             aws,
@@ -42,66 +40,63 @@ def main() -> int:
             AUTH0_RATE_LIMIT_PER_SECOND=str(TENANT.per_second),
         )
         print(_banner(sim, stack))
+        now = datetime.now(timezone.utc)
         for user, name in USERS.items():
             count = 1400 if name.startswith("carol") else rng.randint(40, 120)
-            sim.add_events(
-                generate_user_events(
-                    user,
-                    count=count,
-                    start=start - timedelta(days=2),
-                    end=start - timedelta(minutes=10),
-                    rng=rng,
-                    user_name=name,
-                )
+            history = generate_user_events(
+                user,
+                count=count,
+                start=now - timedelta(days=2),
+                end=now - timedelta(minutes=30),
+                rng=rng,
+                user_name=name,
             )
+            sim.add_events(history)
         _run(
             stack, sim, "1. First run: the retained history of every user (carol has 1,400 events)"
         )
 
+        now = datetime.now(timezone.utc)
+        bob = "google-oauth2|109876543210987654321"
         for user, name in USERS.items():
             sim.add_events(
                 generate_user_events(
                     user,
                     count=rng.randint(3, 15),
-                    start=start,
-                    end=start + timedelta(minutes=5),
+                    start=now - timedelta(minutes=6),
+                    end=now - timedelta(minutes=1 if user == bob else 4),
                     rng=rng,
                     user_name=name,
                 )
             )
-        _run(stack, sim, "2. Five minutes later: new events for everyone")
+        _run(stack, sim, "2. New events for everyone")
 
-        late_user = "google-oauth2|109876543210987654321"
-        newest = max(e["date"] for e in sim.visible_events(late_user))
-        late = generate_user_events(
-            late_user, count=1, start=start, end=start, rng=rng, user_name=USERS[late_user]
-        )[0]
-        late["date"] = iso(
-            datetime.fromisoformat(newest.replace("Z", "+00:00")) - timedelta(minutes=4)
+        now = datetime.now(timezone.utc)
+        late = generate_user_events(bob, count=1, start=now, end=now, rng=rng, user_name=USERS[bob])
+        late[0]["date"] = iso(now - timedelta(minutes=3))
+        sim.add_events(late)
+        dave = "auth0|64b7f0c2e4a1d9a3c1f00d44"
+        burst = attack_burst(
+            dave,
+            count=1200,
+            start=now - timedelta(minutes=3, seconds=30),
+            seconds=200,
+            rng=rng,
+            user_name=USERS[dave],
         )
-        sim.add_event(late)
-        attacked = "auth0|64b7f0c2e4a1d9a3c1f00d44"
-        sim.add_events(
-            attack_burst(
-                attacked,
-                count=1200,
-                start=start + timedelta(minutes=5, seconds=10),
-                seconds=230,
-                rng=rng,
-                user_name=USERS[attacked],
-            )
-        )
+        sim.add_events(burst)
         _run(
             stack,
             sim,
-            "3. Credential stuffing: 1,200 failed logins for dave; and bob gets an event that\n"
-            "   Auth0 made visible 4 minutes after its date",
+            "3. Credential stuffing: 1,200 failed logins for dave; and an event of bob's that Auth0\n"
+            "   made visible 3 minutes after its date, older than his newest forwarded event",
         )
 
         final = _run(stack, sim, "4. Nothing new: an idle run")
         print(
-            "   (dave's idle cost is the overlap window: his 1,200 events of the last 10 minutes\n"
-            "    are re-read so that late arrivals among them are not missed)"
+            "   (dave's idle cost is the overlap window: his 1,200 events of the last 10 minutes are\n"
+            "    re-read so that late arrivals among them are not missed; once they are older than\n"
+            "    the window, an idle dave costs one call again)"
         )
         ok = _verify(stack, sim)
         if final["forwarded"] != 0:

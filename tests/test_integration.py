@@ -102,48 +102,50 @@ def test_two_runs_with_late_events_and_ties_reach_both_destinations_once(
     rng = random.Random(7)
     stack = deploy()
     expected: dict[str, list[str]] = {}
-    start = now() - timedelta(hours=1)
     for user in USERS:
         events = generate_user_events(
-            user, count=60, start=start, end=now() - timedelta(minutes=10), rng=rng
+            user,
+            count=60,
+            start=now() - timedelta(hours=1),
+            end=now() - timedelta(minutes=1),
+            rng=rng,
         )
         expected[user] = ids_of(sim.add_events(events))
     # WHEN the function runs
     first = ok(stack.invoke())
     assert first["forwarded"] == 180
-    # AND new events arrive, one of them dated 5 minutes before the newest forwarded event (late),
-    # and two that share the newest forwarded date (ties)
+    # AND an event dated 5 minutes ago only now becomes visible, older than the newest event
+    # already forwarded (late); and two more share the newest forwarded date (ties)
     late_user = USERS[1]
     newest = max(sim.visible_events(late_user), key=lambda e: e["date"])
     late = generate_user_events(
         late_user,
         count=1,
-        start=now() - timedelta(minutes=15),
-        end=now() - timedelta(minutes=15),
+        start=now() - timedelta(minutes=5),
+        end=now() - timedelta(minutes=5),
         rng=rng,
     )
-    late[0]["date"] = iso(
-        datetime.fromisoformat(newest["date"].replace("Z", "+00:00")) - timedelta(minutes=5)
-    )
+    assert late[0]["date"] < newest["date"]
     ties = generate_user_events(late_user, count=2, start=now(), end=now(), rng=rng)
     for tie in ties:
         tie["date"] = newest["date"]
     expected[late_user] += ids_of(sim.add_events([*late, *ties]))
     for user in USERS:
         fresh = generate_user_events(
-            user, count=25, start=now() - timedelta(minutes=5), end=now(), rng=rng
+            user, count=25, start=now(), end=now() + timedelta(seconds=1), rng=rng
         )
         expected[user] += ids_of(sim.add_events(fresh))
     second = ok(stack.invoke())
     # THEN every event reached both destinations exactly once, late and tied ones included
     assert second["forwarded"] == 75 + 3
+    late_report = next(u for u in second["users"] if u["user_id"] == late_user)
+    assert late_report["late_events"] == 1
     for user in USERS:
         assert_delivered_once(stack, user, expected[user])
     # AND CloudWatch stamps each event with its Auth0 date, not the time it was sent
     for record in stack.cloudwatch_records(late_user):
-        assert record["@timestamp"] == int(
-            datetime.fromisoformat(record["date"].replace("Z", "+00:00")).timestamp() * 1000
-        )
+        date = datetime.fromisoformat(record["date"].replace("Z", "+00:00"))
+        assert record["@timestamp"] == int(date.timestamp() * 1000)
     # AND S3 holds gzipped JSON lines under the prefix and a dt= partition
     assert all(key.startswith("auth0-logs/dt=") for key in stack.s3_objects())
     # AND a third run with nothing new forwards nothing and costs one call per user

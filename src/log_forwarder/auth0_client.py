@@ -31,8 +31,10 @@ logger = logging.getLogger(__name__)
 
 PER_PAGE_MAX = 100
 SEARCH_CAP = 1000
-# Renew this long before expiry so a token never dies in the middle of a run.
+# Renew this long before expiry so a token never dies in the middle of a run; a short-lived token
+# renews this fraction of its lifetime early instead (else it would be renewed on every call).
 TOKEN_RENEW_MARGIN_S = 300
+TOKEN_RENEW_FRACTION = 0.1
 MAX_429_WAIT_S = 60.0
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
@@ -82,7 +84,7 @@ class Auth0Client:
         self._rng = rng or random.Random()
         self._token_lock = threading.Lock()
         self._token: str | None = None
-        self._token_expires_at = 0.0
+        self._token_renew_at = 0.0
         self._stats_lock = threading.Lock()
         self.stats = CallStats()
 
@@ -131,7 +133,9 @@ class Auth0Client:
                     params=dict(params),
                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                 )
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
+                # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
+                # is not a TransportError): callers must never see an httpx exception.
                 self._retry_or_raise(attempt, f"{type(exc).__name__} calling {path}")
                 continue
             self._pacer.observe(RateLimitHeaders.parse(response.headers))
@@ -171,19 +175,24 @@ class Auth0Client:
             return min(MAX_429_WAIT_S, float(retry_after))
         limits = RateLimitHeaders.parse(response.headers)
         if limits is not None:
-            return min(MAX_429_WAIT_S, max(0.0, limits.reset_epoch_s - self._clock()))
+            until_reset = limits.reset_epoch_s - self._clock()
+            # A reset that is already past (clock skew, a stale header) must not turn into an
+            # immediate retry that is sure to be refused again: fall through to the default.
+            if until_reset > 0:
+                return min(MAX_429_WAIT_S, until_reset)
         return 1.0
 
     # -- token -----------------------------------------------------------------------------------
 
     def _access_token(self) -> str:
         with self._token_lock:
-            if (
-                self._token is None
-                or self._clock() >= self._token_expires_at - TOKEN_RENEW_MARGIN_S
-            ):
+            if self._token is None or self._clock() >= self._token_renew_at:
+                # The lifetime counts from when the token was asked for, not from when the
+                # (possibly retried) answer arrived.
+                requested_at = self._clock()
                 self._token, lifetime = self._request_token()
-                self._token_expires_at = self._clock() + lifetime
+                margin = min(TOKEN_RENEW_MARGIN_S, lifetime * TOKEN_RENEW_FRACTION)
+                self._token_renew_at = requested_at + lifetime - margin
             return self._token
 
     def _invalidate_token(self, token: str) -> None:
@@ -193,8 +202,14 @@ class Auth0Client:
                 self._token = None
 
     def _request_token(self) -> tuple[str, float]:
-        for force_refresh in (False, True):
-            credentials = self._credentials(force_refresh)
+        """POST /oauth/token. A refusal (401/403) reads the credentials again once, in case the
+        secret was rotated; outages (network, 5xx, 408, 429) are retried like API calls and end
+        in Auth0UnavailableError, never in Auth0AuthError: they say nothing about the secret."""
+        credentials = self._credentials(False)
+        reread = False
+        attempt = 0
+        while True:
+            attempt += 1
             self._count("token_requests")
             try:
                 response = self._http.post(
@@ -207,25 +222,29 @@ class Auth0Client:
                         "audience": f"https://{self._domain}/api/v2/",
                     },
                 )
-            except httpx.TransportError as exc:
-                raise Auth0UnavailableError(f"{type(exc).__name__} requesting a token") from exc
-            if response.status_code in (401, 403) and not force_refresh:
-                # The secret may have been rotated since we cached it: read it again, once.
+            except httpx.RequestError as exc:
+                self._retry_or_raise(attempt, f"{type(exc).__name__} requesting a token")
                 continue
-            if response.status_code != 200:
-                raise Auth0AuthError(
-                    f"token request refused with HTTP {response.status_code} for client "
-                    f"{credentials.client_id!r}",
-                    status=response.status_code,
-                )
-            body = _json(response, "/oauth/token")
-            token = body.get("access_token") if isinstance(body, dict) else None
-            if not isinstance(token, str) or not token:
-                raise Auth0MalformedResponse("token answer has no access_token")
-            expires_in = body.get("expires_in", 86400)
-            lifetime = float(expires_in) if isinstance(expires_in, int | float) else 86400.0
-            return token, lifetime
-        raise Auth0AuthError("token request refused even with freshly read credentials")
+            status = response.status_code
+            if status == 200:
+                return _token_answer(response)
+            if status in (401, 403) and not reread:
+                # The secret may have been rotated since we cached it: read it again, once.
+                reread = True
+                credentials = self._credentials(True)
+                continue
+            if status == 429:
+                self._count("rate_limited")
+                wait = self._wait_after_429(response)
+                self._retry_or_raise(attempt, "429 requesting a token", wait=wait)
+                continue
+            if status >= 500 or status == 408:
+                self._retry_or_raise(attempt, f"HTTP {status} requesting a token")
+                continue
+            raise Auth0AuthError(
+                f"token request refused with HTTP {status} for client {credentials.client_id!r}",
+                status=status,
+            )
 
     def _count(self, name: str) -> None:
         with self._stats_lock:
@@ -244,6 +263,17 @@ def _json(response: httpx.Response, path: str) -> Any:
         ) from exc
 
 
+def _token_answer(response: httpx.Response) -> tuple[str, float]:
+    body = _json(response, "/oauth/token")
+    token = body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise Auth0MalformedResponse("token answer has no access_token")
+    expires_in = body.get("expires_in", 86400)
+    valid = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
+    lifetime = float(expires_in) if valid and expires_in > 0 else 86400.0
+    return token, lifetime
+
+
 def _log_list(body: Any) -> list[dict[str, Any]]:
     # Both documented shapes: a bare array, or {start, limit, length, total, logs}. `total` is
     # never read: under log search v3 it may count only the page.
@@ -252,6 +282,12 @@ def _log_list(body: Any) -> list[dict[str, Any]]:
         raise Auth0MalformedResponse(
             f"log list answer is a {type(body).__name__} without a 'logs' array"
         )
+    for entry in logs:
+        if not isinstance(entry, dict):
+            # Callers read event.get(...): a non-object entry must not reach them.
+            raise Auth0MalformedResponse(
+                f"log list holds a {type(entry).__name__} where a log event object belongs"
+            )
     return logs
 
 

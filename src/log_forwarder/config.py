@@ -135,9 +135,7 @@ def parse_start_from(value: str) -> StartFrom:
             f"START_FROM={value!r} is not allowed; use 'earliest', 'now' or an ISO-8601 instant "
             "with a time zone, such as 2026-11-01T00:00:00Z"
         )
-    return StartFrom(
-        mode="instant", instant_ms=int(instant.astimezone(UTC).timestamp() * 1000)
-    )
+    return StartFrom(mode="instant", instant_ms=int(instant.astimezone(UTC).timestamp() * 1000))
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:

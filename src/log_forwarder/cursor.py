@@ -205,6 +205,24 @@ class Cursor:
             gaps_total=self.gaps_total + 1,
         )
 
+    def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> Cursor:
+        """Move the floor with time once a read has reached the newest event.
+
+        An event visible by `read_started_ms` was returned by that read, and an event can show up
+        at most `overlap_ms` after its date, so nothing dated before `read_started_ms - overlap_ms`
+        can still appear. The floor stops at the watermark so the anchor stays remembered.
+        Without this, a user who goes quiet after a burst would re-read the burst every run.
+        Returns the same cursor when the move would forget nothing (and so save no call).
+        """
+        floor = read_started_ms - overlap_ms
+        if self.watermark_ms is not None:
+            floor = min(floor, self.watermark_ms)
+        if not self.recent or self.recent[0][0] >= floor:
+            return self
+        return replace(
+            self, floor_ms=floor, recent=tuple(entry for entry in self.recent if entry[0] >= floor)
+        )
+
     def with_pending(self, pending: Pending | None) -> Cursor:
         return replace(self, pending=pending)
 

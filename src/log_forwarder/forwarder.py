@@ -199,7 +199,7 @@ class Forwarder:
             chunk = next(chunks, None)
             if chunk is None:
                 break
-            self._forward_chunk(report, committed, chunk)
+            self._forward_chunk(report, committed, chunk, read_started_ms=now_ms)
         report.cursor = committed.cursor
         report.backlog = committed.cursor.backlog
         if committed.cursor.at_capacity:
@@ -208,7 +208,9 @@ class Forwarder:
                 extra={"user_id": user_id, "floor": iso_ms(committed.cursor.floor_ms)},
             )
 
-    def _forward_chunk(self, report: UserReport, committed: _Committer, chunk: Chunk) -> None:
+    def _forward_chunk(
+        self, report: UserReport, committed: _Committer, chunk: Chunk, *, read_started_ms: int
+    ) -> None:
         user_id = report.user_id
         report.fetched += chunk.returned
         if chunk.rejected:
@@ -278,6 +280,10 @@ class Forwarder:
             )
 
         after = committed.cursor.with_backlog(not chunk.complete)
+        if chunk.complete:
+            after = after.after_complete_read(
+                read_started_ms, overlap_ms=self._settings.overlap_window_ms
+            )
         if chunk.gap is not None:
             after = after.after_gap(chunk.gap)
         if after != committed.cursor:

@@ -12,6 +12,7 @@ customer. The pacer therefore combines two signals:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,14 +27,17 @@ class RateLimitHeaders:
 
     @classmethod
     def parse(cls, headers: Mapping[str, str]) -> RateLimitHeaders | None:
+        """The three headers, or None if any is missing or not a number."""
         try:
-            return cls(
+            parsed = cls(
                 limit=int(headers["x-ratelimit-limit"]),
                 remaining=int(headers["x-ratelimit-remaining"]),
                 reset_epoch_s=float(headers["x-ratelimit-reset"]),
             )
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             return None
+        # float() accepts "nan" and "inf": neither is an instant to wait for.
+        return parsed if math.isfinite(parsed.reset_epoch_s) else None
 
 
 class Pacer:

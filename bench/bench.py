@@ -1,0 +1,220 @@
+"""`make bench`: cost, pace and run time of the forwarder against the Auth0 simulator with latency.
+
+Nothing here is asserted; it prints figures. Three measurements, each through the real handler:
+
+1. Calls per run against the minimum, over a simulated day: U users with random traffic, late
+   events and one attack burst, a run every 5 minutes. The minimum for a user and a run is
+   max(1, ceil(new / 100)): one call to learn that nothing is new, otherwise one per 100 new events.
+2. Backlog drain against the allowed budget, for a 2 req/s and a 16 req/s tenant: calls per
+   second against `share × limit`, and the 429s.
+3. Run time of one run over U idle users against its floor, U / (share × limit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.harness import LocalDeployment
+from devtools.local_aws import LocalAws
+from devtools.traffic import attack_burst, generate_user_events
+
+SHARE = 0.5
+LATENCY_S = 0.15
+
+
+@dataclass
+class Row:
+    measure: str
+    figure: str
+    target: str
+
+
+def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
+    """Calls over `runs` five-minute runs (288 = a day) against the minimum."""
+    rng = random.Random(42)
+    day_end = datetime.now(timezone.utc) - timedelta(hours=1)
+    day_start = day_end - timedelta(minutes=5 * runs)
+    virtual = [day_start.timestamp()]
+    # A virtual clock drives visibility: runs happen in seconds, events over a day. The rate
+    # limit is off here: this measures how many calls are needed, not how fast they go.
+    sim = Auth0Simulator(clock=lambda: virtual[0], rate_limit=None, latency_s=0.002, seed=1)
+    sim.start()
+    user_ids = [f"auth0|bench-day-{i:03d}" for i in range(users)]
+    visible_at: dict[str, list[float]] = {u: [] for u in user_ids}
+    for user in user_ids:
+        per_day = rng.choice([5, 20, 60, 150, 400])
+        events = generate_user_events(
+            user, count=max(1, per_day * runs // 288), start=day_start, end=day_end, rng=rng
+        )
+        for event in events:
+            date = datetime.fromisoformat(event["date"].replace("Z", "+00:00")).timestamp()
+            # One event in twenty shows up late, by up to five minutes.
+            late = rng.uniform(0, 300) if rng.random() < 0.05 else 0.0
+            sim.add_event(event, visible_at=date + late)
+            visible_at[user].append(date + late)
+    attacked = user_ids[0]
+    burst_start = day_start + timedelta(minutes=5 * runs // 2)
+    for event in attack_burst(attacked, count=1500, start=burst_start, seconds=180, rng=rng):
+        date = datetime.fromisoformat(event["date"].replace("Z", "+00:00")).timestamp()
+        sim.add_event(event, visible_at=date)
+        visible_at[attacked].append(date)
+
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name="bench-day",
+        watched_user_ids=user_ids,
+        START_FROM="earliest",
+        AUTH0_RATE_LIMIT_PER_SECOND="1000",
+        MAX_CONCURRENT_USERS="4",
+        DESTINATIONS="s3",
+    )
+    calls = minimum = forwarded = 0
+    previous = day_start.timestamp() - 1
+    for run in range(runs):
+        now = day_start.timestamp() + (run + 1) * 300
+        virtual[0] = now
+        result = stack.invoke().result or {}
+        calls += int(result.get("api_calls", 0))
+        forwarded += int(result.get("forwarded", 0))
+        for user in user_ids:
+            new = sum(1 for t in visible_at[user] if previous < t <= now)
+            minimum += max(1, math.ceil(new / 100))
+        previous = now
+    sim.stop()
+    expected = sum(len(v) for v in visible_at.values())
+    return [
+        Row(
+            f"Calls over a simulated {runs * 5 / 60:.0f} h ({users} users, {runs} runs, 1 burst of 1,500, 5% late)",
+            f"{calls} calls / {minimum} minimum = **{calls / minimum:.3f}**; forwarded {forwarded} of {expected}",
+            "≤ 1.10",
+        )
+    ]
+
+
+def drain(aws: LocalAws, limit: RateLimit, seconds: float) -> list[Row]:
+    """Drain a backlog for `seconds` against a tenant limit; calls/s against share × limit."""
+    rng = random.Random(7)
+    sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=2)
+    sim.start()
+    users = [f"auth0|bench-drain-{limit.per_second:g}-{i}" for i in range(8)]
+    now = datetime.now(timezone.utc)
+    for user in users:
+        sim.add_events(
+            generate_user_events(
+                user,
+                count=3000,
+                start=now - timedelta(days=3),
+                end=now - timedelta(minutes=5),
+                rng=rng,
+            )
+        )
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=f"bench-drain-{limit.per_second:g}",
+        watched_user_ids=users,
+        START_FROM="earliest",
+        AUTH0_RATE_LIMIT_PER_SECOND=f"{limit.per_second:g}",
+        AUTH0_RATE_LIMIT_SHARE=str(SHARE),
+        MAX_CONCURRENT_USERS="4",
+        DESTINATIONS="s3",
+        TIME_MARGIN_SECONDS="1",
+    )
+    deadline = time.monotonic() + seconds
+    started = time.monotonic()
+    result = (
+        stack.invoke(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000) + 1000).result
+        or {}
+    )
+    elapsed = time.monotonic() - started
+    sim.stop()
+    calls = int(result.get("api_calls", 0))
+    allowed_rate = SHARE * limit.per_second
+    # What the share allows over the run: its sustained rate plus its part of the burst bucket.
+    allowed = allowed_rate * elapsed + max(1.0, SHARE * limit.burst)
+    return [
+        Row(
+            f"Backlog drain, {limit.per_second:g} req/s tenant (burst {limit.burst}), share {SHARE}, {LATENCY_S * 1000:.0f} ms latency",
+            f"{calls} calls in {elapsed:.1f} s = {calls / elapsed:.2f} req/s; **{calls / allowed:.0%}** of the allowed "
+            f"{allowed:.0f}; 429s: **{result.get('rate_limited', 0)}** ({result.get('rate_limited', 0) / max(calls, 1):.1%}); "
+            f"{result.get('forwarded', 0)} events forwarded",
+            "≥ 90 % of share, 429s ≤ 1 %",
+        )
+    ]
+
+
+def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> list[Row]:
+    from log_forwarder.checkpoint_store import DynamoCheckpointStore
+    from log_forwarder.cursor import Cursor
+
+    rows = []
+    for count in counts:
+        sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=3)
+        sim.start()
+        users = [f"auth0|bench-idle-{count}-{i:04d}" for i in range(count)]
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"bench-idle-{count}",
+            watched_user_ids=users,
+            AUTH0_RATE_LIMIT_PER_SECOND=f"{limit.per_second:g}",
+            AUTH0_RATE_LIMIT_SHARE=str(SHARE),
+            MAX_CONCURRENT_USERS="4",
+            DESTINATIONS="s3",
+        )
+        # Idle users: a checkpoint each, nothing new at Auth0.
+        store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
+        floor = int(time.time() * 1000) - 3_600_000
+        for user in users:
+            store.save(user, Cursor.fresh(floor).to_state(), expected_version=None)
+        started = time.monotonic()
+        result = stack.invoke(cold=True, remaining_ms=900_000).result or {}
+        elapsed = time.monotonic() - started
+        sim.stop()
+        floor_s = count / (SHARE * limit.per_second)
+        rows.append(
+            Row(
+                f"Idle run, {count} users, {limit.per_second:g} req/s tenant, share {SHARE}, {LATENCY_S * 1000:.0f} ms latency",
+                f"{elapsed:.1f} s against a floor of {floor_s:.1f} s = **{elapsed / floor_s:.2f}×**; "
+                f"{result.get('api_calls', 0)} calls, {result.get('rate_limited', 0)} 429s",
+                "≤ 1.2× floor",
+            )
+        )
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    args = parser.parse_args(argv)
+    rows: list[Row] = []
+    with LocalAws() as aws:
+        print("running: simulated day …", file=sys.stderr)
+        rows += simulated_day(aws, users=5 if args.quick else 20, runs=24 if args.quick else 288)
+        for limit, seconds in (
+            (RateLimit(burst=2, per_second=2), 30.0),
+            (RateLimit(burst=50, per_second=16), 20.0),
+        ):
+            print(f"running: drain at {limit.per_second:g} req/s …", file=sys.stderr)
+            rows += drain(aws, limit, 5.0 if args.quick else seconds)
+        print("running: idle run times …", file=sys.stderr)
+        rows += idle_run_time(
+            aws, (10, 100) if args.quick else (10, 100, 1000), RateLimit(burst=50, per_second=16)
+        )
+    print("\n| measurement | result | target |\n|---|---|---|")
+    for row in rows:
+        print(f"| {row.measure} | {row.figure} | {row.target} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
