@@ -342,6 +342,31 @@ def test_a_retried_s3_delivery_writes_no_second_copy(
     assert len(ours) == len(first.objects)
 
 
+def test_s3_recovery_writes_what_a_partial_earlier_object_lacks_exactly_once(
+    local_aws: LocalAws, deployed: DeployedResources, user_id: str
+) -> None:
+    # GIVEN a crashed run whose batch {a, b, c} was redelivered in part: only {a, b} were found
+    # again, and they were written under the batch's key
+    t = now_ms()
+    a_, b_, c_ = event_line("a", t - 3000), event_line("b", t - 2000), event_line("c", t - 1000)
+    batch_id = batch_id_for(["a", "b", "c"])
+    sink = S3Sink(deployed.bucket or "", "auth0-logs/", local_aws.client("s3"))
+    sink.deliver(user_id, [a_, b_], batch_id=batch_id, recovering=True)
+    # WHEN a later chunk finds the rest of the batch and redelivers it under the same batch id
+    report = sink.deliver(user_id, [b_, c_], batch_id=batch_id, recovering=True)
+    # THEN b is recognised as present and c is written once, under a key of its own
+    assert (report.accepted, report.already_present) == (1, 1)
+    stored = [
+        json.loads(line)["log_id"]
+        for key in local_aws.client("s3").list_objects_v2(
+            Bucket=deployed.bucket, Prefix="auth0-logs/"
+        )["Contents"]
+        if user_slug(user_id) in key["Key"]
+        for line in s3_lines(local_aws, deployed.bucket or "", key["Key"])
+    ]
+    assert sorted(stored) == ["a", "b", "c"]
+
+
 def test_a_missing_bucket_is_a_delivery_error(local_aws: LocalAws, user_id: str) -> None:
     sink = S3Sink("no-such-bucket-here", "p/", local_aws.client("s3"), sleep=no_sleep)
     with pytest.raises(DeliveryError, match="no-such-bucket-here"):

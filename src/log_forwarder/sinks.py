@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from log_forwarder.batching import (
     CW_MAX_EVENT_BYTES,
     S3Object,
+    batch_id_for,
     cloudwatch_batches,
     s3_objects,
     stream_name_for,
@@ -427,20 +429,36 @@ class S3Sink:
         batch_id: str,
         recovering: bool = False,
     ) -> DeliveryReport:
-        # `recovering` changes nothing here: keys derive from the batch's ids and writes are
-        # conditional, so whatever a crashed run already wrote answers 412 and is counted.
-        del recovering
         if not lines:
             return DeliveryReport(destination=self.name, accepted=0)
         ordered = sorted(lines, key=lambda item: item.timestamp_ms)
         accepted = 0
         already_present = 0
         objects = s3_objects(ordered, prefix=self.prefix, user_id=user_id, batch_id=batch_id)
+        written: list[str] = []
         for obj in objects:
             if self._put(obj):
                 accepted += obj.line_count
-            else:
+                written.append(obj.key)
+                continue
+            if not recovering:
+                # Keys derive from the batch's ids: an existing key holds this very batch.
                 already_present += obj.line_count
+                continue
+            # A crashed run may have written this key with only part of what is redelivered now
+            # (or all of it): keep what is there, and write the rest under a key of its own.
+            missing = self._missing_from(obj, ordered)
+            already_present += obj.line_count - len(missing)
+            if missing:
+                ids = [line.log_id for line in missing if line.log_id]
+                for extra in s3_objects(
+                    missing, prefix=self.prefix, user_id=user_id, batch_id=batch_id_for(ids)
+                ):
+                    if self._put(extra):
+                        accepted += extra.line_count
+                        written.append(extra.key)
+                    else:
+                        already_present += extra.line_count
         if already_present:
             logger.info(
                 "S3 objects already present (an earlier attempt wrote them)",
@@ -450,8 +468,26 @@ class S3Sink:
             destination=self.name,
             accepted=accepted,
             already_present=already_present,
-            objects=tuple(obj.key for obj in objects),
+            objects=tuple(written) or tuple(obj.key for obj in objects),
         )
+
+    def _missing_from(self, obj: S3Object, lines: Sequence[OutputLine]) -> list[OutputLine]:
+        """The lines of `obj` whose log_id the object already stored under its key lacks."""
+        try:
+            stored = self._client.get_object(Bucket=self.bucket, Key=obj.key)["Body"].read()
+        except (ClientError, BotoCoreError) as error:
+            raise DeliveryError(
+                f"S3 GetObject failed for bucket {self.bucket!r}, key {obj.key!r} during recovery"
+            ) from error
+        present = {
+            _log_id_of(text) for text in gzip.decompress(stored).decode("utf-8").splitlines()
+        }
+        in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
+        return [
+            line
+            for line in lines
+            if line.line in in_object and line.log_id is not None and line.log_id not in present
+        ]
 
     def _put(self, obj: S3Object) -> bool:
         """Write obj unless its key exists; True when written, False when already there."""
