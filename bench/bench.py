@@ -72,6 +72,7 @@ def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
         sim,
         stack_name="bench-day",
         watched_user_ids=user_ids,
+        clock=lambda: virtual[0],
         START_FROM="earliest",
         AUTH0_RATE_LIMIT_PER_SECOND="1000",
         MAX_CONCURRENT_USERS="4",

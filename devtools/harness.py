@@ -74,9 +74,12 @@ class LocalDeployment:
         stack_name: str,
         destinations: str = "cloudwatch,s3",
         watched_user_ids: Sequence[str] | None = None,
+        clock: Callable[[], float] | None = None,
         **overrides: str,
     ) -> None:
+        """`clock` replaces the forwarder's wall clock: the benchmark replays a day in seconds."""
         self.aws = aws
+        self._clock = clock
         self.simulator = simulator
         credentials = {"client_id": simulator.client_id, "client_secret": simulator.client_secret}
         self.resources: DeployedResources = deploy_template(
@@ -110,6 +113,8 @@ class LocalDeployment:
                 # A different stack (or a cold start) gets a fresh runtime, as a new container would.
                 module._runtime = None
                 module._active_env = dict(self.env)
+            if self._clock is not None:
+                module._get_runtime().forwarder._clock = self._clock
             event = {**self._event, "id": str(uuid.uuid4())}
             context = FakeLambdaContext(remaining_ms=remaining_ms)
             # Powertools' handler holds the stdout it saw at import; point it at the capture too.
