@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import sys
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
@@ -40,7 +40,7 @@ def main() -> int:
             AUTH0_RATE_LIMIT_PER_SECOND=str(TENANT.per_second),
         )
         print(_banner(sim, stack))
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for user, name in USERS.items():
             count = 1400 if name.startswith("carol") else rng.randint(40, 120)
             history = generate_user_events(
@@ -56,7 +56,7 @@ def main() -> int:
             stack, sim, "1. First run: the retained history of every user (carol has 1,400 events)"
         )
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         bob = "google-oauth2|109876543210987654321"
         for user, name in USERS.items():
             sim.add_events(
@@ -71,7 +71,7 @@ def main() -> int:
             )
         _run(stack, sim, "2. New events for everyone")
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         late = generate_user_events(bob, count=1, start=now, end=now, rng=rng, user_name=USERS[bob])
         late[0]["date"] = iso(now - timedelta(minutes=3))
         sim.add_events(late)

@@ -110,7 +110,7 @@ class LocalDeployment:
                 self._handler = handler_from_template()
             module = _handler_module(self._handler)
             if cold or getattr(module, "_active_env", None) != self.env:
-                # A different stack (or a cold start) gets a fresh runtime, as a new container would.
+                # Another stack, or a cold start: a fresh runtime, as a new container would get.
                 module._runtime = None
                 module._active_env = dict(self.env)
             if self._clock is not None:

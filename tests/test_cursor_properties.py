@@ -182,7 +182,7 @@ def test_bursts_past_the_search_cap_and_time_budget(
     for i in range(12):
         fake.now_ms = BASE_MS + 300_000 + i * 300_000
         checks = iter(range(budget_checks, -1, -1))
-        forwarder.run([user], remaining_ms=lambda: 10**9 if next(checks, 0) > 0 else 0)
+        forwarder.run([user], remaining_ms=lambda c=checks: 10**9 if next(c, 0) > 0 else 0)
     forwarder.run([user], remaining_ms=lambda: 10**9)
     # THEN with search, everything arrives once and in order; without it, whatever could not be
     # reached lies inside a gap record, never skipped silently

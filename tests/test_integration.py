@@ -19,7 +19,7 @@ import pytest
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
-from devtools.traffic import attack_burst, generate_user_events, iso
+from devtools.traffic import attack_burst, generate_user_events
 
 pytestmark = pytest.mark.integration
 
@@ -331,7 +331,7 @@ def test_first_run_over_2500_retained_events_continues_over_runs(
     while runs < 10:
         runs += 1
         checks = iter([200_000, 200_000, 200_000])
-        result = ok(stack.invoke(remaining_ms=lambda: next(checks, 1_000)))
+        result = ok(stack.invoke(remaining_ms=lambda c=checks: next(c, 1_000)))
         forwarded += result["forwarded"]
         if not result["users"][0]["backlog"] and not result["users"][0]["deferred"]:
             break

@@ -1,7 +1,7 @@
 """Every error the forwarder raises on purpose.
 
     ForwarderError
-    ├── ConfigError                 a variable is missing or invalid; names it and its allowed values
+    ├── ConfigError                 a variable is missing or invalid; names it and what it allows
     ├── Auth0Error                  anything that went wrong talking to Auth0
     │   ├── Auth0AuthError          the token request failed, or a fresh token was refused (401)
     │   ├── Auth0ScopeError         403: the token lacks the scope this call needs
@@ -10,7 +10,7 @@
     │   ├── Auth0UnavailableError   5xx / 429 / network failures that outlasted every retry
     │   └── Auth0MalformedResponse  the body is not the JSON the API documents
     ├── DeliveryError               a destination did not accept the lines (nothing is committed)
-    └── CheckpointConflict          another run moved the checkpoint first (conditional write failed)
+    └── CheckpointConflict          another run moved the checkpoint first (conditional write)
 
 Messages never contain secrets or tokens: callers may log them as they are.
 """

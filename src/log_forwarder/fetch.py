@@ -97,7 +97,7 @@ def read_user(client: Auth0Client, user_id: str, cursor: Cursor, *, now_ms: int)
                 user_id=user_id,
                 from_ms=cursor.watermark_ms if cursor.watermark_ms is not None else cursor.floor_ms,
                 to_ms=oldest_reached,
-                reason="unreachable: over 1,000 new events and the token lacks read:logs for search",
+                reason="unreachable: over 1,000 new events and no read:logs scope to search",
             )
         yield Chunk(
             newest, "user_logs", complete=True, gap=gap, returned=returned, rejected=rejected
