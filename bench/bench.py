@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
@@ -40,7 +40,7 @@ class Row:
 def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
     """Calls over `runs` five-minute runs (288 = a day) against the minimum."""
     rng = random.Random(42)
-    day_end = datetime.now(timezone.utc) - timedelta(hours=1)
+    day_end = datetime.now(UTC) - timedelta(hours=1)
     day_start = day_end - timedelta(minutes=5 * runs)
     virtual = [day_start.timestamp()]
     # A virtual clock drives visibility: runs happen in seconds, events over a day. The rate
@@ -107,7 +107,7 @@ def drain(aws: LocalAws, limit: RateLimit, seconds: float) -> list[Row]:
     sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=2)
     sim.start()
     users = [f"auth0|bench-drain-{limit.per_second:g}-{i}" for i in range(8)]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for user in users:
         sim.add_events(
             generate_user_events(

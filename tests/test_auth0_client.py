@@ -91,7 +91,7 @@ class Received:
 class Harness:
     """A started simulator plus everything a test needs to watch the client talk to it."""
 
-    sim: Auth0Simulator
+    sim: Auth0Simulator | None  # None: the client talks to an httpx.MockTransport
     clock: FakeClock
     client_sleeps: list[float] = field(default_factory=list)  # retry back-off (client's sleep)
     pacer_sleeps: list[float] = field(default_factory=list)  # pacing and 429 waits
@@ -141,7 +141,7 @@ class Harness:
     ) -> Auth0Client:
         return Auth0Client(
             domain=DOMAIN,
-            base_url=base_url or self.sim.base_url,
+            base_url=base_url or self.simulator.base_url,
             credentials=credentials or Credentials(),
             pacer=Pacer(
                 share=share, per_second=per_second, clock=self.clock, sleep=self.pacer_sleep
@@ -152,6 +152,11 @@ class Harness:
             sleep=self.client_sleep,
             rng=rng or random.Random(1),
         )
+
+    @property
+    def simulator(self) -> Auth0Simulator:
+        assert self.sim is not None
+        return self.sim
 
     def api_requests(self) -> list[Sent]:
         return [s for s in self.sent if s.request.url.path != "/oauth/token"]
@@ -182,6 +187,13 @@ def sim(clock: FakeClock) -> Iterator[Auth0Simulator]:
 @pytest.fixture
 def h(sim: Auth0Simulator, clock: FakeClock) -> Iterator[Harness]:
     harness = Harness(sim=sim, clock=clock)
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def mock(clock: FakeClock) -> Iterator[Harness]:
+    harness = Harness(sim=None, clock=clock)
     yield harness
     harness.close()
 
@@ -239,9 +251,9 @@ def mock_api(
 
 def test_token_is_a_client_credentials_form_with_the_tenant_audience(h: Harness) -> None:
     # GIVEN a client whose base URL is the local simulator, not the tenant's domain
-    h.sim.add_event(event())
+    h.simulator.add_event(event())
     client = h.client()
-    assert h.sim.base_url.startswith("http://127.0.0.1:")
+    assert h.simulator.base_url.startswith("http://127.0.0.1:")
 
     # WHEN it makes its first call
     logs = client.user_logs(USER, page=0)
@@ -264,12 +276,12 @@ def test_token_is_a_client_credentials_form_with_the_tenant_audience(h: Harness)
     # AND the API call carried the issued token as a Bearer token
     (api_request,) = h.api_requests()
     assert api_request.request.headers["authorization"] == f"Bearer {h.tokens_issued[0]}"
-    assert h.sim.stats.requests[("token", 200)] == 1
+    assert h.simulator.stats.requests[("token", 200)] == 1
 
 
 def test_one_token_serves_many_calls(h: Harness) -> None:
     # GIVEN a client and a user with events
-    h.sim.add_events(event(seconds_from_t0=-i) for i in range(3))
+    h.simulator.add_events(event(seconds_from_t0=-i) for i in range(3))
     client = h.client()
 
     # WHEN it makes twelve calls on both endpoints
@@ -278,8 +290,8 @@ def test_one_token_serves_many_calls(h: Harness) -> None:
         client.search_logs(f'user_id:"{USER}"', page=page, per_page=1)
 
     # THEN one token request served all of them
-    assert h.sim.stats.requests[("token", 200)] == 1
-    assert h.sim.stats.calls() == 12
+    assert h.simulator.stats.requests[("token", 200)] == 1
+    assert h.simulator.stats.calls() == 12
     assert client.stats.token_requests == 1
     assert client.stats.api_calls == 12
     assert {s.request.headers["authorization"] for s in h.api_requests()} == {
@@ -289,7 +301,7 @@ def test_one_token_serves_many_calls(h: Harness) -> None:
 
 def test_token_is_renewed_shortly_before_it_expires(h: Harness, clock: FakeClock) -> None:
     # GIVEN tokens that live 10 minutes, and a warm client holding one
-    h.sim.token_ttl_s = 600
+    h.simulator.token_ttl_s = 600
     client = h.client()
     client.user_logs(USER, page=0)
     assert client.stats.token_requests == 1
@@ -313,15 +325,15 @@ def test_token_is_renewed_shortly_before_it_expires(h: Harness, clock: FakeClock
     clock.advance(400)
     client.user_logs(USER, page=0)
     assert client.stats.token_requests == 2
-    assert h.sim.stats.requests[("user_logs", 401)] == 0
-    assert h.sim.stats.requests[("user_logs", 200)] == 5
+    assert h.simulator.stats.requests[("user_logs", 401)] == 0
+    assert h.simulator.stats.requests[("user_logs", 200)] == 5
 
 
 def test_short_lived_token_is_not_fetched_again_for_every_call(
     h: Harness, clock: FakeClock
 ) -> None:
     # GIVEN tokens that live 2 minutes (shorter than the usual renewal margin)
-    h.sim.token_ttl_s = 120
+    h.simulator.token_ttl_s = 120
     client = h.client()
 
     # WHEN five calls are made within the first minute
@@ -331,31 +343,31 @@ def test_short_lived_token_is_not_fetched_again_for_every_call(
 
     # THEN one token served them all
     assert client.stats.token_requests == 1
-    assert h.sim.stats.requests[("token", 200)] == 1
+    assert h.simulator.stats.requests[("token", 200)] == 1
 
     # AND once the token is about to expire it is still renewed before it dies
     clock.advance(65)  # 115 s after issue
     client.user_logs(USER, page=0)
     assert client.stats.token_requests == 2
-    assert h.sim.stats.requests[("user_logs", 401)] == 0
+    assert h.simulator.stats.requests[("user_logs", 401)] == 0
 
 
 def test_revoked_token_of_a_warm_client_is_replaced_once(h: Harness) -> None:
     # GIVEN a warm client holding a token
-    h.sim.add_event(event())
+    h.simulator.add_event(event())
     client = h.client()
     client.user_logs(USER, page=0)
     old_token = h.tokens_issued[0]
 
     # WHEN every token is revoked and the client calls again
-    h.sim.revoke_tokens()
+    h.simulator.revoke_tokens()
     logs = client.user_logs(USER, page=0)
 
     # THEN the call succeeds after exactly one new token
     assert [e["user_id"] for e in logs] == [USER]
     assert client.stats.token_requests == 2
-    assert h.sim.stats.requests[("token", 200)] == 2
-    assert h.sim.stats.requests[("user_logs", 401)] == 1
+    assert h.simulator.stats.requests[("token", 200)] == 2
+    assert h.simulator.stats.requests[("user_logs", 401)] == 1
     assert client.stats.api_calls == 3
     # AND the retry used the new token, not the revoked one
     new_token = h.tokens_issued[1]
@@ -368,7 +380,7 @@ def test_revoked_token_of_a_warm_client_is_replaced_once(h: Harness) -> None:
 def test_second_consecutive_401_raises_auth_error(h: Harness) -> None:
     # GIVEN an API that refuses even a freshly issued token
     client = h.client()
-    h.sim.fail_next(2, status=401, html=False)
+    h.simulator.fail_next(2, status=401, html=False)
 
     # WHEN the client calls
     with pytest.raises(Auth0AuthError) as raised:
@@ -378,8 +390,8 @@ def test_second_consecutive_401_raises_auth_error(h: Harness) -> None:
     assert raised.value.status == 401
     assert "401" in str(raised.value)
     assert client.stats.token_requests == 2
-    assert h.sim.stats.requests[("user_logs", 401)] == 2
-    assert h.sim.stats.calls() == 2
+    assert h.simulator.stats.requests[("user_logs", 401)] == 2
+    assert h.simulator.stats.calls() == 2
 
 
 def test_wrong_secret_is_read_again_once_then_auth_error(h: Harness) -> None:
@@ -397,14 +409,14 @@ def test_wrong_secret_is_read_again_once_then_auth_error(h: Harness) -> None:
     # AND each secret was tried once; no API call was made
     forms = [parse_qs(s.request.content.decode()) for s in h.token_requests()]
     assert [f["client_secret"] for f in forms] == [["stale-" + SECRET], ["still-wrong"]]
-    assert h.sim.stats.requests[("token", 401)] == 2
-    assert h.sim.stats.calls() == 0
+    assert h.simulator.stats.requests[("token", 401)] == 2
+    assert h.simulator.stats.calls() == 0
     assert h.client_sleeps == []
 
 
 def test_rotated_secret_is_picked_up_by_reading_the_credentials_again(h: Harness) -> None:
     # GIVEN a cached secret that was rotated: only a fresh read returns the current one
-    h.sim.add_event(event())
+    h.simulator.add_event(event())
     credentials = Credentials(secret="rotated-away", refreshed_secret=SECRET)
     client = h.client(credentials=credentials)
 
@@ -414,21 +426,21 @@ def test_rotated_secret_is_picked_up_by_reading_the_credentials_again(h: Harness
     # THEN the refused secret led to one fresh read, and the call succeeded
     assert [e["user_id"] for e in logs] == [USER]
     assert credentials.calls == [False, True]
-    assert h.sim.stats.requests[("token", 401)] == 1
-    assert h.sim.stats.requests[("token", 200)] == 1
+    assert h.simulator.stats.requests[("token", 401)] == 1
+    assert h.simulator.stats.requests[("token", 200)] == 1
 
 
 def test_token_endpoint_outage_is_retried_not_reported_as_bad_credentials(h: Harness) -> None:
     # GIVEN a gateway in front of /oauth/token that answers 503 twice
-    h.sim.add_event(event())
-    h.sim.fail_next(2, status=503, html=True, path_contains="/oauth/token")
+    h.simulator.add_event(event())
+    h.simulator.fail_next(2, status=503, html=True, path_contains="/oauth/token")
     credentials = Credentials()
     client = h.client(credentials=credentials)
 
     # WHEN the client calls THEN the token request is retried with back-off and the call succeeds
     assert len(client.user_logs(USER, page=0)) == 1
-    assert h.sim.stats.requests[("token", 503)] == 2
-    assert h.sim.stats.requests[("token", 200)] == 1
+    assert h.simulator.stats.requests[("token", 503)] == 2
+    assert h.simulator.stats.requests[("token", 200)] == 1
     assert len(h.client_sleeps) == 2
     assert client.stats.retries == 2
     # AND the credentials were not needlessly re-read: a 503 says nothing about the secret
@@ -437,7 +449,7 @@ def test_token_endpoint_outage_is_retried_not_reported_as_bad_credentials(h: Har
 
 def test_persistent_token_endpoint_outage_is_unavailable_not_auth_error(h: Harness) -> None:
     # GIVEN /oauth/token answering 502 for good
-    h.sim.fail_next(100, status=502, html=True, path_contains="/oauth/token")
+    h.simulator.fail_next(100, status=502, html=True, path_contains="/oauth/token")
     client = h.client(max_attempts=3)
 
     # WHEN the client calls THEN it gives up as "unavailable", not as "credentials refused"
@@ -445,17 +457,44 @@ def test_persistent_token_endpoint_outage_is_unavailable_not_auth_error(h: Harne
         client.user_logs(USER, page=0)
     assert not isinstance(raised.value, Auth0AuthError)
     assert "502" in str(raised.value)
-    assert h.sim.stats.requests[("token", 502)] == 3
-    assert h.sim.stats.calls() == 0
+    assert h.simulator.stats.requests[("token", 502)] == 3
+    assert h.simulator.stats.calls() == 0
 
 
-def test_token_answer_without_access_token_is_malformed(h: Harness) -> None:
+def test_token_endpoint_429_waits_and_is_counted(h: Harness) -> None:
+    # GIVEN the token endpoint rate-limits the first request (no x-ratelimit-* headers)
+    h.simulator.fail_next(1, status=429, html=False, path_contains="/oauth/token")
+    client = h.client()
+    # WHEN the client calls THEN it waits 1 s, gets its token and the call succeeds
+    assert client.user_logs(USER, page=0) == []
+    assert h.client_sleeps == [1.0]
+    assert client.stats.rate_limited == 1
+    assert client.stats.token_requests == 2
+    assert h.simulator.stats.requests[("token", 429)] == 1
+
+
+def test_token_endpoint_400_is_auth_error_without_retry_or_reread(h: Harness) -> None:
+    # GIVEN the token endpoint refuses the request itself
+    h.simulator.fail_next(1, status=400, html=False, path_contains="/oauth/token")
+    credentials = Credentials()
+    client = h.client(credentials=credentials)
+    # WHEN the client calls THEN an auth error carries the status; nothing is retried
+    with pytest.raises(Auth0AuthError) as raised:
+        client.user_logs(USER, page=0)
+    assert raised.value.status == 400
+    assert CLIENT_ID in str(raised.value)  # the client id is not a secret, and helps
+    assert credentials.calls == [False]
+    assert h.simulator.stats.requests[("token", 400)] == 1
+    assert h.client_sleeps == []
+
+
+def test_token_answer_without_access_token_is_malformed(mock: Harness) -> None:
     # GIVEN a token endpoint that answers 200 with JSON lacking access_token
     transport = mock_api(
         lambda r: httpx.Response(200, json=[]),
         token=lambda r: httpx.Response(200, json={"token_type": "Bearer", "expires_in": 60}),
     )
-    client = h.client(base_url=MOCK_BASE, transport=transport)
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
 
     # WHEN the client calls THEN the answer is reported as malformed
     with pytest.raises(Auth0MalformedResponse, match="access_token"):
@@ -489,26 +528,30 @@ def test_secret_and_tokens_never_appear_in_errors_or_logs(
         credentials=Credentials(secret=SECRET + "-old", refreshed_secret=SECRET + "-older")
     )
     expect_failure(lambda: stale.user_logs(USER, page=0))
+    # AND a client whose token endpoint is down
+    h.simulator.fail_next(2, status=503, html=True, path_contains="/oauth/token")
+    expect_failure(lambda: h.client(max_attempts=2).user_logs(USER, page=0))
 
     # AND a working client that then meets revocation, refusal, an outage and a missing scope
     client = h.client(max_attempts=3)
     client.user_logs(USER, page=0)
-    h.sim.revoke_tokens()
+    h.simulator.revoke_tokens()
     client.user_logs(USER, page=0)
-    h.sim.fail_next(2, status=401, html=False)
+    h.simulator.fail_next(2, status=401, html=False)
     expect_failure(lambda: client.user_logs(USER, page=0))
-    h.sim.fail_next(3, status=503, html=True)
+    h.simulator.fail_next(3, status=503, html=True)
     expect_failure(lambda: client.user_logs(USER, page=0))
-    h.sim.set_scopes(["read:logs_users"])
-    h.sim.revoke_tokens()
+    h.simulator.set_scopes(["read:logs_users"])
+    h.simulator.revoke_tokens()
     expect_failure(lambda: client.search_logs(f'user_id:"{USER}"'))
-    h.sim.fail_next(1, status=400, html=False)
+    h.simulator.fail_next(1, status=400, html=False)
     expect_failure(lambda: client.user_logs(USER, page=0))
 
     # THEN tokens were issued, errors were raised and things were logged: the check is not empty
     assert len(h.tokens_issued) >= 3
     assert [type(e) for e in raised] == [
         Auth0AuthError,
+        Auth0UnavailableError,
         Auth0AuthError,
         Auth0UnavailableError,
         Auth0ScopeError,
@@ -542,8 +585,8 @@ def test_secret_and_tokens_never_appear_in_errors_or_logs(
 )
 def test_user_id_is_percent_encoded_as_one_path_segment(h: Harness, user_id: str) -> None:
     # GIVEN events of this user and of another one
-    h.sim.add_event(event(user_id, n=1))
-    h.sim.add_event(event(OTHER, n=2))
+    h.simulator.add_event(event(user_id, n=1))
+    h.simulator.add_event(event(OTHER, n=2))
     client = h.client()
 
     # WHEN the user's logs are read
@@ -551,7 +594,7 @@ def test_user_id_is_percent_encoded_as_one_path_segment(h: Harness, user_id: str
 
     # THEN exactly that user's event comes back (a raw '/' would have been a 404)
     assert [(e["user_id"], e["n"]) for e in logs] == [(user_id, 1)]
-    assert h.sim.stats.calls(endpoint="user_logs", user_id=user_id) == 1
+    assert h.simulator.stats.calls(endpoint="user_logs", user_id=user_id) == 1
     # AND the id travelled as one segment with nothing left unencoded
     (sent,) = h.api_requests()
     segment = raw_path_of(sent).removeprefix("/api/v2/users/").removesuffix("/logs")
@@ -562,12 +605,12 @@ def test_user_id_is_percent_encoded_as_one_path_segment(h: Harness, user_id: str
 def test_user_logs_pages_newest_first_with_100_per_page(h: Harness) -> None:
     # GIVEN 250 realistic events of a user, and another user's events
     start = datetime.fromtimestamp(T0, UTC) - timedelta(days=1)
-    mine = h.sim.add_events(
+    mine = h.simulator.add_events(
         generate_user_events(
             USER, count=250, start=start, end=start + timedelta(hours=20), rng=random.Random(3)
         )
     )
-    h.sim.add_events(
+    h.simulator.add_events(
         generate_user_events(
             OTHER, count=30, start=start, end=start + timedelta(hours=20), rng=random.Random(4)
         )
@@ -595,8 +638,8 @@ def test_user_logs_pages_newest_first_with_100_per_page(h: Harness) -> None:
 
 def test_search_logs_sends_the_query_oldest_first(h: Harness) -> None:
     # GIVEN a user's events on both sides of an instant, and another user's
-    h.sim.add_events(event(seconds_from_t0=-s, n=s) for s in (300, 200, 100, 50))
-    h.sim.add_event(event(OTHER, seconds_from_t0=-10))
+    h.simulator.add_events(event(seconds_from_t0=-s, n=s) for s in (300, 200, 100, 50))
+    h.simulator.add_event(event(OTHER, seconds_from_t0=-10))
     client = h.client()
     query = f'user_id:"{USER}" AND date:[{at(-200)} TO *]'
 
@@ -621,7 +664,7 @@ def test_unknown_user_with_an_empty_list_is_an_empty_page(h: Harness) -> None:
     client = h.client()
     # WHEN that user's logs are read THEN the page is empty
     assert client.user_logs("auth0|nobody", page=0) == []
-    assert h.sim.stats.requests[("user_logs", 200)] == 1
+    assert h.simulator.stats.requests[("user_logs", 200)] == 1
 
 
 @pytest.mark.parametrize(
@@ -634,12 +677,12 @@ def test_unknown_user_with_an_empty_list_is_an_empty_page(h: Harness) -> None:
     ],
 )
 def test_include_totals_object_is_accepted_and_total_is_ignored(
-    h: Harness, body: dict[str, Any]
+    mock: Harness, body: dict[str, Any]
 ) -> None:
     # GIVEN an API answering the {start, limit, length, total, logs} shape
     logs = [event(n=1, log_id="90020261125A"), event(n=2, log_id="90020261125B")]
     transport = mock_api(lambda r: httpx.Response(200, json={**body, "logs": logs}))
-    client = h.client(base_url=MOCK_BASE, transport=transport)
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
 
     # WHEN a page is read through either endpoint
     # THEN exactly the `logs` array is returned, whatever `total` says
@@ -649,7 +692,7 @@ def test_include_totals_object_is_accepted_and_total_is_ignored(
 
 def test_paging_past_the_1000_result_cap_raises_search_cap_error(h: Harness) -> None:
     # GIVEN more than 1,000 retained events for the user
-    h.sim.add_events(event(seconds_from_t0=-i) for i in range(1005))
+    h.simulator.add_events(event(seconds_from_t0=-i) for i in range(1005))
     client = h.client()
 
     # WHEN page 9 (results 901..1000) is read THEN it is served
@@ -662,8 +705,8 @@ def test_paging_past_the_1000_result_cap_raises_search_cap_error(h: Harness) -> 
     for raised in (per_user, tenant_wide):
         assert raised.value.status == 400
         assert "exceeds the allowed maximum of 1000 records" in str(raised.value)
-    assert h.sim.stats.requests[("user_logs", 400)] == 1
-    assert h.sim.stats.requests[("logs", 400)] == 1
+    assert h.simulator.stats.requests[("user_logs", 400)] == 1
+    assert h.simulator.stats.requests[("logs", 400)] == 1
     assert client.stats.retries == 0
 
 
@@ -686,13 +729,13 @@ def test_other_400_is_a_request_error_not_the_cap(
     assert raised.value.status == 400
     assert "Query validation error" in str(raised.value)
     assert fragment in str(raised.value)
-    assert h.sim.stats.calls() == 1
+    assert h.simulator.stats.calls() == 1
 
 
 def test_missing_read_logs_scope_raises_scope_error(h: Harness) -> None:
     # GIVEN a client application granted read:logs_users only
-    h.sim.set_scopes(["read:logs_users"])
-    h.sim.add_event(event())
+    h.simulator.set_scopes(["read:logs_users"])
+    h.simulator.add_event(event())
     client = h.client()
 
     # WHEN the per-user endpoint is used THEN it works
@@ -702,13 +745,13 @@ def test_missing_read_logs_scope_raises_scope_error(h: Harness) -> None:
         client.search_logs(f'user_id:"{USER}"')
     assert raised.value.status == 403
     assert "Insufficient scope" in str(raised.value)
-    assert h.sim.stats.requests[("logs", 403)] == 1
+    assert h.simulator.stats.requests[("logs", 403)] == 1
     assert client.stats.retries == 0
 
 
 def test_unknown_user_404_is_a_request_error_without_retries(h: Harness) -> None:
     # GIVEN a tenant that answers unknown users with 404
-    h.sim.unknown_user_status = 404
+    h.simulator.unknown_user_status = 404
     client = h.client()
     # WHEN an unknown user's logs are read THEN a request error names the answer
     with pytest.raises(Auth0RequestError) as raised:
@@ -716,7 +759,7 @@ def test_unknown_user_404_is_a_request_error_without_retries(h: Harness) -> None
     assert type(raised.value) is Auth0RequestError
     assert raised.value.status == 404
     assert "The user does not exist." in str(raised.value)
-    assert h.sim.stats.calls() == 1
+    assert h.simulator.stats.calls() == 1
     assert h.client_sleeps == []
 
 
@@ -728,16 +771,16 @@ def test_over_long_query_is_a_request_error(h: Harness) -> None:
     with pytest.raises(Auth0RequestError) as raised:
         client.search_logs(query)
     assert raised.value.status == 414
-    assert h.sim.stats.calls() == 1
+    assert h.simulator.stats.calls() == 1
 
 
-def test_non_json_200_is_malformed_with_status_and_content_type(h: Harness) -> None:
+def test_non_json_200_is_malformed_with_status_and_content_type(mock: Harness) -> None:
     # GIVEN a 200 whose body is an HTML page (a captive proxy, a misrouted base URL)
     page = b"<html><body>Please log in</body></html>"
     transport = mock_api(
         lambda r: httpx.Response(200, content=page, headers={"content-type": "text/html"})
     )
-    client = h.client(base_url=MOCK_BASE, transport=transport)
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
 
     # WHEN a page of logs is read THEN the error names the status, the content type and the size
     with pytest.raises(Auth0MalformedResponse) as raised:
@@ -764,13 +807,13 @@ def test_non_json_200_is_malformed_with_status_and_content_type(h: Harness) -> N
         {"logs": [None]},
     ],
 )
-def test_json_of_the_wrong_shape_is_malformed(h: Harness, body: Any) -> None:
+def test_json_of_the_wrong_shape_is_malformed(mock: Harness, body: Any) -> None:
     # GIVEN a 200 with JSON that is not a list of log events in either documented shape
     raw = json.dumps(body).encode()
     transport = mock_api(
         lambda r: httpx.Response(200, content=raw, headers={"content-type": "application/json"})
     )
-    client = h.client(base_url=MOCK_BASE, transport=transport)
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
     # WHEN a page is read, on either endpoint THEN it is reported as malformed
     with pytest.raises(Auth0MalformedResponse):
         client.user_logs(USER, page=0)
@@ -783,8 +826,8 @@ def test_json_of_the_wrong_shape_is_malformed(h: Harness, body: Any) -> None:
 
 def test_gateway_503_is_retried_with_jittered_backoff(h: Harness) -> None:
     # GIVEN a gateway that answers two HTML 503 pages before Auth0 answers
-    h.sim.add_event(event())
-    h.sim.fail_next(2, status=503, html=True)
+    h.simulator.add_event(event())
+    h.simulator.fail_next(2, status=503, html=True)
     client = h.client(rng=random.Random(42))
 
     # WHEN the client calls
@@ -792,8 +835,8 @@ def test_gateway_503_is_retried_with_jittered_backoff(h: Harness) -> None:
 
     # THEN it succeeded on the third attempt
     assert [e["user_id"] for e in logs] == [USER]
-    assert h.sim.stats.requests[("user_logs", 503)] == 2
-    assert h.sim.stats.requests[("user_logs", 200)] == 1
+    assert h.simulator.stats.requests[("user_logs", 503)] == 2
+    assert h.simulator.stats.requests[("user_logs", 200)] == 1
     assert client.stats.retries == 2
     assert client.stats.api_calls == 3
     # AND it slept twice, full jitter under a cap that doubles: 0.5 s, then 1 s
@@ -816,7 +859,7 @@ class WorstCaseRng(random.Random):
 
 def test_backoff_doubles_up_to_a_cap_then_gives_up(h: Harness) -> None:
     # GIVEN Auth0 answering 500 (JSON) for good, and the largest jitter every time
-    h.sim.fail_next(100, status=500, html=False)
+    h.simulator.fail_next(100, status=500, html=False)
     client = h.client(max_attempts=9, rng=WorstCaseRng())
 
     # WHEN the client calls THEN it gives up after max_attempts as unavailable
@@ -826,13 +869,13 @@ def test_backoff_doubles_up_to_a_cap_then_gives_up(h: Harness) -> None:
     assert "9 attempts" in str(raised.value)
     # AND the waits doubled from 0.5 s and never exceeded the 20 s cap
     assert h.client_sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
-    assert h.sim.stats.requests[("user_logs", 500)] == 9
+    assert h.simulator.stats.requests[("user_logs", 500)] == 9
     assert client.stats.retries == 8
 
 
 def test_persistent_5xx_gives_unavailable_after_max_attempts(h: Harness) -> None:
     # GIVEN a gateway answering 502 to every request
-    h.sim.fail_next(100, status=502, html=True)
+    h.simulator.fail_next(100, status=502, html=True)
     client = h.client(max_attempts=4)
 
     # WHEN the client calls
@@ -842,19 +885,19 @@ def test_persistent_5xx_gives_unavailable_after_max_attempts(h: Harness) -> None
     # THEN exactly max_attempts requests were made, with a back-off between each two
     assert raised.value.status is None
     assert "502" in str(raised.value)
-    assert h.sim.stats.requests[("logs", 502)] == 4
+    assert h.simulator.stats.requests[("logs", 502)] == 4
     assert len(h.client_sleeps) == 3
     assert client.stats.retries == 3
 
 
 def test_408_is_retried(h: Harness) -> None:
     # GIVEN one request timeout answered by Auth0
-    h.sim.fail_next(1, status=408, html=False)
+    h.simulator.fail_next(1, status=408, html=False)
     client = h.client()
     # WHEN the client calls THEN it retries and succeeds
     assert client.user_logs(USER, page=0) == []
     assert client.stats.retries == 1
-    assert h.sim.stats.requests[("user_logs", 408)] == 1
+    assert h.simulator.stats.requests[("user_logs", 408)] == 1
 
 
 def test_connection_refused_is_retried_then_unavailable(h: Harness) -> None:
@@ -878,7 +921,7 @@ def test_auth0_going_away_mid_run_is_retried_then_unavailable(h: Harness) -> Non
     client.user_logs(USER, page=0)
 
     # WHEN Auth0 stops answering
-    h.sim.stop()
+    h.simulator.stop()
     with pytest.raises(Auth0UnavailableError):
         client.user_logs(USER, page=0)
 
@@ -888,7 +931,7 @@ def test_auth0_going_away_mid_run_is_retried_then_unavailable(h: Harness) -> Non
     assert len(h.client_sleeps) == 2
 
 
-def test_timeouts_are_retried_then_unavailable(h: Harness) -> None:
+def test_timeouts_are_retried_then_unavailable(mock: Harness) -> None:
     # GIVEN an API whose reads always time out
     attempts: list[str] = []
 
@@ -896,16 +939,16 @@ def test_timeouts_are_retried_then_unavailable(h: Harness) -> None:
         attempts.append(request.url.path)
         raise httpx.ReadTimeout("timed out", request=request)
 
-    client = h.client(base_url=MOCK_BASE, transport=mock_api(api), max_attempts=4)
+    client = mock.client(base_url=MOCK_BASE, transport=mock_api(api), max_attempts=4)
 
     # WHEN the client calls THEN it tries max_attempts times and reports unavailability
     with pytest.raises(Auth0UnavailableError, match="ReadTimeout"):
         client.user_logs(USER, page=0)
     assert len(attempts) == 4
-    assert len(h.client_sleeps) == 3
+    assert len(mock.client_sleeps) == 3
 
 
-def test_a_timeout_then_an_answer_succeeds(h: Harness) -> None:
+def test_a_timeout_then_an_answer_succeeds(mock: Harness) -> None:
     # GIVEN an API whose first read times out
     answers: list[str] = []
 
@@ -915,14 +958,14 @@ def test_a_timeout_then_an_answer_succeeds(h: Harness) -> None:
             raise httpx.ReadTimeout("timed out", request=request)
         return httpx.Response(200, json=[event()])
 
-    client = h.client(base_url=MOCK_BASE, transport=mock_api(api))
+    client = mock.client(base_url=MOCK_BASE, transport=mock_api(api))
     # WHEN the client calls THEN the retry's answer is returned
     assert [e["user_id"] for e in client.user_logs(USER, page=0)] == [USER]
     assert answers == ["timeout", "ok"]
     assert client.stats.retries == 1
 
 
-def test_token_request_timeout_is_retried(h: Harness) -> None:
+def test_token_request_timeout_is_retried(mock: Harness) -> None:
     # GIVEN a token endpoint whose first connection attempt times out
     token_calls: list[int] = []
 
@@ -933,21 +976,21 @@ def test_token_request_timeout_is_retried(h: Harness) -> None:
         return token_answer(request)
 
     transport = mock_api(lambda r: httpx.Response(200, json=[]), token=token)
-    client = h.client(base_url=MOCK_BASE, transport=transport)
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
     # WHEN the client calls THEN the token is fetched on the second try and the call succeeds
     assert client.user_logs(USER, page=0) == []
     assert len(token_calls) == 2
-    assert len(h.client_sleeps) == 1
+    assert len(mock.client_sleeps) == 1
 
 
-def test_undecodable_body_is_retried_then_unavailable_not_an_httpx_error(h: Harness) -> None:
+def test_undecodable_body_is_retried_then_unavailable_not_an_httpx_error(mock: Harness) -> None:
     # GIVEN an API answering a body that claims gzip but is not
     transport = mock_api(
         lambda r: httpx.Response(
             200, content=b"not gzip at all", headers={"content-encoding": "gzip"}
         )
     )
-    client = h.client(base_url=MOCK_BASE, transport=transport, max_attempts=2)
+    client = mock.client(base_url=MOCK_BASE, transport=transport, max_attempts=2)
     # WHEN the client calls THEN the caller sees the client's own error, never httpx's
     with pytest.raises(Auth0UnavailableError, match="DecodingError"):
         client.user_logs(USER, page=0)
@@ -955,8 +998,8 @@ def test_undecodable_body_is_retried_then_unavailable_not_an_httpx_error(h: Harn
 
 def test_429_waits_until_the_reset_then_succeeds(h: Harness) -> None:
     # GIVEN a tenant limit of burst 1, refilling every 2 s, and a pacer that thinks it is faster
-    h.sim.rate_limit = RateLimit(burst=1, per_second=0.5)
-    h.sim.add_event(event())
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.5)
+    h.simulator.add_event(event())
     client = h.client(share=1.0, per_second=100.0)
 
     # WHEN two calls are made back to back
@@ -973,7 +1016,7 @@ def test_429_waits_until_the_reset_then_succeeds(h: Harness) -> None:
     assert retry.at == pytest.approx(reset, abs=1e-6)
     assert 0 < reset - limited.at <= 60
     assert client.stats.rate_limited == 1
-    assert h.sim.stats.rate_limited == 1
+    assert h.simulator.stats.rate_limited == 1
     # AND the wait was the pacer's (so every worker waits), not a jittered back-off
     assert h.client_sleeps == []
     assert max(h.pacer_sleeps) == pytest.approx(reset - limited.at)
@@ -981,7 +1024,7 @@ def test_429_waits_until_the_reset_then_succeeds(h: Harness) -> None:
 
 def test_429_wait_is_capped_at_60_seconds_and_persistent_429_gives_up(h: Harness) -> None:
     # GIVEN a bucket that takes 1,000 s to refill one request
-    h.sim.rate_limit = RateLimit(burst=1, per_second=0.001)
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.001)
     client = h.client(share=1.0, per_second=100.0, max_attempts=3)
     client.user_logs(USER, page=0)
 
@@ -997,12 +1040,12 @@ def test_429_wait_is_capped_at_60_seconds_and_persistent_429_gives_up(h: Harness
     assert long_waits == pytest.approx([60.0, 60.0])
     assert max(h.pacer_sleeps) <= 60.0
     assert client.stats.rate_limited == 3
-    assert h.sim.stats.rate_limited == 3
+    assert h.simulator.stats.rate_limited == 3
 
 
 def test_429_without_rate_limit_headers_waits_one_second(h: Harness) -> None:
     # GIVEN one 429 answered with Auth0's body but no x-ratelimit-* headers
-    h.sim.fail_next(1, status=429, html=False)
+    h.simulator.fail_next(1, status=429, html=False)
     client = h.client()
     # WHEN the client calls THEN it waits 1 s and succeeds
     assert client.user_logs(USER, page=0) == []
@@ -1035,7 +1078,7 @@ def test_429_without_rate_limit_headers_waits_one_second(h: Harness) -> None:
     ],
 )
 def test_429_wait_follows_retry_after_or_reset(
-    h: Harness, headers: dict[str, str], expected_wait: float
+    mock: Harness, headers: dict[str, str], expected_wait: float
 ) -> None:
     # GIVEN an API answering one 429 with these headers, then the logs
     answers: list[int] = []
@@ -1046,11 +1089,11 @@ def test_429_wait_follows_retry_after_or_reset(
             return httpx.Response(429, json={"statusCode": 429}, headers=headers)
         return httpx.Response(200, json=[])
 
-    client = h.client(base_url=MOCK_BASE, transport=mock_api(api), share=1.0, per_second=1e6)
+    client = mock.client(base_url=MOCK_BASE, transport=mock_api(api), share=1.0, per_second=1e6)
     # WHEN the client calls THEN it waits as the headers say (at most 60 s) and succeeds
     assert client.user_logs(USER, page=0) == []
     assert answers == [429, 200]
-    assert sum(h.pacer_sleeps) == pytest.approx(expected_wait)
+    assert sum(mock.pacer_sleeps) == pytest.approx(expected_wait)
 
 
 # == stats and concurrency ===================================================================
@@ -1058,7 +1101,7 @@ def test_429_wait_follows_retry_after_or_reset(
 
 def test_reset_stats_returns_the_counts_and_starts_over(h: Harness) -> None:
     # GIVEN a client that made calls, one of them retried
-    h.sim.fail_next(1, status=503)
+    h.simulator.fail_next(1, status=503)
     client = h.client()
     client.user_logs(USER, page=0)
     client.user_logs(USER, page=1)
@@ -1074,7 +1117,7 @@ def test_reset_stats_returns_the_counts_and_starts_over(h: Harness) -> None:
 
 def test_concurrent_workers_share_one_token_and_one_refresh(h: Harness) -> None:
     # GIVEN one client shared by eight workers
-    h.sim.add_events(event(seconds_from_t0=-i) for i in range(5))
+    h.simulator.add_events(event(seconds_from_t0=-i) for i in range(5))
     client = h.client()
     failures: list[BaseException] = []
     barrier = threading.Barrier(8)
@@ -1095,11 +1138,11 @@ def test_concurrent_workers_share_one_token_and_one_refresh(h: Harness) -> None:
         for thread in threads:
             thread.join(timeout=10)
         barrier.reset()
-        h.sim.revoke_tokens()
+        h.simulator.revoke_tokens()
 
-    # THEN every call succeeded, the first round used one token, and the revoked token was
-    # replaced by far fewer token requests than there were workers
+    # THEN every call succeeded, the first round used one token, and the eight workers that met
+    # the revoked token replaced it with a single token request between them
     assert failures == []
-    assert h.sim.stats.requests[("user_logs", 200)] == 80
-    assert h.sim.stats.requests[("token", 200)] == 2
+    assert h.simulator.stats.requests[("user_logs", 200)] == 80
+    assert h.simulator.stats.requests[("token", 200)] == 2
     assert client.stats.token_requests == 2

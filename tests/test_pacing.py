@@ -7,8 +7,8 @@ Auth0 client against the simulator's token bucket, again on a shared fake clock.
 
 from __future__ import annotations
 
+import itertools
 import random
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -60,6 +60,27 @@ def clock() -> FakeClock:
 @pytest.fixture
 def sleep(clock: FakeClock) -> RecordingSleep:
     return RecordingSleep(clock)
+
+
+class YieldingInstant(float):
+    """An instant that lets other threads run whenever it is compared: the pacer compares `now`
+    with its schedule between reading and writing it, so this widens any unguarded window."""
+
+    def __gt__(self, other: object) -> bool:
+        time.sleep(0)
+        return float(self) > float(other)  # type: ignore[arg-type]
+
+    def __lt__(self, other: object) -> bool:
+        time.sleep(0)
+        return float(self) < float(other)  # type: ignore[arg-type]
+
+    def __ge__(self, other: object) -> bool:
+        time.sleep(0)
+        return float(self) >= float(other)  # type: ignore[arg-type]
+
+    def __le__(self, other: object) -> bool:
+        time.sleep(0)
+        return float(self) <= float(other)  # type: ignore[arg-type]
 
 
 def headers(limit: int, remaining: int, reset: float) -> RateLimitHeaders:
@@ -147,13 +168,14 @@ def test_continuous_demand_runs_at_share_times_rate(
 
 
 def test_concurrent_acquires_each_get_their_own_slot(clock: FakeClock) -> None:
-    # GIVEN a frozen clock whose reads yield to other threads, and a sleep that only records
+    # GIVEN a frozen clock whose reads and instants yield to other threads (so a schedule read
+    # and written without the lock would be caught), and a sleep that only records
     waits: list[float] = []
     waits_lock = threading.Lock()
 
     def yielding_clock() -> float:
         time.sleep(0)
-        return clock()
+        return YieldingInstant(clock())
 
     def record(seconds: float) -> None:
         with waits_lock:
@@ -167,25 +189,19 @@ def test_concurrent_acquires_each_get_their_own_slot(clock: FakeClock) -> None:
         for _ in range(25):
             pacer.acquire()
 
-    # WHEN eight threads acquire 25 times each at the same instant, switching as often as the
-    # interpreter can (so an unguarded read-modify-write of the schedule would be caught)
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        threads = [threading.Thread(target=worker) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=10)
-    finally:
-        sys.setswitchinterval(previous)
+    # WHEN eight threads acquire 25 times each at the same instant
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
 
     # THEN the 200 reservations are exactly the slots 0, 0.1 s, 0.2 s, ...: none shared, none lost
     slots = sorted([0.0] * (200 - len(waits)) + waits)  # a zero wait is not slept
     assert len(waits) == 199
     # (adding 0.1 s 200 times to an epoch-sized float drifts by a few tens of microseconds)
     assert slots == pytest.approx([k * 0.1 for k in range(200)], abs=1e-4)
-    assert all(b - a > 0.09 for a, b in zip(slots, slots[1:], strict=False))
+    assert all(b - a > 0.09 for a, b in itertools.pairwise(slots))
 
 
 def test_real_threads_respect_the_spacing() -> None:
@@ -351,6 +367,8 @@ def test_parse_reads_the_three_headers() -> None:
     ],
 )
 def test_parse_missing_or_garbage_headers_is_none(raw: dict[str, str]) -> None:
+    # GIVEN headers with one of the three missing, or not a (finite) number
+    # WHEN they are parsed, as httpx headers or as a plain mapping THEN there is nothing to learn
     assert RateLimitHeaders.parse(httpx.Headers(raw)) is None
     assert RateLimitHeaders.parse(raw) is None
 

@@ -269,8 +269,7 @@ def _token_answer(response: httpx.Response) -> tuple[str, float]:
     if not isinstance(token, str) or not token:
         raise Auth0MalformedResponse("token answer has no access_token")
     expires_in = body.get("expires_in", 86400)
-    valid = isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-    lifetime = float(expires_in) if valid and expires_in > 0 else 86400.0
+    lifetime = float(expires_in) if isinstance(expires_in, int | float) else 86400.0
     return token, lifetime
 
 
