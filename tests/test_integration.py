@@ -325,12 +325,12 @@ def test_first_run_over_2500_retained_events_continues_over_runs(
         )
     )
     stack = deploy(watched_user_ids=[user], START_FROM="earliest", TIME_MARGIN_SECONDS="60")
-    # WHEN the time budget lets each run do only a couple of chunks
+    # WHEN the time budget lets each run read only about ten pages
     forwarded = 0
     runs = 0
-    while runs < 10:
+    while runs < 15:
         runs += 1
-        checks = iter([200_000, 200_000, 200_000])
+        checks = iter([200_000] * 12)  # about ten pages' worth of time per run
         result = ok(stack.invoke(remaining_ms=lambda c=checks: next(c, 1_000)))
         forwarded += result["forwarded"]
         if not result["users"][0]["backlog"] and not result["users"][0]["deferred"]:

@@ -19,7 +19,7 @@ the next, so a long backlog is committed in steps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,11 +44,25 @@ class Chunk:
     rejected: list[str] = field(default_factory=list)  # why malformed events were skipped
 
 
-def read_user(client: Auth0Client, user_id: str, cursor: Cursor, *, now_ms: int) -> Iterator[Chunk]:
+def read_user(
+    client: Auth0Client,
+    user_id: str,
+    cursor: Cursor,
+    *,
+    now_ms: int,
+    out_of_time: Callable[[], bool] = lambda: False,
+) -> Iterator[Chunk]:
+    """The user's new events as chunks in forwarding order; stops early when out of time."""
     if cursor.backlog:
         try:
             yield from _search(
-                client, user_id, cursor, lo_ms=cursor.floor_ms, hi_ms=None, now_ms=now_ms
+                client,
+                user_id,
+                cursor,
+                lo_ms=cursor.floor_ms,
+                hi_ms=None,
+                now_ms=now_ms,
+                out_of_time=out_of_time,
             )
             return
         except Auth0ScopeError:
@@ -86,8 +100,18 @@ def read_user(client: Auth0Client, user_id: str, cursor: Cursor, *, now_ms: int)
     oldest_reached = min(e.date_ms for e in newest)
     try:
         yield from _search(
-            client, user_id, cursor, lo_ms=cursor.floor_ms, hi_ms=oldest_reached, now_ms=now_ms
+            client,
+            user_id,
+            cursor,
+            lo_ms=cursor.floor_ms,
+            hi_ms=oldest_reached,
+            now_ms=now_ms,
+            out_of_time=out_of_time,
         )
+        if out_of_time():
+            # The search stopped short of the newest pages: they wait for the next run, which
+            # continues the search (the cursor is in backlog mode) instead of skipping ahead.
+            return
     except Auth0ScopeError:
         # Without search only the newest 1,000 can be read. If they reach back to the newest event
         # already forwarded, nothing new is out of reach; otherwise the span between is a gap.
@@ -124,6 +148,7 @@ def _search(
     lo_ms: int | None,
     hi_ms: int | None,
     now_ms: int,
+    out_of_time: Callable[[], bool],
 ) -> Iterator[Chunk]:
     """Oldest first from `lo_ms` up to `hi_ms` (inclusive; None = open), one query per page."""
     chunk: list[LogEvent] = []
@@ -158,7 +183,10 @@ def _search(
                     reason="unreachable: more than 1,000 events share one millisecond",
                 )
                 lo_ms, page = lo_ms + 1, 0
-        if done or len(chunk) >= CHUNK_EVENTS or gap is not None:
+        # Checked after every page, not every chunk: at a slow tenant's pace a chunk of ten
+        # pages can take longer than the whole margin.
+        stop = not done and out_of_time()
+        if done or stop or len(chunk) >= CHUNK_EVENTS or gap is not None:
             complete = done and hi_ms is None
             yield Chunk(
                 chunk,
@@ -169,7 +197,7 @@ def _search(
                 rejected=rejected,
             )
             chunk, rejected, returned, gap = [], [], 0, None
-        if done:
+        if done or stop:
             return
 
 

@@ -191,9 +191,14 @@ class Forwarder:
         report.cursor = cursor
         committed = _Committer(self._store, user_id, cursor, version)
 
-        chunks: Iterator[Chunk] = read_user(self._client, user_id, cursor, now_ms=now_ms)
+        def out_of_time() -> bool:
+            return remaining_ms() < self._settings.time_margin_ms
+
+        chunks: Iterator[Chunk] = read_user(
+            self._client, user_id, cursor, now_ms=now_ms, out_of_time=out_of_time
+        )
         while True:
-            if remaining_ms() < self._settings.time_margin_ms:
+            if out_of_time():
                 report.deferred = True
                 break
             chunk = next(chunks, None)
