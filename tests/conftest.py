@@ -28,3 +28,23 @@ def openapi() -> dict[str, Any]:
     if not OPENAPI.exists():
         pytest.skip(f"Auth0 OpenAPI extract not found at {OPENAPI} (../shared is not checked out)")
     return json.loads(OPENAPI.read_text(encoding="utf-8"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Expected against delivered events per end-to-end test and destination, as figures."""
+    from tests.test_integration import DELIVERY_LEDGER
+
+    if not DELIVERY_LEDGER:
+        return
+    totals: dict[tuple[str, str], list[int]] = {}
+    for test, destination, expected, delivered, missing, repeated in DELIVERY_LEDGER:
+        row = totals.setdefault((test, destination), [0, 0, 0, 0])
+        for i, value in enumerate((expected, delivered, missing, repeated)):
+            row[i] += value
+    write = terminalreporter.write_line
+    write("")
+    write("end-to-end deliveries (expected / delivered / missing / duplicated):")
+    for (test, destination), (expected, delivered, missing, repeated) in sorted(totals.items()):
+        write(
+            f"  {test[:70]:70} {destination:10} {expected:6} {delivered:6} {missing:3} {repeated:3}"
+        )

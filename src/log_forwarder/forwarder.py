@@ -180,7 +180,10 @@ class Forwarder:
         now_ms = int(self._clock() * 1000)
         user_id = report.user_id
         if state is None:
-            cursor = Cursor.fresh(self._settings.start_from.floor_ms(now_ms))
+            # A new user's history is read oldest first by search from the start: with more than
+            # 1,000 retained events, ten newest-first pages would be read only to be thrown away.
+            # Without the read:logs scope the read falls back to newest first.
+            cursor = Cursor.fresh(self._settings.start_from.floor_ms(now_ms)).with_backlog(True)
             # Fix the starting point at first sight: with START_FROM=now, a user who stays quiet
             # must not see "now" move forward with every run.
             version = self._store.save(
