@@ -200,14 +200,17 @@ class Forwarder:
         chunks: Iterator[Chunk] = read_user(
             self._client, user_id, cursor, now_ms=now_ms, out_of_time=out_of_time
         )
-        while True:
+        complete = False
+        while not complete:
             if out_of_time():
-                report.deferred = True
                 break
             chunk = next(chunks, None)
             if chunk is None:
                 break
             self._forward_chunk(report, committed, chunk, read_started_ms=now_ms)
+            complete = chunk.complete
+        # The read stopped before the newest events (here, or inside fetch between pages).
+        report.deferred = not complete and out_of_time()
         report.cursor = committed.cursor
         report.backlog = committed.cursor.backlog
         if committed.cursor.at_capacity:
