@@ -213,7 +213,7 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
 
     condition, s3 = by_service["s3"]
     assert condition == "UseS3"
-    assert s3["Action"] == ["s3:PutObject"]
+    assert s3["Action"] == ["s3:PutObject", "s3:GetObject"]
     assert s3["Resource"] == {"Fn::Sub": "${ForwardedBucket.Arn}/${S3Prefix}*"}
 
     condition, dynamodb = by_service["dynamodb"]
@@ -433,3 +433,48 @@ def test_the_handler_the_template_names_exists() -> None:
 def test_template_path_points_at_the_repository_template() -> None:
     assert Path(TEMPLATE_PATH) == ROOT / "template.yaml"
     assert (ROOT / "src" / "log_forwarder").is_dir()
+
+
+# Every AWS operation the function's code calls, and the IAM action it needs. A call the code
+# gains without a row here fails the test below, so the template cannot fall behind the code.
+IAM_ACTION_OF_CALL = {
+    "batch_get_item": "dynamodb:BatchGetItem",
+    "update_item": "dynamodb:UpdateItem",
+    "scan": "dynamodb:Scan",
+    "create_log_stream": "logs:CreateLogStream",
+    "put_log_events": "logs:PutLogEvents",
+    "get_log_events": "logs:GetLogEvents",
+    "put_object": "s3:PutObject",
+    "get_object": "s3:GetObject",
+}
+
+
+def aws_calls_in_code() -> set[str]:
+    calls: set[str] = set()
+    for path in (ROOT / "src" / "log_forwarder").glob("*.py"):
+        calls.update(re.findall(r"self\._client\.([a-z_]+)\b", path.read_text(encoding="utf-8")))
+    # The Auth0 client's own methods share the attribute name; they are not AWS calls.
+    return calls - {"user_logs", "search_logs", "reset_stats", "get", "post", "meta"}
+
+
+def test_the_role_grants_every_aws_call_the_code_makes(translated: dict[str, Any]) -> None:
+    # GIVEN the operations the code calls on its boto3 clients
+    calls = aws_calls_in_code()
+    assert {"put_log_events", "put_object", "update_item"} <= calls
+    unknown = calls - set(IAM_ACTION_OF_CALL)
+    assert not unknown, f"add the IAM action of {sorted(unknown)} to IAM_ACTION_OF_CALL"
+    # THEN the function's role allows each of them (destinations only when they are chosen)
+    granted = {
+        action
+        for _, statement in role_statements(translated)
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    needed = {IAM_ACTION_OF_CALL[call] for call in calls}
+    missing = {
+        action
+        for action in needed - granted
+        if action.split(":")[0] in {s.split(":")[0] for s in granted}
+    }
+    assert not missing, f"the role lacks {sorted(missing)}"
