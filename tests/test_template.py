@@ -204,7 +204,6 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "logs:GetLogEvents",
-        "logs:FilterLogEvents",
     }
     assert logs["Resource"] == {
         "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
