@@ -18,6 +18,7 @@ the next, so a long backlog is committed in steps.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,17 +54,12 @@ def read_user(
     out_of_time: Callable[[], bool] = lambda: False,
 ) -> Iterator[Chunk]:
     """The user's new events as chunks in forwarding order; stops early when out of time."""
+    search = functools.partial(
+        _search, client, user_id, cursor, now_ms=now_ms, out_of_time=out_of_time
+    )
     if cursor.backlog:
         try:
-            yield from _search(
-                client,
-                user_id,
-                cursor,
-                lo_ms=cursor.floor_ms,
-                hi_ms=None,
-                now_ms=now_ms,
-                out_of_time=out_of_time,
-            )
+            yield from search(lo_ms=cursor.floor_ms, hi_ms=None)
             return
         except Auth0ScopeError:
             logger.warning(
@@ -101,15 +97,7 @@ def read_user(
     # Ten full pages and the floor is still not reached: more than 1,000 events to forward.
     oldest_reached = min(e.date_ms for e in newest)
     try:
-        yield from _search(
-            client,
-            user_id,
-            cursor,
-            lo_ms=cursor.floor_ms,
-            hi_ms=oldest_reached,
-            now_ms=now_ms,
-            out_of_time=out_of_time,
-        )
+        yield from search(lo_ms=cursor.floor_ms, hi_ms=oldest_reached)
         if out_of_time():
             # The search stopped short of the newest pages: they wait for the next run, which
             # continues the search (the cursor is in backlog mode) instead of skipping ahead.
