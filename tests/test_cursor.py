@@ -51,40 +51,59 @@ def test_floor_never_moves_backwards() -> None:
     assert cursor.floor_ms == T0 + 10 * OVERLAP
 
 
+DAY = 86_400_000
+
+
 def test_expiry_gap_needs_evidence() -> None:
     cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
-    newer = [ev("n1", T0 + 86_400_000), ev("n2", T0 + 86_400_001)]
+    newer = [ev("n1", T0 + DAY), ev("n2", T0 + DAY + 1)]
+
+    def gap(read: list[LogEvent], *, covers: bool = True, c: Cursor = cursor):  # type: ignore[no-untyped-def]
+        return c.detect_expiry_gap(
+            "u", read, covers_floor=covers, now_ms=T0 + 2 * DAY, min_retention_ms=DAY
+        )
+
     # The anchor is still retained: no gap
-    assert (
-        cursor.detect_expiry_gap("u", [ev("anchor", T0), *newer], covers_floor=True, now_ms=T0)
-        is None
-    )
+    assert gap([ev("anchor", T0), *newer]) is None
     # Something older than the anchor is retained: retention has not reached it, no gap
-    assert (
-        cursor.detect_expiry_gap("u", [ev("x", T0 - 1), *newer], covers_floor=True, now_ms=T0)
-        is None
-    )
+    assert gap([ev("x", T0 - 1), *newer]) is None
     # The read did not reach the oldest retained events: no evidence either way
-    assert cursor.detect_expiry_gap("u", newer, covers_floor=False, now_ms=T0) is None
-    # Everything retained is newer and the anchor is gone: a gap between them
-    gap = cursor.detect_expiry_gap("u", newer, covers_floor=True, now_ms=T0)
-    assert gap is not None and (gap.from_ms, gap.to_ms, gap.reason) == (
+    assert gap(newer, covers=False) is None
+    # Everything retained is newer and the anchor is gone: a gap up to the oldest retained event
+    found = gap(newer)
+    assert found is not None and (found.from_ms, found.to_ms, found.reason) == (
         T0,
-        T0 + 86_400_000,
+        T0 + DAY,
         "expired",
     )
-    after = cursor.after_gap(gap)
-    assert after.floor_ms == gap.to_ms and after.gaps_total == 1 and after.anchor is None
+    after = cursor.after_gap(found)
+    assert after.floor_ms == found.to_ms and after.gaps_total == 1 and after.anchor is None
+    # A complete read verified everything up to the oldest retained event: nothing can be missing
+    verified = cursor.after_complete_read(T0 + DAY + OVERLAP, overlap_ms=OVERLAP)
+    assert verified.verified_ms == T0 + DAY
+    assert gap(newer, c=verified) is None
 
 
-def test_a_user_whose_whole_history_expired_gets_one_gap_up_to_now() -> None:
+def test_a_whole_history_that_expired_unread_gives_one_gap_up_to_the_retention_cutoff() -> None:
     cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
-    gap = cursor.detect_expiry_gap("u", [], covers_floor=True, now_ms=T0 + 5)
-    assert gap is not None and gap.to_ms == T0 + 5
+    now = T0 + 3 * DAY
+    found = cursor.detect_expiry_gap("u", [], covers_floor=True, now_ms=now, min_retention_ms=DAY)
+    assert found is not None and (found.from_ms, found.to_ms) == (T0, now - DAY)
     # After it, nothing is left to compare with, so the next idle read reports nothing again
-    assert (
-        cursor.after_gap(gap).detect_expiry_gap("u", [], covers_floor=True, now_ms=T0 + 9) is None
+    again = cursor.after_gap(found).detect_expiry_gap(
+        "u", [], covers_floor=True, now_ms=now + 1, min_retention_ms=DAY
     )
+    assert again is None
+
+
+def test_an_anchor_that_ages_out_while_reads_continue_is_no_gap() -> None:
+    # Read every 5 minutes: what was verified is recent, and newer than anything that can expire
+    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    cursor = cursor.after_complete_read(T0 + 2 * DAY - 300_000, overlap_ms=OVERLAP)
+    found = cursor.detect_expiry_gap(
+        "u", [], covers_floor=True, now_ms=T0 + 2 * DAY, min_retention_ms=DAY
+    )
+    assert found is None
 
 
 def test_state_round_trips_including_pending_intent() -> None:
@@ -92,10 +111,12 @@ def test_state_round_trips_including_pending_intent() -> None:
         Cursor.fresh(T0)
         .advance([ev("a", T0 + 1), ev("b", T0 + 2)], overlap_ms=OVERLAP)
         .with_pending(Pending("batch", frozenset({"c", "d"})))
+        .with_pending(Pending("other", frozenset({"e"})))
         .with_backlog(True)
     )
     assert Cursor.from_state(cursor.to_state()) == cursor
-    assert cursor.summary()["pending_events"] == 2
+    assert cursor.summary()["pending_events"] == 3
+    assert cursor.with_pending(Pending("other", frozenset())).summary()["pending_events"] == 2
     assert cursor.summary()["watermark"] == iso_ms(T0 + 2)
 
 

@@ -21,6 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 STATE_VERSION = 1
+# How far ahead of the stored value a complete read must be before `verified_ms` is written again:
+# it only matters once a user has not been read for longer than the retention (a day or more),
+# so idle users cost a checkpoint write an hour rather than one a run.
+VERIFIED_STEP_MS = 3_600_000
 # Bounds the checkpoint item (DynamoDB allows 400 KB). Past it the overlap window narrows for that
 # user, which is counted and logged rather than silently ignored.
 MAX_RECENT = 6_000
@@ -120,10 +124,12 @@ class Cursor:
     floor_ms: int | None = None
     watermark_ms: int | None = None
     recent: tuple[tuple[int, str], ...] = ()
-    pending: Pending | None = None
+    pending: tuple[Pending, ...] = ()
     backlog: bool = False
     forwarded_total: int = 0
     gaps_total: int = 0
+    # Every event dated before this was visible to a complete read (read start − overlap).
+    verified_ms: int | None = None
 
     @classmethod
     def fresh(cls, floor_ms: int | None) -> Cursor:
@@ -180,21 +186,33 @@ class Cursor:
         )
 
     def detect_expiry_gap(
-        self, user_id: str, read: Sequence[LogEvent], *, covers_floor: bool, now_ms: int
+        self,
+        user_id: str,
+        read: Sequence[LogEvent],
+        *,
+        covers_floor: bool,
+        now_ms: int,
+        min_retention_ms: int,
     ) -> Gap | None:
-        """A gap when retention has passed our anchor: events after it may have expired unseen.
+        """A gap when events may have expired before any read could see them.
 
-        Evidence is needed, not a guess: the read holds the oldest events Auth0 still retains at or
-        above the floor (`covers_floor`), our anchor is not among them, and everything retained is
-        newer than it.
+        Evidence, not a guess. Retention has passed our anchor: the read holds the oldest events
+        Auth0 still has at or above the floor (`covers_floor`), the anchor is not among them, and
+        everything retained is newer. Then the events that can be missing are those dated after
+        both the anchor and what earlier complete reads verified, and before both the oldest
+        event still retained and `now - min_retention` (anything newer cannot have expired yet).
+        A user who merely stayed quiet while the anchor aged out yields no gap.
         """
         anchor = self.anchor
         if anchor is None or not covers_floor:
             return None
         if any(e.log_id == anchor[1] or e.date_ms <= anchor[0] for e in read):
             return None
-        oldest = min((e.date_ms for e in read), default=now_ms)
-        return Gap(user_id=user_id, from_ms=anchor[0], to_ms=oldest, reason="expired")
+        start = max(anchor[0], self.verified_ms if self.verified_ms is not None else anchor[0])
+        end = min(min((e.date_ms for e in read), default=now_ms), now_ms - min_retention_ms)
+        if start >= end:
+            return None
+        return Gap(user_id=user_id, from_ms=start, to_ms=end, reason="expired")
 
     def after_gap(self, gap: Gap) -> Cursor:
         floor = gap.to_ms if self.floor_ms is None else max(self.floor_ms, gap.to_ms)
@@ -206,25 +224,31 @@ class Cursor:
         )
 
     def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> Cursor:
-        """Move the floor with time once a read has reached the newest event.
+        """Move the floor, and what is verified, with time once a read reached the newest event.
 
         An event visible by `read_started_ms` was returned by that read, and an event can show up
         at most `overlap_ms` after its date, so nothing dated before `read_started_ms - overlap_ms`
         can still appear. The floor stops at the watermark so the anchor stays remembered.
         Without this, a user who goes quiet after a burst would re-read the burst every run.
-        Returns the same cursor when the move would forget nothing (and so save no call).
+        Returns the same cursor when nothing worth a checkpoint write changed.
         """
-        floor = read_started_ms - overlap_ms
-        if self.watermark_ms is not None:
-            floor = min(floor, self.watermark_ms)
+        verified = read_started_ms - overlap_ms
+        cursor = self
+        if self.verified_ms is None or verified >= self.verified_ms + VERIFIED_STEP_MS:
+            cursor = replace(cursor, verified_ms=verified)
+        floor = verified if self.watermark_ms is None else min(verified, self.watermark_ms)
         if not self.recent or self.recent[0][0] >= floor:
-            return self
+            return cursor
         return replace(
-            self, floor_ms=floor, recent=tuple(entry for entry in self.recent if entry[0] >= floor)
+            cursor,
+            floor_ms=floor,
+            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
         )
 
-    def with_pending(self, pending: Pending | None) -> Cursor:
-        return replace(self, pending=pending)
+    def with_pending(self, pending: Pending) -> Cursor:
+        """Add (or replace, by batch id) an intent; one with no ids left is dropped."""
+        others = tuple(p for p in self.pending if p.batch_id != pending.batch_id)
+        return replace(self, pending=others + ((pending,) if pending.log_ids else ()))
 
     def with_backlog(self, backlog: bool) -> Cursor:
         return replace(self, backlog=backlog)
@@ -235,31 +259,33 @@ class Cursor:
             "floor": self.floor_ms,
             "watermark": self.watermark_ms,
             "recent": [[date, log_id] for date, log_id in self.recent],
-            "pending": None
-            if self.pending is None
-            else {"batch_id": self.pending.batch_id, "log_ids": sorted(self.pending.log_ids)},
+            "pending": [
+                {"batch_id": p.batch_id, "log_ids": sorted(p.log_ids)} for p in self.pending
+            ],
             "backlog": self.backlog,
             "forwarded_total": self.forwarded_total,
             "gaps_total": self.gaps_total,
+            "verified": self.verified_ms,
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Cursor:
         if state.get("v") != STATE_VERSION:
             raise ValueError(f"checkpoint state version {state.get('v')!r} is not {STATE_VERSION}")
-        pending = state.get("pending")
         return cls(
             floor_ms=_optional_int(state.get("floor")),
             watermark_ms=_optional_int(state.get("watermark")),
             recent=tuple(
                 sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
             ),
-            pending=None
-            if not pending
-            else Pending(str(pending["batch_id"]), frozenset(map(str, pending["log_ids"]))),
+            pending=tuple(
+                Pending(str(p["batch_id"]), frozenset(map(str, p["log_ids"])))
+                for p in state.get("pending") or ()
+            ),
             backlog=bool(state.get("backlog", False)),
             forwarded_total=int(state.get("forwarded_total", 0)),
             gaps_total=int(state.get("gaps_total", 0)),
+            verified_ms=_optional_int(state.get("verified")),
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:
@@ -270,7 +296,7 @@ class Cursor:
             "floor": iso_ms(self.floor_ms),
             "last_log_id": anchor[1] if anchor else None,
             "backlog": self.backlog,
-            "pending_events": len(self.pending.log_ids) if self.pending else 0,
+            "pending_events": sum(len(p.log_ids) for p in self.pending),
             "forwarded_total": self.forwarded_total,
             "gaps_total": self.gaps_total,
         }

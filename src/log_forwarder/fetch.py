@@ -31,6 +31,7 @@ from .exceptions import Auth0ScopeError
 logger = logging.getLogger(__name__)
 
 NEWEST_FIRST_PAGES = SEARCH_CAP // PER_PAGE_MAX
+DAY_MS = 86_400_000
 # Events per chunk: one delivery and one checkpoint commit, and one S3 object per day.
 CHUNK_EVENTS = 1000
 
@@ -51,11 +52,19 @@ def read_user(
     cursor: Cursor,
     *,
     now_ms: int,
+    min_retention_ms: int = DAY_MS,
     out_of_time: Callable[[], bool] = lambda: False,
 ) -> Iterator[Chunk]:
     """The user's new events as chunks in forwarding order; stops early when out of time."""
+    detect_gap = functools.partial(
+        cursor.detect_expiry_gap,
+        user_id,
+        covers_floor=True,
+        now_ms=now_ms,
+        min_retention_ms=min_retention_ms,
+    )
     search = functools.partial(
-        _search, client, user_id, cursor, now_ms=now_ms, out_of_time=out_of_time
+        _search, client, user_id, detect_gap=detect_gap, out_of_time=out_of_time
     )
     if cursor.backlog:
         try:
@@ -88,7 +97,7 @@ def read_user(
 
     if reached_end or covered:
         # The read holds the oldest retained events at or above the floor: evidence for expiry.
-        gap = cursor.detect_expiry_gap(user_id, newest, covers_floor=True, now_ms=now_ms)
+        gap = detect_gap(newest)
         yield Chunk(
             newest, "user_logs", complete=True, gap=gap, returned=returned, rejected=rejected
         )
@@ -133,11 +142,10 @@ def search_query(user_id: str, lo_ms: int | None, hi_ms: int | None) -> str:
 def _search(
     client: Auth0Client,
     user_id: str,
-    cursor: Cursor,
     *,
     lo_ms: int | None,
     hi_ms: int | None,
-    now_ms: int,
+    detect_gap: Callable[[Sequence[LogEvent]], Gap | None],
     out_of_time: Callable[[], bool],
 ) -> Iterator[Chunk]:
     """Oldest first from `lo_ms` up to `hi_ms` (inclusive; None = open), one query per page."""
@@ -154,7 +162,7 @@ def _search(
         events = _parse(raw, rejected)
         if first:
             first = False
-            gap = cursor.detect_expiry_gap(user_id, events, covers_floor=True, now_ms=now_ms)
+            gap = detect_gap(events)
         chunk.extend(events)
         done = len(raw) < PER_PAGE_MAX
         if not done:
@@ -164,15 +172,17 @@ def _search(
             elif page + 1 < NEWEST_FIRST_PAGES:
                 page += 1  # a full page of one date: page within it instead of moving on
             else:
-                # Over 1,000 events share one millisecond: the search cannot page past them.
+                # 1,000 events share one millisecond: no Auth0 query pages past them, so whether
+                # more exist at that instant cannot be known. Say so, and move past it.
                 assert lo_ms is not None
                 gap = Gap(
                     user_id,
                     from_ms=lo_ms - 1,
                     to_ms=lo_ms + 1,
-                    reason="unreachable: more than 1,000 events share one millisecond",
+                    reason="possible: 1,000 events share one millisecond; more cannot be read",
                 )
                 lo_ms, page = lo_ms + 1, 0
+                done = hi_ms is not None and lo_ms > hi_ms
         # Checked after every page, not every chunk: at a slow tenant's pace a chunk of ten
         # pages can take longer than the whole margin.
         stop = not done and out_of_time()

@@ -10,6 +10,7 @@ a lost nor a repeated event.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -126,9 +127,9 @@ class Forwarder:
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
         stored = self._store.load(user_ids)
-        # Start at a different user each minute, so that when the time budget cannot cover every
-        # user, the same ones are not always the ones left for later.
-        offset = int(self._clock() // 60) % len(user_ids) if user_ids else 0
+        # Start at a random user, so that when the time budget cannot cover every user, the same
+        # ones are not always the ones left for later.
+        offset = random.randrange(len(user_ids)) if user_ids else 0
         ordered = [*user_ids[offset:], *user_ids[:offset]]
         out_of_time = threading.Event()
 
@@ -152,6 +153,11 @@ class Forwarder:
                 logger.error(
                     "User not forwarded", extra={"user_id": user_id, "error": report.error}
                 )
+            except Exception as exc:
+                # Unexpected: keep the type only (a library's message is not ours to vouch for),
+                # and still let the other users, the metrics and the report complete.
+                report.error = f"unexpected {type(exc).__name__}"
+                logger.exception("User not forwarded", extra={"user_id": user_id})
             if report.deferred:
                 out_of_time.set()
             return report
@@ -198,7 +204,12 @@ class Forwarder:
             return remaining_ms() < self._settings.time_margin_ms
 
         chunks: Iterator[Chunk] = read_user(
-            self._client, user_id, cursor, now_ms=now_ms, out_of_time=out_of_time
+            self._client,
+            user_id,
+            cursor,
+            now_ms=now_ms,
+            min_retention_ms=self._settings.log_retention_ms,
+            out_of_time=out_of_time,
         )
         complete = False
         while not complete:
@@ -241,15 +252,12 @@ class Forwarder:
         report.max_lateness_ms = max(report.max_lateness_ms, selection.max_lateness_ms)
 
         new = selection.new
-        if cursor.pending is not None:
-            pending = cursor.pending
+        # Batches a crashed run handed to the destinations but never committed: redeliver what
+        # this chunk holds of each, in recovery mode and under its own batch id. The rest of a
+        # batch stays pending for the chunks that hold it, beside any new intent.
+        for pending in cursor.pending:
             recovering = [e for e in new if e.log_id in pending.log_ids]
             new = [e for e in new if e.log_id not in pending.log_ids]
-            if recovering:
-                self._deliver(
-                    report, committed, recovering, chunk, pending.batch_id, recovering=True
-                )
-                report.recovered += len(recovering)
             left = pending.log_ids - {e.log_id for e in recovering}
             if left and chunk.complete:
                 # Auth0 no longer returns them (expired?): they may or may not have been
@@ -259,9 +267,17 @@ class Forwarder:
                     extra={"user_id": user_id, "count": len(left)},
                 )
                 left = frozenset()
-            committed.cursor = committed.cursor.with_pending(
-                Pending(pending.batch_id, frozenset(left)) if left else None
-            )
+            if recovering or left != pending.log_ids:
+                self._deliver(
+                    report,
+                    committed,
+                    recovering,
+                    chunk,
+                    pending.batch_id,
+                    recovering=True,
+                    left=left,
+                )
+                report.recovered += len(recovering)
 
         gap_lines: list[OutputLine] = []
         if chunk.gap is not None:
@@ -309,8 +325,11 @@ class Forwarder:
         batch_id: str,
         *,
         recovering: bool,
+        left: frozenset[str] = frozenset(),
         extra: Sequence[OutputLine] = (),
     ) -> None:
+        """Deliver `events` (and `extra` lines) to every sink, then commit; `left`: ids of the
+        batch still pending afterwards (recovery of a batch spread over several chunks)."""
         context = ConvertContext(
             tenant=self._settings.auth0_domain,
             watched_user_id=report.user_id,
@@ -327,15 +346,13 @@ class Forwarder:
                     Pending(batch_id, frozenset(e.log_id for e in events))
                 )
             )
-        for sink in self._sinks:
+        for sink in self._sinks if lines else ():
             outcome = sink.deliver(report.user_id, lines, batch_id=batch_id, recovering=recovering)
             report.delivered[sink.name] = report.delivered.get(sink.name, 0) + outcome.accepted
             report.restamped += outcome.restamped
             report.oversized += outcome.oversized
         after = committed.cursor.advance(events, overlap_ms=self._settings.overlap_window_ms)
-        if not recovering:
-            after = after.with_pending(None)
-        committed.commit(after)
+        committed.commit(after.with_pending(Pending(batch_id, left)))
         report.forwarded += len(events)
         if events:
             newest = events[-1].date_ms
