@@ -44,6 +44,8 @@ def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -
         ({"AUTH0_DOMAIN": None}, "AUTH0_DOMAIN"),
         ({"AUTH0_DOMAIN": "https://x.auth0.com/"}, "AUTH0_DOMAIN"),
         ({"AUTH0_BASE_URL": "ftp://127.0.0.1"}, "AUTH0_BASE_URL"),
+        ({"AUTH0_BASE_URL": "http://tenant.example.com"}, "must use https unless"),
+        ({"AUTH0_LOG_RETENTION_HOURS": "0"}, "AUTH0_LOG_RETENTION_HOURS"),
         ({"AUTH0_CREDENTIALS_SECRET": None}, "AUTH0_CREDENTIALS_SECRET"),
         ({"AUTH0_CREDENTIALS_SECRET": None, "AUTH0_CLIENT_ID": "id"}, "AUTH0_CLIENT_SECRET"),
         ({"CHECKPOINT_TABLE": ""}, "CHECKPOINT_TABLE"),
@@ -86,3 +88,12 @@ def test_start_from_instant_and_modes() -> None:
     assert parse_start_from("now").floor_ms(123) == 123
     assert parse_start_from("EARLIEST").floor_ms(123) is None
     assert parse_start_from("2026-11-01T01:00:00+01:00").floor_ms(0) == 1_793_491_200_000
+
+
+def test_plain_http_is_accepted_only_towards_this_machine() -> None:
+    assert (
+        settings(AUTH0_BASE_URL="http://127.0.0.1:8080/").auth0_base_url == "http://127.0.0.1:8080"
+    )
+    assert settings(AUTH0_BASE_URL="http://localhost:9").auth0_base_url == "http://localhost:9"
+    assert settings(AUTH0_BASE_URL="https://proxy.example.com").auth0_base_url.startswith("https")
+    assert settings(AUTH0_LOG_RETENTION_HOURS="720").log_retention_ms == 720 * 3_600_000

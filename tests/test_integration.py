@@ -20,7 +20,7 @@ import pytest
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
-from devtools.traffic import attack_burst, generate_user_events
+from devtools.traffic import attack_burst, generate_user_events, iso
 
 pytestmark = pytest.mark.integration
 
@@ -361,55 +361,67 @@ def test_first_run_over_2500_retained_events_continues_over_runs(
 def test_expired_events_yield_a_gap_record_with_its_bounds(
     deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
 ) -> None:
-    # GIVEN a tenant that keeps events one hour, and a user forwarded up to an event 50 minutes old
+    # GIVEN a tenant that keeps events one hour, and a user forwarded up to an event 20 minutes
+    # old; the tenant and the function share a clock the test can move
     offset = [0.0]
-    sim.clock = lambda: time.time() + offset[0]
+    clock = lambda: time.time() + offset[0]  # noqa: E731
+    sim.clock = clock
     sim.retention_s = 3600
     user = USERS[2]
     rng = random.Random(4)
+    start = now()
     anchor = sim.add_events(
         generate_user_events(
             user,
             count=1,
-            start=now() - timedelta(minutes=50),
-            end=now() - timedelta(minutes=50),
+            start=start - timedelta(minutes=20),
+            end=start - timedelta(minutes=20),
             rng=rng,
         )
     )
-    stack = deploy(watched_user_ids=[user], DESTINATIONS="s3")
+    stack = deploy(
+        watched_user_ids=[user], DESTINATIONS="s3", AUTH0_LOG_RETENTION_HOURS="1", clock=clock
+    )
     ok(stack.invoke())
-    # WHEN events happen while the forwarder is not running, and expire before it runs again
+    # WHEN the function does not run for 90 minutes, while events happen 10 to 20 minutes after
+    # that run (they expire before the next one) and 80 minutes after it (they are kept)
     lost = sim.add_events(
         generate_user_events(
             user,
             count=3,
-            start=now() - timedelta(minutes=40),
-            end=now() - timedelta(minutes=30),
+            start=start + timedelta(minutes=10),
+            end=start + timedelta(minutes=20),
             rng=rng,
         )
     )
-    kept = ids_of(
-        sim.add_events(
-            generate_user_events(
-                user, count=4, start=now() - timedelta(minutes=5), end=now(), rng=rng
-            )
+    kept = sim.add_events(
+        generate_user_events(
+            user,
+            count=4,
+            start=start + timedelta(minutes=80),
+            end=start + timedelta(minutes=85),
+            rng=rng,
         )
     )
-    offset[0] = 35 * 60  # the tenant's clock moves on: anything older than 25 minutes is gone
+    offset[0] = 90 * 60
     result = ok(stack.invoke())
-    # THEN the retained events are forwarded and a gap record covers exactly the expired span
-    assert result["forwarded"] == 4 and result["gaps"] == 1
+    # THEN the retained events are forwarded, and one gap record spans the expired ones: from what
+    # the first run verified (its start less the overlap window) to the retention cutoff
+    assert (result["forwarded"], result["gaps"]) == (4, 1)
     gaps = [
         r["_forwarder"]
         for r in stack.s3_records(user)
         if r["_forwarder"].get("record_type") == "gap"
     ]
     assert len(gaps) == 1
-    assert gaps[0]["from"] == anchor[0]["date"]
-    assert gaps[0]["to"] == min(e["date"] for e in sim.visible_events(user))
+    assert anchor[0]["date"] < gaps[0]["from"] <= iso(start - timedelta(minutes=9))
+    cutoff = datetime.fromisoformat(gaps[0]["to"].replace("Z", "+00:00"))
+    assert abs((cutoff - (start + timedelta(minutes=30))).total_seconds()) < 5
     assert all(gaps[0]["from"] < e["date"] < gaps[0]["to"] for e in lost)
-    assert_delivered_once(stack, user, ids_of(anchor) + kept, destinations=["s3"])
-    assert ok(stack.invoke())["gaps"] == 0  # reported once, not every run
+    assert gaps[0]["to"] < min(e["date"] for e in kept)
+    assert_delivered_once(stack, user, ids_of(anchor) + ids_of(kept), destinations=["s3"])
+    # AND the next run reports nothing again
+    assert ok(stack.invoke())["gaps"] == 0
 
 
 def test_without_search_scope_a_burst_yields_a_gap_not_a_failed_run(
@@ -446,3 +458,16 @@ def test_without_search_scope_a_burst_yields_a_gap_not_a_failed_run(
     assert gap["to"] == newest[0]["date"]
     assert gap["reason"].startswith("unreachable")
     assert gap["estimated_count"] is None  # nothing Auth0 returns can be trusted to count them
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")  # the run stops before any
+def test_a_time_margin_not_below_the_timeout_fails_loudly(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN a margin of 60 s and a function that starts with 30 s to live
+    stack = deploy(watched_user_ids=[USERS[0]], TIME_MARGIN_SECONDS="60")
+    invocation = stack.invoke(remaining_ms=30_000)
+    # THEN the run fails naming the variable, instead of deferring every user forever
+    assert invocation.error is not None
+    assert "TIME_MARGIN_SECONDS=60" in str(invocation.error)
+    assert sim.stats.calls() == 0

@@ -119,6 +119,13 @@ def _get_runtime() -> Runtime:
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime = _get_runtime()
+    margin_ms = runtime.settings.time_margin_ms
+    if context.get_remaining_time_in_millis() <= margin_ms:
+        # Otherwise every user would be deferred on every run, and nothing ever forwarded.
+        raise ConfigError(
+            f"TIME_MARGIN_SECONDS={margin_ms // 1000} must be below the function timeout "
+            f"({context.get_remaining_time_in_millis() // 1000} s left at the start of this run)"
+        )
     user_ids = list(runtime.settings.watched_user_ids or runtime.store.watched_users())
     if not user_ids:
         logger.warning("No watched users: set WATCHED_USER_IDS or mark table items with watch=true")
@@ -166,6 +173,7 @@ def _publish(report: RunReport) -> None:
     metrics.add_metric(name="MaxLatenessSeconds", unit=MetricUnit.Seconds, value=lateness / 1000)
     newest = [u.newest_forwarded_ms for u in users if u.newest_forwarded_ms is not None]
     if newest:
+        # The user furthest behind: the oldest among each user's newest forwarded event.
         metrics.add_metric(
-            name="LagSeconds", unit=MetricUnit.Seconds, value=(now_ms - max(newest)) / 1000
+            name="LagSeconds", unit=MetricUnit.Seconds, value=(now_ms - min(newest)) / 1000
         )

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from log_forwarder.exceptions import CheckpointConflict, ForwarderError
 
@@ -183,7 +183,7 @@ class DynamoCheckpointStore:
                         }
                     }
                 )
-            except ClientError as error:
+            except (ClientError, BotoCoreError) as error:
                 raise self._error("BatchGetItem", error) from error
             items.extend(response.get("Responses", {}).get(self.table_name, []))
             unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
@@ -240,6 +240,8 @@ class DynamoCheckpointStore:
             if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
                 raise _conflict(user_id, expected_version) from error
             raise self._error("UpdateItem", error) from error
+        except BotoCoreError as error:
+            raise self._error("UpdateItem", error) from error
         return new_version
 
     def watched_users(self) -> list[str]:
@@ -255,7 +257,7 @@ class DynamoCheckpointStore:
         while True:
             try:
                 response = self._client.scan(**kwargs)
-            except ClientError as error:
+            except (ClientError, BotoCoreError) as error:
                 raise self._error("Scan", error) from error
             users.extend(item["user_id"]["S"] for item in response.get("Items", []))
             last_key = response.get("LastEvaluatedKey")
@@ -263,8 +265,12 @@ class DynamoCheckpointStore:
                 return sorted(users)
             kwargs["ExclusiveStartKey"] = last_key
 
-    def _error(self, operation: str, error: ClientError) -> ForwarderError:
-        code = error.response.get("Error", {}).get("Code", "error")
+    def _error(self, operation: str, error: ClientError | BotoCoreError) -> ForwarderError:
+        # Network failures (BotoCoreError) have no error code; their type says what happened.
+        if isinstance(error, ClientError):
+            code = error.response.get("Error", {}).get("Code", "error")
+        else:
+            code = type(error).__name__
         return ForwarderError(
             f"DynamoDB {operation} on checkpoint table {self.table_name!r} failed: {code}"
         )

@@ -17,6 +17,7 @@ from .exceptions import ConfigError
 
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "host.docker.internal"})
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
 )
@@ -57,6 +58,7 @@ class Settings:
     rate_limit_per_second: float
     max_concurrent_users: int
     time_margin_ms: int
+    log_retention_ms: int
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -76,9 +78,16 @@ class Settings:
                 "example.eu.auth0.com (no scheme, no path)"
             )
         base_url = _optional(env, "AUTH0_BASE_URL") or f"https://{domain}"
-        if not re.match(r"^https?://[^/\s]+(/.*)?$", base_url):
+        url = re.match(r"^(https?)://(\[[^\]]+\]|[^/:\s]+)(:\d+)?(/.*)?$", base_url)
+        if not url:
             raise ConfigError(
                 f"AUTH0_BASE_URL={base_url!r} must be an http(s) URL such as http://127.0.0.1:8080"
+            )
+        if url.group(1) == "http" and url.group(2).lower() not in _LOCAL_HOSTS:
+            # The client secret travels in the token request: plain HTTP only to this machine.
+            raise ConfigError(
+                f"AUTH0_BASE_URL={base_url!r} must use https unless it points at a local host "
+                f"({', '.join(sorted(_LOCAL_HOSTS))})"
             )
 
         secret_id = _optional(env, "AUTH0_CREDENTIALS_SECRET")
@@ -119,6 +128,8 @@ class Settings:
             rate_limit_per_second=_number(env, "AUTH0_RATE_LIMIT_PER_SECOND", 2.0, 0.01, 10_000),
             max_concurrent_users=_integer(env, "MAX_CONCURRENT_USERS", 4, 1, 64),
             time_margin_ms=_integer(env, "TIME_MARGIN_SECONDS", 60, 1, 900) * 1000,
+            log_retention_ms=_integer(env, "AUTH0_LOG_RETENTION_HOURS", 24, 1, 24 * 366)
+            * 3_600_000,
         )
 
 
