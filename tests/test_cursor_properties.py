@@ -9,6 +9,7 @@ event must reach every destination exactly once, each batch in date order.
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from log_forwarder.forwarder import Forwarder
 
 from .fakes import FakeAuth0, RecordingSink
 
+# PROPERTY_SCALE=10 multiplies the examples for a longer hunt than `make test` affords.
+SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))
 BASE_MS = 1_790_000_000_000
 OVERLAP_MS = 600_000
 USERS = ("auth0|a/b c", "google-oauth2|1@x=y")
@@ -103,7 +106,7 @@ def final_runs(horizon_ms: int = 3_600_000) -> list[int]:
     return [end + i * 300_000 for i in range(4)]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events=traffic(), run_offsets=st.lists(st.integers(0, 3_600_000 + OVERLAP_MS), max_size=12))
 def test_random_arrivals_late_events_and_ties_are_forwarded_exactly_once(
     events: list[tuple[dict[str, str], int]], run_offsets: list[int]
@@ -120,7 +123,7 @@ def test_random_arrivals_late_events_and_ties_are_forwarded_exactly_once(
     assert_exactly_once(sink, [e["log_id"] for e, _ in events])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=traffic(max_events=200),
     run_offsets=st.lists(st.integers(0, 3_600_000 + OVERLAP_MS), max_size=10),
@@ -150,7 +153,7 @@ def test_crashes_before_or_after_delivery_neither_lose_nor_repeat(
         assert_exactly_once(sink, [e["log_id"] for e, _ in events])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     burst=st.integers(900, 2600),
     before=st.integers(0, 150),
