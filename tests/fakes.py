@@ -8,6 +8,7 @@ user and date range, late visibility, retention, scope) so hypothesis can explor
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,3 +134,19 @@ class RecordingSink:
 
     def log_ids(self) -> list[str]:
         return [line.log_id for line in self.lines if line.log_id is not None]
+
+
+class FakeClock:
+    """A clock the test moves; shared by the simulator, the client and the pacer under test."""
+
+    def __init__(self, now: float = 1_795_600_000.0) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds

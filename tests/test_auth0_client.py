@@ -36,6 +36,8 @@ from log_forwarder.exceptions import (
 )
 from log_forwarder.pacing import Pacer
 
+from .fakes import FakeClock
+
 T0 = 1_795_600_000.0  # 2026-11-25T08:26:40Z
 DOMAIN = "acme-prod.eu.auth0.com"
 AUDIENCE = f"https://{DOMAIN}/api/v2/"
@@ -44,20 +46,6 @@ CLIENT_ID = "fwd-m2m-client-id"
 SECRET = "Zq9-SECRET-do-not-leak-7c1f2e"
 USER = "auth0|5f1e2d3c4b5a69788796a5b4"
 OTHER = "auth0|someone-else"
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 class Credentials:
@@ -171,7 +159,7 @@ class Harness:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

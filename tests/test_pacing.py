@@ -20,24 +20,12 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from log_forwarder.auth0_client import Auth0Client, ClientCredentials
 from log_forwarder.pacing import Pacer, RateLimitHeaders
 
+from .fakes import FakeClock
+
 T0 = 1_795_600_000.0  # 2026-11-25T08:26:40Z
 # Instants near T0 are floats with a resolution of ~2e-7 s, and the pacer adds intervals to them:
 # comparisons of instants allow a few microseconds.
 EPS = 1e-5
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += seconds
 
 
 class RecordingSleep:
@@ -54,7 +42,7 @@ class RecordingSleep:
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
