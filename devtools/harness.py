@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ class LocalDeployment:
             if self._handler is None:
                 # Imported inside the function's environment, as Lambda does at a cold start.
                 self._handler = handler_from_template()
-            module = _handler_module(self._handler)
+            module: Any = sys.modules[self._handler.__module__]
             if cold or getattr(module, "_active_env", None) != self.env:
                 # Another stack, or a cold start: a fresh runtime, as a new container would get.
                 module._runtime = None
@@ -181,12 +182,6 @@ class LocalDeployment:
         store = DynamoCheckpointStore(self.resources.table_name, client=self.aws.client("dynamodb"))
         stored = store.load([user_id]).get(user_id)
         return None if stored is None else stored.state
-
-
-def _handler_module(handler: Any) -> Any:
-    import sys
-
-    return sys.modules[handler.__module__]
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from .checkpoint_store import CheckpointStore
 from .config import Settings
 from .convert import ConvertContext, event_line, gap_line
 from .cursor import Cursor, Gap, LogEvent, Pending, iso_ms
-from .exceptions import CheckpointConflict, ForwarderError
+from .exceptions import ForwarderError
 from .fetch import Chunk, read_user
 from .records import DeliveryReport, OutputLine
 
@@ -183,22 +183,21 @@ class Forwarder:
         version: int | None,
         remaining_ms: Callable[[], int],
     ) -> None:
-        now_ms = int(self._clock() * 1000)
+        now_ms = self._now_ms()
         user_id = report.user_id
         if state is None:
             # A new user's history is read oldest first by search from the start: with more than
             # 1,000 retained events, ten newest-first pages would be read only to be thrown away.
             # Without the read:logs scope the read falls back to newest first.
             cursor = Cursor.fresh(self._settings.start_from.floor_ms(now_ms)).with_backlog(True)
-            # Fix the starting point at first sight: with START_FROM=now, a user who stays quiet
-            # must not see "now" move forward with every run.
-            version = self._store.save(
-                user_id, cursor.to_state(), expected_version=None, summary=cursor.summary()
-            )
         else:
             cursor = Cursor.from_state(state)
         report.cursor = cursor
         committed = _Committer(self._store, user_id, cursor, version)
+        if state is None:
+            # Fix the starting point at first sight: with START_FROM=now, a user who stays quiet
+            # must not see "now" move forward with every run.
+            committed.commit(cursor)
 
         def out_of_time() -> bool:
             return remaining_ms() < self._settings.time_margin_ms
@@ -374,17 +373,12 @@ class _Committer:
         self._version = version
 
     def commit(self, cursor: Cursor) -> None:
-        try:
-            self._version = self._store.save(
-                self._user_id,
-                cursor.to_state(),
-                expected_version=self._version,
-                summary=cursor.summary(),
-            )
-        except CheckpointConflict:
-            logger.error(
-                "Checkpoint moved by another run; stopping this user",
-                extra={"user_id": self._user_id},
-            )
-            raise
+        # A CheckpointConflict (another run got there first) propagates: the run's per-user
+        # handler logs it once and stops this user.
+        self._version = self._store.save(
+            self._user_id,
+            cursor.to_state(),
+            expected_version=self._version,
+            summary=cursor.summary(),
+        )
         self.cursor = cursor
