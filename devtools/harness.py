@@ -13,10 +13,11 @@ import io
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from devtools.auth0_simulator import Auth0Simulator
 from devtools.local_aws import (
@@ -67,6 +68,9 @@ class Invocation:
 class LocalDeployment:
     """One stack of the template, deployed locally and driven through its handler."""
 
+    # The environment the handler module's cached runtime was built in (one module per process).
+    _warm_env: ClassVar[dict[str, str] | None] = None
+
     def __init__(
         self,
         aws: LocalAws,
@@ -110,12 +114,10 @@ class LocalDeployment:
                 # Imported inside the function's environment, as Lambda does at a cold start.
                 self._handler = handler_from_template()
             module: Any = sys.modules[self._handler.__module__]
-            if cold or getattr(module, "_active_env", None) != self.env:
+            if cold or LocalDeployment._warm_env != self.env:
                 # Another stack, or a cold start: a fresh runtime, as a new container would get.
-                module._runtime = None
-                module._active_env = dict(self.env)
-            if self._clock is not None:
-                module._get_runtime().forwarder._clock = self._clock
+                module.reset_runtime(clock=self._clock or time.time)
+                LocalDeployment._warm_env = dict(self.env)
             event = {**self._event, "id": str(uuid.uuid4())}
             context = FakeLambdaContext(remaining_ms=remaining_ms)
             # Powertools' handler holds the stdout it saw at import; point it at the capture too.

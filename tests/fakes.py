@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from log_forwarder.auth0_client import CallStats
+from log_forwarder.checkpoint_store import (
+    StoredCheckpoint,
+    SummaryValue,
+    clean_summary,
+    conflict,
+    decode_state,
+    encode_state,
+)
 from log_forwarder.cursor import parse_date_ms
 from log_forwarder.exceptions import Auth0ScopeError, Auth0SearchCapError, DeliveryError
-from log_forwarder.records import DeliveryReport, OutputLine
+from log_forwarder.records import Delivery, DeliveryReport, OutputLine
+from log_forwarder.source import CallStats
 
 _QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
 
@@ -31,7 +39,7 @@ class _Stored:
 
 @dataclass
 class FakeAuth0:
-    """Duck-types Auth0Client.user_logs / search_logs / reset_stats."""
+    """A LogSource: the per-user read and the tenant search, over events in memory."""
 
     now_ms: int = 0
     search_allowed: bool = True
@@ -55,14 +63,15 @@ class FakeAuth0:
             and (oldest is None or s.date_ms >= oldest)
         ]
 
-    def _count(self, user_id: str) -> None:
+    def _count(self, user_id: str, stats: CallStats) -> None:
+        stats.count("api_calls")
         self.calls += 1
         self.calls_by_user[user_id] = self.calls_by_user.get(user_id, 0) + 1
 
     def user_logs(
-        self, user_id: str, *, page: int, per_page: int = 100, sort: str = "date:-1"
+        self, user_id: str, *, page: int, per_page: int, sort: str, stats: CallStats
     ) -> list[dict[str, Any]]:
-        self._count(user_id)
+        self._count(user_id, stats)
         if (page + 1) * per_page > 1000:
             raise Auth0SearchCapError("page past the cap", status=400)
         descending = sort == "date:-1"
@@ -74,12 +83,12 @@ class FakeAuth0:
         return [dict(s.event) for s in ordered[page * per_page : (page + 1) * per_page]]
 
     def search_logs(
-        self, query: str, *, page: int = 0, per_page: int = 100, sort: str = "date:1"
+        self, query: str, *, page: int, per_page: int, sort: str, stats: CallStats
     ) -> list[dict[str, Any]]:
         match = _QUERY.match(query)
         assert match, f"unexpected query {query!r}"
         user_id = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        self._count(user_id)
+        self._count(user_id, stats)
         if not self.search_allowed:
             raise Auth0ScopeError("Insufficient scope; expected any of: read:logs", status=403)
         if (page + 1) * per_page > 1000:
@@ -93,11 +102,6 @@ class FakeAuth0:
         ]
         hits.sort(key=lambda s: (s.date_ms, s.seq), reverse=sort == "date:-1")
         return [dict(s.event) for s in hits[page * per_page : (page + 1) * per_page]]
-
-    def reset_stats(self) -> CallStats:
-        stats = CallStats(api_calls=self.calls)
-        self.calls = 0
-        return stats
 
 
 @dataclass
@@ -114,15 +118,16 @@ class RecordingSink:
     crash: Callable[[int], str | None] = lambda _i: None
     deliveries: int = 0
 
-    def deliver(
-        self, user_id: str, lines: Sequence[OutputLine], *, batch_id: str, recovering: bool = False
-    ) -> DeliveryReport:
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
         index = self.deliveries
         self.deliveries += 1
         mode = self.crash(index)
         if mode == "before":
             raise DeliveryError(f"{self.name}: simulated failure before delivery")
-        present = {line.log_id for line in self.lines if line.log_id} if recovering else set()
+        lines = delivery.lines
+        present = (
+            {line.log_id for line in self.lines if line.log_id} if delivery.redelivery else set()
+        )
         accepted = [line for line in lines if line.log_id is None or line.log_id not in present]
         self.lines.extend(accepted)
         self.batches.append(list(accepted))
@@ -134,6 +139,68 @@ class RecordingSink:
 
     def log_ids(self) -> list[str]:
         return [line.log_id for line in self.lines if line.log_id is not None]
+
+
+class InMemoryCheckpointStore:
+    """The same semantics as DynamoCheckpointStore, in a dict, for unit tests."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def set_watch(self, user_id: str, watch: bool | str = True) -> None:
+        """What an operator does in the console: mark a user as watched (or not)."""
+        with self._lock:
+            self._items.setdefault(user_id, {"user_id": user_id})["watch"] = watch
+
+    def item(self, user_id: str) -> dict[str, Any]:
+        """A copy of the raw item, as a test would inspect it in the table."""
+        with self._lock:
+            return dict(self._items.get(user_id, {}))
+
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+        with self._lock:
+            return {
+                user_id: StoredCheckpoint(
+                    user_id=user_id,
+                    version=item["version"],
+                    state=decode_state(user_id, item["state"]),
+                )
+                for user_id in dict.fromkeys(user_ids)
+                if "version" in (item := self._items.get(user_id, {}))
+            }
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = {},
+    ) -> int:
+        blob = encode_state(user_id, state)
+        cleaned = clean_summary(summary)
+        with self._lock:
+            item = self._items.get(user_id, {})
+            if item.get("version") != expected_version:
+                raise conflict(user_id, expected_version)
+            new_version = 1 if expected_version is None else expected_version + 1
+            self._items[user_id] = {
+                **item,
+                **cleaned,
+                "user_id": user_id,
+                "version": new_version,
+                "state": blob,
+            }
+            return new_version
+
+    def watched_users(self) -> list[str]:
+        with self._lock:
+            return sorted(
+                user_id
+                for user_id, item in self._items.items()
+                if item.get("watch") is True or item.get("watch") == "true"
+            )
 
 
 class FakeClock:

@@ -1087,20 +1087,26 @@ def test_429_wait_follows_retry_after_or_reset(
 # == stats and concurrency ===================================================================
 
 
-def test_reset_stats_returns_the_counts_and_starts_over(h: Harness) -> None:
-    # GIVEN a client that made calls, one of them retried
+def counts(stats: CallStats) -> tuple[int, int, int, int]:
+    return (stats.api_calls, stats.token_requests, stats.rate_limited, stats.retries)
+
+
+def test_each_run_counts_its_calls_into_the_stats_it_passes(h: Harness) -> None:
+    # GIVEN a client whose first run made calls, one of them retried
     h.simulator.fail_next(1, status=503)
     client = h.client()
-    client.user_logs(USER, page=0)
-    client.user_logs(USER, page=1)
-
-    # WHEN the stats are reset THEN the old counts are returned and the new ones are zero
-    assert client.reset_stats() == CallStats(
-        api_calls=3, token_requests=1, rate_limited=0, retries=1
-    )
-    assert client.stats == CallStats()
-    client.user_logs(USER, page=2)
-    assert client.stats == CallStats(api_calls=1)
+    first_run = CallStats()
+    client.user_logs(USER, page=0, stats=first_run)
+    client.user_logs(USER, page=1, stats=first_run)
+    # THEN that run's stats hold its counts: (api calls, token requests, 429s, retries)
+    assert counts(first_run) == (3, 1, 0, 1)
+    # WHEN a second run passes stats of its own THEN they start from zero, the first stay put,
+    # and the client's own default stats saw none of it
+    second_run = CallStats()
+    client.user_logs(USER, page=2, stats=second_run)
+    assert counts(second_run) == (1, 0, 0, 0)
+    assert counts(first_run) == (3, 1, 0, 1)
+    assert counts(client.stats) == (0, 0, 0, 0)
 
 
 def test_concurrent_workers_share_one_token_and_one_refresh(h: Harness) -> None:

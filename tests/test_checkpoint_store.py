@@ -20,9 +20,10 @@ from log_forwarder.checkpoint_store import (
     MAX_STATE_BYTES,
     CheckpointStore,
     DynamoCheckpointStore,
-    InMemoryCheckpointStore,
 )
-from log_forwarder.exceptions import CheckpointConflict
+from log_forwarder.exceptions import CheckpointConflict, CheckpointStateError
+
+from .fakes import InMemoryCheckpointStore
 
 
 @pytest.fixture(scope="module")
@@ -173,15 +174,15 @@ def test_load_reads_more_than_100_users(harness: Harness) -> None:
 def test_a_state_too_large_for_an_item_is_refused(harness: Harness) -> None:
     # GIVEN a state that does not compress below the limit
     state = {"blob": os.urandom(MAX_STATE_BYTES).hex()}
-    # WHEN saved / THEN ValueError explains, and nothing was written
-    with pytest.raises(ValueError, match="over the 358400-byte limit"):
+    # WHEN saved / THEN CheckpointStateError explains, and nothing was written
+    with pytest.raises(CheckpointStateError, match="over the 358400-byte limit"):
         harness.store.save("big", state, expected_version=None)
     assert harness.store.load(["big"]) == {}
 
 
 @pytest.mark.parametrize("name", ["watch", "version", "state", "user_id"])
 def test_a_summary_may_not_overwrite_the_stores_attributes(harness: Harness, name: str) -> None:
-    with pytest.raises(ValueError, match="reserved"):
+    with pytest.raises(CheckpointStateError, match="reserved"):
         harness.store.save("u1", STATE, expected_version=None, summary={name: "x"})
 
 

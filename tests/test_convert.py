@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from log_forwarder.convert import FORWARDER_KEY, ConvertContext, event_line, gap_line
-from log_forwarder.cursor import Gap, MalformedEvent, parse_event
+from log_forwarder.cursor import MalformedEvent, parse_event
+from log_forwarder.records import Gap
 
 CONTEXT = ConvertContext(
     tenant="example.eu.auth0.com",
@@ -104,8 +105,9 @@ def test_date_object_form_is_accepted() -> None:
 
 
 def test_gap_record_is_one_line_with_its_bounds() -> None:
-    gap = Gap("auth0|x", from_ms=1_000, to_ms=61_000, reason="expired", estimated_count=None)
-    line = gap_line(gap, tenant="t", detected_at_ms=120_000)
+    gap = Gap(from_ms=1_000, to_ms=61_000, reason="expired")
+    context = ConvertContext("t", "auth0|x", forwarded_at_ms=120_000, source="user_logs")
+    line = gap_line(gap, context)
     record = json.loads(line.line)[FORWARDER_KEY]
     assert record["record_type"] == "gap"
     assert (record["from"], record["to"]) == (

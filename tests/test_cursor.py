@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from log_forwarder import cursor as cursor_module
 from log_forwarder.cursor import Cursor, LogEvent, Pending, iso_ms
+from log_forwarder.gaps import ReadFacts, expiry_gap, gaps_in
 
 OVERLAP = 600_000
 T0 = 1_790_000_000_000
@@ -59,9 +60,11 @@ def test_expiry_gap_needs_evidence() -> None:
     newer = [ev("n1", T0 + DAY), ev("n2", T0 + DAY + 1)]
 
     def gap(read: list[LogEvent], *, covers: bool = True, c: Cursor = cursor):  # type: ignore[no-untyped-def]
-        return c.detect_expiry_gap(
-            "u", read, covers_floor=covers, now_ms=T0 + 2 * DAY, min_retention_ms=DAY
+        found = gaps_in(
+            ReadFacts(from_floor=covers), read, c, now_ms=T0 + 2 * DAY, min_retention_ms=DAY
         )
+        assert len(found) <= 1
+        return found[0] if found else None
 
     # The anchor is still retained: no gap
     assert gap([ev("anchor", T0), *newer]) is None
@@ -87,12 +90,10 @@ def test_expiry_gap_needs_evidence() -> None:
 def test_a_whole_history_that_expired_unread_gives_one_gap_up_to_the_retention_cutoff() -> None:
     cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
     now = T0 + 3 * DAY
-    found = cursor.detect_expiry_gap("u", [], covers_floor=True, now_ms=now, min_retention_ms=DAY)
+    found = expiry_gap(cursor, [], now, DAY)
     assert found is not None and (found.from_ms, found.to_ms) == (T0, now - DAY)
     # After it, nothing is left to compare with, so the next idle read reports nothing again
-    again = cursor.after_gap(found).detect_expiry_gap(
-        "u", [], covers_floor=True, now_ms=now + 1, min_retention_ms=DAY
-    )
+    again = expiry_gap(cursor.after_gap(found), [], now + 1, DAY)
     assert again is None
 
 
@@ -100,9 +101,7 @@ def test_an_anchor_that_ages_out_while_reads_continue_is_no_gap() -> None:
     # Read every 5 minutes: what was verified is recent, and newer than anything that can expire
     cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
     cursor = cursor.after_complete_read(T0 + 2 * DAY - 300_000, overlap_ms=OVERLAP)
-    found = cursor.detect_expiry_gap(
-        "u", [], covers_floor=True, now_ms=T0 + 2 * DAY, min_retention_ms=DAY
-    )
+    found = expiry_gap(cursor, [], T0 + 2 * DAY, DAY)
     assert found is None
 
 

@@ -17,12 +17,11 @@ from collections.abc import Callable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from log_forwarder.checkpoint_store import InMemoryCheckpointStore
 from log_forwarder.config import Settings
 from log_forwarder.cursor import iso_ms, parse_date_ms, parse_event
 from log_forwarder.forwarder import Forwarder
 
-from .fakes import FakeAuth0, RecordingSink
+from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 
 # PROPERTY_SCALE=10 multiplies the examples for a longer hunt than `make test` affords.
 SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))
@@ -51,7 +50,7 @@ def make_forwarder(
 ) -> Forwarder:
     return Forwarder(
         settings=make_settings(**overrides),
-        client=fake,  # type: ignore[arg-type]
+        source=fake,
         store=store,
         sinks=sinks,
         clock=lambda: fake.now_ms / 1000,

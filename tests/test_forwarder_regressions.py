@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from log_forwarder.checkpoint_store import InMemoryCheckpointStore
 from log_forwarder.cursor import iso_ms
+from log_forwarder.records import Delivery, DeliveryReport
 
-from .fakes import FakeAuth0, RecordingSink
+from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from .test_cursor_properties import make_forwarder
 
 BASE = 1_790_000_000_000
@@ -96,15 +96,50 @@ def test_exactly_1000_events_in_one_millisecond_are_all_forwarded() -> None:
     assert [g.reason.split(":")[0] for g in report.gaps] == ["possible"]
 
 
-def test_an_unexpected_error_for_one_user_leaves_the_others_and_the_report_intact() -> None:
+def test_a_corrupt_checkpoint_fails_its_user_by_name_and_leaves_the_others_intact() -> None:
+    # GIVEN a checkpoint whose pending intent lacks its batch id, beside a healthy user
     fake = FakeAuth0(now_ms=BASE + 60_000)
     fake.add({"log_id": "ok1", "date": iso_ms(BASE), "user_id": "auth0|good"})
     store = InMemoryCheckpointStore()
     store.save("auth0|bad", {"v": 1, "pending": [{"log_ids": ["x"]}]}, expected_version=None)
     sink = RecordingSink()
+    # WHEN a run covers both
     result = make_forwarder(fake, [sink], store).run(
         ["auth0|bad", "auth0|good"], remaining_ms=lambda: 10**9
     )
+    # THEN the bad one fails with an error naming the state and the fix; the other is forwarded
     errors = {u.user_id: u.error for u in result.users}
-    assert errors["auth0|good"] is None and errors["auth0|bad"] == "unexpected KeyError"
+    assert errors["auth0|good"] is None
+    assert errors["auth0|bad"] is not None
+    assert errors["auth0|bad"].startswith("CheckpointStateError: checkpoint state is invalid")
+    assert "delete the item's `state`" in errors["auth0|bad"]
     assert sink.log_ids() == ["ok1"]
+
+
+class _Bug(RuntimeError):
+    pass
+
+
+def test_a_bug_for_one_user_is_not_a_user_failure_and_the_others_finish_first() -> None:
+    # GIVEN a destination with a bug that trips on one user's batch only
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    for user in ("auth0|a", "auth0|b", "auth0|c"):
+        fake.add({"log_id": f"{user}-1", "date": iso_ms(BASE), "user_id": user})
+    sink = RecordingSink()
+    deliver = sink.deliver
+
+    def buggy(delivery: Delivery) -> DeliveryReport:
+        if delivery.user_id == "auth0|b":
+            raise _Bug("not a ForwarderError")
+        return deliver(delivery)
+
+    sink.deliver = buggy  # type: ignore[method-assign]
+    # WHEN a run covers all three
+    result = make_forwarder(fake, [sink], InMemoryCheckpointStore()).run(
+        ["auth0|a", "auth0|b", "auth0|c"], remaining_ms=lambda: 10**9
+    )
+    # THEN the others were forwarded, and the bug is kept whole for the handler to raise
+    assert sorted(sink.log_ids()) == ["auth0|a-1", "auth0|c-1"]
+    assert [type(bug) for bug in result.bugs] == [_Bug]
+    assert [u.user_id for u in result.failed] == ["auth0|b"]
+    assert all(u.error is None for u in result.users)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import time
 import uuid
@@ -11,12 +12,14 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from devtools.local_aws import DeployedResources, LocalAws, deploy_template
 from log_forwarder.batching import CW_MAX_EVENT_BYTES, batch_id_for, stream_name_for, user_slug
 from log_forwarder.exceptions import DeliveryError
-from log_forwarder.records import OutputLine
+from log_forwarder.records import Delivery, DeliveryReport, OutputLine
+from log_forwarder.retry import RetryPolicy
 from log_forwarder.sinks import CloudWatchSink, S3Sink, rejected_indices
 
 HOUR_MS = 3600 * 1000
@@ -56,6 +59,17 @@ def stream_events(aws: LocalAws, log_group: str, user_id: str) -> list[dict[str,
     return list(response["events"])
 
 
+def deliver(
+    sink: CloudWatchSink | S3Sink,
+    user_id: str,
+    lines: list[OutputLine],
+    *,
+    batch_id: str,
+    redelivery: bool = False,
+) -> DeliveryReport:
+    return sink.deliver(Delivery(user_id, batch_id, tuple(lines), redelivery=redelivery))
+
+
 def no_sleep(_: float) -> None:
     return None
 
@@ -81,7 +95,7 @@ def test_lines_land_in_the_users_stream_with_their_own_timestamps(
     lines = [event_line("b", base + 2), event_line("a", base), event_line("c", base + 2)]
     sink = CloudWatchSink(deployed.log_group or "", local_aws.client("logs"))
     # WHEN delivered
-    report = sink.deliver(user_id, lines, batch_id=batch_id_for(["a", "b", "c"]))
+    report = deliver(sink, user_id, lines, batch_id=batch_id_for(["a", "b", "c"]))
     # THEN they are in the user's own stream, sorted stably, each stamped with its Auth0 date
     events = stream_events(local_aws, deployed.log_group or "", user_id)
     assert [(event["timestamp"], event["message"]) for event in events] == [
@@ -112,7 +126,7 @@ def test_events_older_than_14_days_are_stamped_with_the_delivery_time(
         deployed.log_group or "", local_aws.client("logs"), clock=lambda: frozen_now
     )
     # WHEN delivered
-    report = sink.deliver(user_id, [old, edge, recent], batch_id="b")
+    report = deliver(sink, user_id, [old, edge, recent], batch_id="b")
     # THEN the two near or past CloudWatch's 14-day bound carry the delivery time, in order
     events = stream_events(local_aws, deployed.log_group or "", user_id)
     assert [(event["timestamp"], event["message"]) for event in events] == [
@@ -133,7 +147,7 @@ def test_events_too_far_in_the_future_are_restamped(
     sink = CloudWatchSink(
         deployed.log_group or "", local_aws.client("logs"), clock=lambda: now / 1000
     )
-    report = sink.deliver(user_id, [future], batch_id="b")
+    report = deliver(sink, user_id, [future], batch_id="b")
     events = stream_events(local_aws, deployed.log_group or "", user_id)
     assert [(event["timestamp"], event["message"]) for event in events] == [(now, future.line)]
     assert report.restamped == 1
@@ -152,7 +166,7 @@ def test_events_cloudwatch_rejects_are_put_again_with_the_current_time(
         deployed.log_group or "", local_aws.client("logs"), clock=lambda: late_clock
     )
     # WHEN delivered
-    report = sink.deliver(user_id, [rejected, accepted], batch_id="b")
+    report = deliver(sink, user_id, [rejected, accepted], batch_id="b")
     # THEN the rejected event was written again, stamped "now", and nothing was written twice
     events = stream_events(local_aws, deployed.log_group or "", user_id)
     assert sorted((event["message"], event["timestamp"]) for event in events) == sorted(
@@ -191,7 +205,7 @@ def test_an_event_too_large_for_cloudwatch_is_replaced_by_a_marker(
     normal = event_line("normal", now)
     sink = CloudWatchSink(deployed.log_group or "", local_aws.client("logs"))
     # WHEN delivered
-    report = sink.deliver(user_id, [big, normal], batch_id="b")
+    report = deliver(sink, user_id, [big, normal], batch_id="b")
     # THEN a small marker names the event, its size and digest, at the event's own timestamp
     events = stream_events(local_aws, deployed.log_group or "", user_id)
     marker = json.loads(events[0]["message"])
@@ -221,9 +235,9 @@ def test_recovery_writes_only_what_a_crashed_run_left_out(
         event_line("c", now - 2000),
     ]
     sink = CloudWatchSink(deployed.log_group or "", local_aws.client("logs"))
-    sink.deliver(user_id, lines[:3], batch_id="first")
+    deliver(sink, user_id, lines[:3], batch_id="first")
     # WHEN the next run delivers the whole batch again in recovery mode
-    report = sink.deliver(user_id, lines, batch_id="second", recovering=True)
+    report = deliver(sink, user_id, lines, batch_id="second", redelivery=True)
     # THEN only the two missing events are written; the stream holds each event once
     messages = [
         event["message"] for event in stream_events(local_aws, deployed.log_group or "", user_id)
@@ -237,7 +251,7 @@ def test_recovery_on_a_fresh_stream_writes_everything(
 ) -> None:
     lines = [event_line("a", now_ms() - 1000)]
     sink = CloudWatchSink(deployed.log_group or "", local_aws.client("logs"))
-    report = sink.deliver(user_id, lines, batch_id="b", recovering=True)
+    report = deliver(sink, user_id, lines, batch_id="b", redelivery=True)
     assert (report.accepted, report.already_present) == (1, 0)
 
 
@@ -246,7 +260,7 @@ def test_a_missing_log_group_is_a_delivery_error_naming_it(
 ) -> None:
     sink = CloudWatchSink("/no/such/group", local_aws.client("logs"), sleep=no_sleep)
     with pytest.raises(DeliveryError, match="/no/such/group"):
-        sink.deliver(user_id, [event_line("a", now_ms())], batch_id="b")
+        deliver(sink, user_id, [event_line("a", now_ms())], batch_id="b")
 
 
 def test_throttling_is_retried_with_backoff_then_gives_up() -> None:
@@ -254,7 +268,7 @@ def test_throttling_is_retried_with_backoff_then_gives_up() -> None:
     # throttles), twice and then accepting; then three times in a row
     logs = offline_client("logs")
     sleeps: list[float] = []
-    sink = CloudWatchSink("/group", logs, sleep=sleeps.append, max_attempts=3)
+    sink = CloudWatchSink("/group", logs, sleep=sleeps.append, retry=RetryPolicy(attempts=3))
     line = event_line("a", now_ms())
     with Stubber(logs) as stubber:
         stubber.add_response("create_log_stream", {})
@@ -262,19 +276,19 @@ def test_throttling_is_retried_with_backoff_then_gives_up() -> None:
         stubber.add_client_error("put_log_events", "ServiceUnavailableException")
         stubber.add_response("put_log_events", {})
         # WHEN delivered / THEN it succeeds after two pauses
-        assert sink.deliver("throttled-user", [line], batch_id="b").accepted == 1
+        assert deliver(sink, "throttled-user", [line], batch_id="b").accepted == 1
         assert len(sleeps) == 2
         # AND when throttling outlasts the attempts, DeliveryError names group and stream
         for _ in range(3):
             stubber.add_client_error("put_log_events", "ThrottlingException")
         with pytest.raises(DeliveryError, match=r"/group.*throttled-user.*ThrottlingException"):
-            sink.deliver("throttled-user", [line], batch_id="b")
+            deliver(sink, "throttled-user", [line], batch_id="b")
         stubber.assert_no_pending_responses()
 
 
 def test_an_empty_batch_writes_nothing(local_aws: LocalAws, deployed: DeployedResources) -> None:
     sink = CloudWatchSink(deployed.log_group or "", local_aws.client("logs"))
-    assert sink.deliver("nobody", [], batch_id="b").accepted == 0
+    assert deliver(sink, "nobody", [], batch_id="b").accepted == 0
 
 
 # --- S3 ------------------------------------------------------------------------------------
@@ -298,7 +312,7 @@ def test_s3_objects_hold_gzipped_json_lines_under_day_partitions(
     sink = S3Sink(deployed.bucket or "", "auth0-logs/", local_aws.client("s3"))
     batch_id = batch_id_for(["a", "b", "c"])
     # WHEN delivered
-    report = sink.deliver(user_id, lines, batch_id=batch_id)
+    report = deliver(sink, user_id, lines, batch_id=batch_id)
     # THEN one object per day, under dt= partitions, each a gzip of JSON lines in order
     slug = user_slug(user_id)
     assert report.objects == (
@@ -325,10 +339,10 @@ def test_a_retried_s3_delivery_writes_no_second_copy(
     # GIVEN a batch already delivered (the bucket is versioned, so a second write would show)
     lines = [event_line("a", now_ms() - 1000), event_line("b", now_ms())]
     sink = S3Sink(deployed.bucket or "", "auth0-logs/", local_aws.client("s3"))
-    first = sink.deliver(user_id, lines, batch_id=batch_id_for(["a", "b"]))
+    first = deliver(sink, user_id, lines, batch_id=batch_id_for(["a", "b"]))
     # WHEN the same batch is delivered again (a retried run), even in another order
-    second = sink.deliver(
-        user_id, list(reversed(lines)), batch_id=batch_id_for(["b", "a"]), recovering=True
+    second = deliver(
+        sink, user_id, list(reversed(lines)), batch_id=batch_id_for(["b", "a"]), redelivery=True
     )
     # THEN the keys are the same, S3 refused the overwrite, and the report says so
     assert second.objects == first.objects
@@ -351,9 +365,9 @@ def test_s3_recovery_writes_what_a_partial_earlier_object_lacks_exactly_once(
     a_, b_, c_ = event_line("a", t - 3000), event_line("b", t - 2000), event_line("c", t - 1000)
     batch_id = batch_id_for(["a", "b", "c"])
     sink = S3Sink(deployed.bucket or "", "auth0-logs/", local_aws.client("s3"))
-    sink.deliver(user_id, [a_, b_], batch_id=batch_id, recovering=True)
+    deliver(sink, user_id, [a_, b_], batch_id=batch_id, redelivery=True)
     # WHEN a later chunk finds the rest of the batch and redelivers it under the same batch id
-    report = sink.deliver(user_id, [b_, c_], batch_id=batch_id, recovering=True)
+    report = deliver(sink, user_id, [b_, c_], batch_id=batch_id, redelivery=True)
     # THEN b is recognised as present and c is written once, under a key of its own
     assert (report.accepted, report.already_present) == (1, 1)
     stored = [
@@ -370,20 +384,23 @@ def test_s3_recovery_writes_what_a_partial_earlier_object_lacks_exactly_once(
 def test_a_missing_bucket_is_a_delivery_error(local_aws: LocalAws, user_id: str) -> None:
     sink = S3Sink("no-such-bucket-here", "p/", local_aws.client("s3"), sleep=no_sleep)
     with pytest.raises(DeliveryError, match="no-such-bucket-here"):
-        sink.deliver(user_id, [event_line("a", now_ms())], batch_id="b")
+        deliver(sink, user_id, [event_line("a", now_ms())], batch_id="b")
 
 
 def test_a_conflicting_concurrent_write_is_retried() -> None:
     # GIVEN S3 answering 409 ConditionalRequestConflict (stubbed: moto does not produce it),
-    # then 412 because the other writer's object is now there
+    # then 412 because the other writer's object (holding the same line) is now there
     s3 = offline_client("s3")
     sleeps: list[float] = []
     sink = S3Sink("bucket", "p/", s3, sleep=sleeps.append)
+    line = event_line("a", 0)
+    stored = gzip.compress((line.line + "\n").encode("utf-8"))
     with Stubber(s3) as stubber:
         stubber.add_client_error("put_object", "ConditionalRequestConflict", http_status_code=409)
         stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+        stubber.add_response("get_object", {"Body": StreamingBody(io.BytesIO(stored), len(stored))})
         # WHEN delivered
-        report = sink.deliver("u", [event_line("a", 0)], batch_id="b")
+        report = deliver(sink, "u", [line], batch_id="b")
     # THEN it waited once and counted the line as already present
     assert len(sleeps) == 1
     assert (report.accepted, report.already_present) == (0, 1)

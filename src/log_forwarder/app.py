@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import httpx
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
@@ -25,10 +26,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from .auth0_client import Auth0Client, ClientCredentials
 from .checkpoint_store import DynamoCheckpointStore
 from .config import Settings
-from .exceptions import ConfigError, ForwarderError
-from .forwarder import Forwarder, RunReport, Sink
+from .exceptions import ConfigError, RunFailed
+from .forwarder import Forwarder
 from .pacing import Pacer
-from .sinks import CloudWatchSink, S3Sink
+from .report import RunReport, metric_values
+from .sinks import CloudWatchSink, S3Sink, Sink
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
@@ -47,10 +49,6 @@ copy_config_to_registered_loggers(
 SECRET_CACHE_S = 300
 
 
-class RunFailed(ForwarderError):
-    """Some users could not be forwarded this run; their checkpoints did not move past anything."""
-
-
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
@@ -59,11 +57,20 @@ class Runtime:
 
 
 _runtime: Runtime | None = None
+_runtime_clock: Callable[[], float] = time.time
 _runtime_lock = threading.Lock()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    session = boto3.session.Session()
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    session: boto3.session.Session | None = None,
+    http: httpx.Client | None = None,
+) -> Runtime:
+    """Everything an invocation needs, built once per container. Tests and local runs may pass
+    their own clock, boto3 session and HTTP client."""
+    session = session or boto3.session.Session()
     store = DynamoCheckpointStore(settings.checkpoint_table, client=session.client("dynamodb"))
     sinks: list[Sink] = []
     if settings.log_group_name:
@@ -75,9 +82,22 @@ def build_runtime(settings: Settings) -> Runtime:
         base_url=settings.auth0_base_url,
         credentials=_credentials_source(settings, session),
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
+        http=http,
     )
-    forwarder = Forwarder(settings=settings, client=client, store=store, sinks=sinks)
+    forwarder = Forwarder(settings=settings, source=client, store=store, sinks=sinks, clock=clock)
     return Runtime(settings=settings, forwarder=forwarder, store=store)
+
+
+def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
+    """Forget the runtime earlier invocations built, as a new container starts without one.
+
+    The next invocation builds a fresh one from the environment, with `clock` as its wall clock
+    (the benchmark replays a day in seconds). For tests and local runs; Lambda never calls it.
+    """
+    global _runtime, _runtime_clock
+    with _runtime_lock:
+        _runtime = None
+        _runtime_clock = clock
 
 
 def _credentials_source(
@@ -111,7 +131,7 @@ def _get_runtime() -> Runtime:
     global _runtime
     with _runtime_lock:
         if _runtime is None:
-            _runtime = build_runtime(Settings.from_env())
+            _runtime = build_runtime(Settings.from_env(), clock=_runtime_clock)
         return _runtime
 
 
@@ -135,6 +155,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.info(
         "Run finished", extra={"summary": {k: v for k, v in summary.items() if k != "users"}}
     )
+    if report.bugs:
+        # Every user's progress is committed and the metrics are out; now fail loudly.
+        raise report.bugs[0]
     if report.failed:
         # Fail the invocation so the Errors alarm and the on-failure destination see it; every
         # other user's progress is already committed.
@@ -146,34 +169,5 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _publish(report: RunReport) -> None:
-    now_ms = int(time.time() * 1000)
-    users = report.users
-    processed = [u for u in users if u.error is None and not u.deferred]
-    count = MetricUnit.Count
-    metrics.add_metric(name="UsersProcessed", unit=count, value=len(processed))
-    metrics.add_metric(name="UsersFailed", unit=count, value=len(report.failed))
-    metrics.add_metric(name="UsersDeferred", unit=count, value=sum(u.deferred for u in users))
-    metrics.add_metric(name="UsersInBacklog", unit=count, value=sum(u.backlog for u in users))
-    metrics.add_metric(name="EventsFetched", unit=count, value=sum(u.fetched for u in users))
-    metrics.add_metric(name="EventsForwarded", unit=count, value=sum(u.forwarded for u in users))
-    for destination in ("cloudwatch", "s3"):
-        delivered = sum(u.delivered.get(destination, 0) for u in users)
-        metrics.add_metric(name=f"EventsDelivered_{destination}", unit=count, value=delivered)
-    metrics.add_metric(name="DuplicatesDropped", unit=count, value=sum(u.duplicates for u in users))
-    metrics.add_metric(name="LateEvents", unit=count, value=sum(u.late for u in users))
-    metrics.add_metric(name="MalformedEvents", unit=count, value=sum(u.malformed for u in users))
-    metrics.add_metric(name="RestampedEvents", unit=count, value=sum(u.restamped for u in users))
-    metrics.add_metric(name="OversizedEvents", unit=count, value=sum(u.oversized for u in users))
-    metrics.add_metric(name="RecoveredEvents", unit=count, value=sum(u.recovered for u in users))
-    metrics.add_metric(name="Gaps", unit=count, value=sum(len(u.gaps) for u in users))
-    metrics.add_metric(name="Auth0ApiCalls", unit=count, value=report.api_calls)
-    metrics.add_metric(name="Auth0RateLimited", unit=count, value=report.rate_limited)
-    metrics.add_metric(name="Auth0Retries", unit=count, value=report.retries)
-    lateness = max((u.max_lateness_ms for u in users), default=0)
-    metrics.add_metric(name="MaxLatenessSeconds", unit=MetricUnit.Seconds, value=lateness / 1000)
-    newest = [u.newest_forwarded_ms for u in users if u.newest_forwarded_ms is not None]
-    if newest:
-        # The user furthest behind: the oldest among each user's newest forwarded event.
-        metrics.add_metric(
-            name="LagSeconds", unit=MetricUnit.Seconds, value=(now_ms - min(newest)) / 1000
-        )
+    for name, unit, value in metric_values(report):
+        metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)

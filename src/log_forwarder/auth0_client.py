@@ -26,6 +26,10 @@ from .exceptions import (
     Auth0UnavailableError,
 )
 from .pacing import Pacer, RateLimitHeaders
+from .retry import Attempts, RetryPolicy
+from .source import CallStats
+
+__all__ = ["Auth0Client", "CallStats", "ClientCredentials"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +52,10 @@ class ClientCredentials:
         return f"ClientCredentials(client_id={self.client_id!r}, client_secret='***')"
 
 
-@dataclass(slots=True)
-class CallStats:
-    """Counts shared by the worker threads of one run (the lock makes `+=` safe)."""
-
-    api_calls: int = 0
-    token_requests: int = 0
-    rate_limited: int = 0
-    retries: int = 0
-
-
 class Auth0Client:
+    """Implements `source.LogSource`. Calls count into the `stats` they are given; without one,
+    into the client's own `stats` (for direct use)."""
+
     def __init__(
         self,
         *,
@@ -78,29 +75,41 @@ class Auth0Client:
         self._credentials = credentials
         self._pacer = pacer
         self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
-        self._max_attempts = max_attempts
+        # Full jitter over a capped exponential: retries of concurrent workers spread out.
+        self._retry_policy = RetryPolicy(attempts=max_attempts, base_s=0.5, cap_s=20.0)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_renew_at = 0.0
-        self._stats_lock = threading.Lock()
         self.stats = CallStats()
 
     # -- the two endpoints ---------------------------------------------------------------------
 
     def user_logs(
-        self, user_id: str, *, page: int, per_page: int = PER_PAGE_MAX, sort: str = "date:-1"
+        self,
+        user_id: str,
+        *,
+        page: int,
+        per_page: int = PER_PAGE_MAX,
+        sort: str = "date:-1",
+        stats: CallStats | None = None,
     ) -> list[dict[str, Any]]:
         """One page of GET /api/v2/users/{id}/logs."""
         # The id is one path segment: '|', '/', '@', '=' and spaces are all encoded.
         path = f"/api/v2/users/{quote(user_id, safe='')}/logs"
         params = {"page": page, "per_page": per_page, "sort": sort, "include_totals": "false"}
-        return _log_list(self._get(path, params))
+        return _log_list(self._get(path, params, stats or self.stats))
 
     def search_logs(
-        self, query: str, *, page: int = 0, per_page: int = PER_PAGE_MAX, sort: str = "date:1"
+        self,
+        query: str,
+        *,
+        page: int = 0,
+        per_page: int = PER_PAGE_MAX,
+        sort: str = "date:1",
+        stats: CallStats | None = None,
     ) -> list[dict[str, Any]]:
         """One page of tenant-wide search, GET /api/v2/logs?q=… (needs the read:logs scope)."""
         params = {
@@ -110,23 +119,18 @@ class Auth0Client:
             "sort": sort,
             "include_totals": "false",
         }
-        return _log_list(self._get("/api/v2/logs", params))
-
-    def reset_stats(self) -> CallStats:
-        with self._stats_lock:
-            stats, self.stats = self.stats, CallStats()
-        return stats
+        return _log_list(self._get("/api/v2/logs", params, stats or self.stats))
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Mapping[str, Any]) -> Any:
+    def _get(self, path: str, params: Mapping[str, Any], stats: CallStats) -> Any:
         refreshed_after_401 = False
-        attempt = 0
+        attempts = self._attempts()
         while True:
-            attempt += 1
-            token = self._access_token()
-            self._pacer.acquire()
-            self._count("api_calls")
+            attempts.start()
+            token = self._access_token(stats)
+            stats.count("pacing_wait_s", self._pacer.acquire())
+            stats.count("api_calls")
             try:
                 response = self._http.get(
                     self._base_url + path,
@@ -136,7 +140,7 @@ class Auth0Client:
             except httpx.RequestError as exc:
                 # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
                 # is not a TransportError): callers must never see an httpx exception.
-                self._retry_or_raise(attempt, f"{type(exc).__name__} calling {path}")
+                self._retry_or_raise(attempts, stats, f"{type(exc).__name__} calling {path}")
                 continue
             self._pacer.observe(RateLimitHeaders.parse(response.headers))
 
@@ -149,25 +153,28 @@ class Auth0Client:
                 self._invalidate_token(token)
                 continue
             if status == 429:
-                self._count("rate_limited")
+                stats.count("rate_limited")
                 self._pacer.back_off_until(self._clock() + self._wait_after_429(response))
-                self._retry_or_raise(attempt, f"429 from {path}", wait=0.0)
+                self._retry_or_raise(attempts, stats, f"429 from {path}", wait=0.0)
                 continue
             if status >= 500 or status == 408:
-                self._retry_or_raise(attempt, f"HTTP {status} from {path}")
+                self._retry_or_raise(attempts, stats, f"HTTP {status} from {path}")
                 continue
             raise _client_error(status, path, response)
 
-    def _retry_or_raise(self, attempt: int, what: str, wait: float | None = None) -> None:
-        if attempt >= self._max_attempts:
-            raise Auth0UnavailableError(f"{what}; gave up after {attempt} attempts")
-        self._count("retries")
-        if wait is None:
-            # Full jitter over a capped exponential: retries of concurrent workers spread out.
-            wait = self._rng.uniform(0, min(20.0, 0.5 * 2 ** (attempt - 1)))
-        logger.warning("Auth0 call failed, retrying", extra={"reason": what, "attempt": attempt})
-        if wait > 0:
-            self._sleep(wait)
+    def _attempts(self) -> Attempts:
+        return Attempts(self._retry_policy, sleep=self._sleep, rng=self._rng)
+
+    def _retry_or_raise(
+        self, attempts: Attempts, stats: CallStats, what: str, wait: float | None = None
+    ) -> None:
+        if attempts.exhausted:
+            raise Auth0UnavailableError(f"{what}; gave up after {attempts.made} attempts")
+        stats.count("retries")
+        logger.warning(
+            "Auth0 call failed, retrying", extra={"reason": what, "attempt": attempts.made}
+        )
+        attempts.retry_after(wait)
 
     def _wait_after_429(self, response: httpx.Response) -> float:
         retry_after = response.headers.get("retry-after")
@@ -184,13 +191,13 @@ class Auth0Client:
 
     # -- token -----------------------------------------------------------------------------------
 
-    def _access_token(self) -> str:
+    def _access_token(self, stats: CallStats) -> str:
         with self._token_lock:
             if self._token is None or self._clock() >= self._token_renew_at:
                 # The lifetime counts from when the token was asked for, not from when the
                 # (possibly retried) answer arrived.
                 requested_at = self._clock()
-                self._token, lifetime = self._request_token()
+                self._token, lifetime = self._request_token(stats)
                 margin = min(TOKEN_RENEW_MARGIN_S, lifetime * TOKEN_RENEW_FRACTION)
                 self._token_renew_at = requested_at + lifetime - margin
             return self._token
@@ -201,16 +208,16 @@ class Auth0Client:
             if self._token == token:
                 self._token = None
 
-    def _request_token(self) -> tuple[str, float]:
+    def _request_token(self, stats: CallStats) -> tuple[str, float]:
         """POST /oauth/token. A refusal (401/403) reads the credentials again once, in case the
         secret was rotated; outages (network, 5xx, 408, 429) are retried like API calls and end
         in Auth0UnavailableError, never in Auth0AuthError: they say nothing about the secret."""
         credentials = self._credentials(False)
         reread = False
-        attempt = 0
+        attempts = self._attempts()
         while True:
-            attempt += 1
-            self._count("token_requests")
+            attempts.start()
+            stats.count("token_requests")
             try:
                 response = self._http.post(
                     f"{self._base_url}/oauth/token",
@@ -223,7 +230,7 @@ class Auth0Client:
                     },
                 )
             except httpx.RequestError as exc:
-                self._retry_or_raise(attempt, f"{type(exc).__name__} requesting a token")
+                self._retry_or_raise(attempts, stats, f"{type(exc).__name__} requesting a token")
                 continue
             status = response.status_code
             if status == 200:
@@ -234,21 +241,17 @@ class Auth0Client:
                 credentials = self._credentials(True)
                 continue
             if status == 429:
-                self._count("rate_limited")
+                stats.count("rate_limited")
                 wait = self._wait_after_429(response)
-                self._retry_or_raise(attempt, "429 requesting a token", wait=wait)
+                self._retry_or_raise(attempts, stats, "429 requesting a token", wait=wait)
                 continue
             if status >= 500 or status == 408:
-                self._retry_or_raise(attempt, f"HTTP {status} requesting a token")
+                self._retry_or_raise(attempts, stats, f"HTTP {status} requesting a token")
                 continue
             raise Auth0AuthError(
                 f"token request refused with HTTP {status} for client {credentials.client_id!r}",
                 status=status,
             )
-
-    def _count(self, name: str) -> None:
-        with self._stats_lock:
-            setattr(self.stats, name, getattr(self.stats, name) + 1)
 
 
 def _json(response: httpx.Response, path: str) -> Any:

@@ -14,32 +14,36 @@ CheckpointConflict instead of silently moving a checkpoint another run already m
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-import random
-import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from log_forwarder.exceptions import CheckpointConflict, ForwarderError
+from log_forwarder.aws_errors import call_aws, error_code
+from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
+from log_forwarder.retry import Attempts, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # DynamoDB items are limited to 400 KB; keep room for the key and the summary attributes.
 MAX_STATE_BYTES = 350 * 1024
 BATCH_GET_LIMIT = 100
+# Unprocessed keys and throttling: DynamoDB asks to come back soon, so short, frequent retries.
+CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0)
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
 RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state"})
 
@@ -71,11 +75,11 @@ class CheckpointStore(Protocol):
 
 
 def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:
-    """Compact, key-sorted JSON, zlib-compressed; ValueError when it would not fit an item."""
+    """Compact, key-sorted JSON, zlib-compressed; CheckpointStateError if it would not fit."""
     text = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
     blob = zlib.compress(text.encode("utf-8"), level=6)
     if len(blob) > MAX_STATE_BYTES:
-        raise ValueError(
+        raise CheckpointStateError(
             f"checkpoint state for {user_id!r} is {len(blob)} bytes compressed, over the "
             f"{MAX_STATE_BYTES}-byte limit (DynamoDB items hold at most 400 KB); "
             "the cursor state must be kept smaller"
@@ -87,34 +91,41 @@ def decode_state(user_id: str, blob: bytes) -> dict[str, Any]:
     try:
         state = json.loads(zlib.decompress(blob).decode("utf-8"))
     except (zlib.error, UnicodeDecodeError, ValueError) as error:
-        raise ForwarderError(
+        raise CheckpointStateError(
             f"checkpoint state for {user_id!r} is unreadable ({type(error).__name__}); "
             "delete the item's `state` and `version` attributes to restart this user"
         ) from error
     if not isinstance(state, dict):
-        raise ForwarderError(f"checkpoint state for {user_id!r} is not a JSON object")
+        raise CheckpointStateError(f"checkpoint state for {user_id!r} is not a JSON object")
     return state
 
 
 def clean_summary(summary: Mapping[str, SummaryValue]) -> dict[str, str | int | float | bool]:
     """The summary without None values, after refusing names and values DynamoDB cannot hold."""
+    # The summary is the forwarder's own: a refusal here means a bug, reported as a state error.
     cleaned: dict[str, str | int | float | bool] = {}
     for name, value in summary.items():
         if name in RESERVED_ATTRIBUTES:
-            raise ValueError(f"summary attribute {name!r} is reserved by the checkpoint store")
+            raise CheckpointStateError(
+                f"summary attribute {name!r} is reserved by the checkpoint store"
+            )
         if not name or len(name.encode("utf-8")) > 255:
-            raise ValueError(f"summary attribute name {name!r} must be 1 to 255 bytes")
+            raise CheckpointStateError(f"summary attribute name {name!r} must be 1 to 255 bytes")
         if value is None:
             continue
         if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"summary attribute {name!r} is {value!r}; DynamoDB needs a number")
+            raise CheckpointStateError(
+                f"summary attribute {name!r} is {value!r}; DynamoDB needs a number"
+            )
         if not isinstance(value, str | int | float | bool):
-            raise ValueError(f"summary attribute {name!r} has unsupported type {type(value)}")
+            raise CheckpointStateError(
+                f"summary attribute {name!r} has unsupported type {type(value)}"
+            )
         cleaned[name] = value
     return cleaned
 
 
-def _conflict(user_id: str, expected_version: int | None) -> CheckpointConflict:
+def conflict(user_id: str, expected_version: int | None) -> CheckpointConflict:
     expected = "no checkpoint" if expected_version is None else f"version {expected_version}"
     return CheckpointConflict(
         f"checkpoint for {user_id!r} changed since it was read (expected {expected}); "
@@ -141,12 +152,12 @@ class DynamoCheckpointStore:
         client: DynamoDBClient | None = None,
         *,
         sleep: Callable[[float], None] = time.sleep,
-        max_attempts: int = 8,
+        retry: RetryPolicy = CHECKPOINT_RETRY,
     ) -> None:
         self.table_name = table_name
         self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
         self._sleep = sleep
-        self._max_attempts = max_attempts
+        self._retry_policy = retry
 
     def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
         """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
@@ -167,35 +178,31 @@ class DynamoCheckpointStore:
     def _batch_get(self, user_ids: list[str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         keys: list[dict[str, Any]] = [{"user_id": {"S": user_id}} for user_id in user_ids]
-        for attempt in range(self._max_attempts):
-            try:
-                response = self._client.batch_get_item(
-                    RequestItems={
-                        self.table_name: {
-                            "Keys": keys,
-                            "ConsistentRead": True,
-                            "ProjectionExpression": "#u, #v, #s",
-                            "ExpressionAttributeNames": {
-                                "#u": "user_id",
-                                "#v": "version",
-                                "#s": "state",
-                            },
-                        }
-                    }
-                )
-            except (ClientError, BotoCoreError) as error:
-                raise self._error("BatchGetItem", error) from error
+        # DynamoDB hands back keys it could not read under load: ask again for those, after a wait.
+        unread = Attempts(self._retry_policy, sleep=self._sleep)
+        while True:
+            unread.start()
+            request: dict[str, Any] = {
+                self.table_name: {
+                    "Keys": keys,
+                    "ConsistentRead": True,
+                    "ProjectionExpression": "#u, #v, #s",
+                    "ExpressionAttributeNames": {"#u": "user_id", "#v": "version", "#s": "state"},
+                }
+            }
+            response = self._call(
+                "BatchGetItem", functools.partial(self._client.batch_get_item, RequestItems=request)
+            )
             items.extend(response.get("Responses", {}).get(self.table_name, []))
             unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
             if not unprocessed or not unprocessed.get("Keys"):
                 return items
             keys = list(unprocessed["Keys"])
-            # DynamoDB hands back keys it could not read under load; wait before asking again.
-            self._sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
-        raise ForwarderError(
-            f"DynamoDB table {self.table_name!r} left {len(keys)} checkpoint(s) unread after "
-            f"{self._max_attempts} attempts"
-        )
+            if not unread.retry_after():
+                raise CheckpointError(
+                    f"DynamoDB table {self.table_name!r} left {len(keys)} checkpoint(s) unread "
+                    f"after {unread.made} attempts"
+                )
 
     def save(
         self,
@@ -206,7 +213,6 @@ class DynamoCheckpointStore:
         summary: Mapping[str, SummaryValue] = {},
     ) -> int:
         blob = encode_state(user_id, state)
-        cleaned = clean_summary(summary)
         new_version = 1 if expected_version is None else expected_version + 1
         names = {"#v": "version", "#s": "state"}
         values: dict[str, AttributeValueTypeDef] = {
@@ -214,7 +220,7 @@ class DynamoCheckpointStore:
             ":state": {"B": blob},
         }
         assignments = ["#v = :new", "#s = :state"]
-        for index, (name, value) in enumerate(sorted(cleaned.items())):
+        for index, (name, value) in enumerate(sorted(clean_summary(summary).items())):
             names[f"#a{index}"] = name
             values[f":a{index}"] = _to_attribute(value)
             assignments.append(f"#a{index} = :a{index}")
@@ -225,23 +231,25 @@ class DynamoCheckpointStore:
         else:
             condition = "#v = :expected"
             values[":expected"] = {"N": str(expected_version)}
-        try:
-            # UpdateItem with SET touches only our attributes, so `watch` and anything else an
-            # operator added survive every save.
-            self._client.update_item(
-                TableName=self.table_name,
-                Key={"user_id": {"S": user_id}},
-                UpdateExpression="SET " + ", ".join(assignments),
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise _conflict(user_id, expected_version) from error
-            raise self._error("UpdateItem", error) from error
-        except BotoCoreError as error:
-            raise self._error("UpdateItem", error) from error
+
+        def update() -> None:
+            try:
+                # UpdateItem with SET touches only our attributes, so `watch` and anything else
+                # an operator added survive every save.
+                self._client.update_item(
+                    TableName=self.table_name,
+                    Key={"user_id": {"S": user_id}},
+                    UpdateExpression="SET " + ", ".join(assignments),
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+            except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    raise conflict(user_id, expected_version) from error
+                raise
+
+        self._call("UpdateItem", update)
         return new_version
 
     def watched_users(self) -> list[str]:
@@ -255,84 +263,18 @@ class DynamoCheckpointStore:
             "ConsistentRead": True,
         }
         while True:
-            try:
-                response = self._client.scan(**kwargs)
-            except (ClientError, BotoCoreError) as error:
-                raise self._error("Scan", error) from error
+            response = self._call("Scan", lambda: self._client.scan(**kwargs))
             users.extend(item["user_id"]["S"] for item in response.get("Items", []))
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return sorted(users)
             kwargs["ExclusiveStartKey"] = last_key
 
-    def _error(self, operation: str, error: ClientError | BotoCoreError) -> ForwarderError:
-        # Network failures (BotoCoreError) have no error code; their type says what happened.
-        if isinstance(error, ClientError):
-            code = error.response.get("Error", {}).get("Code", "error")
-        else:
-            code = type(error).__name__
-        return ForwarderError(
-            f"DynamoDB {operation} on checkpoint table {self.table_name!r} failed: {code}"
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        return call_aws(
+            call,
+            what=f"DynamoDB {operation} on checkpoint table {self.table_name!r}",
+            error=CheckpointError,
+            policy=self._retry_policy,
+            sleep=self._sleep,
         )
-
-
-class InMemoryCheckpointStore:
-    """The same semantics as DynamoCheckpointStore, in a dict, for unit tests."""
-
-    def __init__(self) -> None:
-        self._items: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-
-    def set_watch(self, user_id: str, watch: bool | str = True) -> None:
-        """What an operator does in the console: mark a user as watched (or not)."""
-        with self._lock:
-            self._items.setdefault(user_id, {"user_id": user_id})["watch"] = watch
-
-    def item(self, user_id: str) -> dict[str, Any]:
-        """A copy of the raw item, as a test would inspect it in the table."""
-        with self._lock:
-            return dict(self._items.get(user_id, {}))
-
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        with self._lock:
-            return {
-                user_id: StoredCheckpoint(
-                    user_id=user_id,
-                    version=item["version"],
-                    state=decode_state(user_id, item["state"]),
-                )
-                for user_id in dict.fromkeys(user_ids)
-                if "version" in (item := self._items.get(user_id, {}))
-            }
-
-    def save(
-        self,
-        user_id: str,
-        state: Mapping[str, Any],
-        *,
-        expected_version: int | None,
-        summary: Mapping[str, SummaryValue] = {},
-    ) -> int:
-        blob = encode_state(user_id, state)
-        cleaned = clean_summary(summary)
-        with self._lock:
-            item = self._items.get(user_id, {})
-            if item.get("version") != expected_version:
-                raise _conflict(user_id, expected_version)
-            new_version = 1 if expected_version is None else expected_version + 1
-            self._items[user_id] = {
-                **item,
-                **cleaned,
-                "user_id": user_id,
-                "version": new_version,
-                "state": blob,
-            }
-            return new_version
-
-    def watched_users(self) -> list[str]:
-        with self._lock:
-            return sorted(
-                user_id
-                for user_id, item in self._items.items()
-                if item.get("watch") is True or item.get("watch") == "true"
-            )

@@ -6,13 +6,14 @@ everything the forwarder adds lives under the single key `_forwarder`, which Aut
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .cursor import Gap, LogEvent, iso_ms
+from .cursor import LogEvent, iso_ms
 from .event_types import describe
-from .records import OutputLine
+from .records import Gap, OutputLine
 
 FORWARDER_KEY = "_forwarder"
 FORMAT_VERSION = 1
@@ -44,22 +45,61 @@ def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
     return OutputLine(timestamp_ms=event.date_ms, line=_dumps(record), log_id=event.log_id)
 
 
-def gap_line(gap: Gap, *, tenant: str, detected_at_ms: int) -> OutputLine:
-    """A record that says, in the destinations themselves, which events could not be forwarded."""
+def gap_line(gap: Gap, context: ConvertContext) -> OutputLine:
+    """A record that says, in the destinations themselves, which events could not be forwarded.
+
+    Stamped with the moment it was found (`context.forwarded_at_ms`).
+    """
+    detected_at_ms = context.forwarded_at_ms
     record = {
         FORWARDER_KEY: {
             "format": FORMAT_VERSION,
             "record_type": "gap",
-            "tenant": tenant,
-            "watched_user_id": gap.user_id,
+            "tenant": context.tenant,
+            "watched_user_id": context.watched_user_id,
             "from": iso_ms(gap.from_ms),
             "to": iso_ms(gap.to_ms),
             "reason": gap.reason,
-            "estimated_count": gap.estimated_count,
             "detected_at": iso_ms(detected_at_ms),
         }
     }
     return OutputLine(timestamp_ms=detected_at_ms, line=_dumps(record), log_id=None)
+
+
+def oversized_marker(item: OutputLine) -> OutputLine:
+    """A small stand-in for a line a destination cannot take, naming the event it replaces."""
+    raw = item.line.encode("utf-8")
+    try:
+        original = json.loads(item.line)
+    except ValueError:
+        original = None
+    fields = original if isinstance(original, dict) else {}
+
+    def text_field(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
+
+    marker = {
+        "log_id": text_field("log_id") or item.log_id,
+        "date": text_field("date"),
+        "type": text_field("type"),
+        FORWARDER_KEY: {
+            "oversized": True,
+            "original_bytes": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+        },
+    }
+    return replace(item, line=_dumps(marker))
+
+
+def record_log_id(line: str) -> str | None:
+    """The Auth0 log_id of a forwarded line as stored; None for the forwarder's own records."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    log_id = record.get("log_id") if isinstance(record, dict) else None
+    return log_id if isinstance(log_id, str) else None
 
 
 def _dumps(record: dict[str, Any]) -> str:

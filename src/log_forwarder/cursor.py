@@ -20,6 +20,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from .exceptions import CheckpointStateError, MalformedEvent
+from .records import Gap
+
+__all__ = ["Cursor", "Gap", "LogEvent", "MalformedEvent", "Pending", "Selection", "iso_ms"]
+
 STATE_VERSION = 1
 # How far ahead of the stored value a complete read must be before `verified_ms` is written again:
 # it only matters once a user has not been read for longer than the retention (a day or more),
@@ -28,10 +33,6 @@ VERIFIED_STEP_MS = 3_600_000
 # Bounds the checkpoint item (DynamoDB allows 400 KB). Past it the overlap window narrows for that
 # user, which is counted and logged rather than silently ignored.
 MAX_RECENT = 6_000
-
-
-class MalformedEvent(ValueError):
-    """An event lacks a usable `log_id` or `date`; it cannot be ordered or deduplicated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,17 +96,6 @@ class Pending:
 
     batch_id: str
     log_ids: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Events that existed but cannot be forwarded (expired, or out of reach). Never silent."""
-
-    user_id: str
-    from_ms: int | None  # exclusive; None when the start of the missing span is unknown
-    to_ms: int  # exclusive: events dated `to_ms` and later are forwarded
-    reason: str
-    estimated_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,35 +175,6 @@ class Cursor:
             forwarded_total=self.forwarded_total + len(delivered),
         )
 
-    def detect_expiry_gap(
-        self,
-        user_id: str,
-        read: Sequence[LogEvent],
-        *,
-        covers_floor: bool,
-        now_ms: int,
-        min_retention_ms: int,
-    ) -> Gap | None:
-        """A gap when events may have expired before any read could see them.
-
-        Evidence, not a guess. Retention has passed our anchor: the read holds the oldest events
-        Auth0 still has at or above the floor (`covers_floor`), the anchor is not among them, and
-        everything retained is newer. Then the events that can be missing are those dated after
-        both the anchor and what earlier complete reads verified, and before both the oldest
-        event still retained and `now - min_retention` (anything newer cannot have expired yet).
-        A user who merely stayed quiet while the anchor aged out yields no gap.
-        """
-        anchor = self.anchor
-        if anchor is None or not covers_floor:
-            return None
-        if any(e.log_id == anchor[1] or e.date_ms <= anchor[0] for e in read):
-            return None
-        start = max(anchor[0], self.verified_ms if self.verified_ms is not None else anchor[0])
-        end = min(min((e.date_ms for e in read), default=now_ms), now_ms - min_retention_ms)
-        if start >= end:
-            return None
-        return Gap(user_id=user_id, from_ms=start, to_ms=end, reason="expired")
-
     def after_gap(self, gap: Gap) -> Cursor:
         floor = gap.to_ms if self.floor_ms is None else max(self.floor_ms, gap.to_ms)
         return replace(
@@ -271,7 +232,19 @@ class Cursor:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Cursor:
         if state.get("v") != STATE_VERSION:
-            raise ValueError(f"checkpoint state version {state.get('v')!r} is not {STATE_VERSION}")
+            raise CheckpointStateError(
+                f"checkpoint state version {state.get('v')!r} is not {STATE_VERSION}"
+            )
+        try:
+            return cls._from_valid_state(state)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointStateError(
+                f"checkpoint state is invalid ({type(error).__name__}: {error}); delete the "
+                "item's `state` and `version` attributes to restart this user"
+            ) from error
+
+    @classmethod
+    def _from_valid_state(cls, state: Mapping[str, Any]) -> Cursor:
         return cls(
             floor_ms=_optional_int(state.get("floor")),
             watermark_ms=_optional_int(state.get("watermark")),

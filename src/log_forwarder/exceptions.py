@@ -9,10 +9,16 @@
     │   ├── Auth0RequestError       another 4xx: the request itself is wrong
     │   ├── Auth0UnavailableError   5xx / 429 / network failures that outlasted every retry
     │   └── Auth0MalformedResponse  the body is not the JSON the API documents
+    ├── MalformedEvent              an Auth0 event has no usable log_id or date
     ├── DeliveryError               a destination did not accept the lines (nothing is committed)
-    └── CheckpointConflict          another run moved the checkpoint first (conditional write)
+    ├── CheckpointError             the checkpoint table could not be read or written
+    │   ├── CheckpointConflict      another run moved the checkpoint first (conditional write)
+    │   └── CheckpointStateError    a stored state is unreadable, or a new one would not fit
+    └── RunFailed                   some users were not forwarded this run (raised by the handler)
 
-Messages never contain secrets or tokens: callers may log them as they are.
+The forwarder catches ForwarderError per user: that user fails, the others go on. Anything else is
+a bug and fails the run loudly. Messages never contain secrets or tokens: callers may log them
+as they are.
 """
 
 from __future__ import annotations
@@ -58,9 +64,25 @@ class Auth0MalformedResponse(Auth0Error):
     """Auth0 answered with a body that is not the documented JSON shape."""
 
 
+class MalformedEvent(ForwarderError):
+    """An event lacks a usable `log_id` or `date`; it cannot be ordered or deduplicated."""
+
+
 class DeliveryError(ForwarderError):
     """A destination did not accept a batch; the checkpoint must not move."""
 
 
-class CheckpointConflict(ForwarderError):
+class CheckpointError(ForwarderError):
+    """The checkpoint table could not be read or written (after retries)."""
+
+
+class CheckpointConflict(CheckpointError):
     """The checkpoint changed under us: another run (or a retried invocation) got there first."""
+
+
+class CheckpointStateError(CheckpointError):
+    """A stored checkpoint state cannot be read, or a new one is too large to store."""
+
+
+class RunFailed(ForwarderError):
+    """Some users could not be forwarded this run; their checkpoints did not move past anything."""

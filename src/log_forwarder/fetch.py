@@ -12,121 +12,114 @@ oldest first, one page per query: each query starts at the date of the last even
 and never depends on how Auth0 orders equal dates across pages. A run that stops in the middle
 leaves the cursor in backlog mode, and the next run continues with search directly.
 
-Chunks are yielded in forwarding order; the forwarder delivers and commits each before asking for
-the next, so a long backlog is committed in steps.
+Chunks are yielded in forwarding order, each with the facts the read established (gaps.py turns
+those into gaps); the forwarder delivers and commits each before asking for the next, so a long
+backlog is committed in steps.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth0_client import PER_PAGE_MAX, SEARCH_CAP, Auth0Client
-from .cursor import Cursor, Gap, LogEvent, MalformedEvent, iso_ms, parse_event
-from .exceptions import Auth0ScopeError
+from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
+from .cursor import LogEvent, iso_ms, parse_event
+from .exceptions import Auth0ScopeError, MalformedEvent
+from .gaps import ReadFacts
+from .source import CallStats, LogSource
 
 logger = logging.getLogger(__name__)
 
 NEWEST_FIRST_PAGES = SEARCH_CAP // PER_PAGE_MAX
-DAY_MS = 86_400_000
 # Events per chunk: one delivery and one checkpoint commit, and one S3 object per day.
 CHUNK_EVENTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """An entry Auth0 returned that cannot be forwarded as an event, and why."""
+
+    raw: object
+    reason: str
 
 
 @dataclass(slots=True)
 class Chunk:
     events: list[LogEvent]
-    source: str
+    source: str  # which endpoint returned them: "user_logs" or "logs_search"
     complete: bool  # nothing newer remains to be read in this run
-    gap: Gap | None = None
-    returned: int = 0  # events Auth0 returned, malformed ones included
-    rejected: list[str] = field(default_factory=list)  # why malformed events were skipped
+    facts: ReadFacts = field(default_factory=ReadFacts)
+    returned: int = 0  # entries Auth0 returned, malformed ones included
+    malformed: list[Malformed] = field(default_factory=list)
 
 
-def read_user(
-    client: Auth0Client,
-    user_id: str,
-    cursor: Cursor,
-    *,
-    now_ms: int,
-    min_retention_ms: int = DAY_MS,
-    out_of_time: Callable[[], bool] = lambda: False,
-) -> Iterator[Chunk]:
+@dataclass(frozen=True, slots=True)
+class UserRead:
+    """One user's read in one run: where it starts, and what it may spend."""
+
+    source: LogSource
+    user_id: str
+    floor_ms: int | None
+    backlog: bool
+    stats: CallStats
+    out_of_time: Callable[[], bool] = lambda: False
+
+
+def read_user(read: UserRead) -> Iterator[Chunk]:
     """The user's new events as chunks in forwarding order; stops early when out of time."""
-    detect_gap = functools.partial(
-        cursor.detect_expiry_gap,
-        user_id,
-        covers_floor=True,
-        now_ms=now_ms,
-        min_retention_ms=min_retention_ms,
-    )
-    search = functools.partial(
-        _search, client, user_id, detect_gap=detect_gap, out_of_time=out_of_time
-    )
-    if cursor.backlog:
+    if read.backlog:
         try:
-            yield from search(lo_ms=cursor.floor_ms, hi_ms=None)
+            yield from _search(read, lo_ms=read.floor_ms, hi_ms=None)
             return
         except Auth0ScopeError:
             logger.warning(
                 "Search needs the read:logs scope; reading newest first (1,000 events at most)",
-                extra={"user_id": user_id},
+                extra={"user_id": read.user_id},
             )
+    yield from _newest_first(read)
 
+
+def _newest_first(read: UserRead) -> Iterator[Chunk]:
     newest: list[LogEvent] = []
-    rejected: list[str] = []
+    malformed: list[Malformed] = []
     returned = 0
-    reached_end = covered = False
+    reached_floor = False
     for page in range(NEWEST_FIRST_PAGES):
-        if page and out_of_time():
+        if page and read.out_of_time():
             return  # nothing was delivered from these pages; the next run reads them again
-        raw = client.user_logs(user_id, page=page, per_page=PER_PAGE_MAX, sort="date:-1")
+        raw = read.source.user_logs(
+            read.user_id, page=page, per_page=PER_PAGE_MAX, sort="date:-1", stats=read.stats
+        )
         returned += len(raw)
-        events = _parse(raw, rejected)
+        events = _parse(raw, malformed)
         newest.extend(events)
-        if len(raw) < PER_PAGE_MAX:
-            reached_end = True
-            break
         oldest = min((e.date_ms for e in events), default=None)
-        if cursor.floor_ms is not None and oldest is not None and oldest < cursor.floor_ms:
-            covered = True
+        # The end of the list, or a page reaching below the floor: the read holds the oldest
+        # retained events at or above the floor.
+        reached_floor = len(raw) < PER_PAGE_MAX or (
+            read.floor_ms is not None and oldest is not None and oldest < read.floor_ms
+        )
+        if reached_floor:
             break
 
-    if reached_end or covered:
-        # The read holds the oldest retained events at or above the floor: evidence for expiry.
-        gap = detect_gap(newest)
-        yield Chunk(
-            newest, "user_logs", complete=True, gap=gap, returned=returned, rejected=rejected
-        )
-        return
-
-    # Ten full pages and the floor is still not reached: more than 1,000 events to forward.
-    oldest_reached = min(e.date_ms for e in newest)
-    try:
-        yield from search(lo_ms=cursor.floor_ms, hi_ms=oldest_reached)
-        if out_of_time():
-            # The search stopped short of the newest pages: they wait for the next run, which
-            # continues the search (the cursor is in backlog mode) instead of skipping ahead.
-            return
-    except Auth0ScopeError:
-        # Without search only the newest 1,000 can be read. If they reach back to the newest event
-        # already forwarded, nothing new is out of reach; otherwise the span between is a gap.
-        gap = None
-        if cursor.watermark_ms is None or oldest_reached > cursor.watermark_ms:
-            gap = Gap(
-                user_id=user_id,
-                from_ms=cursor.watermark_ms if cursor.watermark_ms is not None else cursor.floor_ms,
-                to_ms=oldest_reached,
-                reason="unreachable: over 1,000 new events and no read:logs scope to search",
-            )
-        yield Chunk(
-            newest, "user_logs", complete=True, gap=gap, returned=returned, rejected=rejected
-        )
-        return
-    yield Chunk(newest, "user_logs", complete=True, returned=returned, rejected=rejected)
+    facts = ReadFacts(from_floor=True)
+    if not reached_floor:
+        # Ten full pages and the floor is still not reached: more than 1,000 events to forward.
+        oldest_reached = min(e.date_ms for e in newest)
+        try:
+            yield from _search(read, lo_ms=read.floor_ms, hi_ms=oldest_reached)
+            if read.out_of_time():
+                # The search stopped short of the newest pages: they wait for the next run,
+                # which continues the search (the cursor is in backlog mode).
+                return
+            facts = ReadFacts()
+        except Auth0ScopeError:
+            facts = ReadFacts(unreachable_below_ms=oldest_reached)
+    yield Chunk(
+        newest, "user_logs", complete=True, facts=facts, returned=returned, malformed=malformed
+    )
 
 
 def search_query(user_id: str, lo_ms: int | None, hi_ms: int | None) -> str:
@@ -139,73 +132,73 @@ def search_query(user_id: str, lo_ms: int | None, hi_ms: int | None) -> str:
     return query
 
 
-def _search(
-    client: Auth0Client,
-    user_id: str,
-    *,
-    lo_ms: int | None,
-    hi_ms: int | None,
-    detect_gap: Callable[[Sequence[LogEvent]], Gap | None],
-    out_of_time: Callable[[], bool],
-) -> Iterator[Chunk]:
+@dataclass(slots=True)
+class _SearchWindow:
+    """Where the next search query starts: its lower date bound, and the page within that date
+    (above 0 only while more than a page of events share the date `lo_ms`)."""
+
+    lo_ms: int | None
+    hi_ms: int | None
+    page: int = 0
+
+    def move_past(self, events: Sequence[LogEvent]) -> int | None:
+        """After a full page: the next window, or the millisecond no query can page past."""
+        newest = max((e.date_ms for e in events), default=self.lo_ms)
+        if newest != self.lo_ms:
+            self.lo_ms, self.page = newest, 0
+            return None
+        if self.page + 1 < NEWEST_FIRST_PAGES:
+            self.page += 1  # a full page of one date: page within it instead of moving on
+            return None
+        # 1,000 events share one millisecond: whether more exist at that instant cannot be known.
+        assert self.lo_ms is not None
+        saturated = self.lo_ms
+        self.lo_ms, self.page = saturated + 1, 0
+        return saturated
+
+    @property
+    def exhausted(self) -> bool:
+        return self.hi_ms is not None and self.lo_ms is not None and self.lo_ms > self.hi_ms
+
+
+def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator[Chunk]:
     """Oldest first from `lo_ms` up to `hi_ms` (inclusive; None = open), one query per page."""
-    chunk: list[LogEvent] = []
-    rejected: list[str] = []
-    returned = 0
-    gap: Gap | None = None
-    first = True
-    page = 0  # only above 0 while more than a page of events share the date `lo_ms`
+    window = _SearchWindow(lo_ms, hi_ms)
+    chunk = Chunk([], "logs_search", complete=False, facts=ReadFacts(from_floor=True))
     while True:
-        query = search_query(user_id, lo_ms, hi_ms)
-        raw = client.search_logs(query, page=page, per_page=PER_PAGE_MAX, sort="date:1")
-        returned += len(raw)
-        events = _parse(raw, rejected)
-        if first:
-            first = False
-            gap = detect_gap(events)
-        chunk.extend(events)
+        raw = read.source.search_logs(
+            search_query(read.user_id, window.lo_ms, window.hi_ms),
+            page=window.page,
+            per_page=PER_PAGE_MAX,
+            sort="date:1",
+            stats=read.stats,
+        )
+        chunk.returned += len(raw)
+        events = _parse(raw, chunk.malformed)
+        chunk.events.extend(events)
         done = len(raw) < PER_PAGE_MAX
         if not done:
-            newest = max((e.date_ms for e in events), default=lo_ms)
-            if newest != lo_ms:
-                lo_ms, page = newest, 0
-            elif page + 1 < NEWEST_FIRST_PAGES:
-                page += 1  # a full page of one date: page within it instead of moving on
-            else:
-                # 1,000 events share one millisecond: no Auth0 query pages past them, so whether
-                # more exist at that instant cannot be known. Say so, and move past it.
-                assert lo_ms is not None
-                gap = Gap(
-                    user_id,
-                    from_ms=lo_ms - 1,
-                    to_ms=lo_ms + 1,
-                    reason="possible: 1,000 events share one millisecond; more cannot be read",
-                )
-                lo_ms, page = lo_ms + 1, 0
-                done = hi_ms is not None and lo_ms > hi_ms
+            saturated = window.move_past(events)
+            if saturated is not None:
+                chunk.facts = ReadFacts(chunk.facts.from_floor, saturated_ms=saturated)
+                done = window.exhausted
         # Checked after every page, not every chunk: at a slow tenant's pace a chunk of ten
         # pages can take longer than the whole margin.
-        stop = not done and out_of_time()
-        if done or stop or len(chunk) >= CHUNK_EVENTS or gap is not None:
-            complete = done and hi_ms is None
-            yield Chunk(
-                chunk,
-                "logs_search",
-                complete=complete,
-                gap=gap,
-                returned=returned,
-                rejected=rejected,
-            )
-            chunk, rejected, returned, gap = [], [], 0, None
+        stop = not done and read.out_of_time()
+        full = len(chunk.events) >= CHUNK_EVENTS
+        if done or stop or full or chunk.facts.saturated_ms is not None:
+            chunk.complete = done and hi_ms is None
+            yield chunk
+            chunk = Chunk([], "logs_search", complete=False)
         if done or stop:
             return
 
 
-def _parse(raw: Sequence[Any], rejected: list[str]) -> list[LogEvent]:
+def _parse(raw: Sequence[Any], malformed: list[Malformed]) -> list[LogEvent]:
     events = []
     for item in raw:
         try:
             events.append(parse_event(item))
         except MalformedEvent as exc:
-            rejected.append(str(exc))
+            malformed.append(Malformed(item, str(exc)))
     return events

@@ -58,20 +58,19 @@ class Pacer:
         self._lock = threading.Lock()
         self._theoretical_arrival = 0.0
         self._not_before = 0.0
-        self.waited_s = 0.0
 
-    def acquire(self) -> None:
-        """Block until one more request fits in the budget."""
+    def acquire(self) -> float:
+        """Block until one more request fits in the budget; returns the seconds waited."""
         with self._lock:
             now = self._clock()
             tolerance = (self._burst - 1.0) * self._interval
             start = max(self._theoretical_arrival, now)
             slot = max(now, start - tolerance, self._not_before)
             self._theoretical_arrival = max(start, slot) + self._interval
-            wait = slot - now
-            self.waited_s += max(0.0, wait)
+            wait = max(0.0, slot - now)
         if wait > 0:
             self._sleep(wait)
+        return wait
 
     def observe(self, headers: RateLimitHeaders | None, *, now: float | None = None) -> None:
         """Learn from the rate-limit headers of an answer."""

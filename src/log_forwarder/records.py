@@ -18,6 +18,18 @@ class OutputLine:
 
 
 @dataclass(frozen=True, slots=True)
+class Gap:
+    """A user's events that existed but cannot be forwarded (expired, or out of reach).
+
+    Never silent: it becomes a record in every destination, a metric and a log line.
+    """
+
+    from_ms: int | None  # exclusive; None when the start of the missing span is unknown
+    to_ms: int  # exclusive: events dated `to_ms` and later are forwarded
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryReport:
     """What one destination did with one batch."""
 
@@ -31,3 +43,17 @@ class DeliveryReport:
     # Recovery after a crash: lines found already delivered and therefore not written again.
     already_present: int = 0
     objects: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One batch as every destination receives it: the lines of one user, in timestamp order.
+
+    `redelivery`: a batch an interrupted run may already have written in part. A destination
+    then writes only what it does not hold yet.
+    """
+
+    user_id: str
+    batch_id: str
+    lines: tuple[OutputLine, ...]
+    redelivery: bool = False

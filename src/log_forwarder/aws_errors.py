@@ -1,0 +1,89 @@
+"""How AWS errors are read, in one place: their code, their HTTP status, and whether to retry.
+
+botocore raises ClientError for an answer that is an error and BotoCoreError subclasses for
+everything below HTTP (connection refused, read timeout, a body that cannot be parsed). Nothing
+above the sinks and the checkpoint store sees either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .exceptions import ForwarderError
+from .retry import Attempts, RetryPolicy, retry_call
+
+T = TypeVar("T")
+
+AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+
+# Codes that say "try again later" rather than "this request is wrong".
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "ServiceUnavailableException",
+        "ServiceUnavailable",
+        "InternalFailure",
+        "InternalError",
+        "InternalServerError",
+        "SlowDown",
+        "RequestTimeout",
+        # S3: another conditional write to the same key is in flight; the loser retries.
+        "ConditionalRequestConflict",
+    }
+)
+
+
+def error_code(error: Exception) -> str:
+    """The AWS error code of an answer, or the exception's type for a failure below HTTP."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "")) or "error"
+    return type(error).__name__
+
+
+def http_status(error: Exception) -> int | None:
+    if not isinstance(error, ClientError):
+        return None
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def is_transient(error: Exception) -> bool:
+    """Worth retrying: a network-level failure, a 5xx, or a throttling/transient code."""
+    if isinstance(error, BotoCoreError):
+        return True
+    if not isinstance(error, ClientError):
+        return False
+    status = http_status(error)
+    return error_code(error) in TRANSIENT_CODES or (status is not None and status >= 500)
+
+
+def call_aws(
+    call: Callable[[], T],
+    *,
+    what: str,
+    error: type[ForwarderError],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """`call()` with the shared retry policy for transient failures; any failure that remains
+    becomes `error`, naming `what` was attempted and the AWS error code (never a payload)."""
+
+    def fail(cause: Exception, attempts: int) -> ForwarderError:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return error(f"{what} failed: {error_code(cause)}{tries}")
+
+    return retry_call(
+        call,
+        attempts=Attempts(policy, sleep=sleep),
+        errors=AWS_ERRORS,
+        retryable=is_transient,
+        fail=fail,
+    )

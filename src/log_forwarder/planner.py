@@ -1,0 +1,155 @@
+"""The delivery plan: from the committed cursor and one chunk of a read, the batches to deliver.
+
+Pure: no clock, no I/O. Each batch says what to write before delivering it (the write-ahead
+intent), which lines every destination receives, and the cursor to commit once they all
+accepted them. The executor carries that out without knowing why; this module is where the
+why lives:
+
+- A batch an interrupted run handed to the destinations but never committed (a pending intent)
+  is delivered again first, as a redelivery under its own batch id: the destinations skip what
+  they already hold. Its intent is already stored, so it needs none.
+- The chunk's new events (and the records of any gaps the read proves) follow as one batch.
+- The end of the chunk (backlog flag, the floor moving with time, gaps) rides on the last
+  batch's cursor, or on a checkpoint-only batch when nothing was delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .batching import batch_id_for
+from .convert import ConvertContext, event_line, gap_line
+from .cursor import Cursor, LogEvent, Pending, Selection
+from .fetch import Chunk
+from .gaps import gaps_in
+from .records import Delivery, Gap, OutputLine
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    user_id: str
+    tenant: str
+    now_ms: int  # stamps the records (forwarded_at, detected_at) and bounds expiry gaps
+    read_started_ms: int
+    overlap_ms: int
+    min_retention_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    batch_id: str
+    events: tuple[LogEvent, ...]
+    lines: tuple[OutputLine, ...]  # the events' lines and the records about them, in time order
+    intent: Cursor | None  # written before delivery; None when nothing new is handed over
+    after: Cursor  # written once every destination accepted `lines`
+    redelivery: bool = False  # an interrupted run may already have delivered part of it
+
+    def delivery(self, user_id: str) -> Delivery:
+        return Delivery(user_id, self.batch_id, self.lines, redelivery=self.redelivery)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    batches: tuple[Batch, ...]
+    selection: Selection
+    gaps: tuple[Gap, ...]
+    # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
+    # can tell any more, and nothing is waited for.
+    abandoned: int = 0
+
+
+def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
+    selection = cursor.select(chunk.events)
+    gaps = gaps_in(
+        chunk.facts,
+        chunk.events,
+        cursor,
+        now_ms=context.now_ms,
+        min_retention_ms=context.min_retention_ms,
+    )
+    batches, new, state, abandoned = _redeliveries(cursor, selection.new, chunk, context)
+    fresh = _fresh_batch(state, new, gaps, chunk.source, context)
+    if fresh is not None:
+        batches.append(fresh)
+        state = fresh.after
+    end = _end_of_chunk(state, chunk.complete, gaps, context)
+    if end != state:
+        if batches:
+            batches[-1] = replace(batches[-1], after=end)
+        else:
+            batches.append(Batch("", (), (), intent=None, after=end))
+    return Plan(tuple(batches), selection, tuple(gaps), abandoned)
+
+
+def _redeliveries(
+    cursor: Cursor, new: list[LogEvent], chunk: Chunk, context: PlanContext
+) -> tuple[list[Batch], list[LogEvent], Cursor, int]:
+    """Batches that redeliver what this chunk holds of each pending intent; the rest of an
+    intent stays pending for the chunks that hold it. Returns them, the events left to deliver
+    as new, the cursor after them, and how many pending events Auth0 no longer returns."""
+    batches: list[Batch] = []
+    state = cursor
+    abandoned = 0
+    for pending in cursor.pending:
+        again = [e for e in new if e.log_id in pending.log_ids]
+        new = [e for e in new if e.log_id not in pending.log_ids]
+        left = pending.log_ids - {e.log_id for e in again}
+        if left and chunk.complete:
+            abandoned += len(left)
+            left = frozenset()
+        if again or left != pending.log_ids:
+            after = state.advance(again, overlap_ms=context.overlap_ms).with_pending(
+                Pending(pending.batch_id, left)
+            )
+            lines = _lines(again, (), chunk.source, context)
+            batches.append(
+                Batch(pending.batch_id, tuple(again), lines, None, after, redelivery=True)
+            )
+            state = after
+    return batches, new, state, abandoned
+
+
+def _fresh_batch(
+    cursor: Cursor, new: list[LogEvent], gaps: Sequence[Gap], source: str, context: PlanContext
+) -> Batch | None:
+    if not new and not gaps:
+        return None
+    ids = [e.log_id for e in new]
+    batch_id = batch_id_for(ids or [f"gap:{context.user_id}:{gap.to_ms}" for gap in gaps])
+    # The intent goes first: a crash after it is recovered, not repeated. Records alone need
+    # none (a repeated gap record is a documented corner, not a repeated event).
+    intent = cursor.with_pending(Pending(batch_id, frozenset(ids))) if new else None
+    after = (intent or cursor).advance(new, overlap_ms=context.overlap_ms)
+    return Batch(
+        batch_id,
+        tuple(new),
+        _lines(new, gaps, source, context),
+        intent,
+        after.with_pending(Pending(batch_id, frozenset())),
+    )
+
+
+def _end_of_chunk(
+    cursor: Cursor, complete: bool, gaps: Sequence[Gap], context: PlanContext
+) -> Cursor:
+    end = cursor.with_backlog(not complete)
+    if complete:
+        end = end.after_complete_read(context.read_started_ms, overlap_ms=context.overlap_ms)
+    for gap in gaps:
+        end = end.after_gap(gap)
+    return end
+
+
+def _lines(
+    events: Sequence[LogEvent], gaps: Sequence[Gap], source: str, context: PlanContext
+) -> tuple[OutputLine, ...]:
+    convert = ConvertContext(
+        tenant=context.tenant,
+        watched_user_id=context.user_id,
+        forwarded_at_ms=context.now_ms,
+        source=source,
+    )
+    lines = [event_line(e, convert) for e in events]
+    lines.extend(gap_line(gap, convert) for gap in gaps)
+    return tuple(sorted(lines, key=lambda line: line.timestamp_ms))

@@ -1,0 +1,170 @@
+"""What a run did, per user and in total, and the metrics it is published as.
+
+Every metric the function emits is a row of METRICS, so the names live in one table (the
+template's alarms and the README's list read from the same names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cursor import Cursor, iso_ms
+from .planner import Batch, Plan
+from .records import DeliveryReport, Gap
+from .source import CallStats
+
+DESTINATIONS = ("cloudwatch", "s3")
+
+
+@dataclass
+class UserReport:
+    user_id: str
+    fetched: int = 0
+    forwarded: int = 0
+    delivered: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    late: int = 0
+    max_lateness_ms: int = 0
+    malformed: int = 0
+    restamped: int = 0
+    oversized: int = 0
+    recovered: int = 0
+    abandoned: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+    newest_forwarded_ms: int | None = None
+    deferred: bool = False  # stopped by the time budget; resumes next run
+    backlog: bool = False
+    error: str | None = None  # a ForwarderError: this user failed, the others went on
+    bug: BaseException | None = None  # anything else: the run fails loudly once all are done
+    cursor: Cursor | None = None
+
+    def add_plan(self, plan: Plan) -> None:
+        selection = plan.selection
+        self.duplicates += selection.duplicates
+        self.late += selection.late
+        self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
+        self.abandoned += plan.abandoned
+        self.gaps.extend(plan.gaps)
+
+    def add_batch(self, batch: Batch, outcomes: Sequence[DeliveryReport]) -> None:
+        for outcome in outcomes:
+            name = outcome.destination
+            self.delivered[name] = self.delivered.get(name, 0) + outcome.accepted
+            self.restamped += outcome.restamped
+            self.oversized += outcome.oversized
+        self.forwarded += len(batch.events)
+        if batch.redelivery:
+            self.recovered += len(batch.events)
+        if batch.events:
+            newest = batch.events[-1].date_ms
+            self.newest_forwarded_ms = max(self.newest_forwarded_ms or newest, newest)
+
+    def as_dict(self) -> dict[str, Any]:
+        cursor = self.cursor
+        return {
+            "user_id": self.user_id,
+            "fetched": self.fetched,
+            "forwarded": self.forwarded,
+            "delivered": dict(self.delivered),
+            "duplicates_dropped": self.duplicates,
+            "late_events": self.late,
+            "malformed_rejected": self.malformed,
+            "restamped": self.restamped,
+            "oversized": self.oversized,
+            "recovered": self.recovered,
+            "abandoned": self.abandoned,
+            "gaps": [
+                {"from": iso_ms(g.from_ms), "to": iso_ms(g.to_ms), "reason": g.reason}
+                for g in self.gaps
+            ],
+            "deferred": self.deferred,
+            "backlog": self.backlog,
+            "error": self.error,
+            "checkpoint": cursor.summary() if cursor else None,
+        }
+
+
+@dataclass
+class RunReport:
+    users: list[UserReport]
+    calls: CallStats = field(default_factory=CallStats)
+    finished_ms: int = 0
+
+    @property
+    def lag_s(self) -> float | None:
+        """Age of the newest event forwarded for the user furthest behind (None: none sent)."""
+        newest = [u.newest_forwarded_ms for u in self.users if u.newest_forwarded_ms is not None]
+        return (self.finished_ms - min(newest)) / 1000 if newest else None
+
+    @property
+    def failed(self) -> list[UserReport]:
+        return [u for u in self.users if u.error is not None or u.bug is not None]
+
+    @property
+    def bugs(self) -> list[BaseException]:
+        return [u.bug for u in self.users if u.bug is not None]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "users": [u.as_dict() for u in self.users],
+            "api_calls": self.calls.api_calls,
+            "rate_limited": self.calls.rate_limited,
+            "retries": self.calls.retries,
+            "token_requests": self.calls.token_requests,
+            "pacing_wait_s": round(self.calls.pacing_wait_s, 3),
+            "forwarded": sum(u.forwarded for u in self.users),
+            "gaps": sum(len(u.gaps) for u in self.users),
+            "failed_users": [u.user_id for u in self.failed],
+        }
+
+
+def _total(attribute: str) -> Callable[[RunReport], float]:
+    return lambda run: sum(getattr(u, attribute) for u in run.users)
+
+
+def _delivered(destination: str) -> Callable[[RunReport], float]:
+    return lambda run: sum(u.delivered.get(destination, 0) for u in run.users)
+
+
+# (name, unit, value). Units are CloudWatch's names ("Count", "Seconds"); None: not emitted.
+METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
+    (
+        "UsersProcessed",
+        "Count",
+        lambda run: sum(u.error is None and u.bug is None and not u.deferred for u in run.users),
+    ),
+    ("UsersFailed", "Count", lambda run: len(run.failed)),
+    ("UsersDeferred", "Count", _total("deferred")),
+    ("UsersInBacklog", "Count", _total("backlog")),
+    ("EventsFetched", "Count", _total("fetched")),
+    ("EventsForwarded", "Count", _total("forwarded")),
+    *((f"EventsDelivered_{d}", "Count", _delivered(d)) for d in DESTINATIONS),
+    ("DuplicatesDropped", "Count", _total("duplicates")),
+    ("LateEvents", "Count", _total("late")),
+    ("MalformedEvents", "Count", _total("malformed")),
+    ("RestampedEvents", "Count", _total("restamped")),
+    ("OversizedEvents", "Count", _total("oversized")),
+    ("RecoveredEvents", "Count", _total("recovered")),
+    ("AbandonedPendingEvents", "Count", _total("abandoned")),
+    ("Gaps", "Count", lambda run: sum(len(u.gaps) for u in run.users)),
+    ("Auth0ApiCalls", "Count", lambda run: run.calls.api_calls),
+    ("Auth0RateLimited", "Count", lambda run: run.calls.rate_limited),
+    ("Auth0Retries", "Count", lambda run: run.calls.retries),
+    ("Auth0PacingWaitSeconds", "Seconds", lambda run: run.calls.pacing_wait_s),
+    (
+        "MaxLatenessSeconds",
+        "Seconds",
+        lambda run: max((u.max_lateness_ms for u in run.users), default=0) / 1000,
+    ),
+    ("LagSeconds", "Seconds", lambda run: run.lag_s),
+)
+
+
+def metric_values(run: RunReport) -> Iterator[tuple[str, str, float]]:
+    """Every metric the run emits, as (name, unit, value)."""
+    for name, unit, value_of in METRICS:
+        value = value_of(run)
+        if value is not None:
+            yield name, unit, float(value)

@@ -1,0 +1,85 @@
+"""The one retry policy: capped exponential backoff with full jitter, and a bounded attempt count.
+
+The Auth0 client, both sinks and the checkpoint store retry through it, so they back off the same
+way and count attempts the same way. Full jitter spreads the retries of concurrent workers out
+(AWS Architecture Blog, "Exponential Backoff And Jitter").
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_s: float = 0.2
+    cap_s: float = 5.0
+
+    def backoff_s(self, retry: int, rng: random.Random | None = None) -> float:
+        """The wait before retry number `retry` (1 for the first retry)."""
+        ceiling = min(self.cap_s, self.base_s * 2 ** (retry - 1))
+        return (rng or random).uniform(0, ceiling)
+
+
+# Destinations: a few quick retries; a run that still fails is retried by the next run anyway.
+SINK_RETRY = RetryPolicy(attempts=5, base_s=0.2, cap_s=5.0)
+
+
+@dataclass(slots=True)
+class Attempts:
+    """The attempts of one operation: decides whether another is allowed, and waits before it."""
+
+    policy: RetryPolicy
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random | None = None
+    made: int = field(default=0, init=False)
+
+    def start(self) -> int:
+        """Count an attempt that is about to be made; returns its number (1-based)."""
+        self.made += 1
+        return self.made
+
+    @property
+    def exhausted(self) -> bool:
+        return self.made >= self.policy.attempts
+
+    def retry_after(self, wait_s: float | None = None) -> bool:
+        """Wait before the next attempt and return True, or return False when none is left.
+
+        `wait_s` overrides the backoff (a server said how long to wait).
+        """
+        if self.exhausted:
+            return False
+        wait = self.policy.backoff_s(self.made, self.rng) if wait_s is None else wait_s
+        if wait > 0:
+            self.sleep(wait)
+        return True
+
+
+def retry_call(
+    call: Callable[[], T],
+    *,
+    attempts: Attempts,
+    errors: tuple[type[Exception], ...],
+    retryable: Callable[[Exception], bool],
+    fail: Callable[[Exception, int], Exception],
+) -> T:
+    """`call()` until it returns, retrying the `errors` that are `retryable`.
+
+    Any other error of `errors`, or the last one, is raised as `fail(error, attempts made)`;
+    exceptions outside `errors` (bugs) propagate untouched.
+    """
+    while True:
+        attempts.start()
+        try:
+            return call()
+        except errors as error:
+            if not (retryable(error) and attempts.retry_after()):
+                raise fail(error, attempts.made) from error

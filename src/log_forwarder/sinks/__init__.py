@@ -1,0 +1,22 @@
+"""Destinations: CloudWatch Logs (one stream per user) and S3 (gzipped JSON lines per UTC day).
+
+A sink takes one Delivery and either accepts every line or raises DeliveryError, so the caller
+moves the checkpoint only after every destination has acknowledged the batch. Line contents are
+personal data: log messages here carry counts, ids and names, never lines.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from log_forwarder.records import Delivery, DeliveryReport
+from log_forwarder.sinks.cloudwatch import CloudWatchSink, rejected_indices
+from log_forwarder.sinks.s3 import S3Sink
+
+__all__ = ["CloudWatchSink", "S3Sink", "Sink", "rejected_indices"]
+
+
+class Sink(Protocol):
+    name: str
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport: ...
