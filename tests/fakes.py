@@ -24,7 +24,8 @@ from log_forwarder.checkpoint_store import (
 from log_forwarder.cursor import parse_date_ms
 from log_forwarder.exceptions import Auth0ScopeError, Auth0SearchCapError, DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.source import CallStats
+from log_forwarder.retry import UNLIMITED, Deadline
+from log_forwarder.source import CallScope
 
 _QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
 
@@ -63,15 +64,15 @@ class FakeAuth0:
             and (oldest is None or s.date_ms >= oldest)
         ]
 
-    def _count(self, user_id: str, stats: CallStats) -> None:
-        stats.count("api_calls")
+    def _count(self, user_id: str, scope: CallScope) -> None:
+        scope.stats.count("api_calls")
         self.calls += 1
         self.calls_by_user[user_id] = self.calls_by_user.get(user_id, 0) + 1
 
     def user_logs(
-        self, user_id: str, *, page: int, per_page: int, sort: str, stats: CallStats
-    ) -> list[dict[str, Any]]:
-        self._count(user_id, stats)
+        self, user_id: str, *, page: int, per_page: int, sort: str, scope: CallScope
+    ) -> list[Any]:
+        self._count(user_id, scope)
         if (page + 1) * per_page > 1000:
             raise Auth0SearchCapError("page past the cap", status=400)
         descending = sort == "date:-1"
@@ -83,12 +84,12 @@ class FakeAuth0:
         return [dict(s.event) for s in ordered[page * per_page : (page + 1) * per_page]]
 
     def search_logs(
-        self, query: str, *, page: int, per_page: int, sort: str, stats: CallStats
-    ) -> list[dict[str, Any]]:
+        self, query: str, *, page: int, per_page: int, sort: str, scope: CallScope
+    ) -> list[Any]:
         match = _QUERY.match(query)
         assert match, f"unexpected query {query!r}"
         user_id = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        self._count(user_id, stats)
+        self._count(user_id, scope)
         if not self.search_allowed:
             raise Auth0ScopeError("Insufficient scope; expected any of: read:logs", status=403)
         if (page + 1) * per_page > 1000:
@@ -177,6 +178,7 @@ class InMemoryCheckpointStore:
         *,
         expected_version: int | None,
         summary: Mapping[str, SummaryValue] = {},
+        deadline: Deadline = UNLIMITED,
     ) -> int:
         blob = encode_state(user_id, state)
         cleaned = clean_summary(summary)

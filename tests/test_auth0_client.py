@@ -24,11 +24,12 @@ import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.traffic import generate_user_events, iso
-from log_forwarder.auth0_client import Auth0Client, CallStats, ClientCredentials
+from log_forwarder.auth0_client import Auth0Client, CallScope, CallStats, ClientCredentials
 from log_forwarder.exceptions import (
     Auth0AuthError,
     Auth0Error,
     Auth0MalformedResponse,
+    Auth0NotFoundError,
     Auth0RequestError,
     Auth0ScopeError,
     Auth0SearchCapError,
@@ -741,10 +742,11 @@ def test_unknown_user_404_is_a_request_error_without_retries(h: Harness) -> None
     # GIVEN a tenant that answers unknown users with 404
     h.simulator.unknown_user_status = 404
     client = h.client()
-    # WHEN an unknown user's logs are read THEN a request error names the answer
+    # WHEN an unknown user's logs are read THEN a request error (the not-found kind, which the
+    # forwarder reads as "deleted or a wrong id") names the answer
     with pytest.raises(Auth0RequestError) as raised:
         client.user_logs("auth0|nobody", page=0)
-    assert type(raised.value) is Auth0RequestError
+    assert type(raised.value) is Auth0NotFoundError
     assert raised.value.status == 404
     assert "The user does not exist." in str(raised.value)
     assert h.simulator.stats.calls() == 1
@@ -790,9 +792,6 @@ def test_non_json_200_is_malformed_with_status_and_content_type(mock: Harness) -
         {"logs": {"0": {}}},  # `logs` is not an array
         "a string",
         None,
-        [1, 2, 3],  # an array, but not of events
-        [{"log_id": "1", "date": "2026-11-25T08:00:00.000Z"}, "not an event"],
-        {"logs": [None]},
     ],
 )
 def test_json_of_the_wrong_shape_is_malformed(mock: Harness, body: Any) -> None:
@@ -807,6 +806,41 @@ def test_json_of_the_wrong_shape_is_malformed(mock: Harness, body: Any) -> None:
         client.user_logs(USER, page=0)
     with pytest.raises(Auth0MalformedResponse):
         client.search_logs("type:s")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2, 3],  # an array, but not of events
+        [{"log_id": "1", "date": "2026-11-25T08:00:00.000Z"}, "not an event"],
+        {"logs": [None]},
+    ],
+)
+def test_entries_that_are_not_events_are_returned_for_the_caller_to_quarantine(
+    mock: Harness, body: Any
+) -> None:
+    # GIVEN a page whose array holds entries that are not event objects
+    raw = json.dumps(body).encode()
+    transport = mock_api(
+        lambda r: httpx.Response(200, content=raw, headers={"content-type": "application/json"})
+    )
+    client = mock.client(base_url=MOCK_BASE, transport=transport)
+    # WHEN it is read THEN the page is not lost: every entry comes back as it was
+    entries = client.user_logs(USER, page=0)
+    expected = body["logs"] if isinstance(body, dict) else body
+    assert entries == expected
+    assert client.stats.api_calls == 1
+
+
+def test_nan_and_infinity_are_kept_as_text_so_every_line_stays_json(mock: Harness) -> None:
+    # GIVEN an event whose body uses the non-JSON constants Python's parser would accept
+    raw = b'[{"log_id":"1","date":"2026-11-25T08:00:00.000Z","x":NaN,"y":-Infinity}]'
+    transport = mock_api(
+        lambda r: httpx.Response(200, content=raw, headers={"content-type": "application/json"})
+    )
+    # WHEN it is read THEN they arrive as the text they were
+    (event,) = mock.client(base_url=MOCK_BASE, transport=transport).user_logs(USER, page=0)
+    assert (event["x"], event["y"]) == ("NaN", "-Infinity")
 
 
 # == 3. retries ==============================================================================
@@ -1096,14 +1130,14 @@ def test_each_run_counts_its_calls_into_the_stats_it_passes(h: Harness) -> None:
     h.simulator.fail_next(1, status=503)
     client = h.client()
     first_run = CallStats()
-    client.user_logs(USER, page=0, stats=first_run)
-    client.user_logs(USER, page=1, stats=first_run)
+    client.user_logs(USER, page=0, scope=CallScope(first_run))
+    client.user_logs(USER, page=1, scope=CallScope(first_run))
     # THEN that run's stats hold its counts: (api calls, token requests, 429s, retries)
     assert counts(first_run) == (3, 1, 0, 1)
     # WHEN a second run passes stats of its own THEN they start from zero, the first stay put,
     # and the client's own default stats saw none of it
     second_run = CallStats()
-    client.user_logs(USER, page=2, stats=second_run)
+    client.user_logs(USER, page=2, scope=CallScope(second_run))
     assert counts(second_run) == (1, 0, 0, 0)
     assert counts(first_run) == (3, 1, 0, 1)
     assert counts(client.stats) == (0, 0, 0, 0)

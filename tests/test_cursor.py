@@ -6,6 +6,8 @@ from log_forwarder import cursor as cursor_module
 from log_forwarder.cursor import Cursor, LogEvent, Pending, iso_ms
 from log_forwarder.gaps import ReadFacts, expiry_gap, gaps_in
 
+# Reads start after every event of these tests: no watermark is capped by them.
+LATER = 4_000_000_000_000
 OVERLAP = 600_000
 T0 = 1_790_000_000_000
 
@@ -23,7 +25,9 @@ def test_new_events_come_out_in_date_then_id_order_and_repeats_are_dropped() -> 
 
 def test_a_late_event_inside_the_window_is_caught_and_counted() -> None:
     # GIVEN a cursor that forwarded events up to T0 + 10 min
-    cursor = Cursor.fresh(None).advance([ev("a", T0), ev("b", T0 + OVERLAP)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(
+        [ev("a", T0), ev("b", T0 + OVERLAP)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
     assert cursor.floor_ms == T0
     # WHEN a re-read shows an event dated 5 minutes before the watermark, which was not there before
     selection = cursor.select([ev("b", T0 + OVERLAP), ev("late", T0 + OVERLAP - 300_000)])
@@ -33,7 +37,7 @@ def test_a_late_event_inside_the_window_is_caught_and_counted() -> None:
 
 
 def test_events_that_share_the_watermark_date_are_all_forwarded_once() -> None:
-    cursor = Cursor.fresh(None).advance([ev("a", T0)], overlap_ms=0)
+    cursor = Cursor.fresh(None).advance([ev("a", T0)], overlap_ms=0, read_started_ms=LATER)
     # With no overlap at all, the floor is the watermark itself, so a tie arriving later still counts
     selection = cursor.select([ev("a", T0), ev("b", T0), ev("older", T0 - 1)])
     assert [e.log_id for e in selection.new] == ["b"]
@@ -47,7 +51,7 @@ def test_start_from_floor_excludes_older_events() -> None:
 
 def test_floor_never_moves_backwards() -> None:
     cursor = Cursor.fresh(T0 + 10 * OVERLAP).advance(
-        [ev("a", T0 + 10 * OVERLAP)], overlap_ms=OVERLAP
+        [ev("a", T0 + 10 * OVERLAP)], overlap_ms=OVERLAP, read_started_ms=LATER
     )
     assert cursor.floor_ms == T0 + 10 * OVERLAP
 
@@ -56,7 +60,9 @@ DAY = 86_400_000
 
 
 def test_expiry_gap_needs_evidence() -> None:
-    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(
+        [ev("anchor", T0)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
     newer = [ev("n1", T0 + DAY), ev("n2", T0 + DAY + 1)]
 
     def gap(read: list[LogEvent], *, covers: bool = True, c: Cursor = cursor):  # type: ignore[no-untyped-def]
@@ -88,7 +94,9 @@ def test_expiry_gap_needs_evidence() -> None:
 
 
 def test_a_whole_history_that_expired_unread_gives_one_gap_up_to_the_retention_cutoff() -> None:
-    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(
+        [ev("anchor", T0)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
     now = T0 + 3 * DAY
     found = expiry_gap(cursor, [], now, DAY)
     assert found is not None and (found.from_ms, found.to_ms) == (T0, now - DAY)
@@ -99,7 +107,9 @@ def test_a_whole_history_that_expired_unread_gives_one_gap_up_to_the_retention_c
 
 def test_an_anchor_that_ages_out_while_reads_continue_is_no_gap() -> None:
     # Read every 5 minutes: what was verified is recent, and newer than anything that can expire
-    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(
+        [ev("anchor", T0)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
     cursor = cursor.after_complete_read(T0 + 2 * DAY - 300_000, overlap_ms=OVERLAP)
     found = expiry_gap(cursor, [], T0 + 2 * DAY, DAY)
     assert found is None
@@ -108,7 +118,7 @@ def test_an_anchor_that_ages_out_while_reads_continue_is_no_gap() -> None:
 def test_state_round_trips_including_pending_intent() -> None:
     cursor = (
         Cursor.fresh(T0)
-        .advance([ev("a", T0 + 1), ev("b", T0 + 2)], overlap_ms=OVERLAP)
+        .advance([ev("a", T0 + 1), ev("b", T0 + 2)], overlap_ms=OVERLAP, read_started_ms=LATER)
         .with_pending(Pending("batch", frozenset({"c", "d"})))
         .with_pending(Pending("other", frozenset({"e"})))
         .with_backlog(True)
@@ -123,7 +133,7 @@ def test_recent_set_is_capped_at_a_whole_date(monkeypatch) -> None:  # type: ign
     # GIVEN a tiny cap, and more events inside the window than it allows
     monkeypatch.setattr(cursor_module, "MAX_RECENT", 4)
     events = [ev(f"e{i}", T0 + i // 2) for i in range(10)]  # pairs of equal dates
-    cursor = Cursor.fresh(None).advance(events, overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(events, overlap_ms=OVERLAP, read_started_ms=LATER)
     # THEN the floor rises to a date whose events are all still remembered (no split tie)
     assert cursor.floor_ms == T0 + 3
     assert [log_id for _, log_id in cursor.recent] == ["e6", "e7", "e8", "e9"]

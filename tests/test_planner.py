@@ -14,6 +14,8 @@ from log_forwarder.planner import Batch, PlanContext, plan_chunk
 from .fakes import InMemoryCheckpointStore, RecordingSink
 
 T0 = 1_790_000_000_000
+# Reads start after every event of these tests: no watermark is capped by them.
+LATER = 4_000_000_000_000
 OVERLAP = 600_000
 DAY = 86_400_000
 CONTEXT = PlanContext(
@@ -23,6 +25,7 @@ CONTEXT = PlanContext(
     read_started_ms=T0 + 3_600_000,
     overlap_ms=OVERLAP,
     min_retention_ms=DAY,
+    lease_until_ms=T0 + 3_900_000,
 )
 
 
@@ -40,7 +43,7 @@ def ids(batch: Batch) -> list[str]:
 
 def test_new_events_are_one_batch_with_an_intent_before_and_none_after() -> None:
     # GIVEN a cursor and a complete read with two new events and one already forwarded
-    cursor = Cursor.fresh(None).advance([ev("old", T0)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance([ev("old", T0)], overlap_ms=OVERLAP, read_started_ms=LATER)
     # WHEN planned
     plan = plan_chunk(cursor, chunk([ev("b", T0 + 2), ev("old", T0), ev("a", T0 + 1)]), CONTEXT)
     # THEN one batch: the new events in date order, the intent naming them, the cursor after
@@ -56,7 +59,7 @@ def test_new_events_are_one_batch_with_an_intent_before_and_none_after() -> None
     assert plan.selection.duplicates == 1
 
 
-def test_a_pending_batch_is_redelivered_first_without_a_new_intent() -> None:
+def test_a_pending_batch_is_redelivered_first_once_claimed_with_this_runs_lease() -> None:
     # GIVEN an interrupted batch {a, b, c} of which this chunk holds a and b, and a new event d
     cursor = Cursor.fresh(None).with_pending(Pending("crashed", frozenset({"a", "b", "c"})))
     events = [ev("a", T0 + 1), ev("b", T0 + 2), ev("d", T0 + 3)]
@@ -69,7 +72,11 @@ def test_a_pending_batch_is_redelivered_first_without_a_new_intent() -> None:
         ["a", "b"],
         True,
     )
-    assert redelivery.intent is None
+    # claimed before delivery: the same intent, now leased to this run until its end
+    assert redelivery.intent is not None
+    (claimed,) = redelivery.intent.pending
+    assert (claimed.batch_id, claimed.log_ids) == ("crashed", frozenset({"a", "b", "c"}))
+    assert claimed.lease_until_ms == CONTEXT.lease_until_ms
     assert [p.log_ids for p in redelivery.after.pending] == [frozenset({"c"})]
     # AND the new event is a batch of its own whose intent sits beside c's
     assert ids(fresh) == ["d"] and fresh.intent is not None
@@ -86,8 +93,10 @@ def test_pending_events_auth0_no_longer_returns_are_abandoned_and_counted() -> N
 
 def test_a_gap_alone_is_a_batch_of_one_record_with_no_intent() -> None:
     # GIVEN a forwarded anchor that expired unread, and nothing retained at all
-    cursor = Cursor.fresh(None).advance([ev("anchor", T0)], overlap_ms=OVERLAP)
-    context = PlanContext("auth0|u", "t", T0 + 3 * DAY, T0 + 3 * DAY, OVERLAP, DAY)
+    cursor = Cursor.fresh(None).advance(
+        [ev("anchor", T0)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
+    context = PlanContext("auth0|u", "t", T0 + 3 * DAY, T0 + 3 * DAY, OVERLAP, DAY, T0 + 3 * DAY)
     # WHEN a read from the floor plans
     plan = plan_chunk(cursor, chunk([], from_floor=True), context)
     # THEN the gap is one record, delivered without an intent, and the cursor moves past it
@@ -100,7 +109,9 @@ def test_a_gap_alone_is_a_batch_of_one_record_with_no_intent() -> None:
 
 
 def test_nothing_new_and_nothing_to_move_plans_no_batch() -> None:
-    cursor = Cursor.fresh(None).advance([ev("a", T0 + 3_000_000)], overlap_ms=OVERLAP)
+    cursor = Cursor.fresh(None).advance(
+        [ev("a", T0 + 3_000_000)], overlap_ms=OVERLAP, read_started_ms=LATER
+    )
     cursor = cursor.after_complete_read(CONTEXT.read_started_ms, overlap_ms=OVERLAP)
     assert plan_chunk(cursor, chunk([ev("a", T0 + 3_000_000)]), CONTEXT).batches == ()
 
@@ -122,7 +133,7 @@ class CountingStore(InMemoryCheckpointStore):
         return super().save(user_id, state, **kwargs)
 
 
-def test_checkpoint_writes_per_batch_are_two_for_new_events_and_one_for_a_redelivery() -> None:
+def test_checkpoint_writes_are_two_per_batch_handing_events_over_redeliveries_included() -> None:
     store = CountingStore()
     sink = RecordingSink()
     checkpoint = Checkpoint(store, "auth0|u", Cursor.fresh(None), None)
@@ -133,7 +144,7 @@ def test_checkpoint_writes_per_batch_are_two_for_new_events_and_one_for_a_redeli
         cursor, chunk([ev("a", T0), ev("b", T0 + 1)], complete=False), CONTEXT
     ).batches
     execute(redelivery, checkpoint, [sink])
-    assert store.writes == 1
+    assert store.writes == 2  # the claim, then the cursor
     execute(fresh, checkpoint, [sink])
-    assert store.writes == 3
+    assert store.writes == 4  # the intent, then the cursor
     assert sink.log_ids() == ["a", "b"] and checkpoint.cursor == fresh.after

@@ -6,6 +6,7 @@ an httpx error. No message built here contains a token or a client secret.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -20,16 +21,17 @@ import httpx
 from .exceptions import (
     Auth0AuthError,
     Auth0MalformedResponse,
+    Auth0NotFoundError,
     Auth0RequestError,
     Auth0ScopeError,
     Auth0SearchCapError,
     Auth0UnavailableError,
 )
 from .pacing import Pacer, RateLimitHeaders
-from .retry import Attempts, RetryPolicy
-from .source import CallStats
+from .retry import MIN_ATTEMPT_S, Attempts, RetryPolicy
+from .source import CallScope, CallStats
 
-__all__ = ["Auth0Client", "CallStats", "ClientCredentials"]
+__all__ = ["Auth0Client", "CallScope", "CallStats", "ClientCredentials"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +55,8 @@ class ClientCredentials:
 
 
 class Auth0Client:
-    """Implements `source.LogSource`. Calls count into the `stats` they are given; without one,
-    into the client's own `stats` (for direct use)."""
+    """Implements `source.LogSource`. Calls run in the `scope` they are given; without one, they
+    count into the client's own `stats` and have no deadline (for direct use)."""
 
     def __init__(
         self,
@@ -94,13 +96,13 @@ class Auth0Client:
         page: int,
         per_page: int = PER_PAGE_MAX,
         sort: str = "date:-1",
-        stats: CallStats | None = None,
-    ) -> list[dict[str, Any]]:
+        scope: CallScope | None = None,
+    ) -> list[Any]:
         """One page of GET /api/v2/users/{id}/logs."""
         # The id is one path segment: '|', '/', '@', '=' and spaces are all encoded.
         path = f"/api/v2/users/{quote(user_id, safe='')}/logs"
         params = {"page": page, "per_page": per_page, "sort": sort, "include_totals": "false"}
-        return _log_list(self._get(path, params, stats or self.stats))
+        return _log_list(self._get(path, params, scope or CallScope(self.stats)))
 
     def search_logs(
         self,
@@ -109,8 +111,8 @@ class Auth0Client:
         page: int = 0,
         per_page: int = PER_PAGE_MAX,
         sort: str = "date:1",
-        stats: CallStats | None = None,
-    ) -> list[dict[str, Any]]:
+        scope: CallScope | None = None,
+    ) -> list[Any]:
         """One page of tenant-wide search, GET /api/v2/logs?q=… (needs the read:logs scope)."""
         params = {
             "q": query,
@@ -119,31 +121,28 @@ class Auth0Client:
             "sort": sort,
             "include_totals": "false",
         }
-        return _log_list(self._get("/api/v2/logs", params, stats or self.stats))
+        return _log_list(self._get("/api/v2/logs", params, scope or CallScope(self.stats)))
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Mapping[str, Any], stats: CallStats) -> Any:
+    def _get(self, path: str, params: Mapping[str, Any], scope: CallScope) -> Any:
         refreshed_after_401 = False
-        attempts = self._attempts()
+        attempts = self._attempts(scope)
         while True:
             attempts.start()
-            token = self._access_token(stats)
-            stats.count("pacing_wait_s", self._pacer.acquire())
-            stats.count("api_calls")
-            try:
-                response = self._http.get(
-                    self._base_url + path,
-                    params=dict(params),
-                    headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                )
-            except httpx.RequestError as exc:
-                # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
-                # is not a TransportError): callers must never see an httpx exception.
-                self._retry_or_raise(attempts, stats, f"{type(exc).__name__} calling {path}")
+            token = self._access_token(scope)
+            scope.stats.count("pacing_wait_s", self._pacer.acquire(scope.deadline))
+            scope.stats.count("api_calls")
+            response = self._send(
+                scope,
+                attempts,
+                ("GET", path),
+                params=dict(params),
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
+            if response is None:
                 continue
             self._pacer.observe(RateLimitHeaders.parse(response.headers))
-
             status = response.status_code
             if status == 200:
                 return _json(response, path)
@@ -153,24 +152,53 @@ class Auth0Client:
                 self._invalidate_token(token)
                 continue
             if status == 429:
-                stats.count("rate_limited")
+                scope.stats.count("rate_limited")
                 self._pacer.back_off_until(self._clock() + self._wait_after_429(response))
-                self._retry_or_raise(attempts, stats, f"429 from {path}", wait=0.0)
+                self._retry_or_raise(attempts, scope, f"429 from {path}", wait=0.0)
                 continue
             if status >= 500 or status == 408:
-                self._retry_or_raise(attempts, stats, f"HTTP {status} from {path}")
+                self._retry_or_raise(attempts, scope, f"HTTP {status} from {path}")
                 continue
             raise _client_error(status, path, response)
 
-    def _attempts(self) -> Attempts:
-        return Attempts(self._retry_policy, sleep=self._sleep, rng=self._rng)
+    def _send(
+        self, scope: CallScope, attempts: Attempts, target: tuple[str, str], **request: Any
+    ) -> httpx.Response | None:
+        """One HTTP exchange (`target` is method and path) within the time left; None when it
+        failed below HTTP and may be retried. Callers never see an httpx exception."""
+        method, path = target
+        left = scope.deadline.left_s()
+        scope.deadline.ensure(MIN_ATTEMPT_S, f"a call to {self._host}{path}")
+        # Never wait for an answer past the deadline: the run must end in time to report.
+        timeout = httpx.Timeout(
+            min(DEFAULT_TIMEOUT.read or left, left),
+            connect=min(DEFAULT_TIMEOUT.connect or left, left),
+        )
+        try:
+            return self._http.request(method, self._base_url + path, timeout=timeout, **request)
+        except httpx.RequestError as exc:
+            # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
+            # is not a TransportError).
+            self._retry_or_raise(
+                attempts, scope, f"{type(exc).__name__} calling {self._host}{path}"
+            )
+            return None
+
+    @property
+    def _host(self) -> str:
+        return httpx.URL(self._base_url).host
+
+    def _attempts(self, scope: CallScope) -> Attempts:
+        return Attempts(
+            self._retry_policy, sleep=self._sleep, rng=self._rng, deadline=scope.deadline
+        )
 
     def _retry_or_raise(
-        self, attempts: Attempts, stats: CallStats, what: str, wait: float | None = None
+        self, attempts: Attempts, scope: CallScope, what: str, wait: float | None = None
     ) -> None:
         if attempts.exhausted:
             raise Auth0UnavailableError(f"{what}; gave up after {attempts.made} attempts")
-        stats.count("retries")
+        scope.stats.count("retries")
         logger.warning(
             "Auth0 call failed, retrying", extra={"reason": what, "attempt": attempts.made}
         )
@@ -191,13 +219,13 @@ class Auth0Client:
 
     # -- token -----------------------------------------------------------------------------------
 
-    def _access_token(self, stats: CallStats) -> str:
+    def _access_token(self, scope: CallScope) -> str:
         with self._token_lock:
             if self._token is None or self._clock() >= self._token_renew_at:
                 # The lifetime counts from when the token was asked for, not from when the
                 # (possibly retried) answer arrived.
                 requested_at = self._clock()
-                self._token, lifetime = self._request_token(stats)
+                self._token, lifetime = self._request_token(scope)
                 margin = min(TOKEN_RENEW_MARGIN_S, lifetime * TOKEN_RENEW_FRACTION)
                 self._token_renew_at = requested_at + lifetime - margin
             return self._token
@@ -208,29 +236,29 @@ class Auth0Client:
             if self._token == token:
                 self._token = None
 
-    def _request_token(self, stats: CallStats) -> tuple[str, float]:
+    def _request_token(self, scope: CallScope) -> tuple[str, float]:
         """POST /oauth/token. A refusal (401/403) reads the credentials again once, in case the
         secret was rotated; outages (network, 5xx, 408, 429) are retried like API calls and end
         in Auth0UnavailableError, never in Auth0AuthError: they say nothing about the secret."""
         credentials = self._credentials(False)
         reread = False
-        attempts = self._attempts()
+        attempts = self._attempts(scope)
         while True:
             attempts.start()
-            stats.count("token_requests")
-            try:
-                response = self._http.post(
-                    f"{self._base_url}/oauth/token",
-                    data={
-                        "grant_type": "client_credentials",
-                        "client_id": credentials.client_id,
-                        "client_secret": credentials.client_secret,
-                        # Always the tenant's own audience, even when talking to another base URL.
-                        "audience": f"https://{self._domain}/api/v2/",
-                    },
-                )
-            except httpx.RequestError as exc:
-                self._retry_or_raise(attempts, stats, f"{type(exc).__name__} requesting a token")
+            scope.stats.count("token_requests")
+            response = self._send(
+                scope,
+                attempts,
+                ("POST", "/oauth/token"),
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": credentials.client_id,
+                    "client_secret": credentials.client_secret,
+                    # Always the tenant's own audience, even when talking to another base URL.
+                    "audience": f"https://{self._domain}/api/v2/",
+                },
+            )
+            if response is None:
                 continue
             status = response.status_code
             if status == 200:
@@ -241,23 +269,22 @@ class Auth0Client:
                 credentials = self._credentials(True)
                 continue
             if status == 429:
-                stats.count("rate_limited")
+                scope.stats.count("rate_limited")
                 wait = self._wait_after_429(response)
-                self._retry_or_raise(attempts, stats, "429 requesting a token", wait=wait)
+                self._retry_or_raise(attempts, scope, "429 requesting a token", wait=wait)
                 continue
             if status >= 500 or status == 408:
-                self._retry_or_raise(attempts, stats, f"HTTP {status} requesting a token")
+                self._retry_or_raise(attempts, scope, f"HTTP {status} requesting a token")
                 continue
-            raise Auth0AuthError(
-                f"token request refused with HTTP {status} for client {credentials.client_id!r}",
-                status=status,
-            )
+            raise _token_refusal(status, response, credentials.client_id)
 
 
 def _json(response: httpx.Response, path: str) -> Any:
     content_type = response.headers.get("content-type", "")
     try:
-        return response.json()
+        # NaN and Infinity are not JSON, yet Python's parser takes them: kept as the text they
+        # were, so every forwarded line stays valid JSON and the event keeps what it said.
+        return json.loads(response.content, parse_constant=str)
     except ValueError as exc:
         raise Auth0MalformedResponse(
             f"{path} answered HTTP {response.status_code} with a body that is not JSON "
@@ -276,21 +303,41 @@ def _token_answer(response: httpx.Response) -> tuple[str, float]:
     return token, lifetime
 
 
-def _log_list(body: Any) -> list[dict[str, Any]]:
-    # Both documented shapes: a bare array, or {start, limit, length, total, logs}. `total` is
-    # never read: under log search v3 it may count only the page.
+def _log_list(body: Any) -> list[Any]:
+    """The entries of a log list, as returned. Both documented shapes: a bare array, or {start,
+    limit, length, total, logs}. `total` is never read: under log search v3 it may count only
+    the page. An entry that is not an event (null, a string) is kept: the caller quarantines it
+    rather than lose the page around it."""
     logs = body.get("logs") if isinstance(body, dict) else body
     if not isinstance(logs, list):
         raise Auth0MalformedResponse(
             f"log list answer is a {type(body).__name__} without a 'logs' array"
         )
-    for entry in logs:
-        if not isinstance(entry, dict):
-            # Callers read event.get(...): a non-object entry must not reach them.
-            raise Auth0MalformedResponse(
-                f"log list holds a {type(entry).__name__} where a log event object belongs"
-            )
     return logs
+
+
+def _token_refusal(status: int, response: httpx.Response, client_id: str) -> Auth0AuthError:
+    """Auth0's own words on why (`error`, `error_description`): "Unauthorized" (wrong secret)
+    and "Client is not authorized to access …" (not authorised for this API) need different
+    fixes. The description names no secret; it is cut short in case it ever grows."""
+    error = description = ""
+    try:
+        body = response.json()
+        if isinstance(body, dict):
+            error = str(body.get("error") or "")[:80]
+            description = str(body.get("error_description") or "")[:300]
+    except ValueError:
+        pass
+    said = ": ".join(part for part in (error, description) if part) or "no reason given"
+    hint = {
+        401: "check the client id and secret in the credentials secret",
+        403: "authorise the application for the Auth0 Management API (its audience) and grant "
+        "it read:logs and read:logs_users",
+    }.get(status, "check the Auth0 application")
+    return Auth0AuthError(
+        f"token request refused with HTTP {status} for client {client_id!r} ({said}); {hint}",
+        status=status,
+    )
 
 
 def _client_error(status: int, path: str, response: httpx.Response) -> Exception:
@@ -306,6 +353,8 @@ def _client_error(status: int, path: str, response: httpx.Response) -> Exception
         return Auth0ScopeError(text, status=status)
     if status == 401:
         return Auth0AuthError(text, status=status)
+    if status == 404:
+        return Auth0NotFoundError(text, status=status)
     if status == 400 and ("1000" in message or "page" in message.lower()) and "exceeds" in message:
         return Auth0SearchCapError(text, status=status)
     return Auth0RequestError(text, status=status)

@@ -7,14 +7,18 @@ above the sinks and the checkpoint store sees either.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+)
 
 from .exceptions import ForwarderError
-from .retry import Attempts, RetryPolicy, retry_call
+from .retry import Attempts, retry_call
 
 T = TypeVar("T")
 
@@ -65,15 +69,22 @@ def is_transient(error: Exception) -> bool:
     return error_code(error) in TRANSIENT_CODES or (status is not None and status >= 500)
 
 
+def outcome_unknown(error: Exception) -> bool:
+    """The request may have been applied though no answer says so: the answer was lost (a read
+    timeout, a closed connection) or the service failed after taking it (5xx). A request that
+    never left (no connection) or was refused (4xx, throttling included) was not applied."""
+    if isinstance(error, ConnectTimeoutError | EndpointConnectionError):
+        return False
+    if isinstance(error, BotoCoreError):
+        return True
+    status = http_status(error)
+    return status is None or status >= 500
+
+
 def call_aws(
-    call: Callable[[], T],
-    *,
-    what: str,
-    error: type[ForwarderError],
-    policy: RetryPolicy,
-    sleep: Callable[[float], None] = time.sleep,
+    call: Callable[[], T], *, what: str, error: type[ForwarderError], attempts: Attempts
 ) -> T:
-    """`call()` with the shared retry policy for transient failures; any failure that remains
+    """`call()`, retried on transient failures as `attempts` allows; any failure that remains
     becomes `error`, naming `what` was attempted and the AWS error code (never a payload)."""
 
     def fail(cause: Exception, attempts: int) -> ForwarderError:
@@ -82,7 +93,7 @@ def call_aws(
 
     return retry_call(
         call,
-        attempts=Attempts(policy, sleep=sleep),
+        attempts=attempts,
         errors=AWS_ERRORS,
         retryable=is_transient,
         fail=fail,

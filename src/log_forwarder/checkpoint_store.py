@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import call_aws, error_code
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
-from log_forwarder.retry import Attempts, RetryPolicy
+from log_forwarder.retry import UNLIMITED, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -69,6 +69,7 @@ class CheckpointStore(Protocol):
         *,
         expected_version: int | None,
         summary: Mapping[str, SummaryValue] = ...,
+        deadline: Deadline = ...,
     ) -> int: ...
 
     def watched_users(self) -> list[str]: ...
@@ -128,8 +129,8 @@ def clean_summary(summary: Mapping[str, SummaryValue]) -> dict[str, str | int | 
 def conflict(user_id: str, expected_version: int | None) -> CheckpointConflict:
     expected = "no checkpoint" if expected_version is None else f"version {expected_version}"
     return CheckpointConflict(
-        f"checkpoint for {user_id!r} changed since it was read (expected {expected}); "
-        "another run got there first"
+        f"checkpoint for {user_id!r} changed since it was read (expected {expected}): another "
+        "run of the forwarder (or an operator) wrote it first"
     )
 
 
@@ -191,7 +192,9 @@ class DynamoCheckpointStore:
                 }
             }
             response = self._call(
-                "BatchGetItem", functools.partial(self._client.batch_get_item, RequestItems=request)
+                "BatchGetItem",
+                functools.partial(self._client.batch_get_item, RequestItems=request),
+                UNLIMITED,
             )
             items.extend(response.get("Responses", {}).get(self.table_name, []))
             unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
@@ -211,6 +214,7 @@ class DynamoCheckpointStore:
         *,
         expected_version: int | None,
         summary: Mapping[str, SummaryValue] = {},
+        deadline: Deadline = UNLIMITED,
     ) -> int:
         blob = encode_state(user_id, state)
         new_version = 1 if expected_version is None else expected_version + 1
@@ -243,13 +247,16 @@ class DynamoCheckpointStore:
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
             except ClientError as error:
-                if error_code(error) == "ConditionalCheckFailedException":
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                # A retry after a lost answer finds its own first attempt: not a conflict.
+                if not _holds(error.response.get("Item"), new_version, blob):
                     raise conflict(user_id, expected_version) from error
-                raise
 
-        self._call("UpdateItem", update)
+        self._call("UpdateItem", update, deadline)
         return new_version
 
     def watched_users(self) -> list[str]:
@@ -263,18 +270,28 @@ class DynamoCheckpointStore:
             "ConsistentRead": True,
         }
         while True:
-            response = self._call("Scan", lambda: self._client.scan(**kwargs))
+            response = self._call("Scan", lambda: self._client.scan(**kwargs), UNLIMITED)
             users.extend(item["user_id"]["S"] for item in response.get("Items", []))
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return sorted(users)
             kwargs["ExclusiveStartKey"] = last_key
 
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
+    def _call(self, operation: str, call: Callable[[], T], deadline: Deadline) -> T:
         return call_aws(
             call,
             what=f"DynamoDB {operation} on checkpoint table {self.table_name!r}",
             error=CheckpointError,
-            policy=self._retry_policy,
-            sleep=self._sleep,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
         )
+
+
+def _holds(item: object, version: int, blob: bytes) -> bool:
+    """Whether the item as DynamoDB returned it is exactly the save that was attempted."""
+    if not isinstance(item, Mapping):
+        return False
+    stored_version = item.get("version", {}).get("N")
+    stored_state = item.get("state", {}).get("B")
+    return (
+        stored_version == str(version) and stored_state is not None and bytes(stored_state) == blob
+    )

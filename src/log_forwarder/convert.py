@@ -66,6 +66,34 @@ def gap_line(gap: Gap, context: ConvertContext) -> OutputLine:
     return OutputLine(timestamp_ms=detected_at_ms, line=_dumps(record), log_id=None)
 
 
+def quarantine_digest(raw: object) -> str:
+    """A short, stable digest of an entry as Auth0 returned it (to record each one once)."""
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
+
+
+def quarantine_line(raw: object, reason: str, context: ConvertContext) -> OutputLine:
+    """A record carrying an entry that cannot be forwarded as an event, exactly as returned.
+
+    `raw` holds the entry as JSON text: it may be anything (null, a string, an object without a
+    date), and a query engine reading the records needs one type for the field.
+    """
+    text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=repr)
+    record = {
+        FORWARDER_KEY: {
+            "format": FORMAT_VERSION,
+            "record_type": "quarantine",
+            "tenant": context.tenant,
+            "watched_user_id": context.watched_user_id,
+            "reason": reason,
+            "raw": text,
+            "entry_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            "detected_at": iso_ms(context.forwarded_at_ms),
+        }
+    }
+    return OutputLine(timestamp_ms=context.forwarded_at_ms, line=_dumps(record), log_id=None)
+
+
 def oversized_marker(item: OutputLine) -> OutputLine:
     """A small stand-in for a line a destination cannot take, naming the event it replaces."""
     raw = item.line.encode("utf-8")

@@ -33,6 +33,11 @@ VERIFIED_STEP_MS = 3_600_000
 # Bounds the checkpoint item (DynamoDB allows 400 KB). Past it the overlap window narrows for that
 # user, which is counted and logged rather than silently ignored.
 MAX_RECENT = 6_000
+# Malformed entries already quarantined, by digest: Auth0 returns such an entry on every read that
+# covers it, for as long as it is retained (30 days on the longest plan). Remembered that long, so
+# each is recorded once; capped so that a flood of them cannot outgrow the item.
+QUARANTINE_MEMORY_MS = 31 * 86_400_000
+MAX_QUARANTINED = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,12 @@ class Pending:
 
     batch_id: str
     log_ids: frozenset[str]
+    # The run that wrote the intent is delivering it until then (its invocation's end). Another
+    # run must not redeliver it before: the batch may still be on its way. 0 = released.
+    lease_until_ms: int = 0
+
+    def leased_at(self, now_ms: int) -> bool:
+        return self.lease_until_ms > now_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +131,10 @@ class Cursor:
     gaps_total: int = 0
     # Every event dated before this was visible to a complete read (read start − overlap).
     verified_ms: int | None = None
+    # (digest, first seen) of malformed entries already written to the destinations.
+    quarantined: tuple[tuple[str, int], ...] = ()
+    # When Auth0 first answered that the user does not exist (deleted, or never existed).
+    missing_since_ms: int | None = None
 
     @classmethod
     def fresh(cls, floor_ms: int | None) -> Cursor:
@@ -154,11 +169,18 @@ class Cursor:
         ordered = sorted(new.values(), key=lambda e: e.key)
         return Selection(ordered, duplicates, below_floor, late, max_lateness)
 
-    def advance(self, delivered: Sequence[LogEvent], *, overlap_ms: int) -> Cursor:
-        """The cursor after `delivered` was accepted by every destination."""
+    def advance(
+        self, delivered: Sequence[LogEvent], *, overlap_ms: int, read_started_ms: int
+    ) -> Cursor:
+        """The cursor after `delivered` was accepted by every destination.
+
+        The watermark stops at the start of the read: an event dated in the future (a wrong clock
+        upstream) must not move the window past what the read could see, or every event dated
+        before it would later be taken for one already forwarded.
+        """
         if not delivered:
             return self
-        newest = max(e.date_ms for e in delivered)
+        newest = min(max(e.date_ms for e in delivered), read_started_ms)
         watermark = newest if self.watermark_ms is None else max(self.watermark_ms, newest)
         floor = watermark - overlap_ms
         if self.floor_ms is not None:
@@ -211,6 +233,29 @@ class Cursor:
         others = tuple(p for p in self.pending if p.batch_id != pending.batch_id)
         return replace(self, pending=others + ((pending,) if pending.log_ids else ()))
 
+    def leased_until(self, now_ms: int) -> int | None:
+        """Until when another run holds an intent of this user's (None: nobody does)."""
+        leases = [p.lease_until_ms for p in self.pending if p.leased_at(now_ms)]
+        return max(leases) if leases else None
+
+    def released(self) -> Cursor:
+        """Every intent's lease given up: a run that stops delivering says so at once."""
+        return replace(self, pending=tuple(replace(p, lease_until_ms=0) for p in self.pending))
+
+    def knows_quarantined(self, digest: str) -> bool:
+        return any(known == digest for known, _ in self.quarantined)
+
+    def with_quarantined(self, digests: Iterable[str], *, now_ms: int) -> Cursor:
+        kept = [(d, seen) for d, seen in self.quarantined if seen >= now_ms - QUARANTINE_MEMORY_MS]
+        added = [(d, now_ms) for d in dict.fromkeys(digests) if not self.knows_quarantined(d)]
+        return replace(self, quarantined=tuple((kept + added)[-MAX_QUARANTINED:]))
+
+    def with_missing_since(self, now_ms: int | None) -> Cursor:
+        """Auth0 says the user does not exist (since `now_ms`), or exists again (None)."""
+        if now_ms is not None and self.missing_since_ms is not None:
+            return self
+        return replace(self, missing_since_ms=now_ms)
+
     def with_backlog(self, backlog: bool) -> Cursor:
         return replace(self, backlog=backlog)
 
@@ -221,12 +266,15 @@ class Cursor:
             "watermark": self.watermark_ms,
             "recent": [[date, log_id] for date, log_id in self.recent],
             "pending": [
-                {"batch_id": p.batch_id, "log_ids": sorted(p.log_ids)} for p in self.pending
+                {"batch_id": p.batch_id, "log_ids": sorted(p.log_ids), "lease": p.lease_until_ms}
+                for p in self.pending
             ],
             "backlog": self.backlog,
             "forwarded_total": self.forwarded_total,
             "gaps_total": self.gaps_total,
             "verified": self.verified_ms,
+            "quarantined": [[digest, seen] for digest, seen in self.quarantined],
+            "missing_since": self.missing_since_ms,
         }
 
     @classmethod
@@ -252,13 +300,19 @@ class Cursor:
                 sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
             ),
             pending=tuple(
-                Pending(str(p["batch_id"]), frozenset(map(str, p["log_ids"])))
+                Pending(
+                    str(p["batch_id"]), frozenset(map(str, p["log_ids"])), int(p.get("lease", 0))
+                )
                 for p in state.get("pending") or ()
             ),
             backlog=bool(state.get("backlog", False)),
             forwarded_total=int(state.get("forwarded_total", 0)),
             gaps_total=int(state.get("gaps_total", 0)),
             verified_ms=_optional_int(state.get("verified")),
+            quarantined=tuple(
+                (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
+            ),
+            missing_since_ms=_optional_int(state.get("missing_since")),
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:
@@ -272,6 +326,8 @@ class Cursor:
             "pending_events": sum(len(p.log_ids) for p in self.pending),
             "forwarded_total": self.forwarded_total,
             "gaps_total": self.gaps_total,
+            "quarantined_total": len(self.quarantined),
+            "missing_since": iso_ms(self.missing_since_ms),
         }
 
 

@@ -7,10 +7,12 @@
     │   ├── Auth0ScopeError         403: the token lacks the scope this call needs
     │   ├── Auth0SearchCapError     400: paging asked past the 1,000-result search cap
     │   ├── Auth0RequestError       another 4xx: the request itself is wrong
+    │   │   └── Auth0NotFoundError  404: the user does not exist (deleted, or a wrong id)
     │   ├── Auth0UnavailableError   5xx / 429 / network failures that outlasted every retry
     │   └── Auth0MalformedResponse  the body is not the JSON the API documents
     ├── MalformedEvent              an Auth0 event has no usable log_id or date
     ├── DeliveryError               a destination did not accept the lines (nothing is committed)
+    ├── OutOfTime                   a wait or call would outlast the invocation; resumes next run
     ├── CheckpointError             the checkpoint table could not be read or written
     │   ├── CheckpointConflict      another run moved the checkpoint first (conditional write)
     │   └── CheckpointStateError    a stored state is unreadable, or a new one would not fit
@@ -56,6 +58,10 @@ class Auth0RequestError(Auth0Error):
     """Auth0 answered a 4xx other than 401/403/429: the request itself is wrong."""
 
 
+class Auth0NotFoundError(Auth0RequestError):
+    """Auth0 answered 404: the user does not exist (deleted, or never did)."""
+
+
 class Auth0UnavailableError(Auth0Error):
     """Auth0 kept failing (5xx, 429, timeouts, connection errors) after every retry."""
 
@@ -70,6 +76,10 @@ class MalformedEvent(ForwarderError):
 
 class DeliveryError(ForwarderError):
     """A destination did not accept a batch; the checkpoint must not move."""
+
+
+class OutOfTime(ForwarderError):
+    """A wait or a call would end after the invocation's deadline: the work resumes next run."""
 
 
 class CheckpointError(ForwarderError):

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
 from .cursor import LogEvent, iso_ms, parse_event
-from .exceptions import Auth0ScopeError, MalformedEvent
+from .exceptions import Auth0NotFoundError, Auth0RequestError, Auth0ScopeError, MalformedEvent
 from .gaps import ReadFacts
-from .source import CallStats, LogSource
+from .source import CallScope, LogSource
 
 logger = logging.getLogger(__name__)
 
@@ -63,22 +63,52 @@ class UserRead:
     user_id: str
     floor_ms: int | None
     backlog: bool
-    stats: CallStats
+    scope: CallScope
     out_of_time: Callable[[], bool] = lambda: False
+    # Auth0 answered that the user does not exist on an earlier run.
+    missing: bool = False
+
+
+class SearchRefused(Exception):
+    """Tenant search answered 403 or 400: the reason, for the logs and the gap records."""
 
 
 def read_user(read: UserRead) -> Iterator[Chunk]:
-    """The user's new events as chunks in forwarding order; stops early when out of time."""
-    if read.backlog:
+    """The user's new events as chunks in forwarding order; stops early when out of time.
+
+    A user Auth0 no longer knows (deleted) is read through search alone: its last events, its
+    deletion among them, stay in the tenant log.
+    """
+    if read.backlog or read.missing:
         try:
             yield from _search(read, lo_ms=read.floor_ms, hi_ms=None)
             return
-        except Auth0ScopeError:
+        except SearchRefused as refused:
             logger.warning(
-                "Search needs the read:logs scope; reading newest first (1,000 events at most)",
-                extra={"user_id": read.user_id},
+                "Tenant search refused; reading the user's own endpoint instead (1,000 events "
+                "at most)",
+                extra={"user_id": read.user_id, "reason": str(refused)},
             )
-    yield from _newest_first(read)
+    try:
+        yield from _newest_first(read)
+    except Auth0NotFoundError:
+        yield from _missing_user(read)
+
+
+def _missing_user(read: UserRead) -> Iterator[Chunk]:
+    if not read.missing:
+        logger.warning(
+            "Auth0 says the user does not exist (deleted, or a wrong id); reading its events "
+            "through tenant search",
+            extra={"user_id": read.user_id},
+        )
+    try:
+        for chunk in _search(read, lo_ms=read.floor_ms, hi_ms=None):
+            chunk.facts = replace(chunk.facts, user_exists=False)
+            yield chunk
+    except SearchRefused as refused:
+        facts = ReadFacts(user_exists=False, search_refused=str(refused))
+        yield Chunk([], "user_logs", complete=True, facts=facts)
 
 
 def _newest_first(read: UserRead) -> Iterator[Chunk]:
@@ -90,7 +120,7 @@ def _newest_first(read: UserRead) -> Iterator[Chunk]:
         if page and read.out_of_time():
             return  # nothing was delivered from these pages; the next run reads them again
         raw = read.source.user_logs(
-            read.user_id, page=page, per_page=PER_PAGE_MAX, sort="date:-1", stats=read.stats
+            read.user_id, page=page, per_page=PER_PAGE_MAX, sort="date:-1", scope=read.scope
         )
         returned += len(raw)
         events = _parse(raw, malformed)
@@ -104,7 +134,7 @@ def _newest_first(read: UserRead) -> Iterator[Chunk]:
         if reached_floor:
             break
 
-    facts = ReadFacts(from_floor=True)
+    facts = ReadFacts(from_floor=True, user_exists=True)
     if not reached_floor:
         # Ten full pages and the floor is still not reached: more than 1,000 events to forward.
         oldest_reached = min(e.date_ms for e in newest)
@@ -114,9 +144,11 @@ def _newest_first(read: UserRead) -> Iterator[Chunk]:
                 # The search stopped short of the newest pages: they wait for the next run,
                 # which continues the search (the cursor is in backlog mode).
                 return
-            facts = ReadFacts()
-        except Auth0ScopeError:
-            facts = ReadFacts(unreachable_below_ms=oldest_reached)
+            facts = ReadFacts(user_exists=True)
+        except SearchRefused as refused:
+            facts = ReadFacts(
+                search_refused=str(refused), unreachable_below_ms=oldest_reached, user_exists=True
+            )
     yield Chunk(
         newest, "user_logs", complete=True, facts=facts, returned=returned, malformed=malformed
     )
@@ -166,13 +198,18 @@ def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator
     window = _SearchWindow(lo_ms, hi_ms)
     chunk = Chunk([], "logs_search", complete=False, facts=ReadFacts(from_floor=True))
     while True:
-        raw = read.source.search_logs(
-            search_query(read.user_id, window.lo_ms, window.hi_ms),
-            page=window.page,
-            per_page=PER_PAGE_MAX,
-            sort="date:1",
-            stats=read.stats,
-        )
+        try:
+            raw = read.source.search_logs(
+                search_query(read.user_id, window.lo_ms, window.hi_ms),
+                page=window.page,
+                per_page=PER_PAGE_MAX,
+                sort="date:1",
+                scope=read.scope,
+            )
+        except (Auth0ScopeError, Auth0RequestError) as refusal:
+            if chunk.returned or window.lo_ms != lo_ms or window.page:
+                raise  # refused half-way through: not a matter of scope, let the run say so
+            raise SearchRefused(str(refusal)) from refusal
         chunk.returned += len(raw)
         events = _parse(raw, chunk.malformed)
         chunk.events.extend(events)

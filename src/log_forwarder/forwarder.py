@@ -13,33 +13,40 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, iso_ms
-from .exceptions import ForwarderError
+from .exceptions import CheckpointConflict, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
-from .fetch import Chunk, UserRead, read_user
-from .planner import PlanContext, plan_chunk
-from .records import Gap
+from .fetch import UserRead, read_user
+from .planner import Plan, PlanContext, plan_chunk
 from .report import RunReport, UserReport
+from .retry import Deadline
 from .sinks import Sink
-from .source import CallStats, LogSource
+from .source import CallScope, CallStats, LogSource
 
 logger = logging.getLogger(__name__)
+
+
+# Kept back from the invocation's timeout for what comes after the last wait: releasing leases,
+# publishing the metrics, returning. Waits and retries end before it.
+FINISH_RESERVE_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
 class _Run:
     """What every user of one run shares."""
 
-    stats: CallStats
+    scope: CallScope
     remaining_ms: Callable[[], int]
     margin_ms: int
     out_of_time: threading.Event
+    lease_until_ms: int  # when this invocation ends: the intents it writes are its own till then
 
     def time_is_up(self) -> bool:
+        """No new chunk or user starts: the margin is for finishing what is under way."""
         return self.remaining_ms() < self.margin_ms
 
 
@@ -65,10 +72,19 @@ class Forwarder:
         # ones are not always the ones left for later.
         offset = random.randrange(len(user_ids)) if user_ids else 0
         ordered = [*user_ids[offset:], *user_ids[:offset]]
-        run = _Run(CallStats(), remaining_ms, self._settings.time_margin_ms, threading.Event())
+        margin_ms = self._settings.time_margin_ms
+        reserve_ms = min(FINISH_RESERVE_MS, margin_ms // 2)
+        deadline = Deadline(lambda: remaining_ms() - reserve_ms)
+        run = _Run(
+            CallScope(CallStats(), deadline),
+            remaining_ms,
+            margin_ms,
+            threading.Event(),
+            lease_until_ms=self._now_ms() + remaining_ms(),
+        )
         with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
             reports = list(pool.map(lambda user: self._user(user, stored.get(user), run), ordered))
-        return RunReport(users=reports, calls=run.stats, finished_ms=self._now_ms())
+        return RunReport(users=reports, calls=run.scope.stats, finished_ms=self._now_ms())
 
     def _user(self, user_id: str, stored: StoredCheckpoint | None, run: _Run) -> UserReport:
         report = UserReport(user_id)
@@ -76,8 +92,20 @@ class Forwarder:
             run.out_of_time.set()
             report.deferred = True
             return report
+        checkpoint: Checkpoint | None = None
         try:
-            self._forward_user(report, stored, run)
+            checkpoint = self._checkpoint(user_id, stored, run)
+            self._forward_user(report, checkpoint, run)
+        except OutOfTime as exc:
+            report.deferred = True
+            logger.warning(
+                "User deferred: out of time", extra={"user_id": user_id, "why": str(exc)}
+            )
+        except CheckpointConflict as exc:
+            # Another run moved this user's checkpoint first: it owns the user now. Conditional
+            # writes kept this run from delivering anything twice; nothing failed.
+            report.busy = True
+            logger.warning("User skipped: " + str(exc), extra={"user_id": user_id})
         except ForwarderError as exc:
             # One user's failure must not cost the others their run.
             report.error = f"{type(exc).__name__}: {exc}"
@@ -87,29 +115,56 @@ class Forwarder:
             # then the run fails with this exception, traceback and all.
             report.bug = exc
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+        if checkpoint is not None and not report.busy:
+            # Leases the other run holds, or that a conflict handed to it, are not ours.
+            checkpoint.release()
         if report.deferred:
             run.out_of_time.set()
         return report
 
-    def _forward_user(self, report: UserReport, stored: StoredCheckpoint | None, run: _Run) -> None:
+    def _forward_user(self, report: UserReport, checkpoint: Checkpoint, run: _Run) -> None:
         read_started_ms = self._now_ms()
-        checkpoint = self._checkpoint(report.user_id, stored, read_started_ms)
-        chunks = read_user(
-            UserRead(
-                self._source,
-                report.user_id,
-                floor_ms=checkpoint.cursor.floor_ms,
-                backlog=checkpoint.cursor.backlog,
-                stats=run.stats,
-                out_of_time=run.time_is_up,
+        cursor = checkpoint.cursor
+        leased_until = cursor.leased_until(read_started_ms)
+        if leased_until is not None:
+            # Another run is still delivering this user's pending batch (or died doing so and
+            # its lease has not run out): redelivering it now could write it twice.
+            report.busy = True
+            logger.warning(
+                "User skipped: another run holds its pending events",
+                extra={"user_id": report.user_id, "lease_until": iso_ms(leased_until)},
             )
+            return
+        read = UserRead(
+            self._source,
+            report.user_id,
+            floor_ms=cursor.floor_ms,
+            backlog=cursor.backlog,
+            scope=run.scope,
+            out_of_time=run.time_is_up,
+            missing=cursor.missing_since_ms is not None,
         )
+        context = PlanContext(
+            user_id=report.user_id,
+            tenant=self._settings.auth0_domain,
+            now_ms=read_started_ms,
+            read_started_ms=read_started_ms,
+            overlap_ms=self._settings.overlap_window_ms,
+            min_retention_ms=self._settings.log_retention_ms,
+            lease_until_ms=run.lease_until_ms,
+        )
+        chunks = read_user(read)
         complete = False
         while not complete and not run.time_is_up():
             chunk = next(chunks, None)
             if chunk is None:
                 break
-            self._forward_chunk(report, checkpoint, chunk, read_started_ms)
+            report.fetched += chunk.returned
+            plan = plan_chunk(checkpoint.cursor, chunk, replace(context, now_ms=self._now_ms()))
+            report.add_plan(plan)
+            _log_plan(report.user_id, plan)
+            for batch in plan.batches:
+                report.add_batch(batch, execute(batch, checkpoint, self._sinks))
             complete = chunk.complete
         # The read stopped before the newest events (here, or inside fetch between pages).
         report.deferred = not complete and run.time_is_up()
@@ -121,53 +176,28 @@ class Forwarder:
                 extra={"user_id": report.user_id, "floor": iso_ms(checkpoint.cursor.floor_ms)},
             )
 
-    def _checkpoint(self, user_id: str, stored: StoredCheckpoint | None, now_ms: int) -> Checkpoint:
+    def _checkpoint(self, user_id: str, stored: StoredCheckpoint | None, run: _Run) -> Checkpoint:
+        deadline = run.scope.deadline
         if stored is not None:
-            return Checkpoint(self._store, user_id, Cursor.from_state(stored.state), stored.version)
+            cursor = Cursor.from_state(stored.state)
+            return Checkpoint(self._store, user_id, cursor, stored.version, deadline)
         # A new user's history is read oldest first by search from the start: with more than
         # 1,000 retained events, ten newest-first pages would be read only to be thrown away.
         # Without the read:logs scope the read falls back to newest first.
-        cursor = Cursor.fresh(self._settings.start_from.floor_ms(now_ms)).with_backlog(True)
-        checkpoint = Checkpoint(self._store, user_id, cursor, None)
+        cursor = Cursor.fresh(self._settings.start_from.floor_ms(self._now_ms())).with_backlog(True)
+        checkpoint = Checkpoint(self._store, user_id, cursor, None, deadline)
         # Fix the starting point at first sight: with START_FROM=now, a user who stays quiet
         # must not see "now" move forward with every run.
         checkpoint.write(cursor)
         return checkpoint
 
-    def _forward_chunk(
-        self, report: UserReport, checkpoint: Checkpoint, chunk: Chunk, read_started_ms: int
-    ) -> None:
-        report.fetched += chunk.returned
-        if chunk.malformed:
-            report.malformed += len(chunk.malformed)
-            logger.warning(
-                "Malformed events rejected",
-                extra={
-                    "user_id": report.user_id,
-                    "count": len(chunk.malformed),
-                    "reasons": sorted({entry.reason for entry in chunk.malformed}),
-                },
-            )
-        context = PlanContext(
-            user_id=report.user_id,
-            tenant=self._settings.auth0_domain,
-            now_ms=self._now_ms(),
-            read_started_ms=read_started_ms,
-            overlap_ms=self._settings.overlap_window_ms,
-            min_retention_ms=self._settings.log_retention_ms,
-        )
-        plan = plan_chunk(checkpoint.cursor, chunk, context)
-        report.add_plan(plan)
-        _log_plan(report.user_id, plan.gaps, plan.abandoned)
-        for batch in plan.batches:
-            report.add_batch(batch, execute(batch, checkpoint, self._sinks))
-
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
 
-def _log_plan(user_id: str, gaps: Sequence[Gap], abandoned: int) -> None:
-    for gap in gaps:
+def _log_plan(user_id: str, plan: Plan) -> None:
+    """What a plan says that an operator must hear about (the destinations say it too)."""
+    for gap in plan.gaps:
         logger.warning(
             "Gap: events could not be forwarded",
             extra={
@@ -177,10 +207,24 @@ def _log_plan(user_id: str, gaps: Sequence[Gap], abandoned: int) -> None:
                 "reason": gap.reason,
             },
         )
-    if abandoned:
+    if plan.quarantined:
+        logger.warning(
+            "Malformed entries quarantined (written to the destinations as records)",
+            extra={
+                "user_id": user_id,
+                "count": len(plan.quarantined),
+                "reasons": sorted({entry.reason for entry in plan.quarantined}),
+            },
+        )
+    if plan.future_dated:
+        logger.warning(
+            "Events dated in the future (a wrong clock upstream); forwarded with their dates",
+            extra={"user_id": user_id, "count": plan.future_dated},
+        )
+    if plan.abandoned:
         # Auth0 no longer returns them (expired?): they may or may not have been delivered
         # before the crash. Said, rather than waited for.
         logger.warning(
             "Pending events from an interrupted run are gone from Auth0",
-            extra={"user_id": user_id, "count": abandoned},
+            extra={"user_id": user_id, "count": plan.abandoned},
         )

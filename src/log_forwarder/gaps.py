@@ -18,10 +18,15 @@ class ReadFacts:
 
     # The read holds the oldest events Auth0 still has at or above the cursor's floor.
     from_floor: bool = False
-    # Search was refused (no read:logs): events older than this could not be read.
+    # Tenant search was refused, and why (no read:logs scope, a 400...).
+    search_refused: str | None = None
+    # The newest-first read stopped at the 1,000-result cap here, above the floor, and search
+    # was refused: nothing older could be read.
     unreachable_below_ms: int | None = None
     # 1,000 events share this millisecond: no Auth0 query pages past them.
     saturated_ms: int | None = None
+    # Whether the per-user endpoint knows the user (None: not asked by this read).
+    user_exists: bool | None = None
 
 
 def gaps_in(
@@ -39,9 +44,18 @@ def gaps_in(
         if expired is not None:
             found.append(expired)
     if facts.unreachable_below_ms is not None:
-        unreachable = _unreachable_gap(cursor, facts.unreachable_below_ms)
-        if unreachable is not None:
-            found.append(unreachable)
+        found.append(_unreachable_gap(cursor, facts.unreachable_below_ms, facts.search_refused))
+    if facts.user_exists is False and facts.search_refused and cursor.missing_since_ms is None:
+        # The user's last events (its deletion among them) are in the tenant log, and search,
+        # the only way to read them, is refused. Said once, when the user goes missing.
+        found.append(
+            Gap(
+                from_ms=None if cursor.floor_ms is None else cursor.floor_ms - 1,
+                to_ms=now_ms + 1,
+                reason="unreachable: Auth0 says the user does not exist and tenant search "
+                f"is refused ({facts.search_refused})",
+            )
+        )
     if facts.saturated_ms is not None:
         found.append(
             Gap(
@@ -78,13 +92,15 @@ def expiry_gap(
     return Gap(from_ms=start, to_ms=end, reason="expired")
 
 
-def _unreachable_gap(cursor: Cursor, oldest_reached_ms: int) -> Gap | None:
-    """Without search only the newest 1,000 can be read. If they reach back to the newest event
-    already forwarded, nothing new is out of reach; otherwise the span between is a gap."""
-    if cursor.watermark_ms is not None and oldest_reached_ms <= cursor.watermark_ms:
-        return None
+def _unreachable_gap(cursor: Cursor, oldest_reached_ms: int, why: str | None) -> Gap:
+    """Without search only the newest 1,000 can be read. Anything dated from the floor up to
+    the oldest of them that was not forwarded before (late events, ties cut by the page limit)
+    is out of reach: the gap spans all of it, both ends included, and says "possible" since
+    most of that span was usually forwarded already."""
     return Gap(
-        from_ms=cursor.watermark_ms if cursor.watermark_ms is not None else cursor.floor_ms,
-        to_ms=oldest_reached_ms,
-        reason="unreachable: over 1,000 new events and no read:logs scope to search",
+        from_ms=None if cursor.floor_ms is None else cursor.floor_ms - 1,
+        to_ms=oldest_reached_ms + 1,
+        reason="possible: over 1,000 events newer than the checkpoint and tenant search "
+        f"refused ({why or 'no reason given'}); events in this span not forwarded before "
+        "cannot be read",
     )

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from .retry import MIN_ATTEMPT_S, UNLIMITED, Deadline
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitHeaders:
@@ -59,15 +61,19 @@ class Pacer:
         self._theoretical_arrival = 0.0
         self._not_before = 0.0
 
-    def acquire(self) -> float:
-        """Block until one more request fits in the budget; returns the seconds waited."""
+    def acquire(self, deadline: Deadline = UNLIMITED) -> float:
+        """Block until one more request fits in the budget; returns the seconds waited.
+
+        Raises OutOfTime, without taking the slot, when the wait would outlast the deadline.
+        """
         with self._lock:
             now = self._clock()
             tolerance = (self._burst - 1.0) * self._interval
             start = max(self._theoretical_arrival, now)
             slot = max(now, start - tolerance, self._not_before)
-            self._theoretical_arrival = max(start, slot) + self._interval
             wait = max(0.0, slot - now)
+            deadline.ensure(wait + MIN_ATTEMPT_S, "waiting for the rate-limit share")
+            self._theoretical_arrival = max(start, slot) + self._interval
         if wait > 0:
             self._sleep(wait)
         return wait

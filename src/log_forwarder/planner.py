@@ -7,10 +7,12 @@ why lives:
 
 - A batch an interrupted run handed to the destinations but never committed (a pending intent)
   is delivered again first, as a redelivery under its own batch id: the destinations skip what
-  they already hold. Its intent is already stored, so it needs none.
-- The chunk's new events (and the records of any gaps the read proves) follow as one batch.
-- The end of the chunk (backlog flag, the floor moving with time, gaps) rides on the last
-  batch's cursor, or on a checkpoint-only batch when nothing was delivered.
+  they already hold. Its intent is rewritten first with this run's lease: a conditional write
+  that claims it, so two runs can never both redeliver it.
+- The chunk's new events, and the records about them (gaps the read proves, malformed entries
+  quarantined), follow as one batch.
+- The end of the chunk (backlog flag, the floor moving with time, gaps, a user Auth0 no longer
+  knows) rides on the last batch's cursor, or on a checkpoint-only batch.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .batching import batch_id_for
-from .convert import ConvertContext, event_line, gap_line
+from .convert import ConvertContext, event_line, gap_line, quarantine_digest, quarantine_line
 from .cursor import Cursor, LogEvent, Pending, Selection
-from .fetch import Chunk
+from .fetch import Chunk, Malformed
 from .gaps import gaps_in
 from .records import Delivery, Gap, OutputLine
+from .retry import Deadline
+
+# An event dated this far past the start of the read that returned it has a wrong clock upstream.
+FUTURE_TOLERANCE_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +40,8 @@ class PlanContext:
     read_started_ms: int
     overlap_ms: int
     min_retention_ms: int
+    # Until when this run may hold an intent: the end of its invocation.
+    lease_until_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +49,12 @@ class Batch:
     batch_id: str
     events: tuple[LogEvent, ...]
     lines: tuple[OutputLine, ...]  # the events' lines and the records about them, in time order
-    intent: Cursor | None  # written before delivery; None when nothing new is handed over
+    intent: Cursor | None  # written before delivery; None when no event is handed over
     after: Cursor  # written once every destination accepted `lines`
     redelivery: bool = False  # an interrupted run may already have delivered part of it
 
-    def delivery(self, user_id: str) -> Delivery:
-        return Delivery(user_id, self.batch_id, self.lines, redelivery=self.redelivery)
+    def delivery(self, user_id: str, deadline: Deadline) -> Delivery:
+        return Delivery(user_id, self.batch_id, self.lines, self.redelivery, deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,10 +65,41 @@ class Plan:
     # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
     # can tell any more, and nothing is waited for.
     abandoned: int = 0
+    quarantined: tuple[Malformed, ...] = ()  # malformed entries recorded for the first time
+    future_dated: int = 0  # new events dated after the read that returned them
+
+
+@dataclass(frozen=True, slots=True)
+class _Records:
+    """The forwarder's own records a chunk adds beside its events."""
+
+    gaps: tuple[Gap, ...]
+    quarantined: tuple[Malformed, ...]
+    digests: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.gaps or self.quarantined)
 
 
 def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
     selection = cursor.select(chunk.events)
+    records = _records(cursor, chunk, context)
+    batches, new, state, abandoned = _redeliveries(cursor, selection.new, chunk, context)
+    fresh = _fresh_batch(state, new, records, chunk.source, context)
+    if fresh is not None:
+        batches.append(fresh)
+        state = fresh.after
+    end = _end_of_chunk(state, chunk, records.gaps, context)
+    if end != state:
+        if batches:
+            batches[-1] = replace(batches[-1], after=end)
+        else:
+            batches.append(Batch("", (), (), intent=None, after=end))
+    future = sum(e.date_ms > context.read_started_ms + FUTURE_TOLERANCE_MS for e in selection.new)
+    return Plan(tuple(batches), selection, records.gaps, abandoned, records.quarantined, future)
+
+
+def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
     gaps = gaps_in(
         chunk.facts,
         chunk.events,
@@ -68,18 +107,13 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
         now_ms=context.now_ms,
         min_retention_ms=context.min_retention_ms,
     )
-    batches, new, state, abandoned = _redeliveries(cursor, selection.new, chunk, context)
-    fresh = _fresh_batch(state, new, gaps, chunk.source, context)
-    if fresh is not None:
-        batches.append(fresh)
-        state = fresh.after
-    end = _end_of_chunk(state, chunk.complete, gaps, context)
-    if end != state:
-        if batches:
-            batches[-1] = replace(batches[-1], after=end)
-        else:
-            batches.append(Batch("", (), (), intent=None, after=end))
-    return Plan(tuple(batches), selection, tuple(gaps), abandoned)
+    # Auth0 returns a malformed entry on every read that covers it: record each one once.
+    first_seen: dict[str, Malformed] = {}
+    for entry in chunk.malformed:
+        digest = quarantine_digest(entry.raw)
+        if not cursor.knows_quarantined(digest):
+            first_seen.setdefault(digest, entry)
+    return _Records(tuple(gaps), tuple(first_seen.values()), tuple(first_seen))
 
 
 def _redeliveries(
@@ -99,50 +133,62 @@ def _redeliveries(
             abandoned += len(left)
             left = frozenset()
         if again or left != pending.log_ids:
-            after = state.advance(again, overlap_ms=context.overlap_ms).with_pending(
-                Pending(pending.batch_id, left)
-            )
-            lines = _lines(again, (), chunk.source, context)
+            # Claimed with this run's lease before anything is delivered: a run that read the
+            # same intent loses the conditional write instead of delivering it a second time.
+            claim = state.with_pending(replace(pending, lease_until_ms=context.lease_until_ms))
+            after = claim.advance(
+                again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
+            ).with_pending(Pending(pending.batch_id, left, context.lease_until_ms))
+            lines = _lines(again, _Records((), (), ()), chunk.source, context)
             batches.append(
-                Batch(pending.batch_id, tuple(again), lines, None, after, redelivery=True)
+                Batch(pending.batch_id, tuple(again), lines, claim, after, redelivery=True)
             )
             state = after
     return batches, new, state, abandoned
 
 
 def _fresh_batch(
-    cursor: Cursor, new: list[LogEvent], gaps: Sequence[Gap], source: str, context: PlanContext
+    cursor: Cursor, new: list[LogEvent], records: _Records, source: str, context: PlanContext
 ) -> Batch | None:
-    if not new and not gaps:
+    if not new and not records:
         return None
     ids = [e.log_id for e in new]
-    batch_id = batch_id_for(ids or [f"gap:{context.user_id}:{gap.to_ms}" for gap in gaps])
+    # Records alone get an id from what they report, so a retried delivery reuses its S3 keys.
+    about = [f"gap:{context.user_id}:{gap.to_ms}" for gap in records.gaps]
+    batch_id = batch_id_for(ids or [*about, *(f"quarantine:{d}" for d in records.digests)])
     # The intent goes first: a crash after it is recovered, not repeated. Records alone need
     # none (a repeated gap record is a documented corner, not a repeated event).
-    intent = cursor.with_pending(Pending(batch_id, frozenset(ids))) if new else None
-    after = (intent or cursor).advance(new, overlap_ms=context.overlap_ms)
+    pending = Pending(batch_id, frozenset(ids), context.lease_until_ms)
+    intent = cursor.with_pending(pending) if new else None
+    after = (intent or cursor).advance(
+        new, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
+    )
+    after = after.with_quarantined(records.digests, now_ms=context.now_ms)
     return Batch(
         batch_id,
         tuple(new),
-        _lines(new, gaps, source, context),
+        _lines(new, records, source, context),
         intent,
         after.with_pending(Pending(batch_id, frozenset())),
     )
 
 
 def _end_of_chunk(
-    cursor: Cursor, complete: bool, gaps: Sequence[Gap], context: PlanContext
+    cursor: Cursor, chunk: Chunk, gaps: Sequence[Gap], context: PlanContext
 ) -> Cursor:
-    end = cursor.with_backlog(not complete)
-    if complete:
+    end = cursor.with_backlog(not chunk.complete)
+    if chunk.complete:
         end = end.after_complete_read(context.read_started_ms, overlap_ms=context.overlap_ms)
     for gap in gaps:
         end = end.after_gap(gap)
+    exists = chunk.facts.user_exists
+    if exists is not None:
+        end = end.with_missing_since(None if exists else context.now_ms)
     return end
 
 
 def _lines(
-    events: Sequence[LogEvent], gaps: Sequence[Gap], source: str, context: PlanContext
+    events: Sequence[LogEvent], records: _Records, source: str, context: PlanContext
 ) -> tuple[OutputLine, ...]:
     convert = ConvertContext(
         tenant=context.tenant,
@@ -151,5 +197,6 @@ def _lines(
         source=source,
     )
     lines = [event_line(e, convert) for e in events]
-    lines.extend(gap_line(gap, convert) for gap in gaps)
+    lines.extend(gap_line(gap, convert) for gap in records.gaps)
+    lines.extend(quarantine_line(entry.raw, entry.reason, convert) for entry in records.quarantined)
     return tuple(sorted(lines, key=lambda line: line.timestamp_ms))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .retry import UNLIMITED, Deadline
+
 
 @dataclass(frozen=True, slots=True)
 class OutputLine:
@@ -50,10 +52,12 @@ class Delivery:
     """One batch as every destination receives it: the lines of one user, in timestamp order.
 
     `redelivery`: a batch an interrupted run may already have written in part. A destination
-    then writes only what it does not hold yet.
+    then writes only what it does not hold yet. `deadline`: when the run must be done; no retry
+    waits past it.
     """
 
     user_id: str
     batch_id: str
     lines: tuple[OutputLine, ...]
     redelivery: bool = False
+    deadline: Deadline = UNLIMITED

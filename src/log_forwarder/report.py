@@ -27,7 +27,8 @@ class UserReport:
     duplicates: int = 0
     late: int = 0
     max_lateness_ms: int = 0
-    malformed: int = 0
+    quarantined: int = 0  # malformed entries recorded for the first time
+    future_dated: int = 0
     restamped: int = 0
     oversized: int = 0
     recovered: int = 0
@@ -35,6 +36,7 @@ class UserReport:
     gaps: list[Gap] = field(default_factory=list)
     newest_forwarded_ms: int | None = None
     deferred: bool = False  # stopped by the time budget; resumes next run
+    busy: bool = False  # another run holds the user (a live lease, or it wrote first)
     backlog: bool = False
     error: str | None = None  # a ForwarderError: this user failed, the others went on
     bug: BaseException | None = None  # anything else: the run fails loudly once all are done
@@ -47,6 +49,8 @@ class UserReport:
         self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
         self.abandoned += plan.abandoned
         self.gaps.extend(plan.gaps)
+        self.quarantined += len(plan.quarantined)
+        self.future_dated += plan.future_dated
 
     def add_batch(self, batch: Batch, outcomes: Sequence[DeliveryReport]) -> None:
         for outcome in outcomes:
@@ -61,6 +65,16 @@ class UserReport:
             newest = batch.events[-1].date_ms
             self.newest_forwarded_ms = max(self.newest_forwarded_ms or newest, newest)
 
+    @property
+    def missing(self) -> bool:
+        """Auth0 says the user does not exist (deleted, or a wrong id)."""
+        return self.cursor is not None and self.cursor.missing_since_ms is not None
+
+    @property
+    def unknown(self) -> bool:
+        """Missing, and nothing was ever forwarded for it: most likely a wrong id."""
+        return self.missing and self.cursor is not None and self.cursor.forwarded_total == 0
+
     def as_dict(self) -> dict[str, Any]:
         cursor = self.cursor
         return {
@@ -70,7 +84,8 @@ class UserReport:
             "delivered": dict(self.delivered),
             "duplicates_dropped": self.duplicates,
             "late_events": self.late,
-            "malformed_rejected": self.malformed,
+            "quarantined": self.quarantined,
+            "future_dated": self.future_dated,
             "restamped": self.restamped,
             "oversized": self.oversized,
             "recovered": self.recovered,
@@ -80,6 +95,8 @@ class UserReport:
                 for g in self.gaps
             ],
             "deferred": self.deferred,
+            "busy": self.busy,
+            "missing": self.missing,
             "backlog": self.backlog,
             "error": self.error,
             "checkpoint": cursor.summary() if cursor else None,
@@ -133,17 +150,23 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     (
         "UsersProcessed",
         "Count",
-        lambda run: sum(u.error is None and u.bug is None and not u.deferred for u in run.users),
+        lambda run: sum(
+            u.error is None and u.bug is None and not u.deferred and not u.busy for u in run.users
+        ),
     ),
     ("UsersFailed", "Count", lambda run: len(run.failed)),
     ("UsersDeferred", "Count", _total("deferred")),
+    ("UsersBusy", "Count", _total("busy")),
+    ("UsersMissing", "Count", _total("missing")),
+    ("UnknownUsers", "Count", _total("unknown")),
     ("UsersInBacklog", "Count", _total("backlog")),
     ("EventsFetched", "Count", _total("fetched")),
     ("EventsForwarded", "Count", _total("forwarded")),
     *((f"EventsDelivered_{d}", "Count", _delivered(d)) for d in DESTINATIONS),
     ("DuplicatesDropped", "Count", _total("duplicates")),
     ("LateEvents", "Count", _total("late")),
-    ("MalformedEvents", "Count", _total("malformed")),
+    ("Quarantined", "Count", _total("quarantined")),
+    ("FutureDatedEvents", "Count", _total("future_dated")),
     ("RestampedEvents", "Count", _total("restamped")),
     ("OversizedEvents", "Count", _total("oversized")),
     ("RecoveredEvents", "Count", _total("recovered")),

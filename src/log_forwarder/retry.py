@@ -13,7 +13,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .exceptions import OutOfTime
+
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When an invocation's work must be over, read from Lambda's remaining time.
+
+    Every wait and every retry asks it first: a run that would outlive its timeout is killed by
+    Lambda, and its report and metrics are lost with it.
+    """
+
+    remaining_ms: Callable[[], int]
+
+    def left_s(self) -> float:
+        return self.remaining_ms() / 1000
+
+    def ensure(self, seconds: float, what: str) -> None:
+        """Raise OutOfTime unless `seconds` more fit before the deadline."""
+        left = self.left_s()
+        if seconds > left:
+            raise OutOfTime(
+                f"{what} needs {max(seconds, 0):.1f} s and {max(left, 0):.1f} s are left before "
+                "the invocation's deadline; the work resumes next run"
+            )
+
+
+UNLIMITED = Deadline(lambda: 10**12)
+# Time an attempt is given at the least after a wait: no point waiting for a call with no time.
+MIN_ATTEMPT_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +69,7 @@ class Attempts:
     policy: RetryPolicy
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random | None = None
+    deadline: Deadline = UNLIMITED
     made: int = field(default=0, init=False)
 
     def start(self) -> int:
@@ -53,11 +84,13 @@ class Attempts:
     def retry_after(self, wait_s: float | None = None) -> bool:
         """Wait before the next attempt and return True, or return False when none is left.
 
-        `wait_s` overrides the backoff (a server said how long to wait).
+        `wait_s` overrides the backoff (a server said how long to wait). Raises OutOfTime when
+        the wait and an attempt after it would outlast the deadline.
         """
         if self.exhausted:
             return False
         wait = self.policy.backoff_s(self.made, self.rng) if wait_s is None else wait_s
+        self.deadline.ensure(wait + MIN_ATTEMPT_S, "a retry")
         if wait > 0:
             self.sleep(wait)
         return True

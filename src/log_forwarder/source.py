@@ -1,8 +1,9 @@
 """The seam between the forwarder and Auth0: the two log reads it makes, and what they cost.
 
 `Auth0Client` is the real implementation; tests pass plain classes with the same two methods.
-Every call counts itself into the `CallStats` of the run that made it, so a warm container's
-runs never mix their figures.
+Every call runs in the `CallScope` of the run that made it: it counts itself into that run's
+stats (a warm container's runs never mix their figures) and waits only as long as the run's
+deadline allows.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from .retry import UNLIMITED, Deadline
 
 
 @dataclass(slots=True)
@@ -30,15 +33,23 @@ class CallStats:
             setattr(self, name, getattr(self, name) + amount)
 
 
+@dataclass(frozen=True, slots=True)
+class CallScope:
+    """What a run lends each of its calls: where to count it, and when it must be done by."""
+
+    stats: CallStats = field(default_factory=CallStats)
+    deadline: Deadline = UNLIMITED
+
+
 class LogSource(Protocol):
     def user_logs(
-        self, user_id: str, *, page: int, per_page: int, sort: str, stats: CallStats
-    ) -> list[dict[str, Any]]:
-        """One page of GET /api/v2/users/{id}/logs."""
+        self, user_id: str, *, page: int, per_page: int, sort: str, scope: CallScope
+    ) -> list[Any]:
+        """One page of GET /api/v2/users/{id}/logs: the entries, malformed ones included."""
         ...
 
     def search_logs(
-        self, query: str, *, page: int, per_page: int, sort: str, stats: CallStats
-    ) -> list[dict[str, Any]]:
+        self, query: str, *, page: int, per_page: int, sort: str, scope: CallScope
+    ) -> list[Any]:
         """One page of tenant-wide search, GET /api/v2/logs?q=…"""
         ...

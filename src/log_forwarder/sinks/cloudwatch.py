@@ -1,4 +1,10 @@
-"""CloudWatch Logs: one stream per watched user, each event stamped with its Auth0 date."""
+"""CloudWatch Logs: one stream per watched user, each event stamped with its Auth0 date.
+
+PutLogEvents is not idempotent: sent twice, its events are stored twice. So it is never resent
+blindly. When the outcome of a put is unknown (its answer lost, a 5xx), the stream is read over
+the batch's span first and only what it lacks is sent again. botocore's own retries must be off
+for the client given here (`max_attempts` 1), or they would resend behind this sink's back.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,26 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import boto3
 from botocore.exceptions import ClientError
 
-from log_forwarder.aws_errors import call_aws, error_code
+from log_forwarder.aws_errors import (
+    AWS_ERRORS,
+    call_aws,
+    error_code,
+    is_transient,
+    outcome_unknown,
+)
 from log_forwarder.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, stream_name_for
 from log_forwarder.convert import oversized_marker, record_log_id
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, RetryPolicy
+from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_logs.client import CloudWatchLogsClient
-    from mypy_boto3_logs.type_defs import InputLogEventTypeDef, RejectedLogEventsInfoTypeDef
+    from mypy_boto3_logs.type_defs import (
+        GetLogEventsResponseTypeDef,
+        InputLogEventTypeDef,
+        RejectedLogEventsInfoTypeDef,
+    )
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,17 +80,18 @@ class CloudWatchSink:
         if not delivery.lines:
             return DeliveryReport(destination=self.name, accepted=0)
         stream = stream_name_for(delivery.user_id)
+        deadline = delivery.deadline
         lines, oversized = self._fit(stream, delivery)
-        self._ensure_stream(stream)
+        self._ensure_stream(stream, deadline)
         already_present = 0
         if delivery.redelivery:
-            lines, already_present = self._drop_present(stream, lines)
+            lines, already_present = self._drop_present(stream, lines, deadline)
         stamped, moved = self._stamp_for_window(lines)
         rejected: list[OutputLine] = []
         for batch in cloudwatch_batches(stamped):
-            rejected.extend(self._put(stream, batch))
+            rejected.extend(self._put(stream, batch, deadline))
         if rejected:
-            self._put_again_stamped_now(stream, rejected, delivery.batch_id)
+            self._put_again_stamped_now(stream, rejected, delivery)
             moved.update(id(item) for item in rejected)
         return DeliveryReport(
             destination=self.name,
@@ -125,13 +142,13 @@ class CloudWatchSink:
         return stamped, moved
 
     def _put_again_stamped_now(
-        self, stream: str, rejected: list[OutputLine], batch_id: str
+        self, stream: str, rejected: list[OutputLine], delivery: Delivery
     ) -> None:
         """Rejected for age (or for the group's retention): write them once more, stamped now."""
         retry_ms = int(self._clock() * 1000)
         again = [replace(item, timestamp_ms=retry_ms) for item in rejected]
         for batch in cloudwatch_batches(again):
-            still = self._put(stream, batch)
+            still = self._put(stream, batch, delivery.deadline)
             if still:
                 raise DeliveryError(
                     f"CloudWatch Logs rejected {len(still)} event(s) in log group "
@@ -140,10 +157,10 @@ class CloudWatchSink:
                 )
         logger.info(
             "Re-put events CloudWatch rejected for their timestamp",
-            extra={"stream": stream, "batch_id": batch_id, "count": len(rejected)},
+            extra={"stream": stream, "batch_id": delivery.batch_id, "count": len(rejected)},
         )
 
-    def _ensure_stream(self, stream: str) -> None:
+    def _ensure_stream(self, stream: str, deadline: Deadline) -> None:
         key = self._cache_key(stream)
         if key in self._created_streams:
             return
@@ -155,47 +172,77 @@ class CloudWatchSink:
                 if error_code(error) != "ResourceAlreadyExistsException":
                     raise
 
-        self._call("CreateLogStream", stream, create)
+        self._call("CreateLogStream", stream, create, deadline)
         self._created_streams.add(key)
+
+    def _forget_stream(self, stream: str) -> None:
+        """The stream was deleted after this container created it: create it before the next
+        put. Without this a warm container would keep failing on it (and every destination
+        after it would wait) until a new process started."""
+        self._created_streams.discard(self._cache_key(stream))
 
     def _cache_key(self, stream: str) -> tuple[str, str, str, str]:
         meta = self._client.meta
         return (str(meta.endpoint_url), str(meta.region_name), self.log_group, stream)
 
-    def _put(self, stream: str, batch: list[OutputLine]) -> list[OutputLine]:
-        """PutLogEvents for one batch; returns the events rejected for their timestamp."""
-        events: list[InputLogEventTypeDef] = [
-            {"timestamp": item.timestamp_ms, "message": item.line} for item in batch
-        ]
+    def _put(self, stream: str, batch: list[OutputLine], deadline: Deadline) -> list[OutputLine]:
+        """PutLogEvents for one batch; returns the events rejected for their timestamp.
 
-        def send() -> RejectedLogEventsInfoTypeDef | None:
-            response = self._client.put_log_events(
-                logGroupName=self.log_group, logStreamName=stream, logEvents=events
-            )
-            return response.get("rejectedLogEventsInfo")
-
-        def put() -> RejectedLogEventsInfoTypeDef | None:
+        A put whose outcome is unknown is treated like an interrupted run: before the next
+        attempt, the stream is read and what it already holds is left out.
+        """
+        attempts = Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline)
+        unsent = batch
+        while True:
+            attempts.start()
             try:
-                return send()
-            except ClientError as error:
-                if error_code(error) != "ResourceNotFoundException":
-                    raise
-            # The stream was deleted after this container created it: create it again.
-            self._created_streams.discard(self._cache_key(stream))
-            self._ensure_stream(stream)
-            return send()
-
-        info = self._call("PutLogEvents", stream, put)
+                info = self._send(stream, unsent, deadline)
+                break
+            except AWS_ERRORS as error:
+                if not (is_transient(error) and attempts.retry_after()):
+                    raise self._failure("PutLogEvents", stream, error, attempts.made) from error
+                if outcome_unknown(error):
+                    logger.warning(
+                        "PutLogEvents outcome unknown; reading the stream before sending again",
+                        extra={"stream": stream, "error": error_code(error), "events": len(unsent)},
+                    )
+                    unsent, _ = self._drop_present(stream, unsent, deadline)
+                    if not unsent:
+                        return []
         if not info:
             return []
-        indices = rejected_indices(info, len(batch))
+        indices = rejected_indices(info, len(unsent))
         logger.warning(
             "CloudWatch Logs rejected events for their timestamp",
             extra={"stream": stream, "rejected": len(indices), "info": dict(info)},
         )
-        return [batch[index] for index in indices]
+        return [unsent[index] for index in indices]
 
-    def _drop_present(self, stream: str, lines: list[OutputLine]) -> tuple[list[OutputLine], int]:
+    def _send(
+        self, stream: str, batch: list[OutputLine], deadline: Deadline
+    ) -> RejectedLogEventsInfoTypeDef | None:
+        events: list[InputLogEventTypeDef] = [
+            {"timestamp": item.timestamp_ms, "message": item.line} for item in batch
+        ]
+        for _ in range(2):
+            try:
+                response = self._client.put_log_events(
+                    logGroupName=self.log_group, logStreamName=stream, logEvents=events
+                )
+                return response.get("rejectedLogEventsInfo")
+            except ClientError as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
+                self._forget_stream(stream)
+                self._ensure_stream(stream, deadline)
+        raise DeliveryError(
+            f"CloudWatch Logs stream {stream!r} in log group {self.log_group!r} disappeared "
+            "twice while it was being written"
+        )
+
+    def _drop_present(
+        self, stream: str, lines: list[OutputLine], deadline: Deadline
+    ) -> tuple[list[OutputLine], int]:
         """Redelivery: leave out lines an interrupted earlier run already wrote to the stream.
 
         Lines are matched by log_id; lines without one (our own records) by their whole text.
@@ -206,7 +253,7 @@ class CloudWatchSink:
         end_ms = max(lines[-1].timestamp_ms, int(self._clock() * 1000) + CW_MAX_FUTURE_MS) + 1
         present_ids: set[str] = set()
         present_digests: set[str] = set()
-        for message in self._read_stream(stream, start_ms, end_ms):
+        for message in self._read_stream(stream, start_ms, end_ms, deadline):
             log_id = record_log_id(message)
             if log_id is not None:
                 present_ids.add(log_id)
@@ -227,7 +274,10 @@ class CloudWatchSink:
             )
         return missing, skipped
 
-    def _read_stream(self, stream: str, start_ms: int, end_ms: int) -> list[str]:
+    def _read_stream(
+        self, stream: str, start_ms: int, end_ms: int, deadline: Deadline
+    ) -> list[str]:
+        """The messages of the stream between the two instants; none if it does not exist."""
         messages: list[str] = []
         token: str | None = None
         while True:
@@ -241,8 +291,11 @@ class CloudWatchSink:
             if token is not None:
                 kwargs["nextToken"] = token
             response = self._call(
-                "GetLogEvents", stream, functools.partial(self._client.get_log_events, **kwargs)
+                "GetLogEvents", stream, functools.partial(self._get_events, kwargs), deadline
             )
+            if response is None:
+                self._forget_stream(stream)
+                return messages
             messages.extend(event.get("message", "") for event in response.get("events", []))
             next_token = response.get("nextForwardToken")
             # GetLogEvents signals the end by returning the token it was given.
@@ -250,14 +303,28 @@ class CloudWatchSink:
                 return messages
             token = next_token
 
-    def _call(self, operation: str, stream: str, call: Callable[[], T]) -> T:
+    def _get_events(self, kwargs: dict[str, Any]) -> GetLogEventsResponseTypeDef | None:
+        try:
+            return self._client.get_log_events(**kwargs)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                return None  # no stream: nothing in it
+            raise
+
+    def _call(self, operation: str, stream: str, call: Callable[[], T], deadline: Deadline) -> T:
         return call_aws(
             call,
-            what=f"CloudWatch Logs {operation} for log group {self.log_group!r}, stream {stream!r}",
+            what=self._what(operation, stream),
             error=DeliveryError,
-            policy=self._retry_policy,
-            sleep=self._sleep,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
         )
+
+    def _what(self, operation: str, stream: str) -> str:
+        return f"CloudWatch Logs {operation} for log group {self.log_group!r}, stream {stream!r}"
+
+    def _failure(self, operation: str, stream: str, error: Exception, attempts: int) -> Exception:
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        return DeliveryError(f"{self._what(operation, stream)} failed: {error_code(error)}{tries}")
 
 
 def rejected_indices(info: RejectedLogEventsInfoTypeDef, count: int) -> list[int]:

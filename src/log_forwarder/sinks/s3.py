@@ -16,7 +16,7 @@ from log_forwarder.batching import S3Object, batch_id_for, s3_objects
 from log_forwarder.convert import record_log_id
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, RetryPolicy
+from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -55,18 +55,19 @@ class S3Sink:
             return DeliveryReport(destination=self.name, accepted=0)
         ordered = sorted(delivery.lines, key=lambda item: item.timestamp_ms)
         objects = self._objects(delivery.user_id, ordered, delivery.batch_id)
+        deadline = delivery.deadline
         accepted = already_present = 0
         written: list[str] = []
         for obj in objects:
-            if self._put(obj):
+            if self._put(obj, deadline):
                 accepted += obj.line_count
                 written.append(obj.key)
                 continue
-            missing = self._missing_from(obj, ordered)
+            missing = self._missing_from(obj, ordered, deadline)
             already_present += obj.line_count - len(missing)
             ids = [line.log_id for line in missing if line.log_id]
             for extra in self._objects(delivery.user_id, missing, batch_id_for(ids)):
-                if self._put(extra):
+                if self._put(extra, deadline):
                     accepted += extra.line_count
                     written.append(extra.key)
                 else:
@@ -90,12 +91,15 @@ class S3Sink:
     def _objects(self, user_id: str, lines: Sequence[OutputLine], batch_id: str) -> list[S3Object]:
         return s3_objects(lines, prefix=self.prefix, user_id=user_id, batch_id=batch_id)
 
-    def _missing_from(self, obj: S3Object, lines: Sequence[OutputLine]) -> list[OutputLine]:
+    def _missing_from(
+        self, obj: S3Object, lines: Sequence[OutputLine], deadline: Deadline
+    ) -> list[OutputLine]:
         """The lines of `obj` whose log_id the object already stored under its key lacks."""
         stored = self._call(
             "GetObject",
             obj.key,
             lambda: self._client.get_object(Bucket=self.bucket, Key=obj.key)["Body"].read(),
+            deadline,
         )
         text = gzip.decompress(stored).decode("utf-8")
         present = {record_log_id(line) for line in text.splitlines()}
@@ -106,7 +110,7 @@ class S3Sink:
             if line.line in in_object and line.log_id is not None and line.log_id not in present
         ]
 
-    def _put(self, obj: S3Object) -> bool:
+    def _put(self, obj: S3Object, deadline: Deadline) -> bool:
         """Write obj unless its key exists; True when written, False when already there."""
 
         def put() -> bool:
@@ -128,13 +132,12 @@ class S3Sink:
                 raise
             return True
 
-        return self._call("PutObject", obj.key, put)
+        return self._call("PutObject", obj.key, put, deadline)
 
-    def _call(self, operation: str, key: str, call: Callable[[], T]) -> T:
+    def _call(self, operation: str, key: str, call: Callable[[], T], deadline: Deadline) -> T:
         return call_aws(
             call,
             what=f"S3 {operation} for bucket {self.bucket!r}, key {key!r}",
             error=DeliveryError,
-            policy=self._retry_policy,
-            sleep=self._sleep,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
         )
