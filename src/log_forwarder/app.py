@@ -20,12 +20,13 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
 
-from .auth0_client import Auth0Client, ClientCredentials
+from .auth0_client import Auth0Client
 from .checkpoint_store import DynamoCheckpointStore
 from .config import Settings
+from .credentials import credentials_source
 from .exceptions import ConfigError, RunFailed
 from .forwarder import Forwarder
 from .pacing import Pacer
@@ -46,7 +47,17 @@ copy_config_to_registered_loggers(
     },
 )
 
-SECRET_CACHE_S = 300
+# botocore retries nothing on its own: every retry goes through retry.py, which knows the
+# deadline and, for PutLogEvents, checks what a lost answer may already have written.
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    connect_timeout=5,
+    read_timeout=20,
+)
+# Reading the secret is idempotent and outside any delivery: botocore may retry it.
+SECRETS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
+)
 
 
 @dataclass(frozen=True)
@@ -71,16 +82,25 @@ def build_runtime(
     """Everything an invocation needs, built once per container. Tests and local runs may pass
     their own clock, boto3 session and HTTP client."""
     session = session or boto3.session.Session()
-    store = DynamoCheckpointStore(settings.checkpoint_table, client=session.client("dynamodb"))
+    store = DynamoCheckpointStore(
+        settings.checkpoint_table, client=session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    )
     sinks: list[Sink] = []
     if settings.log_group_name:
-        sinks.append(CloudWatchSink(settings.log_group_name, client=session.client("logs")))
+        logs = session.client("logs", config=AWS_CLIENT_CONFIG)
+        sinks.append(CloudWatchSink(settings.log_group_name, client=logs))
     if settings.s3_bucket:
-        sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=session.client("s3")))
+        s3 = session.client("s3", config=AWS_CLIENT_CONFIG)
+        sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3))
+    secrets = (
+        session.client("secretsmanager", config=SECRETS_CLIENT_CONFIG)
+        if settings.credentials_secret
+        else None
+    )
     client = Auth0Client(
         domain=settings.auth0_domain,
         base_url=settings.auth0_base_url,
-        credentials=_credentials_source(settings, session),
+        credentials=credentials_source(settings, secrets),
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
@@ -98,33 +118,6 @@ def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
     with _runtime_lock:
         _runtime = None
         _runtime_clock = clock
-
-
-def _credentials_source(
-    settings: Settings, session: boto3.session.Session
-) -> Callable[[bool], ClientCredentials]:
-    if settings.credentials_secret is None:
-        assert settings.local_client_id
-        assert settings.local_client_secret
-        local = ClientCredentials(settings.local_client_id, settings.local_client_secret)
-        return lambda _force: local
-    secret_id = settings.credentials_secret
-    provider = parameters.SecretsProvider(boto3_client=session.client("secretsmanager"))
-
-    def from_secrets_manager(force: bool) -> ClientCredentials:
-        value = provider.get(secret_id, transform="json", max_age=SECRET_CACHE_S, force_fetch=force)
-        if not isinstance(value, dict) or not all(
-            isinstance(value.get(key), str) and value.get(key)
-            for key in ("client_id", "client_secret")
-        ):
-            # Never echo the value: it is a secret, malformed or not.
-            raise ConfigError(
-                f"AUTH0_CREDENTIALS_SECRET {secret_id!r} must hold JSON with string fields "
-                "client_id and client_secret"
-            )
-        return ClientCredentials(value["client_id"], value["client_secret"])
-
-    return from_secrets_manager
 
 
 def _get_runtime() -> Runtime:
