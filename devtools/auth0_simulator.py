@@ -156,12 +156,12 @@ class _Stored:
 
     @property
     def user_id(self) -> str | None:
-        value = self.event.get("user_id")
+        value = self.event.get("user_id") if isinstance(self.event, dict) else None
         return value if isinstance(value, str) else None
 
     @property
     def log_id(self) -> str:
-        value = self.event.get("log_id")
+        value = self.event.get("log_id") if isinstance(self.event, dict) else None
         return value if isinstance(value, str) else ""
 
 
@@ -581,6 +581,7 @@ class Auth0Simulator:
         self._events: list[_Stored] = []
         self._by_user: dict[str, list[_Stored]] = {}
         self._known_users: set[str] = set()
+        self._deleted_users: set[str] = set()
         self._seq = 0
         self._last_ingest = -math.inf
         self._id_rng = random.Random(seed)
@@ -692,6 +693,22 @@ class Auth0Simulator:
         """Make a user known without events (matters when unknown_user_status is 404)."""
         with self._lock:
             self._known_users.add(user_id)
+
+    def add_raw_entry(self, user_id: str, entry: Any, *, sorts_as: str) -> None:
+        """An entry the user's own endpoint returns as is, however malformed (no date, no
+        log_id, null...), placed in date order as if dated `sorts_as` (ISO-8601)."""
+        with self._lock:
+            self._seq += 1
+            stored = _Stored(self._seq, copy.deepcopy(entry), _instant_us(sorts_as), None)
+            self._by_user.setdefault(user_id, []).append(stored)
+            self._known_users.add(user_id)
+
+    def delete_user(self, user_id: str) -> None:
+        """Delete a user as Auth0 does: its own endpoint answers 404 "The user does not exist.",
+        while its events (the deletion among them) stay in the tenant log until they expire."""
+        with self._lock:
+            self._deleted_users.add(user_id)
+            self._known_users.discard(user_id)
 
     def revoke_tokens(self) -> None:
         with self._lock:
@@ -936,7 +953,8 @@ class Auth0Simulator:
                 "insufficient_scope",
             )
         paging = _Paging.parse(query, min_per_page=1)
-        if user_id not in self._known_users and self.unknown_user_status == 404:
+        deleted = user_id in self._deleted_users
+        if deleted or (user_id not in self._known_users and self.unknown_user_status == 404):
             raise _ApiError(404, "The user does not exist.", "inexistent_user")
         found = [s for s in self._by_user.get(user_id, []) if self._is_visible(s, now)]
         return self._page(found, paging, fields=None)

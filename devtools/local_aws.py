@@ -103,17 +103,19 @@ class LocalAws:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, region: str | None = None) -> Any:
         """A boto3 client aimed at the server, cached: clients are thread-safe and slow to build."""
         if self._session is None:
             raise RuntimeError("LocalAws is not started; use it as a context manager")
-        if service not in self._clients:
-            self._clients[service] = self._session.client(
+        key = f"{service}@{region or self.region}"
+        if key not in self._clients:
+            self._clients[key] = self._session.client(
                 service,  # type: ignore[call-overload]
                 endpoint_url=self.endpoint_url,
+                region_name=region or self.region,
                 config=Config(retries={"mode": "standard", "max_attempts": 2}),
             )
-        return self._clients[service]
+        return self._clients[key]
 
     def reset(self) -> None:
         """Forget every resource (moto's reset API), for tests that need a clean account."""

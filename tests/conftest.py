@@ -32,6 +32,7 @@ def openapi() -> dict[str, Any]:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Expected against delivered events per end-to-end test and destination, as figures."""
+    _fault_matrix(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -48,3 +49,19 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(
             f"  {test[:70]:70} {destination:10} {expected:6} {delivered:6} {missing:3} {repeated:3}"
         )
+
+
+def _fault_matrix(write: Any) -> None:
+    from tests.test_faults import FAULT_LEDGER, MARGINS
+
+    if FAULT_LEDGER:
+        write("")
+        write("fault matrix (expected / delivered / missing / duplicated / only in a gap; said):")
+        for row in FAULT_LEDGER:
+            write(
+                f"  {row.scenario[:58]:58} {row.destination:10} {row.expected:5} {row.delivered:5}"
+                f" {row.missing:3} {row.duplicated:3} {row.in_gaps:4}  {row.said[:90]}"
+            )
+    if MARGINS:
+        worst = min(MARGINS, key=lambda item: item[1])
+        write(f"worst margin before a deadline: {worst[1]:.1f} s ({worst[0]})")
