@@ -360,7 +360,8 @@ def deploy_template(
     log_group: str | None = None
     if resolver.active("ForwardedLogGroup"):
         properties = resolver.resolve(resources["ForwardedLogGroup"]["Properties"])
-        log_group = str(properties.get("LogGroupName") or f"/{stack_name}/ForwardedLogGroup")
+        # CloudFormation names an unnamed group after the stack and the resource.
+        log_group = str(properties.get("LogGroupName") or f"{stack_name}-ForwardedLogGroup")
         _create_log_group(aws, log_group, properties)
 
     bucket: str | None = None

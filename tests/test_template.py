@@ -318,7 +318,7 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
             "RateLimitPerSecond": 2,
             "MaxConcurrentUsers": 4,
             "TimeMarginSeconds": 60,
-            "FunctionTimeout": 300,
+            "FunctionTimeout": 240,
             "ScheduleExpression": "rate(5 minutes)",
             "MetricsNamespace": "Auth0LogForwarder",
         }
@@ -405,11 +405,11 @@ def test_deploy_template_creates_what_the_template_declares(template: dict[str, 
         assert table["KeySchema"] == properties["KeySchema"]
         assert table["AttributeDefinitions"] == properties["AttributeDefinitions"]
         assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-        # AND the log group has the template's name and default retention
-        (group,) = aws.client("logs").describe_log_groups(logGroupNamePrefix="/auth0/tpl/")[
-            "logGroups"
-        ]
-        assert group["logGroupName"] == deployed.log_group == "/auth0/tpl/user-logs"
+        # AND the log group has a generated name (none is fixed, so that the stack can be
+        # deployed again after `sam delete` kept the old group) and the default retention
+        assert "LogGroupName" not in template["Resources"]["ForwardedLogGroup"]["Properties"]
+        (group,) = aws.client("logs").describe_log_groups(logGroupNamePrefix="tpl-")["logGroups"]
+        assert group["logGroupName"] == deployed.log_group == "tpl-ForwardedLogGroup"
         assert (
             group["retentionInDays"] == template["Parameters"]["LogGroupRetentionDays"]["Default"]
         )
@@ -477,3 +477,18 @@ def test_the_role_grants_every_aws_call_the_code_makes(translated: dict[str, Any
         if action.split(":")[0] in {s.split(":")[0] for s in granted}
     }
     assert not missing, f"the role lacks {sorted(missing)}"
+
+
+def test_the_readme_lists_every_metric_the_function_emits() -> None:
+    from log_forwarder.report import METRICS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| metric | what it counts |") :]
+    table = table[: table.index("\n\n")]
+    # The metric names: the backquoted words of each row's first cell.
+    listed = {
+        name
+        for row in table.splitlines()[2:]
+        for name in re.findall(r"`([A-Za-z0-9_]+)`", row.split("|")[1])
+    }
+    assert listed == {name for name, _unit, _value in METRICS}
