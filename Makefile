@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint typecheck cfn-lint unit clean
+.PHONY: test demo bench lint typecheck cfn-lint unit clean local-stack
 
 $(STAMP): requirements-dev.txt src/requirements.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench
+
+# The Auth0 simulator and moto's server on the ports events/env.json names, for `sam local invoke`.
+local-stack: $(STAMP)
+	$(BIN)/python -m devtools.local_stack
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam
