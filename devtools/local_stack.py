@@ -543,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Both, explicitly: a shell starts background jobs with SIGINT ignored.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack = LocalStack(host=args.host, env_file=args.env_file).start()
     except LocalStackError as error:
