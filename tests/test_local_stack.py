@@ -40,6 +40,12 @@ def env_copy(tmp_path: Path) -> Path:
 def test_env_json_names_the_documented_fixed_ports() -> None:
     env = EnvFile.load()
     assert (env.auth0_port, env.aws_port) == (8080, 8081)
+    readme = (ENV_FILE.parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Run it locally", 1)[1].split("\n## ", 1)[0]
+    assert "port **8080**" in section
+    assert "port **8081**" in section
+    assert "--env-vars events/env.json" in section
+    assert "events/env.real-tenant.json.example" in section
 
 
 def test_the_printed_command_uses_env_json_and_reaches_this_machine() -> None:
@@ -117,3 +123,20 @@ def test_urls_in_env_json_must_point_at_the_container_host(tmp_path: Path) -> No
     path.write_text(json.dumps(document), encoding="utf-8")
     with pytest.raises(LocalStackError, match="AWS_ENDPOINT_URL"):
         _ = EnvFile.load(path).aws_port
+
+
+def test_deliveries_count_missing_duplicated_and_unexpected_events() -> None:
+    from collections import Counter
+
+    from devtools.local_stack import _compare
+
+    row = _compare("auth0|a", "s3", {"a", "b", "c"}, Counter({"a": 1, "b": 2, "x": 1}))
+    assert (row.expected, row.delivered, row.missing, row.duplicated, row.unexpected) == (
+        3,
+        4,
+        1,
+        1,
+        1,
+    )
+    assert not row.ok
+    assert _compare("auth0|a", "s3", {"a"}, Counter({"a": 1})).ok
