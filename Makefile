@@ -6,8 +6,11 @@ PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# SAM CLI lives apart from the project's tools: it pins its own boto3, cfn-lint, etc.
+SAM_VENV := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: test demo bench lint typecheck cfn-lint unit clean
+.PHONY: test demo bench lint typecheck cfn-lint unit clean local-stack test-sam-local
 
 $(STAMP): requirements-dev.txt src/requirements.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
@@ -35,5 +38,23 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.bench
 
+# The Auth0 simulator and moto's server on the ports events/env.json names, for `sam local invoke`.
+local-stack: $(STAMP)
+	$(BIN)/python -m devtools.local_stack
+
+$(SAM_STAMP): devtools/sam_local/requirements-sam.txt
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r devtools/sam_local/requirements-sam.txt
+	touch $(SAM_STAMP)
+
+# `sam build` + three `sam local invoke`s in Docker against the local stack (sets Docker up).
+test-sam-local: $(STAMP) $(SAM_STAMP)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' || { \
+	  echo "test-sam-local needs Python 3.12 (the template's runtime); found $(PYTHON)" >&2; exit 1; }
+	PYTHON312="$$($(PYTHON) -c 'import sys; print(sys.executable)')" SAM=$(SAM_VENV)/bin/sam \
+	  bash devtools/sam_local/run.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) .sam-local .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam

@@ -597,10 +597,15 @@ class Auth0Simulator:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> str:
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on `host`:`port` (port 0: a free one) and return the base URL.
+
+        The defaults keep the simulator on this machine's loopback. A container reaches it only
+        if it listens on an address the container can route to (the Docker bridge's, or all).
+        """
         if self._server is not None:
             return self.base_url
-        server = _Server(("127.0.0.1", 0), _Handler)
+        server = _Server((host, port), _Handler)
         server.simulator = self
         self._server = server
         self._thread = threading.Thread(
@@ -611,7 +616,9 @@ class Auth0Simulator:
             daemon=True,
         )
         self._thread.start()
-        self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        # A wildcard address is not one a client can connect to: name the loopback instead.
+        reachable = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        self.base_url = f"http://{reachable}:{server.server_address[1]}"
         return self.base_url
 
     def stop(self) -> None:

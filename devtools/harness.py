@@ -98,7 +98,9 @@ class LocalDeployment:
                 auth0_base_url=simulator.base_url,
                 watched_user_ids=watched_user_ids,
                 destinations=destinations,
-                **overrides,
+                # The template declares AWS_ENDPOINT_URL empty (AWS's own endpoints); this
+                # stack's AWS is the local server.
+                **{"AWS_ENDPOINT_URL": aws.endpoint_url, **overrides},
             ),
         }
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None

@@ -91,9 +91,54 @@ def test_start_from_instant_and_modes() -> None:
 
 
 def test_plain_http_is_accepted_only_towards_this_machine() -> None:
+    local_aws = "http://127.0.0.1:5000"
     assert (
-        settings(AUTH0_BASE_URL="http://127.0.0.1:8080/").auth0_base_url == "http://127.0.0.1:8080"
+        settings(AUTH0_BASE_URL="http://127.0.0.1:8080/", AWS_ENDPOINT_URL=local_aws).auth0_base_url
+        == "http://127.0.0.1:8080"
     )
-    assert settings(AUTH0_BASE_URL="http://localhost:9").auth0_base_url == "http://localhost:9"
+    assert (
+        settings(AUTH0_BASE_URL="http://localhost:9", AWS_ENDPOINT_URL=local_aws).auth0_base_url
+        == "http://localhost:9"
+    )
     assert settings(AUTH0_BASE_URL="https://proxy.example.com").auth0_base_url.startswith("https")
     assert settings(AUTH0_LOG_RETENTION_HOURS="720").log_retention_ms == 720 * 3_600_000
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:8080",
+        "http://localhost:8080/",
+        "http://[::1]:8080",
+        "http://host.docker.internal:8080",
+        "https://LOCALHOST",
+    ],
+)
+@pytest.mark.parametrize("endpoint", [None, "", "   "])
+def test_a_local_auth0_without_a_local_aws_endpoint_is_refused(
+    base_url: str, endpoint: str | None
+) -> None:
+    # GIVEN a local Auth0 (the simulator) and no AWS_ENDPOINT_URL: a `sam local invoke` whose
+    # template or env file forgot it would otherwise write to the host's real AWS account
+    # WHEN the settings are read / THEN the error names both variables and the fix
+    with pytest.raises(ConfigError) as error:
+        settings(AUTH0_BASE_URL=base_url, AWS_ENDPOINT_URL=endpoint)
+    message = str(error.value)
+    assert "AUTH0_BASE_URL" in message
+    assert "AWS_ENDPOINT_URL is not set" in message
+    assert "real AWS account" in message
+    assert "set AWS_ENDPOINT_URL" in message
+
+
+def test_a_local_auth0_with_a_local_aws_endpoint_is_accepted() -> None:
+    s = settings(
+        AUTH0_BASE_URL="http://host.docker.internal:8080",
+        AWS_ENDPOINT_URL="http://host.docker.internal:8081",
+    )
+    assert s.auth0_base_url == "http://host.docker.internal:8080"
+
+
+def test_a_real_tenant_needs_no_aws_endpoint() -> None:
+    # The real-tenant run (events/env.real-tenant.json.example) and every AWS deployment.
+    assert settings(AUTH0_BASE_URL="").auth0_base_url == "https://example.eu.auth0.com"
+    assert settings(AUTH0_BASE_URL="https://proxy.example.com").auth0_base_url.startswith("https")

@@ -90,6 +90,16 @@ class Settings:
                 f"({', '.join(sorted(_LOCAL_HOSTS))})"
             )
 
+        if url.group(2).lower() in _LOCAL_HOSTS and not _optional(env, "AWS_ENDPOINT_URL"):
+            # A local Auth0 means a local run (the simulator). Without a local AWS endpoint it
+            # would read and write the real account of whatever credentials the host has.
+            raise ConfigError(
+                f"AUTH0_BASE_URL={base_url!r} points at a local host but AWS_ENDPOINT_URL is not "
+                "set, so this run would write to a real AWS account; set AWS_ENDPOINT_URL to the "
+                "local AWS (http://host.docker.internal:8081 with `make local-stack`), or leave "
+                "AUTH0_BASE_URL empty to read a real tenant"
+            )
+
         secret_id = _optional(env, "AUTH0_CREDENTIALS_SECRET")
         client_id = _optional(env, "AUTH0_CLIENT_ID")
         client_secret = _optional(env, "AUTH0_CLIENT_SECRET")

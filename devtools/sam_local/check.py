@@ -1,0 +1,344 @@
+"""`make test-sam-local`: the function as `sam build` packages it, run by `sam local invoke` in
+Docker, against the stack `make local-stack` starts (devtools/local_stack.py).
+
+Three invocations: a first run over the seeded history (one user past Auth0's 1,000-result
+cap), a run after new events, and an idle run. Then it checks that every event reached both
+destinations exactly once, that the checkpoint items say so, and that no secret (the client
+secret, an access token) appears in anything the function or SAM CLI printed.
+
+It prints the figures (wall times, REPORT lines, deliveries per user and destination, the
+checkpoints) and exits non-zero on any failure. It never skips: without Docker it fails.
+devtools/sam_local/run.sh sets up Docker and the stand-in runtime image, then runs this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from devtools.local_stack import (
+    LOCAL_CREDENTIALS,
+    ROOT,
+    LocalStack,
+    format_checkpoint,
+    function_architecture,
+)
+
+INVOKE_TIMEOUT_S = 600
+REPORT_LINE = re.compile(r"REPORT RequestId: .*")
+
+
+@dataclass
+class Invocation:
+    title: str
+    expected_forwarded: int
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict[str, Any] | None = None
+    report_line: str | None = None
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def function_log_lines(self) -> list[dict[str, Any]]:
+        """The function's structured log lines (JSON: Powertools', the runtime's, EMF metrics),
+        as SAM CLI relays them."""
+        lines: list[dict[str, Any]] = []
+        for line in self.output.splitlines():
+            start = line.find("{")
+            if start < 0:
+                continue
+            try:
+                record = json.loads(line[start:])
+            except ValueError:
+                continue
+            if isinstance(record, dict) and ("level" in record or "_aws" in record):
+                lines.append(record)
+        return lines
+
+
+@dataclass
+class Checks:
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def check(self, ok: bool, what: str) -> bool:
+        (self.passed if ok else self.failed).append(what)
+        print(f"   {'ok  ' if ok else 'FAIL'} {what}", flush=True)
+        return ok
+
+
+def sam_environment(python312: str, app_dir: Path) -> dict[str, str]:
+    """SAM CLI's environment: dummy AWS credentials only, no telemetry, no update check."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AWS_") and key not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    app_dir.mkdir(parents=True, exist_ok=True)
+    # SAM CLI's settings folder (its own variable for it): telemetry off, and the weekly
+    # look-up of a newer version marked as done, so every request stays on this machine.
+    (app_dir / "metadata.json").write_text(
+        json.dumps({"telemetryEnabled": False, "lastVersionCheck": time.time()}),
+        encoding="utf-8",
+    )
+    env.update(
+        {
+            **LOCAL_CREDENTIALS,
+            # No profile files, no instance metadata: the host's own credentials stay out.
+            "AWS_CONFIG_FILE": str(app_dir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(app_dir / "no-aws-credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SAM_CLI_TELEMETRY": "0",
+            "__SAM_CLI_APP_DIR": str(app_dir),
+            # `sam build` without a container needs the runtime's python3.12 on PATH.
+            "PATH": f"{Path(python312).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def run(command: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
+    completed = subprocess.run(  # noqa: S603 - our own command line
+        list(command),
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return completed.returncode, completed.stdout, completed.stderr
+
+
+def parse_summary(stdout: str) -> dict[str, Any] | None:
+    """The handler's return value, which `sam local invoke` prints on stdout."""
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def invoke(
+    stack: LocalStack,
+    sam: str,
+    env: Mapping[str, str],
+    image: str,
+    title: str,
+    expected_forwarded: int,
+    number: int,
+    state_dir: Path,
+) -> Invocation:
+    # Exactly the command `make local-stack` prints, plus the stand-in image: no registry here.
+    command = [sam, *stack.sam_invoke_command("--invoke-image", image, "--skip-pull-image")[1:]]
+    print(f"\n{title}\n   $ {shlex.join(['sam', *command[1:]])}", flush=True)
+    started = time.monotonic()
+    code, stdout, stderr = run(command, env, INVOKE_TIMEOUT_S)
+    result = Invocation(title, expected_forwarded, time.monotonic() - started, code, stdout, stderr)
+    for stream, text in (("stdout", stdout), ("stderr", stderr)):
+        (state_dir / f"invoke-{number}.{stream}").write_text(text, encoding="utf-8")
+    result.summary = parse_summary(stdout)
+    reports = REPORT_LINE.findall(stderr + stdout)
+    result.report_line = reports[-1].strip() if reports else None
+    print(
+        f"   wall time {result.seconds:.1f} s, exit code {code} "
+        f"(output in {state_dir / f'invoke-{number}.*'})"
+    )
+    print(f"   {result.report_line or '(no REPORT line)'}")
+    if result.summary is not None:
+        summary = result.summary
+        print(
+            f"   forwarded {summary.get('forwarded')} (expected {expected_forwarded}), "
+            f"Auth0 API calls {summary.get('api_calls')}, "
+            f"429s {summary.get('rate_limited')}, token requests {summary.get('token_requests')}"
+        )
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="sam local invoke, checked end to end")
+    parser.add_argument("--sam", required=True, help="the sam executable (.venv-sam/bin/sam)")
+    parser.add_argument("--invoke-image", required=True, help="the stand-in runtime image")
+    parser.add_argument("--python312", required=True, help="python3.12 for `sam build`")
+    parser.add_argument("--state-dir", type=Path, default=ROOT / ".sam-local")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    checks = Checks()
+    env = sam_environment(args.python312, args.state_dir / "samcli")
+    architecture = function_architecture()
+
+    print(f"sam build (Architecture={architecture})", flush=True)
+    build_started = time.monotonic()
+    code, stdout, stderr = run(
+        [args.sam, "build", "--parameter-overrides", f"Architecture={architecture}"], env, 900
+    )
+    build_seconds = time.monotonic() - build_started
+    print(f"   {build_seconds:.1f} s, exit code {code}")
+    if not checks.check(code == 0, "sam build succeeds"):
+        print(stdout[-4000:] + stderr[-4000:])
+        return finish(checks, started)
+
+    with LocalStack(host="auto") as stack:
+        print(
+            f"\nlocal stack: Auth0 simulator {stack.simulator.base_url}, moto "
+            f"{stack.aws.endpoint_url} ({stack.host_reason})"
+        )
+        if not checks.check(
+            stack.host != "127.0.0.1", "the stack listens where containers reach it (docker0)"
+        ):
+            return finish(checks, started)
+
+        history = stack.seed_history()
+        invocations = [
+            invoke(
+                stack,
+                args.sam,
+                env,
+                args.invoke_image,
+                f"1. First run: the seeded history ({', '.join(map(str, history.values()))})",
+                sum(history.values()),
+                1,
+                args.state_dir,
+            )
+        ]
+        new = stack.add_new_events()
+        invocations.append(
+            invoke(
+                stack,
+                args.sam,
+                env,
+                args.invoke_image,
+                f"2. New events ({', '.join(map(str, new.values()))})",
+                sum(new.values()),
+                2,
+                args.state_dir,
+            )
+        )
+        invocations.append(
+            invoke(
+                stack,
+                args.sam,
+                env,
+                args.invoke_image,
+                "3. Idle: nothing new",
+                0,
+                3,
+                args.state_dir,
+            )
+        )
+
+        print("\nChecks")
+        for n, result in enumerate(invocations, 1):
+            ok = checks.check(result.returncode == 0, f"invocation {n}: sam local invoke exits 0")
+            summary = result.summary or {}
+            checks.check(
+                "errorType" not in summary and "errorMessage" not in summary,
+                f"invocation {n}: the function returned a result, not an error",
+            )
+            checks.check(
+                summary.get("forwarded") == result.expected_forwarded,
+                f"invocation {n}: forwarded {summary.get('forwarded')} "
+                f"= {result.expected_forwarded} expected",
+            )
+            checks.check(result.report_line is not None, f"invocation {n}: REPORT line printed")
+            if not ok or "errorType" in summary:
+                print("   --- its output (end) ---")
+                print(result.output[-6000:])
+
+        print()
+        print(stack.report())
+        print()
+        rows = stack.deliveries()
+        for row in rows:
+            checks.check(
+                row.ok and row.delivered == row.expected > 0,
+                f"{row.user_id} -> {row.destination}: {row.delivered} delivered of "
+                f"{row.expected}, {row.missing} missing, {row.duplicated} duplicated, "
+                f"{row.unexpected} unexpected",
+            )
+        checks.check(
+            {row.destination for row in rows} == {"cloudwatch", "s3"},
+            "both destinations were checked",
+        )
+
+        checkpoints = stack.checkpoints()
+        newest = stack.newest_dates()
+        expected_counts = {row.user_id: row.expected for row in rows}
+        for user in stack.users:
+            item = checkpoints.get(user) or {}
+            wanted = {
+                "forwarded_total": expected_counts.get(user),
+                "pending_events": 0,
+                "backlog": False,
+                "watermark": newest[user],
+                "gaps_total": 0,
+            }
+            got = {name: _number(item.get(name)) for name in wanted}
+            checks.check(
+                got == wanted and int(item.get("version", 0)) >= 1,
+                f"checkpoint of {user}: {format_checkpoint(item or None)}",
+            )
+
+        secrets = {"client secret": stack.env["AUTH0_CLIENT_SECRET"]}
+        secrets.update(
+            {f"access token {i + 1}": token for i, token in enumerate(stack.issued_tokens())}
+        )
+        log_lines = sum(len(result.function_log_lines()) for result in invocations)
+        checks.check(
+            log_lines > 0 and len(secrets) > 1,
+            f"the function logged {log_lines} lines; the simulator issued "
+            f"{len(secrets) - 1} token(s) to look for",
+        )
+        leaked = sorted(
+            name
+            for name, value in secrets.items()
+            for result in invocations
+            if value and value in result.output
+        )
+        checks.check(
+            not leaked,
+            "no secret (client secret, access tokens) in the function's log lines or SAM's output"
+            + (f": LEAKED {', '.join(sorted(set(leaked)))}" if leaked else ""),
+        )
+
+        print("\nREPORT lines")
+        for n, result in enumerate(invocations, 1):
+            print(f"   {n}. {result.report_line}  (wall {result.seconds:.1f} s)")
+        print(f"sam build {build_seconds:.1f} s")
+    return finish(checks, started)
+
+
+def _number(value: Any) -> Any:
+    # DynamoDB numbers come back as Decimal.
+    return int(value) if isinstance(value, Decimal) else value
+
+
+def finish(checks: Checks, started: float) -> int:
+    print(f"\nsam local test: wall time {time.monotonic() - started:.1f} s")
+    for what in checks.failed:
+        print(f"FAILED: {what}")
+    print(f"sam-local: {len(checks.passed)} passed, {len(checks.failed)} failed", flush=True)
+    return 1 if checks.failed or not checks.passed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
