@@ -73,6 +73,8 @@ def test_saved_queries_read_the_forwarded_log_group(template: dict[str, Any]) ->
         assert properties["Name"]["Fn::Sub"].startswith("${AWS::StackName}/"), logical_id
         # Events are told apart from the forwarder's own records; those are named by type.
         text = properties["QueryString"]
+        # One command per line: each line after the first starts a command with "| ".
+        assert all(line.startswith("| ") for line in text.splitlines()[1:]), logical_id
         assert "not ispresent(_forwarder.record_type)" in text or re.search(
             r'_forwarder\.record_type = "(gap|finding|quarantine)"', text
         ), logical_id
@@ -109,6 +111,38 @@ def test_the_athena_table_reads_the_bucket_by_projected_day(template: dict[str, 
     types = {column["Name"]: column["Type"] for column in storage["Columns"]}
     # Free-form and mixed-type fields are strings (their JSON text), never structs.
     assert types["details"] == types["scope"] == types["event_schema"] == "string"
+
+
+@pytest.mark.parametrize("prefix", ["", "auth0-logs/", "logs/auth0/"])
+def test_the_table_location_is_where_the_s3_sink_writes(
+    template: dict[str, Any], prefix: str
+) -> None:
+    from log_forwarder.batching import s3_objects
+    from log_forwarder.records import OutputLine
+
+    # GIVEN the table resolved for a stack with this S3Prefix
+    resolver = _Resolver(
+        template,
+        {"Destinations": "s3", "S3Prefix": prefix},
+        stack_name="obs",
+        refs={"ForwardedBucket": "obs-bucket", "AthenaDatabase": "obs"},
+    )
+    parameters = resolver.resolve(template["Resources"]["AthenaTable"]["Properties"])
+    table = parameters["TableInput"]
+    location_template = table["Parameters"]["storage.location.template"]
+    # WHEN the S3 sink lays out a batch spanning two UTC days, for a user id with | / and spaces
+    day_ms = 86_400_000
+    lines = [OutputLine(timestamp_ms=20_000 * day_ms + 5, line="{}", log_id="a")]
+    lines.append(OutputLine(timestamp_ms=20_001 * day_ms + 5, line="{}", log_id="b"))
+    objects = s3_objects(lines, prefix=prefix, user_id="samlp|corp/x y", batch_id="b1")
+    # THEN each object is under the location of its day's partition, below the table location
+    assert len(objects) == 2
+    for item in objects:
+        day = re.search(r"dt=(\d{4}-\d{2}-\d{2})/", item.key)
+        assert day, item.key
+        location = location_template.replace("${dt}", day.group(1))
+        assert f"s3://obs-bucket/{item.key}".startswith(location)
+        assert location.startswith(table["StorageDescriptor"]["Location"])
 
 
 def test_the_database_name_is_a_valid_athena_name(template: dict[str, Any]) -> None:
