@@ -11,7 +11,8 @@ The translation, all of it mechanical:
    `read_json(..., hive_partitioning = true)`:
    - the objects: `storage.location.template` with `s3://` mapped to the local copy of the bucket,
      `${dt}` to `*`, and `**/*` appended, because Athena reads every object under a partition's
-     location, subfolders included (the forwarder writes `dt=…/{user}/{batch}.jsonl.gz`);
+     location, subfolders included (the forwarder writes `dt=…/{user}/{batch}.jsonl.gz`), except,
+     as Hive does, files and folders whose name starts with `_` or `.`;
    - the columns: the Glue columns and types (string → VARCHAR, struct → STRUCT, array → [] …);
      a value of another JSON type in a string column becomes its JSON text in both engines
      (`details`, `scope` as an array);
@@ -181,9 +182,12 @@ def create_view(
     )
     name = _quote(table["Name"])
     partition_column = _quote(partition["Name"])
-    files = [
-        p for p in Path(local_root).glob(pattern.removeprefix(str(local_root) + "/")) if p.is_file()
-    ]
+    table_root = Path(local.split("${")[0]).parent
+    files = sorted(
+        str(path)
+        for path in Path(local_root).glob(pattern.removeprefix(str(local_root) + "/"))
+        if path.is_file() and not _hidden(path.relative_to(table_root))
+    )
     if files:
         columns_literal = (
             "{"
@@ -193,7 +197,7 @@ def create_view(
             + "}"
         )
         source = (
-            f"read_json({_literal(pattern)}, format = 'newline_delimited', "
+            f"read_json([{', '.join(map(_literal, files))}], format = 'newline_delimited', "
             f"hive_partitioning = true, "
             f"hive_types = {{{_literal(partition['Name'])}: {_literal(partition_type)}}}, "
             f"columns = {columns_literal})"
@@ -204,7 +208,7 @@ def create_view(
             f"WHERE {partition_column} BETWEEN {_literal(first)} AND {_literal(last)}"
         )
     else:
-        # No object yet: Athena answers with no rows; read_json would fail on an empty glob.
+        # No object yet: Athena answers with no rows; read_json would fail on an empty list.
         nulls = ", ".join(
             f"CAST(NULL AS {duckdb_type(c['Type'])}) AS {_quote(c['Name'])}"
             for c in storage["Columns"]
@@ -215,6 +219,11 @@ def create_view(
         )
     connection.execute(sql)
     return sql
+
+
+def _hidden(relative: Path) -> bool:
+    """Hive (and so Athena) skips files and folders whose name starts with '_' or '.'."""
+    return any(part.startswith(("_", ".")) for part in relative.parts)
 
 
 def _quote(identifier: str) -> str:

@@ -541,6 +541,12 @@ def test_days_outside_the_projected_range_are_not_read(data: DataSet, tmp_path: 
             tmp_path / location.replace("${dt}", day) / "u" / "b.jsonl.gz",
             [{"date": f"{day}T12:00:00.000Z", "type": "s", "_forwarder": {"format": 1}}],
         )
+    # and, as in Hive, files and folders named with a leading _ or . are not data
+    for hidden in ("_temporary/b.jsonl.gz", "u/.b.jsonl.gz"):
+        write_jsonl_gz(
+            tmp_path / location.replace("${dt}", "2024-01-01") / hidden,
+            [{"date": "2024-01-01T13:00:00.000Z", "type": "s", "_forwarder": {"format": 1}}],
+        )
     db = duckdb.connect()
     create_view(db, data.glue_table, local_root=tmp_path)
     assert db.sql("SELECT dt FROM auth0_user_logs").fetchall() == [("2024-01-01",)]

@@ -134,10 +134,17 @@ def test_the_table_location_is_where_the_s3_sink_writes(
     day_ms = 86_400_000
     lines = [OutputLine(timestamp_ms=20_000 * day_ms + 5, line="{}", log_id="a")]
     lines.append(OutputLine(timestamp_ms=20_001 * day_ms + 5, line="{}", log_id="b"))
-    objects = s3_objects(lines, prefix=prefix, user_id="samlp|corp/x y", batch_id="b1")
-    # THEN each object is under the location of its day's partition, below the table location
-    assert len(objects) == 2
+    objects = [
+        item
+        for user in ("samlp|corp/x y", "_svc|bot", ".hidden|x", "auth0|ünï cödé")
+        for item in s3_objects(lines, prefix=prefix, user_id=user, batch_id="b1")
+    ]
+    # THEN each object is under the location of its day's partition, below the table location,
+    # in no folder Athena would skip as hidden (a name starting with _ or .)
+    assert len(objects) == 8
     for item in objects:
+        below = item.key.removeprefix(prefix).split("/")
+        assert not [part for part in below if part.startswith(("_", "."))], item.key
         day = re.search(r"dt=(\d{4}-\d{2}-\d{2})/", item.key)
         assert day, item.key
         location = location_template.replace("${dt}", day.group(1))
