@@ -329,6 +329,9 @@ class DeployedResources:
     secret_id: str
     queue_url: str | None
     stack_name: str = "local"
+    # The Glue (Athena) database and table over the bucket, when the template declares them.
+    athena_database: str | None = None
+    athena_table: str | None = None
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -372,6 +375,13 @@ def deploy_template(
         # ForwardedBucketPolicy is not applied: it refuses requests without TLS, moto enforces
         # bucket policies, and the local endpoint is plain HTTP. test_template checks it instead.
 
+    athena_database: str | None = None
+    athena_table: str | None = None
+    if bucket is not None:
+        athena_database, athena_table = _create_glue_objects(
+            aws, template, destinations=destinations, stack_name=stack_name, bucket=bucket
+        )
+
     queue_url: str | None = None
     if "FailureQueue" in resources and resolver.active("FailureQueue"):
         properties = resolver.resolve(resources["FailureQueue"].get("Properties", {}))
@@ -396,7 +406,57 @@ def deploy_template(
         secret_id=secret_id,
         queue_url=queue_url,
         stack_name=stack_name,
+        athena_database=athena_database,
+        athena_table=athena_table,
     )
+
+
+def _create_glue_objects(
+    aws: LocalAws,
+    template: Mapping[str, Any],
+    *,
+    destinations: str,
+    stack_name: str,
+    bucket: str,
+) -> tuple[str | None, str | None]:
+    """The template's Glue database and table (at most one of each), resolved for this stack.
+
+    The CloudFormation properties DatabaseInput and TableInput are the Glue API's own structures,
+    so they are passed through as resolved. Returns (database, table), None where not declared.
+    """
+    glue = aws.client("glue")
+    resolver = _Resolver(
+        template,
+        {"Destinations": destinations},
+        stack_name=stack_name,
+        refs={"ForwardedBucket": bucket},
+        attributes={("ForwardedBucket", "Arn"): f"arn:aws:s3:::{bucket}"},
+    )
+    database: str | None = None
+    table: str | None = None
+    resources = template["Resources"]
+    for logical_id, resource in resources.items():
+        if resource.get("Type") == "AWS::Glue::Database" and resolver.active(logical_id):
+            properties = resolver.resolve(resource["Properties"])
+            # Glue stores names in lower case, as Athena requires.
+            database_input = {
+                **properties["DatabaseInput"],
+                "Name": str(properties["DatabaseInput"]["Name"]).lower(),
+            }
+            database = database_input["Name"]
+            resolver.refs[logical_id] = database
+            with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+                glue.create_database(DatabaseInput=database_input)
+    for logical_id, resource in resources.items():
+        if resource.get("Type") == "AWS::Glue::Table" and resolver.active(logical_id):
+            properties = resolver.resolve(resource["Properties"])
+            table = str(properties["TableInput"]["Name"])
+            with contextlib.suppress(glue.exceptions.AlreadyExistsException):
+                glue.create_table(
+                    DatabaseName=str(properties["DatabaseName"]).lower(),
+                    TableInput=properties["TableInput"],
+                )
+    return database, table
 
 
 def _create_table(aws: LocalAws, table_name: str, properties: Mapping[str, Any]) -> None:
