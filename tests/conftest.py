@@ -31,7 +31,8 @@ def openapi() -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Expected against delivered events per end-to-end test and destination, as figures."""
+    """Figures: deliveries per end-to-end test and destination; OCSF events validated per class."""
+    _ocsf_summary(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -48,3 +49,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write(
             f"  {test[:70]:70} {destination:10} {expected:6} {delivered:6} {missing:3} {repeated:3}"
         )
+
+
+def _ocsf_summary(write: Any) -> None:
+    from tests.test_ocsf import OCSF_LEDGER
+
+    if not OCSF_LEDGER:
+        return
+    write("")
+    write("OCSF events validated (events / distinct Auth0 codes) per corpus and class:")
+    for corpus, classes in sorted(OCSF_LEDGER.items()):
+        for class_name, (events, codes) in sorted(classes.items()):
+            write(f"  {corpus[:45]:45} {class_name:26} {events:6} {len(codes):4}")
