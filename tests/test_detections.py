@@ -301,6 +301,35 @@ def test_network_sources_when_chosen() -> None:
     assert [f.details["new_sources"] for f in found] == [["net:2001:db8:1::/48"]]
 
 
+def test_a_user_hopping_through_new_networks_gets_one_finding_per_window() -> None:
+    # GIVEN after warm-up, a login from a fresh network every minute for 90 minutes
+    by_net = DetectionSettings(new_source_by=("network",), new_source_warmup_logins=1)
+    events = [login(T0, None, ip="198.51.100.7")]
+    events += [login(T0 + i * MINUTE, None, ip=f"10.{i}.0.1") for i in range(1, 91)]
+    found, state = run(events, detection_settings=by_net)
+    # THEN one finding, and one after the hour with the count of those held back
+    assert len(found) == 2 and found[1].details["suppressed_before"] == 59
+    assert len(state.sources) == 20
+
+
+def test_equal_dates_still_count_each_failure() -> None:
+    events = [ev("fp", T0, log_id=f"id{i:02d}") for i in range(25)]
+    found, _ = run(events)
+    assert [(f.details["kind"], f.details["failures"]) for f in found] == [
+        ("burst", 10),
+        ("escalation", 20),
+    ]
+    assert found[0].log_ids == tuple(f"id{i:02d}" for i in range(10))
+
+
+def test_an_overlong_log_id_is_named_as_is_in_a_finding_and_as_a_digest_in_state() -> None:
+    long_id = "9" * 5000
+    found, _ = run([ev("scp", T0, log_id=long_id)])
+    assert found[0].log_ids == (long_id,)
+    _, state = run([ev("fp", T0, log_id=long_id)])
+    assert state.failures[0].log_id.startswith("sha256:") and len(state.failures[0].log_id) == 71
+
+
 def test_logins_without_location_still_count_towards_warm_up_and_never_fire() -> None:
     events = [login(T0 + i, None) for i in range(10)]
     found, state = run(events)

@@ -34,10 +34,13 @@ Rules (see docs/detections.md for the reasoning and the public sources behind ea
   `details.request.auth.user.user_id`, else `details.request.auth.subject`, else the top-level
   `user_id`; a call made by someone else, or by a machine client, is not this user's action.
 
-Single-event rules suppress repeats of the same (rule, key) within a dedup window (default 60
-minutes, Panther's usual DedupPeriodMinutes); the next finding for that key says how many were
-suppressed. Odd events (a `type` that is not a string, `details` as a string, `location_info`
-null, no ip) never raise; what cannot be read is treated as absent.
+Every rule but the burst suppresses repeats of the same (rule, key) within a dedup window
+(default 60 minutes, Panther's usual DedupPeriodMinutes); the next finding for that key says how
+many were suppressed. For `new_source` the key is the kind of source, so a user hopping through
+many networks in an hour yields one finding, not one per login.
+
+Odd events (a `type` that is not a string, `details` as a string, `location_info` null, no ip)
+never raise; what cannot be read is treated as absent.
 """
 
 from __future__ import annotations
@@ -357,7 +360,7 @@ def _on_success_after_burst(
         return None, state  # a late success from before the burst started
     state = replace(state, burst=replace(burst, success_fired=True))
     title = "Successful login after a burst of failed logins"
-    success = (_stored_id(event.log_id), event.date_ms, _ip(event.raw))
+    success = (event.log_id, event.date_ms, _ip(event.raw))
     finding = _burst_finding(
         user_id,
         list(state.failures),
@@ -418,15 +421,9 @@ def _on_login(
             **_event_details(event.raw, _text(event.raw.get("type")) or ""),
         }
         title = "Login from a source not seen for this user: " + ", ".join(new)
-        finding = _finding(
-            user_id,
-            "new_source",
-            "",
-            title[:MAX_TEXT_CHARS],
-            "medium",
-            [_stored_id(event.log_id)],
-            [event.date_ms],
-            details,
+        kinds = "+".join(sorted({key.split(":", 1)[0] for key in new}))
+        finding, state = _deduplicated(
+            user_id, event, state, settings, "new_source", kinds, "medium", title, details
         )
     for key in keys:
         known[key] = max(known.get(key, event.date_ms), event.date_ms)
@@ -574,7 +571,14 @@ def _deduplicated(
         details = {**details, "suppressed_before": previous[1]}
     entries[dedup_key] = (event.date_ms, 0)
     finding = _finding(
-        user_id, rule, key, title, severity, [_stored_id(event.log_id)], [event.date_ms], details
+        user_id,
+        rule,
+        key,
+        title[:MAX_TEXT_CHARS],
+        severity,
+        [event.log_id],
+        [event.date_ms],
+        details,
     )
     return finding, replace(state, dedup=_bounded_dedup(entries))
 
