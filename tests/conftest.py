@@ -31,8 +31,10 @@ def openapi() -> dict[str, Any]:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Expected against delivered events per end-to-end test and destination, as figures."""
+    """Figures: the fault matrix, OCSF events validated per class, deliveries per end-to-end
+    test and destination."""
     _fault_matrix(terminalreporter.write_line)
+    _ocsf_summary(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -65,3 +67,15 @@ def _fault_matrix(write: Any) -> None:
     if MARGINS:
         worst = min(MARGINS, key=lambda item: item[1])
         write(f"worst margin before a deadline: {worst[1]:.1f} s ({worst[0]})")
+
+
+def _ocsf_summary(write: Any) -> None:
+    from tests.test_ocsf import OCSF_LEDGER
+
+    if not OCSF_LEDGER:
+        return
+    write("")
+    write("OCSF events validated (events / distinct Auth0 codes) per corpus and class:")
+    for corpus, classes in sorted(OCSF_LEDGER.items()):
+        for class_name, (events, codes) in sorted(classes.items()):
+            write(f"  {corpus[:45]:45} {class_name:26} {events:6} {len(codes):4}")
