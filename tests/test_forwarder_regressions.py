@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from log_forwarder.cursor import iso_ms
@@ -143,3 +144,51 @@ def test_a_bug_for_one_user_is_not_a_user_failure_and_the_others_finish_first() 
     assert [type(bug) for bug in result.bugs] == [_Bug]
     assert [u.user_id for u in result.failed] == ["auth0|b"]
     assert all(u.error is None for u in result.users)
+
+
+def test_a_gap_is_counted_by_the_run_that_delivered_it_not_by_one_that_failed_before() -> None:
+    # GIVEN an expired anchor (a gap to report) and a pending batch whose redelivery fails once
+    fake = FakeAuth0(now_ms=BASE + 1000, retention_ms=DAY)
+    fake.add({"log_id": "e1", "date": iso_ms(BASE), "user_id": USER})
+    failures = iter([False, True])  # the first delivery works, the next one fails
+    sink = RecordingSink(crash=lambda _i: "before" if next(failures, False) else None)
+    store = InMemoryCheckpointStore()
+    forwarder = make_forwarder(fake, [sink], store)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    fake.add({"log_id": "kept", "date": iso_ms(BASE + 2 * DAY - 60_000), "user_id": USER})
+    fake.now_ms = BASE + 2 * DAY
+    # WHEN a run fails before reaching the gap's batch, and the next one succeeds
+    runs = [forwarder.run([USER], remaining_ms=lambda: 10**9).users[0] for _ in range(2)]
+    # THEN the gap is counted once, by the run that wrote it
+    assert [len(r.gaps) for r in runs] == [0, 1]
+    assert runs[0].error is not None and runs[1].error is None
+
+
+def test_what_a_destination_accepted_is_counted_even_if_a_later_one_fails() -> None:
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    fake.add({"log_id": "x", "date": iso_ms(BASE), "user_id": USER})
+    first, second = RecordingSink("cloudwatch"), RecordingSink("s3", crash=lambda _i: "before")
+    report = (
+        make_forwarder(fake, [first, second], InMemoryCheckpointStore())
+        .run([USER], remaining_ms=lambda: 10**9)
+        .users[0]
+    )
+    assert report.error is not None
+    assert report.delivered == {"cloudwatch": 1} and report.forwarded == 0
+    # AND the failed user's report still shows its checkpoint
+    assert report.as_dict()["checkpoint"] is not None
+
+
+def test_a_lone_surrogate_in_an_event_is_forwarded_escaped_not_a_stuck_user() -> None:
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    fake.add({"log_id": "odd", "date": iso_ms(BASE), "user_id": USER, "user_agent": "a\ud800b"})
+    sink = RecordingSink()
+    report = (
+        make_forwarder(fake, [sink], InMemoryCheckpointStore())
+        .run([USER], remaining_ms=lambda: 10**9)
+        .users[0]
+    )
+    assert report.error is None and report.bug is None
+    (line,) = sink.lines
+    line.line.encode("utf-8")  # what every destination does with it
+    assert json.loads(line.line)["user_agent"] == "a\ud800b"

@@ -87,7 +87,8 @@ def test_a_pending_batch_is_redelivered_first_once_claimed_with_this_runs_lease(
 def test_pending_events_auth0_no_longer_returns_are_abandoned_and_counted() -> None:
     cursor = Cursor.fresh(None).with_pending(Pending("crashed", frozenset({"gone1", "gone2"})))
     plan = plan_chunk(cursor, chunk([]), CONTEXT)
-    assert plan.abandoned == 2
+    (batch,) = plan.batches
+    assert batch.abandoned == 2 and batch.events == ()
     assert plan.batches[-1].after.pending == ()
 
 
@@ -101,7 +102,7 @@ def test_a_gap_alone_is_a_batch_of_one_record_with_no_intent() -> None:
     plan = plan_chunk(cursor, chunk([], from_floor=True), context)
     # THEN the gap is one record, delivered without an intent, and the cursor moves past it
     (batch,) = plan.batches
-    (gap,) = plan.gaps
+    (gap,) = batch.gaps
     assert batch.intent is None and batch.events == ()
     record = json.loads(batch.lines[0].line)["_forwarder"]
     assert (record["record_type"], record["watched_user_id"]) == ("gap", "auth0|u")

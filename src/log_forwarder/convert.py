@@ -133,4 +133,11 @@ def record_log_id(line: str) -> str | None:
 def _dumps(record: dict[str, Any]) -> str:
     # Compact and UTF-8: one object per line, sized as CloudWatch counts it. json escapes any
     # newline inside a value, so a line can never split.
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800", UTF-8 cannot carry it): escaped as JSON
+        # does, so the value stays exactly what Auth0 sent and the line can be written.
+        return json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text

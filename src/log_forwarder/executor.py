@@ -16,7 +16,7 @@ version read, so a run that lost a race raises CheckpointConflict before it deli
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .checkpoint_store import CheckpointStore
 from .cursor import Cursor
@@ -71,12 +71,18 @@ class Checkpoint:
             )
 
 
-def execute(batch: Batch, checkpoint: Checkpoint, sinks: Sequence[Sink]) -> list[DeliveryReport]:
-    """Deliver one batch to every sink between its two checkpoint writes."""
+def execute(
+    batch: Batch,
+    checkpoint: Checkpoint,
+    sinks: Sequence[Sink],
+    accepted: Callable[[DeliveryReport], None] = lambda _report: None,
+) -> None:
+    """Deliver one batch to every sink between its two checkpoint writes; `accepted` hears of
+    each destination that took it, as it does."""
     if batch.intent is not None:
         checkpoint.write(batch.intent)
     delivery = batch.delivery(checkpoint.user_id, checkpoint.deadline)
-    reports = [sink.deliver(delivery) for sink in sinks] if batch.lines else []
+    for sink in sinks if batch.lines else ():
+        accepted(sink.deliver(delivery))
     if batch.after != checkpoint.cursor:
         checkpoint.write(batch.after)
-    return reports

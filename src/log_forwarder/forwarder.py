@@ -21,7 +21,7 @@ from .cursor import Cursor, iso_ms
 from .exceptions import CheckpointConflict, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import UserRead, read_user
-from .planner import Plan, PlanContext, plan_chunk
+from .planner import Batch, PlanContext, plan_chunk
 from .report import RunReport, UserReport
 from .retry import Deadline
 from .sinks import Sink
@@ -95,6 +95,7 @@ class Forwarder:
         checkpoint: Checkpoint | None = None
         try:
             checkpoint = self._checkpoint(user_id, stored, run)
+            report.cursor = checkpoint.cursor
             self._forward_user(report, checkpoint, run)
         except OutOfTime as exc:
             report.deferred = True
@@ -118,6 +119,8 @@ class Forwarder:
         if checkpoint is not None and not report.busy:
             # Leases the other run holds, or that a conflict handed to it, are not ours.
             checkpoint.release()
+        if checkpoint is not None:
+            report.cursor = checkpoint.cursor
         if report.deferred:
             run.out_of_time.set()
         return report
@@ -161,14 +164,14 @@ class Forwarder:
                 break
             report.fetched += chunk.returned
             plan = plan_chunk(checkpoint.cursor, chunk, replace(context, now_ms=self._now_ms()))
-            report.add_plan(plan)
-            _log_plan(report.user_id, plan)
+            report.add_read(plan.selection)
             for batch in plan.batches:
-                report.add_batch(batch, execute(batch, checkpoint, self._sinks))
+                execute(batch, checkpoint, self._sinks, report.add_delivery)
+                report.add_batch(batch)
+                _log_batch(report.user_id, batch)
             complete = chunk.complete
         # The read stopped before the newest events (here, or inside fetch between pages).
         report.deferred = not complete and run.time_is_up()
-        report.cursor = checkpoint.cursor
         report.backlog = checkpoint.cursor.backlog
         if checkpoint.cursor.at_capacity:
             logger.warning(
@@ -195,9 +198,10 @@ class Forwarder:
         return int(self._clock() * 1000)
 
 
-def _log_plan(user_id: str, plan: Plan) -> None:
-    """What a plan says that an operator must hear about (the destinations say it too)."""
-    for gap in plan.gaps:
+def _log_batch(user_id: str, batch: Batch) -> None:
+    """What a committed batch says that an operator must hear about (the destinations hold it
+    too)."""
+    for gap in batch.gaps:
         logger.warning(
             "Gap: events could not be forwarded",
             extra={
@@ -207,24 +211,24 @@ def _log_plan(user_id: str, plan: Plan) -> None:
                 "reason": gap.reason,
             },
         )
-    if plan.quarantined:
+    if batch.quarantined:
         logger.warning(
             "Malformed entries quarantined (written to the destinations as records)",
             extra={
                 "user_id": user_id,
-                "count": len(plan.quarantined),
-                "reasons": sorted({entry.reason for entry in plan.quarantined}),
+                "count": len(batch.quarantined),
+                "reasons": sorted({entry.reason for entry in batch.quarantined}),
             },
         )
-    if plan.future_dated:
+    if batch.future_dated:
         logger.warning(
             "Events dated in the future (a wrong clock upstream); forwarded with their dates",
-            extra={"user_id": user_id, "count": plan.future_dated},
+            extra={"user_id": user_id, "count": batch.future_dated},
         )
-    if plan.abandoned:
+    if batch.abandoned:
         # Auth0 no longer returns them (expired?): they may or may not have been delivered
         # before the crash. Said, rather than waited for.
         logger.warning(
             "Pending events from an interrupted run are gone from Auth0",
-            extra={"user_id": user_id, "count": plan.abandoned},
+            extra={"user_id": user_id, "count": batch.abandoned},
         )

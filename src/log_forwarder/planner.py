@@ -52,6 +52,14 @@ class Batch:
     intent: Cursor | None  # written before delivery; None when no event is handed over
     after: Cursor  # written once every destination accepted `lines`
     redelivery: bool = False  # an interrupted run may already have delivered part of it
+    # What the batch reports, counted once it is committed (not when planned: a batch that
+    # fails is planned again by the next run, and must not be counted twice).
+    gaps: tuple[Gap, ...] = ()
+    quarantined: tuple[Malformed, ...] = ()
+    # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
+    # can tell any more, and nothing is waited for.
+    abandoned: int = 0
+    future_dated: int = 0  # new events dated after the read that returned them
 
     def delivery(self, user_id: str, deadline: Deadline) -> Delivery:
         return Delivery(user_id, self.batch_id, self.lines, self.redelivery, deadline)
@@ -61,12 +69,6 @@ class Batch:
 class Plan:
     batches: tuple[Batch, ...]
     selection: Selection
-    gaps: tuple[Gap, ...]
-    # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
-    # can tell any more, and nothing is waited for.
-    abandoned: int = 0
-    quarantined: tuple[Malformed, ...] = ()  # malformed entries recorded for the first time
-    future_dated: int = 0  # new events dated after the read that returned them
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class _Records:
 def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
     selection = cursor.select(chunk.events)
     records = _records(cursor, chunk, context)
-    batches, new, state, abandoned = _redeliveries(cursor, selection.new, chunk, context)
+    batches, new, state = _redeliveries(cursor, selection.new, chunk, context)
     fresh = _fresh_batch(state, new, records, chunk.source, context)
     if fresh is not None:
         batches.append(fresh)
@@ -95,8 +97,11 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
             batches[-1] = replace(batches[-1], after=end)
         else:
             batches.append(Batch("", (), (), intent=None, after=end))
-    future = sum(e.date_ms > context.read_started_ms + FUTURE_TOLERANCE_MS for e in selection.new)
-    return Plan(tuple(batches), selection, records.gaps, abandoned, records.quarantined, future)
+    return Plan(tuple(batches), selection)
+
+
+def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
+    return sum(e.date_ms > context.read_started_ms + FUTURE_TOLERANCE_MS for e in events)
 
 
 def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
@@ -118,20 +123,19 @@ def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
 
 def _redeliveries(
     cursor: Cursor, new: list[LogEvent], chunk: Chunk, context: PlanContext
-) -> tuple[list[Batch], list[LogEvent], Cursor, int]:
+) -> tuple[list[Batch], list[LogEvent], Cursor]:
     """Batches that redeliver what this chunk holds of each pending intent; the rest of an
     intent stays pending for the chunks that hold it. Returns them, the events left to deliver
-    as new, the cursor after them, and how many pending events Auth0 no longer returns."""
+    as new, and the cursor after them."""
     batches: list[Batch] = []
     state = cursor
-    abandoned = 0
     for pending in cursor.pending:
         again = [e for e in new if e.log_id in pending.log_ids]
         new = [e for e in new if e.log_id not in pending.log_ids]
         left = pending.log_ids - {e.log_id for e in again}
+        abandoned = 0
         if left and chunk.complete:
-            abandoned += len(left)
-            left = frozenset()
+            abandoned, left = len(left), frozenset()
         if again or left != pending.log_ids:
             # Claimed with this run's lease before anything is delivered: a run that read the
             # same intent loses the conditional write instead of delivering it a second time.
@@ -141,10 +145,19 @@ def _redeliveries(
             ).with_pending(Pending(pending.batch_id, left, context.lease_until_ms))
             lines = _lines(again, _Records((), (), ()), chunk.source, context)
             batches.append(
-                Batch(pending.batch_id, tuple(again), lines, claim, after, redelivery=True)
+                Batch(
+                    pending.batch_id,
+                    tuple(again),
+                    lines,
+                    claim,
+                    after,
+                    redelivery=True,
+                    abandoned=abandoned,
+                    future_dated=_future_dated(again, context),
+                )
             )
             state = after
-    return batches, new, state, abandoned
+    return batches, new, state
 
 
 def _fresh_batch(
@@ -170,6 +183,9 @@ def _fresh_batch(
         _lines(new, records, source, context),
         intent,
         after.with_pending(Pending(batch_id, frozenset())),
+        gaps=records.gaps,
+        quarantined=records.quarantined,
+        future_dated=_future_dated(new, context),
     )
 
 

@@ -6,12 +6,12 @@ template's alarms and the README's list read from the same names).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cursor import Cursor, iso_ms
-from .planner import Batch, Plan
+from .cursor import Cursor, Selection, iso_ms
+from .planner import Batch
 from .records import DeliveryReport, Gap
 from .source import CallStats
 
@@ -42,22 +42,25 @@ class UserReport:
     bug: BaseException | None = None  # anything else: the run fails loudly once all are done
     cursor: Cursor | None = None
 
-    def add_plan(self, plan: Plan) -> None:
-        selection = plan.selection
+    def add_read(self, selection: Selection) -> None:
+        """What a read returned, counted as it happens (every run reads afresh)."""
         self.duplicates += selection.duplicates
         self.late += selection.late
         self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
-        self.abandoned += plan.abandoned
-        self.gaps.extend(plan.gaps)
-        self.quarantined += len(plan.quarantined)
-        self.future_dated += plan.future_dated
 
-    def add_batch(self, batch: Batch, outcomes: Sequence[DeliveryReport]) -> None:
-        for outcome in outcomes:
-            name = outcome.destination
-            self.delivered[name] = self.delivered.get(name, 0) + outcome.accepted
-            self.restamped += outcome.restamped
-            self.oversized += outcome.oversized
+    def add_delivery(self, outcome: DeliveryReport) -> None:
+        """One destination accepted a batch (counted even if a later one then fails)."""
+        name = outcome.destination
+        self.delivered[name] = self.delivered.get(name, 0) + outcome.accepted
+        self.restamped += outcome.restamped
+        self.oversized += outcome.oversized
+
+    def add_batch(self, batch: Batch) -> None:
+        """A batch committed: what it forwarded and reported is now true, and counted once."""
+        self.abandoned += batch.abandoned
+        self.gaps.extend(batch.gaps)
+        self.quarantined += len(batch.quarantined)
+        self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
         if batch.redelivery:
             self.recovered += len(batch.events)
