@@ -6,11 +6,14 @@ PYTHON ?= $(shell for p in python3.12 $(HOME)/.pyenv/versions/3.12*/bin/python3.
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Security scanners live apart too: checkov pins many libraries of its own.
+SEC_VENV := .venv-security
+SEC_STAMP := $(SEC_VENV)/.installed
 # SAM CLI lives apart from the project's tools: it pins its own boto3, cfn-lint, etc.
 SAM_VENV := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed
 
-.PHONY: test demo bench lint typecheck cfn-lint unit clean local-stack test-sam-local
+.PHONY: test demo bench lint typecheck cfn-lint security unit clean local-stack test-sam-local
 
 $(STAMP): requirements-dev.txt src/requirements.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
@@ -29,7 +32,20 @@ typecheck: $(STAMP)
 cfn-lint: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 
-test: lint typecheck cfn-lint
+$(SEC_STAMP): devtools/security/requirements-security.txt
+	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
+	$(PYTHON) -m venv $(SEC_VENV)
+	$(SEC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SEC_VENV)/bin/python -m pip install --quiet -r devtools/security/requirements-security.txt
+	touch $(SEC_STAMP)
+
+# checkov on the template (every skip is justified in the template's Metadata) and pip-audit on
+# the runtime requirements (what it could not audit is said, never passed off as clean).
+security: $(STAMP) $(SEC_STAMP)
+	$(SEC_VENV)/bin/checkov -f template.yaml --framework cloudformation --skip-download --compact --quiet
+	$(BIN)/python -m devtools.security.audit $(SEC_VENV)/bin/pip-audit src/requirements.txt
+
+test: lint typecheck cfn-lint security
 	$(BIN)/pytest
 
 demo: $(STAMP)
@@ -57,4 +73,4 @@ test-sam-local: $(STAMP) $(SAM_STAMP)
 	  bash devtools/sam_local/run.sh
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .sam-local .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam
+	rm -rf $(VENV) $(SAM_VENV) $(SEC_VENV) .sam-local .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam

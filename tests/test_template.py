@@ -500,3 +500,15 @@ def test_the_readme_lists_every_metric_the_function_emits() -> None:
         for name in re.findall(r"`([A-Za-z0-9_]+)`", row.split("|")[1])
     }
     assert listed == {name for name, _unit, _value in METRICS}
+
+
+def test_every_checkov_skip_in_the_template_says_why(template: dict[str, Any]) -> None:
+    skips = [
+        (logical_id, skip)
+        for logical_id, resource in template["Resources"].items()
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    ]
+    assert skips, "checkov skips are expected to live in the template"
+    for logical_id, skip in skips:
+        assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (logical_id, skip)
+        assert len(str(skip.get("comment", "")).split()) >= 8, f"{logical_id}: say why"
