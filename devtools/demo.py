@@ -169,7 +169,7 @@ def _verify(stack: LocalDeployment, sim: Auth0Simulator) -> bool:
             print(
                 f"   {user[:42]:42} {destination:10} expected {len(expected):5}  delivered {sum(got.values()):5}  missing {missing}  duplicated {repeated}"
             )
-    example = stack.s3_records(next(iter(USERS)))[-1]
+    example = stack.s3_events(next(iter(USERS)))[-1]
     print("\nOne forwarded line (S3 and CloudWatch carry the same):")
     print("   " + _short(example))
     print("\nDemo " + ("passed: nothing lost, nothing repeated." if ok else "FAILED."))

@@ -178,7 +178,15 @@ class LocalDeployment:
         records = [r for lines in self.s3_objects().values() for r in lines]
         if user_id is None:
             return records
-        return [r for r in records if r["_forwarder"]["watched_user_id"] == user_id]
+        return [r for r in records if _watched_user(r) == user_id]
+
+    def cloudwatch_events(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's forwarded events in CloudWatch, without the forwarder's own records."""
+        return [r for r in self.cloudwatch_records(user_id) if "log_id" in r]
+
+    def s3_events(self, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The forwarded events in S3, without the forwarder's own records."""
+        return [r for r in self.s3_records(user_id) if "log_id" in r]
 
     def checkpoint(self, user_id: str) -> dict[str, Any] | None:
         from log_forwarder.checkpoint_store import DynamoCheckpointStore
@@ -186,6 +194,13 @@ class LocalDeployment:
         store = DynamoCheckpointStore(self.resources.table_name, client=self.aws.client("dynamodb"))
         stored = store.load([user_id]).get(user_id)
         return None if stored is None else stored.state
+
+
+def _watched_user(record: dict[str, Any]) -> str | None:
+    """The watched user a stored line belongs to, in the Auth0 format or in OCSF."""
+    added = record.get("_forwarder") or record.get("unmapped", {}).get("_forwarder") or {}
+    user = added.get("watched_user_id")
+    return user if isinstance(user, str) else None
 
 
 @contextlib.contextmanager

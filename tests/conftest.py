@@ -35,6 +35,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     test and destination."""
     _fault_matrix(terminalreporter.write_line)
     _ocsf_summary(terminalreporter.write_line)
+    _detections(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -79,3 +80,15 @@ def _ocsf_summary(write: Any) -> None:
     for corpus, classes in sorted(OCSF_LEDGER.items()):
         for class_name, (events, codes) in sorted(classes.items()):
             write(f"  {corpus[:45]:45} {class_name:26} {events:6} {len(codes):4}")
+
+
+def _detections(write: Any) -> None:
+    from tests.test_detections_e2e import DETECTION_LEDGER
+
+    if DETECTION_LEDGER:
+        write("")
+        write("detections end to end (findings per rule: on its sequence / on a near miss):")
+        for rule in sorted({rule for rule, _case in DETECTION_LEDGER}):
+            fires = DETECTION_LEDGER.get((rule, "fires"), 0)
+            quiet = DETECTION_LEDGER.get((rule, "quiet"), 0)
+            write(f"  {rule:24} {fires} / {quiet}")

@@ -158,7 +158,7 @@ def test_two_runs_with_late_events_and_ties_reach_both_destinations_once(
     for user in USERS:
         assert_delivered_once(stack, user, expected[user])
     # AND CloudWatch stamps each event with its Auth0 date, not the time it was sent
-    for record in stack.cloudwatch_records(late_user):
+    for record in stack.cloudwatch_events(late_user):
         date = datetime.fromisoformat(record["date"].replace("Z", "+00:00"))
         assert record["@timestamp"] == int(date.timestamp() * 1000)
     # AND S3 holds gzipped JSON lines under the prefix and a dt= partition
@@ -200,7 +200,7 @@ def test_the_real_sample_events_go_through_unchanged(
     # WHEN the function runs
     result = ok(stack.invoke())
     # THEN each distinct event reached S3 once, with every Auth0 field exactly as served
-    records = stack.s3_records()
+    records = stack.s3_events()
     by_id: dict[str, list[dict[str, Any]]] = {}
     for event in sample_events:
         if event.get("user_id"):
@@ -315,9 +315,9 @@ def test_burst_of_1200_events_between_two_runs(
     # THEN all 1,200 are forwarded once, in date order, to both destinations
     assert result["forwarded"] == 1200
     assert_delivered_once(stack, user, before + burst)
-    dates = [r["date"] for r in stack.cloudwatch_records(user)]
+    dates = [r["date"] for r in stack.cloudwatch_events(user)]
     assert dates == sorted(dates)
-    s3_dates = [r["date"] for r in stack.s3_records(user)]
+    s3_dates = [r["date"] for r in stack.s3_events(user)]
     assert sorted(s3_dates) == sorted(dates)
     # AND the cost stayed close to ceil(n / 100): ten newest-first pages plus the search for the rest
     assert result["api_calls"] <= 12 + 2
@@ -361,7 +361,7 @@ def test_first_run_over_2500_retained_events_continues_over_runs(
     assert runs > 1
     assert forwarded == 2500
     assert_delivered_once(stack, user, events)
-    dates = [r["date"] for r in stack.cloudwatch_records(user)]
+    dates = [r["date"] for r in stack.cloudwatch_events(user)]
     assert dates == sorted(dates)
     assert stack.checkpoint(user)["backlog"] is False
 

@@ -15,8 +15,9 @@ over the Auth0 simulator, and:
   records the run wrote to CloudWatch Logs;
 - every metric the dashboard shows is one the function emitted, in its namespace and dimension.
 
-The coming record types (finding, quarantine) have no producer yet: one object of them, in the
-documented format, is added to the bucket next to what the handler wrote.
+Findings are the ones the handler's detection rules wrote for the seeded events. The data set
+produces no malformed entry, so one quarantine record, in the documented format, is added to the
+bucket next to what the handler wrote.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class DataSet:
     forwarded: list[dict[str, Any]]  # every seeded event the tenant still held when read
     lost: list[dict[str, Any]]  # seeded events that expired before the function ran again
     gap_records: list[dict[str, Any]]  # the gap records in S3, as the handler wrote them
-    future_records: list[dict[str, Any]]  # finding and quarantine records, documented format
+    finding_records: list[dict[str, Any]]  # the findings the handler's detection rules wrote
+    future_records: list[dict[str, Any]]  # a quarantine record, in the documented format
     cloudwatch_records: list[dict[str, Any]]
     invocations: list[Invocation]
     glue_table: dict[str, Any]
@@ -177,23 +179,6 @@ def future_records(today: date) -> list[dict[str, Any]]:
         {
             "_forwarder": {
                 "format": 1,
-                "record_type": "finding",
-                "tenant": "demo-tenant.auth0.local",
-                "watched_user_id": ODD,
-                "finding_id": "fnd-0001",
-                "rule": "credential_stuffing",
-                "title": "Many failed logins from many addresses",
-                "severity": "high",
-                "log_ids": ["900-a", "900-b", "900-c"],
-                "first_seen": f"{today.isoformat()}T07:00:00.000Z",
-                "last_seen": f"{today.isoformat()}T07:59:00.000Z",
-                "details": {"addresses": 17, "countries": ["BR", "VN"]},
-                "detected_at": at,
-            }
-        },
-        {
-            "_forwarder": {
-                "format": 1,
                 "record_type": "quarantine",
                 "tenant": "demo-tenant.auth0.local",
                 "watched_user_id": SAML,
@@ -281,6 +266,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSet]:
             forwarded=[*seeded, *kept],
             lost=lost,
             gap_records=[r for r in records if r["_forwarder"].get("record_type") == "gap"],
+            finding_records=[r for r in records if r["_forwarder"].get("record_type") == "finding"],
             future_records=future,
             cloudwatch_records=[r for user in USERS for r in stack.cloudwatch_records(user)],
             invocations=invocations,
@@ -407,8 +393,7 @@ def expected_findings(data: DataSet) -> list[tuple[Any, ...]]:
     return [
         (f["detected_at"], f["watched_user_id"], f["rule"], f["severity"], f["title"],
          f["first_seen"], f["last_seen"], len(f["log_ids"]))
-        for f in (r["_forwarder"] for r in data.future_records)
-        if f["record_type"] == "finding"
+        for f in (r["_forwarder"] for r in data.finding_records)
     ]  # fmt: skip
 
 
@@ -495,6 +480,23 @@ def test_new_sources_include_the_burst_and_not_the_old_habits(data: DataSet) -> 
     assert any(row[0] == ODD and row[1] == "country" for row in rows)
 
 
+def test_the_seeded_events_produce_the_findings_they_should(data: DataSet) -> None:
+    # The burst of failed logins, the MFA removal and recovery, the admin's Management API calls
+    rules = {r["_forwarder"]["rule"] for r in data.finding_records}
+    assert {"failed_login_burst", "mfa_weakened", "admin_action"} <= rules
+    admin = [
+        r["_forwarder"] for r in data.finding_records if r["_forwarder"]["rule"] == "admin_action"
+    ]
+    assert ADMIN in {f["watched_user_id"] for f in admin}
+    # AND each admin_action names only Management API events of its own user
+    by_id = {e["log_id"]: e for e in data.forwarded}
+    for finding in admin:
+        for log_id in finding["log_ids"]:
+            event = by_id[log_id]
+            assert event["type"] in MANAGEMENT_API | {"mgmt_api_read"}
+            assert event["user_id"] == finding["watched_user_id"]
+
+
 def test_every_record_is_readable_through_the_table(data: DataSet) -> None:
     # No record breaks the schema: as many rows as lines, each with its record type.
     (total,) = data.db.sql("SELECT count(*) FROM auth0_user_logs").fetchall()
@@ -508,7 +510,7 @@ def test_every_record_is_readable_through_the_table(data: DataSet) -> None:
     assert by_type == {
         "event": len(data.forwarded),
         "gap": len(data.gap_records),
-        "finding": 1,
+        "finding": len(data.finding_records),
         "quarantine": 1,
     }
     # details is JSON text with Auth0's own key case; scope as an array is JSON text too.

@@ -427,3 +427,12 @@ JSON = st.recursive(
 def test_odd_field_types_still_give_a_valid_event(code: object, fields: dict[str, Any]) -> None:
     raw = {**fields, "type": code, "date": "2026-11-25T10:00:00.000Z"}
     validate_ocsf(to_ocsf(raw, tenant=TENANT, watched_user_id=WATCHED))
+
+
+def test_the_readme_shows_the_mapping_by_class_of_the_code() -> None:
+    from pathlib import Path
+
+    from log_forwarder.ocsf import class_summary_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert class_summary_markdown() in readme

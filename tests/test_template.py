@@ -196,13 +196,17 @@ def test_no_statement_grants_data_actions_on_every_resource(translated: dict[str
 def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -> None:
     statements = role_statements(translated)
     by_service: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    secrets_statements: list[tuple[str | None, dict[str, Any]]] = []
     for condition, statement in statements:
         actions = (
             statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         )
         services = {action.split(":")[0] for action in actions}
         assert len(services) == 1, statement
-        by_service[services.pop()] = (condition, statement)
+        service = services.pop()
+        by_service[service] = (condition, statement)
+        if service == "secretsmanager":
+            secrets_statements.append((condition, statement))
 
     condition, logs = by_service["logs"]
     assert condition == "UseCloudWatch"
@@ -226,9 +230,22 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     assert dynamodb["Resource"] == {"Fn::GetAtt": ["CheckpointTable", "Arn"]}
     assert "dynamodb:DeleteItem" not in dynamodb["Action"]
 
-    _, secrets = by_service["secretsmanager"]
-    assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
-    assert "secret:${Auth0CredentialsSecretName}-??????" in json.dumps(secrets["Resource"])
+    # The credentials secret always; the pseudonymisation key only when one is named.
+    (credentials, key) = sorted(secrets_statements, key=lambda item: item[0] or "")
+    for _, secrets in (credentials, key):
+        assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
+    assert credentials[0] is None
+    assert "secret:${Auth0CredentialsSecretName}-??????" in json.dumps(credentials[1]["Resource"])
+    assert key[0] == "HasPseudonymisationKey"
+    assert "secret:${PseudonymisationKeySecretName}-??????" in json.dumps(key[1]["Resource"])
+
+    condition, events = by_service["events"]
+    assert condition == "SendsFindings"
+    assert events["Action"] == "events:PutEvents"
+    assert events["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
+        ":event-bus/${FindingsEventBus}"
+    }
 
     _, sqs = by_service["sqs"]
     assert sqs["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
@@ -453,6 +470,7 @@ IAM_ACTION_OF_CALL = {
     "get_log_events": "logs:GetLogEvents",
     "put_object": "s3:PutObject",
     "get_object": "s3:GetObject",
+    "put_events": "events:PutEvents",
 }
 
 

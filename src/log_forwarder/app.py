@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3
 import httpx
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
@@ -26,12 +26,14 @@ from botocore.config import Config
 from .auth0_client import Auth0Client
 from .checkpoint_store import DynamoCheckpointStore
 from .config import Settings
-from .credentials import credentials_source
+from .credentials import credentials_source, pseudonym_key
 from .exceptions import ConfigError, RunFailed
 from .forwarder import Forwarder
 from .pacing import Pacer
-from .report import RunReport, metric_values
-from .sinks import CloudWatchSink, S3Sink, Sink
+from .planner import OutputPolicy
+from .pseudonymise import Pseudonymiser
+from .report import RunReport, findings_by_rule, metric_values
+from .sinks import CloudWatchSink, EventBridgeSink, S3Sink, Sink
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
@@ -92,9 +94,14 @@ def build_runtime(
     if settings.s3_bucket:
         s3 = session.client("s3", config=AWS_CLIENT_CONFIG)
         sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3))
+    output = settings.output
+    if output.detections is not None and output.findings_event_bus:
+        events = session.client("events", config=AWS_CLIENT_CONFIG)
+        # Last: a finding goes out once the destinations hold the events it names.
+        sinks.append(EventBridgeSink(output.findings_event_bus, client=events))
     secrets = (
         session.client("secretsmanager", config=SECRETS_CLIENT_CONFIG)
-        if settings.credentials_secret
+        if settings.credentials_secret or output.pii_key_secret
         else None
     )
     client = Auth0Client(
@@ -104,7 +111,17 @@ def build_runtime(
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
-    forwarder = Forwarder(settings=settings, source=client, store=store, sinks=sinks, clock=clock)
+    policy = OutputPolicy(
+        ocsf=output.format == "ocsf",
+        keep=output.events,
+        pseudonymiser=Pseudonymiser(pseudonym_key(output.pii_key_secret, secrets), output.pii_paths)
+        if output.pii_key_secret and output.pii_paths
+        else None,
+        detections=output.detections,
+    )
+    forwarder = Forwarder(
+        settings=settings, source=client, store=store, sinks=sinks, clock=clock, output=policy
+    )
     return Runtime(settings=settings, forwarder=forwarder, store=store)
 
 
@@ -164,3 +181,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 def _publish(report: RunReport) -> None:
     for name, unit, value in metric_values(report):
         metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
+    for rule, count in sorted(findings_by_rule(report).items()):
+        # A dimension of its own, so one metric carries every rule (the dashboard's search).
+        with single_metric(
+            name="Findings",
+            unit=MetricUnit.Count,
+            value=count,
+            namespace=metrics.namespace,
+            default_dimensions={"service": logger.service},
+        ) as finding:
+            finding.add_dimension(name="rule", value=rule)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
+from .detections import DetectionSettings
 from .exceptions import ConfigError
+from .filters import CATEGORIES, EventFilter, expand
 
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
@@ -59,6 +61,7 @@ class Settings:
     max_concurrent_users: int
     time_margin_ms: int
     log_retention_ms: int
+    output: OutputSettings = field(default_factory=lambda: OutputSettings())
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -140,7 +143,81 @@ class Settings:
             time_margin_ms=_integer(env, "TIME_MARGIN_SECONDS", 60, 1, 900) * 1000,
             log_retention_ms=_integer(env, "AUTH0_LOG_RETENTION_HOURS", 24, 1, 24 * 366)
             * 3_600_000,
+            output=OutputSettings.from_env(env),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputSettings:
+    """What is written besides the events as Auth0 sent them, and how."""
+
+    format: Literal["auth0", "ocsf"] = "auth0"
+    events: EventFilter = field(default_factory=EventFilter)
+    pii_paths: tuple[str, ...] = ()
+    pii_key_secret: str | None = None
+    detections: DetectionSettings | None = None  # None: no rule runs
+    findings_event_bus: str | None = None  # None: findings are not sent to EventBridge
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OutputSettings:
+        output_format = (_optional(env, "OUTPUT_FORMAT") or "auth0").lower()
+        if output_format not in ("auth0", "ocsf"):
+            raise ConfigError(
+                f"OUTPUT_FORMAT={output_format!r} is not allowed; use 'auth0' (the events as "
+                "Auth0 sends them, the default) or 'ocsf' (OCSF 1.5 events)"
+            )
+        detections = DetectionSettings.from_env(env)
+        bus = _optional(env, "FINDINGS_EVENT_BUS")
+        return cls(
+            format=output_format,  # type: ignore[arg-type]
+            events=EventFilter(
+                include=_event_codes(env, "EVENTS_INCLUDE"),
+                exclude=_event_codes(env, "EVENTS_EXCLUDE") or frozenset(),
+            ),
+            pii_paths=_pii_paths(env),
+            pii_key_secret=_optional(env, "PII_KEY_SECRET"),
+            detections=detections if detections.rules else None,
+            findings_event_bus=None if bus is None or bus.lower() == "none" else bus,
+        )._checked()
+
+    def _checked(self) -> OutputSettings:
+        if self.pii_paths and not self.pii_key_secret:
+            raise ConfigError(
+                "PII_FIELDS needs PII_KEY_SECRET: the Secrets Manager id of the key the "
+                'pseudonyms are made with ({"key": "<at least 32 random characters>"})'
+            )
+        return self
+
+
+def _event_codes(env: Mapping[str, str], name: str) -> frozenset[str] | None:
+    raw = _optional(env, name)
+    if raw is None:
+        return None
+    entries = [entry.strip() for entry in raw.split(",")]
+    for entry in entries:
+        looks_like_a_category = "." in entry or entry in ("actions", "other")
+        if not re.fullmatch(r"[a-z][a-z0-9_.]*", entry) or (
+            looks_like_a_category and entry not in CATEGORIES
+        ):
+            raise ConfigError(
+                f"{name}={raw!r}: {entry!r} is neither an Auth0 log type code (such as fp, "
+                "sapi) nor a Log Streams category (" + ", ".join(sorted(CATEGORIES)) + ")"
+            )
+    return expand(entries)
+
+
+def _pii_paths(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = _optional(env, "PII_FIELDS")
+    if raw is None:
+        return ()
+    paths = tuple(part.strip() for part in raw.split(","))
+    for path in paths:
+        if not re.fullmatch(r"[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*", path):
+            raise ConfigError(
+                f"PII_FIELDS={raw!r}: {path!r} is not a field name; use names such as ip, "
+                "user_name, user_agent or location_info.city_name, separated by commas"
+            )
+    return paths
 
 
 def parse_start_from(value: str) -> StartFrom:

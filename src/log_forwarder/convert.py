@@ -1,7 +1,10 @@
-"""Auth0 event → one JSON line.
+"""Auth0 event → one JSON line, and the forwarder's own records: the whole output format.
 
 The event's own fields stay at the top level exactly as Auth0 sent them, unknown ones included;
 everything the forwarder adds lives under the single key `_forwarder`, which Auth0 does not use.
+Two options change that, both off by default: chosen fields replaced by keyed pseudonyms
+(`PII_FIELDS`), and OCSF 1.5 events instead of Auth0's (`OUTPUT_FORMAT=ocsf`). The forwarder's
+own records (gap, quarantine, finding) keep their format either way.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .cursor import LogEvent, iso_ms
+from .detections import Finding, finding_record
 from .event_types import describe
+from .ocsf import to_ocsf
+from .pseudonymise import Pseudonymiser
 from .records import Gap, OutputLine
 
 FORWARDER_KEY = "_forwarder"
@@ -25,10 +31,16 @@ class ConvertContext:
     watched_user_id: str
     forwarded_at_ms: int
     source: str  # which Auth0 endpoint returned the event: "user_logs" or "logs_search"
+    ocsf: bool = False
+    pseudonymiser: Pseudonymiser | None = None
 
 
 def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
-    event_type = describe(event.raw.get("type"))
+    raw = event.raw if context.pseudonymiser is None else context.pseudonymiser.apply(event.raw)
+    if context.ocsf:
+        ocsf = to_ocsf(raw, tenant=context.tenant, watched_user_id=context.watched_user_id)
+        return OutputLine(timestamp_ms=event.date_ms, line=_dumps(ocsf), log_id=event.log_id)
+    event_type = describe(raw.get("type"))
     added: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "tenant": context.tenant,
@@ -38,10 +50,10 @@ def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
         "severity": event_type.severity,
         "source": context.source,
     }
-    if FORWARDER_KEY in event.raw:
+    if FORWARDER_KEY in raw:
         # Auth0 never sent this key so far; if it ever does, keep its value rather than drop it.
-        added["auth0_value"] = event.raw[FORWARDER_KEY]
-    record = {**event.raw, FORWARDER_KEY: added}
+        added["auth0_value"] = raw[FORWARDER_KEY]
+    record = {**raw, FORWARDER_KEY: added}
     return OutputLine(timestamp_ms=event.date_ms, line=_dumps(record), log_id=event.log_id)
 
 
@@ -72,12 +84,28 @@ def quarantine_digest(raw: object) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
+def finding_line(finding: Finding, context: ConvertContext) -> OutputLine:
+    """A detection's finding as a record, stamped when it was found. Its key is the finding id,
+    so a destination that already holds it (an interrupted run wrote it) is not given it twice."""
+    record = finding_record(finding, tenant=context.tenant, detected_at_ms=context.forwarded_at_ms)
+    if context.pseudonymiser is not None:
+        body = record[FORWARDER_KEY]
+        body["details"] = context.pseudonymiser.apply(body["details"])
+    return OutputLine(
+        timestamp_ms=context.forwarded_at_ms,
+        line=_dumps(record),
+        record_key=f"finding:{finding.finding_id}",
+    )
+
+
 def quarantine_line(raw: object, reason: str, context: ConvertContext) -> OutputLine:
     """A record carrying an entry that cannot be forwarded as an event, exactly as returned.
 
     `raw` holds the entry as JSON text: it may be anything (null, a string, an object without a
     date), and a query engine reading the records needs one type for the field.
     """
+    if context.pseudonymiser is not None and isinstance(raw, dict):
+        raw = context.pseudonymiser.apply(raw)
     text = json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=repr)
     record = {
         FORWARDER_KEY: {
@@ -120,14 +148,24 @@ def oversized_marker(item: OutputLine) -> OutputLine:
     return replace(item, line=_dumps(marker))
 
 
-def record_log_id(line: str) -> str | None:
-    """The Auth0 log_id of a forwarded line as stored; None for the forwarder's own records."""
+def record_key(line: str) -> str | None:
+    """What identifies a stored line, as OutputLine.key does: the Auth0 log_id of an event (in
+    OCSF, `metadata.uid`), the finding id of a finding; None for other records."""
     try:
         record = json.loads(line)
     except ValueError:
         return None
-    log_id = record.get("log_id") if isinstance(record, dict) else None
-    return log_id if isinstance(log_id, str) else None
+    if not isinstance(record, dict):
+        return None
+    log_id = record.get("log_id")
+    if log_id is None and isinstance(record.get("metadata"), dict) and "class_uid" in record:
+        log_id = record["metadata"].get("uid")
+    if isinstance(log_id, str):
+        return log_id
+    added = record.get(FORWARDER_KEY)
+    if isinstance(added, dict) and isinstance(added.get("finding_id"), str):
+        return f"finding:{added['finding_id']}"
+    return None
 
 
 def _dumps(record: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ Every failure names the secret, the region and the fix, and never the value.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -88,3 +89,31 @@ def secret_error(error: Exception, secret_id: str, region: str) -> ConfigError:
     }
     fix = fixes.get(code, f"could not be read ({code}); check that it exists and is readable")
     return ConfigError(f"{where} {fix}")
+
+
+def pseudonym_key(secret_id: str, client: SecretsManagerClient | None) -> bytes:
+    """The key pseudonyms are made with: the secret's `key` (JSON) or its whole text, at least
+    32 characters. Read once per container: a new key would change every pseudonym, so rotating
+    it is a deliberate redeploy, not something picked up mid-stream."""
+    region = client.meta.region_name if client is not None else "the function's region"
+    provider = parameters.SecretsProvider(boto3_client=client)
+    try:
+        value = provider.get(secret_id, max_age=SECRET_CACHE_S)
+    except GetParameterError as error:
+        raise _key_error(secret_error(error, secret_id, region)) from None
+    text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if text.lstrip().startswith("{"):
+        try:
+            text = str(json.loads(text).get("key", ""))
+        except (ValueError, AttributeError):
+            text = ""
+    if len(text) < 32:
+        raise ConfigError(
+            f"secret {secret_id!r} (PII_KEY_SECRET, region {region}) must hold a key of at "
+            'least 32 characters, as {"key": "..."} or as the whole secret'
+        )
+    return text.encode("utf-8")
+
+
+def _key_error(error: ConfigError) -> ConfigError:
+    return ConfigError(str(error).replace("(AUTH0_CREDENTIALS_SECRET)", "(PII_KEY_SECRET)"))

@@ -135,6 +135,8 @@ class Cursor:
     quarantined: tuple[tuple[str, int], ...] = ()
     # When Auth0 first answered that the user does not exist (deleted, or never existed).
     missing_since_ms: int | None = None
+    # The detection rules' state (detections.DetectionState), opaque here.
+    detections: Mapping[str, Any] | None = field(default=None, compare=True)
 
     @classmethod
     def fresh(cls, floor_ms: int | None) -> Cursor:
@@ -170,9 +172,15 @@ class Cursor:
         return Selection(ordered, duplicates, below_floor, late, max_lateness)
 
     def advance(
-        self, delivered: Sequence[LogEvent], *, overlap_ms: int, read_started_ms: int
+        self,
+        delivered: Sequence[LogEvent],
+        *,
+        overlap_ms: int,
+        read_started_ms: int,
+        forwarded: int | None = None,
     ) -> Cursor:
-        """The cursor after `delivered` was accepted by every destination.
+        """The cursor after `delivered` was accepted by every destination (`forwarded` of them
+        were written; the others were kept out by a filter, and are remembered all the same).
 
         The watermark stops at the start of the read: an event dated in the future (a wrong clock
         upstream) must not move the window past what the read could see, or every event dated
@@ -194,7 +202,8 @@ class Cursor:
             floor_ms=floor,
             watermark_ms=watermark,
             recent=tuple(recent),
-            forwarded_total=self.forwarded_total + len(delivered),
+            forwarded_total=self.forwarded_total
+            + (len(delivered) if forwarded is None else forwarded),
         )
 
     def after_gap(self, gap: Gap) -> Cursor:
@@ -250,6 +259,9 @@ class Cursor:
         added = [(d, now_ms) for d in dict.fromkeys(digests) if not self.knows_quarantined(d)]
         return replace(self, quarantined=tuple((kept + added)[-MAX_QUARANTINED:]))
 
+    def with_detections(self, state: Mapping[str, Any]) -> Cursor:
+        return replace(self, detections=dict(state))
+
     def with_missing_since(self, now_ms: int | None) -> Cursor:
         """Auth0 says the user does not exist (since `now_ms`), or exists again (None)."""
         if now_ms is not None and self.missing_since_ms is not None:
@@ -275,6 +287,7 @@ class Cursor:
             "verified": self.verified_ms,
             "quarantined": [[digest, seen] for digest, seen in self.quarantined],
             "missing_since": self.missing_since_ms,
+            "detections": self.detections,
         }
 
     @classmethod
@@ -313,6 +326,9 @@ class Cursor:
                 (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
             ),
             missing_since_ms=_optional_int(state.get("missing_since")),
+            detections=state.get("detections")
+            if isinstance(state.get("detections"), dict)
+            else None,
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:

@@ -648,18 +648,27 @@ def eventbridge_entry(
     detected_at_ms: int,
     event_bus_name: str | None = None,
 ) -> dict[str, Any]:
-    """A `PutEvents` entry for the finding, kept under EventBridge's 256 KB entry limit.
+    """A `PutEvents` entry for the finding, kept under EventBridge's 256 KB entry limit."""
+    body = finding_record(finding, tenant=tenant, detected_at_ms=detected_at_ms)["_forwarder"]
+    return eventbridge_entry_for(body, event_bus_name)
+
+
+def eventbridge_entry_for(
+    record_body: Mapping[str, Any], event_bus_name: str | None = None
+) -> dict[str, Any]:
+    """The entry for a finding record's `_forwarder` body (as written to the destinations).
 
     At most MAX_EVENTBRIDGE_LOG_IDS log_ids are listed, with `log_id_count` giving them all; if
     the details still made the entry too large, they are replaced by a note.
     """
-    body = finding_record(finding, tenant=tenant, detected_at_ms=detected_at_ms)["_forwarder"]
-    body["log_id_count"] = len(finding.log_ids)
-    body["log_ids"] = body["log_ids"][:MAX_EVENTBRIDGE_LOG_IDS]
+    body = dict(record_body)
+    log_ids = list(body.get("log_ids") or [])
+    body["log_id_count"] = len(log_ids)
+    body["log_ids"] = log_ids[:MAX_EVENTBRIDGE_LOG_IDS]
     entry = _entry(body, event_bus_name)
     if eventbridge_entry_size(entry) > EVENTBRIDGE_ENTRY_LIMIT:
         body["details"] = {"truncated": "details too large for EventBridge"}
-        body["title"] = body["title"][:MAX_TEXT_CHARS]
+        body["title"] = str(body.get("title", ""))[:MAX_TEXT_CHARS]
         entry = _entry(body, event_bus_name)
     return entry
 

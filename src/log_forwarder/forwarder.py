@@ -21,7 +21,7 @@ from .cursor import Cursor, iso_ms
 from .exceptions import CheckpointConflict, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import UserRead, read_user
-from .planner import Batch, PlanContext, plan_chunk
+from .planner import Batch, OutputPolicy, PlanContext, plan_chunk
 from .report import RunReport, UserReport
 from .retry import Deadline
 from .sinks import Sink
@@ -59,8 +59,10 @@ class Forwarder:
         store: CheckpointStore,
         sinks: Sequence[Sink],
         clock: Callable[[], float] = time.time,
+        output: OutputPolicy | None = None,
     ) -> None:
         self._settings = settings
+        self._output = output or OutputPolicy()
         self._source = source
         self._store = store
         self._sinks = list(sinks)
@@ -155,6 +157,7 @@ class Forwarder:
             overlap_ms=self._settings.overlap_window_ms,
             min_retention_ms=self._settings.log_retention_ms,
             lease_until_ms=run.lease_until_ms,
+            output=self._output,
         )
         chunks = read_user(read)
         complete = False

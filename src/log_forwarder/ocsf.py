@@ -694,3 +694,20 @@ def mapping_table_markdown() -> str:
             f"{STATUSES[c.status_id]} ({c.status_id}) |"
         )
     return "\n".join(lines) + "\n"
+
+
+def class_summary_markdown() -> str:
+    """OCSF_CLASS_BY_TYPE grouped by class and activity: the table in the README."""
+    groups: dict[tuple[int, int], list[str]] = {}
+    for code, c in OCSF_CLASS_BY_TYPE.items():
+        groups.setdefault((c.class_uid, c.activity_id), []).append(f"`{code}`")
+    lines = ["| OCSF class | activity | Auth0 type codes |", "|---|---|---|"]
+    for (class_uid, activity_id), codes in sorted(groups.items()):
+        if activity_id == BY_METHOD:
+            activity = _BY_METHOD_TEXT
+        else:
+            activity = f"{ACTIVITIES[class_uid][activity_id]} ({activity_id})"
+        class_name = CLASSES[class_uid][0]
+        lines.append(f"| {class_name} ({class_uid}) | {activity} | {' '.join(sorted(codes))} |")
+    lines.append("| Base Event (0) | Other (99) | any code not above |")
+    return "\n".join(lines) + "\n"

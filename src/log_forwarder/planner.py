@@ -10,7 +10,8 @@ why lives:
   they already hold. Its intent is rewritten first with this run's lease: a conditional write
   that claims it, so two runs can never both redeliver it.
 - The chunk's new events, and the records about them (gaps the read proves, malformed entries
-  quarantined), follow as one batch.
+  quarantined, what the detection rules found in them), follow as one batch. Events the filter
+  keeps out are remembered like the others, but not written.
 - The end of the chunk (backlog flag, the floor moving with time, gaps, a user Auth0 no longer
   knows) rides on the last batch's cursor, or on a checkpoint-only batch.
 """
@@ -18,18 +19,38 @@ why lives:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .batching import batch_id_for
-from .convert import ConvertContext, event_line, gap_line, quarantine_digest, quarantine_line
+from .convert import (
+    ConvertContext,
+    event_line,
+    finding_line,
+    gap_line,
+    quarantine_digest,
+    quarantine_line,
+)
 from .cursor import Cursor, LogEvent, Pending, Selection
+from .detections import DetectionSettings, DetectionState, Finding, evaluate
 from .fetch import Chunk, Malformed
+from .filters import EventFilter
 from .gaps import gaps_in
+from .pseudonymise import Pseudonymiser
 from .records import Delivery, Gap, OutputLine
 from .retry import Deadline
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutputPolicy:
+    """What a run writes besides the events as Auth0 sent them, and how (all off by default)."""
+
+    ocsf: bool = False  # OCSF 1.5 events instead of Auth0's
+    keep: EventFilter = field(default_factory=EventFilter)  # which events are forwarded
+    pseudonymiser: Pseudonymiser | None = None  # keyed pseudonyms for chosen fields
+    detections: DetectionSettings | None = None  # which rules run, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +63,13 @@ class PlanContext:
     min_retention_ms: int
     # Until when this run may hold an intent: the end of its invocation.
     lease_until_ms: int
+    output: OutputPolicy = field(default_factory=OutputPolicy)
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
     batch_id: str
-    events: tuple[LogEvent, ...]
+    events: tuple[LogEvent, ...]  # the events handed to the destinations
     lines: tuple[OutputLine, ...]  # the events' lines and the records about them, in time order
     intent: Cursor | None  # written before delivery; None when no event is handed over
     after: Cursor  # written once every destination accepted `lines`
@@ -56,6 +78,8 @@ class Batch:
     # fails is planned again by the next run, and must not be counted twice).
     gaps: tuple[Gap, ...] = ()
     quarantined: tuple[Malformed, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    filtered: int = 0  # new events the filter kept out: remembered, not forwarded
     # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
     # can tell any more, and nothing is waited for.
     abandoned: int = 0
@@ -73,14 +97,23 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Records:
-    """The forwarder's own records a chunk adds beside its events."""
+    """The forwarder's own records a batch adds beside its events."""
 
-    gaps: tuple[Gap, ...]
-    quarantined: tuple[Malformed, ...]
-    digests: tuple[str, ...]
+    gaps: tuple[Gap, ...] = ()
+    quarantined: tuple[Malformed, ...] = ()
+    digests: tuple[str, ...] = ()  # of the quarantined entries
+    findings: tuple[Finding, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.gaps or self.quarantined)
+        return bool(self.gaps or self.quarantined or self.findings)
+
+    def keys(self) -> list[str]:
+        """What identifies these records, for a batch id when no event is handed over."""
+        return [
+            *(f"gap:{gap.from_ms}:{gap.to_ms}" for gap in self.gaps),
+            *(f"quarantine:{digest}" for digest in self.digests),
+            *(f"finding:{finding.finding_id}" for finding in self.findings),
+        ]
 
 
 def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
@@ -121,6 +154,19 @@ def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
     return _Records(tuple(gaps), tuple(first_seen.values()), tuple(first_seen))
 
 
+def _detect(
+    cursor: Cursor, events: Sequence[LogEvent], context: PlanContext
+) -> tuple[tuple[Finding, ...], Cursor]:
+    """The rules' findings on `events` (all of them: a filter chooses what is written, not what
+    is watched), and the cursor carrying the rules' state after them."""
+    settings = context.output.detections
+    if settings is None or not events:
+        return (), cursor
+    state = DetectionState.from_state(cursor.detections)
+    findings, state = evaluate(context.user_id, events, state, settings)
+    return tuple(findings), cursor.with_detections(state.to_state())
+
+
 def _redeliveries(
     cursor: Cursor, new: list[LogEvent], chunk: Chunk, context: PlanContext
 ) -> tuple[list[Batch], list[LogEvent], Cursor]:
@@ -140,18 +186,22 @@ def _redeliveries(
             # Claimed with this run's lease before anything is delivered: a run that read the
             # same intent loses the conditional write instead of delivering it a second time.
             claim = state.with_pending(replace(pending, lease_until_ms=context.lease_until_ms))
-            after = claim.advance(
+            # The rules see these events again from the state before them: the same findings,
+            # with the same ids, which the destinations that hold them already skip.
+            findings, after = _detect(claim, again, context)
+            after = after.advance(
                 again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
             ).with_pending(Pending(pending.batch_id, left, context.lease_until_ms))
-            lines = _lines(again, _Records((), (), ()), chunk.source, context)
+            records = _Records(findings=findings)
             batches.append(
                 Batch(
                     pending.batch_id,
                     tuple(again),
-                    lines,
+                    _lines(again, records, chunk.source, context),
                     claim,
                     after,
                     redelivery=True,
+                    findings=findings,
                     abandoned=abandoned,
                     future_dated=_future_dated(again, context),
                 )
@@ -165,26 +215,34 @@ def _fresh_batch(
 ) -> Batch | None:
     if not new and not records:
         return None
-    ids = [e.log_id for e in new]
+    findings, detected = _detect(cursor, new, context)
+    records = replace(records, findings=findings)
+    shown = [e for e in new if context.output.keep.keeps(e.raw)]
+    ids = [e.log_id for e in shown]
     # Records alone get an id from what they report, so a retried delivery reuses its S3 keys.
-    about = [f"gap:{context.user_id}:{gap.to_ms}" for gap in records.gaps]
-    batch_id = batch_id_for(ids or [*about, *(f"quarantine:{d}" for d in records.digests)])
+    batch_id = batch_id_for(ids or records.keys() or [e.log_id for e in new])
     # The intent goes first: a crash after it is recovered, not repeated. Records alone need
-    # none (a repeated gap record is a documented corner, not a repeated event).
+    # none (a repeated gap record is a documented corner, not a repeated event). It holds the
+    # rules' state from before these events, so a redelivery finds the same findings again.
     pending = Pending(batch_id, frozenset(ids), context.lease_until_ms)
-    intent = cursor.with_pending(pending) if new else None
-    after = (intent or cursor).advance(
-        new, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
+    intent = cursor.with_pending(pending) if shown else None
+    after = detected.advance(
+        new,
+        overlap_ms=context.overlap_ms,
+        read_started_ms=context.read_started_ms,
+        forwarded=len(shown),
     )
     after = after.with_quarantined(records.digests, now_ms=context.now_ms)
     return Batch(
         batch_id,
-        tuple(new),
-        _lines(new, records, source, context),
+        tuple(shown),
+        _lines(shown, records, source, context),
         intent,
         after.with_pending(Pending(batch_id, frozenset())),
         gaps=records.gaps,
         quarantined=records.quarantined,
+        findings=findings,
+        filtered=len(new) - len(shown),
         future_dated=_future_dated(new, context),
     )
 
@@ -211,8 +269,11 @@ def _lines(
         watched_user_id=context.user_id,
         forwarded_at_ms=context.now_ms,
         source=source,
+        ocsf=context.output.ocsf,
+        pseudonymiser=context.output.pseudonymiser,
     )
     lines = [event_line(e, convert) for e in events]
     lines.extend(gap_line(gap, convert) for gap in records.gaps)
     lines.extend(quarantine_line(entry.raw, entry.reason, convert) for entry in records.quarantined)
+    lines.extend(finding_line(finding, convert) for finding in records.findings)
     return tuple(sorted(lines, key=lambda line: line.timestamp_ms))

@@ -17,6 +17,12 @@ class OutputLine:
     timestamp_ms: int
     line: str
     log_id: str | None = None
+    record_key: str | None = None  # what identifies one of the forwarder's own records
+
+    @property
+    def key(self) -> str | None:
+        """What identifies the line in a destination: its event's log_id, or its record key."""
+        return self.log_id if self.log_id is not None else self.record_key
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ template's alarms and the README's list read from the same names).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ class UserReport:
     late: int = 0
     max_lateness_ms: int = 0
     quarantined: int = 0  # malformed entries recorded for the first time
+    filtered: int = 0  # new events the filter kept out (remembered, not forwarded)
+    findings: Counter[str] = field(default_factory=Counter)  # by rule
     future_dated: int = 0
     restamped: int = 0
     oversized: int = 0
@@ -60,6 +63,8 @@ class UserReport:
         self.abandoned += batch.abandoned
         self.gaps.extend(batch.gaps)
         self.quarantined += len(batch.quarantined)
+        self.filtered += batch.filtered
+        self.findings.update(finding.rule for finding in batch.findings)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
         if batch.redelivery:
@@ -88,6 +93,8 @@ class UserReport:
             "duplicates_dropped": self.duplicates,
             "late_events": self.late,
             "quarantined": self.quarantined,
+            "filtered": self.filtered,
+            "findings": dict(self.findings),
             "future_dated": self.future_dated,
             "restamped": self.restamped,
             "oversized": self.oversized,
@@ -169,6 +176,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("DuplicatesDropped", "Count", _total("duplicates")),
     ("LateEvents", "Count", _total("late")),
     ("Quarantined", "Count", _total("quarantined")),
+    ("EventsFiltered", "Count", _total("filtered")),
     ("FutureDatedEvents", "Count", _total("future_dated")),
     ("RestampedEvents", "Count", _total("restamped")),
     ("OversizedEvents", "Count", _total("oversized")),
@@ -186,6 +194,14 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ),
     ("LagSeconds", "Seconds", lambda run: run.lag_s),
 )
+
+
+def findings_by_rule(run: RunReport) -> Counter[str]:
+    """`Findings`, published per rule (dimension `rule`) beside the metrics above."""
+    total: Counter[str] = Counter()
+    for user in run.users:
+        total.update(user.findings)
+    return total
 
 
 def metric_values(run: RunReport) -> Iterator[tuple[str, str, float]]:

@@ -11,9 +11,10 @@ from typing import Protocol
 
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.sinks.cloudwatch import CloudWatchSink, rejected_indices
+from log_forwarder.sinks.eventbridge import EventBridgeSink
 from log_forwarder.sinks.s3 import S3Sink
 
-__all__ = ["CloudWatchSink", "S3Sink", "Sink", "rejected_indices"]
+__all__ = ["CloudWatchSink", "EventBridgeSink", "S3Sink", "Sink", "rejected_indices"]
 
 
 class Sink(Protocol):

@@ -27,7 +27,7 @@ from log_forwarder.aws_errors import (
     outcome_unknown,
 )
 from log_forwarder.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, stream_name_for
-from log_forwarder.convert import oversized_marker, record_log_id
+from log_forwarder.convert import oversized_marker, record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
@@ -245,7 +245,7 @@ class CloudWatchSink:
     ) -> tuple[list[OutputLine], int]:
         """Redelivery: leave out lines an interrupted earlier run already wrote to the stream.
 
-        Lines are matched by log_id; lines without one (our own records) by their whole text.
+        Lines are matched by key (an event's log_id, a finding's id), others by their whole text.
         The window runs to now, not just to the newest line, because an earlier run may have
         restamped old events with its own (later) delivery time.
         """
@@ -254,15 +254,15 @@ class CloudWatchSink:
         present_ids: set[str] = set()
         present_digests: set[str] = set()
         for message in self._read_stream(stream, start_ms, end_ms, deadline):
-            log_id = record_log_id(message)
-            if log_id is not None:
-                present_ids.add(log_id)
+            key = record_key(message)
+            if key is not None:
+                present_ids.add(key)
             present_digests.add(_digest(message))
         missing = [
             item
             for item in lines
             if not (
-                (item.log_id is not None and item.log_id in present_ids)
+                (item.key is not None and item.key in present_ids)
                 or _digest(item.line) in present_digests
             )
         ]

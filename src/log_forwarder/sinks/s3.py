@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import call_aws, error_code, http_status
 from log_forwarder.batching import S3Object, batch_id_for, s3_objects
-from log_forwarder.convert import record_log_id
+from log_forwarder.convert import record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
@@ -65,7 +65,7 @@ class S3Sink:
                 continue
             missing = self._missing_from(obj, ordered, deadline)
             already_present += obj.line_count - len(missing)
-            ids = [line.log_id for line in missing if line.log_id]
+            ids = [line.key for line in missing if line.key]
             for extra in self._objects(delivery.user_id, missing, batch_id_for(ids)):
                 if self._put(extra, deadline):
                     accepted += extra.line_count
@@ -94,7 +94,7 @@ class S3Sink:
     def _missing_from(
         self, obj: S3Object, lines: Sequence[OutputLine], deadline: Deadline
     ) -> list[OutputLine]:
-        """The lines of `obj` whose log_id the object already stored under its key lacks."""
+        """The lines of `obj` whose key (log_id, finding id) the stored object lacks."""
         stored = self._call(
             "GetObject",
             obj.key,
@@ -102,12 +102,12 @@ class S3Sink:
             deadline,
         )
         text = gzip.decompress(stored).decode("utf-8")
-        present = {record_log_id(line) for line in text.splitlines()}
+        present = {record_key(line) for line in text.splitlines()}
         in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
         return [
             line
             for line in lines
-            if line.line in in_object and line.log_id is not None and line.log_id not in present
+            if line.line in in_object and line.key is not None and line.key not in present
         ]
 
     def _put(self, obj: S3Object, deadline: Deadline) -> bool:

@@ -1,0 +1,90 @@
+"""EventBridge: each finding as an event on a bus (the account's default bus by default), so
+users route findings to SNS, Slack or a ticketing system with a rule of their own.
+
+Only the batch's finding records are sent; events and other records are the other sinks'.
+PutEvents is not idempotent and EventBridge cannot be read back, so a batch redelivered after an
+interrupted run may send a finding twice: consumers deduplicate by `finding_id`, which is stable.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import boto3
+
+from log_forwarder.aws_errors import call_aws
+from log_forwarder.detections import eventbridge_entry_for
+from log_forwarder.exceptions import DeliveryError
+from log_forwarder.records import Delivery, DeliveryReport, OutputLine
+from log_forwarder.retry import SINK_RETRY, Attempts, RetryPolicy
+
+if TYPE_CHECKING:
+    from mypy_boto3_events.client import EventBridgeClient
+
+# PutEvents takes at most 10 entries (and 256 KB) per call; each entry is kept under 256 KB.
+ENTRIES_PER_CALL = 10
+
+
+class EventBridgeSink:
+    name = "eventbridge"
+
+    def __init__(
+        self,
+        event_bus: str,
+        client: EventBridgeClient | None = None,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy = SINK_RETRY,
+    ) -> None:
+        self.event_bus = event_bus
+        self._client: EventBridgeClient = client if client is not None else boto3.client("events")
+        self._sleep = sleep
+        self._retry_policy = retry
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
+        entries = [
+            eventbridge_entry_for(body, self.event_bus) for body in _findings(delivery.lines)
+        ]
+        for start in range(0, len(entries), ENTRIES_PER_CALL):
+            self._put(entries[start : start + ENTRIES_PER_CALL], delivery)
+        return DeliveryReport(destination=self.name, accepted=len(entries))
+
+    def _put(self, entries: list[dict[str, Any]], delivery: Delivery) -> None:
+        """PutEvents, sending again only the entries EventBridge reports as failed."""
+        attempts = Attempts(self._retry_policy, sleep=self._sleep, deadline=delivery.deadline)
+        while entries:
+            attempts.start()
+            response = call_aws(
+                functools.partial(self._client.put_events, Entries=entries),  # type: ignore[arg-type]
+                what=f"EventBridge PutEvents on bus {self.event_bus!r}",
+                error=DeliveryError,
+                attempts=Attempts(
+                    self._retry_policy, sleep=self._sleep, deadline=delivery.deadline
+                ),
+            )
+            results = response.get("Entries", [])
+            failed = [e for e, r in zip(entries, results, strict=False) if r.get("ErrorCode")]
+            if not failed:
+                return
+            codes = sorted({str(r.get("ErrorCode")) for r in results if r.get("ErrorCode")})
+            if not attempts.retry_after():
+                raise DeliveryError(
+                    f"EventBridge refused {len(failed)} finding(s) on bus {self.event_bus!r} "
+                    f"for user {delivery.user_id!r}: {', '.join(codes)}"
+                )
+            entries = failed
+
+
+def _findings(lines: Sequence[OutputLine]) -> list[dict[str, Any]]:
+    bodies = []
+    for line in lines:
+        if line.record_key is None or not line.record_key.startswith("finding:"):
+            continue
+        body = json.loads(line.line).get("_forwarder")
+        if isinstance(body, dict):
+            bodies.append(body)
+    return bodies

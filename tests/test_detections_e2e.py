@@ -1,0 +1,215 @@
+"""Detections end to end: through the handler, the simulator and moto's server.
+
+Each rule gets two watched users: one whose events should trigger it, one whose events come close
+and should not. One run forwards them all; then every finding must be a record in both
+destinations, an event on the default EventBridge bus (read through a rule that targets an SQS
+queue), and a `Findings` metric by rule; and the near-miss users must have none.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.aws_fault_proxy import AwsFaultProxy
+from devtools.harness import LocalDeployment
+from devtools.local_aws import LocalAws
+from devtools.traffic import generate_user_events
+
+pytestmark = pytest.mark.integration
+
+# (rule, triggering or benign) -> figures, printed by conftest.py after the run.
+DETECTION_LEDGER: dict[tuple[str, str], int] = {}
+
+
+def event(
+    user: str, kind: str, when: datetime, rng: random.Random, **fields: Any
+) -> dict[str, Any]:
+    """A realistic event of `user` made into a `kind` event."""
+    (made,) = generate_user_events(user, count=1, start=when, end=when, rng=rng)
+    made.update(type=kind, **fields)
+    return made
+
+
+def at(country: str) -> dict[str, Any]:
+    return {"location_info": {"country_code": country, "country_name": country}}
+
+
+def management(user: str, actor: str, when: datetime, rng: random.Random) -> dict[str, Any]:
+    request = {
+        "method": "delete",
+        "path": "/api/v2/users/auth0|someone/authenticators",
+        "auth": {"user": {"user_id": actor}, "strategy": "jwt"},
+    }
+    return event(user, "sapi", when, rng, details={"request": request, "response": {}})
+
+
+def sequences(start: datetime, rng: random.Random) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Per (rule, case): the events of one user. Times are minutes after `start`."""
+
+    def minutes(m: float) -> datetime:
+        return start + timedelta(minutes=m)
+
+    def user(rule: str, case: str) -> str:
+        return f"auth0|{rule}-{case}"
+
+    def logins(u: str, country: str, count: int, first: float) -> list[dict[str, Any]]:
+        return [event(u, "s", minutes(first + i), rng, **at(country)) for i in range(count)]
+
+    burst, calm = user("failed_login_burst", "fires"), user("failed_login_burst", "quiet")
+    fresh, known = user("new_source", "fires"), user("new_source", "quiet")
+    admin, watched = user("admin_action", "fires"), user("admin_action", "quiet")
+    return {
+        ("failed_login_burst", "fires"): [event(burst, "fp", minutes(i), rng) for i in range(10)],
+        # 9 failures in the hour, and a tenth 2 hours later: never 10 within 60 minutes
+        ("failed_login_burst", "quiet"): [event(calm, "fp", minutes(i), rng) for i in range(9)]
+        + [event(calm, "fp", minutes(130), rng)],
+        ("brute_force_protection", "fires"): [
+            event(user("brute_force_protection", "fires"), "limit_wc", minutes(1), rng)
+        ],
+        ("brute_force_protection", "quiet"): [
+            event(user("brute_force_protection", "quiet"), "fp", minutes(1), rng)
+        ],
+        ("mfa_weakened", "fires"): [
+            event(user("mfa_weakened", "fires"), "gd_unenroll", minutes(1), rng)
+        ],
+        ("mfa_weakened", "quiet"): [
+            event(user("mfa_weakened", "quiet"), "gd_enrollment_complete", minutes(1), rng)
+        ],
+        ("credential_change", "fires"): [
+            event(user("credential_change", "fires"), "scp", minutes(1), rng)
+        ],
+        ("credential_change", "quiet"): [
+            event(user("credential_change", "quiet"), "fcp", minutes(1), rng)
+        ],
+        ("breached_password", "fires"): [
+            event(user("breached_password", "fires"), "pwd_leak", minutes(1), rng)
+        ],
+        ("breached_password", "quiet"): [
+            event(user("breached_password", "quiet"), "s", minutes(1), rng)
+        ],
+        # five logins build the baseline; a sixth from another country is new
+        ("new_source", "fires"): logins(fresh, "US", 5, 0) + logins(fresh, "BR", 1, 10),
+        ("new_source", "quiet"): logins(known, "US", 6, 0),
+        ("admin_action", "fires"): [management(admin, admin, minutes(1), rng)],
+        # a Management API call recorded on the user but made by someone else
+        ("admin_action", "quiet"): [management(watched, "auth0|another-admin", minutes(1), rng)],
+    }
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    with LocalAws() as server:
+        yield server
+
+
+@pytest.fixture
+def findings_queue(aws: LocalAws) -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """An EventBridge rule on the default bus that copies findings into an SQS queue."""
+    sqs, events = aws.client("sqs"), aws.client("events")
+    name = f"findings-{int(time.time() * 1000)}"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]
+    pattern = {
+        "source": ["auth0-user-log-forwarder"],
+        "detail-type": ["Auth0 watched-user finding"],
+    }
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=name, Targets=[{"Id": "queue", "Arn": arn["QueueArn"]}])
+
+    def received() -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            messages += [json.loads(m["Body"]) for m in batch]
+            for m in batch:
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+        return messages
+
+    yield received
+    events.remove_targets(Rule=name, Ids=["queue"])
+    events.delete_rule(Name=name)
+
+
+def test_each_rule_fires_on_its_sequence_and_not_on_a_near_miss(
+    aws: LocalAws, findings_queue: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # GIVEN, per rule, a user whose events should trigger it and one whose events should not
+    start = datetime.now(UTC) - timedelta(hours=4)
+    cases = sequences(start, random.Random(42))
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        cases = {case: sim.add_events(events) for case, events in cases.items()}
+        users = sorted({e["user_id"] for events in cases.values() for e in events})
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-{int(time.time())}",
+            watched_user_ids=users,
+            AUTH0_RATE_LIMIT_PER_SECOND="400",
+        )
+        # WHEN the function runs
+        invocation = stack.invoke()
+        assert invocation.error is None, invocation.error
+    # THEN each destination holds the expected findings, EventBridge got the same, by rule
+    bus = Counter((m["detail"]["watched_user_id"], m["detail"]["rule"]) for m in findings_queue())
+    for (rule, case), events in cases.items():
+        user = events[0]["user_id"]
+        for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
+            found = [
+                r["_forwarder"] for r in records if r["_forwarder"].get("record_type") == "finding"
+            ]
+            ours = [f for f in found if f["rule"] == rule]
+            DETECTION_LEDGER[(rule, case)] = len(ours)
+            if case == "fires":
+                assert len(ours) == 1, (rule, found)
+                assert set(ours[0]["log_ids"]) <= {e["log_id"] for e in events}
+            else:
+                assert ours == [], (rule, case, ours)
+        assert bus[(user, rule)] == (1 if case == "fires" else 0), (rule, case, bus)
+    # AND the metric counts each rule once
+    emitted = [
+        json.loads(line)
+        for line in invocation.output.splitlines()
+        if line.startswith("{") and '"Findings"' in line
+    ]
+    by_rule = Counter({record["rule"]: record["Findings"] for record in emitted})
+    assert set(by_rule) >= {rule for rule, case in cases if case == "fires"}
+    assert all(record["service"] == "auth0-user-log-forwarder" for record in emitted)
+
+
+def test_a_finding_redelivered_after_a_crash_is_not_written_twice(aws: LocalAws) -> None:
+    # GIVEN a run that writes a burst's finding, then dies before its checkpoint commit
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(7)
+    user = "auth0|crash-burst"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        sim.add_events([event(user, "fp", start + timedelta(minutes=i), rng) for i in range(12)])
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-crash-{int(time.time())}",
+            watched_user_ids=[user],
+            FINDINGS_EVENT_BUS="none",
+        )
+        # The first put to S3 is refused after CloudWatch accepted: the run fails mid-batch.
+        with AwsFaultProxy(aws.endpoint_url) as proxy:
+            stack.env["AWS_ENDPOINT_URL"] = proxy.url
+            proxy.add("S3.PUT", "refuse", times=5)
+            assert stack.invoke().error is not None
+            # WHEN the next run redelivers the batch
+            assert stack.invoke().error is None
+    # THEN each destination holds the finding once (the same id both times)
+    for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
+        ids = [
+            r["_forwarder"]["finding_id"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+        ]
+        assert len(ids) == 1 == len(set(ids))
