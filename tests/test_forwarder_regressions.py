@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
+
+import pytest
 
 from log_forwarder.cursor import iso_ms
 from log_forwarder.records import Delivery, DeliveryReport
@@ -192,3 +195,112 @@ def test_a_lone_surrogate_in_an_event_is_forwarded_escaped_not_a_stuck_user() ->
     (line,) = sink.lines
     line.line.encode("utf-8")  # what every destination does with it
     assert json.loads(line.line)["user_agent"] == "a\ud800b"
+
+
+def test_a_number_too_large_for_a_float_does_not_stop_the_user() -> None:
+    # GIVEN an event whose body holds 1e400 (infinite as a float), as the client now reads it
+    from log_forwarder.auth0_client import _json
+
+    class Body:
+        headers: dict[str, str] = {}
+        status_code = 200
+        content = (
+            b'[{"log_id":"big","date":"2026-01-01T00:00:00Z","user_id":"auth0|regression",'
+            b'"details":{"n":1e400}}]'
+        )
+
+    (entry,) = _json(Body(), "/x")  # type: ignore[arg-type]
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    entry["date"] = iso_ms(BASE)
+    fake.add(entry)
+    fake.add({"log_id": "next", "date": iso_ms(BASE + 1), "user_id": USER})
+    sink = RecordingSink()
+    report = (
+        make_forwarder(fake, [sink], InMemoryCheckpointStore())
+        .run([USER], remaining_ms=lambda: 10**9)
+        .users[0]
+    )
+    # THEN both are forwarded, the number kept as the text it was
+    assert report.bug is None and report.error is None
+    assert sink.log_ids() == ["big", "next"]
+    assert json.loads(sink.lines[0].line)["details"]["n"] == "1e400"
+
+
+def test_an_event_dated_ahead_does_not_hide_an_expiry_gap() -> None:
+    # GIVEN a one-day retention and a user whose newest forwarded event is dated a year ahead
+    fake = FakeAuth0(now_ms=BASE + 1000, retention_ms=DAY)
+    fake.add({"log_id": "e1", "date": iso_ms(BASE), "user_id": USER})
+    fake.add({"log_id": "ahead", "date": iso_ms(BASE + 365 * DAY), "user_id": USER})
+    sink = RecordingSink()
+    forwarder = make_forwarder(fake, [sink], InMemoryCheckpointStore())
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    fake.add({"log_id": "expired", "date": iso_ms(BASE + DAY // 2), "user_id": USER})
+    # WHEN the forwarder does not run for two days
+    fake.now_ms = BASE + 2 * DAY
+    report = forwarder.run([USER], remaining_ms=lambda: 10**9).users[0]
+    # THEN the event that expired unread lies inside a gap record
+    assert "expired" not in sink.log_ids()
+    assert any(
+        gap.from_ms is not None and gap.from_ms < BASE + DAY // 2 < gap.to_ms for gap in report.gaps
+    )
+
+
+def test_an_unreadable_checkpoint_item_fails_only_its_user() -> None:
+    # GIVEN a store whose item for one user cannot be decoded
+    from log_forwarder.checkpoint_store import StoredCheckpoint
+    from log_forwarder.exceptions import CheckpointStateError
+
+    class OneBadItem(InMemoryCheckpointStore):
+        def load(self, user_ids: Any) -> dict[str, StoredCheckpoint]:
+            found = super().load(user_ids)
+            found["auth0|bad"] = StoredCheckpoint(
+                "auth0|bad", -1, {}, CheckpointStateError("unreadable, for the test")
+            )
+            return found
+
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    fake.add({"log_id": "ok1", "date": iso_ms(BASE), "user_id": "auth0|good"})
+    sink = RecordingSink()
+    # WHEN a run covers both
+    result = make_forwarder(fake, [sink], OneBadItem()).run(
+        ["auth0|bad", "auth0|good"], remaining_ms=lambda: 10**9
+    )
+    # THEN the good user is forwarded and the bad one fails by itself
+    errors = {u.user_id: u.error for u in result.users}
+    assert errors["auth0|good"] is None and "unreadable" in (errors["auth0|bad"] or "")
+    assert sink.log_ids() == ["ok1"]
+
+
+class Killed(BaseException):
+    """A process killed mid-delivery: nothing after it runs, no lease is released."""
+
+
+class KilledAfterAccepting(RecordingSink):
+    """Accepts the batch, then the process dies (once)."""
+
+    kill = True
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
+        report = super().deliver(delivery)
+        if self.kill:
+            self.kill = False
+            raise Killed
+        return report
+
+
+def test_a_run_killed_mid_delivery_is_recovered_once_its_lease_runs_out() -> None:
+    # GIVEN a run killed after the destination accepted a batch and before the commit
+    fake = FakeAuth0(now_ms=BASE + 60_000)
+    for i in range(30):
+        fake.add({"log_id": f"k{i:02d}", "date": iso_ms(BASE + i), "user_id": USER})
+    sink = KilledAfterAccepting()
+    forwarder = make_forwarder(fake, [sink], InMemoryCheckpointStore())
+    with pytest.raises(Killed):
+        forwarder.run([USER], remaining_ms=lambda: 240_000)
+    # WHEN the next run comes at once, and again once the lease has run out
+    at_once = forwarder.run([USER], remaining_ms=lambda: 240_000).users[0]
+    fake.now_ms += 240_000 + 30_000 + 1
+    later = forwarder.run([USER], remaining_ms=lambda: 240_000).users[0]
+    # THEN the first waits for the lease, the second redelivers without a repeat
+    assert at_once.busy and later.recovered == 30
+    assert Counter(sink.log_ids()) == Counter(f"k{i:02d}" for i in range(30))

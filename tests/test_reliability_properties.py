@@ -207,3 +207,21 @@ def test_a_putlogevents_with_a_lost_answer_is_never_stored_twice(
     # THEN every line is in the stream exactly once
     stored = Counter(event["message"] for event in logs.stored)
     assert stored == Counter(line.line for line in lines)
+
+
+def test_a_redelivered_event_dated_far_ahead_is_found_where_it_was_stamped() -> None:
+    # GIVEN an event dated 3 h ahead, which CloudWatch took stamped with its delivery time
+    logs = FlakyLogs([])
+    now = 1_790_000_000_000
+    sink = CloudWatchSink(
+        "/group", cast(Any, logs), clock=lambda: now / 1000, sleep=lambda _s: None
+    )
+    ahead = OutputLine(now + 3 * HOUR_MS, '{"log_id":"ahead","date":"x"}', "ahead")
+    sink.deliver(Delivery("auth0|u", "b", (ahead,)))
+    # WHEN the interrupted batch is redelivered a minute later
+    later = CloudWatchSink(
+        "/group", cast(Any, logs), clock=lambda: (now + 60_000) / 1000, sleep=lambda _s: None
+    )
+    later.deliver(Delivery("auth0|u", "b", (ahead,), redelivery=True, since_ms=now - 1000))
+    # THEN the stream still holds it once
+    assert [e["message"] for e in logs.stored] == [ahead.line]

@@ -33,6 +33,7 @@ from .pacing import Pacer
 from .planner import OutputPolicy
 from .pseudonymise import Pseudonymiser
 from .report import RunReport, findings_by_rule, metric_values
+from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S
 from .sinks import CloudWatchSink, EventBridgeSink, S3Sink, Sink
 
 SERVICE = "auth0-user-log-forwarder"
@@ -53,8 +54,8 @@ copy_config_to_registered_loggers(
 # deadline and, for PutLogEvents, checks what a lost answer may already have written.
 AWS_CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 1},
-    connect_timeout=5,
-    read_timeout=20,
+    connect_timeout=AWS_CONNECT_TIMEOUT_S,
+    read_timeout=AWS_READ_TIMEOUT_S,
 )
 # Reading the secret is idempotent and outside any delivery: botocore may retry it.
 SECRETS_CLIENT_CONFIG = Config(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
@@ -175,14 +176,37 @@ class Auth0Client:
             connect=min(DEFAULT_TIMEOUT.connect or left, left),
         )
         try:
-            return self._http.request(method, self._base_url + path, timeout=timeout, **request)
+            return self._exchange(scope, (method, self._base_url + path), timeout, request)
         except httpx.RequestError as exc:
             # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
             # is not a TransportError).
-            self._retry_or_raise(
-                attempts, scope, f"{type(exc).__name__} calling {self._host}{path}"
-            )
+            failure = f"{type(exc).__name__} calling {self._host}{path}"
+            self._retry_or_raise(attempts, scope, failure)
             return None
+
+    def _exchange(
+        self,
+        scope: CallScope,
+        target: tuple[str, str],
+        timeout: httpx.Timeout,
+        request: dict[str, Any],
+    ) -> httpx.Response:
+        """The response, read within the deadline: httpx's timeouts bound each wait between two
+        bytes, not the whole answer, so one sent a byte at a time is cut off here."""
+        method, url = target
+        with self._http.stream(method, url, timeout=timeout, **request) as response:
+            if response.is_stream_consumed:  # an event hook read it already
+                return response
+            body = bytearray()
+            for chunk in response.iter_raw():
+                body += chunk
+                scope.deadline.ensure(0, f"reading the answer of {self._host}")
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                content=bytes(body),
+                request=response.request,
+            )
 
     @property
     def _host(self) -> str:
@@ -282,15 +306,21 @@ class Auth0Client:
 def _json(response: httpx.Response, path: str) -> Any:
     content_type = response.headers.get("content-type", "")
     try:
-        # NaN and Infinity are not JSON, yet Python's parser takes them: kept as the text they
-        # were, so every forwarded line stays valid JSON and the event keeps what it said.
-        return json.loads(response.content, parse_constant=str)
-    except ValueError as exc:
+        # NaN, Infinity and numbers too large for a float (1e400) are not JSON numbers a line
+        # can carry: kept as the text they were, so every forwarded line stays valid JSON and
+        # the event keeps what it said.
+        return json.loads(response.content, parse_constant=str, parse_float=_finite_or_text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than a stack
         raise Auth0MalformedResponse(
             f"{path} answered HTTP {response.status_code} with a body that is not JSON "
             f"({content_type or 'no content type'}, {len(response.content)} bytes)",
             status=response.status_code,
         ) from exc
+
+
+def _finite_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
 
 
 def _token_answer(response: httpx.Response) -> tuple[str, float]:
@@ -335,9 +365,15 @@ def _token_refusal(status: int, response: httpx.Response, client_id: str) -> Aut
         "it read:logs and read:logs_users",
     }.get(status, "check the Auth0 application")
     return Auth0AuthError(
-        f"token request refused with HTTP {status} for client {client_id!r} ({said}); {hint}",
+        f"token request refused with HTTP {status} for client {_shown(client_id)} ({said}); {hint}",
         status=status,
     )
+
+
+def _shown(client_id: str) -> str:
+    """The client id, shortened: it is no secret, but a secret pasted into its place must not
+    travel into logs and failure queues whole."""
+    return repr(client_id) if len(client_id) <= 16 else repr(client_id[:8] + "…")
 
 
 def _client_error(status: int, path: str, response: httpx.Response) -> Exception:

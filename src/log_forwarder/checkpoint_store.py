@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import call_aws, error_code
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
-from log_forwarder.retry import UNLIMITED, Attempts, Deadline, RetryPolicy
+from log_forwarder.retry import AWS_ATTEMPT_S, UNLIMITED, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -43,7 +43,7 @@ T = TypeVar("T")
 MAX_STATE_BYTES = 350 * 1024
 BATCH_GET_LIMIT = 100
 # Unprocessed keys and throttling: DynamoDB asks to come back soon, so short, frequent retries.
-CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0)
+CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
 RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state"})
 
@@ -52,11 +52,21 @@ SummaryValue = str | int | float | bool | None
 
 @dataclass(frozen=True)
 class StoredCheckpoint:
-    """A user's checkpoint as read: `version` is what the next save must name."""
+    """A user's checkpoint as read: `version` is what the next save must name.
+
+    An item that cannot be read carries its `error` instead of a state: it is that user's
+    failure, raised when the user is forwarded, never the whole run's.
+    """
 
     user_id: str
     version: int
     state: dict[str, Any]
+    error: CheckpointStateError | None = None
+
+    def readable_state(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        return self.state
 
 
 class CheckpointStore(Protocol):
@@ -166,14 +176,10 @@ class DynamoCheckpointStore:
         found: dict[str, StoredCheckpoint] = {}
         for start in range(0, len(unique), BATCH_GET_LIMIT):
             for item in self._batch_get(unique[start : start + BATCH_GET_LIMIT]):
-                user_id = item["user_id"]["S"]
-                if "version" not in item or "state" not in item:
+                if "version" not in item and "state" not in item:
                     continue  # an operator's watch-only item: no checkpoint yet
-                found[user_id] = StoredCheckpoint(
-                    user_id=user_id,
-                    version=int(item["version"]["N"]),
-                    state=decode_state(user_id, bytes(item["state"]["B"])),
-                )
+                stored = _read_item(item)
+                found[stored.user_id] = stored
         return found
 
     def _batch_get(self, user_ids: list[str]) -> list[dict[str, Any]]:
@@ -284,6 +290,27 @@ class DynamoCheckpointStore:
             error=CheckpointError,
             attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
         )
+
+
+def _read_item(item: Mapping[str, Any]) -> StoredCheckpoint:
+    user_id = str(item["user_id"]["S"])
+    try:
+        if "state" not in item:
+            raise CheckpointStateError(
+                f"checkpoint item of {user_id!r} has a version but no state; delete both the "
+                "`state` and the `version` attributes to restart this user"
+            )
+        version = int(item["version"]["N"])
+        return StoredCheckpoint(user_id, version, decode_state(user_id, bytes(item["state"]["B"])))
+    except (KeyError, TypeError, ValueError) as error:
+        problem = CheckpointStateError(
+            f"checkpoint item of {user_id!r} is not what this forwarder writes "
+            f"({type(error).__name__}: {error}); delete its `state` and `version` attributes "
+            "to restart this user"
+        )
+        return StoredCheckpoint(user_id, -1, {}, problem)
+    except CheckpointStateError as error:
+        return StoredCheckpoint(user_id, -1, {}, error)
 
 
 def _holds(item: object, version: int, blob: bytes) -> bool:

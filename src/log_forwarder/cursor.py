@@ -104,6 +104,8 @@ class Pending:
     # The run that wrote the intent is delivering it until then (its invocation's end). Another
     # run must not redeliver it before: the batch may still be on its way. 0 = released.
     lease_until_ms: int = 0
+    # When the intent was first written: the earliest a destination can have stamped its lines.
+    written_ms: int = 0
 
     def leased_at(self, now_ms: int) -> bool:
         return self.lease_until_ms > now_ms
@@ -149,8 +151,13 @@ class Cursor:
 
     @property
     def anchor(self) -> tuple[int, str] | None:
-        """The newest event forwarded. While Auth0 still returns it, nothing after it expired."""
-        return self.recent[-1] if self.recent else None
+        """The newest event forwarded, dated no later than the watermark (an event dated in the
+        future would stay retained for longer and hide what expired before it). While Auth0
+        still returns the anchor, nothing after it expired."""
+        if self.watermark_ms is None:
+            return self.recent[-1] if self.recent else None
+        dated = [entry for entry in self.recent if entry[0] <= self.watermark_ms]
+        return dated[-1] if dated else None
 
     def select(self, events: Iterable[LogEvent]) -> Selection:
         """The events of a read that are new, in ascending (date, log_id) order."""
@@ -254,10 +261,20 @@ class Cursor:
     def knows_quarantined(self, digest: str) -> bool:
         return any(known == digest for known, _ in self.quarantined)
 
-    def with_quarantined(self, digests: Iterable[str], *, now_ms: int) -> Cursor:
-        kept = [(d, seen) for d, seen in self.quarantined if seen >= now_ms - QUARANTINE_MEMORY_MS]
+    def with_quarantined(
+        self, digests: Iterable[str], *, now_ms: int, seen: Iterable[str] = ()
+    ) -> Cursor:
+        """Remember newly quarantined entries, and that `seen` ones were returned again (an
+        entry still returned is the last to be forgotten when the cap is reached)."""
+        again = set(seen)
+        kept = [
+            (d, now_ms if d in again else seen_ms)
+            for d, seen_ms in self.quarantined
+            if d in again or seen_ms >= now_ms - QUARANTINE_MEMORY_MS
+        ]
         added = [(d, now_ms) for d in dict.fromkeys(digests) if not self.knows_quarantined(d)]
-        return replace(self, quarantined=tuple((kept + added)[-MAX_QUARANTINED:]))
+        merged = sorted(kept + added, key=lambda entry: entry[1])
+        return replace(self, quarantined=tuple(merged[-MAX_QUARANTINED:]))
 
     def with_detections(self, state: Mapping[str, Any]) -> Cursor:
         return replace(self, detections=dict(state))
@@ -278,7 +295,12 @@ class Cursor:
             "watermark": self.watermark_ms,
             "recent": [[date, log_id] for date, log_id in self.recent],
             "pending": [
-                {"batch_id": p.batch_id, "log_ids": sorted(p.log_ids), "lease": p.lease_until_ms}
+                {
+                    "batch_id": p.batch_id,
+                    "log_ids": sorted(p.log_ids),
+                    "lease": p.lease_until_ms,
+                    "at": p.written_ms,
+                }
                 for p in self.pending
             ],
             "backlog": self.backlog,
@@ -314,7 +336,10 @@ class Cursor:
             ),
             pending=tuple(
                 Pending(
-                    str(p["batch_id"]), frozenset(map(str, p["log_ids"])), int(p.get("lease", 0))
+                    str(p["batch_id"]),
+                    frozenset(map(str, p["log_ids"])),
+                    int(p.get("lease", 0)),
+                    int(p.get("at", 0)),
                 )
                 for p in state.get("pending") or ()
             ),

@@ -76,10 +76,11 @@ class SearchRefused(Exception):
 def read_user(read: UserRead) -> Iterator[Chunk]:
     """The user's new events as chunks in forwarding order; stops early when out of time.
 
-    A user Auth0 no longer knows (deleted) is read through search alone: its last events, its
-    deletion among them, stay in the tenant log.
+    A user Auth0 no longer knows (deleted) is read through search: its last events, its deletion
+    among them, stay in the tenant log. Its own endpoint is still asked first on every run, so a
+    user created again under the same id is noticed.
     """
-    if read.backlog or read.missing:
+    if read.backlog:
         try:
             yield from _search(read, lo_ms=read.floor_ms, hi_ms=None)
             return

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 # Kept back from the invocation's timeout for what comes after the last wait: releasing leases,
 # publishing the metrics, returning. Waits and retries end before it.
 FINISH_RESERVE_MS = 5_000
+# Leases assume the clocks of two invocations agree within this (Lambda's hosts keep NTP time).
+LEASE_CLOCK_MARGIN_MS = 30_000
+MAX_LEASE_MS = 15 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,11 @@ class _Run:
     remaining_ms: Callable[[], int]
     margin_ms: int
     out_of_time: threading.Event
-    lease_until_ms: int  # when this invocation ends: the intents it writes are its own till then
+
+    def lease_until(self, now_ms: int) -> int:
+        """Until when an intent written now is this run's: the invocation's end (a Lambda runs
+        15 minutes at most), plus a margin for the clocks of two runs not quite agreeing."""
+        return now_ms + min(self.remaining_ms(), MAX_LEASE_MS) + LEASE_CLOCK_MARGIN_MS
 
     def time_is_up(self) -> bool:
         """No new chunk or user starts: the margin is for finishing what is under way."""
@@ -82,7 +89,6 @@ class Forwarder:
             remaining_ms,
             margin_ms,
             threading.Event(),
-            lease_until_ms=self._now_ms() + remaining_ms(),
         )
         with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
             reports = list(pool.map(lambda user: self._user(user, stored.get(user), run), ordered))
@@ -156,7 +162,7 @@ class Forwarder:
             read_started_ms=read_started_ms,
             overlap_ms=self._settings.overlap_window_ms,
             min_retention_ms=self._settings.log_retention_ms,
-            lease_until_ms=run.lease_until_ms,
+            lease_until_ms=run.lease_until(read_started_ms),
             output=self._output,
         )
         chunks = read_user(read)
@@ -166,7 +172,9 @@ class Forwarder:
             if chunk is None:
                 break
             report.fetched += chunk.returned
-            plan = plan_chunk(checkpoint.cursor, chunk, replace(context, now_ms=self._now_ms()))
+            now_ms = self._now_ms()
+            planned = replace(context, now_ms=now_ms, lease_until_ms=run.lease_until(now_ms))
+            plan = plan_chunk(checkpoint.cursor, chunk, planned)
             report.add_read(plan.selection)
             for batch in plan.batches:
                 execute(batch, checkpoint, self._sinks, report.add_delivery)
@@ -185,7 +193,7 @@ class Forwarder:
     def _checkpoint(self, user_id: str, stored: StoredCheckpoint | None, run: _Run) -> Checkpoint:
         deadline = run.scope.deadline
         if stored is not None:
-            cursor = Cursor.from_state(stored.state)
+            cursor = Cursor.from_state(stored.readable_state())
             return Checkpoint(self._store, user_id, cursor, stored.version, deadline)
         # A new user's history is read oldest first by search from the start: with more than
         # 1,000 retained events, ten newest-first pages would be read only to be thrown away.

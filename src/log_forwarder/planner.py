@@ -85,8 +85,12 @@ class Batch:
     abandoned: int = 0
     future_dated: int = 0  # new events dated after the read that returned them
 
+    since_ms: int | None = None  # a redelivery: when the interrupted run wrote the intent
+
     def delivery(self, user_id: str, deadline: Deadline) -> Delivery:
-        return Delivery(user_id, self.batch_id, self.lines, self.redelivery, deadline)
+        return Delivery(
+            user_id, self.batch_id, self.lines, self.redelivery, deadline, self.since_ms
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +107,10 @@ class _Records:
     quarantined: tuple[Malformed, ...] = ()
     digests: tuple[str, ...] = ()  # of the quarantined entries
     findings: tuple[Finding, ...] = ()
+    seen: tuple[str, ...] = ()  # digests of every malformed entry the read returned
 
     def __bool__(self) -> bool:
-        return bool(self.gaps or self.quarantined or self.findings)
+        return bool(self.gaps or self.quarantined or self.findings or self.seen)
 
     def keys(self) -> list[str]:
         """What identifies these records, for a batch id when no event is handed over."""
@@ -147,11 +152,13 @@ def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
     )
     # Auth0 returns a malformed entry on every read that covers it: record each one once.
     first_seen: dict[str, Malformed] = {}
-    for entry in chunk.malformed:
-        digest = quarantine_digest(entry.raw)
+    seen = tuple(quarantine_digest(entry.raw) for entry in chunk.malformed)
+    for digest, entry in zip(seen, chunk.malformed, strict=True):
         if not cursor.knows_quarantined(digest):
             first_seen.setdefault(digest, entry)
-    return _Records(tuple(gaps), tuple(first_seen.values()), tuple(first_seen))
+    return _Records(
+        tuple(gaps), tuple(first_seen.values()), tuple(first_seen), seen=tuple(set(seen))
+    )
 
 
 def _detect(
@@ -191,7 +198,7 @@ def _redeliveries(
             findings, after = _detect(claim, again, context)
             after = after.advance(
                 again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
-            ).with_pending(Pending(pending.batch_id, left, context.lease_until_ms))
+            ).with_pending(replace(pending, log_ids=left, lease_until_ms=context.lease_until_ms))
             records = _Records(findings=findings)
             batches.append(
                 Batch(
@@ -201,6 +208,7 @@ def _redeliveries(
                     claim,
                     after,
                     redelivery=True,
+                    since_ms=pending.written_ms or None,
                     findings=findings,
                     abandoned=abandoned,
                     future_dated=_future_dated(again, context),
@@ -224,7 +232,7 @@ def _fresh_batch(
     # The intent goes first: a crash after it is recovered, not repeated. Records alone need
     # none (a repeated gap record is a documented corner, not a repeated event). It holds the
     # rules' state from before these events, so a redelivery finds the same findings again.
-    pending = Pending(batch_id, frozenset(ids), context.lease_until_ms)
+    pending = Pending(batch_id, frozenset(ids), context.lease_until_ms, context.now_ms)
     intent = cursor.with_pending(pending) if shown else None
     after = detected.advance(
         new,
@@ -232,7 +240,7 @@ def _fresh_batch(
         read_started_ms=context.read_started_ms,
         forwarded=len(shown),
     )
-    after = after.with_quarantined(records.digests, now_ms=context.now_ms)
+    after = after.with_quarantined(records.digests, now_ms=context.now_ms, seen=records.seen)
     return Batch(
         batch_id,
         tuple(shown),

@@ -67,3 +67,6 @@ class Delivery:
     lines: tuple[OutputLine, ...]
     redelivery: bool = False
     deadline: Deadline = UNLIMITED
+    # For a redelivery: when the interrupted run wrote its intent. A line it restamped with its
+    # delivery time (an event dated too far ahead) is stored at or after this.
+    since_ms: int | None = None

@@ -51,6 +51,9 @@ class RetryPolicy:
     attempts: int = 5
     base_s: float = 0.2
     cap_s: float = 5.0
+    # The longest one attempt may take (its client's connect and read timeouts): an attempt
+    # starts only if that much time is left before the deadline.
+    attempt_s: float = 1.0
 
     def backoff_s(self, retry: int, rng: random.Random | None = None) -> float:
         """The wait before retry number `retry` (1 for the first retry)."""
@@ -58,8 +61,13 @@ class RetryPolicy:
         return (rng or random).uniform(0, ceiling)
 
 
+# AWS clients give up on a connection after 3 s and on an answer after 10 s (app.py): no AWS
+# call can take longer than this, so none starts with less time left.
+AWS_CONNECT_TIMEOUT_S = 3
+AWS_READ_TIMEOUT_S = 10
+AWS_ATTEMPT_S = AWS_CONNECT_TIMEOUT_S + AWS_READ_TIMEOUT_S
 # Destinations: a few quick retries; a run that still fails is retried by the next run anyway.
-SINK_RETRY = RetryPolicy(attempts=5, base_s=0.2, cap_s=5.0)
+SINK_RETRY = RetryPolicy(attempts=5, base_s=0.2, cap_s=5.0, attempt_s=AWS_ATTEMPT_S)
 
 
 @dataclass(slots=True)
@@ -73,7 +81,9 @@ class Attempts:
     made: int = field(default=0, init=False)
 
     def start(self) -> int:
-        """Count an attempt that is about to be made; returns its number (1-based)."""
+        """Count an attempt that is about to be made; returns its number (1-based). Raises
+        OutOfTime when the attempt could outlast the deadline."""
+        self.deadline.ensure(self.policy.attempt_s, "a call")
         self.made += 1
         return self.made
 
@@ -90,7 +100,7 @@ class Attempts:
         if self.exhausted:
             return False
         wait = self.policy.backoff_s(self.made, self.rng) if wait_s is None else wait_s
-        self.deadline.ensure(wait + MIN_ATTEMPT_S, "a retry")
+        self.deadline.ensure(wait + max(self.policy.attempt_s, MIN_ATTEMPT_S), "a retry")
         if wait > 0:
             self.sleep(wait)
         return True

@@ -85,7 +85,7 @@ class CloudWatchSink:
         self._ensure_stream(stream, deadline)
         already_present = 0
         if delivery.redelivery:
-            lines, already_present = self._drop_present(stream, lines, deadline)
+            lines, already_present = self._drop_present(stream, lines, deadline, delivery.since_ms)
         stamped, moved = self._stamp_for_window(lines)
         rejected: list[OutputLine] = []
         for batch in cloudwatch_batches(stamped):
@@ -241,15 +241,23 @@ class CloudWatchSink:
         )
 
     def _drop_present(
-        self, stream: str, lines: list[OutputLine], deadline: Deadline
+        self,
+        stream: str,
+        lines: list[OutputLine],
+        deadline: Deadline,
+        since_ms: int | None = None,
     ) -> tuple[list[OutputLine], int]:
         """Redelivery: leave out lines an interrupted earlier run already wrote to the stream.
 
         Lines are matched by key (an event's log_id, a finding's id), others by their whole text.
         The window runs to now, not just to the newest line, because an earlier run may have
-        restamped old events with its own (later) delivery time.
+        restamped old events with its own (later) delivery time; and from `since_ms` (when that
+        run wrote its intent) if earlier than the oldest line, because it may have restamped
+        events dated too far ahead with its own (earlier) delivery time.
         """
-        start_ms = lines[0].timestamp_ms
+        start_ms = (
+            lines[0].timestamp_ms if since_ms is None else min(lines[0].timestamp_ms, since_ms)
+        )
         end_ms = max(lines[-1].timestamp_ms, int(self._clock() * 1000) + CW_MAX_FUTURE_MS) + 1
         present_ids: set[str] = set()
         present_digests: set[str] = set()
