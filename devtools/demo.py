@@ -172,6 +172,12 @@ def _verify(stack: LocalDeployment, sim: Auth0Simulator) -> bool:
     example = stack.s3_events(next(iter(USERS)))[-1]
     print("\nOne forwarded line (S3 and CloudWatch carry the same):")
     print("   " + _short(example))
+    findings = [r["_forwarder"] for r in stack.s3_records() if "log_id" not in r]
+    findings = [f for f in findings if f.get("record_type") == "finding"]
+    print(f"\nFindings the detection rules wrote ({len(findings)}), by user and rule:")
+    by_rule = Counter((f["watched_user_id"], f["rule"]) for f in findings)
+    for (user, rule), count in sorted(by_rule.items()):
+        print(f"   {user[:42]:42} {rule:24} {count:4}")
     print("\nDemo " + ("passed: nothing lost, nothing repeated." if ok else "FAILED."))
     return ok
 
