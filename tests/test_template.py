@@ -196,13 +196,19 @@ def test_no_statement_grants_data_actions_on_every_resource(translated: dict[str
 def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -> None:
     statements = role_statements(translated)
     by_service: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    tables: dict[str, list[str]] = {}
     for condition, statement in statements:
         actions = (
             statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         )
         services = {action.split(":")[0] for action in actions}
         assert len(services) == 1, statement
-        by_service[services.pop()] = (condition, statement)
+        service = services.pop()
+        if service == "dynamodb":
+            # One statement per table: the checkpoints, and the watch list (read only).
+            assert condition is None
+            tables[statement["Resource"]["Fn::GetAtt"][0]] = actions
+        by_service[service] = (condition, statement)
 
     condition, logs = by_service["logs"]
     assert condition == "UseCloudWatch"
@@ -221,10 +227,10 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     assert s3["Action"] == ["s3:PutObject", "s3:GetObject"]
     assert s3["Resource"] == {"Fn::Sub": "${ForwardedBucket.Arn}/${S3Prefix}*"}
 
-    condition, dynamodb = by_service["dynamodb"]
-    assert condition is None
-    assert dynamodb["Resource"] == {"Fn::GetAtt": ["CheckpointTable", "Arn"]}
-    assert "dynamodb:DeleteItem" not in dynamodb["Action"]
+    assert tables == {
+        "CheckpointTable": ["dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:Scan"],
+        "WatchListTable": ["dynamodb:Scan"],
+    }
 
     _, secrets = by_service["secretsmanager"]
     assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
@@ -234,8 +240,11 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     assert sqs["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
-def test_the_checkpoint_table_is_kept_recoverable_and_encrypted(resources: dict[str, Any]) -> None:
-    table = resources["CheckpointTable"]
+@pytest.mark.parametrize("logical_id", ["CheckpointTable", "WatchListTable"])
+def test_the_tables_are_kept_recoverable_and_encrypted(
+    resources: dict[str, Any], logical_id: str
+) -> None:
+    table = resources[logical_id]
     assert table["Type"] == "AWS::DynamoDB::Table"
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
     properties = table["Properties"]
@@ -459,6 +468,8 @@ IAM_ACTION_OF_CALL = {
 def aws_calls_in_code() -> set[str]:
     calls: set[str] = set()
     for path in (ROOT / "src" / "log_forwarder").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT / "src" / "log_forwarder").parts[:-1]:
+            continue  # the operator's CLI runs with the operator's credentials, not the role
         calls.update(re.findall(r"self\._client\.([a-z_]+)\b", path.read_text(encoding="utf-8")))
     # The Auth0 client's own methods share the attribute name; they are not AWS calls.
     return calls - {"user_logs", "search_logs", "get", "post", "meta"}
@@ -500,3 +511,44 @@ def test_the_readme_lists_every_metric_the_function_emits() -> None:
         for name in re.findall(r"`([A-Za-z0-9_]+)`", row.split("|")[1])
     }
     assert listed == {name for name, _unit, _value in METRICS}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "auth0|a",
+        "auth0|a,google-oauth2|1098/odd id@x=y,samlp|corp|ana",
+        "auth0|a, auth0|b",
+        "auth0|a ,auth0|b",
+        " auth0|a",
+        "auth0|a;auth0|b",
+        '["auth0|a"]',
+        "'auth0|a'",
+        "auth0|a,,auth0|b",
+        "auth0|a,",
+    ],
+)
+def test_the_watched_user_ids_parameter_refuses_what_the_function_would(
+    template: dict[str, Any], value: str
+) -> None:
+    # GIVEN what an operator may type into WatchedUserIds at `sam deploy --guided`
+    from log_forwarder.config import Settings
+    from log_forwarder.exceptions import ConfigError
+
+    pattern = template["Parameters"]["WatchedUserIds"]["AllowedPattern"]
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_CREDENTIALS_SECRET": "s",
+        "CHECKPOINT_TABLE": "t",
+        "DESTINATIONS": "s3",
+        "S3_BUCKET": "b",
+        "WATCHED_USER_IDS": value,
+    }
+    try:
+        Settings.from_env(env)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    # THEN CloudFormation refuses at deploy time exactly what the function would refuse later
+    assert bool(re.fullmatch(pattern, value)) == accepted

@@ -25,13 +25,14 @@ from botocore.config import Config
 
 from .auth0_client import Auth0Client
 from .checkpoint_store import DynamoCheckpointStore
-from .config import Settings
+from .config import Settings, check_user_id
 from .credentials import credentials_source
 from .exceptions import ConfigError, RunFailed
 from .forwarder import Forwarder
 from .pacing import Pacer
 from .report import RunReport, metric_values
 from .sinks import CloudWatchSink, S3Sink, Sink
+from .watch_list import DynamoWatchList
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
@@ -65,6 +66,7 @@ class Runtime:
     settings: Settings
     forwarder: Forwarder
     store: DynamoCheckpointStore
+    watch_list: DynamoWatchList | None = None
 
 
 _runtime: Runtime | None = None
@@ -82,9 +84,9 @@ def build_runtime(
     """Everything an invocation needs, built once per container. Tests and local runs may pass
     their own clock, boto3 session and HTTP client."""
     session = session or boto3.session.Session()
-    store = DynamoCheckpointStore(
-        settings.checkpoint_table, client=session.client("dynamodb", config=AWS_CLIENT_CONFIG)
-    )
+    dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    store = DynamoCheckpointStore(settings.checkpoint_table, client=dynamodb)
+    watch_list = DynamoWatchList(settings.watch_table, dynamodb) if settings.watch_table else None
     sinks: list[Sink] = []
     if settings.log_group_name:
         logs = session.client("logs", config=AWS_CLIENT_CONFIG)
@@ -105,7 +107,7 @@ def build_runtime(
         http=http,
     )
     forwarder = Forwarder(settings=settings, source=client, store=store, sinks=sinks, clock=clock)
-    return Runtime(settings=settings, forwarder=forwarder, store=store)
+    return Runtime(settings=settings, forwarder=forwarder, store=store, watch_list=watch_list)
 
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
@@ -139,9 +141,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             f"TIME_MARGIN_SECONDS={margin_ms // 1000} must be below the function timeout "
             f"({context.get_remaining_time_in_millis() // 1000} s left at the start of this run)"
         )
-    user_ids = list(runtime.settings.watched_user_ids or runtime.store.watched_users())
-    if not user_ids:
-        logger.warning("No watched users: set WATCHED_USER_IDS or mark table items with watch=true")
+    user_ids = watched_users(runtime)
     report = runtime.forwarder.run(user_ids, remaining_ms=context.get_remaining_time_in_millis)
     _publish(report)
     summary = report.as_dict()
@@ -159,6 +159,28 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
         )
     return summary
+
+
+def watched_users(runtime: Runtime) -> list[str]:
+    """WATCHED_USER_IDS when set; else the watch list table and, from before it existed, the
+    checkpoint items marked `watch = true`. A warning says what looks wrong (the metrics
+    WatchedUsers and UnknownUsers count it)."""
+    if runtime.settings.watched_user_ids:
+        return list(runtime.settings.watched_user_ids)
+    listed = runtime.watch_list.users() if runtime.watch_list is not None else []
+    users = list(dict.fromkeys([*listed, *runtime.store.watched_users()]))
+    if not users:
+        logger.warning(
+            "No watched users: set WATCHED_USER_IDS, or add users with "
+            "`auth0-log-forwarder watch add USER` (the WatchListTable)"
+        )
+    for user_id in users:
+        try:
+            check_user_id(user_id, "the watch list table")
+        except ConfigError as error:
+            # Still forwarded: Auth0 decides, and a 404 is reported as an unknown user.
+            logger.warning(str(error), extra={"user_id": user_id})
+    return users
 
 
 def _publish(report: RunReport) -> None:
