@@ -150,6 +150,21 @@ def test_the_operators_watch_attribute_survives_saves(harness: Harness) -> None:
     assert harness.store.watched_users() == ["watched"]
 
 
+def test_a_summary_value_of_none_removes_what_an_earlier_save_wrote(harness: Harness) -> None:
+    # GIVEN a checkpoint whose summary says the user failed and is missing
+    version = harness.store.save(
+        "u1", STATE, expected_version=None, summary={"last_error": "boom", "missing_since": "x"}
+    )
+    # WHEN a later save clears the error (None) and keeps the other
+    harness.store.save(
+        "u1", STATE, expected_version=version, summary={"last_error": None, "missing_since": "x"}
+    )
+    # THEN the stale error is gone from the item, not left behind for `status` to read
+    item = harness.item("u1")
+    assert "last_error" not in item
+    assert item["missing_since"] == "x"
+
+
 def test_watched_users_are_the_items_with_watch_true(harness: Harness) -> None:
     harness.set_watch("b", True)
     harness.set_watch("a", True)
