@@ -1,0 +1,98 @@
+"""Running a backfill: slices of the forwarder's run until the range is done (see backfill.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from botocore.config import Config
+from rich.console import Console
+
+from log_forwarder.checkpoint_store import DynamoCheckpointStore
+from log_forwarder.forwarder import Forwarder
+from log_forwarder.sinks import CloudWatchSink, S3Sink, Sink
+
+from .backfill import (
+    BackfillOutcome,
+    BackfillRange,
+    BackfillStore,
+    BoundedSource,
+    Redelivering,
+    SkippingPresentInS3,
+    backfill_settings,
+    effective_end,
+)
+from .environment import Environment
+from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
+
+# As the function's clients (app.AWS_CLIENT_CONFIG, which is not imported: that would set up the
+# function's JSON logging): botocore retries nothing, retry.py and the sinks own every retry.
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=20
+)
+# Each slice is one forwarder run, as one invocation of the function is: its leases end with
+# it, so a backfill that was killed is free to resume a slice later at the most.
+SLICE_S = 240.0
+
+
+def destinations(env: Environment, counters: Counters) -> list[Sink]:
+    settings = env.settings()
+    sinks: list[Sink] = []
+    if settings.log_group_name:
+        logs = env.aws_client("logs", AWS_CLIENT_CONFIG)
+        sinks.append(Redelivering(CloudWatchSink(settings.log_group_name, client=logs)))
+    if settings.s3_bucket:
+        s3 = env.aws_client("s3", AWS_CLIENT_CONFIG)
+        inner = S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3)
+        sinks.append(SkippingPresentInS3(inner, s3, settings.s3_bucket, settings.s3_prefix))
+    # Only the first counts events (each event goes to every destination).
+    return [CountingSink(sink, counters if i == 0 else None) for i, sink in enumerate(sinks)]
+
+
+def run_backfill(
+    env: Environment, span: BackfillRange, console: Console, limit_s: float
+) -> BackfillOutcome:
+    settings = env.settings()
+    store = DynamoCheckpointStore(
+        settings.checkpoint_table, client=env.aws_client("dynamodb", AWS_CLIENT_CONFIG)
+    )
+    live = store.load([span.user_id]).get(span.user_id)
+    end_ms = effective_end(span, live, int(time.time() * 1000))
+    outcome = BackfillOutcome(span, end_ms)
+    if end_ms < span.since_ms:
+        outcome.done = True
+        return outcome
+    counters = Counters()
+    forwarder = Forwarder(
+        settings=backfill_settings(settings, span),
+        source=CountingSource(BoundedSource(env.auth0_client(settings), end_ms), counters),
+        store=BackfillStore(store, span, end_ms, counters),
+        sinks=destinations(env, counters),
+    )
+    stopper = Stopper(limit_s, settings.time_margin_ms)
+    total = max(1, end_ms - span.since_ms)
+    with stopper.on_interrupt(console), ProgressDisplay(console, "backfill", total) as bar:
+        while not stopper.stopped and stopper.remaining_ms() > settings.time_margin_ms:
+            report = watch_thread(
+                lambda: forwarder.run([span.user_id], remaining_ms=_slice(stopper)),
+                lambda: bar.update(counters),
+            )
+            user: Any = report.users[0]
+            outcome.forwarded += user.forwarded
+            if user.error or user.bug:
+                outcome.errors = [user.error or repr(user.bug)]
+                break
+            if user.busy:
+                outcome.busy_until = "the end of its lease (a few minutes at most)"
+                break
+            if not user.backlog and not user.deferred:
+                outcome.done = True
+                counters.done = total
+                break
+        bar.update(counters, final=True)
+    return outcome
+
+
+def _slice(stopper: Stopper) -> Any:
+    end = time.time() + SLICE_S
+    return lambda: min(stopper.remaining_ms(), int((end - time.time()) * 1000))
