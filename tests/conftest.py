@@ -35,6 +35,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     test and destination."""
     _fault_matrix(terminalreporter.write_line)
     _ocsf_summary(terminalreporter.write_line)
+    _cli_figures(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -79,3 +80,13 @@ def _ocsf_summary(write: Any) -> None:
     for corpus, classes in sorted(OCSF_LEDGER.items()):
         for class_name, (events, codes) in sorted(classes.items()):
             write(f"  {corpus[:45]:45} {class_name:26} {events:6} {len(codes):4}")
+
+
+def _cli_figures(write: Any) -> None:
+    from tests.cli_support import CLI_LEDGER
+
+    if CLI_LEDGER:
+        write("")
+        write("CLI, end to end (the console script against the simulator and moto's server):")
+        for command, figure, value in CLI_LEDGER:
+            write(f"  {command:22} {figure:62} {value}")
