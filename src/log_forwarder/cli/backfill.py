@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,7 +115,10 @@ class BackfillStore:
             return {}
         stored = found[self._span.key]
         self._progress(stored.state)
-        return {self._span.user_id: replace(stored, user_id=self._span.user_id)}
+        # Always read through search, bounded by the range: a finished backfill run again
+        # (or resumed) must not read the newest events, which are the live forwarder's.
+        state = {**stored.state, "backlog": True}
+        return {self._span.user_id: StoredCheckpoint(self._span.user_id, stored.version, state)}
 
     def save(
         self,
@@ -213,7 +216,9 @@ def backfill_settings(settings: Settings, span: BackfillRange) -> Settings:
 class BackfillOutcome:
     span: BackfillRange
     end_ms: int
-    forwarded: int = 0
+    forwarded: int = 0  # events handed to the destinations (each skips what it holds)
+    written: dict[str, int] = field(default_factory=dict)  # lines written, per destination
+    present: dict[str, int] = field(default_factory=dict)  # lines found already there
     done: bool = False  # the whole range is forwarded
     busy_until: str | None = None  # another backfill of this range holds it
     errors: list[str] | None = None

@@ -46,7 +46,7 @@ def destinations(env: Environment, counters: Counters) -> list[Sink]:
         inner = S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3)
         sinks.append(SkippingPresentInS3(inner, s3, settings.s3_bucket, settings.s3_prefix))
     # Only the first counts events (each event goes to every destination).
-    return [CountingSink(sink, counters if i == 0 else None) for i, sink in enumerate(sinks)]
+    return [CountingSink(sink, counters, events=i == 0) for i, sink in enumerate(sinks)]
 
 
 def run_backfill(
@@ -90,6 +90,7 @@ def run_backfill(
                 counters.done = total
                 break
         bar.update(counters, final=True)
+    outcome.written, outcome.present = dict(counters.written), dict(counters.present)
     return outcome
 
 

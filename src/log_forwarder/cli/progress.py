@@ -37,11 +37,20 @@ class Counters:
     calls: int = 0
     events: int = 0  # lines the first destination accepted
     done: float = 0.0  # of `total`, when the command knows one (a backfill's time range)
+    # Per destination: lines written, and lines found already there (not written again).
+    written: dict[str, int] = field(default_factory=dict)
+    present: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: float = 1) -> None:
         with self._lock:
             setattr(self, name, getattr(self, name) + amount)
+
+    def delivered(self, report: DeliveryReport) -> None:
+        with self._lock:
+            name = report.destination
+            self.written[name] = self.written.get(name, 0) + report.accepted
+            self.present[name] = self.present.get(name, 0) + report.already_present
 
 
 class CountingSource:
@@ -65,16 +74,19 @@ class CountingSource:
 
 
 class CountingSink:
-    """A sink that counts the event lines it accepted (records about events are not events)."""
+    """A sink that counts what it wrote and found present, and (`events`: for one sink of a
+    run, since every event goes to each) the events handed to it."""
 
-    def __init__(self, inner: Sink, counters: Counters | None) -> None:
+    def __init__(self, inner: Sink, counters: Counters, *, events: bool = True) -> None:
         self._inner = inner
         self._counters = counters
+        self._events = events
         self.name = inner.name
 
     def deliver(self, delivery: Delivery) -> DeliveryReport:
         report = self._inner.deliver(delivery)
-        if self._counters is not None:
+        self._counters.delivered(report)
+        if self._events:
             self._counters.add("events", sum(line.log_id is not None for line in delivery.lines))
         return report
 

@@ -121,9 +121,16 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
     if outcome.errors:
         state = "FAILED: " + "; ".join(outcome.errors)
     console.print(
-        f"Backfill of {span.user_id} from {iso_ms(span.since_ms)} to {end}: forwarded "
-        f"{outcome.forwarded} events (those the destinations held were skipped); {state}."
+        f"Backfill of {span.user_id} from {iso_ms(span.since_ms)} to {end}: "
+        f"{outcome.forwarded} events read and handed to the destinations; {state}."
     )
+    if not any(outcome.written.values()):
+        console.print("  nothing written: the destinations hold every event of the range")
+    for name in sorted(outcome.written):
+        console.print(
+            f"  {name}: wrote {outcome.written[name]}, skipped "
+            f"{outcome.present.get(name, 0)} already there"
+        )
     if span.until_ms is None or outcome.end_ms < span.until_ms:
         console.print(
             f"The range ends at {end}: from there the live checkpoint forwards the user's events."
