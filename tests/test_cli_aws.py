@@ -222,11 +222,23 @@ def test_a_user_watched_the_earlier_way_is_still_forwarded_and_removed_without_i
     listed = flat(cli(stack, "watch", "list").stdout)
     assert f"{ANA} checkpoint item (watch = true)" in listed
     before = dynamodb.get_item(TableName=table, Key={"user_id": {"S": ANA}})["Item"]
-    # AND `watch remove` removes the flag, and nothing else of the item
-    assert "removed" in cli(stack, "watch", "remove", ANA).stdout
+    # AND `watch add` moves it into the table: the flag goes, nothing else of the item
+    assert "moved into the watch list table" in cli(stack, "watch", "add", ANA).stdout
     after = dynamodb.get_item(TableName=table, Key={"user_id": {"S": ANA}})["Item"]
     assert "watch" not in after
     assert {k: v for k, v in before.items() if k != "watch"} == after
+    expected |= add(sim, ANA, 3, hours=0.01)
+    assert invoke(stack)[ANA]["forwarded"] == 3
+    # AND a user still flagged the old way is unwatched by `watch remove`, flag only
+    dynamodb.update_item(
+        TableName=table,
+        Key={"user_id": {"S": ANA}},
+        UpdateExpression="SET #w = :t",
+        ExpressionAttributeNames={"#w": "watch"},
+        ExpressionAttributeValues={":t": {"BOOL": True}},
+    )
+    assert "removed" in cli(stack, "watch", "remove", ANA).stdout
+    assert "watch" not in dynamodb.get_item(TableName=table, Key={"user_id": {"S": ANA}})["Item"]
     assert invoke(stack) == {}
     assert_once(stack, {ANA: expected})
 

@@ -349,8 +349,7 @@ def watch_add(ctx: click.Context, users: tuple[str, ...], directory: Path | None
 
     def add(admin: Any) -> None:
         for user_id in ids:
-            said = "added" if admin.add(user_id) else "already watched (nothing changed)"
-            out.print(f"{user_id}: {said}")
+            out.print(f"{user_id}: {admin.add(user_id)}")
 
     _with_watch_list(directory, _env(ctx), add)
     if directory is None and _env(ctx).get("WATCHED_USER_IDS"):

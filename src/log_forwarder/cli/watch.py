@@ -1,9 +1,10 @@
 """`watch add|remove|list`: the watch list, never the checkpoints.
 
 Adding writes one item `{user_id, added_at}` to the watch list table, only if it is not there
-(re-adding changes nothing). Removing deletes that item and, for a user watched the earlier way
-(`watch = true` on its checkpoint item), removes that one attribute with a conditional update:
-the checkpoint itself (version, state, summary) is never written here.
+(re-adding changes nothing). Removing deletes that item. For a user watched the earlier way
+(`watch = true` on its checkpoint item), both also remove that one attribute, with a conditional
+update (adding thus moves the mark into the table): the checkpoint itself (version, state,
+summary) is never written here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from log_forwarder.config import check_user_id
 from log_forwarder.exceptions import ConfigError
 
 from .local import SqliteCheckpointStore, iso_now
+
+ADDED = "added"
+AGAIN = "already watched (nothing changed)"
+MOVED = "moved into the watch list table (its checkpoint item's watch flag removed, nothing else)"
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,9 @@ class DynamoWatchAdmin:
             )
         return self.watch_table
 
-    def add(self, user_id: str) -> bool:
-        """True when added; False when already watched (nothing is written then)."""
+    def add(self, user_id: str) -> str:
+        """What happened: ADDED, AGAIN (nothing written) or MOVED (from the legacy flag)."""
+        added = True
         try:
             self._client.put_item(
                 TableName=self._table(),
@@ -50,29 +56,35 @@ class DynamoWatchAdmin:
                 ConditionExpression="attribute_not_exists(user_id)",
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            added = False
+        if self._drop_legacy_flag(user_id):
+            return MOVED
+        return ADDED if added else AGAIN
 
     def remove(self, user_id: str) -> bool:
         """True when the user was watched (in the table or the legacy way)."""
         answer = self._client.delete_item(
             TableName=self._table(), Key={"user_id": {"S": user_id}}, ReturnValues="ALL_OLD"
         )
-        removed = "Attributes" in answer
-        if self.checkpoint_table:
-            try:
-                # Only the legacy flag, and only where it is: never creates or rewrites an item.
-                self._client.update_item(
-                    TableName=self.checkpoint_table,
-                    Key={"user_id": {"S": user_id}},
-                    UpdateExpression="REMOVE #w",
-                    ConditionExpression="attribute_exists(#w)",
-                    ExpressionAttributeNames={"#w": "watch"},
-                )
-                removed = True
-            except self._client.exceptions.ConditionalCheckFailedException:
-                pass
-        return removed
+        dropped = self._drop_legacy_flag(user_id)
+        return "Attributes" in answer or dropped
+
+    def _drop_legacy_flag(self, user_id: str) -> bool:
+        """Remove `watch` from the user's checkpoint item, if it has one; True if it had."""
+        if not self.checkpoint_table:
+            return False
+        try:
+            # Only that attribute, only where it is: never creates or rewrites an item.
+            self._client.update_item(
+                TableName=self.checkpoint_table,
+                Key={"user_id": {"S": user_id}},
+                UpdateExpression="REMOVE #w",
+                ConditionExpression="attribute_exists(#w)",
+                ExpressionAttributeNames={"#w": "watch"},
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def entries(self) -> list[WatchEntry]:
         entries = [
@@ -105,8 +117,8 @@ class LocalWatchAdmin:
     def __init__(self, store: SqliteCheckpointStore) -> None:
         self._store = store
 
-    def add(self, user_id: str) -> bool:
-        return self._store.add_watch(user_id)
+    def add(self, user_id: str) -> str:
+        return ADDED if self._store.add_watch(user_id) else AGAIN
 
     def remove(self, user_id: str) -> bool:
         return self._store.remove_watch(user_id)
