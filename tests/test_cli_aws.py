@@ -428,3 +428,23 @@ def test_watch_refuses_a_mistyped_id_naming_it_and_changes_nothing(
         assert repr(bad) in done.stderr and said in done.stderr
         assert "Traceback" not in done.stderr
     assert json.loads(cli(stack, "watch", "list", "--json").stdout) == []
+
+
+def test_backfill_refuses_a_user_without_a_live_checkpoint_and_a_range_backwards(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN a user with events the function has never run for
+    stack = deploy()
+    add(sim, ANA, 10)
+    since = iso(datetime.now(UTC) - timedelta(hours=2))
+    # WHEN it is backfilled / THEN it is refused: its first live run would forward it again
+    done = cli(stack, "backfill", ANA, "--since", since)
+    assert done.returncode == 2 and "has no live checkpoint yet" in done.stderr
+    assert stack.s3_records(ANA) == []
+    # AND a range that ends before it starts is refused too
+    backwards = cli(stack, "backfill", ANA, "--since", since, "--until", "2020-01-01T00:00:00Z")
+    assert backwards.returncode == 2 and "must not be before --since" in backwards.stderr
+    # AND a table that does not exist is AWS's error, said plainly
+    missing = run_cli("status", env={**stack.env, "CHECKPOINT_TABLE": "no-such-table"})
+    assert missing.returncode == 2 and "ResourceNotFoundException" in missing.stderr
+    assert "Traceback" not in missing.stderr

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from botocore.config import Config
 from rich.console import Console
 
 from log_forwarder.checkpoint_store import DynamoCheckpointStore
+from log_forwarder.exceptions import ConfigError
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.sinks import CloudWatchSink, S3Sink, Sink
 
@@ -57,12 +59,20 @@ def run_backfill(
         settings.checkpoint_table, client=env.aws_client("dynamodb", AWS_CLIENT_CONFIG)
     )
     live = store.load([span.user_id]).get(span.user_id)
+    if live is None:
+        # The user's first live run would forward from START_FROM, and knows nothing of what a
+        # backfill wrote before it: the two would deliver the same events.
+        raise ConfigError(
+            f"{span.user_id!r} has no live checkpoint yet: watch it (watch add) and let one run "
+            "write its checkpoint (START_FROM=now forwards nothing older), then backfill"
+        )
     end_ms = effective_end(span, live, int(time.time() * 1000))
     outcome = BackfillOutcome(span, end_ms)
     if end_ms < span.since_ms:
         outcome.done = True
         return outcome
     counters = Counters()
+    span_ms = max(1, end_ms - span.since_ms)
     forwarder = Forwarder(
         settings=backfill_settings(settings, span),
         source=CountingSource(BoundedSource(env.auth0_client(settings), end_ms), counters),
@@ -70,28 +80,35 @@ def run_backfill(
         sinks=destinations(env, counters),
     )
     stopper = Stopper(limit_s, settings.time_margin_ms)
-    total = max(1, end_ms - span.since_ms)
-    with stopper.on_interrupt(console), ProgressDisplay(console, "backfill", total) as bar:
-        while not stopper.stopped and stopper.remaining_ms() > settings.time_margin_ms:
-            report = watch_thread(
-                lambda: forwarder.run([span.user_id], remaining_ms=_slice(stopper)),
-                lambda: bar.update(counters),
-            )
-            user: Any = report.users[0]
-            outcome.forwarded += user.forwarded
-            if user.error or user.bug:
-                outcome.errors = [user.error or repr(user.bug)]
-                break
-            if user.busy:
-                outcome.busy_until = "the end of its lease (a few minutes at most)"
-                break
-            if not user.backlog and not user.deferred:
-                outcome.done = True
-                counters.done = total
-                break
+    with stopper.on_interrupt(console), ProgressDisplay(console, "backfill", span_ms) as bar:
+        _slices(forwarder, outcome, stopper, lambda: bar.update(counters))
+        if outcome.done:
+            counters.done = span_ms
         bar.update(counters, final=True)
     outcome.written, outcome.present = dict(counters.written), dict(counters.present)
     return outcome
+
+
+def _slices(
+    forwarder: Forwarder, outcome: BackfillOutcome, stopper: Stopper, tick: Callable[[], None]
+) -> None:
+    """Forwarder runs of a slice each, until the range is done, time is up, or a run stops."""
+    margin_ms = stopper.margin_ms
+    while not stopper.stopped and stopper.remaining_ms() > margin_ms:
+        report = watch_thread(
+            lambda: forwarder.run([outcome.span.user_id], remaining_ms=_slice(stopper)), tick
+        )
+        user: Any = report.users[0]
+        outcome.forwarded += user.forwarded
+        if user.error or user.bug:
+            outcome.errors = [user.error or repr(user.bug)]
+            return
+        if user.busy:
+            outcome.busy_until = "the end of its lease (a few minutes at most)"
+            return
+        if not user.backlog and not user.deferred:
+            outcome.done = True
+            return
 
 
 def _slice(stopper: Stopper) -> Any:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.logging import RichHandler
 
@@ -53,7 +54,8 @@ def _log_to_stderr() -> None:
 
 
 def handled(command: F) -> F:
-    """A ForwarderError (configuration, Auth0, AWS) is a message and exit code 2, not a trace."""
+    """A ForwarderError (configuration, Auth0, AWS) or an AWS refusal is a message and exit
+    code 2, not a traceback."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -61,6 +63,10 @@ def handled(command: F) -> F:
             return command(*args, **kwargs)
         except ForwarderError as error:
             err.print(f"[red]Error:[/red] {error}", markup=True, highlight=False)
+            raise SystemExit(UNUSABLE) from None
+        except (BotoCoreError, ClientError) as error:
+            # AWS said no (credentials, a table that does not exist, permissions): its words.
+            err.print(f"[red]AWS error:[/red] {error}", markup=True, highlight=False)
             raise SystemExit(UNUSABLE) from None
 
     return wrapper  # type: ignore[return-value]
@@ -79,25 +85,18 @@ def handled(command: F) -> F:
 @click.option("--watch-table", help="WATCH_TABLE: the stack's WatchListTableName.")
 @click.option("--region", help="AWS_REGION of the stack.")
 @click.pass_context
-def cli(
-    ctx: click.Context,
-    env_file: Path | None,
-    domain: str | None,
-    client_id: str | None,
-    checkpoint_table: str | None,
-    watch_table: str | None,
-    region: str | None,
-) -> None:
+def cli(ctx: click.Context, /, env_file: Path | None, **flags: str | None) -> None:
     """Operate the Auth0 user log forwarder: check a tenant, forward locally, backfill, see the
     status, manage the watch list. Reads the function's variables (AUTH0_DOMAIN, CHECKPOINT_TABLE,
     ...) from the environment, --env-file or the flags."""
-    flags = {
-        "AUTH0_DOMAIN": domain,
-        "AUTH0_CLIENT_ID": client_id,
-        "CHECKPOINT_TABLE": checkpoint_table,
-        "WATCH_TABLE": watch_table,
-        "AWS_REGION": region,
+    names = {
+        "domain": "AUTH0_DOMAIN",
+        "client_id": "AUTH0_CLIENT_ID",
+        "checkpoint_table": "CHECKPOINT_TABLE",
+        "watch_table": "WATCH_TABLE",
+        "region": "AWS_REGION",
     }
+    flags = {names[option]: value for option, value in flags.items()}
     ctx.obj = Environment.build(env_file, flags)
     _log_to_stderr()
 
@@ -220,6 +219,8 @@ def backfill(
         _instant_ms(since, "--since"),
         None if until is None else _instant_ms(until, "--until"),
     )
+    if span.until_ms is not None and span.until_ms < span.since_ms:
+        raise click.BadParameter("must not be before --since", param_hint="--until")
     outcome = run_backfill(_env(ctx), span, err, time_limit)
     from .render import print_backfill
 

@@ -112,6 +112,10 @@ class Stopper:
         return left
 
     @property
+    def margin_ms(self) -> int:
+        return self._margin_ms
+
+    @property
     def stopped(self) -> bool:
         return self._stopped_at is not None
 
