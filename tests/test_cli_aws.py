@@ -221,6 +221,8 @@ def test_a_user_watched_the_earlier_way_is_still_forwarded_and_removed_without_i
     assert invoke(stack)[ANA]["forwarded"] == 20
     listed = flat(cli(stack, "watch", "list").stdout)
     assert f"{ANA} checkpoint item (watch = true)" in listed
+    rows = json.loads(cli(stack, "status", "--json").stdout)["users"]
+    assert [(r["user_id"], r["watched"], r["state"]) for r in rows] == [(ANA, "legacy", "ok")]
     before = dynamodb.get_item(TableName=table, Key={"user_id": {"S": ANA}})["Item"]
     # AND `watch add` moves it into the table: the flag goes, nothing else of the item
     assert "moved into the watch list table" in cli(stack, "watch", "add", ANA).stdout

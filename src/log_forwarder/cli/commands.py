@@ -280,7 +280,11 @@ def _status_inputs(
 
         table = env.required("CHECKPOINT_TABLE", "the stack's CheckpointTableName")
         items = scan_checkpoints(env.aws_client("dynamodb"), table)
-        watched = {} if listed or not env.get("WATCH_TABLE") else _watched_in_tables(env)
+        # Checkpoint items flagged the earlier way are watched too (the scan holds them).
+        legacy = [i["user_id"] for i in items if i.get("watch") in (True, "true")]
+        watched = dict.fromkeys(legacy, "legacy")
+        if env.get("WATCH_TABLE"):
+            watched = {**watched, **dict.fromkeys(_watched_in_table(env), "table")}
     if listed:
         settings_ids = env.settings(aws=False).watched_user_ids or ()
         watched = dict.fromkeys(settings_ids, "WATCHED_USER_IDS")
@@ -289,11 +293,12 @@ def _status_inputs(
     return items, watched, notes
 
 
-def _watched_in_tables(env: Environment) -> dict[str, str]:
-    watched: dict[str, str] = {}
-    for entry in _watch_admin(env).entries():
-        watched.setdefault(entry.user_id, entry.source)
-    return watched
+def _watched_in_table(env: Environment) -> list[str]:
+    from .watch import DynamoWatchAdmin
+
+    # The table alone: the legacy flags come from the checkpoint scan already made.
+    admin = DynamoWatchAdmin(env.aws_client("dynamodb"), env.get("WATCH_TABLE"), None)
+    return [entry.user_id for entry in admin.entries()]
 
 
 # -- watch ----------------------------------------------------------------------------------
