@@ -192,3 +192,27 @@ def test_the_console_script_and_python_m_are_the_same_cli() -> None:
     assert by_script.stdout == by_module.stdout.replace(
         "python -m log_forwarder", "auth0-log-forwarder"
     )
+
+
+def test_on_a_terminal_the_backfill_bar_shows_events_calls_and_time_left() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from log_forwarder.cli.progress import Counters, ProgressDisplay
+
+    # GIVEN a terminal (forced) and a backfill a quarter done
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120, color_system=None)
+    counters = Counters(calls=7, events=1234, done=250.0)
+    # WHEN the bar is drawn
+    with ProgressDisplay(console, "backfill", 1000.0) as bar:
+        time.sleep(0.05)
+        bar.update(counters)
+        time.sleep(0.15)
+    # THEN it shows the share, the events, the calls and a time-left column
+    drawn = screen.getvalue()
+    assert "backfill" in drawn and " 25%" in drawn
+    assert "1,234 events, 7 calls" in drawn
+    assert "left" in drawn
