@@ -15,7 +15,7 @@ SAM_STAMP := $(SAM_VENV)/.installed
 
 .PHONY: test demo bench lint typecheck cfn-lint security unit clean local-stack test-sam-local
 
-$(STAMP): requirements-dev.txt src/requirements.txt
+$(STAMP): requirements-dev.txt src/requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -332,6 +332,8 @@ class DeployedResources:
     # The Glue (Athena) database and table over the bucket, when the template declares them.
     athena_database: str | None = None
     athena_table: str | None = None
+    # The watch list table, when the template declares it.
+    watch_table: str | None = None
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -359,6 +361,10 @@ def deploy_template(
 
     table_name = f"{stack_name}-CheckpointTable"
     _create_table(aws, table_name, resolver.resolve(resources["CheckpointTable"]["Properties"]))
+    watch_table: str | None = None
+    if "WatchListTable" in resources:
+        watch_table = f"{stack_name}-WatchListTable"
+        _create_table(aws, watch_table, resolver.resolve(resources["WatchListTable"]["Properties"]))
 
     log_group: str | None = None
     if resolver.active("ForwardedLogGroup"):
@@ -408,6 +414,7 @@ def deploy_template(
         stack_name=stack_name,
         athena_database=athena_database,
         athena_table=athena_table,
+        watch_table=watch_table,
     )
 
 
@@ -567,6 +574,8 @@ def function_environment(
     """
     template = load_template(Path(template_path))
     refs = {"CheckpointTable": resources.table_name}
+    # Empty (unset) for resources recorded before the template had a watch list table.
+    refs["WatchListTable"] = resources.watch_table or ""
     if resources.log_group is not None:
         refs["ForwardedLogGroup"] = resources.log_group
     if resources.bucket is not None:

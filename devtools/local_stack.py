@@ -299,6 +299,7 @@ class LocalStack:
         resources = self.deployment.resources
         wanted = {
             "CHECKPOINT_TABLE": resources.table_name,
+            "WATCH_TABLE": resources.watch_table or "",
             "LOG_GROUP_NAME": resources.log_group or "",
             "S3_BUCKET": resources.bucket or "",
         }

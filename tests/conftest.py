@@ -36,6 +36,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     _fault_matrix(terminalreporter.write_line)
     _ocsf_summary(terminalreporter.write_line)
     _detections(terminalreporter.write_line)
+    _cli_figures(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -92,3 +93,13 @@ def _detections(write: Any) -> None:
             fires = DETECTION_LEDGER.get((rule, "fires"), 0)
             quiet = DETECTION_LEDGER.get((rule, "quiet"), 0)
             write(f"  {rule:24} {fires} / {quiet}")
+
+
+def _cli_figures(write: Any) -> None:
+    from tests.cli_support import CLI_LEDGER
+
+    if CLI_LEDGER:
+        write("")
+        write("CLI, end to end (the console script against the simulator and moto's server):")
+        for command, figure, value in CLI_LEDGER:
+            write(f"  {command:22} {figure:62} {value}")

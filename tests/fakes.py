@@ -187,8 +187,10 @@ class InMemoryCheckpointStore:
             if item.get("version") != expected_version:
                 raise conflict(user_id, expected_version)
             new_version = 1 if expected_version is None else expected_version + 1
+            # As DynamoDB's REMOVE: a summary value of None drops what an earlier save wrote.
+            kept = {k: v for k, v in item.items() if summary.get(k, "") is not None}
             self._items[user_id] = {
-                **item,
+                **kept,
                 **cleaned,
                 "user_id": user_id,
                 "version": new_version,

@@ -1,5 +1,6 @@
-"""The checkpoint store: the DynamoDB store (on moto's server) and the in-memory one pass the
-same tests, so unit tests that use the in-memory store can trust its semantics."""
+"""The checkpoint store: the DynamoDB store (on moto's server), the in-memory one and the SQLite
+one of `run --local` pass the same tests, so unit tests that use the in-memory store can trust
+its semantics, and a local run checkpoints as the function does."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -82,10 +84,27 @@ def memory_harness() -> Harness:
     return Harness(store, store.set_watch, item)
 
 
-@pytest.fixture(params=["dynamodb", "memory"])
-def harness(request: pytest.FixtureRequest) -> Harness:
+def sqlite_harness(path: Path) -> Harness:
+    from log_forwarder.cli.local import SqliteCheckpointStore
+
+    store = SqliteCheckpointStore(path / "checkpoints.sqlite3")
+
+    def item(user_id: str) -> dict[str, Any]:
+        found = [i for i in store.items() if i["user_id"] == user_id]
+        return {k: float(v) if type(v) is int else v for k, v in (found or [{}])[0].items()}
+
+    def set_watch(user_id: str, watch: Any) -> None:
+        pytest.skip("SQLite keeps its watch list apart: no `watch` attribute on checkpoints")
+
+    return Harness(store, set_watch, item)
+
+
+@pytest.fixture(params=["dynamodb", "memory", "sqlite"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "dynamodb":
         return dynamo_harness(request.getfixturevalue("local_aws"))
+    if request.param == "sqlite":
+        return sqlite_harness(tmp_path)
     return memory_harness()
 
 
@@ -148,6 +167,21 @@ def test_the_operators_watch_attribute_survives_saves(harness: Harness) -> None:
     assert item["ok"] is True
     assert "last_error" not in item
     assert harness.store.watched_users() == ["watched"]
+
+
+def test_a_summary_value_of_none_removes_what_an_earlier_save_wrote(harness: Harness) -> None:
+    # GIVEN a checkpoint whose summary says the user failed and is missing
+    version = harness.store.save(
+        "u1", STATE, expected_version=None, summary={"last_error": "boom", "missing_since": "x"}
+    )
+    # WHEN a later save clears the error (None) and keeps the other
+    harness.store.save(
+        "u1", STATE, expected_version=version, summary={"last_error": None, "missing_since": "x"}
+    )
+    # THEN the stale error is gone from the item, not left behind for `status` to read
+    item = harness.item("u1")
+    assert "last_error" not in item
+    assert item["missing_since"] == "x"
 
 
 def test_watched_users_are_the_items_with_watch_true(harness: Harness) -> None:

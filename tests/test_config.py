@@ -34,8 +34,51 @@ def test_defaults_for_a_minimal_deployment() -> None:
 
 
 def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -> None:
-    s = settings(WATCHED_USER_IDS=" auth0|a/b ,samlp|conn|x y@z=1,auth0|a/b")
+    s = settings(WATCHED_USER_IDS="auth0|a/b,samlp|conn|x y@z=1,auth0|a/b")
     assert s.watched_user_ids == ("auth0|a/b", "samlp|conn|x y@z=1")
+
+
+@pytest.mark.parametrize(
+    ("value", "entry", "said"),
+    [
+        ("auth0|a;auth0|b", "'auth0|a;auth0|b'", "';'"),
+        ('["auth0|a","auth0|b"]', "'[\"auth0|a\"'", "'['"),
+        ("auth0|a, auth0|b", "' auth0|b'", "starts or ends with a space"),
+        ("auth0|a ,auth0|b", "'auth0|a '", "starts or ends with a space"),
+        ("'auth0|a'", "\"'auth0|a'\"", '"\'"'),
+        ("auth0|a\n", "'auth0|a\\n'", "starts or ends with a space"),
+        ("auth0|a,,auth0|b", "", "empty entry"),
+    ],
+)
+def test_a_mistyped_watch_list_is_refused_naming_the_entry(
+    value: str, entry: str, said: str
+) -> None:
+    # GIVEN a list typed in another syntax (semicolons, JSON, spaces after commas, quotes)
+    # WHEN the settings are read / THEN the error names the variable, the entry and the fix
+    with pytest.raises(ConfigError) as error:
+        settings(WATCHED_USER_IDS=value)
+    message = str(error.value)
+    assert message.startswith("WATCHED_USER_IDS")
+    assert entry in message
+    assert said in message
+    assert "comma-separated user ids" in message
+
+
+def test_the_cli_reads_auth0_settings_without_any_aws_variable() -> None:
+    # GIVEN only what `check` and `run --local` need: a tenant and local credentials, and a
+    # local Auth0 (the simulator) with no AWS endpoint: nothing will be written to AWS
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_BASE_URL": "http://127.0.0.1:8080",
+        "AUTH0_CLIENT_ID": "id",
+        "AUTH0_CLIENT_SECRET": "secret",
+    }
+    # WHEN read without AWS / THEN no table, destination or endpoint is required
+    s = Settings.from_env(env, aws=False)
+    assert (s.destinations, s.checkpoint_table, s.watch_table) == ((), "", None)
+    # AND the function's own reading still refuses the same environment
+    with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL is not set"):
+        Settings.from_env({**env, "CHECKPOINT_TABLE": "t", "DESTINATIONS": "s3", "S3_BUCKET": "b"})
 
 
 @pytest.mark.parametrize(

@@ -139,3 +139,32 @@ def test_recent_set_is_capped_at_a_whole_date(monkeypatch) -> None:  # type: ign
     assert [log_id for _, log_id in cursor.recent] == ["e6", "e7", "e8", "e9"]
     assert cursor.at_capacity
     assert cursor.select(events).new == []
+
+
+def test_last_gap_and_last_error_round_trip_and_a_complete_read_clears_the_error() -> None:
+    # GIVEN a cursor that recorded a gap and then a failed run
+    from log_forwarder.records import Gap
+
+    cursor = (
+        Cursor.fresh(T0)
+        .after_gap(Gap(None, T0 + 5, "expired: retention"))
+        .with_error("Auth0UnavailableError: HTTP 503", T0 + 9)
+    )
+    # THEN both survive the stored form and are readable in the summary
+    assert Cursor.from_state(cursor.to_state()) == cursor
+    summary = cursor.summary()
+    assert (summary["last_gap_from"], summary["last_gap_to"]) == (None, iso_ms(T0 + 5))
+    assert summary["last_gap_reason"] == "expired: retention"
+    assert (summary["last_error"], summary["last_error_at"]) == (
+        "Auth0UnavailableError: HTTP 503",
+        iso_ms(T0 + 9),
+    )
+    # AND a later complete read clears the error (None removes the stored attribute) but not
+    # the gap, which stays the last one recorded
+    after = cursor.after_complete_read(LATER, overlap_ms=OVERLAP)
+    assert after.summary()["last_error"] is None
+    assert after.summary()["last_error_at"] is None
+    assert after.last_gap == (None, T0 + 5, "expired: retention")
+    # AND a state written before these fields existed still reads
+    old = {k: v for k, v in cursor.to_state().items() if not k.startswith("last_")}
+    assert Cursor.from_state(old).last_error is None

@@ -304,3 +304,25 @@ def test_a_run_killed_mid_delivery_is_recovered_once_its_lease_runs_out() -> Non
     # THEN the first waits for the lease, the second redelivers without a repeat
     assert at_once.busy and later.recovered == 30
     assert Counter(sink.log_ids()) == Counter(f"k{i:02d}" for i in range(30))
+
+
+def test_a_failed_user_says_why_on_its_checkpoint_until_a_run_succeeds() -> None:
+    # GIVEN a user whose destination refuses the first delivery
+    fake = FakeAuth0(now_ms=BASE + 100_000)
+    for i in range(5):
+        fake.add({"log_id": f"f{i}", "date": iso_ms(BASE + i * 1000), "user_id": USER})
+    sink = RecordingSink(crash=lambda i: "before" if i == 0 else None)
+    store = InMemoryCheckpointStore()
+    forwarder = make_forwarder(fake, [sink], store)
+    # WHEN the run fails for that user
+    failed = forwarder.run([USER], remaining_ms=lambda: 10**9).users[0]
+    # THEN the checkpoint item names the error and when, for `status`
+    assert failed.error is not None and "simulated failure" in failed.error
+    item = store.item(USER)
+    assert "simulated failure" in item["last_error"]
+    assert item["last_error_at"] == iso_ms(BASE + 100_000)
+    # AND the next run, which succeeds, clears it and forwards every event once
+    fake.now_ms += 300_000
+    assert forwarder.run([USER], remaining_ms=lambda: 10**9).users[0].error is None
+    assert "last_error" not in store.item(USER)
+    assert sorted(sink.log_ids()) == [f"f{i}" for i in range(5)]

@@ -197,6 +197,7 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     statements = role_statements(translated)
     by_service: dict[str, tuple[str | None, dict[str, Any]]] = {}
     secrets_statements: list[tuple[str | None, dict[str, Any]]] = []
+    tables: dict[str, list[str]] = {}
     for condition, statement in statements:
         actions = (
             statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -204,6 +205,10 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
         services = {action.split(":")[0] for action in actions}
         assert len(services) == 1, statement
         service = services.pop()
+        if service == "dynamodb":
+            # One statement per table: the checkpoints, and the watch list (read only).
+            assert condition is None
+            tables[statement["Resource"]["Fn::GetAtt"][0]] = actions
         by_service[service] = (condition, statement)
         if service == "secretsmanager":
             secrets_statements.append((condition, statement))
@@ -225,10 +230,10 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     assert s3["Action"] == ["s3:PutObject", "s3:GetObject"]
     assert s3["Resource"] == {"Fn::Sub": "${ForwardedBucket.Arn}/${S3Prefix}*"}
 
-    condition, dynamodb = by_service["dynamodb"]
-    assert condition is None
-    assert dynamodb["Resource"] == {"Fn::GetAtt": ["CheckpointTable", "Arn"]}
-    assert "dynamodb:DeleteItem" not in dynamodb["Action"]
+    assert tables == {
+        "CheckpointTable": ["dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:Scan"],
+        "WatchListTable": ["dynamodb:Scan"],
+    }
 
     # The credentials secret always; the pseudonymisation key only when one is named.
     (credentials, key) = sorted(secrets_statements, key=lambda item: item[0] or "")
@@ -251,8 +256,11 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -
     assert sqs["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
 
 
-def test_the_checkpoint_table_is_kept_recoverable_and_encrypted(resources: dict[str, Any]) -> None:
-    table = resources["CheckpointTable"]
+@pytest.mark.parametrize("logical_id", ["CheckpointTable", "WatchListTable"])
+def test_the_tables_are_kept_recoverable_and_encrypted(
+    resources: dict[str, Any], logical_id: str
+) -> None:
+    table = resources[logical_id]
     assert table["Type"] == "AWS::DynamoDB::Table"
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
     properties = table["Properties"]
@@ -477,6 +485,8 @@ IAM_ACTION_OF_CALL = {
 def aws_calls_in_code() -> set[str]:
     calls: set[str] = set()
     for path in (ROOT / "src" / "log_forwarder").rglob("*.py"):
+        if "cli" in path.relative_to(ROOT / "src" / "log_forwarder").parts[:-1]:
+            continue  # the operator's CLI runs with the operator's credentials, not the role
         calls.update(re.findall(r"self\._client\.([a-z_]+)\b", path.read_text(encoding="utf-8")))
     # The Auth0 client's own methods share the attribute name; they are not AWS calls.
     return calls - {"user_logs", "search_logs", "get", "post", "meta"}
@@ -530,3 +540,44 @@ def test_every_checkov_skip_in_the_template_says_why(template: dict[str, Any]) -
     for logical_id, skip in skips:
         assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (logical_id, skip)
         assert len(str(skip.get("comment", "")).split()) >= 8, f"{logical_id}: say why"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "auth0|a",
+        "auth0|a,google-oauth2|1098/odd id@x=y,samlp|corp|ana",
+        "auth0|a, auth0|b",
+        "auth0|a ,auth0|b",
+        " auth0|a",
+        "auth0|a;auth0|b",
+        '["auth0|a"]',
+        "'auth0|a'",
+        "auth0|a,,auth0|b",
+        "auth0|a,",
+    ],
+)
+def test_the_watched_user_ids_parameter_refuses_what_the_function_would(
+    template: dict[str, Any], value: str
+) -> None:
+    # GIVEN what an operator may type into WatchedUserIds at `sam deploy --guided`
+    from log_forwarder.config import Settings
+    from log_forwarder.exceptions import ConfigError
+
+    pattern = template["Parameters"]["WatchedUserIds"]["AllowedPattern"]
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_CREDENTIALS_SECRET": "s",
+        "CHECKPOINT_TABLE": "t",
+        "DESTINATIONS": "s3",
+        "S3_BUCKET": "b",
+        "WATCHED_USER_IDS": value,
+    }
+    try:
+        Settings.from_env(env)
+        accepted = True
+    except ConfigError:
+        accepted = False
+    # THEN CloudFormation refuses at deploy time exactly what the function would refuse later
+    assert bool(re.fullmatch(pattern, value)) == accepted

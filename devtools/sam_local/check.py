@@ -196,6 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not checks.check(code == 0, "sam build succeeds"):
         print(stdout[-4000:] + stderr[-4000:])
         return finish(checks, started)
+    # The operator's CLI libraries come with the `cli` extra only, never with the function.
+    artifact = ROOT / ".aws-sam" / "build" / "ForwarderFunction"
+    bundled = {path.name.split("-")[0].lower() for path in artifact.iterdir()}
+    cli_only = sorted(bundled & {"click", "rich", "markdown_it", "markdown_it_py", "pygments"})
+    checks.check(not cli_only, f"the CLI's libraries are not in the sam build artifact {cli_only}")
 
     with LocalStack(host="auto") as stack:
         print(

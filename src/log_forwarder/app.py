@@ -25,16 +25,16 @@ from botocore.config import Config
 
 from .auth0_client import Auth0Client
 from .checkpoint_store import DynamoCheckpointStore
-from .config import Settings
-from .credentials import credentials_source, pseudonym_key
+from .config import Settings, check_user_id
+from .credentials import credentials_source
 from .exceptions import ConfigError, RunFailed
 from .forwarder import Forwarder
+from .outputs import output_policy
 from .pacing import Pacer
-from .planner import OutputPolicy
-from .pseudonymise import Pseudonymiser
 from .report import RunReport, findings_by_rule, metric_values
 from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S
 from .sinks import CloudWatchSink, EventBridgeSink, S3Sink, Sink
+from .watch_list import DynamoWatchList
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
@@ -68,6 +68,7 @@ class Runtime:
     settings: Settings
     forwarder: Forwarder
     store: DynamoCheckpointStore
+    watch_list: DynamoWatchList | None = None
 
 
 _runtime: Runtime | None = None
@@ -85,9 +86,9 @@ def build_runtime(
     """Everything an invocation needs, built once per container. Tests and local runs may pass
     their own clock, boto3 session and HTTP client."""
     session = session or boto3.session.Session()
-    store = DynamoCheckpointStore(
-        settings.checkpoint_table, client=session.client("dynamodb", config=AWS_CLIENT_CONFIG)
-    )
+    dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+    store = DynamoCheckpointStore(settings.checkpoint_table, client=dynamodb)
+    watch_list = DynamoWatchList(settings.watch_table, dynamodb) if settings.watch_table else None
     sinks: list[Sink] = []
     if settings.log_group_name:
         logs = session.client("logs", config=AWS_CLIENT_CONFIG)
@@ -112,18 +113,15 @@ def build_runtime(
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
-    policy = OutputPolicy(
-        ocsf=output.format == "ocsf",
-        keep=output.events,
-        pseudonymiser=Pseudonymiser(pseudonym_key(output.pii_key_secret, secrets), output.pii_paths)
-        if output.pii_key_secret and output.pii_paths
-        else None,
-        detections=output.detections,
-    )
     forwarder = Forwarder(
-        settings=settings, source=client, store=store, sinks=sinks, clock=clock, output=policy
+        settings=settings,
+        source=client,
+        store=store,
+        sinks=sinks,
+        clock=clock,
+        output=output_policy(settings, secrets),
     )
-    return Runtime(settings=settings, forwarder=forwarder, store=store)
+    return Runtime(settings=settings, forwarder=forwarder, store=store, watch_list=watch_list)
 
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
@@ -157,9 +155,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             f"TIME_MARGIN_SECONDS={margin_ms // 1000} must be below the function timeout "
             f"({context.get_remaining_time_in_millis() // 1000} s left at the start of this run)"
         )
-    user_ids = list(runtime.settings.watched_user_ids or runtime.store.watched_users())
-    if not user_ids:
-        logger.warning("No watched users: set WATCHED_USER_IDS or mark table items with watch=true")
+    user_ids = watched_users(runtime)
     report = runtime.forwarder.run(user_ids, remaining_ms=context.get_remaining_time_in_millis)
     _publish(report)
     summary = report.as_dict()
@@ -177,6 +173,28 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
         )
     return summary
+
+
+def watched_users(runtime: Runtime) -> list[str]:
+    """WATCHED_USER_IDS when set; else the watch list table and, from before it existed, the
+    checkpoint items marked `watch = true`. A warning says what looks wrong (the metrics
+    WatchedUsers and UnknownUsers count it)."""
+    if runtime.settings.watched_user_ids:
+        return list(runtime.settings.watched_user_ids)
+    listed = runtime.watch_list.users() if runtime.watch_list is not None else []
+    users = list(dict.fromkeys([*listed, *runtime.store.watched_users()]))
+    if not users:
+        logger.warning(
+            "No watched users: set WATCHED_USER_IDS, or add users with "
+            "`auth0-log-forwarder watch add USER` (the WatchListTable)"
+        )
+    for user_id in users:
+        try:
+            check_user_id(user_id, "the watch list table")
+        except ConfigError as error:
+            # Still forwarded: Auth0 decides, and a 404 is reported as an unknown user.
+            logger.warning(str(error), extra={"user_id": user_id})
+    return users
 
 
 def _publish(report: RunReport) -> None:

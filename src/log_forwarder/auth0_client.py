@@ -124,6 +124,10 @@ class Auth0Client:
         }
         return _log_list(self._get("/api/v2/logs", params, scope or CallScope(self.stats)))
 
+    def authenticate(self, scope: CallScope | None = None) -> None:
+        """Get a token now, as the first call of a run would (the CLI's `check`)."""
+        self._access_token(scope or CallScope(self.stats))
+
     # -- transport -----------------------------------------------------------------------------
 
     def _get(self, path: str, params: Mapping[str, Any], scope: CallScope) -> Any:

@@ -2,11 +2,14 @@
 
 An item looks like this (operators add the first two to watch a user without redeploying):
 
-    user_id   S     the Auth0 user id (partition key)
-    watch     BOOL  true: forward this user when WATCHED_USER_IDS is unset (never written here)
-    version   N     bumped by every save; a save names the version it read
-    state     B     the cursor's state: compact JSON, zlib-compressed
-    ...             the caller's summary (last event date, counts...), readable in the console
+    user_id    S     the Auth0 user id (partition key)
+    watch      BOOL  legacy: true forwarded the user when WATCHED_USER_IDS was unset, before the
+                     watch list had its own table (still honoured; never written here)
+    version    N     bumped by every save; a save names the version it read
+    state      B     the cursor's state: compact JSON, zlib-compressed
+    updated_at S     when the last save happened (ISO-8601 UTC)
+    ...              the caller's summary (last event date, counts...), readable in the console;
+                     a summary value of None removes the attribute
 
 Writes are conditional on the version read, so a duplicated or overlapping invocation gets
 CheckpointConflict instead of silently moving a checkpoint another run already moved.
@@ -22,6 +25,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -45,7 +49,7 @@ BATCH_GET_LIMIT = 100
 # Unprocessed keys and throttling: DynamoDB asks to come back soon, so short, frequent retries.
 CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
-RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state"})
+RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state", "updated_at"})
 
 SummaryValue = str | int | float | bool | None
 
@@ -164,10 +168,12 @@ class DynamoCheckpointStore:
         *,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = CHECKPOINT_RETRY,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.table_name = table_name
         self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
         self._sleep = sleep
+        self._clock = clock
         self._retry_policy = retry
 
     def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
@@ -224,16 +230,9 @@ class DynamoCheckpointStore:
     ) -> int:
         blob = encode_state(user_id, state)
         new_version = 1 if expected_version is None else expected_version + 1
-        names = {"#v": "version", "#s": "state"}
-        values: dict[str, AttributeValueTypeDef] = {
-            ":new": {"N": str(new_version)},
-            ":state": {"B": blob},
-        }
-        assignments = ["#v = :new", "#s = :state"]
-        for index, (name, value) in enumerate(sorted(clean_summary(summary).items())):
-            names[f"#a{index}"] = name
-            values[f":a{index}"] = _to_attribute(value)
-            assignments.append(f"#a{index} = :a{index}")
+        expression, names, values = _update_expression(summary, self._clock())
+        values[":new"] = {"N": str(new_version)}
+        values[":state"] = {"B": blob}
         if expected_version is None:
             # Not attribute_not_exists(user_id): an operator's watch-only item has no checkpoint
             # yet, and the first save must succeed on it (and keep its `watch`).
@@ -249,7 +248,7 @@ class DynamoCheckpointStore:
                 self._client.update_item(
                     TableName=self.table_name,
                     Key={"user_id": {"S": user_id}},
-                    UpdateExpression="SET " + ", ".join(assignments),
+                    UpdateExpression=expression,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
                     ExpressionAttributeValues=values,
@@ -311,6 +310,34 @@ def _read_item(item: Mapping[str, Any]) -> StoredCheckpoint:
         return StoredCheckpoint(user_id, -1, {}, problem)
     except CheckpointStateError as error:
         return StoredCheckpoint(user_id, -1, {}, error)
+
+
+def _update_expression(
+    summary: Mapping[str, SummaryValue], now_s: float
+) -> tuple[str, dict[str, str], dict[str, AttributeValueTypeDef]]:
+    """SET version, state, updated_at and the summary; REMOVE the summary's None values, so an
+    attribute that no longer applies (a cleared error) does not linger in the item."""
+    cleaned = clean_summary(summary)
+    names = {"#v": "version", "#s": "state", "#t": "updated_at"}
+    values: dict[str, AttributeValueTypeDef] = {":t": {"S": _iso_s(now_s)}}
+    assignments = ["#v = :new", "#s = :state", "#t = :t"]
+    removals = []
+    for index, name in enumerate(sorted(summary)):
+        names[f"#a{index}"] = name
+        if name in cleaned:
+            values[f":a{index}"] = _to_attribute(cleaned[name])
+            assignments.append(f"#a{index} = :a{index}")
+        else:
+            removals.append(f"#a{index}")
+    expression = "SET " + ", ".join(assignments)
+    if removals:
+        expression += " REMOVE " + ", ".join(removals)
+    return expression, names, values
+
+
+def _iso_s(now_s: float) -> str:
+    stamp = datetime.fromtimestamp(now_s, tz=UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
 
 
 def _holds(item: object, version: int, blob: bytes) -> bool:

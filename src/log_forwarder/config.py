@@ -20,6 +20,9 @@ from .filters import CATEGORIES, EventFilter, expand
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "host.docker.internal"})
+# Characters no Auth0 user id holds but a mistyped list does: another separator, a JSON or YAML
+# list pasted whole, quotes a shell kept, control characters from a copied file.
+_MISTYPED = re.compile(r"[;\[\]\"'`\x00-\x1f\x7f]")
 _DOMAIN = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
 )
@@ -49,6 +52,8 @@ class Settings:
     local_client_id: str | None
     local_client_secret: str | None
     watched_user_ids: tuple[str, ...] | None
+    # The watch list table (WatchListTable); read when WATCHED_USER_IDS is unset.
+    watch_table: str | None
     checkpoint_table: str
     destinations: tuple[Destination, ...]
     log_group_name: str | None
@@ -72,7 +77,10 @@ class Settings:
         )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, aws: bool = True) -> Settings:
+        """`aws=False`: for the CLI's `check` and `run --local`, which reach Auth0 only: the
+        table and the destinations are not required, nor is AWS_ENDPOINT_URL for a local
+        Auth0 (nothing is written to AWS)."""
         env = os.environ if env is None else env
         domain = _required(env, "AUTH0_DOMAIN", "a tenant domain such as example.eu.auth0.com")
         if not _DOMAIN.match(domain):
@@ -93,7 +101,8 @@ class Settings:
                 f"({', '.join(sorted(_LOCAL_HOSTS))})"
             )
 
-        if url.group(2).lower() in _LOCAL_HOSTS and not _optional(env, "AWS_ENDPOINT_URL"):
+        local = url.group(2).lower() in _LOCAL_HOSTS
+        if aws and local and not _optional(env, "AWS_ENDPOINT_URL"):
             # A local Auth0 means a local run (the simulator). Without a local AWS endpoint it
             # would read and write the real account of whatever credentials the host has.
             raise ConfigError(
@@ -115,7 +124,7 @@ class Settings:
         if bool(client_id) != bool(client_secret):
             raise ConfigError("AUTH0_CLIENT_ID and AUTH0_CLIENT_SECRET must be set together")
 
-        destinations = _destinations(env)
+        destinations = _destinations(env) if aws else ()
         log_group = _optional(env, "LOG_GROUP_NAME")
         bucket = _optional(env, "S3_BUCKET")
         if "cloudwatch" in destinations and not log_group:
@@ -130,7 +139,10 @@ class Settings:
             local_client_id=client_id if not secret_id else None,
             local_client_secret=client_secret if not secret_id else None,
             watched_user_ids=_watch_list(env),
-            checkpoint_table=_required(env, "CHECKPOINT_TABLE", "a DynamoDB table name"),
+            watch_table=_optional(env, "WATCH_TABLE"),
+            checkpoint_table=_required(env, "CHECKPOINT_TABLE", "a DynamoDB table name")
+            if aws
+            else _optional(env, "CHECKPOINT_TABLE") or "",
             destinations=destinations,
             log_group_name=log_group if "cloudwatch" in destinations else None,
             s3_bucket=bucket if "s3" in destinations else None,
@@ -263,14 +275,32 @@ def _watch_list(env: Mapping[str, str]) -> tuple[str, ...] | None:
     raw = env.get("WATCHED_USER_IDS")
     if raw is None or not raw.strip():
         return None
-    ids = [part.strip() for part in raw.split(",")]
-    if any(not part for part in ids):
-        raise ConfigError(
-            f"WATCHED_USER_IDS has an empty entry; expected comma-separated user ids such as "
-            f"'auth0|abc,google-oauth2|123' (got {len(ids)} entries)"
-        )
+    ids = [check_user_id(part, "WATCHED_USER_IDS") for part in raw.split(",")]
     # Keep the operator's order but drop repeats: one user, one cursor.
     return tuple(dict.fromkeys(ids))
+
+
+def check_user_id(user_id: str, where: str) -> str:
+    """`user_id` unchanged, or ConfigError naming the entry when it looks mistyped.
+
+    Nothing is silently trimmed: ' auth0|abc' would be a different user to Auth0 (a 404 every
+    run), and an entry holding ';', brackets or quotes is a list typed in another syntax.
+    """
+    example = "comma-separated user ids such as 'auth0|abc,google-oauth2|123'"
+    if not user_id.strip():
+        raise ConfigError(f"{where} has an empty entry; expected {example}")
+    if user_id != user_id.strip():
+        raise ConfigError(
+            f"{where} entry {user_id!r} starts or ends with a space; no Auth0 user id does "
+            f"(expected {example}, with no space after the commas)"
+        )
+    bad = _MISTYPED.search(user_id)
+    if bad:
+        raise ConfigError(
+            f"{where} entry {user_id!r} contains {bad.group()!r}, which no Auth0 user id "
+            f"holds; expected {example}, without quotes or brackets"
+        )
+    return user_id
 
 
 def _s3_prefix(env: Mapping[str, str]) -> str:

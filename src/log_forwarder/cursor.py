@@ -139,6 +139,11 @@ class Cursor:
     missing_since_ms: int | None = None
     # The detection rules' state (detections.DetectionState), opaque here.
     detections: Mapping[str, Any] | None = field(default=None, compare=True)
+    # For `status`: the last gap recorded (from, to, reason), and why the user's last run
+    # failed and when (cleared by the next complete read).
+    last_gap: tuple[int | None, int, str] | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
 
     @classmethod
     def fresh(cls, floor_ms: int | None) -> Cursor:
@@ -220,6 +225,7 @@ class Cursor:
             floor_ms=floor,
             recent=tuple(entry for entry in self.recent if entry[0] >= floor),
             gaps_total=self.gaps_total + 1,
+            last_gap=(gap.from_ms, gap.to_ms, gap.reason),
         )
 
     def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> Cursor:
@@ -232,7 +238,8 @@ class Cursor:
         Returns the same cursor when nothing worth a checkpoint write changed.
         """
         verified = read_started_ms - overlap_ms
-        cursor = self
+        # A read reached the newest event: whatever failed before does not any more.
+        cursor = replace(self, last_error=None, last_error_ms=None) if self.last_error else self
         if self.verified_ms is None or verified >= self.verified_ms + VERIFIED_STEP_MS:
             cursor = replace(cursor, verified_ms=verified)
         floor = verified if self.watermark_ms is None else min(verified, self.watermark_ms)
@@ -288,6 +295,10 @@ class Cursor:
     def with_backlog(self, backlog: bool) -> Cursor:
         return replace(self, backlog=backlog)
 
+    def with_error(self, error: str, now_ms: int) -> Cursor:
+        """The user's run failed (`error` names why): kept until a read completes."""
+        return replace(self, last_error=error[:500], last_error_ms=now_ms)
+
     def to_state(self) -> dict[str, Any]:
         return {
             "v": STATE_VERSION,
@@ -310,6 +321,9 @@ class Cursor:
             "quarantined": [[digest, seen] for digest, seen in self.quarantined],
             "missing_since": self.missing_since_ms,
             "detections": self.detections,
+            "last_gap": list(self.last_gap) if self.last_gap else None,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_ms,
         }
 
     @classmethod
@@ -354,6 +368,9 @@ class Cursor:
             detections=state.get("detections")
             if isinstance(state.get("detections"), dict)
             else None,
+            last_gap=_gap_of(state.get("last_gap")),
+            last_error=None if state.get("last_error") is None else str(state["last_error"]),
+            last_error_ms=_optional_int(state.get("last_error_at")),
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:
@@ -369,6 +386,11 @@ class Cursor:
             "gaps_total": self.gaps_total,
             "quarantined_total": len(self.quarantined),
             "missing_since": iso_ms(self.missing_since_ms),
+            "last_gap_from": iso_ms(self.last_gap[0]) if self.last_gap else None,
+            "last_gap_to": iso_ms(self.last_gap[1]) if self.last_gap else None,
+            "last_gap_reason": self.last_gap[2] if self.last_gap else None,
+            "last_error": self.last_error,
+            "last_error_at": iso_ms(self.last_error_ms),
         }
 
 
@@ -379,6 +401,14 @@ def _narrow(recent: list[tuple[int, str]]) -> tuple[int, list[tuple[int, str]]]:
     while cut > 0 and recent[cut - 1][0] == date:
         cut -= 1
     return date, recent[cut:]
+
+
+def _gap_of(value: object) -> tuple[int | None, int, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 3:
+        raise ValueError(f"last_gap is {value!r}, expected [from, to, reason]")
+    return (_optional_int(value[0]), int(value[1]), str(value[2]))
 
 
 def _optional_int(value: object) -> int | None:

@@ -59,14 +59,21 @@ class Checkpoint:
     def release(self) -> None:
         """Give up this run's leases after it stopped delivering, so the next run need not wait
         for them to expire. Best effort: if it fails, the leases expire on their own."""
-        released = self.cursor.released()
-        if released == self.cursor:
+        self._write_best_effort(self.cursor.released())
+
+    def note_error(self, error: str, now_ms: int) -> None:
+        """As release(), and say on the checkpoint why this user's run failed (for `status`).
+        Best effort: the run reports the error anyway."""
+        self._write_best_effort(self.cursor.released().with_error(error, now_ms))
+
+    def _write_best_effort(self, cursor: Cursor) -> None:
+        if cursor == self.cursor:
             return
         try:
-            self.write(released)
+            self.write(cursor)
         except ForwarderError as error:
             logger.warning(
-                "Could not release the lease on pending events; it expires on its own",
+                "Could not update the checkpoint after the run; a lease expires on its own",
                 extra={"user_id": self.user_id, "error": f"{type(error).__name__}: {error}"},
             )
 

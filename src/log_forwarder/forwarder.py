@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, iso_ms
-from .exceptions import CheckpointConflict, ForwarderError, OutOfTime
+from .exceptions import CheckpointConflict, CheckpointError, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import UserRead, read_user
 from .planner import Batch, OutputPolicy, PlanContext, plan_chunk
@@ -101,6 +101,7 @@ class Forwarder:
             report.deferred = True
             return report
         checkpoint: Checkpoint | None = None
+        noted = False
         try:
             checkpoint = self._checkpoint(user_id, stored, run)
             report.cursor = checkpoint.cursor
@@ -119,6 +120,8 @@ class Forwarder:
             # One user's failure must not cost the others their run.
             report.error = f"{type(exc).__name__}: {exc}"
             logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
+            # Written on the checkpoint for `status`, unless the table itself is what failed.
+            noted = not isinstance(exc, CheckpointError)
         except Exception as exc:
             # A bug. The other users still finish (their deliveries must not be cut in half);
             # then the run fails with this exception, traceback and all.
@@ -126,7 +129,10 @@ class Forwarder:
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
         if checkpoint is not None and not report.busy:
             # Leases the other run holds, or that a conflict handed to it, are not ours.
-            checkpoint.release()
+            if noted and report.error is not None:
+                checkpoint.note_error(report.error, self._now_ms())
+            else:
+                checkpoint.release()
         if checkpoint is not None:
             report.cursor = checkpoint.cursor
         if report.deferred:

@@ -164,6 +164,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
             u.error is None and u.bug is None and not u.deferred and not u.busy for u in run.users
         ),
     ),
+    ("WatchedUsers", "Count", lambda run: len(run.users)),
     ("UsersFailed", "Count", lambda run: len(run.failed)),
     ("UsersDeferred", "Count", _total("deferred")),
     ("UsersBusy", "Count", _total("busy")),

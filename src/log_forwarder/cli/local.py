@@ -1,0 +1,309 @@
+"""`run --local DIR`: the forwarder's own checkpoints and S3 layout, in a directory.
+
+    DIR/checkpoints.sqlite3   CheckpointStore in SQLite: versioned, conditional writes, as DynamoDB
+    DIR/<S3_PREFIX>dt=…/…     the S3 sink's objects: the same keys, the same gzipped JSON lines,
+                              each written once (an existing key is never overwritten)
+    DIR/.lock                 held by the run using DIR; a second one is refused
+
+Nothing here reaches AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gzip
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from log_forwarder.batching import S3Object, batch_id_for, s3_objects
+from log_forwarder.checkpoint_store import (
+    StoredCheckpoint,
+    SummaryValue,
+    clean_summary,
+    conflict,
+    decode_state,
+    encode_state,
+)
+from log_forwarder.convert import record_key
+from log_forwarder.cursor import Cursor
+from log_forwarder.exceptions import CheckpointError, ConfigError, DeliveryError
+from log_forwarder.records import Delivery, DeliveryReport, OutputLine
+from log_forwarder.retry import UNLIMITED, Deadline
+
+STORE_FILE = "checkpoints.sqlite3"
+LOCK_FILE = ".lock"
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS checkpoints (user_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+    " state BLOB NOT NULL, summary TEXT NOT NULL, updated_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS watch (user_id TEXT PRIMARY KEY, added_at TEXT NOT NULL)",
+)
+
+
+def iso_now(clock_s: float) -> str:
+    return datetime.fromtimestamp(clock_s, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+class SqliteCheckpointStore:
+    """A CheckpointStore in one SQLite file, with DynamoDB's semantics: a save names the version
+    it read and fails with CheckpointConflict otherwise; a save repeated after its answer was
+    lost finds itself and succeeds. Also holds a local watch list."""
+
+    def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+        self.path = path
+        # One connection shared by the forwarder's worker threads, behind a lock; autocommit
+        # mode with explicit BEGIN IMMEDIATE, so each save is one transaction.
+        self._db = sqlite3.connect(
+            path, timeout=timeout_s, check_same_thread=False, isolation_level=None
+        )
+        self._lock = threading.Lock()
+        with self._transaction() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+        # Readers (`status --local`) and the writer do not block each other.
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                raise CheckpointError(
+                    f"SQLite checkpoint file {str(self.path)!r}: {error} (is another process "
+                    "holding it, or is the disk full?)"
+                ) from error
+
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+        wanted = list(dict.fromkeys(user_ids))
+        found: dict[str, StoredCheckpoint] = {}
+        with self._transaction(write=False) as db:
+            for user_id in wanted:
+                row = db.execute(
+                    "SELECT version, state FROM checkpoints WHERE user_id = ?", (user_id,)
+                ).fetchone()
+                if row is not None:
+                    state = decode_state(user_id, bytes(row[1]))
+                    found[user_id] = StoredCheckpoint(user_id, int(row[0]), state)
+        return found
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = {},
+        deadline: Deadline = UNLIMITED,
+    ) -> int:
+        blob = encode_state(user_id, state)
+        cleaned = clean_summary(summary)
+        new_version = 1 if expected_version is None else expected_version + 1
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT version, state, summary FROM checkpoints WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            current = None if row is None else int(row[0])
+            if current != expected_version:
+                if row is not None and current == new_version and bytes(row[1]) == blob:
+                    return new_version  # this very save, repeated
+                raise conflict(user_id, expected_version)
+            stored = {} if row is None else json.loads(row[2])
+            # As DynamoDB's REMOVE: None drops what an earlier save wrote.
+            merged = {k: v for k, v in stored.items() if summary.get(k, "") is not None}
+            merged.update(cleaned)
+            db.execute(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE "
+                "SET version = excluded.version, state = excluded.state, "
+                "summary = excluded.summary, updated_at = excluded.updated_at",
+                (user_id, new_version, blob, json.dumps(merged), iso_now(time.time())),
+            )
+        return new_version
+
+    def items(self) -> list[dict[str, Any]]:
+        """Every checkpoint as `status` reads it: user_id, version, updated_at and the summary."""
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT user_id, version, summary, updated_at FROM checkpoints ORDER BY user_id"
+            ).fetchall()
+        return [
+            {**json.loads(summary), "user_id": user, "version": version, "updated_at": updated}
+            for user, version, summary, updated in rows
+        ]
+
+    # -- the local watch list --------------------------------------------------------------
+
+    def watched_users(self) -> list[str]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT user_id FROM watch ORDER BY user_id").fetchall()
+        return [str(row[0]) for row in rows]
+
+    def add_watch(self, user_id: str) -> bool:
+        """True when added, False when already watched (nothing changes then)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO watch VALUES (?, ?)", (user_id, iso_now(time.time()))
+            )
+            return cursor.rowcount == 1
+
+    def remove_watch(self, user_id: str) -> bool:
+        with self._transaction() as db:
+            return db.execute("DELETE FROM watch WHERE user_id = ?", (user_id,)).rowcount == 1
+
+    def release_leases(self) -> list[str]:
+        """Give up the leases of every pending intent. Only for a run holding DIR's lock: no
+        other run is delivering, so an intent still leased belongs to a run that was killed,
+        and its batch is redelivered now rather than when the lease would end."""
+        released = []
+        for item in self.items():
+            stored = self.load([item["user_id"]])[item["user_id"]]
+            cursor = Cursor.from_state(stored.state)
+            if cursor.released() != cursor:
+                freed = cursor.released()
+                self.save(
+                    stored.user_id,
+                    freed.to_state(),
+                    expected_version=stored.version,
+                    summary=freed.summary(),
+                )
+                released.append(stored.user_id)
+        return released
+
+
+class DirectorySink:
+    """The S3 sink's objects as files: `s3_objects` decides keys and bytes, and a key is
+    published once, atomically (written aside, then hard-linked into place, which fails when
+    the name exists, as If-None-Match does). A redelivered batch finds its key and writes only
+    what the existing object lacks, under a key of its own."""
+
+    name = "directory"
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        self.root = root
+        self.prefix = prefix
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
+        if not delivery.lines:
+            return DeliveryReport(destination=self.name, accepted=0)
+        ordered = sorted(delivery.lines, key=lambda item: item.timestamp_ms)
+        accepted = present = 0
+        written: list[str] = []
+        for obj in self._objects(delivery.user_id, ordered, delivery.batch_id):
+            if self._publish(obj):
+                accepted += obj.line_count
+                written.append(obj.key)
+                continue
+            missing = self._missing_from(obj, ordered)
+            present += obj.line_count - len(missing)
+            ids = [line.key for line in missing if line.key]
+            for extra in self._objects(delivery.user_id, missing, batch_id_for(ids)):
+                if self._publish(extra):
+                    accepted += extra.line_count
+                    written.append(extra.key)
+                else:
+                    present += extra.line_count
+        return DeliveryReport(
+            self.name, accepted=accepted, already_present=present, objects=tuple(written)
+        )
+
+    def _objects(self, user_id: str, lines: Sequence[OutputLine], batch_id: str) -> list[S3Object]:
+        return s3_objects(lines, prefix=self.prefix, user_id=user_id, batch_id=batch_id)
+
+    def _publish(self, obj: S3Object) -> bool:
+        """Write obj unless its key exists; True when written, False when already there."""
+        path = self.root / obj.key
+        # A leading dot: Athena and Hive skip it, should a killed run leave it behind.
+        aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with aside.open("wb") as handle:
+                handle.write(obj.body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                return False
+            return True
+        except OSError as error:
+            raise DeliveryError(f"cannot write {str(path)!r}: {error}") from error
+        finally:
+            aside.unlink(missing_ok=True)
+
+    def _missing_from(self, obj: S3Object, lines: Sequence[OutputLine]) -> list[OutputLine]:
+        """The lines of `obj` whose log_id the file already under its key lacks."""
+        try:
+            stored = gzip.decompress((self.root / obj.key).read_bytes()).decode("utf-8")
+        except (OSError, EOFError) as error:
+            raise DeliveryError(f"cannot read {str(self.root / obj.key)!r}: {error}") from error
+        present = {record_key(line) for line in stored.splitlines()}
+        in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
+        return [
+            line
+            for line in lines
+            if line.line in in_object and line.key is not None and line.key not in present
+        ]
+
+
+class LocalDir:
+    """DIR, held for one run: its lock, its checkpoint store and its sink."""
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        self.root = root
+        self.prefix = prefix
+        self._lock_file: IO[str] | None = None
+        self.store: SqliteCheckpointStore | None = None
+
+    def __enter__(self) -> LocalDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = (self.root / LOCK_FILE).open("a+", encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(
+                f"cannot use {str(self.root)!r} as the local directory: {error}"
+            ) from error
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            lock.close()
+            raise ConfigError(
+                f"{str(self.root)!r} is in use by another `run --local` ({holder}); wait for "
+                "it to finish, or stop it (it resumes where it stopped)"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        self._lock_file = lock
+        self.store = SqliteCheckpointStore(self.root / STORE_FILE)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.store is not None:
+            self.store.close()
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the lock
+
+    @property
+    def sink(self) -> DirectorySink:
+        return DirectorySink(self.root, self.prefix)

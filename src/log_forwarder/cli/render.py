@@ -1,0 +1,137 @@
+"""Tables the commands print (rich), kept apart from what they compute."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from log_forwarder.cursor import iso_ms
+from log_forwarder.report import RunReport, UserReport
+
+from .backfill import BackfillOutcome
+from .check import SCOPES, CheckReport
+from .watch import WatchEntry
+
+
+def user_state(user: UserReport) -> str:
+    if user.error is not None:
+        return f"FAILED: {user.error}"
+    if user.bug is not None:
+        return f"FAILED (bug): {type(user.bug).__name__}: {user.bug}"
+    if user.unknown:
+        return "unknown to Auth0 (404, nothing ever forwarded): a wrong id?"
+    if user.missing:
+        return "missing: Auth0 says the user does not exist any more (404)"
+    if user.busy:
+        return "busy: another run holds it"
+    if user.deferred or user.backlog:
+        return "more to read: run again to continue"
+    return "up to date"
+
+
+def run_table(report: RunReport, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("user", "fetched", "forwarded", "delivered", "dupes dropped", "gaps", "state"):
+        table.add_column(column, overflow="fold")
+    for user in report.users:
+        delivered = ", ".join(f"{k} {v}" for k, v in sorted(user.delivered.items())) or "0"
+        table.add_row(
+            user.user_id,
+            str(user.fetched),
+            str(user.forwarded),
+            delivered,
+            str(user.duplicates),
+            str(len(user.gaps)),
+            user_state(user),
+        )
+    return table
+
+
+def print_run(console: Console, report: RunReport, title: str) -> None:
+    console.print(run_table(report, title))
+    summary = report.as_dict()
+    console.print(
+        f"Forwarded {summary['forwarded']} events with {summary['api_calls']} Auth0 calls "
+        f"({summary['rate_limited']} answered 429, {summary['retries']} retries, "
+        f"{summary['pacing_wait_s']} s waiting for the rate-limit share); "
+        f"{len(report.failed)} user(s) failed."
+    )
+
+
+def watch_table(entries: Sequence[WatchEntry]) -> Table:
+    table = Table(title=f"Watched users ({len(entries)})", title_justify="left")
+    for column in ("user", "listed in", "added"):
+        table.add_column(column, overflow="fold")
+    where = {
+        "table": "watch list table",
+        "legacy": "checkpoint item (watch = true)",
+        "local": "local directory",
+    }
+    for entry in entries:
+        table.add_row(entry.user_id, where.get(entry.source, entry.source), entry.added_at or "-")
+    return table
+
+
+_MARK = {
+    "fail": "[red]✗ FAIL[/red]",
+    "warn": "[yellow]! warn[/yellow]",
+    "ok": "[green]✓ ok[/green]",
+}
+
+
+def print_check(console: Console, report: CheckReport) -> None:
+    console.print(f"Tenant [bold]{report.tenant}[/bold]")
+    scopes = Table(title="Token scopes", title_justify="left")
+    for column in ("scope", "granted", "enables"):
+        scopes.add_column(column, overflow="fold")
+    granted = set(report.scopes or ())
+    for scope, enables in SCOPES.items():
+        scopes.add_row(scope, "yes" if scope in granted else "NO", enables)
+    console.print(scopes)
+    limits = ", ".join(f"{k}: {v}" for k, v in sorted(report.rate_limit.items())) or "none seen"
+    console.print(f"Rate-limit headers: {limits}")
+    console.print(f"Plan they suggest: {report.plan or 'unknown'}")
+    users = Table(title="Watched users", title_justify="left")
+    for column in ("user", "exists", "events retained", "first run calls"):
+        users.add_column(column, overflow="fold")
+    for user in report.users:
+        at_least = "≥ " if user.capped else ""
+        retained = "-" if user.retained is None else f"{at_least}{user.retained:,}"
+        calls = "-" if user.first_run_calls is None else f"{at_least}{user.first_run_calls}"
+        users.add_row(user.user_id, user.exists, retained, calls)
+    console.print(users)
+    for finding in report.findings:
+        console.print(f"{_MARK[finding.level]} {finding.text}", markup=True, highlight=False)
+
+
+def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
+    span = outcome.span
+    end = iso_ms(outcome.end_ms)
+    if outcome.end_ms < span.since_ms:
+        console.print(
+            f"Nothing to backfill for {span.user_id}: the live checkpoint already starts at or "
+            f"before {iso_ms(span.since_ms)}, and everything from there is forwarded live."
+        )
+        return
+    state = "done" if outcome.done else "stopped: run the same command again to continue"
+    if outcome.busy_until:
+        state = f"busy: another backfill of this range holds it until {outcome.busy_until}"
+    if outcome.errors:
+        state = "FAILED: " + "; ".join(outcome.errors)
+    console.print(
+        f"Backfill of {span.user_id} from {iso_ms(span.since_ms)} to {end}: "
+        f"{outcome.forwarded} events read and handed to the destinations; {state}."
+    )
+    if not any(outcome.written.values()):
+        console.print("  nothing written: the destinations hold every event of the range")
+    for name in sorted(outcome.written):
+        console.print(
+            f"  {name}: wrote {outcome.written[name]}, skipped "
+            f"{outcome.present.get(name, 0)} already there"
+        )
+    if span.until_ms is None or outcome.end_ms < span.until_ms:
+        console.print(
+            f"The range ends at {end}: from there the live checkpoint forwards the user's events."
+        )

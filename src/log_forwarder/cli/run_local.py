@@ -1,0 +1,64 @@
+"""`run --local DIR`: the function's forwarding core (Forwarder, planner, executor) from a laptop,
+against a real tenant, with DIR's SQLite checkpoints and directory sink instead of AWS.
+
+A second run resumes from DIR's checkpoints, like the next scheduled run would; so does a run
+after a Ctrl-C or a kill (DIR's lock says no other run is delivering, so leases left by a killed
+run are given up at once and its pending batch is redelivered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import boto3
+from rich.console import Console
+
+from log_forwarder.exceptions import ConfigError
+from log_forwarder.forwarder import Forwarder
+from log_forwarder.outputs import output_policy
+from log_forwarder.report import RunReport
+
+from .environment import Environment
+from .local import LocalDir
+from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
+
+
+def run_local(
+    env: Environment, directory: Path, users: Sequence[str], console: Console, limit_s: float
+) -> RunReport:
+    # Nothing goes to AWS: the table and destinations of the function's variables are ignored.
+    settings = env.settings(aws=False)
+    with LocalDir(directory, settings.s3_prefix) as local:
+        assert local.store is not None
+        watched = list(users or settings.watched_user_ids or local.store.watched_users())
+        if not watched:
+            raise ConfigError(
+                "no users to forward: name them (run --local DIR USER…), set WATCHED_USER_IDS, "
+                "or add them with `watch add --local DIR USER`"
+            )
+        freed = local.store.release_leases()
+        if freed:
+            console.print(f"Resuming an interrupted run: {len(freed)} user(s) had pending batches.")
+        counters = Counters()
+        forwarder = Forwarder(
+            settings=replace(settings, checkpoint_table=str(local.store.path)),
+            source=CountingSource(env.auth0_client(settings), counters),
+            store=local.store,
+            sinks=[CountingSink(local.sink, counters)],
+            # Findings, filters, pseudonyms and OCSF as the deployed function would write them
+            # (findings stay in the directory: there is no EventBridge here).
+            output=output_policy(
+                settings, boto3.client("secretsmanager") if settings.output.pii_key_secret else None
+            ),
+        )
+        stopper = Stopper(limit_s, settings.time_margin_ms)
+        description = f"run --local ({len(watched)} users)"
+        with stopper.on_interrupt(console), ProgressDisplay(console, description, None) as bar:
+            report: RunReport = watch_thread(
+                lambda: forwarder.run(watched, remaining_ms=stopper.remaining_ms),
+                lambda: bar.update(counters),
+            )
+            bar.update(counters, final=True)
+        return report

@@ -1,0 +1,27 @@
+"""What the configuration asks to be written besides the events: the one place the Lambda and
+the CLI build it from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Settings
+from .credentials import pseudonym_key
+from .planner import OutputPolicy
+from .pseudonymise import Pseudonymiser
+
+
+def output_policy(settings: Settings, secrets: Any) -> OutputPolicy:
+    """What the configuration asks to be written besides the events; reads the pseudonym key
+    (from `secrets`, a Secrets Manager client) when pseudonyms are asked for."""
+    output = settings.output
+    pseudonymiser = None
+    if output.pii_key_secret and output.pii_paths:
+        key = pseudonym_key(output.pii_key_secret, secrets)
+        pseudonymiser = Pseudonymiser(key, output.pii_paths)
+    return OutputPolicy(
+        ocsf=output.format == "ocsf",
+        keep=output.events,
+        pseudonymiser=pseudonymiser,
+        detections=output.detections,
+    )
