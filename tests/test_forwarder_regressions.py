@@ -326,3 +326,29 @@ def test_a_failed_user_says_why_on_its_checkpoint_until_a_run_succeeds() -> None
     assert forwarder.run([USER], remaining_ms=lambda: 10**9).users[0].error is None
     assert "last_error" not in store.item(USER)
     assert sorted(sink.log_ids()) == [f"f{i}" for i in range(5)]
+
+
+def test_pages_read_before_a_wait_runs_out_of_time_are_delivered() -> None:
+    # GIVEN a new user's history, and a tenant so slow that the third page's wait would outlast
+    # the invocation
+    from log_forwarder.exceptions import OutOfTime
+
+    class SlowAfterTwoPages(FakeAuth0):
+        def search_logs(self, query: str, **kwargs: Any) -> list[Any]:
+            if self.calls >= 2:
+                raise OutOfTime("waiting for the rate-limit share needs 50 s")
+            return super().search_logs(query, **kwargs)
+
+    fake = SlowAfterTwoPages(now_ms=BASE + DAY)
+    for i in range(500):
+        fake.add({"log_id": f"h{i:03d}", "date": iso_ms(BASE + i * 1000), "user_id": USER})
+    sink = RecordingSink()
+    report = (
+        make_forwarder(fake, [sink], InMemoryCheckpointStore())
+        .run([USER], remaining_ms=lambda: 10**9)
+        .users[0]
+    )
+    # THEN the two pages read are forwarded (199 events: each search page starts at the last
+    # date of the one before, inclusive), and the user is deferred, not failed
+    assert report.deferred and report.error is None
+    assert sink.log_ids() == [f"h{i:03d}" for i in range(199)]

@@ -26,7 +26,13 @@ from typing import Any
 
 from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
 from .cursor import LogEvent, iso_ms, parse_event
-from .exceptions import Auth0NotFoundError, Auth0RequestError, Auth0ScopeError, MalformedEvent
+from .exceptions import (
+    Auth0NotFoundError,
+    Auth0RequestError,
+    Auth0ScopeError,
+    MalformedEvent,
+    OutOfTime,
+)
 from .gaps import ReadFacts
 from .source import CallScope, LogSource
 
@@ -211,6 +217,13 @@ def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator
             if chunk.returned or window.lo_ms != lo_ms or window.page:
                 raise  # refused half-way through: not a matter of scope, let the run say so
             raise SearchRefused(str(refusal)) from refusal
+        except OutOfTime:
+            if not chunk.returned:
+                raise
+            # The pages read so far are delivered: at a slow tenant's pace, waiting for the
+            # next page must not cost the ones already paid for.
+            yield chunk
+            raise
         chunk.returned += len(raw)
         events = _parse(raw, chunk.malformed)
         chunk.events.extend(events)
