@@ -321,7 +321,7 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
             "StartFrom": "earliest",
             "OverlapWindowSeconds": 600,
             "RateLimitShare": 0.5,
-            "RateLimitPerSecond": 2,
+            "RateLimitPerSecond": 0,
             "MaxConcurrentUsers": 4,
             "TimeMarginSeconds": 60,
             "FunctionTimeout": 240,
