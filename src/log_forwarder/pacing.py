@@ -163,6 +163,10 @@ class RateEstimator:
         self._limited_at: deque[float] = deque()
         self.answers = 0
 
+    def bounds(self, now: float) -> tuple[float, float]:
+        """The proven bounds: the rate is at least the first, at most the second."""
+        return self.lower, self._upper.value(now)
+
     def upper(self, now: float) -> float:
         """The proven upper bound, tightened by the clock-dependent one unless that contradicts
         a proven lower bound (then the clocks are further apart than assumed: it is ignored)."""
@@ -192,14 +196,14 @@ class RateEstimator:
         self._bound_by_reset(answer)
         self._history.append(answer)
         if self.lower > self._upper.value(answer.received_at):
-            # A proven lower bound above a proven upper bound: the rate has dropped since (or the
-            # model does not fit). Start again from what comes next.
+            # A proven lower bound above a proven upper bound: the rate changed in between (a
+            # pair of answers either side of the change proves nothing, either way), or the model
+            # does not fit. Learn again from the answers that come next.
             logger.info(
-                "Auth0 rate limit lower than learned; learning it again",
+                "Auth0 rate limit changed; learning it again",
                 extra={"learned_per_s": round(self.lower, 3)},
             )
-            self.lower = 0.0
-            self._history.clear()
+            self._forget(answer.limit, keep_limited=True)
 
     def limited(self, now: float) -> None:
         """A 429: someone took more than the bounds allowed for. Be more careful for a while."""
@@ -207,13 +211,14 @@ class RateEstimator:
         self.lower /= 2
         self._history.clear()
 
-    def _forget(self, limit: int) -> None:
+    def _forget(self, limit: int, *, keep_limited: bool = False) -> None:
         self.limit = limit
         self.lower = 0.0
         self._upper.clear()
         self._upper_if_synced.clear()
         self._history.clear()
-        self._limited_at.clear()
+        if not keep_limited:
+            self._limited_at.clear()
 
     def _compare(self, a: Answer, b: Answer) -> None:
         """Bounds from a pair of answers, `b` the newer."""
@@ -263,7 +268,7 @@ class PacerState:
 
     rate_per_s: float  # the tenant's sustained rate it paces by (its own budget is share × this)
     bucket: int | None
-    lower_per_s: float
+    lower_per_s: float  # proven bounds on that rate
     upper_per_s: float
 
 
@@ -301,12 +306,12 @@ class Pacer:
 
     def state(self) -> PacerState:
         with self._lock:
-            now = self._clock()
+            lower, upper = self._estimator.bounds(self._clock())
             return PacerState(
                 rate_per_s=self._rate,
                 bucket=self._estimator.limit,
-                lower_per_s=self._estimator.lower,
-                upper_per_s=self._estimator.upper(now),
+                lower_per_s=lower,
+                upper_per_s=upper,
             )
 
     def acquire(self, deadline: Deadline = UNLIMITED) -> float:
