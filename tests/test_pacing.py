@@ -597,6 +597,37 @@ def test_a_429_halves_what_is_assumed_for_five_minutes() -> None:
     assert estimator.rate(T0 + 301, assumed=16) == pytest.approx(16)
 
 
+def test_a_429_without_headers_still_makes_the_pacer_more_careful(clock: FakeClock) -> None:
+    # GIVEN a pacer assuming 16/s, whose request is answered 429 by something that sends no
+    # rate-limit headers
+    pacer = Pacer(share=0.5, per_second=16, clock=clock, sleep=RecordingSleep(clock))
+    pacer.observe(None, ticket=pacer.take(), limited=True)
+    # THEN it assumes half as much, for five minutes
+    assert pacer.state().rate_per_s == pytest.approx(8)
+    clock.advance(301)
+    pacer.observe(None, ticket=pacer.take())
+    assert pacer.state().rate_per_s == pytest.approx(16)
+
+
+def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GIVEN 600 answers of workers draining an Enterprise bucket at 26/s (with 429s), each pair
+    # of answers giving bounds
+    estimator = RateEstimator()
+    added_by: list[int] = []  # the answer (by count) each kept upper bound came with
+    monkeypatch.setattr(
+        estimator._upper, "add", lambda at, value: added_by.append(estimator.answers)
+    )
+    feed(
+        estimator,
+        TenantBucket(limit=50, rate=16),
+        workers(T0, 600, concurrency=4, out=0.1, back=0.05),
+    )
+    # THEN each answer added at most one (the window's memory is bounded by the answers of its
+    # 5 minutes, however the bounds vary: rising ones are all kept)
+    assert added_by
+    assert len(added_by) == len(set(added_by))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     limit=st.integers(1, 100),

@@ -191,8 +191,10 @@ class RateEstimator:
         if not 0 <= answer.remaining <= answer.limit:
             return  # not a state of this bucket
         self.answers += 1
-        for earlier in self._history:
-            self._compare(earlier, answer)
+        # The smallest upper bound of the pairs only: one entry per answer in the window.
+        upper = min((self._compare(earlier, answer) for earlier in self._history), default=math.inf)
+        if upper < math.inf:
+            self._upper.add(answer.received_at, upper)
         self._bound_by_reset(answer)
         self._history.append(answer)
         if self.lower > self._upper.value(answer.received_at):
@@ -220,11 +222,11 @@ class RateEstimator:
         if not keep_limited:
             self._limited_at.clear()
 
-    def _compare(self, a: Answer, b: Answer) -> None:
-        """Bounds from a pair of answers, `b` the newer."""
+    def _compare(self, a: Answer, b: Answer) -> float:
+        """Bounds from a pair of answers, `b` the newer: raises the lower bound, returns the
+        upper bound (inf if none)."""
         self._bound_by_refill(a, b)
-        for x, y in ((a, b), (b, a)):
-            self._bound_by_resets(x, y)
+        return min(self._bound_by_resets(a, b), self._bound_by_resets(b, a))
 
     def _bound_by_refill(self, a: Answer, b: Answer) -> None:
         """Between the two answers the bucket gained `rate × elapsed` and lost every token taken
@@ -240,7 +242,7 @@ class RateEstimator:
         if gained > 0 and elapsed > 0:
             self.lower = max(self.lower, gained / elapsed)
 
-    def _bound_by_resets(self, x: Answer, y: Answer) -> None:
+    def _bound_by_resets(self, x: Answer, y: Answer) -> float:
         """With `full(i) = handled(i) + deficit(i) / rate` on Auth0's clock and
         `reset(i) - 1 < full(i) ≤ reset(i)`, the difference of two answers cancels the clocks'
         offset: (deficit(x) − deficit(y)) / rate is within the difference of their resets, widened
@@ -252,7 +254,8 @@ class RateEstimator:
         if x.deficit_high > y.deficit_low:
             span = (x.reset_s - 1 - x.received_at) - (y.reset_s - y.sent_at)
             if span > 0:
-                self._upper.add(x.received_at, (x.deficit_high - y.deficit_low) / span)
+                return (x.deficit_high - y.deficit_low) / span
+        return math.inf
 
     def _bound_by_reset(self, a: Answer) -> None:
         """One answer alone: full(a) > reset(a) − 1 on Auth0's clock. Read against ours, assuming
@@ -372,19 +375,21 @@ class Pacer:
         """Learn from an answer: its rate-limit headers (None if it had none), the ticket its
         request was sent with, and whether it was a 429."""
         now = self._clock() if now is None else now
+        usable = headers is not None and headers.limit > 0
         with self._lock:
             self._answered = self._answered or ticket is not None
-            if headers is None or headers.limit <= 0:
-                return
-            self._burst = max(1.0, self._share * headers.limit)
-            if ticket is not None:
-                self._estimator.add(self._answer(headers, ticket, now, limited))
+            if headers is not None and usable:
+                self._burst = max(1.0, self._share * headers.limit)
+                if ticket is not None:
+                    self._estimator.add(self._answer(headers, ticket, now, limited))
+                if not limited:
+                    self._taken += 1  # a 429 takes no token
             if limited:
+                # Even without headers: someone took more than the bounds allowed for.
                 self._estimator.limited(now)
-            else:
-                self._taken += 1
             self._set_rate(now)
-            self._leave_reserve(headers, now)
+            if headers is not None and usable:
+                self._leave_reserve(headers, now)
 
     def _answer(
         self, headers: RateLimitHeaders, ticket: Ticket, now: float, limited: bool
