@@ -347,6 +347,29 @@ def documented_variables() -> set[str]:
     return names
 
 
+def test_the_readme_lists_every_parameter_with_its_default(template: dict[str, Any]) -> None:
+    # The deploy table of the README: one parameter (or a few, for the plain operational ones)
+    # per row, its default as the template has it ("empty" for an empty string).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| parameter | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        for name in re.findall(r"`([A-Za-z0-9]+)`", cells[0]):
+            documented[name] = cells[1].strip("`")
+    parameters = template["Parameters"]
+    assert set(documented) == set(parameters)
+    for name, default in documented.items():
+        if not default:
+            continue  # the operational ones, listed together
+        expected = parameters[name].get("Default")
+        if expected is None:
+            assert default == "(required)", name
+        else:
+            assert default == ("empty" if expected == "" else str(expected)), name
+
+
 def test_the_function_declares_every_documented_variable(template: dict[str, Any]) -> None:
     expected = documented_variables()
     assert {"CHECKPOINT_TABLE", "AUTH0_CLIENT_SECRET", "AWS_ENDPOINT_URL"} <= expected
@@ -398,6 +421,8 @@ def test_function_environment_resolves_the_template_for_a_local_stack() -> None:
     assert env["DESTINATIONS"] == "s3"
     assert env["AUTH0_BASE_URL"] == "http://127.0.0.1:8080"
     assert env["AUTH0_RATE_LIMIT_SHARE"] == "0.5"
+    # 0: learn the rate from Auth0's headers (a CloudFormation number cannot be empty)
+    assert env["AUTH0_RATE_LIMIT_PER_SECOND"] == "0"
     assert env["MAX_CONCURRENT_USERS"] == "2"
     assert env["POWERTOOLS_SERVICE_NAME"] == "auth0-user-log-forwarder"
 
