@@ -486,12 +486,13 @@ def test_the_first_answer_of_a_slow_tenant_lowers_the_assumed_rate() -> None:
     # GIVEN a non-production tenant refilling one request in 2 s (its reset says when)
     estimator = RateEstimator()
     bucket = TenantBucket(limit=10, rate=0.5)
-    # WHEN a single answer arrives, 100 ms after the request went
+    # WHEN a single answer arrives, 100 ms after the request went at T0 + 0.3: handled at
+    # T0 + 0.35, full 2 s later, reset T0 + 3
     feed(estimator, bucket, [Sent(T0 + 0.3, 0.05, 0.05)])
-    # THEN the assumed 100/min gives way to at most 0.5/(1 - 0.3 - 0.1 - SKEW_S)... at most
-    # 1 / (2 - 1 - travel - skew allowed): under 1.3/s, and never under the true 0.5/s
-    rate = estimator.rate(T0 + 1, assumed=START_PER_SECOND)
-    assert 0.5 <= rate < 1.3
+    # THEN the assumed 100/min gives way: the refill took at least 3 − 1 − 0.4 − SKEW_S s (so
+    # at most 1/1.5 req/s) and at most 3 − 0.3 + SKEW_S s; the slowest is paced by, 1/2.8 req/s
+    assert estimator.upper(T0 + 1) == pytest.approx(1 / (1.6 - SKEW_S))
+    assert estimator.rate(T0 + 1, assumed=START_PER_SECOND) == pytest.approx(1 / (2.7 + SKEW_S))
 
 
 def test_other_clients_draining_the_bucket_never_raise_the_lower_bound() -> None:
@@ -673,9 +674,12 @@ def test_bounds_hold_whatever_the_timing_the_skew_and_the_other_clients(
         assert upper >= rate * (1 - 1e-9)
         # AND the pace is never above the assumed rate or 1.1 × the true one
         assert estimator.rate(now, assumed) <= max(assumed, 1.1 * rate) * (1 + 1e-9)
-        # AND with the clocks within the allowed skew, nor is the clock-dependent bound wrong
+        # AND with the clocks within the allowed skew, nor is the clock-dependent bound wrong,
+        # and a tenant shown slower than assumed is paced at most 1.1 × its rate
         if abs(skew) <= SKEW_S:
             assert estimator.upper(now) >= rate * (1 - 1e-9)
+            if estimator.upper(now) < assumed:
+                assert estimator.rate(now, assumed) <= 1.1 * rate * (1 + 1e-9)
 
     feed(estimator, bucket, ours, sorted(T0 + t for t in others), check)
 

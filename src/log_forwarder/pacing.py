@@ -159,6 +159,7 @@ class RateEstimator:
         self.lower = 0.0  # proven: the rate is at least this
         self._upper = _RecentMin(UPPER_BOUND_WINDOW_S)  # proven: at most this
         self._upper_if_synced = _RecentMin(UPPER_BOUND_WINDOW_S)  # at most this if |skew| < SKEW_S
+        self._lower_if_synced = _RecentMin(UPPER_BOUND_WINDOW_S)  # minus: at least this, if so
         self._history: deque[Answer] = deque(maxlen=HISTORY)
         self._limited_at: deque[float] = deque()
         self.answers = 0
@@ -181,8 +182,14 @@ class RateEstimator:
             self._limited_at.popleft()
         assumed = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
         upper = self.upper(now)
+        if upper < assumed:
+            # Slower than assumed: by how much, the resets tell only to within a second, and
+            # requests paced at whole seconds all read them at the same phase. Take the slowest
+            # rate they allow (with the clocks within SKEW_S), so as to stay within the share.
+            slowest = max(-self._lower_if_synced.value(now), self.lower)
+            assumed = min(upper, slowest) if slowest > 0 else upper
         learned = min(self.lower * OPTIMISM, upper)
-        return max(MIN_RATE, min(assumed, upper), learned, self.lower)
+        return max(MIN_RATE, assumed, learned, self.lower)
 
     def add(self, answer: Answer) -> None:
         if answer.limit != self.limit:
@@ -218,6 +225,7 @@ class RateEstimator:
         self.lower = 0.0
         self._upper.clear()
         self._upper_if_synced.clear()
+        self._lower_if_synced.clear()
         self._history.clear()
         if not keep_limited:
             self._limited_at.clear()
@@ -258,11 +266,15 @@ class RateEstimator:
         return math.inf
 
     def _bound_by_reset(self, a: Answer) -> None:
-        """One answer alone: full(a) > reset(a) − 1 on Auth0's clock. Read against ours, assuming
-        the two differ by less than SKEW_S, the deficit took at least that long to refill."""
+        """One answer alone: reset(a) − 1 < full(a) ≤ reset(a) on Auth0's clock. Read against
+        ours, assuming the two differ by less than SKEW_S, the deficit took at least
+        `reset − 1 − answered − SKEW_S` to refill, and at most `reset − sent + SKEW_S`."""
         span = a.reset_s - 1 - a.received_at - SKEW_S
         if a.deficit_high > 0 and span > 0:
             self._upper_if_synced.add(a.received_at, a.deficit_high / span)
+        span = a.reset_s - a.sent_at + SKEW_S
+        if a.deficit_low > 0 and span > 0:
+            self._lower_if_synced.add(a.received_at, -a.deficit_low / span)
 
 
 @dataclass(frozen=True, slots=True)
