@@ -10,13 +10,15 @@ so the pacer learns them from the `x-ratelimit-*` headers of its own answers:
   (`RateEstimator`): how far the bucket refilled between two of our answers (`remaining` against
   time, counting our own requests in between), and how `x-ratelimit-reset` (when the bucket will
   be full, in whole seconds) moves against the deficit between two answers. Both use only
-  differences of our own clock, so they do not depend on how far Auth0's clock is from ours.
+  differences of our own clock, so they do not depend on how far Auth0's clock is from ours;
+- a single answer's reset, read against our clock (so assuming the clocks agree to SKEW_S),
+  brackets the refill time too: used only to slow down, for tenants slower than assumed.
 
-It then spends its own budget, `share × rate` sustained with a burst of `share × bucket`, spacing
-requests by a generic cell rate algorithm so that concurrent workers never exceed it together; and
-when `x-ratelimit-remaining` drops below the part of the bucket left to others, it waits for the
-bucket to refill before sending more. Until the headers prove the tenant faster, it assumes the
-slowest production plan's rate (or the configured cap, when one is set).
+It assumes the slowest production plan's rate (or the configured cap, when one is set) until the
+bounds exclude it, either way. It then spends its own budget, `share × rate` sustained with a
+burst of `share × bucket`, spacing requests by a generic cell rate algorithm so that concurrent
+workers never exceed it together; and when `x-ratelimit-remaining` drops below the part of the
+bucket left to others, it waits for the bucket to refill before sending more.
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ SLACK_TOKENS = 1.0
 OPTIMISM = 1.1
 # Upper bounds expire (the tenant's plan may be raised); lower bounds are kept until contradicted.
 UPPER_BOUND_WINDOW_S = 300.0
+# Answers each new one is compared with: seconds of a fast tenant, minutes of a slow one.
 HISTORY = 64
+# Never paced slower than this, whatever a 429 storm halved (the configuration's lowest cap).
 MIN_RATE = 0.01
 # A 429 halves what the pacer assumes, for this long.
 LIMITED_MEMORY_S = 300.0
@@ -175,9 +179,10 @@ class RateEstimator:
         synced = max(CLOCK_BOUND_FLOOR, self._upper_if_synced.value(now))
         return min(upper, synced) if synced >= self.lower else upper
 
-    def rate(self, now: float, assumed: float) -> float:
+    def rate(self, now: float, assumed: float, share: float = 1.0) -> float:
         """The rate to pace by: `assumed` (halved per recent 429) unless the bounds exclude it,
-        raised toward the upper bound by at most OPTIMISM above the lower one."""
+        raised toward the upper bound by at most OPTIMISM above the lower one, and never so far
+        that our budget (`share` of it) would exceed the proven rate."""
         while self._limited_at and self._limited_at[0] < now - LIMITED_MEMORY_S:
             self._limited_at.popleft()
         assumed = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
@@ -188,7 +193,7 @@ class RateEstimator:
             # rate they allow (with the clocks within SKEW_S), so as to stay within the share.
             slowest = max(-self._lower_if_synced.value(now), self.lower)
             assumed = min(upper, slowest) if slowest > 0 else upper
-        learned = min(self.lower * OPTIMISM, upper)
+        learned = min(self.lower * min(OPTIMISM, 1 / share), upper)
         return max(MIN_RATE, assumed, learned, self.lower)
 
     def add(self, answer: Answer) -> None:
@@ -387,21 +392,21 @@ class Pacer:
         """Learn from an answer: its rate-limit headers (None if it had none), the ticket its
         request was sent with, and whether it was a 429."""
         now = self._clock() if now is None else now
-        usable = headers is not None and headers.limit > 0
+        usable = headers if headers is not None and headers.limit > 0 else None
         with self._lock:
             self._answered = self._answered or ticket is not None
-            if headers is not None and usable:
-                self._burst = max(1.0, self._share * headers.limit)
+            if usable is not None:
+                self._burst = max(1.0, self._share * usable.limit)
                 if ticket is not None:
-                    self._estimator.add(self._answer(headers, ticket, now, limited))
+                    self._estimator.add(self._answer(usable, ticket, now, limited))
                 if not limited:
                     self._taken += 1  # a 429 takes no token
             if limited:
                 # Even without headers: someone took more than the bounds allowed for.
                 self._estimator.limited(now)
             self._set_rate(now)
-            if headers is not None and usable:
-                self._leave_reserve(headers, now)
+            if usable is not None:
+                self._leave_reserve(usable, now)
 
     def _answer(
         self, headers: RateLimitHeaders, ticket: Ticket, now: float, limited: bool
@@ -420,7 +425,7 @@ class Pacer:
     def _set_rate(self, now: float) -> None:
         """Pace by the estimate (never above the cap). A schedule already running ahead of now
         is rescaled, so that the requests it still owes are owed at the new pace."""
-        rate = self._estimator.rate(now, self._assumed)
+        rate = self._estimator.rate(now, self._assumed, self._share)
         if self._cap is not None:
             rate = min(rate, self._cap)
         if rate == self._rate:
