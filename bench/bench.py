@@ -6,20 +6,30 @@ Nothing here is asserted; it prints figures. Three measurements, each through th
    events and one attack burst, a run every 5 minutes. The minimum for a user and a run is
    max(1, ceil(new / 100)): one call to learn that nothing is new, otherwise one per 100 new events.
 2. Backlog drain against the allowed budget, for a 2 req/s and a 16 req/s tenant: calls per
-   second against `share × limit`, and the 429s.
-3. Run time of one run over U idle users against its floor, U / (share × limit).
+   second against `share × limit`, and the 429s. With the limit configured (the cap set to the
+   tenant's rate), then learned from the headers (AUTH0_RATE_LIMIT_PER_SECOND unset): on a
+   16 req/s tenant, on a non-production one, and on a 2 req/s tenant that another client of the
+   same tenant uses at 45 % of its limit all along (its 429s are counted too).
+3. Run time of one run over U idle users against its floor, U / (share × limit); and with the
+   limit learned, 60 users against the goal 1.2 × 60 / (share × limit).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+
+import httpx
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
@@ -28,6 +38,7 @@ from devtools.traffic import attack_burst, generate_user_events
 
 SHARE = 0.5
 LATENCY_S = 0.15
+_runs = itertools.count()  # unique stack names within one local AWS
 
 
 @dataclass
@@ -101,12 +112,73 @@ def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
     ]
 
 
-def drain(aws: LocalAws, limit: RateLimit, seconds: float) -> list[Row]:
-    """Drain a backlog for `seconds` against a tenant limit; calls/s against share × limit."""
+@dataclass
+class Neighbour:
+    """Another client of the same tenant, sending at a fixed share of its limit all along."""
+
+    requests: int = 0
+    rate_limited: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
+
+
+@contextmanager
+def neighbour(sim: Auth0Simulator, per_second: float) -> Iterator[Neighbour]:
+    """Evenly spaced calls at `per_second` from another thread (its own token), until the block
+    ends. A client that paced itself any better could not use more of the tenant."""
+    seen = Neighbour()
+    if per_second <= 0:
+        yield seen
+        return
+    stop = threading.Event()
+    with httpx.Client(base_url=sim.base_url, timeout=10) as http:
+        token = http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": sim.client_id,
+                "client_secret": sim.client_secret,
+                "audience": f"https://{sim.domain}/api/v2/",
+            },
+        ).json()["access_token"]
+        path = f"/api/v2/users/{quote('auth0|bench-neighbour', safe='')}/logs"
+
+        def run() -> None:
+            due = time.monotonic()
+            while not stop.is_set():
+                status = http.get(path, headers={"Authorization": f"Bearer {token}"}).status_code
+                seen.requests += 1
+                seen.rate_limited += status == 429
+                seen.statuses[status] = seen.statuses.get(status, 0) + 1
+                due += 1 / per_second
+                stop.wait(max(0.0, due - time.monotonic()))
+
+        thread = threading.Thread(target=run, name="bench-neighbour", daemon=True)
+        thread.start()
+        try:
+            yield seen
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+
+
+def drain(
+    aws: LocalAws,
+    limit: RateLimit,
+    seconds: float,
+    *,
+    learn: bool = False,
+    neighbour_share: float = 0.0,
+    label: str = "",
+) -> list[Row]:
+    """Drain a backlog for `seconds` against a tenant limit; calls/s against share × limit.
+
+    `learn`: AUTH0_RATE_LIMIT_PER_SECOND unset (the rate comes from the headers), else set to the
+    tenant's. `neighbour_share`: another client uses this share of the limit meanwhile."""
     rng = random.Random(7)
     sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=2)
     sim.start()
-    users = [f"auth0|bench-drain-{limit.per_second:g}-{i}" for i in range(8)]
+    name = f"{limit.per_second:g}-{'learn' if learn else 'cap'}-{neighbour_share:g}"
+    users = [f"auth0|bench-drain-{name}-{i}" for i in range(8)]
     now = datetime.now(UTC)
     for user in users:
         sim.add_events(
@@ -121,34 +193,55 @@ def drain(aws: LocalAws, limit: RateLimit, seconds: float) -> list[Row]:
     stack = LocalDeployment(
         aws,
         sim,
-        stack_name=f"bench-drain-{limit.per_second:g}",
+        stack_name=f"bench-drain-{name}".replace(".", "-"),
         watched_user_ids=users,
         START_FROM="earliest",
-        AUTH0_RATE_LIMIT_PER_SECOND=f"{limit.per_second:g}",
         AUTH0_RATE_LIMIT_SHARE=str(SHARE),
         MAX_CONCURRENT_USERS="4",
         DESTINATIONS="s3",
         TIME_MARGIN_SECONDS="1",
+        # 0, the template's default: learn it.
+        AUTH0_RATE_LIMIT_PER_SECOND="0" if learn else f"{limit.per_second:g}",
     )
-    deadline = time.monotonic() + seconds
-    started = time.monotonic()
-    result = (
-        stack.invoke(remaining_ms=lambda: int((deadline - time.monotonic()) * 1000) + 1000).result
-        or {}
-    )
-    elapsed = time.monotonic() - started
+    with neighbour(sim, neighbour_share * limit.per_second) as other:
+        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        result = (
+            stack.invoke(
+                cold=True, remaining_ms=lambda: int((deadline - time.monotonic()) * 1000) + 1000
+            ).result
+            or {}
+        )
+        elapsed = time.monotonic() - started
     sim.stop()
     calls = int(result.get("api_calls", 0))
+    limited = int(result.get("rate_limited", 0))
     allowed_rate = SHARE * limit.per_second
     # What the share allows over the run: its sustained rate plus its part of the burst bucket.
     allowed = allowed_rate * elapsed + max(1.0, SHARE * limit.burst)
+    figure = (
+        f"{calls} calls in {elapsed:.1f} s = {calls / elapsed:.2f} req/s; **{calls / allowed:.0%}** of the allowed "
+        f"{allowed:.0f}; 429s: **{limited}** ({limited / max(calls, 1):.1%}); "
+        f"{result.get('forwarded', 0)} events forwarded"
+    )
+    target = "≥ 90 % of share, 429s ≤ 1 %"
+    if learn:
+        target = "no 429s"
+    if neighbour_share:
+        figure += (
+            f"; the other client: {other.requests} calls at {neighbour_share:.0%} of the limit, "
+            f"429s: **{other.rate_limited}**"
+        )
+        target = "no 429s, ours or the other client's"
+    how = "rate learned" if learn else f"share {SHARE}"
     return [
         Row(
-            f"Backlog drain, {limit.per_second:g} req/s tenant (burst {limit.burst}), share {SHARE}, {LATENCY_S * 1000:.0f} ms latency",
-            f"{calls} calls in {elapsed:.1f} s = {calls / elapsed:.2f} req/s; **{calls / allowed:.0%}** of the allowed "
-            f"{allowed:.0f}; 429s: **{result.get('rate_limited', 0)}** ({result.get('rate_limited', 0) / max(calls, 1):.1%}); "
-            f"{result.get('forwarded', 0)} events forwarded",
-            "≥ 90 % of share, 429s ≤ 1 %",
+            f"Backlog drain, {label or f'{limit.per_second:g} req/s tenant'} (burst {limit.burst}), {how}, {LATENCY_S * 1000:.0f} ms latency"
+            + (
+                f", another client at {neighbour_share:.0%} of the limit" if neighbour_share else ""
+            ),
+            figure,
+            target,
         )
     ]
 
@@ -193,6 +286,64 @@ def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> lis
     return rows
 
 
+def idle_run_learned(aws: LocalAws, count: int, limit: RateLimit) -> list[Row]:
+    """One cold run over `count` idle users, the limit learned from the headers (unset)."""
+    from log_forwarder.checkpoint_store import DynamoCheckpointStore
+    from log_forwarder.cursor import Cursor
+
+    sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=4)
+    sim.start()
+    name = f"bench-learn-{count}-{next(_runs)}"
+    users = [f"auth0|{name}-{i:04d}" for i in range(count)]
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=name,
+        watched_user_ids=users,
+        AUTH0_RATE_LIMIT_SHARE=str(SHARE),
+        MAX_CONCURRENT_USERS="4",
+        DESTINATIONS="s3",
+    )
+    store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
+    floor = int(time.time() * 1000) - 3_600_000
+    for user in users:
+        store.save(user, Cursor.fresh(floor).to_state(), expected_version=None)
+    started = time.monotonic()
+    result = stack.invoke(cold=True, remaining_ms=900_000).result or {}
+    elapsed = time.monotonic() - started
+    sim.stop()
+    goal = 1.2 * count / (SHARE * limit.per_second)
+    return [
+        Row(
+            f"Idle run, {count} users, {limit.per_second:g} req/s tenant (burst {limit.burst}), rate learned (cold start), {LATENCY_S * 1000:.0f} ms latency",
+            f"**{elapsed:.1f} s** against the goal of {goal:.1f} s = 1.2 × {count} / ({SHARE} × {limit.per_second:g}); "
+            f"{result.get('api_calls', 0)} calls, {result.get('rate_limited', 0)} 429s",
+            f"≤ {goal:.1f} s",
+        )
+    ]
+
+
+def learned(aws: LocalAws, *, quick: bool) -> list[Row]:
+    """The rows with AUTH0_RATE_LIMIT_PER_SECOND unset."""
+    print("running: learned limit, idle run …", file=sys.stderr)
+    rows = idle_run_learned(aws, 60, RateLimit(burst=50, per_second=16))
+    for limit, share, label, seconds in (
+        (RateLimit(burst=50, per_second=16), 0.0, "", 20.0),
+        (RateLimit(burst=2, per_second=2), 0.45, "", 30.0),
+        (RateLimit(burst=2, per_second=0.5), 0.0, "non-production tenant at 0.5 req/s", 40.0),
+    ):
+        print(f"running: learned limit, drain at {limit.per_second:g} req/s …", file=sys.stderr)
+        rows += drain(
+            aws,
+            limit,
+            5.0 if quick else seconds,
+            learn=True,
+            neighbour_share=share,
+            label=label,
+        )
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -211,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += idle_run_time(
             aws, (10, 100) if args.quick else (10, 100, 1000), RateLimit(burst=50, per_second=16)
         )
+        rows += learned(aws, quick=args.quick)
     print("\n| measurement | result | target |\n|---|---|---|")
     for row in rows:
         print(f"| {row.measure} | {row.figure} | {row.target} |")

@@ -1020,14 +1020,27 @@ def test_undecodable_body_is_retried_then_unavailable_not_an_httpx_error(mock: H
         client.user_logs(USER, page=0)
 
 
+def drain_bucket(h: Harness) -> None:
+    """Another client of the tenant takes the one token of its bucket."""
+    with httpx.Client() as other:
+        drained = other.get(
+            f"{h.simulator.base_url}/api/v2/logs",
+            headers={"Authorization": f"Bearer {h.tokens_issued[-1]}"},
+        )
+    assert drained.status_code == 200
+
+
 def test_429_waits_until_the_reset_then_succeeds(h: Harness) -> None:
-    # GIVEN a tenant limit of burst 1, refilling every 2 s, and a pacer that thinks it is faster
-    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.5)
+    # GIVEN a client that has seen a fast tenant, whose bucket of 1 then refills every 2 s and
+    # is emptied by someone else
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=100)
     h.simulator.add_event(event())
     client = h.client(share=1.0, per_second=100.0)
-
-    # WHEN two calls are made back to back
     client.user_logs(USER, page=0)
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.5)
+    drain_bucket(h)
+
+    # WHEN the client calls again
     logs = client.user_logs(USER, page=0)
 
     # THEN the second met a 429, waited for x-ratelimit-reset, and then succeeded
@@ -1047,10 +1060,13 @@ def test_429_waits_until_the_reset_then_succeeds(h: Harness) -> None:
 
 
 def test_429_wait_is_capped_at_60_seconds_and_persistent_429_gives_up(h: Harness) -> None:
-    # GIVEN a bucket that takes 1,000 s to refill one request
-    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.001)
+    # GIVEN a client that has seen a fast tenant, whose bucket then takes 1,000 s to refill one
+    # request and is emptied by someone else
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=100)
     client = h.client(share=1.0, per_second=100.0, max_attempts=3)
     client.user_logs(USER, page=0)
+    h.simulator.rate_limit = RateLimit(burst=1, per_second=0.001)
+    drain_bucket(h)
 
     # WHEN the next call is rate limited every time
     with pytest.raises(Auth0UnavailableError, match="429"):

@@ -30,7 +30,17 @@ def test_defaults_for_a_minimal_deployment() -> None:
     assert s.start_from.mode == "earliest"
     assert s.overlap_window_ms == 600_000
     assert s.rate_limit_share == 0.5
+    assert s.rate_limit_per_second is None  # learned from Auth0's headers
     assert s.watched_user_ids is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, None), ("", None), (" ", None), ("0", None), ("0.0", None), ("16", 16.0), ("1.5", 1.5)],
+)
+def test_the_rate_limit_is_an_optional_cap(raw: str | None, expected: float | None) -> None:
+    # Unset, empty or 0 (the template's default) mean "learn it"; any other value caps it.
+    assert settings(AUTH0_RATE_LIMIT_PER_SECOND=raw).rate_limit_per_second == expected
 
 
 def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -> None:
@@ -101,6 +111,13 @@ def test_the_cli_reads_auth0_settings_without_any_aws_variable() -> None:
         ({"OVERLAP_WINDOW_SECONDS": "-5"}, "OVERLAP_WINDOW_SECONDS"),
         ({"AUTH0_RATE_LIMIT_SHARE": "1.5"}, "from 0.01 to 1.0"),
         ({"AUTH0_RATE_LIMIT_SHARE": "half"}, "AUTH0_RATE_LIMIT_SHARE"),
+        (
+            {"AUTH0_RATE_LIMIT_PER_SECOND": "-2"},
+            "AUTH0_RATE_LIMIT_PER_SECOND='-2'.*or 0 or nothing",
+        ),
+        ({"AUTH0_RATE_LIMIT_PER_SECOND": "fast"}, "from 0.01 to 10000 requests per second"),
+        ({"AUTH0_RATE_LIMIT_PER_SECOND": "0.001"}, "AUTH0_RATE_LIMIT_PER_SECOND"),
+        ({"AUTH0_RATE_LIMIT_PER_SECOND": "nan"}, "AUTH0_RATE_LIMIT_PER_SECOND"),
         ({"MAX_CONCURRENT_USERS": "0"}, "MAX_CONCURRENT_USERS"),
         ({"WATCHED_USER_IDS": "auth0|a,,auth0|b"}, "WATCHED_USER_IDS"),
     ],

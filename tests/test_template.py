@@ -346,7 +346,7 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
             "StartFrom": "earliest",
             "OverlapWindowSeconds": 600,
             "RateLimitShare": 0.5,
-            "RateLimitPerSecond": 2,
+            "RateLimitPerSecond": 0,
             "MaxConcurrentUsers": 4,
             "TimeMarginSeconds": 60,
             "FunctionTimeout": 240,
@@ -370,6 +370,29 @@ def documented_variables() -> set[str]:
     for row in re.findall(r"^\| (`[A-Z0-9_]+`(?: / `[A-Z0-9_]+`)*) \|", section, re.M):
         names.update(part.strip(" `") for part in row.split("/"))
     return names
+
+
+def test_the_readme_lists_every_parameter_with_its_default(template: dict[str, Any]) -> None:
+    # The deploy table of the README: one parameter (or a few, for the plain operational ones)
+    # per row, its default as the template has it ("empty" for an empty string).
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| parameter | default | meaning |") :]
+    table = table[: table.index("\n\n")]
+    documented: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        for name in re.findall(r"`([A-Za-z0-9]+)`", cells[0]):
+            documented[name] = cells[1].strip("`")
+    parameters = template["Parameters"]
+    assert set(documented) == set(parameters)
+    for name, default in documented.items():
+        if not default:
+            continue  # the operational ones, listed together
+        expected = parameters[name].get("Default")
+        if expected is None:
+            assert default == "(required)", name
+        else:
+            assert default == ("empty" if expected == "" else str(expected)), name
 
 
 def test_the_function_declares_every_documented_variable(template: dict[str, Any]) -> None:
@@ -423,6 +446,8 @@ def test_function_environment_resolves_the_template_for_a_local_stack() -> None:
     assert env["DESTINATIONS"] == "s3"
     assert env["AUTH0_BASE_URL"] == "http://127.0.0.1:8080"
     assert env["AUTH0_RATE_LIMIT_SHARE"] == "0.5"
+    # 0: learn the rate from Auth0's headers (a CloudFormation number cannot be empty)
+    assert env["AUTH0_RATE_LIMIT_PER_SECOND"] == "0"
     assert env["MAX_CONCURRENT_USERS"] == "2"
     assert env["POWERTOOLS_SERVICE_NAME"] == "auth0-user-log-forwarder"
 

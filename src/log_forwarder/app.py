@@ -110,6 +110,7 @@ def build_runtime(
         domain=settings.auth0_domain,
         base_url=settings.auth0_base_url,
         credentials=credentials_source(settings, secrets),
+        # One pacer per container: what it learns of the tenant's limit serves every warm run.
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )

@@ -136,7 +136,8 @@ class Auth0Client:
         while True:
             attempts.start()
             token = self._access_token(scope)
-            scope.stats.count("pacing_wait_s", self._pacer.acquire(scope.deadline))
+            ticket = self._pacer.take(scope.deadline)
+            scope.stats.count("pacing_wait_s", ticket.waited_s)
             scope.stats.count("api_calls")
             response = self._send(
                 scope,
@@ -147,8 +148,11 @@ class Auth0Client:
             )
             if response is None:
                 continue
-            self._pacer.observe(RateLimitHeaders.parse(response.headers))
             status = response.status_code
+            # The pacer learns the tenant's rate limit from every answer and what it was sent with.
+            self._pacer.observe(
+                RateLimitHeaders.parse(response.headers), ticket=ticket, limited=status == 429
+            )
             if status == 200:
                 return _json(response, path)
             if status == 401 and not refreshed_after_401:

@@ -6,6 +6,7 @@ invocation with a message an operator can act on.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -62,7 +63,8 @@ class Settings:
     start_from: StartFrom
     overlap_window_ms: int
     rate_limit_share: float
-    rate_limit_per_second: float
+    # None: learn the tenant's rate from Auth0's headers; else a cap on the rate assumed.
+    rate_limit_per_second: float | None
     max_concurrent_users: int
     time_margin_ms: int
     log_retention_ms: int
@@ -150,7 +152,7 @@ class Settings:
             start_from=parse_start_from(_optional(env, "START_FROM") or "earliest"),
             overlap_window_ms=_integer(env, "OVERLAP_WINDOW_SECONDS", 600, 0, 7 * 86400) * 1000,
             rate_limit_share=_number(env, "AUTH0_RATE_LIMIT_SHARE", 0.5, 0.01, 1.0),
-            rate_limit_per_second=_number(env, "AUTH0_RATE_LIMIT_PER_SECOND", 2.0, 0.01, 10_000),
+            rate_limit_per_second=_rate_cap(env, "AUTH0_RATE_LIMIT_PER_SECOND"),
             max_concurrent_users=_integer(env, "MAX_CONCURRENT_USERS", 4, 1, 64),
             time_margin_ms=_integer(env, "TIME_MARGIN_SECONDS", 60, 1, 900) * 1000,
             log_retention_ms=_integer(env, "AUTH0_LOG_RETENTION_HOURS", 24, 1, 24 * 366)
@@ -320,6 +322,23 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
         value = float("nan")
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} is not allowed; expected a number from {low} to {high}")
+    return value
+
+
+def _rate_cap(env: Mapping[str, str], name: str) -> float | None:
+    """Unset, empty or 0 (the template's default: a CloudFormation number cannot be empty): None."""
+    raw = _optional(env, name)
+    if raw is None or re.fullmatch(r"0+(\.0*)?|\.0+", raw):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.01 <= value <= 10_000:
+        raise ConfigError(
+            f"{name}={raw!r} is not allowed; expected a number from 0.01 to 10000 requests per "
+            "second, or 0 or nothing to learn the tenant's rate limit from Auth0's headers"
+        )
     return value
 
 

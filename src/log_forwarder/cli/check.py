@@ -128,10 +128,11 @@ def check_rate_limit(report: CheckReport, limits: dict[str, str], settings: Sett
         (f"burst {burst}: a custom limit", None),
     )
     report.plan = plan
-    if per_second is not None and settings.rate_limit_per_second > per_second * 1.01:
+    cap = settings.rate_limit_per_second
+    if per_second is not None and cap is not None and cap > per_second * 1.01:
         report.add(
             "warn",
-            f"AUTH0_RATE_LIMIT_PER_SECOND={settings.rate_limit_per_second:g} is above this "
+            f"AUTH0_RATE_LIMIT_PER_SECOND={cap:g} is above this "
             f"plan's {per_second:.2f}/s: the forwarder would take more than its share; set "
             f"RateLimitPerSecond to {per_second:.2f}",
         )
