@@ -31,7 +31,7 @@ from .exceptions import ConfigError, RunFailed
 from .forwarder import Forwarder
 from .pacing import Pacer
 from .report import RunReport, metric_values
-from .sinks import CloudWatchSink, S3Sink, Sink
+from .sinks import CloudWatchSink, PrefixedSink, S3Sink, Sink
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
@@ -78,12 +78,19 @@ def build_runtime(
     clock: Callable[[], float] = time.time,
     session: boto3.session.Session | None = None,
     http: httpx.Client | None = None,
+    key_prefix: str = "",
 ) -> Runtime:
     """Everything an invocation needs, built once per container. Tests and local runs may pass
-    their own clock, boto3 session and HTTP client."""
+    their own clock, boto3 session and HTTP client.
+
+    `key_prefix` (multi-tenant mode: the tenant's `<domain>#`) starts every checkpoint key,
+    stream name and S3 user segment, so tenants sharing the table and destinations stay apart.
+    """
     session = session or boto3.session.Session()
     store = DynamoCheckpointStore(
-        settings.checkpoint_table, client=session.client("dynamodb", config=AWS_CLIENT_CONFIG)
+        settings.checkpoint_table,
+        client=session.client("dynamodb", config=AWS_CLIENT_CONFIG),
+        key_prefix=key_prefix,
     )
     sinks: list[Sink] = []
     if settings.log_group_name:
@@ -104,6 +111,8 @@ def build_runtime(
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
+    if key_prefix:
+        sinks = [PrefixedSink(sink, key_prefix) for sink in sinks]
     forwarder = Forwarder(settings=settings, source=client, store=store, sinks=sinks, clock=clock)
     return Runtime(settings=settings, forwarder=forwarder, store=store)
 
@@ -131,7 +140,15 @@ def _get_runtime() -> Runtime:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    runtime = _get_runtime()
+    return forward(_get_runtime(), context)
+
+
+def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
+    """One run over the runtime's watched users; publishes its metrics and returns its summary.
+
+    Raises when some user failed, after every other user's progress is committed. The
+    multi-tenant worker calls it once per tenant message.
+    """
     margin_ms = runtime.settings.time_margin_ms
     if context.get_remaining_time_in_millis() <= margin_ms:
         # Otherwise every user would be deferred on every run, and nothing ever forwarded.
