@@ -1,0 +1,132 @@
+"""The fan-out's pieces without AWS: the tenant message and what counts as poison, the queue's
+batching and retries, and the worker's per-message verdicts in a batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from devtools.harness import FakeLambdaContext
+from log_forwarder import worker
+from log_forwarder.exceptions import FanoutError, PoisonMessage
+from log_forwarder.fanout import TenantQueue
+from log_forwarder.tenant_message import TenantMessage, dedup_id, group_id
+
+MESSAGE = TenantMessage("acme.eu.auth0.com", "tick-1", "2026-11-27T10:00:00.000+00:00")
+
+
+def record(body: str, group: str | None = "acme.eu.auth0.com", message_id: str = "m1") -> dict:
+    attributes = {"ApproximateReceiveCount": "1"}
+    if group is not None:
+        attributes["MessageGroupId"] = group
+    return {"messageId": message_id, "receiptHandle": "rh", "body": body, "attributes": attributes}
+
+
+def test_a_message_round_trips_through_its_record() -> None:
+    assert TenantMessage.from_record(record(MESSAGE.body())) == MESSAGE
+
+
+@pytest.mark.parametrize(
+    ("body", "group", "says"),
+    [
+        ("not json", "acme.eu.auth0.com", "not JSON"),
+        ("[1]", "acme.eu.auth0.com", "not a format-1 tenant message"),
+        (MESSAGE.body().replace('"format":1', '"format":2'), "acme.eu.auth0.com", "format-1"),
+        (json.dumps({"format": 1, "tenant": "acme.eu.auth0.com"}), "acme.eu.auth0.com", "lacks"),
+        (json.dumps({"format": 1, "tenant": "", "tick": "t", "scheduled_at": "s"}), "", "empty"),
+        # A tenant's message in another group could run beside that tenant's own.
+        (MESSAGE.body(), "beta.us.auth0.com", "is not tenant 'acme.eu.auth0.com'"),
+        (MESSAGE.body(), None, "MessageGroupId None"),
+    ],
+)
+def test_anything_else_is_poison(body: str, group: str | None, says: str) -> None:
+    with pytest.raises(PoisonMessage, match=says):
+        TenantMessage.from_record(record(body, group))
+
+
+def test_ids_fit_sqs_limits_and_tie_a_tick_to_a_tenant() -> None:
+    long_domain = ".".join(["a" * 60] * 4) + ".com"
+    assert group_id("acme.eu.auth0.com") == "acme.eu.auth0.com"
+    assert len(group_id(long_domain)) <= 128 and group_id(long_domain) != long_domain
+    assert dedup_id("t1", "a.com") == dedup_id("t1", "a.com") != dedup_id("t2", "a.com")
+    assert len(dedup_id("t1", long_domain)) <= 128
+
+
+class FakeSqs:
+    """Refuses the entries named in `refuse` (by tenant) for the first `times` sends."""
+
+    def __init__(self, refuse: Mapping[str, int] | None = None, error: bool = False) -> None:
+        self.refuse = dict(refuse or {})
+        self.error = error
+        self.sent: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict:
+        self.calls += 1
+        assert len(Entries) <= 10
+        if self.error:
+            raise ClientError({"Error": {"Code": "AWS.SimpleQueueService.NonExistentQueue"}}, "x")
+        failed = []
+        for entry in Entries:
+            tenant = json.loads(entry["MessageBody"])["tenant"]
+            if self.refuse.get(tenant, 0) > 0:
+                self.refuse[tenant] -= 1
+                failed.append({"Id": entry["Id"], "Code": "InternalError", "SenderFault": False})
+            else:
+                self.sent.append(entry)
+        return {"Successful": [], "Failed": failed}
+
+
+def messages(count: int) -> list[TenantMessage]:
+    return [TenantMessage(f"t{i}.auth0.com", "tick", "now") for i in range(count)]
+
+
+def test_the_queue_sends_in_batches_of_ten_with_a_group_and_a_dedup_id_per_tenant() -> None:
+    sqs = FakeSqs()
+    TenantQueue("url", sqs).enqueue(messages(23))  # type: ignore[arg-type]
+    assert sqs.calls == 3
+    assert [e["MessageGroupId"] for e in sqs.sent] == [f"t{i}.auth0.com" for i in range(23)]
+    assert len({e["MessageDeduplicationId"] for e in sqs.sent}) == 23
+
+
+def test_entries_the_queue_refuses_are_sent_again() -> None:
+    sqs = FakeSqs(refuse={"t3.auth0.com": 2})
+    TenantQueue("url", sqs).enqueue(messages(5))  # type: ignore[arg-type]
+    assert sorted(json.loads(e["MessageBody"])["tenant"] for e in sqs.sent) == sorted(
+        f"t{i}.auth0.com" for i in range(5)
+    )
+    assert sqs.calls == 3
+
+
+def test_tenants_the_queue_keeps_refusing_are_named() -> None:
+    sqs = FakeSqs(refuse={"t1.auth0.com": 99})
+    with pytest.raises(FanoutError, match=r"1 tenant\(s\).*t1\.auth0\.com: InternalError"):
+        TenantQueue("url", sqs).enqueue(messages(3))  # type: ignore[arg-type]
+    assert len(sqs.sent) == 2  # the others are on their way
+    with pytest.raises(FanoutError, match="NonExistentQueue"):
+        TenantQueue("url", FakeSqs(error=True)).enqueue(messages(2))  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")  # process() is a stand-in
+def test_after_a_failed_record_the_rest_of_the_batch_goes_back_unprocessed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN a batch of four where the second record fails
+    processed: list[str] = []
+
+    def process(_worker: Any, rec: Mapping[str, Any], _context: Any) -> bool:
+        processed.append(rec["messageId"])
+        return rec["messageId"] != "m2"
+
+    monkeypatch.setattr(worker, "_get_worker", lambda: object())
+    monkeypatch.setattr(worker, "_process", process)
+    event = {"Records": [record(MESSAGE.body(), message_id=f"m{i}") for i in range(1, 5)]}
+    # WHEN the worker handles it
+    result = worker.lambda_handler(event, FakeLambdaContext())
+    # THEN the failed record and every later one are reported, in order, and not processed
+    assert processed == ["m1", "m2"]
+    assert result == {"batchItemFailures": [{"itemIdentifier": m} for m in ("m2", "m3", "m4")]}
