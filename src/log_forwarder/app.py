@@ -35,7 +35,13 @@ from .sinks import CloudWatchSink, PrefixedSink, S3Sink, Sink
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
-metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "Auth0LogForwarder")
+# The service (the metrics' one dimension, which the alarms and the dashboard name) is given
+# rather than left to Powertools' own reading of the variable, like the logger's: the same
+# value, and no module imported before the environment is set can end up without it.
+metrics = Metrics(
+    namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "Auth0LogForwarder",
+    service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE,
+)
 # The package's module loggers write through the same JSON formatter; library loggers (botocore,
 # httpx) stay out, they would log every request.
 copy_config_to_registered_loggers(
