@@ -130,3 +130,62 @@ def test_after_a_failed_record_the_rest_of_the_batch_goes_back_unprocessed(
     # THEN the failed record and every later one are reported, in order, and not processed
     assert processed == ["m1", "m2"]
     assert result == {"batchItemFailures": [{"itemIdentifier": m} for m in ("m2", "m3", "m4")]}
+
+
+class FakeQueueClient:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def _answer(self, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append((name, kwargs))
+        if self.fail:
+            raise ClientError({"Error": {"Code": "AccessDenied"}}, name)
+        return {}
+
+    def change_message_visibility(self, **kwargs: Any) -> dict[str, Any]:
+        return self._answer("change_message_visibility", kwargs)
+
+    def send_message(self, **kwargs: Any) -> dict[str, Any]:
+        return self._answer("send_message", kwargs)
+
+
+def fake_worker(sqs: FakeQueueClient) -> worker.Worker:
+    return worker.Worker(
+        tenants=None,  # type: ignore[arg-type]
+        sqs=sqs,  # type: ignore[arg-type]
+        queue_url="tenant-queue",
+        dead_letter_url="dead-letters",
+        session=None,  # type: ignore[arg-type]
+    )
+
+
+def test_a_message_is_kept_invisible_until_30_s_after_the_invocation_can_end() -> None:
+    sqs = FakeQueueClient()
+    fake_worker(sqs).hold(record(MESSAGE.body()), FakeLambdaContext(remaining_ms=239_001))
+    assert sqs.calls == [
+        (
+            "change_message_visibility",
+            {"QueueUrl": "tenant-queue", "ReceiptHandle": "rh", "VisibilityTimeout": 240 + 30},
+        )
+    ]
+    # Best effort: a refusal is logged, and the queue's own visibility (the timeout) remains.
+    fake_worker(FakeQueueClient(fail=True)).hold(record("x"), FakeLambdaContext())
+
+
+def test_a_poison_record_is_buried_with_its_reason_or_left_to_the_redrive() -> None:
+    sqs = FakeQueueClient()
+    assert fake_worker(sqs).bury(record("{not json", group="g", message_id="m9"), "not JSON")
+    assert sqs.calls == [
+        (
+            "send_message",
+            {
+                "QueueUrl": "dead-letters",
+                "MessageBody": "{not json",
+                "MessageGroupId": "g",
+                "MessageDeduplicationId": "m9",
+                "MessageAttributes": {"reason": {"DataType": "String", "StringValue": "not JSON"}},
+            },
+        )
+    ]
+    assert not fake_worker(FakeQueueClient(fail=True)).bury(record("x"), "why")

@@ -7,9 +7,11 @@ report as a single-tenant run (app.build_runtime, app.forward).
       → done, or the record's id in batchItemFailures
 
 A failed record is left to SQS: it comes back once its visibility ends, and after
-maxReceiveCount receives it moves to the dead-letter queue (an alarm watches it). The template
-gives batches of one, so each tenant has a whole invocation; with larger batches, the records
-after a failure are returned unprocessed, as FIFO ordering requires.
+maxReceiveCount receives it moves to the dead-letter queue (an alarm watches it). A poison record
+(not a message the scheduler sends) goes to the dead-letter queue at once instead: no retry can
+make it work, and while SQS retried it, its group (a tenant's, maybe) would get nothing else.
+The template gives batches of one, so each tenant has a whole invocation; with larger batches,
+the records after a failure are returned unprocessed, as FIFO ordering requires.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Worker:
     tenants: TenantsParameter
     sqs: SQSClient
     queue_url: str
+    dead_letter_url: str
     session: boto3.session.Session
     clock: Callable[[], float] = time.time
     runtimes: OrderedDict[str, tuple[Tenant, Runtime]] = field(default_factory=OrderedDict)
@@ -85,6 +88,23 @@ class Worker:
                 "Could not extend the message's visibility", extra={"error": error_code(error)}
             )
 
+    def bury(self, record: Mapping[str, Any], why: str) -> bool:
+        """Move a poison record to the dead-letter queue, with why; False if that failed (SQS's
+        own redrive then takes it there after its last receive)."""
+        group = record.get("attributes", {}).get("MessageGroupId") or "poison"
+        try:
+            self.sqs.send_message(
+                QueueUrl=self.dead_letter_url,
+                MessageBody=str(record.get("body") or "(empty)"),
+                MessageGroupId=str(group),
+                MessageDeduplicationId=str(record.get("messageId", ""))[:128] or "poison",
+                MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:1024]}},
+            )
+        except (ClientError, BotoCoreError) as error:
+            logger.error("Could not dead-letter the message", extra={"error": error_code(error)})
+            return False
+        return True
+
 
 _worker: Worker | None = None
 _worker_clock: Callable[[], float] = time.time
@@ -94,10 +114,10 @@ _worker_lock = threading.Lock()
 def build_worker(
     *, clock: Callable[[], float] = time.time, session: boto3.session.Session | None = None
 ) -> Worker:
-    names = ("TENANTS_PARAMETER", "TENANT_QUEUE_URL")
+    names = ("TENANTS_PARAMETER", "TENANT_QUEUE_URL", "TENANT_DEAD_LETTER_QUEUE_URL")
     missing = [name for name in names if not os.environ.get(name, "").strip()]
     if missing:
-        raise ConfigError(f"{' and '.join(missing)} must be set for the tenant worker")
+        raise ConfigError(f"{', '.join(missing)} must be set for the tenant worker")
     session = session or boto3.session.Session()
     tenants = TenantsParameter(
         os.environ["TENANTS_PARAMETER"].strip(),
@@ -106,7 +126,8 @@ def build_worker(
     )
     sqs = session.client("sqs", config=SECRETS_CLIENT_CONFIG)
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
-    return Worker(tenants, sqs, queue_url, session, clock)
+    dead_letter_url = os.environ["TENANT_DEAD_LETTER_QUEUE_URL"].strip()
+    return Worker(tenants, sqs, queue_url, dead_letter_url, session, clock)
 
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
@@ -145,11 +166,10 @@ def _process(worker: Worker, record: Mapping[str, Any], context: LambdaContext) 
         message = TenantMessage.from_record(record)
     except PoisonMessage as error:
         logger.error(
-            "Poison message: no run can process it; it goes to the dead-letter queue after "
-            "its last receive",
+            "Poison message: no run can process it; moved to the dead-letter queue",
             extra={"message_id": message_id, "error": str(error)},
         )
-        return False
+        return worker.bury(record, str(error))
     logger.append_keys(tenant=message.tenant, tick=message.tick)
     try:
         worker.hold(record, context)
