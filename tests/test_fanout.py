@@ -157,6 +157,7 @@ def fake_worker(sqs: FakeQueueClient) -> worker.Worker:
         queue_url="tenant-queue",
         dead_letter_url="dead-letters",
         session=None,  # type: ignore[arg-type]
+        http=None,  # type: ignore[arg-type]
     )
 
 
@@ -189,3 +190,38 @@ def test_a_poison_record_is_buried_with_its_reason_or_left_to_the_redrive() -> N
         )
     ]
     assert not fake_worker(FakeQueueClient(fail=True)).bury(record("x"), "why")
+
+
+def test_the_worker_keeps_a_runtime_per_tenant_shares_one_http_client_and_bounds_the_cache() -> (
+    None
+):
+    import boto3
+    import httpx
+
+    from log_forwarder.tenants import Tenant
+
+    # GIVEN a worker and the deployment's variables
+    session = boto3.session.Session(
+        region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    with httpx.Client() as http:
+        shared = worker.Worker(None, None, "q", "d", session, http)  # type: ignore[arg-type]
+        env = {"CHECKPOINT_TABLE": "t", "DESTINATIONS": "s3", "S3_BUCKET": "b"}
+        tenants = [
+            Tenant(f"t{i}.auth0.com", f"p/t{i}") for i in range(worker.MAX_CACHED_TENANTS + 1)
+        ]
+        # WHEN every tenant runs once, then the second again, then the last with a new watch list
+        first = [shared.runtime(tenant, env) for tenant in tenants]
+        again = shared.runtime(tenants[1], env)
+        changed = shared.runtime(
+            Tenant(tenants[-1].domain, tenants[-1].credentials_secret, ("auth0|new",)), env
+        )
+        # THEN a tenant keeps its runtime (its token, its pacer) until its entry changes
+        assert again is first[1]
+        assert changed is not first[-1] and changed.settings.watched_user_ids == ("auth0|new",)
+        # AND the least recently run tenant was let go past the bound
+        assert len(shared.runtimes) == worker.MAX_CACHED_TENANTS
+        assert tenants[0].domain not in shared.runtimes
+        # AND each has its own key prefix, all one HTTP client
+        assert first[3].store.key_prefix == "t3.auth0.com#"
+        assert {id(rt.forwarder._source._http) for rt in first} == {id(http)}  # type: ignore[attr-defined]
