@@ -1,6 +1,6 @@
 """`make bench`: cost, pace and run time of the forwarder against the Auth0 simulator with latency.
 
-Nothing here is asserted; it prints figures. Three measurements, each through the real handler:
+Nothing here is asserted; it prints figures beside their goals. Through the real handler:
 
 1. Calls per run against the minimum, over a simulated day: U users with random traffic, late
    events and one attack burst, a run every 5 minutes. The minimum for a user and a run is
@@ -8,6 +8,9 @@ Nothing here is asserted; it prints figures. Three measurements, each through th
 2. Backlog drain against the allowed budget, for a 2 req/s and a 16 req/s tenant: calls per
    second against `share × limit`, and the 429s.
 3. Run time of one run over U idle users against its floor, U / (share × limit).
+4. What one function costs to start, ship, hold and run (bench/footprint.py): cold init, the
+   `sam build` artifact, peak RSS and CPU over 1k/10k/100k-event backlogs, CPU of the pure
+   steps, sink calls against the minimum, and Lambda GB-s per million events by memory size.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ import argparse
 import math
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from bench import footprint
+from bench.footprint import Row
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
@@ -28,13 +34,6 @@ from devtools.traffic import attack_burst, generate_user_events
 
 SHARE = 0.5
 LATENCY_S = 0.15
-
-
-@dataclass
-class Row:
-    measure: str
-    figure: str
-    target: str
 
 
 def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
@@ -193,6 +192,21 @@ def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> lis
     return rows
 
 
+def footprint_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        print("running: sam build, cold init …", file=sys.stderr)
+        artifact, package = footprint.artifact(Path(tmp) / "build")
+        rows += footprint.cold_init(package, runs=3 if quick else 7)
+        rows += artifact
+    rows += footprint.cpu_per_thousand()
+    drains = []
+    for events in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
+        print(f"running: draining {events:,} events …", file=sys.stderr)
+        drains.append(footprint.drain(aws, events))
+    return rows + footprint.drain_rows(drains) + footprint.lambda_cost(drains)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -211,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += idle_run_time(
             aws, (10, 100) if args.quick else (10, 100, 1000), RateLimit(burst=50, per_second=16)
         )
+        rows += footprint_rows(aws, quick=args.quick)
     print("\n| measurement | result | target |\n|---|---|---|")
     for row in rows:
         print(f"| {row.measure} | {row.figure} | {row.target} |")
