@@ -12,6 +12,7 @@ visibility timeout would.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from devtools.harness import (
     SCHEDULED_EVENT,
     FakeLambdaContext,
     Invocation,
+    LocalFunction,
     StackContents,
     invoke_handler,
 )
@@ -156,7 +158,7 @@ class FanoutDeployment(StackContents):
         """The schedule fires: the scheduled function enqueues the tenants."""
         event = {**self._tick_event, "id": event_id or str(uuid.uuid4())}
         context = FakeLambdaContext(function_name=FORWARDER)
-        return invoke_handler(self._handlers[FORWARDER], self.env[FORWARDER], event, context)
+        return invoke_handler(self._function(FORWARDER), event, context, cold=False)
 
     def deliver(
         self, *, remaining_ms: int | Callable[[], int] = 240_000, cold: bool = False
@@ -175,10 +177,11 @@ class FanoutDeployment(StackContents):
         event = {"Records": [_record(m, arn["Attributes"]["QueueArn"]) for m in messages]}
         self.unsettled += [m["ReceiptHandle"] for m in messages]
         context = FakeLambdaContext(remaining_ms=remaining_ms, function_name=WORKER)
-        invocation = invoke_handler(
-            self._handlers[WORKER], self.env[WORKER], event, context, cold=cold, clock=self._clock
-        )
+        invocation = invoke_handler(self._function(WORKER), event, context, cold=cold)
         return self._settle(messages, invocation)
+
+    def _function(self, name: str) -> LocalFunction:
+        return LocalFunction(self._handlers[name], self.env[name], self._clock or time.time)
 
     def _settle(self, messages: list[dict[str, Any]], invocation: Invocation) -> WorkerRun:
         """Delete what succeeded, as the event source does; keep the failed ones' handles."""

@@ -38,7 +38,7 @@ class FakeLambdaContext:
 
     remaining_ms: int | Callable[[], int] = 300_000
     function_name: str = "ForwarderFunction"
-    memory_limit_in_mb: int = 512
+    memory_limit_in_mb: int = 256
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ForwarderFunction"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -69,25 +69,30 @@ class Invocation:
 _warm_env: dict[str, dict[str, str]] = {}
 
 
+@dataclass(frozen=True)
+class LocalFunction:
+    """A function of the template as deployed locally: its handler, its environment, and the
+    wall clock its runtime is built with (the benchmark replays a day in seconds)."""
+
+    handler: Callable[[dict[str, Any], Any], Any]
+    env: Mapping[str, str]
+    clock: Callable[[], float] = time.time
+
+
 def invoke_handler(
-    handler: Callable[[dict[str, Any], Any], Any],
-    env: Mapping[str, str],
-    event: dict[str, Any],
-    context: FakeLambdaContext,
-    *,
-    cold: bool = False,
-    clock: Callable[[], float] | None = None,
+    function: LocalFunction, event: dict[str, Any], context: FakeLambdaContext, *, cold: bool
 ) -> Invocation:
-    """Invoke a handler as Lambda would, in `env`; `cold=True` starts a new container first.
+    """Invoke a handler as Lambda would, in its environment; `cold=True` starts a new container.
 
     A handler module's runtime is built again (its `reset_runtime`) on a cold start, or when the
     previous invocation of that module ran in another stack's environment.
     """
     output = io.StringIO()
+    handler, env = function.handler, function.env
     with _environment(env):
         module: Any = sys.modules[handler.__module__]
         if cold or _warm_env.get(module.__name__) != dict(env):
-            module.reset_runtime(clock=clock or time.time)
+            module.reset_runtime(clock=function.clock)
             _warm_env[module.__name__] = dict(env)
         # Powertools' handler holds the stdout it saw at import; point it at the capture too.
         log_handler = module.logger.registered_handler
@@ -216,7 +221,8 @@ class LocalDeployment(StackContents):
                 self._handler = handler_from_template()
         event = {**self._event, "id": str(uuid.uuid4())}
         context = FakeLambdaContext(remaining_ms=remaining_ms)
-        return invoke_handler(self._handler, self.env, event, context, cold=cold, clock=self._clock)
+        function = LocalFunction(self._handler, self.env, self._clock or time.time)
+        return invoke_handler(function, event, context, cold=cold)
 
 
 @contextlib.contextmanager
