@@ -51,7 +51,8 @@ test: lint typecheck cfn-lint security
 demo: $(STAMP)
 	$(BIN)/python -m devtools.demo
 
-bench: $(STAMP)
+# SAM CLI (its own venv) for the artifact row: `sam build` of the template, zipped.
+bench: $(STAMP) $(SAM_STAMP)
 	$(BIN)/python -m bench.bench
 
 # The Auth0 simulator and moto's server on the ports events/env.json names, for `sam local invoke`.

@@ -1,6 +1,6 @@
 """`make bench`: cost, pace and run time of the forwarder against the Auth0 simulator with latency.
 
-Nothing here is asserted; it prints figures. Three measurements, each through the real handler:
+Nothing here is asserted; it prints figures beside their goals. Through the real handler:
 
 1. Calls per run against the minimum, over a simulated day: U users with random traffic, late
    events and one attack burst, a run every 5 minutes. The minimum for a user and a run is
@@ -12,6 +12,9 @@ Nothing here is asserted; it prints figures. Three measurements, each through th
    same tenant uses at 45 % of its limit all along (its 429s are counted too).
 3. Run time of one run over U idle users against its floor, U / (share × limit); and with the
    limit learned, 60 users against the goal 1.2 × 60 / (share × limit).
+4. What one function costs to start, ship, hold and run (bench/footprint.py): cold init, the
+   `sam build` artifact, peak RSS and CPU over 1k/10k/100k-event backlogs, CPU of the pure
+   steps, sink calls against the minimum, and Lambda GB-s per million events by memory size.
 """
 
 from __future__ import annotations
@@ -21,16 +24,20 @@ import itertools
 import math
 import random
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 
+from bench import footprint
+from bench.footprint import Row
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
@@ -39,13 +46,6 @@ from devtools.traffic import attack_burst, generate_user_events
 SHARE = 0.5
 LATENCY_S = 0.15
 _runs = itertools.count()  # unique stack names within one local AWS
-
-
-@dataclass
-class Row:
-    measure: str
-    figure: str
-    target: str
 
 
 def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
@@ -344,6 +344,21 @@ def learned(aws: LocalAws, *, quick: bool) -> list[Row]:
     return rows
 
 
+def footprint_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        print("running: sam build, cold init …", file=sys.stderr)
+        artifact, package = footprint.artifact(Path(tmp) / "build")
+        rows += footprint.cold_init(package, runs=3 if quick else 7)
+        rows += artifact
+    rows += footprint.cpu_per_thousand()
+    drains = []
+    for events in (1_000, 10_000) if quick else (1_000, 10_000, 100_000):
+        print(f"running: draining {events:,} events …", file=sys.stderr)
+        drains.append(footprint.drain(aws, events))
+    return rows + footprint.drain_rows(drains) + footprint.lambda_cost(drains)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -363,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             aws, (10, 100) if args.quick else (10, 100, 1000), RateLimit(burst=50, per_second=16)
         )
         rows += learned(aws, quick=args.quick)
+        rows += footprint_rows(aws, quick=args.quick)
     print("\n| measurement | result | target |\n|---|---|---|")
     for row in rows:
         print(f"| {row.measure} | {row.figure} | {row.target} |")

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from devtools.auth0_simulator import Auth0Simulator
 from devtools.local_aws import (
@@ -38,7 +38,7 @@ class FakeLambdaContext:
 
     remaining_ms: int | Callable[[], int] = 300_000
     function_name: str = "ForwarderFunction"
-    memory_limit_in_mb: int = 512
+    memory_limit_in_mb: int = 256
     invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:ForwarderFunction"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
@@ -65,79 +65,57 @@ class Invocation:
         return values
 
 
-class LocalDeployment:
-    """One stack of the template, deployed locally and driven through its handler."""
+# The environment each handler module's cached runtime was built in (one module per process).
+_warm_env: dict[str, dict[str, str]] = {}
 
-    # The environment the handler module's cached runtime was built in (one module per process).
-    _warm_env: ClassVar[dict[str, str] | None] = None
 
-    def __init__(
-        self,
-        aws: LocalAws,
-        simulator: Auth0Simulator,
-        *,
-        stack_name: str,
-        destinations: str = "cloudwatch,s3",
-        watched_user_ids: Sequence[str] | None = None,
-        clock: Callable[[], float] | None = None,
-        **overrides: str,
-    ) -> None:
-        """`clock` replaces the forwarder's wall clock: the benchmark replays a day in seconds."""
-        self.aws = aws
-        self._clock = clock
-        self.simulator = simulator
-        credentials = {"client_id": simulator.client_id, "client_secret": simulator.client_secret}
-        self.resources: DeployedResources = deploy_template(
-            aws, stack_name=stack_name, destinations=destinations, auth0_credentials=credentials
-        )
-        self.env = {
-            **aws.env(),
-            **function_environment(
-                self.resources,
-                auth0_domain=simulator.domain,
-                auth0_base_url=simulator.base_url,
-                watched_user_ids=watched_user_ids,
-                destinations=destinations,
-                # The template declares AWS_ENDPOINT_URL empty (AWS's own endpoints); this
-                # stack's AWS is the local server.
-                **{"AWS_ENDPOINT_URL": aws.endpoint_url, **overrides},
-            ),
-        }
-        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
-        self._event = json.loads(SCHEDULED_EVENT.read_text(encoding="utf-8"))
+@dataclass(frozen=True)
+class LocalFunction:
+    """A function of the template as deployed locally: its handler, its environment, and the
+    wall clock its runtime is built with (the benchmark replays a day in seconds)."""
 
-    def invoke(
-        self, *, cold: bool = False, remaining_ms: int | Callable[[], int] = 300_000
-    ) -> Invocation:
-        """Invoke the handler as Lambda would; `cold=True` starts a new container first."""
-        output = io.StringIO()
-        with _environment(self.env):
-            if self._handler is None:
-                # Imported inside the function's environment, as Lambda does at a cold start.
-                self._handler = handler_from_template()
-            module: Any = sys.modules[self._handler.__module__]
-            if cold or LocalDeployment._warm_env != self.env:
-                # Another stack, or a cold start: a fresh runtime, as a new container would get.
-                module.reset_runtime(clock=self._clock or time.time)
-                LocalDeployment._warm_env = dict(self.env)
-            event = {**self._event, "id": str(uuid.uuid4())}
-            context = FakeLambdaContext(remaining_ms=remaining_ms)
-            # Powertools' handler holds the stdout it saw at import; point it at the capture too.
-            handler = module.logger.registered_handler
-            previous_stream = handler.setStream(output)
-            with contextlib.redirect_stdout(output):
-                try:
-                    result = self._handler(event, context)
-                    error = None
-                except Exception as exc:  # the caller decides whether a failed run is expected
-                    result, error = None, exc
-                finally:
-                    handler.setStream(previous_stream)
-        return Invocation(result=result, error=error, output=output.getvalue())
+    handler: Callable[[dict[str, Any], Any], Any]
+    env: Mapping[str, str]
+    clock: Callable[[], float] = time.time
 
-    # -- what the destinations hold ----------------------------------------------------------
+
+def invoke_handler(
+    function: LocalFunction, event: dict[str, Any], context: FakeLambdaContext, *, cold: bool
+) -> Invocation:
+    """Invoke a handler as Lambda would, in its environment; `cold=True` starts a new container.
+
+    A handler module's runtime is built again (its `reset_runtime`) on a cold start, or when the
+    previous invocation of that module ran in another stack's environment.
+    """
+    output = io.StringIO()
+    handler, env = function.handler, function.env
+    with _environment(env):
+        module: Any = sys.modules[handler.__module__]
+        if cold or _warm_env.get(module.__name__) != dict(env):
+            module.reset_runtime(clock=function.clock)
+            _warm_env[module.__name__] = dict(env)
+        # Powertools' handler holds the stdout it saw at import; point it at the capture too.
+        log_handler = module.logger.registered_handler
+        previous_stream = log_handler.setStream(output)
+        with contextlib.redirect_stdout(output):
+            try:
+                result = handler(event, context)
+                error = None
+            except Exception as exc:  # the caller decides whether a failed run is expected
+                result, error = None, exc
+            finally:
+                log_handler.setStream(previous_stream)
+    return Invocation(result=result, error=error, output=output.getvalue())
+
+
+class StackContents:
+    """What a locally deployed stack's destinations and checkpoint table hold."""
+
+    aws: LocalAws
+    resources: DeployedResources
 
     def cloudwatch_records(self, user_id: str) -> list[dict[str, Any]]:
+        """The records of a user's stream (multi-tenant mode: of `<domain>#<user id>`)."""
         from log_forwarder.batching import stream_name_for
 
         assert self.resources.log_group is not None
@@ -174,11 +152,16 @@ class LocalDeployment:
                 objects[item["Key"]] = [json.loads(line) for line in text.splitlines() if line]
         return objects
 
-    def s3_records(self, user_id: str | None = None) -> list[dict[str, Any]]:
+    def s3_records(
+        self, user_id: str | None = None, *, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
         records = [r for lines in self.s3_objects().values() for r in lines]
-        if user_id is None:
-            return records
-        return [r for r in records if _watched_user(r) == user_id]
+        return [
+            r
+            for r in records
+            if (user_id is None or _added(r).get("watched_user_id") == user_id)
+            and (tenant is None or _added(r).get("tenant") == tenant)
+        ]
 
     def cloudwatch_events(self, user_id: str) -> list[dict[str, Any]]:
         """The user's forwarded events in CloudWatch, without the forwarder's own records."""
@@ -188,19 +171,72 @@ class LocalDeployment:
         """The forwarded events in S3, without the forwarder's own records."""
         return [r for r in self.s3_records(user_id) if "log_id" in r]
 
-    def checkpoint(self, user_id: str) -> dict[str, Any] | None:
+    def checkpoint(self, user_id: str, *, key_prefix: str = "") -> dict[str, Any] | None:
         from log_forwarder.checkpoint_store import DynamoCheckpointStore
 
-        store = DynamoCheckpointStore(self.resources.table_name, client=self.aws.client("dynamodb"))
+        store = DynamoCheckpointStore(
+            self.resources.table_name, client=self.aws.client("dynamodb"), key_prefix=key_prefix
+        )
         stored = store.load([user_id]).get(user_id)
         return None if stored is None else stored.state
 
 
-def _watched_user(record: dict[str, Any]) -> str | None:
-    """The watched user a stored line belongs to, in the Auth0 format or in OCSF."""
+class LocalDeployment(StackContents):
+    """One stack of the template, deployed locally and driven through its handler."""
+
+    def __init__(
+        self,
+        aws: LocalAws,
+        simulator: Auth0Simulator,
+        *,
+        stack_name: str,
+        destinations: str = "cloudwatch,s3",
+        watched_user_ids: Sequence[str] | None = None,
+        clock: Callable[[], float] | None = None,
+        **overrides: str,
+    ) -> None:
+        """`clock` replaces the forwarder's wall clock: the benchmark replays a day in seconds."""
+        self.aws = aws
+        self._clock = clock
+        self.simulator = simulator
+        credentials = {"client_id": simulator.client_id, "client_secret": simulator.client_secret}
+        self.resources = deploy_template(
+            aws, stack_name=stack_name, destinations=destinations, auth0_credentials=credentials
+        )
+        self.env = {
+            **aws.env(),
+            **function_environment(
+                self.resources,
+                auth0_domain=simulator.domain,
+                auth0_base_url=simulator.base_url,
+                watched_user_ids=watched_user_ids,
+                destinations=destinations,
+                # The template declares AWS_ENDPOINT_URL empty (AWS's own endpoints); this
+                # stack's AWS is the local server.
+                **{"AWS_ENDPOINT_URL": aws.endpoint_url, **overrides},
+            ),
+        }
+        self._handler: Callable[[dict[str, Any], Any], Any] | None = None
+        self._event = json.loads(SCHEDULED_EVENT.read_text(encoding="utf-8"))
+
+    def invoke(
+        self, *, cold: bool = False, remaining_ms: int | Callable[[], int] = 300_000
+    ) -> Invocation:
+        """Invoke the handler as Lambda would; `cold=True` starts a new container first."""
+        if self._handler is None:
+            with _environment(self.env):
+                # Imported inside the function's environment, as Lambda does at a cold start.
+                self._handler = handler_from_template()
+        event = {**self._event, "id": str(uuid.uuid4())}
+        context = FakeLambdaContext(remaining_ms=remaining_ms)
+        function = LocalFunction(self._handler, self.env, self._clock or time.time)
+        return invoke_handler(function, event, context, cold=cold)
+
+
+def _added(record: dict[str, Any]) -> dict[str, Any]:
+    """What the forwarder added to a stored line, in the Auth0 format or in OCSF."""
     added = record.get("_forwarder") or record.get("unmapped", {}).get("_forwarder") or {}
-    user = added.get("watched_user_id")
-    return user if isinstance(user, str) else None
+    return added if isinstance(added, dict) else {}
 
 
 @contextlib.contextmanager

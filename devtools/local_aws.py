@@ -16,7 +16,7 @@ import re
 import sys
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -334,6 +334,10 @@ class DeployedResources:
     athena_table: str | None = None
     # The watch list table, when the template declares it.
     watch_table: str | None = None
+    # Multi-tenant mode: the SSM parameter the stack was given (TenantsParameterName).
+    tenants_parameter: str | None = None
+    # Every queue created, by logical id (FailureQueue, and TenantQueue... in multi-tenant mode).
+    queue_urls: dict[str, str] = field(default_factory=dict)
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -348,16 +352,19 @@ def deploy_template(
     destinations: str = "cloudwatch,s3",
     auth0_credentials: Mapping[str, str] = DEFAULT_CREDENTIALS,
     template_path: Path = TEMPLATE_PATH,
+    tenants_parameter: str | None = None,
 ) -> DeployedResources:
     """Create, on the local server, what the template declares for these destinations.
 
     Physical names follow the template where it names things (the forwarded log group) and are
     derived from the stack name where CloudFormation would generate them. Re-running it against
-    the same server is harmless.
+    the same server is harmless. `tenants_parameter` deploys the multi-tenant mode (the
+    parameter itself is the operator's to create, as in AWS).
     """
     template = load_template(template_path)
     resources = template["Resources"]
-    resolver = _Resolver(template, {"Destinations": destinations}, stack_name=stack_name)
+    parameters = {"Destinations": destinations, "TenantsParameterName": tenants_parameter or ""}
+    resolver = _Resolver(template, parameters, stack_name=stack_name)
 
     table_name = f"{stack_name}-CheckpointTable"
     _create_table(aws, table_name, resolver.resolve(resources["CheckpointTable"]["Properties"]))
@@ -388,13 +395,7 @@ def deploy_template(
             aws, template, destinations=destinations, stack_name=stack_name, bucket=bucket
         )
 
-    queue_url: str | None = None
-    if "FailureQueue" in resources and resolver.active("FailureQueue"):
-        properties = resolver.resolve(resources["FailureQueue"].get("Properties", {}))
-        attributes = {key: _cfn_string(value) for key, value in properties.items()}
-        queue_url = aws.client("sqs").create_queue(
-            QueueName=f"{stack_name}-FailureQueue", Attributes=attributes
-        )["QueueUrl"]
+    queue_urls = _create_queues(aws, template, resolver, stack_name)
 
     secret_id = resolver.parameters["Auth0CredentialsSecretName"]
     secrets = aws.client("secretsmanager")
@@ -410,11 +411,54 @@ def deploy_template(
         log_group=log_group,
         bucket=bucket,
         secret_id=secret_id,
-        queue_url=queue_url,
+        queue_url=queue_urls.get("FailureQueue"),
         stack_name=stack_name,
         athena_database=athena_database,
         athena_table=athena_table,
         watch_table=watch_table,
+        tenants_parameter=tenants_parameter,
+        queue_urls=queue_urls,
+    )
+
+
+def _create_queues(
+    aws: LocalAws, template: Mapping[str, Any], resolver: _Resolver, stack_name: str
+) -> dict[str, str]:
+    """Every active AWS::SQS::Queue, a queue before those whose redrive policy names it."""
+    sqs = aws.client("sqs")
+    pending = [
+        logical_id
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::SQS::Queue" and resolver.active(logical_id)
+    ]
+    urls: dict[str, str] = {}
+    while pending:
+        logical_id = next(q for q in pending if _queue_ready(template, q, urls))
+        pending.remove(logical_id)
+        properties = resolver.resolve(template["Resources"][logical_id].get("Properties", {}))
+        attributes = {
+            key: json.dumps(value) if isinstance(value, dict) else _cfn_string(value)
+            for key, value in properties.items()
+        }
+        # CloudFormation names a FIFO queue with the .fifo suffix SQS requires.
+        suffix = ".fifo" if attributes.get("FifoQueue") == "true" else ""
+        name = f"{stack_name}-{logical_id}{suffix}"
+        url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        urls[logical_id] = url
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        resolver.attributes[(logical_id, "Arn")] = arn["Attributes"]["QueueArn"]
+        resolver.attributes[(logical_id, "QueueName")] = name
+        resolver.refs[logical_id] = url
+    return urls
+
+
+def _queue_ready(template: Mapping[str, Any], logical_id: str, created: Mapping[str, str]) -> bool:
+    """Whether every queue this one's properties name is created already."""
+    text = json.dumps(template["Resources"][logical_id].get("Properties", {}))
+    return all(
+        other in created or other == logical_id or f'"{other}"' not in text
+        for other in template["Resources"]
+        if template["Resources"][other].get("Type") == "AWS::SQS::Queue"
     )
 
 
@@ -540,18 +584,24 @@ def _create_bucket(aws: LocalAws, bucket: str, properties: Mapping[str, Any]) ->
         s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
 
 
-def _function_properties(template: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(Globals.Function, ForwarderFunction.Properties)."""
+FORWARDER = "ForwarderFunction"
+WORKER = "TenantWorkerFunction"
+
+
+def _function_properties(
+    template: Mapping[str, Any], function: str = FORWARDER
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(Globals.Function, the function's Properties)."""
     functions = [
         logical_id
         for logical_id, resource in template["Resources"].items()
         if resource.get("Type") == "AWS::Serverless::Function"
     ]
-    if functions != ["ForwarderFunction"]:
-        raise ValueError(f"expected one function, ForwarderFunction; the template has {functions}")
+    if function not in functions:
+        raise ValueError(f"no function {function!r}; the template has {functions}")
     return (
         dict(template.get("Globals", {}).get("Function", {})),
-        dict(template["Resources"]["ForwarderFunction"]["Properties"]),
+        dict(template["Resources"][function]["Properties"]),
     )
 
 
@@ -563,17 +613,19 @@ def function_environment(
     watched_user_ids: Sequence[str] | None,
     destinations: str,
     # `Path | str` so that callers may pass **dict[str, str] overrides (variable names are upper
-    # case and never collide with this keyword).
+    # case and never collide with this keyword). The same for `function`, a logical id.
     template_path: Path | str = TEMPLATE_PATH,
+    function: str = FORWARDER,
     **overrides: str,
 ) -> dict[str, str]:
     """The function's environment as the template declares it, for the locally deployed stack.
 
     Globals first, then the function's own variables (as SAM merges them); variables that resolve
-    to AWS::NoValue are left out; then AUTH0_BASE_URL and the overrides.
+    to AWS::NoValue are left out; then AUTH0_BASE_URL (where the function declares it) and the
+    overrides.
     """
     template = load_template(Path(template_path))
-    refs = {"CheckpointTable": resources.table_name}
+    refs = {"CheckpointTable": resources.table_name, **resources.queue_urls}
     # Empty (unset) for resources recorded before the template had a watch list table.
     refs["WatchListTable"] = resources.watch_table or ""
     if resources.log_group is not None:
@@ -587,9 +639,10 @@ def function_environment(
         "Auth0CredentialsSecretName": resources.secret_id,
         "WatchedUserIds": ",".join(watched_user_ids or ()),
         "Destinations": destinations,
+        "TenantsParameterName": resources.tenants_parameter or "",
     }
     resolver = _Resolver(template, parameters, stack_name=resources.stack_name, refs=refs)
-    global_properties, function_properties = _function_properties(template)
+    global_properties, function_properties = _function_properties(template, function)
     declared = {
         **global_properties.get("Environment", {}).get("Variables", {}),
         **function_properties.get("Environment", {}).get("Variables", {}),
@@ -599,18 +652,25 @@ def function_environment(
         resolved = resolver.resolve(value)
         if resolved is not NO_VALUE:
             environment[name] = _cfn_string(resolved)
-    environment["AUTH0_BASE_URL"] = auth0_base_url
+    if "AUTH0_BASE_URL" in declared:
+        environment["AUTH0_BASE_URL"] = auth0_base_url
     environment.update(overrides)
     return environment
 
 
 def handler_from_template(
     template_path: Path = TEMPLATE_PATH,
+    *,
+    function: str = FORWARDER,
+    parameters: Mapping[str, str] | None = None,
 ) -> Callable[[dict[str, Any], Any], Any]:
-    """Import the handler the template names, from the CodeUri it names, as Lambda would."""
+    """Import the handler the template names (for these parameters: it may depend on them), from
+    the CodeUri it names, as Lambda would."""
     template = load_template(template_path)
-    global_properties, function_properties = _function_properties(template)
-    properties = {**global_properties, **function_properties}
+    global_properties, function_properties = _function_properties(template, function)
+    resolver = _Resolver(template, parameters or {}, stack_name="local")
+    merged = {**global_properties, **function_properties}
+    properties = {name: resolver.resolve(merged[name]) for name in ("CodeUri", "Handler")}
     code_dir = (template_path.parent / str(properties["CodeUri"])).resolve()
     module_name, _, function_name = str(properties["Handler"]).rpartition(".")
     if str(code_dir) not in sys.path:

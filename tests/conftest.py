@@ -37,6 +37,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     _ocsf_summary(terminalreporter.write_line)
     _detections(terminalreporter.write_line)
     _cli_figures(terminalreporter.write_line)
+    _fanout_summary(terminalreporter.write_line)
     from tests.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
@@ -103,3 +104,27 @@ def _cli_figures(write: Any) -> None:
         write("CLI, end to end (the console script against the simulator and moto's server):")
         for command, figure, value in CLI_LEDGER:
             write(f"  {command:22} {figure:62} {value}")
+
+
+def _fanout_summary(write: Any) -> None:
+    from tests.test_fanout_integration import FANOUT_LEDGER
+
+    if not FANOUT_LEDGER:
+        return
+    last: dict[tuple[str, str, str, str], list[int]] = {}
+    for test, tenant, user, destination, *figures in FANOUT_LEDGER:
+        last[(test, tenant, user, destination)] = figures  # a test's last check: its end state
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for (test, tenant, _user, destination), figures in last.items():
+        row = totals.setdefault((test, tenant, destination), [0, 0, 0, 0])
+        for i, value in enumerate(figures):
+            row[i] += value
+    write("")
+    write("fan-out deliveries per tenant (expected / delivered / missing / duplicated):")
+    for (test, tenant, destination), (expected, delivered, missing, repeated) in sorted(
+        totals.items()
+    ):
+        write(
+            f"  {test[:58]:58} {tenant:20} {destination:10} {expected:5} {delivered:5}"
+            f" {missing:3} {repeated:3}"
+        )

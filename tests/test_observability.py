@@ -635,12 +635,12 @@ def test_saved_queries_name_only_fields_the_records_have(data: DataSet) -> None:
 COMING_METRICS = {"Findings", "Quarantined"}  # announced by the detection and quarantine work
 
 
-def dashboard(destinations: str) -> dict[str, Any]:
+def dashboard(destinations: str, tenants_parameter: str = "") -> dict[str, Any]:
     template = load_template()
     alarms = [i for i, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"]
     resolver = _Resolver(
         template,
-        {"Destinations": destinations},
+        {"Destinations": destinations, "TenantsParameterName": tenants_parameter},
         stack_name="obs-stack",
         refs={"ForwardedLogGroup": "/auth0/obs-stack/user-logs"},
         attributes={
@@ -709,12 +709,18 @@ def test_the_dashboard_shows_only_metrics_the_function_emits(data: DataSet) -> N
     # AND findings are searched by rule, in the same namespace
     (search,) = searches
     assert search.startswith(f'SEARCH(\'{{"{namespace}",rule,service}} MetricName="Findings"\'')
-    # AND the alarm widget shows every alarm of the stack
-    alarms = next(w for w in body["widgets"] if w["type"] == "alarm")["properties"]["alarms"]
-    declared = [
-        i for i, r in template["Resources"].items() if r["Type"] == "AWS::CloudWatch::Alarm"
-    ]
-    assert sorted(a.rsplit(":", 1)[1] for a in alarms) == sorted(declared)
+    # AND the alarm widget shows every alarm of the stack, with one tenant or many
+    for tenants in ("", "/auth0-user-log-forwarder/tenants"):
+        widgets = dashboard("cloudwatch,s3", tenants)["widgets"]
+        alarms = next(w for w in widgets if w["type"] == "alarm")["properties"]["alarms"]
+        resolver = _Resolver(template, {"TenantsParameterName": tenants}, stack_name="obs")
+        declared = [
+            i
+            for i, r in template["Resources"].items()
+            if r["Type"] == "AWS::CloudWatch::Alarm" and resolver.active(i)
+        ]
+        assert sorted(a.rsplit(":", 1)[1] for a in alarms) == sorted(declared)
+        assert any(a.startswith("Tenant") for a in declared) is bool(tenants)
 
 
 @pytest.mark.parametrize("destinations", ["cloudwatch", "s3", "cloudwatch,s3"])

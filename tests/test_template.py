@@ -3,6 +3,7 @@ the design notes and the events/ files."""
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -17,6 +18,7 @@ from devtools.local_aws import (
     TEMPLATE_PATH,
     DeployedResources,
     LocalAws,
+    _Resolver,
     deploy_template,
     function_environment,
     load_template,
@@ -24,6 +26,10 @@ from devtools.local_aws import (
 
 ROOT = TEMPLATE_PATH.parent
 DESTINATIONS = ["cloudwatch", "s3", "cloudwatch,s3"]
+TENANTS_PARAMETER = "/auth0-user-log-forwarder/tenants"
+# (Destinations, TenantsParameterName): one tenant with each destination choice, then many.
+MODES = [(d, "") for d in DESTINATIONS] + [(d, TENANTS_PARAMETER) for d in DESTINATIONS]
+FUNCTIONS = ["ForwarderFunction", "TenantWorkerFunction"]
 LOCAL_ONLY_VARIABLES = {
     "AUTH0_BASE_URL",
     "AUTH0_CLIENT_ID",
@@ -49,36 +55,57 @@ POWERTOOLS_VARIABLES = {
 }
 
 
-def function_variables(template: dict[str, Any]) -> dict[str, Any]:
+def function_variables(
+    template: dict[str, Any], function: str = "ForwarderFunction"
+) -> dict[str, Any]:
     return {
         **template["Globals"]["Function"]["Environment"]["Variables"],
-        **template["Resources"]["ForwarderFunction"]["Properties"]["Environment"]["Variables"],
+        **template["Resources"][function]["Properties"]["Environment"]["Variables"],
     }
 
 
-def sam_translate(template: dict[str, Any], destinations: str) -> dict[str, Any]:
+def mode_parameters(destinations: str, tenants_parameter: str = "") -> dict[str, str]:
+    return {
+        "Auth0Domain": "" if tenants_parameter else "example.eu.auth0.com",
+        "Destinations": destinations,
+        "TenantsParameterName": tenants_parameter,
+    }
+
+
+def sam_translate(
+    template: dict[str, Any], destinations: str, tenants_parameter: str = ""
+) -> dict[str, Any]:
     from samtranslator.parser.parser import Parser
     from samtranslator.translator.translator import Translator
 
     sam = copy.deepcopy(template)
     # `sam build`/`sam package` replace the local CodeUri with an S3 location before the
     # transform runs; the translator refuses anything else.
-    sam["Resources"]["ForwarderFunction"]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
+    for function in FUNCTIONS:
+        sam["Resources"][function]["Properties"]["CodeUri"] = "s3://bucket/code.zip"
     session = boto3.session.Session(
         region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
     )
     translator = Translator({}, Parser(), boto_session=session)
     translated: dict[str, Any] = translator.translate(
-        sam,
-        {"Auth0Domain": "example.eu.auth0.com", "Destinations": destinations},
-        get_managed_policy_map=dict,
+        sam, mode_parameters(destinations, tenants_parameter), get_managed_policy_map=dict
     )
     return translated
 
 
-@pytest.fixture(scope="module", params=DESTINATIONS)
-def translated(request: pytest.FixtureRequest, template: dict[str, Any]) -> dict[str, Any]:
-    return sam_translate(template, request.param)
+@pytest.fixture(scope="module", params=MODES, ids=lambda m: f"{m[0]}-{'many' if m[1] else 'one'}")
+def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
+    return tuple(request.param)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def translated(mode: tuple[str, str], template: dict[str, Any]) -> dict[str, Any]:
+    return sam_translate(template, *mode)
+
+
+def resolver_for(translated: dict[str, Any], mode: tuple[str, str]) -> _Resolver:
+    """Evaluates the translated template's conditions as CloudFormation would in this mode."""
+    return _Resolver(translated, mode_parameters(*mode), stack_name="tpl")
 
 
 def of_type(translated: dict[str, Any], resource_type: str) -> dict[str, Any]:
@@ -109,9 +136,13 @@ def test_cfn_lint_reports_no_errors_or_warnings() -> None:
     assert problems == []
 
 
-def test_sam_translates_it_for_every_destination(translated: dict[str, Any]) -> None:
-    functions = of_type(translated, "AWS::Lambda::Function")
-    assert list(functions) == ["ForwarderFunction"]
+def test_sam_translates_it_for_every_destination_and_mode(
+    translated: dict[str, Any], mode: tuple[str, str]
+) -> None:
+    resolver = resolver_for(translated, mode)
+    functions = [f for f in of_type(translated, "AWS::Lambda::Function") if resolver.active(f)]
+    # The worker exists with many tenants only; one tenant keeps the stack it always had.
+    assert functions == (FUNCTIONS if mode[1] else ["ForwarderFunction"])
 
 
 def test_the_function_runs_alone_on_a_current_runtime(translated: dict[str, Any]) -> None:
@@ -119,10 +150,17 @@ def test_the_function_runs_alone_on_a_current_runtime(translated: dict[str, Any]
     assert properties["Runtime"] in {"python3.12", "python3.13"}
     # arm64 unless overridden (x86_64 lets `sam local invoke` run without emulation)
     assert properties["Architectures"] == [{"Ref": "Architecture"}]
-    assert properties["MemorySize"] == 512
+    assert properties["MemorySize"] == 256  # the benchmark's recommendation (README)
     assert properties["Timeout"] == {"Ref": "FunctionTimeout"}
     assert properties["ReservedConcurrentExecutions"] == 1
-    assert properties["Handler"] == "log_forwarder.app.lambda_handler"
+    # One tenant: the forwarder, as always. Many: the same scheduled function only enqueues.
+    assert properties["Handler"] == {
+        "Fn::If": [
+            "MultiTenant",
+            "log_forwarder.fanout.lambda_handler",
+            "log_forwarder.app.lambda_handler",
+        ]
+    }
     assert properties["LoggingConfig"] == {"LogFormat": "JSON"}
 
 
@@ -166,9 +204,14 @@ def test_failed_or_stale_invocations_go_to_an_encrypted_queue_without_retries(
     assert translated["Resources"]["FailureQueue"]["Properties"]["SqsManagedSseEnabled"] is True
 
 
-def role_statements(translated: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """(condition or None, statement) for every inline statement of the function's role."""
-    role = translated["Resources"]["ForwarderFunctionRole"]["Properties"]
+ROLES = {"ForwarderFunction": "ForwarderFunctionRole", "TenantWorkerFunction": "TenantWorkerRole"}
+
+
+def role_statements(
+    translated: dict[str, Any], role_id: str = "ForwarderFunctionRole"
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """(condition or None, statement) for every inline statement of a role."""
+    role = translated["Resources"][role_id]["Properties"]
     found: list[tuple[str | None, dict[str, Any]]] = []
     for policy in role["Policies"]:
         condition = None
@@ -179,81 +222,106 @@ def role_statements(translated: dict[str, Any]) -> list[tuple[str | None, dict[s
     return found
 
 
-def test_no_statement_grants_data_actions_on_every_resource(translated: dict[str, Any]) -> None:
-    for _, statement in role_statements(translated):
-        resources = (
-            statement["Resource"]
-            if isinstance(statement["Resource"], list)
-            else [statement["Resource"]]
-        )
-        assert "*" not in resources, statement
-    role = translated["Resources"]["ForwarderFunctionRole"]["Properties"]
-    assert [arn.rsplit("/", 1)[-1] for arn in role["ManagedPolicyArns"]] == [
-        "AWSLambdaBasicExecutionRole"
-    ]
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
-def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any]) -> None:
-    statements = role_statements(translated)
-    by_service: dict[str, tuple[str | None, dict[str, Any]]] = {}
-    secrets_statements: list[tuple[str | None, dict[str, Any]]] = []
-    tables: dict[str, list[str]] = {}
-    for condition, statement in statements:
-        actions = (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
-        services = {action.split(":")[0] for action in actions}
-        assert len(services) == 1, statement
-        service = services.pop()
-        if service == "dynamodb":
-            # One statement per table: the checkpoints, and the watch list (read only).
-            assert condition is None
-            tables[statement["Resource"]["Fn::GetAtt"][0]] = actions
-        by_service[service] = (condition, statement)
-        if service == "secretsmanager":
-            secrets_statements.append((condition, statement))
+def granted(
+    translated: dict[str, Any], role_id: str, mode: tuple[str, str]
+) -> dict[str, list[Any]]:
+    """IAM action → the resources it is granted on, by the statements active in this mode."""
+    resolver = resolver_for(translated, mode)
+    actions: dict[str, list[Any]] = {}
+    for condition, statement in role_statements(translated, role_id):
+        if condition is None or resolver.condition(condition):
+            for action in as_list(statement["Action"]):
+                actions.setdefault(action, []).extend(as_list(statement["Resource"]))
+    return actions
 
-    condition, logs = by_service["logs"]
-    assert condition == "UseCloudWatch"
-    assert set(logs["Action"]) == {
-        "logs:CreateLogStream",
-        "logs:PutLogEvents",
-        "logs:GetLogEvents",
-    }
-    assert logs["Resource"] == {
+
+@pytest.mark.parametrize("role_id", ROLES.values())
+def test_no_statement_grants_data_actions_on_every_resource(
+    translated: dict[str, Any], role_id: str
+) -> None:
+    for _, statement in role_statements(translated, role_id):
+        assert "*" not in as_list(statement["Resource"]), statement
+    role = translated["Resources"][role_id]["Properties"]
+    managed = [json.dumps(arn).strip('"}').rsplit("/", 1)[-1] for arn in role["ManagedPolicyArns"]]
+    # Not AWSLambdaSQSQueueExecutionRole, which SAM attaches for an SQS event: it may receive
+    # and delete on every queue of the account.
+    assert managed == ["AWSLambdaBasicExecutionRole"]
+
+
+def test_each_permission_is_scoped_to_its_resource(
+    translated: dict[str, Any], mode: tuple[str, str]
+) -> None:
+    destinations, tenants = mode
+    logs_group = {
         "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
         ":log-group:${ForwardedLogGroup}:*"
     }
-
-    condition, s3 = by_service["s3"]
-    assert condition == "UseS3"
-    assert s3["Action"] == ["s3:PutObject", "s3:GetObject"]
-    assert s3["Resource"] == {"Fn::Sub": "${ForwardedBucket.Arn}/${S3Prefix}*"}
-
-    assert tables == {
-        "CheckpointTable": ["dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:Scan"],
-        "WatchListTable": ["dynamodb:Scan"],
+    bucket = {"Fn::Sub": "${ForwardedBucket.Arn}/${S3Prefix}*"}
+    table = {"Fn::GetAtt": ["CheckpointTable", "Arn"]}
+    parameter = {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+        ":parameter${TenantsParameterName}"
     }
+    tenant_queue = {"Fn::GetAtt": ["TenantQueue", "Arn"]}
 
-    # The credentials secret always; the pseudonymisation key only when one is named.
-    (credentials, key) = sorted(secrets_statements, key=lambda item: item[0] or "")
-    for _, secrets in (credentials, key):
-        assert secrets["Action"] == ["secretsmanager:GetSecretValue"]
-    assert credentials[0] is None
-    assert "secret:${Auth0CredentialsSecretName}-??????" in json.dumps(credentials[1]["Resource"])
-    assert key[0] == "HasPseudonymisationKey"
-    assert "secret:${PseudonymisationKeySecretName}-??????" in json.dumps(key[1]["Resource"])
+    def on(resource: Any, *actions: str) -> dict[str, list[Any]]:
+        return {action: [resource] for action in actions}
 
-    condition, events = by_service["events"]
-    assert condition == "SendsFindings"
-    assert events["Action"] == "events:PutEvents"
-    assert events["Resource"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
-        ":event-bus/${FindingsEventBus}"
+    forwarding = on(table, "dynamodb:BatchGetItem", "dynamodb:UpdateItem", "dynamodb:Scan")
+    if "cloudwatch" in destinations:
+        forwarding |= on(
+            logs_group, "logs:CreateLogStream", "logs:PutLogEvents", "logs:GetLogEvents"
+        )
+    if "s3" in destinations:
+        forwarding |= on(bucket, "s3:PutObject", "s3:GetObject")
+    # Findings go to the bus the stack names (the default one, by default)
+    forwarding |= on(
+        {
+            "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}"
+            ":event-bus/${FindingsEventBus}"
+        },
+        "events:PutEvents",
+    )
+    # The on-failure destination of the scheduled invocations, SAM's statement.
+    failure_queue = {"sqs:SendMessage": [{"Fn::GetAtt": ["FailureQueue", "Arn"]}]}
+    scheduler = granted(translated, "ForwarderFunctionRole", mode)
+    if not tenants:
+        # GIVEN one tenant: the scheduled function forwards, reads its watch list table, and
+        # may read its one secret
+        secret = scheduler.pop("secretsmanager:GetSecretValue")
+        assert "secret:${Auth0CredentialsSecretName}-??????" in json.dumps(secret)
+        scan = scheduler.pop("dynamodb:Scan")
+        assert sorted(map(json.dumps, scan)) == sorted(
+            map(json.dumps, [table, {"Fn::GetAtt": ["WatchListTable", "Arn"]}])
+        )
+        forwarding.pop("dynamodb:Scan")
+        assert scheduler == {**forwarding, **failure_queue}
+        return
+    # GIVEN many tenants: the scheduled function reads the document and enqueues, nothing else
+    assert scheduler == {
+        "ssm:GetParameter": [parameter],
+        "sqs:SendMessage": [{"Fn::GetAtt": ["FailureQueue", "Arn"]}, tenant_queue],
     }
-
-    _, sqs = by_service["sqs"]
-    assert sqs["Resource"] == {"Fn::GetAtt": ["FailureQueue", "Arn"]}
+    # AND the worker forwards, reads the tenants' secrets under the prefix, and handles its queue
+    worker = granted(translated, "TenantWorkerRole", mode)
+    secrets = worker.pop("secretsmanager:GetSecretValue")
+    assert json.dumps(secrets).endswith(':secret:${TenantSecretsPrefix}*"}]')
+    assert worker == {
+        **forwarding,
+        "ssm:GetParameter": [parameter],
+        **on(
+            tenant_queue,
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+        ),
+        "sqs:SendMessage": [{"Fn::GetAtt": ["TenantDeadLetterQueue", "Arn"]}],
+    }
 
 
 @pytest.mark.parametrize("logical_id", ["CheckpointTable", "WatchListTable"])
@@ -342,6 +410,9 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
     assert (
         defaults
         | {
+            "TenantsParameterName": "",
+            "TenantSecretsPrefix": "auth0-user-log-forwarder/",
+            "MaxConcurrentTenants": 5,
             "S3Prefix": "auth0-logs/",
             "StartFrom": "earliest",
             "OverlapWindowSeconds": 600,
@@ -359,7 +430,32 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
     assert parameters["Architecture"]["AllowedValues"] == ["arm64", "x86_64"]
     assert parameters["Destinations"]["AllowedValues"] == DESTINATIONS
     assert 14 in parameters["LogGroupRetentionDays"]["AllowedValues"]
-    assert "Default" not in parameters["Auth0Domain"]
+    # The default secret is under the prefix the workers may read.
+    assert defaults["Auth0CredentialsSecretName"].startswith(defaults["TenantSecretsPrefix"])
+
+
+@pytest.mark.parametrize(
+    ("domain", "tenants", "accepted"),
+    [
+        ("example.eu.auth0.com", "", True),
+        ("", "", False),  # one tenant, and no domain: refused before anything is created
+        ("", TENANTS_PARAMETER, True),
+    ],
+)
+def test_a_single_tenant_stack_needs_its_domain(
+    template: dict[str, Any], domain: str, tenants: str, accepted: bool
+) -> None:
+    # GIVEN the template's rules / WHEN they are evaluated as CloudFormation does at deploy time
+    resolver = _Resolver(
+        template, {"Auth0Domain": domain, "TenantsParameterName": tenants}, stack_name="tpl"
+    )
+    verdicts = [
+        all(resolver.resolve(a["Assert"]) for a in rule["Assertions"])
+        for rule in template["Rules"].values()
+        if resolver.resolve(rule.get("RuleCondition", True))
+    ]
+    # THEN only a stack with one tenant and no domain is refused
+    assert all(verdicts) is accepted
 
 
 def documented_variables() -> set[str]:
@@ -389,24 +485,44 @@ def test_the_readme_lists_every_parameter_with_its_default(template: dict[str, A
         if not default:
             continue  # the operational ones, listed together
         expected = parameters[name].get("Default")
-        if expected is None:
-            assert default == "(required)", name
+        if default.startswith("(required"):
+            assert expected in (None, ""), name
         else:
             assert default == ("empty" if expected == "" else str(expected)), name
 
 
-def test_the_function_declares_every_documented_variable(template: dict[str, Any]) -> None:
+def test_the_functions_declare_every_documented_variable(template: dict[str, Any]) -> None:
     expected = documented_variables()
     assert {"CHECKPOINT_TABLE", "AUTH0_CLIENT_SECRET", "AWS_ENDPOINT_URL"} <= expected
-    assert expected == set(function_variables(template)) - POWERTOOLS_VARIABLES
+    assert {"TENANTS_PARAMETER", "TENANT_QUEUE_URL", "TENANT_SECRETS_PREFIX"} <= expected
+    declared = {name for f in FUNCTIONS for name in function_variables(template, f)}
+    assert expected == declared - POWERTOOLS_VARIABLES
+
+
+def test_the_worker_gets_the_deployment_wide_variables_as_the_scheduled_function_does(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN both functions' variables
+    scheduled = function_variables(template, "ForwarderFunction")
+    worker = function_variables(template, "TenantWorkerFunction")
+    # THEN the worker has every one except those the tenants document gives per tenant, each
+    # with the same value (so a parameter change reaches both)
+    # (the watch list table names one tenant's users: with many, the document has the lists)
+    per_tenant = {"AUTH0_DOMAIN", "AUTH0_CREDENTIALS_SECRET", "WATCHED_USER_IDS", "WATCH_TABLE"}
+    local_auth0 = {"AUTH0_BASE_URL", "AUTH0_CLIENT_ID", "AUTH0_CLIENT_SECRET"}
+    expected = {k: v for k, v in scheduled.items() if k not in per_tenant | local_auth0}
+    expected["TENANT_QUEUE_URL"] = {"Ref": "TenantQueue"}
+    expected["TENANT_DEAD_LETTER_QUEUE_URL"] = {"Ref": "TenantDeadLetterQueue"}
+    assert worker == expected
 
 
 def test_local_only_variables_are_empty_in_the_template(template: dict[str, Any]) -> None:
     # They exist only so that `sam local invoke --env-vars` can set them; AWS never gets values.
-    variables = function_variables(template)
-    assert {name: variables[name] for name in LOCAL_ONLY_VARIABLES} == dict.fromkeys(
-        LOCAL_ONLY_VARIABLES, ""
-    )
+    for function in FUNCTIONS:
+        variables = function_variables(template, function)
+        local = {name: variables[name] for name in LOCAL_ONLY_VARIABLES if name in variables}
+        assert local == dict.fromkeys(local, "")
+    assert set(function_variables(template)) >= LOCAL_ONLY_VARIABLES
 
 
 def test_env_json_sets_only_variables_the_template_declares(template: dict[str, Any]) -> None:
@@ -480,6 +596,63 @@ def test_deploy_template_creates_what_the_template_declares(template: dict[str, 
         assert set(json.loads(secret["SecretString"])) == {"client_id", "client_secret"}
 
 
+def test_many_tenants_deploy_a_fifo_tenant_queue_with_a_dead_letter_queue(
+    template: dict[str, Any],
+) -> None:
+    with LocalAws() as aws:
+        # GIVEN a stack with one tenant and one with many
+        one = deploy_template(aws, stack_name="tpl-one", destinations="s3")
+        many = deploy_template(
+            aws, stack_name="tpl-many", destinations="s3", tenants_parameter=TENANTS_PARAMETER
+        )
+        # THEN one tenant has no tenant queue at all
+        assert set(one.queue_urls) == {"FailureQueue"}
+        assert set(many.queue_urls) == {"FailureQueue", "TenantQueue", "TenantDeadLetterQueue"}
+        # AND the tenant queue is FIFO, hides a message as long as the worker may run, keeps
+        # ticks an hour, and moves a message failed three times to a FIFO dead-letter queue
+        sqs = aws.client("sqs")
+        queue = sqs.get_queue_attributes(
+            QueueUrl=many.queue_urls["TenantQueue"], AttributeNames=["All"]
+        )["Attributes"]
+        dead = sqs.get_queue_attributes(
+            QueueUrl=many.queue_urls["TenantDeadLetterQueue"], AttributeNames=["All"]
+        )["Attributes"]
+        assert queue["FifoQueue"] == dead["FifoQueue"] == "true"
+        timeout = template["Parameters"]["FunctionTimeout"]["Default"]
+        assert int(queue["VisibilityTimeout"]) == timeout
+        assert int(queue["MessageRetentionPeriod"]) == 3600
+        assert json.loads(queue["RedrivePolicy"]) == {
+            "deadLetterTargetArn": dead["QueueArn"],
+            "maxReceiveCount": 3,
+        }
+
+
+def test_the_worker_takes_one_tenant_per_invocation_and_reports_each_message(
+    template: dict[str, Any],
+) -> None:
+    worker = template["Resources"]["TenantWorkerFunction"]
+    assert worker["Condition"] == "MultiTenant"
+    assert worker["Properties"]["Handler"] == "log_forwarder.worker.lambda_handler"
+    # The queue's visibility must not be below the worker's timeout (the event source refuses
+    # that); the worker runs with the Globals timeout, the queue's visibility is that parameter.
+    assert "Timeout" not in worker["Properties"]
+    assert template["Globals"]["Function"]["Timeout"] == {"Ref": "FunctionTimeout"}
+    queue = template["Resources"]["TenantQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == {"Ref": "FunctionTimeout"}
+    (event,) = worker["Properties"]["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"] == {
+        "Queue": {"Fn::GetAtt": ["TenantQueue", "Arn"]},
+        "BatchSize": 1,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "ScalingConfig": {"MaximumConcurrency": {"Ref": "MaxConcurrentTenants"}},
+    }
+    # AND everything multi-tenant exists only with the condition
+    for logical_id, resource in template["Resources"].items():
+        if logical_id.startswith("Tenant"):
+            assert resource.get("Condition") == "MultiTenant", logical_id
+
+
 def test_the_handler_the_template_names_exists() -> None:
     handler_file = ROOT / "src" / "log_forwarder" / "app.py"
     if not handler_file.exists():
@@ -504,40 +677,113 @@ IAM_ACTION_OF_CALL = {
     "put_object": "s3:PutObject",
     "get_object": "s3:GetObject",
     "put_events": "events:PutEvents",
+    "get_parameter": "ssm:GetParameter",
+    "send_message_batch": "sqs:SendMessage",
+    "send_message": "sqs:SendMessage",
+    "change_message_visibility": "sqs:ChangeMessageVisibility",
+    # Through Powertools' SecretsProvider (credentials.py), not a call of our own.
+    "get_secret_value": "secretsmanager:GetSecretValue",
 }
+# What the Lambda service does with a function's role, not its code: polling the worker's SQS
+# event source, sending a failed scheduled invocation to its on-failure destination.
+SERVICE_ACTIONS = {
+    "TenantWorkerFunction": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
+    "ForwarderFunction": {"sqs:SendMessage"},
+}
+PACKAGE = ROOT / "src" / "log_forwarder"
+CLIENT_SERVICES = ("dynamodb", "events", "logs", "s3", "secretsmanager", "ssm", "sqs")
 
 
-def aws_calls_in_code() -> set[str]:
+def aws_operations() -> set[str]:
+    """Every operation name (as boto3 spells its methods) of the services the code uses."""
+    import botocore.session
+    from botocore import xform_name
+
+    session = botocore.session.get_session()
+    return {
+        xform_name(operation)
+        for service in CLIENT_SERVICES
+        for operation in session.get_service_model(service).operation_names
+    }
+
+
+def module_path(module: str) -> Path:
+    relative = Path(*module.split(".")[1:])
+    package = PACKAGE / relative / "__init__.py"
+    return package if package.exists() else PACKAGE / relative.with_suffix(".py")
+
+
+def imported_modules(module: str) -> set[str]:
+    """The package's modules `module` imports, at any depth (itself included)."""
+    seen: set[str] = set()
+    pending = [module]
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        path = module_path(current)
+        package = current if path.name == "__init__.py" else current.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            if not base.startswith("log_forwarder"):
+                continue
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                pending.append(candidate if module_path(candidate).exists() else base)
+    return seen
+
+
+def aws_calls_of(modules: set[str]) -> set[str]:
+    """The AWS operations these modules name on their clients (called, or handed on)."""
+    operations = aws_operations()
     calls: set[str] = set()
-    for path in (ROOT / "src" / "log_forwarder").rglob("*.py"):
-        if "cli" in path.relative_to(ROOT / "src" / "log_forwarder").parts[:-1]:
-            continue  # the operator's CLI runs with the operator's credentials, not the role
-        calls.update(re.findall(r"self\._client\.([a-z_]+)\b", path.read_text(encoding="utf-8")))
-    # The Auth0 client's own methods share the attribute name; they are not AWS calls.
-    return calls - {"user_logs", "search_logs", "get", "post", "meta"}
+    for module in modules:
+        text = module_path(module).read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Attribute) and node.attr in operations:
+                calls.add(node.attr)
+        if "SecretsProvider" in text:
+            calls.add("get_secret_value")
+    return calls
 
 
-def test_the_role_grants_every_aws_call_the_code_makes(translated: dict[str, Any]) -> None:
-    # GIVEN the operations the code calls on its boto3 clients
-    calls = aws_calls_in_code()
-    assert {"put_log_events", "put_object", "update_item"} <= calls
-    unknown = calls - set(IAM_ACTION_OF_CALL)
-    assert not unknown, f"add the IAM action of {sorted(unknown)} to IAM_ACTION_OF_CALL"
-    # THEN the function's role allows each of them (destinations only when they are chosen)
-    granted = {
-        action
-        for _, statement in role_statements(translated)
-        for action in (
-            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        )
-    }
-    needed = {IAM_ACTION_OF_CALL[call] for call in calls}
-    missing = {
-        action
-        for action in needed - granted
-        if action.split(":")[0] in {s.split(":")[0] for s in granted}
-    }
-    assert not missing, f"the role lacks {sorted(missing)}"
+def test_the_import_walk_sees_each_function_s_calls() -> None:
+    # The walk itself: the scheduler in multi-tenant mode reaches no forwarding code at all,
+    # and the worker no sending to the tenant queue.
+    fanout = aws_calls_of(imported_modules("log_forwarder.fanout"))
+    assert fanout == {"get_parameter", "send_message_batch"}
+    worker = aws_calls_of(imported_modules("log_forwarder.worker"))
+    assert {"put_log_events", "update_item", "change_message_visibility", "send_message"} <= worker
+    assert "send_message_batch" not in worker
+
+
+def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
+    translated: dict[str, Any], mode: tuple[str, str]
+) -> None:
+    resolver = resolver_for(translated, mode)
+    for function in [f for f in FUNCTIONS if resolver.active(f)]:
+        # GIVEN the operations reachable from the handler the template names in this mode
+        handler = resolver.resolve(translated["Resources"][function]["Properties"]["Handler"])
+        calls = aws_calls_of(imported_modules(handler.rpartition(".")[0]))
+        unknown = calls - set(IAM_ACTION_OF_CALL)
+        assert not unknown, f"add the IAM action of {sorted(unknown)} to IAM_ACTION_OF_CALL"
+        needed = {IAM_ACTION_OF_CALL[call] for call in calls}
+        # (a destination not chosen is never called)
+        destinations = mode[0]
+        needed -= {a for a in needed if a.startswith("logs:") and "cloudwatch" not in destinations}
+        needed -= {a for a in needed if a.startswith("s3:") and "s3" not in destinations}
+        # WHEN the role's statements active in this mode are read
+        role = set(granted(translated, ROLES[function], mode))
+        # THEN it grants each call, and nothing else but what Lambda itself does with it
+        assert needed - role == set(), f"{function}'s role lacks {sorted(needed - role)}"
+        extra = role - needed - SERVICE_ACTIONS[function]
+        assert not extra, f"{function}'s role grants unneeded {sorted(extra)}"
 
 
 def test_the_readme_lists_every_metric_the_function_emits() -> None:

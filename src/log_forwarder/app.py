@@ -33,12 +33,18 @@ from .outputs import output_policy
 from .pacing import Pacer
 from .report import RunReport, findings_by_rule, metric_values
 from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S
-from .sinks import CloudWatchSink, EventBridgeSink, S3Sink, Sink
+from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .watch_list import DynamoWatchList
 
 SERVICE = "auth0-user-log-forwarder"
 logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
-metrics = Metrics(namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "Auth0LogForwarder")
+# The service (the metrics' one dimension, which the alarms and the dashboard name) is given
+# rather than left to Powertools' own reading of the variable, like the logger's: the same
+# value, and no module imported before the environment is set can end up without it.
+metrics = Metrics(
+    namespace=os.getenv("POWERTOOLS_METRICS_NAMESPACE") or "Auth0LogForwarder",
+    service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE,
+)
 # The package's module loggers write through the same JSON formatter; library loggers (botocore,
 # httpx) stay out, they would log every request.
 copy_config_to_registered_loggers(
@@ -82,13 +88,24 @@ def build_runtime(
     clock: Callable[[], float] = time.time,
     session: boto3.session.Session | None = None,
     http: httpx.Client | None = None,
+    key_prefix: str = "",
 ) -> Runtime:
     """Everything an invocation needs, built once per container. Tests and local runs may pass
-    their own clock, boto3 session and HTTP client."""
+    their own clock, boto3 session and HTTP client.
+
+    `key_prefix` (multi-tenant mode: the tenant's `<domain>#`) starts every checkpoint key,
+    stream name and S3 user segment, so tenants sharing the table and destinations stay apart.
+    """
     session = session or boto3.session.Session()
     dynamodb = session.client("dynamodb", config=AWS_CLIENT_CONFIG)
-    store = DynamoCheckpointStore(settings.checkpoint_table, client=dynamodb)
-    watch_list = DynamoWatchList(settings.watch_table, dynamodb) if settings.watch_table else None
+    store = DynamoCheckpointStore(settings.checkpoint_table, client=dynamodb, key_prefix=key_prefix)
+    # The watch list table names users of one tenant: with many tenants, each one's watch list
+    # is in the tenants document (or its prefixed checkpoint items).
+    watch_list = (
+        DynamoWatchList(settings.watch_table, dynamodb)
+        if settings.watch_table and not key_prefix
+        else None
+    )
     sinks: list[Sink] = []
     if settings.log_group_name:
         logs = session.client("logs", config=AWS_CLIENT_CONFIG)
@@ -114,6 +131,8 @@ def build_runtime(
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
+    if key_prefix:
+        sinks = [PrefixedSink(sink, key_prefix) for sink in sinks]
     forwarder = Forwarder(
         settings=settings,
         source=client,
@@ -148,7 +167,15 @@ def _get_runtime() -> Runtime:
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    runtime = _get_runtime()
+    return forward(_get_runtime(), context)
+
+
+def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
+    """One run over the runtime's watched users; publishes its metrics and returns its summary.
+
+    Raises when some user failed, after every other user's progress is committed. The
+    multi-tenant worker calls it once per tenant message.
+    """
     margin_ms = runtime.settings.time_margin_ms
     if context.get_remaining_time_in_millis() <= margin_ms:
         # Otherwise every user would be deferred on every run, and nothing ever forwarded.

@@ -13,6 +13,10 @@ An item looks like this (operators add the first two to watch a user without red
 
 Writes are conditional on the version read, so a duplicated or overlapping invocation gets
 CheckpointConflict instead of silently moving a checkpoint another run already moved.
+
+With many tenants in one table (multi-tenant mode), every key starts with the tenant's prefix
+(`<domain>#`), so one user id in two tenants has two items; callers still speak of bare user ids.
+A single-tenant store has no prefix: its items are exactly what they always were.
 """
 
 from __future__ import annotations
@@ -169,12 +173,17 @@ class DynamoCheckpointStore:
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = CHECKPOINT_RETRY,
         clock: Callable[[], float] = time.time,
+        key_prefix: str = "",
     ) -> None:
         self.table_name = table_name
         self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
         self._sleep = sleep
         self._clock = clock
         self._retry_policy = retry
+        self.key_prefix = key_prefix
+
+    def _key(self, user_id: str) -> str:
+        return self.key_prefix + user_id
 
     def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
         """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
@@ -184,13 +193,13 @@ class DynamoCheckpointStore:
             for item in self._batch_get(unique[start : start + BATCH_GET_LIMIT]):
                 if "version" not in item and "state" not in item:
                     continue  # an operator's watch-only item: no checkpoint yet
-                stored = _read_item(item)
+                stored = _read_item(item, self.key_prefix)
                 found[stored.user_id] = stored
         return found
 
     def _batch_get(self, user_ids: list[str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        keys: list[dict[str, Any]] = [{"user_id": {"S": user_id}} for user_id in user_ids]
+        keys: list[dict[str, Any]] = [{"user_id": {"S": self._key(user)}} for user in user_ids]
         # DynamoDB hands back keys it could not read under load: ask again for those, after a wait.
         unread = Attempts(self._retry_policy, sleep=self._sleep)
         while True:
@@ -247,7 +256,7 @@ class DynamoCheckpointStore:
                 # an operator added survive every save.
                 self._client.update_item(
                     TableName=self.table_name,
-                    Key={"user_id": {"S": user_id}},
+                    Key={"user_id": {"S": self._key(user_id)}},
                     UpdateExpression=expression,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
@@ -274,9 +283,16 @@ class DynamoCheckpointStore:
             "ExpressionAttributeValues": {":true": {"BOOL": True}, ":true_text": {"S": "true"}},
             "ConsistentRead": True,
         }
+        if self.key_prefix:
+            # A tenant's watch items only; without a prefix the filter stays what it always was.
+            kwargs["FilterExpression"] = f"({kwargs['FilterExpression']}) AND begins_with(#u, :p)"
+            kwargs["ExpressionAttributeValues"][":p"] = {"S": self.key_prefix}
         while True:
             response = self._call("Scan", lambda: self._client.scan(**kwargs), UNLIMITED)
-            users.extend(item["user_id"]["S"] for item in response.get("Items", []))
+            users.extend(
+                item["user_id"]["S"].removeprefix(self.key_prefix)
+                for item in response.get("Items", [])
+            )
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return sorted(users)
@@ -291,8 +307,8 @@ class DynamoCheckpointStore:
         )
 
 
-def _read_item(item: Mapping[str, Any]) -> StoredCheckpoint:
-    user_id = str(item["user_id"]["S"])
+def _read_item(item: Mapping[str, Any], key_prefix: str) -> StoredCheckpoint:
+    user_id = str(item["user_id"]["S"]).removeprefix(key_prefix)
     try:
         if "state" not in item:
             raise CheckpointStateError(

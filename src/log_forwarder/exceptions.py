@@ -16,7 +16,9 @@
     ├── CheckpointError             the checkpoint table could not be read or written
     │   ├── CheckpointConflict      another run moved the checkpoint first (conditional write)
     │   └── CheckpointStateError    a stored state is unreadable, or a new one would not fit
-    └── RunFailed                   some users were not forwarded this run (raised by the handler)
+    ├── RunFailed                   some users were not forwarded this run (raised by the handler)
+    ├── FanoutError                 the tenant queue did not take every tenant's message
+    └── PoisonMessage               a tenant queue message no run can ever process
 
 The forwarder catches ForwarderError per user: that user fails, the others go on. Anything else is
 a bug and fails the run loudly. Messages never contain secrets or tokens: callers may log them
@@ -96,3 +98,11 @@ class CheckpointStateError(CheckpointError):
 
 class RunFailed(ForwarderError):
     """Some users could not be forwarded this run; their checkpoints did not move past anything."""
+
+
+class FanoutError(ForwarderError):
+    """The tenant queue refused some tenants' messages (after retries): they miss a tick."""
+
+
+class PoisonMessage(ForwarderError):
+    """A tenant queue message is not what the scheduler sends: no retry can make it work."""

@@ -7,6 +7,7 @@ personal data: log messages here carry counts, ids and names, never lines.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from log_forwarder.records import Delivery, DeliveryReport
@@ -14,10 +15,33 @@ from log_forwarder.sinks.cloudwatch import CloudWatchSink, rejected_indices
 from log_forwarder.sinks.eventbridge import EventBridgeSink
 from log_forwarder.sinks.s3 import S3Sink
 
-__all__ = ["CloudWatchSink", "EventBridgeSink", "S3Sink", "Sink", "rejected_indices"]
+__all__ = [
+    "CloudWatchSink",
+    "EventBridgeSink",
+    "PrefixedSink",
+    "S3Sink",
+    "Sink",
+    "rejected_indices",
+]
 
 
 class Sink(Protocol):
     name: str
 
     def deliver(self, delivery: Delivery) -> DeliveryReport: ...
+
+
+class PrefixedSink:
+    """A sink that names each user `prefix + user id`: with many tenants in one deployment, one
+    user id in two tenants gets two CloudWatch streams and two S3 key segments, never one.
+
+    Only the names change; the lines (and their `_forwarder.watched_user_id`) are untouched.
+    """
+
+    def __init__(self, inner: Sink, prefix: str) -> None:
+        self.name = inner.name
+        self.inner = inner
+        self.prefix = prefix
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
+        return self.inner.deliver(replace(delivery, user_id=self.prefix + delivery.user_id))

@@ -1,0 +1,163 @@
+"""Multi-tenant mode, the scheduled side: one message per tenant on the FIFO tenant queue.
+
+    EventBridge tick → ForwarderFunction (this handler, chosen by the template when
+    TenantsParameterName is set) → the tenants document (SSM), validated
+      → TenantQueue.fifo: one message per tenant, its group the tenant's
+      → TenantWorkerFunction (worker.py): one tenant per invocation, at most one per tenant
+
+It reads Auth0 nowhere and writes no checkpoint: its role holds ssm:GetParameter and
+sqs:SendMessage only. A tenant whose entry is invalid is left out and the invocation fails
+after the others are enqueued, so the Errors alarm and the failure queue see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws_errors import error_code
+from .exceptions import ConfigError, FanoutError
+from .tenant_message import TenantMessage, dedup_id, group_id
+from .tenants import TenantsParameter
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.client import SQSClient
+    from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
+
+SERVICE = "auth0-user-log-forwarder"
+logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
+copy_config_to_registered_loggers(
+    source_logger=logger,
+    include={n for n in logging.root.manager.loggerDict if n.startswith("log_forwarder")},
+)
+# Both calls are idempotent (a read; sends with deduplication ids): botocore may retry them.
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
+)
+SEND_BATCH_LIMIT = 10  # SendMessageBatch takes at most ten entries
+SEND_ATTEMPTS = 3  # per entry the queue refuses (throttled, internal error)
+
+
+class TenantQueue:
+    """The FIFO queue of tenant messages."""
+
+    def __init__(self, url: str, client: SQSClient) -> None:
+        self.url = url
+        self._client = client
+
+    def enqueue(self, messages: Sequence[TenantMessage]) -> None:
+        """Send every message; FanoutError naming the tenants the queue would not take."""
+        refused: list[str] = []
+        for start in range(0, len(messages), SEND_BATCH_LIMIT):
+            refused += self._send(messages[start : start + SEND_BATCH_LIMIT])
+        if refused:
+            raise FanoutError(
+                f"tenant queue refused the messages of {len(refused)} tenant(s) after "
+                f"{SEND_ATTEMPTS} attempts: {'; '.join(refused[:5])}; they run at the next tick"
+            )
+
+    def _send(self, messages: Sequence[TenantMessage]) -> list[str]:
+        pending = {str(index): message for index, message in enumerate(messages)}
+        reasons: dict[str, str] = {}
+        for _attempt in range(SEND_ATTEMPTS):
+            if not pending:
+                break
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {
+                    "Id": entry_id,
+                    "MessageBody": message.body(),
+                    "MessageGroupId": group_id(message.tenant),
+                    "MessageDeduplicationId": dedup_id(message.tick, message.tenant),
+                }
+                for entry_id, message in pending.items()
+            ]
+            try:
+                response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
+            except (ClientError, BotoCoreError) as error:
+                # A resend is safe: the deduplication ids make SQS drop what it already holds.
+                reasons = dict.fromkeys(pending, error_code(error))
+                continue
+            failed = {item["Id"]: item.get("Code", "error") for item in response.get("Failed", [])}
+            pending = {key: value for key, value in pending.items() if key in failed}
+            reasons = failed
+        return [f"{message.tenant}: {reasons.get(key, '?')}" for key, message in pending.items()]
+
+
+@dataclass(frozen=True)
+class Scheduler:
+    tenants: TenantsParameter
+    queue: TenantQueue
+
+
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
+    """From TENANTS_PARAMETER, TENANT_SECRETS_PREFIX and TENANT_QUEUE_URL."""
+    names = ("TENANTS_PARAMETER", "TENANT_QUEUE_URL")
+    missing = [name for name in names if not os.environ.get(name, "").strip()]
+    if missing:
+        raise ConfigError(
+            f"{' and '.join(missing)} must be set in multi-tenant mode (the template sets them "
+            "when TenantsParameterName is given)"
+        )
+    session = session or boto3.session.Session()
+    tenants = TenantsParameter(
+        os.environ["TENANTS_PARAMETER"].strip(),
+        session.client("ssm", config=CLIENT_CONFIG),
+        secrets_prefix=os.environ.get("TENANT_SECRETS_PREFIX", ""),
+        max_age_s=0,  # every tick reads it: a changed document applies at the next tick
+    )
+    queue_url = os.environ["TENANT_QUEUE_URL"].strip()
+    return Scheduler(tenants, TenantQueue(queue_url, session.client("sqs", config=CLIENT_CONFIG)))
+
+
+def reset_runtime(**_ignored: Any) -> None:
+    """Forget the scheduler built so far, as a new container would (tests and local runs)."""
+    global _scheduler
+    with _scheduler_lock:
+        _scheduler = None
+
+
+def _get_scheduler() -> Scheduler:
+    global _scheduler
+    with _scheduler_lock:
+        if _scheduler is None:
+            _scheduler = build_scheduler()
+        return _scheduler
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    scheduler = _get_scheduler()
+    config = scheduler.tenants.load(force=True)
+    tick = str(event.get("id") or context.aws_request_id)
+    now = datetime.fromtimestamp(time.time(), tz=UTC).isoformat(timespec="milliseconds")
+    messages = [TenantMessage(tenant.domain, tick, now) for tenant in config.tenants]
+    scheduler.queue.enqueue(messages)
+    summary = {
+        "scheduled": [message.tenant for message in messages],
+        "left_out": list(config.errors),
+    }
+    logger.info("Tenants scheduled", extra={"summary": summary})
+    if config.errors:
+        # The others are on their way; now fail loudly for the ones left out.
+        raise ConfigError(
+            f"{len(config.errors)} tenant(s) left out of this tick: " + "; ".join(config.errors)
+        )
+    return summary
