@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,57 @@ def openapi() -> dict[str, Any]:
     if not OPENAPI.exists():
         pytest.skip(f"Auth0 OpenAPI extract not found at {OPENAPI} (../shared is not checked out)")
     return json.loads(OPENAPI.read_text(encoding="utf-8"))
+
+
+# The figures the end-to-end tests record for the summary below. Under pytest-xdist each worker
+# fills its own copy, so a worker hands its copy to the controller when it finishes.
+_LEDGERS = (
+    ("tests.test_integration", "DELIVERY_LEDGER"),
+    ("tests.test_faults", "FAULT_LEDGER"),
+    ("tests.test_faults", "MARGINS"),
+    ("tests.test_ocsf", "OCSF_LEDGER"),
+    ("tests.test_detections_e2e", "DETECTION_LEDGER"),
+    ("tests.cli_support", "CLI_LEDGER"),
+    ("tests.test_fanout_integration", "FANOUT_LEDGER"),
+)
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is None:
+        return
+    ledgers: dict[str, Any] = {}
+    for module_name, name in _LEDGERS:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        value = getattr(module, name)
+        if isinstance(value, dict) and name == "OCSF_LEDGER":
+            value = {
+                corpus: {k: [v[0], set(v[1])] for k, v in rows.items()}
+                for corpus, rows in value.items()
+            }
+        ledgers[f"{module_name}:{name}"] = value
+    workeroutput["ledgers"] = pickle.dumps(ledgers)
+
+
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    packed = getattr(node, "workeroutput", {}).get("ledgers")
+    if packed is None:
+        return
+    for key, value in pickle.loads(packed).items():  # noqa: S301 - our own workers wrote it
+        module_name, name = key.split(":")
+        target = getattr(importlib.import_module(module_name), name)
+        if isinstance(target, list):
+            target.extend(value)
+        elif name == "OCSF_LEDGER":
+            for corpus, rows in value.items():
+                for class_name, (events, codes) in rows.items():
+                    row = target[corpus][class_name]
+                    row[0] += events
+                    row[1] |= codes
+        else:
+            target.update(value)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
