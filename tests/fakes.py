@@ -223,7 +223,8 @@ class InMemoryCheckpointStore:
             return sorted(
                 user_id
                 for user_id, item in self._items.items()
-                if item.get("watch") is True or item.get("watch") == "true"
+                if (item.get("watch") is True or item.get("watch") == "true")
+                and not user_id.startswith("#")
             )
 
 

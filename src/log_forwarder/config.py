@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from .exceptions import ConfigError
+from .read_mode import OWN_KEY_PREFIX, READ_MODES, ReadMode
 
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
@@ -59,6 +60,7 @@ class Settings:
     max_concurrent_users: int
     time_margin_ms: int
     log_retention_ms: int
+    read_mode: ReadMode = "auto"
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -140,6 +142,7 @@ class Settings:
             time_margin_ms=_integer(env, "TIME_MARGIN_SECONDS", 60, 1, 900) * 1000,
             log_retention_ms=_integer(env, "AUTH0_LOG_RETENTION_HOURS", 24, 1, 24 * 366)
             * 3_600_000,
+            read_mode=_read_mode(env),
         )
 
 
@@ -192,8 +195,27 @@ def _watch_list(env: Mapping[str, str]) -> tuple[str, ...] | None:
             f"WATCHED_USER_IDS has an empty entry; expected comma-separated user ids such as "
             f"'auth0|abc,google-oauth2|123' (got {len(ids)} entries)"
         )
+    own = [part for part in ids if part.startswith(OWN_KEY_PREFIX)]
+    if own:
+        # The checkpoint table keeps the forwarder's own items under such keys (read_mode.py);
+        # no Auth0 user id has this shape ("<provider>|<id>").
+        raise ConfigError(
+            f"WATCHED_USER_IDS has {own[0]!r}: ids starting with {OWN_KEY_PREFIX!r} are the "
+            "forwarder's own checkpoint items, not Auth0 user ids"
+        )
     # Keep the operator's order but drop repeats: one user, one cursor.
     return tuple(dict.fromkeys(ids))
+
+
+def _read_mode(env: Mapping[str, str]) -> ReadMode:
+    raw = _optional(env, "READ_MODE") or "auto"
+    for mode in READ_MODES:
+        if raw.lower() == mode:
+            return mode
+    raise ConfigError(
+        f"READ_MODE={raw!r} is not allowed; use 'auto' (the cheaper of the two, run by run), "
+        "'per-user' or 'stream'"
+    )
 
 
 def _s3_prefix(env: Mapping[str, str]) -> str:
