@@ -66,17 +66,20 @@ class Forwarder:
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
         decision = self._decide(tenant, user_ids, loaded, run)
         logger.info("Read mode", extra={"read_mode": decision.mode, "why": decision.reason})
+        stream: StreamRun | None = None
         if decision.mode == STREAM:
             parts = Parts(self._settings, self._source, self._store, self._sinks, self._now_ms)
             stream = StreamRun(parts, run, tenant, self.read_users)
             reports = stream.run(user_ids, loaded)
+            decision = stream.fallback or decision  # read per user after all (no read:logs)
         else:
             reports = [report for report, _ in self.read_users(user_ids, loaded, run, tenant.state)]
         report = RunReport(users=reports, calls=run.scope.stats, finished_ms=self._now_ms())
         report.read = ReadReport(decision.mode, decision.reason, tenant.state.refused)
-        if decision.mode == STREAM:
+        if stream is not None and decision.mode == STREAM:
             report.read.stream_events = stream.events_read
             report.read.stream_complete = stream.complete
+            report.read.error = stream.error
         self._record(tenant, decision, report)
         return report
 

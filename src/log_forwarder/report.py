@@ -115,6 +115,7 @@ class ReadReport:
     stream_unavailable: str | None = None  # why the tenant stream cannot be read (no read:logs)
     stream_events: int = 0  # entries the tenant stream returned, every user's
     stream_complete: bool | None = None  # the stream was read to its end (None: not read)
+    error: str | None = None  # the stream could not go on (its checkpoint not written)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +124,7 @@ class ReadReport:
             "stream_unavailable": self.stream_unavailable,
             "stream_events": self.stream_events,
             "stream_complete": self.stream_complete,
+            "stream_error": self.error,
         }
 
 

@@ -146,12 +146,24 @@ def _is_id(value: object) -> bool:
 # -- where the stream starts -----------------------------------------------------------------
 
 
-def start_position(source: LogSource, since_ms: int | None, scope: CallScope) -> str | None:
+def start_position(
+    source: LogSource, since_ms: int | None, scope: CallScope, *, held_margin_ms: int | None = None
+) -> str | None:
     """A log_id before every retained event dated `since_ms` or later (None: before every
     retained event). When none is dated that late yet, the newest log_id there is: whatever
-    comes next is after it. None when the tenant's log is empty."""
+    comes next is after it. None when the tenant's log is empty.
+
+    `held_margin_ms`: for a server that refuses a `from` it does not hold (not what Auth0
+    documents), an id it holds: the smallest among the 100 newest events dated at least that
+    margin before `since_ms`. Sound as long as one of them was ingested within the margin.
+    """
     dated = "date:[* TO *]" if since_ms is None else f"date:[{iso_ms(since_ms)} TO *]"
     try:
+        if held_margin_ms is not None and since_ms is not None:
+            until = f"date:[* TO {iso_ms(since_ms - held_margin_ms)}]"
+            held = _ids(_search(source, until, "date:-1", TAKE, scope))
+            if held:
+                return min(held)
         oldest = _smallest_id(source, dated, scope)
         if oldest is not None:
             return before(oldest)

@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
@@ -131,14 +132,17 @@ class StreamRun:
         self._reports: dict[str, UserReport] = {}
         self._left_out: set[str] = set()
         self._users = 0
+        self._started_ms = 0
         self.events_read = 0
         self.complete: bool | None = None  # None: the stream was not read
         self.fallback: Decision | None = None  # set when the run read per user after all
+        self.error: str | None = None  # the tenant item could not be written: the run fails
 
     def run(
         self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]
     ) -> list[UserReport]:
         self._users = len(user_ids)
+        self._started_ms = self._parts.now_ms()
         self._reports = {user: UserReport(user) for user in user_ids}
         state = self._tenant.state
         starting = state.mode != STREAM or state.position is None
@@ -205,21 +209,28 @@ class StreamRun:
         if position is None:
             logger.info("The tenant's log is empty; the stream starts once it holds an event")
             self.complete = True
+            self._first_sight(roster.join_now)
             return False
-        retention_cut = now_ms - self._parts.settings.log_retention_ms
-        # Dates before `since` were verified by per-user reads, or are before START_FROM.
+        # Dates before `since` were verified by per-user reads, or are before START_FROM; what
+        # is past the retention's reach already is not this era's to report (as README's Known
+        # limits say of a START_FROM older than the retention).
+        cut = self._retention_cut()
         era = replace(
             self._tenant.state.new_era(),
             position=position,
-            verified_ms=retention_cut if since is None else since,
+            verified_ms=cut if since is None else max(since, cut),
         )
-        try:
-            self._tenant.write(era, users=self._users)
-        except CheckpointConflict:
-            logger.warning("Another run is starting the tenant stream; leaving it to that run")
+        if not self._write_tenant(era, "starting the tenant stream"):
             return False
         logger.info("Tenant stream era started", extra={"epoch": era.epoch, "from": position})
         return True
+
+    def _first_sight(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+        """Fix new users' start at first sight, seatless: with START_FROM=now, a user must not
+        see "now" move on while the era waits for a first event (they join once it starts)."""
+        for user, checkpoint in checkpoints.items():
+            if checkpoint.version is None:
+                guarded(self._reports[user], partial(checkpoint.write, checkpoint.cursor))
 
     # -- 2. joins --------------------------------------------------------------------------------
 
@@ -300,20 +311,34 @@ class StreamRun:
                 "Auth0 refused the stream checkpoint; reading again from what was verified",
                 extra={"reason": str(unknown), "since": since},
             )
-            restart = start_position(self._parts.source, since, self._run.scope)
-            if restart is not None:
+            margin = self._parts.settings.overlap_window_ms
+            restart = start_position(
+                self._parts.source, since, self._run.scope, held_margin_ms=margin
+            )
+            if restart is None:
+                return
+            try:
                 yield from read_windows(read, restart)
+            except CheckpointUnknown as again:
+                self.error = f"Auth0 refused the stream checkpoint twice ({again})"
+                logger.error("The tenant stream cannot go on", extra={"error": self.error})
 
     def _unread(self, window: Window) -> tuple[int, int] | None:
         """The span a lapse of the stream may have lost (gaps.ReadFacts.unread_span): dates from
         what was verified up to the retention's reach, and never past an event still returned
         (one is retained, so everything dated after it is)."""
         verified = self._tenant.state.verified_ms
-        retention_cut = self._parts.now_ms() - self._parts.settings.log_retention_ms
+        retention_cut = self._retention_cut()
         if verified is None or verified >= retention_cut:
             return None
         oldest = min((e.date_ms for e in window.events), default=retention_cut)
         return verified, min(retention_cut, oldest)
+
+    def _retention_cut(self) -> int:
+        """What AUTH0_LOG_RETENTION_HOURS says may have expired, as of the run's start: one
+        instant for the whole run, so that an era started at the retention's edge does not
+        see it move between its start and its first window."""
+        return self._started_ms - self._parts.settings.log_retention_ms
 
     def _chunks(self, window: Window, unread: tuple[int, int] | None) -> dict[str, Chunk]:
         active = {u: c for u, c in self._members.items() if u not in self._left_out}
@@ -395,10 +420,21 @@ class StreamRun:
         moved = replace(
             state, position=position, read_since_complete=state.read_since_complete + returned
         )
+        return self._write_tenant(moved, "moving the stream checkpoint")
+
+    def _write_tenant(self, state: TenantState, doing: str) -> bool:
+        """A tenant item write; False when it failed, and the stream stops for this run. What
+        users committed stays in their seats: a window read again is dropped by them."""
         try:
-            self._tenant.write(moved, users=self._users)
+            self._tenant.write(state, users=self._users)
         except CheckpointConflict:
-            logger.warning("Another run moved the stream checkpoint; leaving the stream to it")
+            # Another run owns the stream now; nothing failed.
+            logger.warning(f"Another run wrote the tenant item first ({doing}); leaving it to it")
+            return False
+        except ForwarderError as error:
+            # The users' own commits stand; the run fails so that the alarm says it.
+            self.error = f"{doing}: {type(error).__name__}: {error}"
+            logger.error("Tenant item not written; the stream stops", extra={"error": self.error})
             return False
         return True
 
@@ -409,10 +445,7 @@ class StreamRun:
         done = state.after_complete_read(
             started_ms, overlap_ms=self._parts.settings.overlap_window_ms
         )
-        try:
-            self._tenant.write(done, users=self._users)
-        except CheckpointConflict:
-            logger.warning("Another run moved the stream checkpoint; this read is not recorded")
+        self._write_tenant(done, "recording a complete read")
 
     def _finish(self) -> None:
         for user, checkpoint in self._members.items():
@@ -447,15 +480,27 @@ def _decoded(stored: StoredCheckpoint) -> Cursor | None:
 
 
 def _joins_at_once(cursor: Cursor, now_ms: int) -> bool:
-    """A complete per-user read verified this user recently, and nothing of it is pending."""
+    """Nothing of the user is pending, and the era can start before whatever it lacks: a
+    complete per-user read verified it recently, or nothing was forwarded yet (its floor, fixed
+    at first sight, is all it needs)."""
+    if cursor.pending:
+        return False
+    if _untouched(cursor):
+        return True
     recent = cursor.verified_ms is not None and cursor.verified_ms >= now_ms - JOIN_LOOKBACK_MS
-    return recent and not cursor.pending and not cursor.backlog
+    return recent and not cursor.backlog
+
+
+def _untouched(cursor: Cursor) -> bool:
+    return cursor.forwarded_total == 0 and not cursor.recent and cursor.verified_ms is None
 
 
 def _since(joining: Iterable[Checkpoint], default: int) -> int | None:
     """The date the era starts before: the oldest its joiners need (None: the oldest event)."""
     dates: list[int | None] = [
-        checkpoint.cursor.floor_ms if checkpoint.version is None else checkpoint.cursor.verified_ms
+        checkpoint.cursor.floor_ms
+        if checkpoint.version is None or _untouched(checkpoint.cursor)
+        else checkpoint.cursor.verified_ms
         for checkpoint in joining
     ]
     if not dates:
