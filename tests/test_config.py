@@ -31,6 +31,12 @@ def test_defaults_for_a_minimal_deployment() -> None:
     assert s.overlap_window_ms == 600_000
     assert s.rate_limit_share == 0.5
     assert s.watched_user_ids is None
+    assert s.read_mode == "auto"
+
+
+@pytest.mark.parametrize("mode", ["auto", "per-user", "stream", " Stream "])
+def test_read_mode_accepts_its_three_values(mode: str) -> None:
+    assert settings(READ_MODE=mode).read_mode == mode.strip().lower()
 
 
 def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -> None:
@@ -60,6 +66,8 @@ def test_watch_list_keeps_order_and_drops_repeats_and_odd_characters_survive() -
         ({"AUTH0_RATE_LIMIT_SHARE": "half"}, "AUTH0_RATE_LIMIT_SHARE"),
         ({"MAX_CONCURRENT_USERS": "0"}, "MAX_CONCURRENT_USERS"),
         ({"WATCHED_USER_IDS": "auth0|a,,auth0|b"}, "WATCHED_USER_IDS"),
+        ({"WATCHED_USER_IDS": "auth0|a,#tenant"}, "the forwarder's own checkpoint items"),
+        ({"READ_MODE": "tenant"}, "READ_MODE='tenant' is not allowed; use 'auto'"),
     ],
 )
 def test_each_bad_value_names_its_variable_and_allowed_values(
