@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from log_forwarder.cursor import iso_ms
+from log_forwarder.records import Delivery
 
 from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from .test_cursor_properties import (
@@ -27,6 +29,7 @@ from .test_cursor_properties import (
     final_runs,
     make_forwarder,
 )
+from .test_reliability_properties import InterleavingStore, Overlap
 
 OTHER = "auth0|not-watched"
 MODES = ("per-user", "stream", "auto")
@@ -158,3 +161,46 @@ def test_runs_cut_short_by_the_time_budget_in_any_mode(
     run_modes(fake, [sink], store, [(t, modes[0]) for t in final_runs()])
     # THEN nothing was lost or repeated
     assert_exactly_once(sink, watched(events))
+
+
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=ingested_traffic(max_events=150),
+    offsets=st.lists(st.integers(0, 3_600_000 + OVERLAP_MS), max_size=8),
+    modes=st.tuples(st.sampled_from(MODES), st.sampled_from(MODES)),
+    seed=st.integers(0, 2**32),
+)
+def test_overlapping_runs_in_any_modes_never_deliver_an_event_twice(
+    events: list[tuple[dict[str, str], int]],
+    offsets: list[int],
+    modes: tuple[str, str],
+    seed: int,
+) -> None:
+    # GIVEN two forwarders on the same checkpoints, tenant item and destinations, each in its
+    # own mode; the second runs, now and then, in the middle of the first one's checkpoint
+    # writes (the stream checkpoint's included) and deliveries
+    overlap = Overlap(seed)
+    fake = FakeAuth0()
+    for event, visible in events:
+        fake.add(event, visible_at_ms=visible)
+    store = InterleavingStore(overlap)
+    sinks = [RecordingSink("cloudwatch"), RecordingSink("s3")]
+    for sink in sinks:
+        original = sink.deliver
+
+        def interleaved(delivery: Delivery, original: Any = original) -> Any:
+            overlap.maybe()
+            return original(delivery)
+
+        sink.deliver = interleaved  # type: ignore[method-assign]
+    first = make_forwarder(fake, sinks, store, READ_MODE=modes[0])
+    overlap.other = make_forwarder(fake, sinks, store, READ_MODE=modes[1])
+    # WHEN the schedule runs, with overlaps, and then alone until everything is forwarded
+    for at in sorted(BASE_MS + o for o in offsets):
+        fake.now_ms = at
+        first.run(list(USERS), remaining_ms=lambda: 10**9)
+    overlap.other = None
+    run_modes(fake, sinks, store, [(t, modes[0]) for t in final_runs()])
+    # THEN each destination holds every watched event exactly once
+    for sink in sinks:
+        assert_exactly_once(sink, watched(events))
