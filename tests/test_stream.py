@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from log_forwarder.cursor import Cursor, LogEvent, Pending, StreamSeat, iso_ms
+from log_forwarder.exceptions import Auth0RequestError
 from log_forwarder.fetch import Chunk, StreamSpan
 from log_forwarder.gaps import ReadFacts
 from log_forwarder.planner import PlanContext, plan_chunk
@@ -259,3 +260,22 @@ def test_the_tenant_state_survives_storage_and_keeps_what_it_does_not_know() -> 
     assert again.to_state()["added_later"] == {"x": 1}
     assert state.floor_until(StreamSeat(3, BASE - 1, "9000"), default="9999") == "9001"
     assert state.floor_until(StreamSeat(3, BASE + 1, "9000"), default="9999") == "9999"
+
+
+def test_a_tenant_that_will_not_sort_on_log_id_starts_from_the_oldest_hundred() -> None:
+    # GIVEN a tenant whose search refuses sort=log_id (Auth0 lists log_id as searchable, and sort
+    # as taking searchable fields; this is the other possibility), and a late-ingested event
+    # dated after T but with a smaller log_id than the oldest one dated at T
+    class NoLogIdSort(FakeAuth0):
+        def search_logs(self, query: str, **kwargs: Any) -> list[Any]:
+            if kwargs["sort"].startswith("log_id"):
+                raise Auth0RequestError("HTTP 400 from /api/v2/logs: bad sort", status=400)
+            return super().search_logs(query, **kwargs)
+
+    fake = NoLogIdSort(now_ms=BASE + 60_000)
+    t = BASE + 30_000
+    for log_id, date in [("90001", t - 10_000), ("90002", t + 3_000), ("90003", t)]:
+        fake.add({"log_id": log_id, "date": iso_ms(date), "user_id": USER})
+    # WHEN the stream starts from T THEN it starts before the smallest id among the oldest 100
+    # dated T or later (90002: dated later, ingested first), not before the oldest one's
+    assert start_position(fake, t, CallScope()) == "90001"
