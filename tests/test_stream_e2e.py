@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.auth0_simulator import Auth0Simulator, RateLimit, _ApiError
 from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
@@ -387,3 +387,39 @@ def test_the_stream_checkpoint_never_moves_past_an_undelivered_event(
         assert sum(u["duplicates_dropped"] for u in again["users"]) == 45
     for user in USERS:
         assert_delivered_once(stack, user, expected[user])
+
+
+def test_an_auth0_outage_in_the_middle_of_the_stream_fails_the_run_after_its_report(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN 250 new events past a first stream run, and Auth0 answering 503 to every tenant
+    # log read after the first page, for longer than the client retries
+    start = clock.now()
+    expected = history(sim, USERS, 10, start - timedelta(hours=1), start, 18)
+    stack = deploy()
+    ok(stack.invoke())
+    clock.offset += 300
+    fresh = history(sim, USERS, 250 // 3 + 1, clock.now() - timedelta(minutes=4), clock.now(), 19)
+    original = sim._checkpoint
+    pages = []
+
+    def failing(query: Any, now: float, link: dict[str, str]) -> Any:
+        pages.append(query)
+        if len(pages) > 1:
+            raise _ApiError(503, "Service Unavailable", "unavailable")
+        return original(query, now, link)
+
+    sim._checkpoint = failing  # type: ignore[method-assign]
+    # WHEN the run reads the stream
+    failed = stack.invoke()
+    # THEN it fails loudly, but after publishing its metrics; the window it could not finish
+    # reading was not delivered, and the stream checkpoint did not move
+    assert failed.error is not None and "reading the tenant stream" in str(failed.error)
+    assert failed.metrics()["StreamMode"] == 1
+    assert failed.metrics()["EventsForwarded"] == 0
+    sim._checkpoint = original  # type: ignore[method-assign]
+    # AND the next run carries on: everything once
+    again = ok(stack.invoke())
+    assert again["stream_complete"] is True
+    for user in USERS:
+        assert_delivered_once(stack, user, expected[user] + fresh[user])

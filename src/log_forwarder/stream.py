@@ -33,6 +33,7 @@ from .exceptions import (
     Auth0NotFoundError,
     Auth0RequestError,
     Auth0ScopeError,
+    ForwarderError,
     MalformedEvent,
 )
 from .fetch import CHUNK_EVENTS, Malformed
@@ -233,6 +234,11 @@ def sample_rate(
         # The sample's position is not one Auth0 takes: find a new one next run.
         logger.warning("Tenant stream sample refused", extra={"reason": str(refused)})
         return replace(state, probe_position=None, probe_since_ms=None, probed_at_ms=now_ms)
+    except ForwarderError as error:
+        # Auth0 unavailable, or no time left: a figure for the choice of mode is not worth a
+        # failed run; the users are read per user as decided without it, and it is tried again.
+        logger.warning("Tenant event rate not sampled", extra={"error": str(error)})
+        return state
     return _sampled(state, raw, now_ms)
 
 

@@ -30,7 +30,7 @@ from functools import partial
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, LogEvent, StreamSeat
-from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError
+from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import Chunk, Malformed, StreamSpan
 from .gaps import ReadFacts
@@ -205,7 +205,13 @@ class StreamRun:
         ever at a position the tenant item knows."""
         now_ms = self._parts.now_ms()
         since = _since(roster.join_now.values(), now_ms - self._parts.settings.overlap_window_ms)
-        position = start_position(self._parts.source, since, self._run.scope)
+        try:
+            position = start_position(self._parts.source, since, self._run.scope)
+        except ForwarderError as error:
+            # Auth0 unavailable (or out of time): nothing started, nobody joined; next run.
+            self.error = f"starting the tenant stream: {type(error).__name__}: {error}"
+            logger.error("The tenant stream did not start", extra={"error": self.error})
+            return False
         if position is None:
             logger.info("The tenant's log is empty; the stream starts once it holds an event")
             self.complete = True
@@ -284,21 +290,39 @@ class StreamRun:
             min_retention_ms=self._parts.settings.log_retention_ms,
             lease_until_ms=self._run.lease_until_ms,
         )
-        read = StreamRead(self._parts.source, self._run.scope, self._run.time_is_up)
         self.complete = False
+        try:
+            hold = self._windows_delivered(context, state.position)
+        except OutOfTime as exc:
+            # A page would outlast the invocation: what was committed stays, the rest waits.
+            logger.warning("Tenant stream deferred: out of time", extra={"why": str(exc)})
+            return
+        except ForwarderError as error:
+            # Auth0 kept failing, or answered what cannot be read: the users' commits stand,
+            # and the run fails after its report (the Errors alarm), as a failed user's would.
+            self.error = f"reading the tenant stream: {type(error).__name__}: {error}"
+            logger.error("The tenant stream stopped", extra={"error": self.error})
+            return
+        if self.complete and hold is None:
+            self._completed(started_ms)
+
+    def _windows_delivered(self, context: PlanContext, position: str) -> str | None:
+        """Read and deliver windows until the end of the log or of the time; returns where the
+        checkpoint was held back (None: nobody was left out)."""
+        read = StreamRead(self._parts.source, self._run.scope, self._run.time_is_up)
         hold: str | None = None  # the checkpoint stays here: a left-out user's events follow
         first = True
-        for window in self._windows(read, state.position):
+        for window in self._windows(read, position):
             self.events_read += window.returned
             unread = self._unread(window) if first else None
             first = False
             if not self._deliver(self._chunks(window, unread), context) and hold is None:
                 hold = window.after
             if not self._move(hold or window.to, window.returned):
-                return
+                self.complete = False
+                return hold or window.after
             self.complete = window.complete
-        if self.complete and hold is None:
-            self._completed(started_ms)
+        return hold
 
     def _windows(self, read: StreamRead, position: str) -> Iterator[Window]:
         try:
