@@ -15,6 +15,14 @@ Nothing here is asserted; it prints figures beside their goals. Through the real
 4. What one function costs to start, ship, hold and run (bench/footprint.py): cold init, the
    `sam build` artifact, peak RSS and CPU over 1k/10k/100k-event backlogs, CPU of the pure
    steps, sink calls against the minimum, and Lambda GB-s per million events by memory size.
+5. Per user or the tenant stream, for 1,000 watched users on a Free tenant and 10,000 on an
+   Enterprise one: calls and wall time per 5-minute run in each mode, and what READ_MODE=auto
+   picks. The stream runs are measured for real, paced by the simulator's rate limit: the
+   schedule's 5 minutes pass on a clock shared by the simulator and the function, which jumps
+   between runs and runs at wall speed inside one. The per-user runs make too many calls for
+   that (about U / (share × limit) seconds each): their calls are measured with the limit off,
+   and their time is computed at the paced rate.
+Rows 1 to 4 pin READ_MODE=per-user: they measure the per-user reads.
 """
 
 from __future__ import annotations
@@ -29,9 +37,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -88,6 +97,8 @@ def simulated_day(aws: LocalAws, users: int, runs: int) -> list[Row]:
         AUTH0_RATE_LIMIT_PER_SECOND="1000",
         MAX_CONCURRENT_USERS="4",
         DESTINATIONS="s3",
+        # Rows 1-3 measure the per-user reads (row 4 compares the two modes).
+        READ_MODE="per-user",
     )
     calls = minimum = forwarded = 0
     previous = day_start.timestamp() - 1
@@ -202,6 +213,7 @@ def drain(
         TIME_MARGIN_SECONDS="1",
         # 0, the template's default: learn it.
         AUTH0_RATE_LIMIT_PER_SECOND="0" if learn else f"{limit.per_second:g}",
+        READ_MODE="per-user",
     )
     with neighbour(sim, neighbour_share * limit.per_second) as other:
         deadline = time.monotonic() + seconds
@@ -264,6 +276,7 @@ def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> lis
             AUTH0_RATE_LIMIT_SHARE=str(SHARE),
             MAX_CONCURRENT_USERS="4",
             DESTINATIONS="s3",
+            READ_MODE="per-user",
         )
         # Idle users: a checkpoint each, nothing new at Auth0.
         store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
@@ -303,6 +316,7 @@ def idle_run_learned(aws: LocalAws, count: int, limit: RateLimit) -> list[Row]:
         AUTH0_RATE_LIMIT_SHARE=str(SHARE),
         MAX_CONCURRENT_USERS="4",
         DESTINATIONS="s3",
+        READ_MODE="per-user",
     )
     store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
     floor = int(time.time() * 1000) - 3_600_000
@@ -359,6 +373,163 @@ def footprint_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
     return rows + footprint.drain_rows(drains) + footprint.lambda_cost(drains)
 
 
+class ShiftedClock:
+    """Wall time plus an offset: the simulator and the function share it; between runs the
+    offset jumps by the schedule's period, inside a run time flows (so pacing is real)."""
+
+    def __init__(self, start: float) -> None:
+        self.offset = start - time.time()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    limit: RateLimit
+    watched: int
+    per_day: int
+
+
+def _traffic(
+    sim: Auth0Simulator, users: Sequence[str], per_day: int, start: float, rng: random.Random
+) -> int:
+    """Five minutes of the tenant's traffic from `start`, each event ingested when it happens."""
+    count = round(per_day * 300 / 86_400)
+    # In date order: an event in the past is ingested now, and its log_id must still follow its
+    # date as Auth0's does (within seconds).
+    for at in sorted(start + rng.uniform(0, 300) for _ in range(count)):
+        when = datetime.fromtimestamp(at, UTC)
+        (event,) = generate_user_events(rng.choice(users), count=1, start=when, end=when, rng=rng)
+        sim.add_event(event, visible_at=at)
+    return count
+
+
+def _watch(
+    aws: LocalAws, stack: LocalDeployment, users: Sequence[str], state: dict[str, Any] | None = None
+) -> None:
+    """The watch list as table items (WATCHED_USER_IDS holds 4 KB at most in Lambda), each with
+    a checkpoint `state` if given."""
+    from log_forwarder.checkpoint_store import encode_state
+
+    table = aws.client("dynamodb")
+    extra: dict[str, Any] = {}
+    if state is not None:
+        extra = {"version": {"N": "1"}, "state": {"B": encode_state("bench", state)}}
+    for start in range(0, len(users), 25):
+        items = [
+            {"PutRequest": {"Item": {"user_id": {"S": u}, "watch": {"BOOL": True}, **extra}}}
+            for u in users[start : start + 25]
+        ]
+        table.batch_write_item(RequestItems={stack.resources.table_name: items})
+
+
+def _stack(
+    aws: LocalAws, sim: Auth0Simulator, name: str, clock: ShiftedClock, **env: str
+) -> LocalDeployment:
+    return LocalDeployment(
+        aws, sim, stack_name=name, watched_user_ids=None, clock=clock, START_FROM="now",
+        AUTH0_RATE_LIMIT_SHARE=str(SHARE), MAX_CONCURRENT_USERS="4", DESTINATIONS="s3", **env,
+    )  # fmt: skip
+
+
+def stream_runs(
+    aws: LocalAws, tenant: Tenant, runs: int
+) -> tuple[list[dict[str, Any]], list[float]]:
+    """READ_MODE=auto on a fresh deployment, paced for real: the first run decides and joins
+    every user; then `runs` runs 5 minutes apart."""
+    rng = random.Random(11)
+    clock = ShiftedClock(time.time() - 3600)
+    sim = Auth0Simulator(clock=clock, rate_limit=tenant.limit, latency_s=LATENCY_S, seed=5)
+    sim.start()
+    watched = [f"auth0|{tenant.name}-w{i:05d}" for i in range(tenant.watched)]
+    everyone = [*watched, *(f"auth0|{tenant.name}-o{i:05d}" for i in range(4 * tenant.watched))]
+    _traffic(sim, everyone, tenant.per_day, clock() - 600, rng)  # the probe's last 10 minutes
+    _traffic(sim, everyone, tenant.per_day, clock() - 300, rng)
+    stack = _stack(aws, sim, f"bench-auto-{tenant.name}", clock, READ_MODE="auto",
+                   AUTH0_RATE_LIMIT_PER_SECOND=f"{tenant.limit.per_second:g}")  # fmt: skip
+    _watch(aws, stack, watched)
+    results, seconds = [], []
+    for run in range(runs + 1):
+        if run:
+            _traffic(sim, everyone, tenant.per_day, clock(), rng)
+            clock.offset += 300
+        started = time.monotonic()
+        results.append(stack.invoke(remaining_ms=240_000).result or {})
+        seconds.append(time.monotonic() - started)
+    sim.stop()
+    return results, seconds
+
+
+def per_user_runs(aws: LocalAws, tenant: Tenant) -> tuple[dict[str, Any], float]:
+    """READ_MODE=per-user, steady state: one run over users with checkpoints, the limit off."""
+    from log_forwarder.cursor import Cursor
+
+    rng = random.Random(11)
+    clock = ShiftedClock(time.time() - 3600)
+    sim = Auth0Simulator(clock=clock, rate_limit=None, latency_s=0.0, seed=5)
+    sim.start()
+    watched = [f"auth0|{tenant.name}-w{i:05d}" for i in range(tenant.watched)]
+    everyone = [*watched, *(f"auth0|{tenant.name}-o{i:05d}" for i in range(4 * tenant.watched))]
+    stack = _stack(aws, sim, f"bench-per-user-{tenant.name}", clock, READ_MODE="per-user",
+                   AUTH0_RATE_LIMIT_PER_SECOND="10000")  # fmt: skip
+    # Steady state: every user read completely by the last run (what it verified is recent).
+    now_ms = int(clock() * 1000)
+    cursor = replace(Cursor.fresh(now_ms - 900_000), verified_ms=now_ms - 900_000)
+    _watch(aws, stack, watched, cursor.to_state())
+    _traffic(sim, everyone, tenant.per_day, clock() - 300, rng)
+    started = time.monotonic()
+    result = stack.invoke(remaining_ms=10**8).result or {}
+    elapsed = time.monotonic() - started
+    sim.stop()
+    return result, elapsed
+
+
+def read_modes(aws: LocalAws, tenant: Tenant, runs: int) -> list[Row]:
+    allowed = SHARE * tenant.limit.per_second
+    label = (
+        f"{tenant.watched:,} watched users, {tenant.limit.per_second:g} req/s tenant (burst "
+        f"{tenant.limit.burst}), share {SHARE}, {tenant.per_day:,} events a day, "
+        f"{LATENCY_S * 1000:.0f} ms latency"
+    )
+    print(f"running: {label}, per user …", file=sys.stderr)
+    per_user, overhead = per_user_runs(aws, tenant)
+    calls = int(per_user.get("api_calls", 0))
+    paced = calls / allowed
+    print(f"running: {label}, auto …", file=sys.stderr)
+    results, seconds = stream_runs(aws, tenant, runs)
+    steady = results[1:]
+    stream_calls = [int(r.get("api_calls", 0)) for r in steady]
+    modes = sorted({str(r.get("read_mode")) for r in results})
+    first = results[0]
+    return [
+        Row(
+            f"Per user, {label}: a 5-minute run",
+            f"{calls} calls; at the paced {allowed:g} req/s **{paced:.0f} s** (+{overhead:.0f} s "
+            f"of the rest, measured): {'fits' if paced + overhead < 240 else '**does not fit**'} "
+            "a 240 s run",
+            "fits 240 s",
+        ),
+        Row(
+            f"Tenant stream, {label}: a 5-minute run",
+            f"{min(stream_calls)}–{max(stream_calls)} calls, **{max(seconds[1:]):.1f} s** at most "
+            f"(measured, paced) over {len(steady)} runs; "
+            f"{sum(int(r.get('forwarded', 0)) for r in steady)} events forwarded, "
+            f"{sum(int(r.get('stream_events', 0)) for r in steady)} read, "
+            f"{sum(int(r.get('rate_limited', 0)) for r in results)} 429s",
+            "fits 240 s with room to spare",
+        ),
+        Row(
+            f"READ_MODE=auto, {label}",
+            f"picks **{'/'.join(modes)}** ({first.get('read_mode_reason')}); first run "
+            f"(probe, start of the stream, {tenant.watched:,} users seated): "
+            f"{first.get('api_calls')} calls, {seconds[0]:.1f} s",
+            "the cheaper mode",
+        ),
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -379,6 +550,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rows += learned(aws, quick=args.quick)
         rows += footprint_rows(aws, quick=args.quick)
+        tenants = [
+            Tenant("free", RateLimit(burst=2, per_second=2), 1000, 50_000),
+            Tenant("enterprise", RateLimit(burst=50, per_second=16), 10_000, 500_000),
+        ]
+        for tenant in tenants[:1] if args.quick else tenants:
+            rows += read_modes(aws, tenant, runs=2 if args.quick else 3)
     print("\n| measurement | result | target |\n|---|---|---|")
     for row in rows:
         print(f"| {row.measure} | {row.figure} | {row.target} |")

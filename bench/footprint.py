@@ -244,6 +244,8 @@ def drain(aws: LocalAws, events: int) -> Drain:
             AWS_ENDPOINT_URL=aws.endpoint_url,
             AUTH0_RATE_LIMIT_PER_SECOND="1000",
             MAX_CONCURRENT_USERS=str(DRAIN_USERS),
+            # The per-user reads are what these rows measure (4 users; auto would probe first).
+            READ_MODE="per-user",
         ),
     }
     completed = subprocess.run(

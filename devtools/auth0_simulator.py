@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 __all__ = [
     "Auth0Simulator",
@@ -572,6 +572,10 @@ class Auth0Simulator:
         self.unknown_user_status = 200
         # Under log search v3, include_totals' `total` may count only the page.
         self.totals_page_only = False
+        # Auth0 documents `from` as "newer than a given log_id"; what it answers for an id it
+        # does not hold is not documented. None: the documented reading (a bound); a status
+        # (400, 404): refuse such a `from`, so clients can be tested against both.
+        self.unknown_from_status: int | None = None
         self.stats = SimulatorStats()
         self.base_url = ""
 
@@ -886,16 +890,17 @@ class Auth0Simulator:
             fault = self._take_fault(target, token_endpoint=False)
             if fault is not None:
                 return _fault_response(*fault, limit_headers)
+            link: dict[str, str] = {}
             try:
                 scopes = self._authorize(headers, now)
                 if endpoint == "user_logs":
                     assert path_user is not None
                     payload = self._user_logs(path_user, query, scopes, now)
                 else:
-                    payload = self._logs(query, scopes, now)
+                    payload = self._logs(query, scopes, now, link)
             except _ApiError as exc:
                 return _json_response(exc.status, exc.body, limit_headers)
-            return _json_response(200, payload, limit_headers)
+            return _json_response(200, payload, {**limit_headers, **link})
 
     def _token(self, headers: Mapping[str, str], body: bytes) -> _Response:
         form = _token_form(headers, body)
@@ -966,13 +971,19 @@ class Auth0Simulator:
         found = [s for s in self._by_user.get(user_id, []) if self._is_visible(s, now)]
         return self._page(found, paging, fields=None)
 
-    def _logs(self, query: Mapping[str, list[str]], scopes: frozenset[str], now: float) -> Any:
+    def _logs(
+        self,
+        query: Mapping[str, list[str]],
+        scopes: frozenset[str],
+        now: float,
+        link: dict[str, str],
+    ) -> Any:
         if "read:logs" not in scopes:
             raise _ApiError(
                 403, "Insufficient scope; expected any of: read:logs.", "insufficient_scope"
             )
         if "from" in query or "take" in query:
-            return self._checkpoint(query, now)
+            return self._checkpoint(query, now, link)
         paging = _Paging.parse(query, min_per_page=0)
         q = _param(query, "q") or ""
         try:
@@ -995,14 +1006,33 @@ class Auth0Simulator:
                 return self._by_user.get(term.value, [])
         return self._events
 
-    def _checkpoint(self, query: Mapping[str, list[str]], now: float) -> list[JsonDict]:
-        # Every other parameter, q included, is ignored here, as Auth0 documents.
+    def _checkpoint(
+        self, query: Mapping[str, list[str]], now: float, link: dict[str, str]
+    ) -> list[JsonDict]:
+        """Logs "newer than a given log_id", ordered by log_id, `take` of them (default 50, at
+        most 100); every other parameter, q included, is ignored. `from` is a bound, not a
+        lookup: an id Auth0 never issued (Elastic's integration builds one from a timestamp) or
+        one that expired still answers with the retained events after it. Each answer carries
+        the `next` link Auth0 documents: `from` the last id returned, or the same URL when
+        nothing was (Auth0 docs, "Retrieve Log Events Using the Management API")."""
         take_text = _param(query, "take")
         take = DEFAULT_TAKE if take_text is None else _int_param("take", take_text, 1, MAX_PER_PAGE)
         after = _param(query, "from") or ""
+        if after and self.unknown_from_status is not None and not self._retains(after, now):
+            # Not what Auth0 documents: a switch to test clients against a stricter server.
+            raise _ApiError(
+                self.unknown_from_status, f"Log {after} does not exist.", "inexistent_log"
+            )
         found = [s for s in self._events if s.log_id > after and self._is_visible(s, now)]
         found.sort(key=lambda s: (s.log_id, s.seq))
-        return [s.event for s in found[:take]]
+        page = found[:take]
+        following = page[-1].log_id if page else after
+        next_query = urlencode({"from": following, "take": take})
+        link["link"] = f'<{self.base_url}/api/v2/logs?{next_query}>; rel="next"'
+        return [s.event for s in page]
+
+    def _retains(self, log_id: str, now: float) -> bool:
+        return any(s.log_id == log_id and self._is_visible(s, now) for s in self._events)
 
     def _page(self, found: list[_Stored], paging: _Paging, *, fields: _FieldFilter | None) -> Any:
         ordered = _sorted(found, paging.sort_field, paging.descending)

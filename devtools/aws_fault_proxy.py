@@ -10,8 +10,9 @@ those a rule picks, which are
 - `refuse`: answered 503 without reaching moto (the request was never applied).
 
 Requests are told apart by their operation: the `X-Amz-Target` header of JSON protocols
-(`Logs_20140328.PutLogEvents`, `DynamoDB_20120810.UpdateItem`), or `S3.<METHOD>` for S3.
-Only the standard library is used.
+(`Logs_20140328.PutLogEvents`, `DynamoDB_20120810.UpdateItem`), or `S3.<METHOD>` for S3; a rule
+may also ask for a text in the request body (one item's key, say). Only the standard library is
+used.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class FaultRule:
     action: Action
     times: int = 1
     delay_s: float = 0.0
+    body_contains: bytes | None = None  # only requests whose body holds this
 
 
 class AwsFaultProxy:
@@ -49,9 +51,22 @@ class AwsFaultProxy:
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
 
-    def add(self, operation: str, action: Action, *, times: int = 1, delay_s: float = 0.0) -> None:
+    def add(
+        self,
+        operation: str,
+        action: Action,
+        *,
+        times: int = 1,
+        delay_s: float = 0.0,
+        body_contains: bytes | None = None,
+    ) -> None:
         with self._lock:
-            self._rules.append(FaultRule(operation, action, times, delay_s))
+            self._rules.append(FaultRule(operation, action, times, delay_s, body_contains))
+
+    def clear(self) -> None:
+        """Forget the rules not used up yet: every request goes through again."""
+        with self._lock:
+            self._rules.clear()
 
     def __enter__(self) -> AwsFaultProxy:
         proxy = self
@@ -80,10 +95,12 @@ class AwsFaultProxy:
             self._server.server_close()
             self._server = None
 
-    def _take(self, operation: str) -> FaultRule | None:
+    def _take(self, operation: str, body: bytes) -> FaultRule | None:
         with self._lock:
             self.seen.append(operation)
             for rule in self._rules:
+                if rule.body_contains is not None and rule.body_contains not in body:
+                    continue
                 if rule.times > 0 and rule.operation == operation:
                     rule.times -= 1
                     self.faults.append((operation, rule.action))
@@ -94,7 +111,7 @@ class AwsFaultProxy:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
         operation = request.headers.get("X-Amz-Target") or f"S3.{request.command}"
-        rule = self._take(operation)
+        rule = self._take(operation, body)
         if rule is not None and rule.action == "refuse":
             self._reply(request, 503, {"Content-Type": "application/x-amz-json-1.1"}, _LOST)
             return

@@ -38,6 +38,8 @@ def main() -> int:
             watched_user_ids=list(USERS),
             START_FROM="earliest",
             AUTH0_RATE_LIMIT_PER_SECOND=str(TENANT.per_second),
+            # The story told here is the per-user reads' (the tenant stream has its own tests).
+            READ_MODE="per-user",
         )
         print(_banner(sim, stack))
         now = datetime.now(UTC)

@@ -430,6 +430,15 @@ class LocalStack:
         for user in self.users:
             item = checkpoints.get(user)
             lines.append(f"   {user[:42]:42} {format_checkpoint(item)}")
+        from log_forwarder.read_mode import TENANT_KEY  # src/ is on the path once deployed
+
+        tenant = checkpoints.get(TENANT_KEY)
+        if tenant is not None:
+            # The tenant item: how the last run read Auth0, and why (README, READ_MODE).
+            lines.append(
+                f"Read mode: {tenant.get('read_mode')} ({tenant.get('read_mode_reason')}); "
+                f"stream checkpoint {tenant.get('stream_position')}"
+            )
         return "\n".join(lines)
 
     # -- commands for the user -----------------------------------------------------------------

@@ -28,6 +28,9 @@ from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.source import CallScope
 
 _QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
+# Tenant-wide queries without a user (where the stream starts): a date range or nothing.
+_TENANT_QUERY = re.compile(r"^(?:date:\[(\S+) TO (\S+)\])?$")
+TENANT = "(tenant)"  # calls_by_user key of the calls that name no user
 
 
 @dataclass
@@ -40,7 +43,8 @@ class _Stored:
 
 @dataclass
 class FakeAuth0:
-    """A LogSource: the per-user read and the tenant search, over events in memory."""
+    """A LogSource: the per-user read, the tenant search and the tenant log by checkpoint, over
+    events in memory."""
 
     now_ms: int = 0
     search_allowed: bool = True
@@ -54,12 +58,13 @@ class FakeAuth0:
         visible = date_ms if visible_at_ms is None else visible_at_ms
         self.events.append(_Stored(dict(event), date_ms, visible, len(self.events)))
 
-    def _visible(self, user_id: str) -> list[_Stored]:
+    def _visible(self, user_id: str | None) -> list[_Stored]:
+        """What Auth0 returns now: one user's events, or the tenant's (None)."""
         oldest = None if self.retention_ms is None else self.now_ms - self.retention_ms
         return [
             s
             for s in self.events
-            if s.event.get("user_id") == user_id
+            if (user_id is None or s.event.get("user_id") == user_id)
             and s.visible_at_ms <= self.now_ms
             and (oldest is None or s.date_ms >= oldest)
         ]
@@ -87,22 +92,39 @@ class FakeAuth0:
         self, query: str, *, page: int, per_page: int, sort: str, scope: CallScope
     ) -> list[Any]:
         match = _QUERY.match(query)
-        assert match, f"unexpected query {query!r}"
-        user_id = match.group(1).replace('\\"', '"').replace("\\\\", "\\")
-        self._count(user_id, scope)
+        tenant = _TENANT_QUERY.match(query) if match is None else None
+        assert match or tenant, f"unexpected query {query!r}"
+        user_id = match.group(1).replace('\\"', '"').replace("\\\\", "\\") if match else None
+        self._count(user_id or TENANT, scope)
         if not self.search_allowed:
             raise Auth0ScopeError("Insufficient scope; expected any of: read:logs", status=403)
         if (page + 1) * per_page > 1000:
             raise Auth0SearchCapError("page past the cap", status=400)
-        lo = None if match.group(2) in (None, "*") else parse_date_ms(match.group(2))
-        hi = None if match.group(3) in (None, "*") else parse_date_ms(match.group(3))
+        lo_text, hi_text = match.group(2, 3) if match else tenant.group(1, 2)  # type: ignore[union-attr]
+        lo = None if lo_text in (None, "*") else parse_date_ms(lo_text)
+        hi = None if hi_text in (None, "*") else parse_date_ms(hi_text)
         hits = [
             s
             for s in self._visible(user_id)
             if (lo is None or s.date_ms >= lo) and (hi is None or s.date_ms <= hi)
         ]
-        hits.sort(key=lambda s: (s.date_ms, s.seq), reverse=sort == "date:-1")
+        field, _, order = sort.partition(":")
+        if field == "log_id":
+            hits.sort(key=lambda s: (s.event.get("log_id", ""), s.seq), reverse=order == "-1")
+        else:
+            hits.sort(key=lambda s: (s.date_ms, s.seq), reverse=order == "-1")
         return [dict(s.event) for s in hits[page * per_page : (page + 1) * per_page]]
+
+    def tenant_logs(self, after: str, *, take: int, scope: CallScope) -> list[Any]:
+        """By checkpoint: visible events with a log_id after `after`, in log_id order. Tests give
+        events ids that follow visibility, as Auth0's follow ingestion."""
+        self._count(TENANT, scope)
+        if not self.search_allowed:
+            raise Auth0ScopeError("Insufficient scope; expected any of: read:logs", status=403)
+        assert 1 <= take <= 100
+        hits = [s for s in self._visible(None) if str(s.event.get("log_id", "")) > after]
+        hits.sort(key=lambda s: (str(s.event.get("log_id", "")), s.seq))
+        return [dict(s.event) for s in hits[:take]]
 
 
 @dataclass
@@ -203,7 +225,8 @@ class InMemoryCheckpointStore:
             return sorted(
                 user_id
                 for user_id, item in self._items.items()
-                if item.get("watch") is True or item.get("watch") == "true"
+                if (item.get("watch") is True or item.get("watch") == "true")
+                and not user_id.startswith("#")
             )
 
 

@@ -650,6 +650,24 @@ def test_search_logs_sends_the_query_oldest_first(h: Harness) -> None:
     }
 
 
+def test_tenant_logs_reads_by_checkpoint_and_sends_nothing_else(h: Harness) -> None:
+    # GIVEN events of two users, one made visible late (a larger log_id, an older date)
+    first = h.simulator.add_events(event(seconds_from_t0=-s, n=s) for s in (300, 200))
+    h.simulator.add_event(event(OTHER, seconds_from_t0=-100, n="other"))
+    h.simulator.add_event(event(seconds_from_t0=-400, n="late"))
+    client = h.client()
+
+    # WHEN the tenant's log is read from the first event's id
+    logs = client.tenant_logs(first[0]["log_id"], take=100)
+
+    # THEN every later event of the tenant comes back in log_id order, the late one last
+    assert [e["n"] for e in logs] == [200, "other", "late"]
+    # AND the request holds from and take only: Auth0 ignores q and the rest in this mode
+    (sent,) = h.api_requests()
+    assert sent.request.url.path == "/api/v2/logs"
+    assert query_of(sent) == {"from": [first[0]["log_id"]], "take": ["100"]}
+
+
 def test_unknown_user_with_an_empty_list_is_an_empty_page(h: Harness) -> None:
     # GIVEN a tenant that answers an unknown user with an empty list
     client = h.client()

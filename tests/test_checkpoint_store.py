@@ -193,6 +193,22 @@ def test_watched_users_are_the_items_with_watch_true(harness: Harness) -> None:
     assert harness.store.watched_users() == ["a", "b", "c"]
 
 
+def test_the_tenant_item_is_never_a_watched_user(harness: Harness) -> None:
+    # GIVEN the tenant item the stream mode keeps, written as the forwarder writes it, and even
+    # given a `watch` attribute by mistake
+    from log_forwarder.read_mode import TENANT_KEY, TenantState
+
+    state = TenantState()
+    harness.store.save(
+        TENANT_KEY, state.to_state(), expected_version=None, summary=state.summary(3)
+    )
+    harness.set_watch("auth0|a", True)
+    assert harness.item(TENANT_KEY)["item_type"] == "tenant"
+    harness.set_watch(TENANT_KEY, True)
+    # THEN the watch-list scan returns users only
+    assert harness.store.watched_users() == ["auth0|a"]
+
+
 def test_load_reads_more_than_100_users(harness: Harness) -> None:
     # GIVEN 230 users with checkpoints (BatchGetItem takes 100 keys at a time)
     user_ids = [f"auth0|{index:04d}" for index in range(230)]

@@ -251,7 +251,8 @@ def test_status_says_per_user_what_is_up_and_what_is_wrong(
     deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
 ) -> None:
     # GIVEN a fresh stack: an empty table
-    stack = deploy()
+    # Per user: unknown users and per-user read failures are what status is shown reporting.
+    stack = deploy(READ_MODE="per-user")
     empty = cli(stack, "status", "--json")
     assert empty.returncode == 0, empty.stderr
     assert json.loads(empty.stdout) == {

@@ -32,6 +32,12 @@ def test_defaults_for_a_minimal_deployment() -> None:
     assert s.rate_limit_share == 0.5
     assert s.rate_limit_per_second is None  # learned from Auth0's headers
     assert s.watched_user_ids is None
+    assert s.read_mode == "auto"
+
+
+@pytest.mark.parametrize("mode", ["auto", "per-user", "stream", " Stream "])
+def test_read_mode_accepts_its_three_values(mode: str) -> None:
+    assert settings(READ_MODE=mode).read_mode == mode.strip().lower()
 
 
 @pytest.mark.parametrize(
@@ -120,6 +126,8 @@ def test_the_cli_reads_auth0_settings_without_any_aws_variable() -> None:
         ({"AUTH0_RATE_LIMIT_PER_SECOND": "nan"}, "AUTH0_RATE_LIMIT_PER_SECOND"),
         ({"MAX_CONCURRENT_USERS": "0"}, "MAX_CONCURRENT_USERS"),
         ({"WATCHED_USER_IDS": "auth0|a,,auth0|b"}, "WATCHED_USER_IDS"),
+        ({"WATCHED_USER_IDS": "auth0|a,#tenant"}, "the forwarder's own checkpoint items"),
+        ({"READ_MODE": "tenant"}, "READ_MODE='tenant' is not allowed; use 'auto'"),
     ],
 )
 def test_each_bad_value_names_its_variable_and_allowed_values(

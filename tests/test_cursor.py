@@ -168,3 +168,17 @@ def test_last_gap_and_last_error_round_trip_and_a_complete_read_clears_the_error
     # AND a state written before these fields existed still reads
     old = {k: v for k, v in cursor.to_state().items() if not k.startswith("last_")}
     assert Cursor.from_state(old).last_error is None
+
+
+def test_a_seat_survives_the_checkpoint_state_and_an_old_state_has_none() -> None:
+    from log_forwarder.cursor import StreamSeat
+
+    cursor = Cursor.fresh(1000).with_seat(StreamSeat(epoch=2, joined_ms=5, pos="900123"))
+    assert Cursor.from_state(cursor.to_state()) == cursor
+    assert cursor.summary()["stream_position"] == "900123"
+    old = cursor.to_state()
+    del old["seat"]  # written before the stream existed
+    assert Cursor.from_state(old).seat is None
+    # leaving the stream: the seat goes, what the stream verified counts
+    assert cursor.off_stream(7000) == Cursor.fresh(1000).with_seat(None).off_stream(7000)
+    assert cursor.off_stream(7000).verified_ms == 7000

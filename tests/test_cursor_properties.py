@@ -40,6 +40,9 @@ def make_settings(**overrides: str) -> Settings:
         "S3_BUCKET": "bucket",
         "OVERLAP_WINDOW_SECONDS": str(OVERLAP_MS // 1000),
         "MAX_CONCURRENT_USERS": "2",
+        # These properties are the per-user reads'; tests/test_stream_properties.py has the
+        # stream's and the switches'.
+        "READ_MODE": "per-user",
     }
     env.update(overrides)
     return Settings.from_env(env)

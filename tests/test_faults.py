@@ -78,6 +78,8 @@ _stacks = iter(range(10_000))
 
 def deploy(aws: LocalAws, sim: Auth0Simulator, **kwargs: Any) -> LocalDeployment:
     kwargs.setdefault("watched_user_ids", [USER])
+    # The matrix's rows are per-user reads (tests/test_stream_e2e.py has the stream's faults).
+    kwargs.setdefault("READ_MODE", "per-user")
     kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
     return LocalDeployment(
         aws, sim, stack_name=f"fault{next(_stacks)}-{int(time.time())}", **kwargs

@@ -51,6 +51,8 @@ _stacks = iter(range(10_000))
 def deploy(aws: LocalAws, sim: Auth0Simulator) -> Callable[..., LocalDeployment]:
     def make(**kwargs: Any) -> LocalDeployment:
         kwargs.setdefault("watched_user_ids", USERS)
+        # The per-user reads, call counts included; tests/test_stream_e2e.py has the stream's.
+        kwargs.setdefault("READ_MODE", "per-user")
         kwargs.setdefault("MAX_CONCURRENT_USERS", "3")
         kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
         return LocalDeployment(

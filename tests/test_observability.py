@@ -216,6 +216,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSet]:
             MAX_CONCURRENT_USERS="3",
             AUTH0_RATE_LIMIT_PER_SECOND="400",
             AUTH0_LOG_RETENTION_HOURS="1",
+            READ_MODE="per-user",
         )
         invocations = [stack.invoke()]
         # THEN the tenant keeps events one hour, and the function does not run for 90 minutes,

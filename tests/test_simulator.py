@@ -596,6 +596,80 @@ def test_event_visible_later_gets_an_id_after_events_visible_before_it(
     assert sim.add_event(event())["log_id"] > delayed["log_id"]
 
 
+def test_checkpoint_mode_answers_as_documented_for_unknown_and_expired_ids(
+    http: httpx.Client, sim: Auth0Simulator, auth: dict[str, str], clock: FakeClock
+) -> None:
+    # Auth0 documents `from` as "retrieve log events newer than a given log_id", ordered by
+    # log_id, `take` "Default 50, max 100" (docs "Retrieve Log Events Using the Management API";
+    # OpenAPI `take`). It does not say what an id it does not hold returns; Elastic's Auth0
+    # integration sends ids it builds from a timestamp and reads on from them, so `from` is a
+    # bound, not a lookup. GIVEN a day of retention and events ingested as they happened
+    sim.retention_s = 86400
+    ids = []
+    for hours in (30, 20, 10, 1):
+        clock.now = T0 - hours * 3600
+        ids.append(sim.add_event(event(seconds_from_t0=-hours * 3600, n=hours))["log_id"])
+    clock.now = T0
+
+    def read(params: dict[str, Any]) -> list[Any]:
+        response = http.get("/api/v2/logs", headers=auth, params=params)
+        assert response.status_code == 200, response.text
+        return [e["n"] for e in response.json()]
+
+    # WHEN `from` names an id no event has (between the second and third)
+    between = ids[1] + "0"
+    assert ids[1] < between < ids[2]
+    # THEN the events after it come back, in log_id order
+    assert read({"from": between, "take": 100}) == [10, 1]
+    # WHEN `from` is an id that expired (the 30-hour-old event, past the day of retention)
+    # THEN the retained events after it come back: nothing tells the reader what expired
+    assert read({"from": ids[0], "take": 100}) == [20, 10, 1]
+    # AND a `from` built from a timestamp (Elastic's "900" + YYYYMMDDhhmmss + zeros) is a bound
+    # too: on the simulator it works by construction, its ids being built that way
+    built = "900" + datetime.fromtimestamp(T0 - 15 * 3600, UTC).strftime("%Y%m%d%H%M%S")
+    assert read({"from": built + "0" * 39, "take": 100}) == [10, 1]
+    # AND take must be 1..100; without it, 50 come back
+    for bad in ("0", "101", "-1", "x"):
+        assert_error(
+            http.get("/api/v2/logs", headers=auth, params={"from": ids[2], "take": bad}), 400
+        )
+    assert read({"from": ids[2], "take": 1}) == [1]
+
+
+def test_checkpoint_answers_carry_the_next_link(
+    http: httpx.Client, sim: Auth0Simulator, auth: dict[str, str]
+) -> None:
+    # "Each subsequent request should be made using the next relation URL inside of the Link
+    # header"; an empty result "returns an empty array, and the next relation matches the URL of
+    # the most recent request" (same docs page). GIVEN three events
+    ids = [sim.add_event(event(seconds_from_t0=-s))["log_id"] for s in (30, 20, 10)]
+    # WHEN a page of two is read
+    first = http.get("/api/v2/logs", headers=auth, params={"from": ids[0][:-1] + "0", "take": 2})
+    # THEN its next link reads on from the last id returned, with the same take
+    assert first.headers["link"] == (
+        f'<{sim.base_url}/api/v2/logs?from={ids[1]}&take=2>; rel="next"'
+    )
+    # AND past the end, the answer is empty and the link is the request's own
+    last = http.get("/api/v2/logs", headers=auth, params={"from": ids[2], "take": 2})
+    assert last.json() == []
+    assert last.headers["link"] == f'<{sim.base_url}/api/v2/logs?from={ids[2]}&take=2>; rel="next"'
+
+
+def test_a_stricter_server_can_refuse_an_unknown_checkpoint(
+    http: httpx.Client, sim: Auth0Simulator, auth: dict[str, str]
+) -> None:
+    # What Auth0 answers for a `from` it does not hold is undocumented: the simulator can also
+    # refuse it, so that clients are tested against both readings
+    known = sim.add_event(event())["log_id"]
+    sim.unknown_from_status = 400
+    assert http.get("/api/v2/logs", headers=auth, params={"from": known}).status_code == 200
+    assert_error(
+        http.get("/api/v2/logs", headers=auth, params={"from": "900" + "0" * 53}),
+        400,
+        "inexistent_log",
+    )
+
+
 def test_given_log_ids_are_kept(sim: Auth0Simulator) -> None:
     # GIVEN an event that carries its own log_id, twice (sources repeat events)
     given = "90020211104001144643223441133851203963552710102024716354"

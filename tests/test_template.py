@@ -424,9 +424,11 @@ def test_parameters_have_the_documented_defaults_and_allowed_values(
             "ScheduleExpression": "rate(5 minutes)",
             "MetricsNamespace": "Auth0LogForwarder",
             "Architecture": "arm64",
+            "ReadMode": "auto",
         }
         == defaults
     )
+    assert parameters["ReadMode"]["AllowedValues"] == ["auto", "per-user", "stream"]
     assert parameters["Architecture"]["AllowedValues"] == ["arm64", "x86_64"]
     assert parameters["Destinations"]["AllowedValues"] == DESTINATIONS
     assert 14 in parameters["LogGroupRetentionDays"]["AllowedValues"]

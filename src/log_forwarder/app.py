@@ -200,6 +200,9 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
             f"{len(report.failed)} of {len(report.users)} users failed: "
             + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
         )
+    if report.read is not None and report.read.error is not None:
+        # The tenant stream stopped: its checkpoint could not be written.
+        raise RunFailed(f"tenant stream stopped: {report.read.error}")
     return summary
 
 

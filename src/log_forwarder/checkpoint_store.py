@@ -11,6 +11,9 @@ An item looks like this (operators add the first two to watch a user without red
     ...              the caller's summary (last event date, counts...), readable in the console;
                      a summary value of None removes the attribute
 
+One more item holds the tenant's state (read_mode.py): key "#tenant", `item_type` = "tenant",
+no `watch`. Keys starting with "#" are never Auth0 user ids and never watched.
+
 Writes are conditional on the version read, so a duplicated or overlapping invocation gets
 CheckpointConflict instead of silently moving a checkpoint another run already moved.
 
@@ -38,6 +41,7 @@ from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import call_aws, error_code
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
+from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import AWS_ATTEMPT_S, UNLIMITED, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
@@ -277,10 +281,16 @@ class DynamoCheckpointStore:
         users: list[str] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "FilterExpression": "#w = :true OR #w = :true_text",
+            # Keys starting with "#" are the forwarder's own items (the tenant item): never a
+            # user, whatever attributes someone gives them.
+            "FilterExpression": "(#w = :true OR #w = :true_text) AND NOT begins_with(#u, :own)",
             "ProjectionExpression": "#u",
             "ExpressionAttributeNames": {"#w": "watch", "#u": "user_id"},
-            "ExpressionAttributeValues": {":true": {"BOOL": True}, ":true_text": {"S": "true"}},
+            "ExpressionAttributeValues": {
+                ":true": {"BOOL": True},
+                ":true_text": {"S": "true"},
+                ":own": {"S": OWN_KEY_PREFIX},
+            },
             "ConsistentRead": True,
         }
         if self.key_prefix:
@@ -289,10 +299,11 @@ class DynamoCheckpointStore:
             kwargs["ExpressionAttributeValues"][":p"] = {"S": self.key_prefix}
         while True:
             response = self._call("Scan", lambda: self._client.scan(**kwargs), UNLIMITED)
-            users.extend(
+            bare_ids = (
                 item["user_id"]["S"].removeprefix(self.key_prefix)
                 for item in response.get("Items", [])
             )
+            users.extend(user for user in bare_ids if not user.startswith(OWN_KEY_PREFIX))
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return sorted(users)

@@ -17,6 +17,7 @@ from typing import Literal
 from .detections import DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
+from .read_mode import OWN_KEY_PREFIX, READ_MODES, ReadMode
 
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
@@ -69,6 +70,7 @@ class Settings:
     time_margin_ms: int
     log_retention_ms: int
     output: OutputSettings = field(default_factory=lambda: OutputSettings())
+    read_mode: ReadMode = "auto"
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -158,6 +160,7 @@ class Settings:
             log_retention_ms=_integer(env, "AUTH0_LOG_RETENTION_HOURS", 24, 1, 24 * 366)
             * 3_600_000,
             output=OutputSettings.from_env(env),
+            read_mode=_read_mode(env),
         )
 
 
@@ -302,7 +305,25 @@ def check_user_id(user_id: str, where: str) -> str:
             f"{where} entry {user_id!r} contains {bad.group()!r}, which no Auth0 user id "
             f"holds; expected {example}, without quotes or brackets"
         )
+    if user_id.startswith(OWN_KEY_PREFIX):
+        # The checkpoint table keeps the forwarder's own items under such keys (read_mode.py);
+        # no Auth0 user id has this shape ("<provider>|<id>").
+        raise ConfigError(
+            f"{where} has {user_id!r}: ids starting with {OWN_KEY_PREFIX!r} are the "
+            "forwarder's own checkpoint items, not Auth0 user ids"
+        )
     return user_id
+
+
+def _read_mode(env: Mapping[str, str]) -> ReadMode:
+    raw = _optional(env, "READ_MODE") or "auto"
+    for mode in READ_MODES:
+        if raw.lower() == mode:
+            return mode
+    raise ConfigError(
+        f"READ_MODE={raw!r} is not allowed; use 'auto' (the cheaper of the two, run by run), "
+        "'per-user' or 'stream'"
+    )
 
 
 def _s3_prefix(env: Mapping[str, str]) -> str:

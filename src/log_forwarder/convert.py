@@ -30,7 +30,8 @@ class ConvertContext:
     tenant: str
     watched_user_id: str
     forwarded_at_ms: int
-    source: str  # which Auth0 endpoint returned the event: "user_logs" or "logs_search"
+    source: str  # which Auth0 endpoint returned the event: "user_logs", "logs_search" or
+    # "logs_stream"
     ocsf: bool = False
     pseudonymiser: Pseudonymiser | None = None
 

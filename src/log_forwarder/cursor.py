@@ -23,7 +23,16 @@ from typing import Any
 from .exceptions import CheckpointStateError, MalformedEvent
 from .records import Gap
 
-__all__ = ["Cursor", "Gap", "LogEvent", "MalformedEvent", "Pending", "Selection", "iso_ms"]
+__all__ = [
+    "Cursor",
+    "Gap",
+    "LogEvent",
+    "MalformedEvent",
+    "Pending",
+    "Selection",
+    "StreamSeat",
+    "iso_ms",
+]
 
 STATE_VERSION = 1
 # How far ahead of the stored value a complete read must be before `verified_ms` is written again:
@@ -112,6 +121,29 @@ class Pending:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamSeat:
+    """A user's place on the tenant stream, while the forwarder reads Auth0 by checkpoint.
+
+    `pos`: every event of the user with a log_id up to here was forwarded or deliberately
+    passed over. The stream returns each log_id once in log_id order, so an event at or below
+    it is one a run already delivered (a stream window read again after a crash) and is dropped.
+
+    `joined_ms`: when the user joined. The events its last per-user read could see were forwarded
+    or deliberately left below the floor, and their log_ids may lie past `pos`; they end, at the
+    latest, where the first complete stream read started after `joined_ms` ended. Up to there the
+    floor still decides (the tenant item keeps where those reads ended); past it, a late event is
+    forwarded whatever its date, since a larger log_id proves it was not seen.
+
+    `epoch`: the stream era the seat belongs to. Each switch to the stream starts a new one, so a
+    seat left from an earlier era (per-user reads have moved the cursor since) is void.
+    """
+
+    epoch: int
+    joined_ms: int
+    pos: str
+
+
+@dataclass(frozen=True, slots=True)
 class Selection:
     """What one read contributes: the new events in forwarding order, and what was dropped."""
 
@@ -144,6 +176,8 @@ class Cursor:
     last_gap: tuple[int | None, int, str] | None = None
     last_error: str | None = None
     last_error_ms: int | None = None
+    # Its place on the tenant stream (None: read per user).
+    seat: StreamSeat | None = None
 
     @classmethod
     def fresh(cls, floor_ms: int | None) -> Cursor:
@@ -182,6 +216,53 @@ class Cursor:
                     max_lateness = max(max_lateness, self.watermark_ms - event.date_ms)
         ordered = sorted(new.values(), key=lambda e: e.key)
         return Selection(ordered, duplicates, below_floor, late, max_lateness)
+
+    def select_stream(self, events: Iterable[LogEvent], *, floor_until: str) -> Selection:
+        """The new events of a stream window, in ascending (date, log_id) order.
+
+        Dedupe is by log_id: at or below the seat's `pos` (a window read again), or remembered in
+        `recent` (forwarded by a per-user read). The floor drops an event only up to
+        `floor_until`, the log_ids the user's last per-user read may have seen; past it an event
+        dated below the floor is a late one nobody forwarded, and it is forwarded.
+        """
+        assert self.seat is not None, "a stream window for a user with no seat"
+        known = {log_id for _, log_id in self.recent}
+        new: dict[str, LogEvent] = {}
+        duplicates = below_floor = late = max_lateness = 0
+        for event in events:
+            floored = self.floor_ms is not None and event.date_ms < self.floor_ms
+            if event.log_id <= self.seat.pos or event.log_id in known or event.log_id in new:
+                duplicates += 1
+            elif floored and event.log_id <= floor_until:
+                below_floor += 1
+            else:
+                new[event.log_id] = event
+                if self.watermark_ms is not None and event.date_ms < self.watermark_ms:
+                    late += 1
+                    max_lateness = max(max_lateness, self.watermark_ms - event.date_ms)
+        ordered = sorted(new.values(), key=lambda e: e.key)
+        return Selection(ordered, duplicates, below_floor, late, max_lateness)
+
+    def with_seat(self, seat: StreamSeat | None) -> Cursor:
+        return replace(self, seat=seat)
+
+    def at_stream_position(self, position: str) -> Cursor:
+        """The seat moved past a window: its events are delivered (or the window had none)."""
+        assert self.seat is not None
+        if position <= self.seat.pos:
+            return self
+        return replace(self, seat=replace(self.seat, pos=position))
+
+    def off_stream(self, verified_ms: int | None) -> Cursor:
+        """Read per user from now on: the seat goes; `verified_ms` (what the stream verified for
+        this user, if anything) counts as verified."""
+        verified = self.verified_ms
+        if verified_ms is not None:
+            verified = verified_ms if verified is None else max(verified, verified_ms)
+        return replace(self, seat=None, verified_ms=verified)
+
+    def on_stream(self, epoch: int) -> bool:
+        return self.seat is not None and self.seat.epoch == epoch
 
     def advance(
         self,
@@ -324,6 +405,9 @@ class Cursor:
             "last_gap": list(self.last_gap) if self.last_gap else None,
             "last_error": self.last_error,
             "last_error_at": self.last_error_ms,
+            "seat": None
+            if self.seat is None
+            else {"epoch": self.seat.epoch, "joined": self.seat.joined_ms, "pos": self.seat.pos},
         }
 
     @classmethod
@@ -371,6 +455,7 @@ class Cursor:
             last_gap=_gap_of(state.get("last_gap")),
             last_error=None if state.get("last_error") is None else str(state["last_error"]),
             last_error_ms=_optional_int(state.get("last_error_at")),
+            seat=_seat(state.get("seat")),
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:
@@ -391,6 +476,7 @@ class Cursor:
             "last_gap_reason": self.last_gap[2] if self.last_gap else None,
             "last_error": self.last_error,
             "last_error_at": iso_ms(self.last_error_ms),
+            "stream_position": self.seat.pos if self.seat else None,
         }
 
 
@@ -409,6 +495,12 @@ def _gap_of(value: object) -> tuple[int | None, int, str] | None:
     if not isinstance(value, list | tuple) or len(value) != 3:
         raise ValueError(f"last_gap is {value!r}, expected [from, to, reason]")
     return (_optional_int(value[0]), int(value[1]), str(value[2]))
+
+
+def _seat(value: Any) -> StreamSeat | None:
+    if value is None:
+        return None
+    return StreamSeat(int(value["epoch"]), int(value["joined"]), str(value["pos"]))
 
 
 def _optional_int(value: object) -> int | None:

@@ -46,6 +46,11 @@ class Checkpoint:
         self.cursor = cursor
         self.deadline = deadline
 
+    @property
+    def version(self) -> int | None:
+        """The version last read or written (None: the user has no checkpoint yet)."""
+        return self._version
+
     def write(self, cursor: Cursor) -> None:
         self._version = self._store.save(
             self.user_id,

@@ -51,14 +51,27 @@ class Malformed:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamSpan:
+    """Where a chunk of the tenant stream lies: its user's events with a log_id in (after, to],
+    every one the stream returned there. `floor_until`: up to which log_id the cursor's floor
+    still drops events (see cursor.StreamSeat)."""
+
+    after: str
+    to: str
+    floor_until: str
+
+
 @dataclass(slots=True)
 class Chunk:
     events: list[LogEvent]
-    source: str  # which endpoint returned them: "user_logs" or "logs_search"
+    source: str  # which endpoint returned them: "user_logs", "logs_search" or "logs_stream"
     complete: bool  # nothing newer remains to be read in this run
     facts: ReadFacts = field(default_factory=ReadFacts)
     returned: int = 0  # entries Auth0 returned, malformed ones included
     malformed: list[Malformed] = field(default_factory=list)
+    # Set for a chunk of the tenant stream (stream.py): `complete` does not apply to it.
+    stream: StreamSpan | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
-"""One run: for every watched user, read → plan → execute, chunk by chunk.
+"""One run: read Auth0 the cheaper way (per user, or the tenant stream), then for every watched
+user read → plan → execute, chunk by chunk.
 
-fetch reads a chunk, the planner turns it and the committed cursor into batches, the executor
-delivers each between its checkpoint writes. The cursor committed last is the only one alive:
-it is what the next chunk is planned against.
+fetch (or stream) reads a chunk, the planner turns it and the committed cursor into batches, the
+executor delivers each between its checkpoint writes. The cursor committed last is the only one
+alive: it is what the next chunk is planned against. Which way to read is decided per run by
+read_mode.py from the tenant item; a stream run is stream_run.py's.
 """
 
 from __future__ import annotations
@@ -11,21 +13,27 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, iso_ms
-from .exceptions import CheckpointConflict, CheckpointError, ForwarderError, OutOfTime
+from .exceptions import CheckpointStateError
 from .executor import Checkpoint, execute
 from .fetch import UserRead, read_user
-from .planner import Batch, OutputPolicy, PlanContext, plan_chunk
-from .report import RunReport, UserReport
+from .planner import OutputPolicy, PlanContext, plan_chunk
+from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantState, decide
+from .read_mode import per_user_calls as per_user_calls_for
+from .report import ReadReport, RunReport, UserReport
 from .retry import Deadline
+from .roster import ROSTER_KEY
+from .run_context import RunContext, guarded, log_batch
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
+from .stream import sample_rate
+from .stream_run import Parts, StreamRun, TenantRecord
 
 logger = logging.getLogger(__name__)
 
@@ -33,28 +41,8 @@ logger = logging.getLogger(__name__)
 # Kept back from the invocation's timeout for what comes after the last wait: releasing leases,
 # publishing the metrics, returning. Waits and retries end before it.
 FINISH_RESERVE_MS = 5_000
-# Leases assume the clocks of two invocations agree within this (Lambda's hosts keep NTP time).
-LEASE_CLOCK_MARGIN_MS = 30_000
-MAX_LEASE_MS = 15 * 60_000
 
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """What every user of one run shares."""
-
-    scope: CallScope
-    remaining_ms: Callable[[], int]
-    margin_ms: int
-    out_of_time: threading.Event
-
-    def lease_until(self, now_ms: int) -> int:
-        """Until when an intent written now is this run's: the invocation's end (a Lambda runs
-        15 minutes at most), plus a margin for the clocks of two runs not quite agreeing."""
-        return now_ms + min(self.remaining_ms(), MAX_LEASE_MS) + LEASE_CLOCK_MARGIN_MS
-
-    def time_is_up(self) -> bool:
-        """No new chunk or user starts: the margin is for finishing what is under way."""
-        return self.remaining_ms() < self.margin_ms
+UserOutcome = tuple[UserReport, Checkpoint | None]
 
 
 class Forwarder:
@@ -76,57 +64,111 @@ class Forwarder:
         self._clock = clock
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
-        stored = self._store.load(user_ids)
+        loaded = self._store.load([*user_ids, TENANT_KEY, ROSTER_KEY])
+        run = self._new_run(remaining_ms)
+        tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
+        recorded_roster = loaded.pop(ROSTER_KEY, None)
+        decision = self._decide(tenant, user_ids, loaded, run)
+        logger.info("Read mode", extra={"read_mode": decision.mode, "why": decision.reason})
+        stream: StreamRun | None = None
+        if decision.mode == STREAM:
+            parts = Parts(
+                self._settings, self._source, self._store, self._sinks, self._now_ms, self._output
+            )
+            stream = StreamRun(parts, run, tenant, self.read_users)
+            reports = stream.run(user_ids, loaded, recorded_roster)
+            decision = stream.fallback or decision  # read per user after all (no read:logs)
+        else:
+            reports = [report for report, _ in self.read_users(user_ids, loaded, run, tenant.state)]
+        report = RunReport(users=reports, calls=run.scope.stats, finished_ms=self._now_ms())
+        report.read = ReadReport(decision.mode, decision.reason, tenant.state.refused)
+        if stream is not None and decision.mode == STREAM:
+            report.read.stream_events = stream.events_read
+            report.read.stream_complete = stream.complete
+            report.read.error = stream.error
+        self._record(tenant, decision, report)
+        return report
+
+    def read_users(
+        self,
+        user_ids: Sequence[str],
+        loaded: Mapping[str, StoredCheckpoint],
+        run: RunContext,
+        tenant: TenantState,
+    ) -> list[UserOutcome]:
+        """Each user read per user, by a bounded pool; the reports in `user_ids` order."""
         # Start at a random user, so that when the time budget cannot cover every user, the same
         # ones are not always the ones left for later.
         offset = random.randrange(len(user_ids)) if user_ids else 0
         ordered = [*user_ids[offset:], *user_ids[:offset]]
+        with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
+            outcomes = dict(
+                zip(
+                    ordered,
+                    pool.map(lambda user: self._user(user, loaded.get(user), run, tenant), ordered),
+                    strict=True,
+                )
+            )
+        return [outcomes[user] for user in user_ids]
+
+    def _new_run(self, remaining_ms: Callable[[], int]) -> RunContext:
         margin_ms = self._settings.time_margin_ms
         reserve_ms = min(FINISH_RESERVE_MS, margin_ms // 2)
         deadline = Deadline(lambda: remaining_ms() - reserve_ms)
-        run = _Run(
+        return RunContext(
             CallScope(CallStats(), deadline),
             remaining_ms,
             margin_ms,
             threading.Event(),
         )
-        with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
-            reports = list(pool.map(lambda user: self._user(user, stored.get(user), run), ordered))
-        return RunReport(users=reports, calls=run.scope.stats, finished_ms=self._now_ms())
 
-    def _user(self, user_id: str, stored: StoredCheckpoint | None, run: _Run) -> UserReport:
+    def _decide(
+        self,
+        tenant: TenantRecord,
+        user_ids: Sequence[str],
+        loaded: Mapping[str, StoredCheckpoint],
+        run: RunContext,
+    ) -> Decision:
+        now_ms = self._now_ms()
+        setting = self._settings.read_mode
+        state = tenant.state
+        # In per-user mode nothing else measures the tenant's event rate.
+        measure = setting == AUTO and state.mode != STREAM and not state.stream_refused(now_ms)
+        if measure and state.probe_due(now_ms):
+            tenant.state = sample_rate(self._source, state, now_ms=now_ms, scope=run.scope)
+        pending = sum(_has_pending(stored) for stored in loaded.values())
+        return decide(setting, tenant.state, users=len(user_ids), pending=pending, now_ms=now_ms)
+
+    def _record(self, tenant: TenantRecord, decision: Decision, report: RunReport) -> None:
+        """The tenant item after the run: the mode, why, and the figures the next run decides
+        on. READ_MODE=per-user keeps no figures: the item is written only to end a stream era."""
+        if self._settings.read_mode == PER_USER and tenant.state.mode == PER_USER:
+            return
+        forwarded = {u.user_id: u.forwarded for u in report.users}
+        state = tenant.state.after_run(
+            decision,
+            per_user_calls=per_user_calls_for(forwarded, len(report.users)),
+            now_ms=self._now_ms(),
+        )
+        tenant.save(state, users=len(report.users))
+
+    def _user(
+        self, user_id: str, stored: StoredCheckpoint | None, run: RunContext, tenant: TenantState
+    ) -> UserOutcome:
         report = UserReport(user_id)
         if run.out_of_time.is_set() or run.time_is_up():
             run.out_of_time.set()
             report.deferred = True
-            return report
-        checkpoint: Checkpoint | None = None
-        noted = False
-        try:
-            checkpoint = self._checkpoint(user_id, stored, run)
-            report.cursor = checkpoint.cursor
-            self._forward_user(report, checkpoint, run)
-        except OutOfTime as exc:
-            report.deferred = True
-            logger.warning(
-                "User deferred: out of time", extra={"user_id": user_id, "why": str(exc)}
-            )
-        except CheckpointConflict as exc:
-            # Another run moved this user's checkpoint first: it owns the user now. Conditional
-            # writes kept this run from delivering anything twice; nothing failed.
-            report.busy = True
-            logger.warning("User skipped: " + str(exc), extra={"user_id": user_id})
-        except ForwarderError as exc:
-            # One user's failure must not cost the others their run.
-            report.error = f"{type(exc).__name__}: {exc}"
-            logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
-            # Written on the checkpoint for `status`, unless the table itself is what failed.
-            noted = not isinstance(exc, CheckpointError)
-        except Exception as exc:
-            # A bug. The other users still finish (their deliveries must not be cut in half);
-            # then the run fails with this exception, traceback and all.
-            report.bug = exc
-            logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+            return report, None
+        opened: list[Checkpoint] = []
+
+        def work() -> None:
+            opened.append(self._checkpoint(user_id, stored, run, tenant))
+            report.cursor = opened[0].cursor
+            self._forward_user(report, opened[0], run)
+
+        noted = guarded(report, work)
+        checkpoint = opened[0] if opened else None
         if checkpoint is not None and not report.busy:
             # Leases the other run holds, or that a conflict handed to it, are not ours.
             if noted and report.error is not None:
@@ -137,9 +179,9 @@ class Forwarder:
             report.cursor = checkpoint.cursor
         if report.deferred:
             run.out_of_time.set()
-        return report
+        return report, checkpoint
 
-    def _forward_user(self, report: UserReport, checkpoint: Checkpoint, run: _Run) -> None:
+    def _forward_user(self, report: UserReport, checkpoint: Checkpoint, run: RunContext) -> None:
         read_started_ms = self._now_ms()
         cursor = checkpoint.cursor
         leased_until = cursor.leased_until(read_started_ms)
@@ -185,7 +227,7 @@ class Forwarder:
             for batch in plan.batches:
                 execute(batch, checkpoint, self._sinks, report.add_delivery)
                 report.add_batch(batch)
-                _log_batch(report.user_id, batch)
+                log_batch(report.user_id, batch)
             complete = chunk.complete
         # The read stopped before the newest events (here, or inside fetch between pages).
         report.deferred = not complete and run.time_is_up()
@@ -196,10 +238,17 @@ class Forwarder:
                 extra={"user_id": report.user_id, "floor": iso_ms(checkpoint.cursor.floor_ms)},
             )
 
-    def _checkpoint(self, user_id: str, stored: StoredCheckpoint | None, run: _Run) -> Checkpoint:
+    def _checkpoint(
+        self, user_id: str, stored: StoredCheckpoint | None, run: RunContext, tenant: TenantState
+    ) -> Checkpoint:
         deadline = run.scope.deadline
         if stored is not None:
             cursor = Cursor.from_state(stored.readable_state())
+            if cursor.seat is not None:
+                # Read per user now: the seat is void. What the stream verified for this era's
+                # users counts as verified for this one (gaps.expiry_gap reads it).
+                verified = tenant.verified_ms if cursor.on_stream(tenant.epoch) else None
+                cursor = cursor.off_stream(verified)
             return Checkpoint(self._store, user_id, cursor, stored.version, deadline)
         # A new user's history is read oldest first by search from the start: with more than
         # 1,000 retained events, ten newest-first pages would be read only to be thrown away.
@@ -215,37 +264,8 @@ class Forwarder:
         return int(self._clock() * 1000)
 
 
-def _log_batch(user_id: str, batch: Batch) -> None:
-    """What a committed batch says that an operator must hear about (the destinations hold it
-    too)."""
-    for gap in batch.gaps:
-        logger.warning(
-            "Gap: events could not be forwarded",
-            extra={
-                "user_id": user_id,
-                "from": iso_ms(gap.from_ms),
-                "to": iso_ms(gap.to_ms),
-                "reason": gap.reason,
-            },
-        )
-    if batch.quarantined:
-        logger.warning(
-            "Malformed entries quarantined (written to the destinations as records)",
-            extra={
-                "user_id": user_id,
-                "count": len(batch.quarantined),
-                "reasons": sorted({entry.reason for entry in batch.quarantined}),
-            },
-        )
-    if batch.future_dated:
-        logger.warning(
-            "Events dated in the future (a wrong clock upstream); forwarded with their dates",
-            extra={"user_id": user_id, "count": batch.future_dated},
-        )
-    if batch.abandoned:
-        # Auth0 no longer returns them (expired?): they may or may not have been delivered
-        # before the crash. Said, rather than waited for.
-        logger.warning(
-            "Pending events from an interrupted run are gone from Auth0",
-            extra={"user_id": user_id, "count": batch.abandoned},
-        )
+def _has_pending(stored: StoredCheckpoint) -> bool:
+    try:
+        return bool(Cursor.from_state(stored.readable_state()).pending)
+    except CheckpointStateError:
+        return False  # its own read reports it

@@ -27,6 +27,9 @@ class ReadFacts:
     saturated_ms: int | None = None
     # Whether the per-user endpoint knows the user (None: not asked by this read).
     user_exists: bool | None = None
+    # The tenant stream went unread for longer than the retention: events dated in
+    # (start, end) may have expired before it reached them (stream.py says how both are known).
+    unread_span: tuple[int, int] | None = None
 
 
 def gaps_in(
@@ -56,6 +59,10 @@ def gaps_in(
                 f"is refused ({facts.search_refused})",
             )
         )
+    if facts.unread_span is not None:
+        unread = _unread_gap(cursor, *facts.unread_span)
+        if unread is not None:
+            found.append(unread)
     if facts.saturated_ms is not None:
         found.append(
             Gap(
@@ -103,4 +110,24 @@ def _unreachable_gap(cursor: Cursor, oldest_reached_ms: int, why: str | None) ->
         reason="possible: over 1,000 events newer than the checkpoint and tenant search "
         f"refused ({why or 'no reason given'}); events in this span not forwarded before "
         "cannot be read",
+    )
+
+
+def _unread_gap(cursor: Cursor, start_ms: int, end_ms: int) -> Gap | None:
+    """What a lapse of the tenant stream may have cost this user.
+
+    Every event dated up to `start_ms` was read (a complete stream read started at most the
+    overlap window after it); an event that expired unread is dated before `end_ms` (stream.py
+    bounds it by the retention and by the oldest event still returned). Below the cursor's floor
+    nothing is missing either: a run that reported this gap already moved the floor to its end,
+    so a window read again after a crash does not report it twice.
+    """
+    start = start_ms if cursor.floor_ms is None else max(start_ms, cursor.floor_ms - 1)
+    if start + 1 >= end_ms:
+        return None
+    return Gap(
+        from_ms=start,
+        to_ms=end_ms,
+        reason="expired: the tenant log was not read for longer than the retention; events "
+        "dated in this span may have expired before they could be read",
     )

@@ -13,7 +13,11 @@ why lives:
   quarantined, what the detection rules found in them), follow as one batch. Events the filter
   keeps out are remembered like the others, but not written.
 - The end of the chunk (backlog flag, the floor moving with time, gaps, a user Auth0 no longer
-  knows) rides on the last batch's cursor, or on a checkpoint-only batch.
+  knows, the user's place on the tenant stream) rides on the last batch's cursor, or on a
+  checkpoint-only batch.
+
+A chunk of the tenant stream (`chunk.stream`) goes through the same protocol; only which events
+are new (cursor.select_stream) and which pending events are gone differ.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ class _Records:
 
 
 def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
-    selection = cursor.select(chunk.events)
+    selection = _select(cursor, chunk)
     records = _records(cursor, chunk, context)
     batches, new, state = _redeliveries(cursor, selection.new, chunk, context)
     fresh = _fresh_batch(state, new, records, chunk.source, context)
@@ -136,6 +140,23 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
         else:
             batches.append(Batch("", (), (), intent=None, after=end))
     return Plan(tuple(batches), selection)
+
+
+def _select(cursor: Cursor, chunk: Chunk) -> Selection:
+    # A stream window is deduplicated by log_id (where the user's seat stands); a per-user read
+    # by the floor and the events remembered above it.
+    if chunk.stream is None:
+        return cursor.select(chunk.events)
+    return cursor.select_stream(chunk.events, floor_until=chunk.stream.floor_until)
+
+
+def _gone(left: frozenset[str], chunk: Chunk) -> frozenset[str]:
+    """The pending events this chunk proves Auth0 no longer returns: all of them after a
+    complete per-user read; after a stream window, those whose log_id it covered."""
+    if chunk.stream is None:
+        return left if chunk.complete else frozenset()
+    to = chunk.stream.to
+    return frozenset(log_id for log_id in left if log_id <= to)
 
 
 def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
@@ -186,9 +207,8 @@ def _redeliveries(
         again = [e for e in new if e.log_id in pending.log_ids]
         new = [e for e in new if e.log_id not in pending.log_ids]
         left = pending.log_ids - {e.log_id for e in again}
-        abandoned = 0
-        if left and chunk.complete:
-            abandoned, left = len(left), frozenset()
+        gone = _gone(left, chunk)
+        abandoned, left = len(gone), left - gone
         if again or left != pending.log_ids:
             # Claimed with this run's lease before anything is delivered: a run that read the
             # same intent loses the conditional write instead of delivering it a second time.
@@ -258,8 +278,13 @@ def _fresh_batch(
 def _end_of_chunk(
     cursor: Cursor, chunk: Chunk, gaps: Sequence[Gap], context: PlanContext
 ) -> Cursor:
-    end = cursor.with_backlog(not chunk.complete)
-    if chunk.complete:
+    if chunk.stream is not None:
+        # The seat moves past the window; backlog and the floor's move with time belong to
+        # per-user reads.
+        end = cursor.at_stream_position(chunk.stream.to)
+    else:
+        end = cursor.with_backlog(not chunk.complete)
+    if chunk.complete and chunk.stream is None:
         end = end.after_complete_read(context.read_started_ms, overlap_ms=context.overlap_ms)
     for gap in gaps:
         end = end.after_gap(gap)

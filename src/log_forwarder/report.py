@@ -114,10 +114,33 @@ class UserReport:
 
 
 @dataclass
+class ReadReport:
+    """How the run read Auth0, and why (read_mode.py decides)."""
+
+    mode: str  # "per-user" or "stream"
+    reason: str
+    stream_unavailable: str | None = None  # why the tenant stream cannot be read (no read:logs)
+    stream_events: int = 0  # entries the tenant stream returned, every user's
+    stream_complete: bool | None = None  # the stream was read to its end (None: not read)
+    error: str | None = None  # the stream could not go on (its checkpoint not written)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read_mode": self.mode,
+            "read_mode_reason": self.reason,
+            "stream_unavailable": self.stream_unavailable,
+            "stream_events": self.stream_events,
+            "stream_complete": self.stream_complete,
+            "stream_error": self.error,
+        }
+
+
+@dataclass
 class RunReport:
     users: list[UserReport]
     calls: CallStats = field(default_factory=CallStats)
     finished_ms: int = 0
+    read: ReadReport | None = None
 
     @property
     def lag_s(self) -> float | None:
@@ -144,6 +167,7 @@ class RunReport:
             "forwarded": sum(u.forwarded for u in self.users),
             "gaps": sum(len(u.gaps) for u in self.users),
             "failed_users": [u.user_id for u in self.failed],
+            **(self.read.as_dict() if self.read else {}),
         }
 
 
@@ -194,6 +218,8 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
         lambda run: max((u.max_lateness_ms for u in run.users), default=0) / 1000,
     ),
     ("LagSeconds", "Seconds", lambda run: run.lag_s),
+    ("StreamMode", "Count", lambda run: float(run.read is not None and run.read.mode == "stream")),
+    ("StreamEventsRead", "Count", lambda run: run.read.stream_events if run.read else 0),
 )
 
 

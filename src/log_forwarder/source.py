@@ -1,6 +1,6 @@
-"""The seam between the forwarder and Auth0: the two log reads it makes, and what they cost.
+"""The seam between the forwarder and Auth0: the three log reads it makes, and what they cost.
 
-`Auth0Client` is the real implementation; tests pass plain classes with the same two methods.
+`Auth0Client` is the real implementation; tests pass plain classes with the same methods.
 Every call runs in the `CallScope` of the run that made it: it counts itself into that run's
 stats (a warm container's runs never mix their figures) and waits only as long as the run's
 deadline allows.
@@ -52,4 +52,9 @@ class LogSource(Protocol):
         self, query: str, *, page: int, per_page: int, sort: str, scope: CallScope
     ) -> list[Any]:
         """One page of tenant-wide search, GET /api/v2/logs?q=…"""
+        ...
+
+    def tenant_logs(self, after: str, *, take: int, scope: CallScope) -> list[Any]:
+        """The tenant's log by checkpoint, GET /api/v2/logs?from=…&take=…: up to `take` events
+        with a log_id after `after`, in log_id order."""
         ...

@@ -97,6 +97,10 @@ class BoundedSource:
             query += f" AND date:[* TO {self._end}]"
         return self._inner.search_logs(query, page=page, per_page=per_page, sort=sort, scope=scope)
 
+    def tenant_logs(self, after: str, *, take: int, scope: CallScope) -> list[Any]:
+        # backfill_settings reads per user; a call here would be a wiring bug.
+        raise AssertionError("a backfill never reads the tenant stream")
+
 
 class BackfillStore:
     """The backfill's own checkpoint item, in the checkpoint table beside the live ones."""
@@ -204,11 +208,13 @@ class SkippingPresentInS3:
 
 
 def backfill_settings(settings: Settings, span: BackfillRange) -> Settings:
-    """A fresh backfill cursor starts at `since`, one user at a time."""
+    """A fresh backfill cursor starts at `since`, one user at a time, read per user: the
+    tenant stream starts from now-ish and has no upper bound to give the range."""
     return replace(
         settings,
         start_from=StartFrom(mode="instant", instant_ms=span.since_ms),
         max_concurrent_users=1,
+        read_mode="per-user",
     )
 
 

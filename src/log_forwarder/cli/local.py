@@ -35,6 +35,7 @@ from log_forwarder.checkpoint_store import (
 from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
 from log_forwarder.exceptions import CheckpointError, ConfigError, DeliveryError
+from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import UNLIMITED, Deadline
 
@@ -174,6 +175,8 @@ class SqliteCheckpointStore:
         and its batch is redelivered now rather than when the lease would end."""
         released = []
         for item in self.items():
+            if str(item["user_id"]).startswith(OWN_KEY_PREFIX):
+                continue  # the tenant item and the roster hold no leases
             stored = self.load([item["user_id"]])[item["user_id"]]
             cursor = Cursor.from_state(stored.state)
             if cursor.released() != cursor:

@@ -72,6 +72,10 @@ class CountingSource:
         self._counters.add("calls")
         return self._inner.search_logs(query, page=page, per_page=per_page, sort=sort, scope=scope)
 
+    def tenant_logs(self, after: str, *, take: int, scope: CallScope) -> list[Any]:
+        self._counters.add("calls")
+        return self._inner.tenant_logs(after, take=take, scope=scope)
+
 
 class CountingSink:
     """A sink that counts what it wrote and found present, and (`events`: for one sink of a

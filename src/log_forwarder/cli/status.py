@@ -13,6 +13,8 @@ from typing import Any
 
 from rich.table import Table
 
+from log_forwarder.read_mode import OWN_KEY_PREFIX, TENANT_KEY
+
 BACKFILL_PREFIX = "backfill#"
 
 
@@ -92,11 +94,26 @@ def statuses(
         user_id = str(item["user_id"])
         if user_id.startswith(BACKFILL_PREFIX):
             backfills.append(item)
+        elif user_id.startswith(OWN_KEY_PREFIX):
+            continue  # the function's own items (the tenant item, the roster): read_mode_note
         elif "version" in item:  # a legacy watch-only item has no checkpoint yet
             checkpoints[user_id] = item
     users = sorted({*checkpoints, *watched})
     rows = [user_status(u, checkpoints.get(u), watched.get(u), now_s) for u in users]
     return rows, backfills
+
+
+def read_mode_note(items: Iterable[Mapping[str, Any]]) -> str | None:
+    """How the last run read Auth0, from the tenant item (None before any run wrote it)."""
+    for item in items:
+        if item.get("user_id") == TENANT_KEY:
+            note = f"read mode: {item.get('read_mode', '?')}"
+            if item.get("read_mode_reason"):
+                note += f" ({item['read_mode_reason']})"
+            if item.get("stream_unavailable"):
+                note += f"; the tenant stream is unavailable: {item['stream_unavailable']}"
+            return note
+    return None
 
 
 def plain_item(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

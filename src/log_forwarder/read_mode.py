@@ -1,0 +1,321 @@
+"""Per user or the tenant stream: which way a run reads Auth0, and the tenant item that says so.
+
+Reading per user costs at least one Management API call per watched user and run (about
+⌈new events / 100⌉ each). Reading the tenant's log by checkpoint costs ⌈tenant events / 100⌉
+calls whatever the number of watched users. Which is cheaper depends on the tenant, so with
+READ_MODE=auto every run estimates both from what the last runs saw and takes the cheaper one,
+switching only when the other is clearly cheaper (by SWITCH_MARGIN), and never while some
+user's events are pending (an interrupted batch is finished in the mode that started it).
+
+Pure, like the planner: the tenant state, the estimates and the decision. stream_run.py reads
+the stream and forwarder.py measures; both hand their figures here.
+
+The tenant item lives in the checkpoint table under TENANT_KEY. Auth0 user ids are
+`<provider>|<id>`, so a key starting with "#" is never one; it has no `watch` attribute, so the
+watch-list scan never returns it (the scan also skips every key starting with "#").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from .cursor import StreamSeat, iso_ms
+from .exceptions import CheckpointStateError
+
+TENANT_KEY = "#tenant"
+OWN_KEY_PREFIX = "#"
+
+ReadMode = Literal["auto", "per-user", "stream"]
+AUTO: ReadMode = "auto"
+PER_USER: ReadMode = "per-user"
+STREAM: ReadMode = "stream"
+READ_MODES: tuple[ReadMode, ...] = (AUTO, PER_USER, STREAM)
+
+TAKE = 100  # events per checkpoint read, Auth0's maximum
+# Switch only when the other mode is estimated at most this share of the current one's cost:
+# each switch costs something (joining users, ending an era), estimates are noisy.
+SWITCH_MARGIN = 0.8
+# Weight of the newest run in every estimate (exponentially weighted mean).
+EWMA_WEIGHT = 0.5
+DEFAULT_PERIOD_S = 300.0
+# In per-user mode, how often one checkpoint read samples the tenant's event rate.
+PROBE_EVERY_MS = 30 * 60_000
+# How long a refused stream (no read:logs) is not tried again.
+RECHECK_REFUSED_MS = 60 * 60_000
+# Complete stream reads remembered, to know where the floor of a user who joined stops.
+COMPLETE_READS_KEPT = 24
+STATE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """Management API calls a run is estimated to need in each mode (None: not known)."""
+
+    per_user: float
+    stream: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    mode: ReadMode  # per-user or stream, never auto
+    reason: str
+    costs: Costs
+
+
+@dataclass(frozen=True, slots=True)
+class TenantState:
+    """What the checkpoint table remembers about the tenant (not about any one user)."""
+
+    mode: ReadMode = PER_USER
+    reason: str = ""
+    # Stream era: bumped by each switch to the stream; user seats of another era are void.
+    epoch: int = 0
+    # The stream checkpoint: every joined user holds every event up to this log_id (None: the
+    # era has not found its start yet).
+    position: str | None = None
+    # Every event dated up to here was read by a complete stream read (its start less the
+    # overlap window): where a lapse of the stream starts.
+    verified_ms: int | None = None
+    # (start, end position) of this era's complete reads, oldest first: the floor of a user who
+    # joined at t holds up to the end of the first one started at or after t.
+    complete_reads: tuple[tuple[int, str], ...] = ()
+    # Events the stream returned since the last complete read (for the tenant's event rate).
+    read_since_complete: int = 0
+    rate_eps: float | None = None  # tenant events per second
+    per_user_calls: float | None = None  # per-user calls a run needs
+    period_s: float | None = None  # time between runs
+    last_run_ms: int | None = None
+    # The per-user mode's sample of the tenant's rate: read on from here, dated from then.
+    probe_position: str | None = None
+    probe_since_ms: int | None = None
+    probed_at_ms: int | None = None
+    # Why the stream is unavailable (no read:logs), and since when.
+    refused: str | None = None
+    refused_at_ms: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- the decision --------------------------------------------------------------------------
+
+    def costs(self, users: int) -> Costs:
+        per_user = self.per_user_calls if self.per_user_calls is not None else float(users)
+        if self.rate_eps is None:
+            return Costs(per_user, None)
+        period = self.period_s or DEFAULT_PERIOD_S
+        # A checkpoint read stops at the first page shorter than TAKE: n events cost n//100 + 1.
+        return Costs(per_user, float(math.floor(self.rate_eps * period / TAKE) + 1))
+
+    def stream_refused(self, now_ms: int) -> bool:
+        return self.refused is not None and now_ms < (self.refused_at_ms or 0) + RECHECK_REFUSED_MS
+
+    def probe_due(self, now_ms: int) -> bool:
+        return self.probed_at_ms is None or now_ms >= self.probed_at_ms + PROBE_EVERY_MS
+
+    # -- the stream ----------------------------------------------------------------------------
+
+    def new_era(self) -> TenantState:
+        """Switching to the stream: a new era, whose start is yet to be found."""
+        return replace(
+            self,
+            mode=STREAM,
+            epoch=self.epoch + 1,
+            position=None,
+            verified_ms=None,
+            complete_reads=(),
+            read_since_complete=0,
+        )
+
+    def floor_until(self, seat: StreamSeat, default: str) -> str:
+        """Up to which log_id the floor still drops events for this seat (see StreamSeat):
+        the end of the first complete read started after it joined; `default` (the end of the
+        window at hand) while there has been none."""
+        for started_ms, end in self.complete_reads:
+            if started_ms >= seat.joined_ms:
+                return end
+        return default
+
+    def after_complete_read(self, started_ms: int, *, overlap_ms: int) -> TenantState:
+        """The stream reached the end of the log in a read started at `started_ms`."""
+        assert self.position is not None
+        rate = self.rate_eps
+        if self.complete_reads:
+            elapsed_s = (started_ms - self.complete_reads[-1][0]) / 1000
+            if elapsed_s > 0:
+                rate = _mean(rate, self.read_since_complete / elapsed_s)
+        reads = (*self.complete_reads, (started_ms, self.position))[-COMPLETE_READS_KEPT:]
+        return replace(
+            self,
+            verified_ms=started_ms - overlap_ms,
+            complete_reads=reads,
+            rate_eps=rate,
+            read_since_complete=0,
+        )
+
+    # -- the per-user mode's sample of the tenant's rate ----------------------------------------
+
+    def sampled(self, *, events: int, span_s: float, now_ms: int) -> TenantState:
+        return replace(
+            self, rate_eps=_mean(self.rate_eps, events / max(span_s, 1.0)), probed_at_ms=now_ms
+        )
+
+    # -- after every run -----------------------------------------------------------------------
+
+    def after_run(self, decision: Decision, *, per_user_calls: float, now_ms: int) -> TenantState:
+        period = self.period_s
+        if self.last_run_ms is not None and now_ms > self.last_run_ms:
+            period = _mean(period, (now_ms - self.last_run_ms) / 1000)
+        return replace(
+            self,
+            mode=decision.mode,
+            reason=decision.reason,
+            per_user_calls=_mean(self.per_user_calls, per_user_calls),
+            period_s=period,
+            last_run_ms=now_ms,
+        )
+
+    # -- storage ---------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "v": STATE_VERSION,
+            "mode": self.mode,
+            "reason": self.reason,
+            "epoch": self.epoch,
+            "position": self.position,
+            "verified": self.verified_ms,
+            "complete_reads": [[started, end] for started, end in self.complete_reads],
+            "read_since_complete": self.read_since_complete,
+            "rate_eps": self.rate_eps,
+            "per_user_calls": self.per_user_calls,
+            "period_s": self.period_s,
+            "last_run": self.last_run_ms,
+            "probe_position": self.probe_position,
+            "probe_since": self.probe_since_ms,
+            "probed_at": self.probed_at_ms,
+            "refused": self.refused,
+            "refused_at": self.refused_at_ms,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any] | None) -> TenantState:
+        if state is None:
+            return cls()
+        if state.get("v") != STATE_VERSION:
+            raise CheckpointStateError(
+                f"tenant item state version {state.get('v')!r} is not {STATE_VERSION}; delete "
+                f"the item {TENANT_KEY!r} to start over (every user is then read per user once)"
+            )
+        try:
+            return cls._from_valid_state(state)
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointStateError(
+                f"tenant item state is invalid ({type(error).__name__}: {error}); delete the "
+                f"item {TENANT_KEY!r} to start over"
+            ) from error
+
+    @classmethod
+    def _from_valid_state(cls, state: Mapping[str, Any]) -> TenantState:
+        mode = state.get("mode", PER_USER)
+        if mode not in (PER_USER, STREAM):
+            raise ValueError(f"mode {mode!r}")
+        known = set(cls().to_state())
+        return cls(
+            mode=mode,
+            reason=str(state.get("reason", "")),
+            epoch=int(state.get("epoch", 0)),
+            position=_optional_str(state.get("position")),
+            verified_ms=_optional_int(state.get("verified")),
+            complete_reads=tuple((int(s), str(e)) for s, e in state.get("complete_reads") or ()),
+            read_since_complete=int(state.get("read_since_complete", 0)),
+            rate_eps=_optional_float(state.get("rate_eps")),
+            per_user_calls=_optional_float(state.get("per_user_calls")),
+            period_s=_optional_float(state.get("period_s")),
+            last_run_ms=_optional_int(state.get("last_run")),
+            probe_position=_optional_str(state.get("probe_position")),
+            probe_since_ms=_optional_int(state.get("probe_since")),
+            probed_at_ms=_optional_int(state.get("probed_at")),
+            refused=_optional_str(state.get("refused")),
+            refused_at_ms=_optional_int(state.get("refused_at")),
+            # Kept as read: what a newer version of the forwarder (or the status CLI) added.
+            extra={k: v for k, v in state.items() if k not in known},
+        )
+
+    def summary(self, users: int) -> dict[str, str | int | float | bool | None]:
+        """Readable attributes beside the state, for operators and the status listing."""
+        costs = self.costs(users)
+        return {
+            "item_type": "tenant",
+            "read_mode": self.mode,
+            "read_mode_reason": self.reason,
+            "stream_unavailable": self.refused,
+            "stream_position": self.position,
+            "stream_epoch": self.epoch,
+            "stream_verified": iso_ms(self.verified_ms),
+            "tenant_events_per_second": None if self.rate_eps is None else round(self.rate_eps, 4),
+            "calls_per_run_per_user_mode": round(costs.per_user, 1),
+            "calls_per_run_stream_mode": None if costs.stream is None else round(costs.stream, 1),
+            "last_run": iso_ms(self.last_run_ms),
+        }
+
+
+def decide(
+    setting: ReadMode, state: TenantState, *, users: int, pending: int, now_ms: int
+) -> Decision:
+    """The mode of this run. `pending`: users with events pending from an interrupted run."""
+    costs = state.costs(users)
+    if setting != PER_USER and state.stream_refused(now_ms):
+        why = f"the tenant stream is unavailable ({state.refused}); reading per user"
+        return Decision(PER_USER, why, costs)
+    if setting != AUTO:
+        wanted, why = setting, f"READ_MODE={setting}"
+    else:
+        wanted, why = _cheaper(state.mode, costs)
+    if wanted != state.mode and pending:
+        # An interrupted batch is finished in the mode that read it: a per-user read could not
+        # find a late stream event below its floor, nor the stream one a per-user read saw.
+        return Decision(
+            state.mode,
+            f"{why}; switch postponed: {pending} users have pending events from an interrupted run",
+            costs,
+        )
+    return Decision(wanted, why, costs)
+
+
+def _cheaper(current: ReadMode, costs: Costs) -> tuple[ReadMode, str]:
+    if costs.stream is None:
+        return current, "auto: the tenant's event rate is not known yet"
+    why = (
+        f"auto: about {costs.per_user:.0f} calls a run per user, {costs.stream:.0f} "
+        "reading the tenant stream"
+    )
+    if current == STREAM and costs.per_user < costs.stream * SWITCH_MARGIN:
+        return PER_USER, why
+    if current != STREAM and costs.stream < costs.per_user * SWITCH_MARGIN:
+        return STREAM, why
+    return current, why
+
+
+def per_user_calls(forwarded: Mapping[str, int], users: int) -> float:
+    """What reading per user would have cost for what this run forwarded: one call per user,
+    one more per further 100 new events."""
+    extra = sum(max(0, math.ceil(n / TAKE) - 1) for n in forwarded.values())
+    return float(users + extra)
+
+
+def _mean(old: float | None, new: float) -> float:
+    return new if old is None else (1 - EWMA_WEIGHT) * old + EWMA_WEIGHT * new
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(value)  # type: ignore[call-overload]
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
