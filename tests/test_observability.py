@@ -704,6 +704,7 @@ def test_the_dashboard_shows_only_metrics_the_function_emits(data: DataSet) -> N
     required = {
         "EventsDelivered_cloudwatch", "EventsDelivered_s3", "LagSeconds", "Gaps", "Auth0ApiCalls",
         "Auth0RateLimited", "Auth0Retries", "UsersFailed", "UsersDeferred", "Quarantined",
+        "StreamMode", "StreamEventsRead",
     }  # fmt: skip
     assert required <= {name for _, name, _ in shown}
     assert required - COMING_METRICS <= emitted_names
