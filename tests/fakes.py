@@ -176,6 +176,11 @@ class InMemoryCheckpointStore:
         with self._lock:
             self._items.setdefault(user_id, {"user_id": user_id})["watch"] = watch
 
+    def delete(self, user_id: str) -> None:
+        """What an operator does in the console: delete an item."""
+        with self._lock:
+            self._items.pop(user_id, None)
+
     def item(self, user_id: str) -> dict[str, Any]:
         """A copy of the raw item, as a test would inspect it in the table."""
         with self._lock:

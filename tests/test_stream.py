@@ -126,6 +126,26 @@ def test_pending_events_are_given_up_only_where_the_window_covered_them() -> Non
     assert [p.log_ids for p in redelivery.after.pending] == [frozenset({"9020"})]
 
 
+def test_what_a_window_delivered_before_a_later_batch_failed_is_not_delivered_again() -> None:
+    # GIVEN an interrupted batch holding an old event and one an hour newer, and a new event
+    pending = Pending("batch", frozenset({"9002", "9004"}))
+    cursor = seated(Cursor.fresh(BASE), pos="9000").with_pending(pending)
+    events = [ev("9002", BASE), ev("9004", BASE + 3_600_000), ev("9006", BASE + 3_600_001)]
+    chunk = window_chunk(events, "9000", "9010", "9000")
+    redelivery, _failed = plan_chunk(cursor, chunk, context()).batches
+    # WHEN the redelivery commits and the new event's batch fails: the seat stays before the
+    # window, and `recent` has forgotten 9002 (older than the overlap window below 9004)
+    committed = redelivery.after
+    assert committed.seat is not None and committed.seat.pos == "9000"
+    assert "9002" not in {log_id for _, log_id in committed.recent}
+    # THEN the window read again yields only the event that was not delivered
+    again = plan_chunk(committed, chunk, context())
+    assert [e.log_id for b in again.batches for e in b.events] == ["9006"]
+    assert again.selection.duplicates == 2
+    # AND once the seat passes the window, it forgets them
+    assert again.batches[-1].after.seat == StreamSeat(1, BASE, "9010")
+
+
 def test_a_lapse_of_the_stream_is_one_gap_per_user_and_never_twice() -> None:
     # GIVEN a stream verified up to BASE, unread since, and a retention that has passed BASE
     cursor = seated(Cursor.fresh(None))

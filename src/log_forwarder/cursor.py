@@ -136,11 +136,16 @@ class StreamSeat:
 
     `epoch`: the stream era the seat belongs to. Each switch to the stream starts a new one, so a
     seat left from an earlier era (per-user reads have moved the cursor since) is void.
+
+    `above`: log_ids past `pos` already delivered: the batches of a window committed before
+    another batch of it failed. The seat stays before the window, which is read again; `recent`
+    cannot tell these events apart, since it forgets what is older than the overlap window.
     """
 
     epoch: int
     joined_ms: int
     pos: str
+    above: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,18 +225,20 @@ class Cursor:
     def select_stream(self, events: Iterable[LogEvent], *, floor_until: str) -> Selection:
         """The new events of a stream window, in ascending (date, log_id) order.
 
-        Dedupe is by log_id: at or below the seat's `pos` (a window read again), or remembered in
-        `recent` (forwarded by a per-user read). The floor drops an event only up to
+        Dedupe is by log_id: at or below the seat's `pos` (a window read again), in its `above`
+        (delivered from a window read again), or remembered in `recent` (forwarded by a per-user
+        read). The floor drops an event only up to
         `floor_until`, the log_ids the user's last per-user read may have seen; past it an event
         dated below the floor is a late one nobody forwarded, and it is forwarded.
         """
-        assert self.seat is not None, "a stream window for a user with no seat"
-        known = {log_id for _, log_id in self.recent}
+        seat = self.seat
+        assert seat is not None, "a stream window for a user with no seat"
+        known = {log_id for _, log_id in self.recent} | seat.above
         new: dict[str, LogEvent] = {}
         duplicates = below_floor = late = max_lateness = 0
         for event in events:
             floored = self.floor_ms is not None and event.date_ms < self.floor_ms
-            if event.log_id <= self.seat.pos or event.log_id in known or event.log_id in new:
+            if event.log_id <= seat.pos or event.log_id in known or event.log_id in new:
                 duplicates += 1
             elif floored and event.log_id <= floor_until:
                 below_floor += 1
@@ -251,7 +258,18 @@ class Cursor:
         assert self.seat is not None
         if position <= self.seat.pos:
             return self
-        return replace(self, seat=replace(self.seat, pos=position))
+        above = frozenset(log_id for log_id in self.seat.above if log_id > position)
+        return replace(self, seat=replace(self.seat, pos=position, above=above))
+
+    def with_stream_delivered(self, log_ids: Iterable[str]) -> Cursor:
+        """A batch of a stream window committed: its events stay known until the seat passes
+        them, whatever their dates (see StreamSeat.above)."""
+        if self.seat is None:
+            return self
+        past = {log_id for log_id in log_ids if log_id > self.seat.pos}
+        if not past:
+            return self
+        return replace(self, seat=replace(self.seat, above=self.seat.above | past))
 
     def off_stream(self, verified_ms: int | None) -> Cursor:
         """Read per user from now on: the seat goes; `verified_ms` (what the stream verified for
@@ -407,7 +425,12 @@ class Cursor:
             "last_error_at": self.last_error_ms,
             "seat": None
             if self.seat is None
-            else {"epoch": self.seat.epoch, "joined": self.seat.joined_ms, "pos": self.seat.pos},
+            else {
+                "epoch": self.seat.epoch,
+                "joined": self.seat.joined_ms,
+                "pos": self.seat.pos,
+                "above": sorted(self.seat.above),
+            },
         }
 
     @classmethod
@@ -500,7 +523,8 @@ def _gap_of(value: object) -> tuple[int | None, int, str] | None:
 def _seat(value: Any) -> StreamSeat | None:
     if value is None:
         return None
-    return StreamSeat(int(value["epoch"]), int(value["joined"]), str(value["pos"]))
+    above = frozenset(str(log_id) for log_id in value.get("above") or ())
+    return StreamSeat(int(value["epoch"]), int(value["joined"]), str(value["pos"]), above)
 
 
 def _optional_int(value: object) -> int | None:

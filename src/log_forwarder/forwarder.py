@@ -28,7 +28,6 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantState
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport
 from .retry import Deadline
-from .roster import ROSTER_KEY
 from .run_context import RunContext, guarded, log_batch
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
@@ -64,10 +63,9 @@ class Forwarder:
         self._clock = clock
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
-        loaded = self._store.load([*user_ids, TENANT_KEY, ROSTER_KEY])
+        loaded = self._store.load([*user_ids, TENANT_KEY])
         run = self._new_run(remaining_ms)
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
-        recorded_roster = loaded.pop(ROSTER_KEY, None)
         decision = self._decide(tenant, user_ids, loaded, run)
         logger.info("Read mode", extra={"read_mode": decision.mode, "why": decision.reason})
         stream: StreamRun | None = None
@@ -76,7 +74,7 @@ class Forwarder:
                 self._settings, self._source, self._store, self._sinks, self._now_ms, self._output
             )
             stream = StreamRun(parts, run, tenant, self.read_users)
-            reports = stream.run(user_ids, loaded, recorded_roster)
+            reports = stream.run(user_ids, loaded)
             decision = stream.fallback or decision  # read per user after all (no read:logs)
         else:
             reports = [report for report, _ in self.read_users(user_ids, loaded, run, tenant.state)]
@@ -245,9 +243,11 @@ class Forwarder:
         if stored is not None:
             cursor = Cursor.from_state(stored.readable_state())
             if cursor.seat is not None:
-                # Read per user now: the seat is void. What the stream verified for this era's
-                # users counts as verified for this one (gaps.expiry_gap reads it).
-                verified = tenant.verified_ms if cursor.on_stream(tenant.epoch) else None
+                # Read per user now: the seat is void. What the stream verified counts as
+                # verified for a user it moved with (gaps.expiry_gap reads it); not for one it
+                # moved without (off the watch list meanwhile), whose expired events are a gap.
+                moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(user_id)
+                verified = tenant.verified_ms if moved_with else None
                 cursor = cursor.off_stream(verified)
             return Checkpoint(self._store, user_id, cursor, stored.version, deadline)
         # A new user's history is read oldest first by search from the start: with more than

@@ -152,11 +152,12 @@ def _select(cursor: Cursor, chunk: Chunk) -> Selection:
 
 def _gone(left: frozenset[str], chunk: Chunk) -> frozenset[str]:
     """The pending events this chunk proves Auth0 no longer returns: all of them after a
-    complete per-user read; after a stream window, those whose log_id it covered."""
+    complete per-user read; after a stream window, those whose log_id lies in the span it
+    covered (one below it is not this window's to judge: stream_run reads such a user per user)."""
     if chunk.stream is None:
         return left if chunk.complete else frozenset()
-    to = chunk.stream.to
-    return frozenset(log_id for log_id in left if log_id <= to)
+    after, to = chunk.stream.after, chunk.stream.to
+    return frozenset(log_id for log_id in left if after < log_id <= to)
 
 
 def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
@@ -216,9 +217,13 @@ def _redeliveries(
             # The rules see these events again from the state before them: the same findings,
             # with the same ids, which the destinations that hold them already skip.
             findings, after = _detect(claim, again, context)
-            after = after.advance(
-                again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
-            ).with_pending(replace(pending, log_ids=left, lease_until_ms=context.lease_until_ms))
+            after = (
+                after.advance(
+                    again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
+                )
+                .with_stream_delivered(e.log_id for e in again)
+                .with_pending(replace(pending, log_ids=left, lease_until_ms=context.lease_until_ms))
+            )
             records = _Records(findings=findings)
             batches.append(
                 Batch(
@@ -260,7 +265,9 @@ def _fresh_batch(
         read_started_ms=context.read_started_ms,
         forwarded=len(shown),
     )
-    after = after.with_quarantined(records.digests, now_ms=context.now_ms, seen=records.seen)
+    after = after.with_quarantined(
+        records.digests, now_ms=context.now_ms, seen=records.seen
+    ).with_stream_delivered(e.log_id for e in new)
     return Batch(
         batch_id,
         tuple(shown),

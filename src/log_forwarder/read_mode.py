@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from .cursor import StreamSeat, iso_ms
 from .exceptions import CheckpointStateError
+from .roster import digest, unpack
 
 TENANT_KEY = "#tenant"
 OWN_KEY_PREFIX = "#"
@@ -71,7 +72,7 @@ class TenantState:
 
     mode: ReadMode = PER_USER
     reason: str = ""
-    # Stream era: bumped by each switch to the stream; user seats of another era are void.
+    # Stream era: a new one at each switch to the stream; user seats of another era are void.
     epoch: int = 0
     # The stream checkpoint: every joined user holds every event up to this log_id (None: the
     # era has not found its start yet).
@@ -82,6 +83,9 @@ class TenantState:
     # (start, end position) of this era's complete reads, oldest first: the floor of a user who
     # joined at t holds up to the end of the first one started at or after t.
     complete_reads: tuple[tuple[int, str], ...] = ()
+    # roster.pack of the users the stream last moved for, written with every move (roster.py);
+    # None: nobody's seat in this era can be trusted yet.
+    roster: str | None = None
     # Events the stream returned since the last complete read (for the tenant's event rate).
     read_since_complete: int = 0
     rate_eps: float | None = None  # tenant events per second
@@ -115,17 +119,29 @@ class TenantState:
 
     # -- the stream ----------------------------------------------------------------------------
 
-    def new_era(self) -> TenantState:
-        """Switching to the stream: a new era, whose start is yet to be found."""
+    def new_era(self, now_ms: int) -> TenantState:
+        """Switching to the stream: a new era, whose start is yet to be found. Its number is
+        never one an earlier era had, even if the tenant item was deleted or unreadable (then
+        the count starts over at 0, but the clock does not): a seat of that era stays void."""
         return replace(
             self,
             mode=STREAM,
-            epoch=self.epoch + 1,
+            epoch=max(self.epoch + 1, now_ms),
             position=None,
             verified_ms=None,
             complete_reads=(),
+            roster=None,
             read_since_complete=0,
         )
+
+    def members(self) -> frozenset[bytes] | None:
+        """The digests of the users the stream last moved for (None: none known)."""
+        return None if self.roster is None else unpack(self.roster)
+
+    def moved_for(self, user_id: str) -> bool:
+        """Whether the user's seat in this era can be trusted: the stream moved with it."""
+        members = self.members()
+        return members is not None and digest(user_id) in members
 
     def floor_until(self, seat: StreamSeat, default: str) -> str:
         """Up to which log_id the floor still drops events for this seat (see StreamSeat):
@@ -187,6 +203,7 @@ class TenantState:
             "position": self.position,
             "verified": self.verified_ms,
             "complete_reads": [[started, end] for started, end in self.complete_reads],
+            "roster": self.roster,
             "read_since_complete": self.read_since_complete,
             "rate_eps": self.rate_eps,
             "per_user_calls": self.per_user_calls,
@@ -222,6 +239,9 @@ class TenantState:
         if mode not in (PER_USER, STREAM):
             raise ValueError(f"mode {mode!r}")
         known = set(cls().to_state())
+        roster = _optional_str(state.get("roster"))
+        if roster is not None:
+            unpack(roster)  # unreadable: the whole item is, and the stream starts over
         return cls(
             mode=mode,
             reason=str(state.get("reason", "")),
@@ -229,6 +249,7 @@ class TenantState:
             position=_optional_str(state.get("position")),
             verified_ms=_optional_int(state.get("verified")),
             complete_reads=tuple((int(s), str(e)) for s, e in state.get("complete_reads") or ()),
+            roster=roster,
             read_since_complete=int(state.get("read_since_complete", 0)),
             rate_eps=_optional_float(state.get("rate_eps")),
             per_user_calls=_optional_float(state.get("per_user_calls")),
@@ -254,6 +275,7 @@ class TenantState:
             "stream_position": self.position,
             "stream_epoch": self.epoch,
             "stream_verified": iso_ms(self.verified_ms),
+            "stream_members": None if self.roster is None else len(unpack(self.roster)),
             "tenant_events_per_second": None if self.rate_eps is None else round(self.rate_eps, 4),
             "calls_per_run_per_user_mode": round(costs.per_user, 1),
             "calls_per_run_stream_mode": None if costs.stream is None else round(costs.stream, 1),

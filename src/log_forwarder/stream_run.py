@@ -38,7 +38,7 @@ from .planner import OutputPolicy, PlanContext, plan_chunk
 from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
 from .report import UserReport
 from .retry import Deadline
-from .roster import ROSTER_KEY, digest, roster_state, watched_in
+from .roster import digest, pack
 from .run_context import RunContext, guarded, log_batch
 from .sinks import Sink
 from .source import LogSource
@@ -120,7 +120,7 @@ class Roster:
     members: dict[str, Checkpoint] = field(default_factory=dict)  # on the stream already
     join_now: dict[str, Checkpoint] = field(default_factory=dict)  # may join without a read
     read_first: list[str] = field(default_factory=list)  # read per user, then join
-    # Seated, but missing from the roster the stream last moved for: away while it moved.
+    # Seated, but the stream may have moved without it (roster.py), or past its pending events.
     rejoin: dict[str, Checkpoint] = field(default_factory=dict)
 
 
@@ -144,26 +144,15 @@ class StreamRun:
         self.error: str | None = None  # the tenant item could not be written: the run fails
 
     def run(
-        self,
-        user_ids: Sequence[str],
-        loaded: Mapping[str, StoredCheckpoint],
-        recorded: StoredCheckpoint | None = None,
+        self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]
     ) -> list[UserReport]:
-        """`recorded`: the roster item (roster.py), the members the stream last moved for."""
         self._users = len(user_ids)
         self._started_ms = self._parts.now_ms()
         self._reports = {user: UserReport(user) for user in user_ids}
         state = self._tenant.state
         starting = state.mode != STREAM or state.position is None
-        era = state.new_era() if starting else state
-        try:
-            previous = watched_in(recorded.readable_state() if recorded else None, era.epoch)
-        except CheckpointStateError as error:
-            logger.error(
-                "Roster item unreadable; every seated user rejoins", extra={"error": str(error)}
-            )
-            previous = None
-        roster = self._roster(user_ids, loaded, era, previous)
+        era = state.new_era(self._started_ms) if starting else state
+        roster = self._roster(user_ids, loaded, era)
         loaded = {**loaded, **self._rejoin(roster)}
         try:
             if starting and not self._start_era(roster):
@@ -175,8 +164,8 @@ class StreamRun:
             self._join(roster.join_now)
             self._members.update(roster.members)
             self._read_first(roster.read_first, loaded)
-            if self._record_roster(recorded, previous):
-                self._read_stream()
+            self._adopt_roster()
+            self._read_stream()
         except StreamRefused as refused:
             # Mid-run (a scope withdrawn): what was committed stays; the next run reads per user.
             self._note_refused(str(refused))
@@ -187,13 +176,10 @@ class StreamRun:
     # -- 1. the era ------------------------------------------------------------------------------
 
     def _roster(
-        self,
-        user_ids: Sequence[str],
-        loaded: Mapping[str, StoredCheckpoint],
-        era: TenantState,
-        previous: frozenset[bytes] | None,
+        self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint], era: TenantState
     ) -> Roster:
         roster = Roster()
+        previous = era.members()
         starting = era.position is None
         settings, now_ms = self._parts.settings, self._parts.now_ms()
         deadline = self._run.scope.deadline
@@ -213,7 +199,7 @@ class StreamRun:
             cursor = _decoded(stored)
             if cursor is not None and cursor.on_stream(era.epoch):
                 checkpoint = Checkpoint(self._parts.store, user, cursor, stored.version, deadline)
-                if previous is not None and digest(user) in previous:
+                if _seat_holds(user, cursor, era, previous):
                     roster.members[user] = checkpoint
                 else:
                     roster.rejoin[user] = checkpoint
@@ -227,14 +213,14 @@ class StreamRun:
         return roster
 
     def _rejoin(self, roster: Roster) -> dict[str, StoredCheckpoint]:
-        """Users back on the watch list after the stream moved without them: their seats go
-        (a checkpoint write each) and they are read per user first, from their own cursors,
-        which catch up on what they missed. Returns their checkpoints as now stored."""
+        """Users whose seats cannot be trusted (the stream may have moved without them): their
+        seats go (a checkpoint write each) and they are read per user first, from their own
+        cursors, which catch up on what they missed. Returns their checkpoints as now stored."""
         rewritten: dict[str, StoredCheckpoint] = {}
         for user, checkpoint in roster.rejoin.items():
-            logger.warning("User back on the watch list: read per user before it rejoins",
+            logger.warning("The stream moved without this user: read per user before it rejoins",
                            extra={"user_id": user})  # fmt: skip
-            # Nothing the stream verified counts for it: it was away.
+            # Nothing the stream verified counts for it: it may have been away.
             guarded(self._reports[user], partial(_leave_stream, checkpoint))
             if _clean(self._reports[user]) and checkpoint.version is not None:
                 roster.read_first.append(user)
@@ -242,32 +228,15 @@ class StreamRun:
                 rewritten[user] = StoredCheckpoint(user, checkpoint.version, state)
         return rewritten
 
-    def _record_roster(
-        self, recorded: StoredCheckpoint | None, previous: frozenset[bytes] | None
-    ) -> bool:
-        """Write whom the stream moves for, its members, before it moves (False: it must not).
+    def _adopt_roster(self) -> None:
+        """The members go into the tenant item with the stream's next move, in the same
+        conditional write: a run whose view of the members is stale cannot move it (roster.py).
         A watched user that is not one (its join or seat drop failed, another run had it) is
-        left off: if another run seated it, its seat may fall behind what this run moves past,
-        and the next run, seeing it seated but off the roster, reads it per user first."""
-        members = self._members.keys()
-        if previous is not None and previous == {digest(user) for user in members}:
-            return True
-        try:
-            self._parts.store.save(
-                ROSTER_KEY,
-                roster_state(self._tenant.state.epoch, members),
-                expected_version=recorded.version if recorded else None,
-                summary={"item_type": "roster", "users": len(members)},
-                deadline=self._run.scope.deadline,
-            )
-        except CheckpointConflict:
-            logger.warning("Another run wrote the roster first; leaving the stream to it")
-            return False
-        except ForwarderError as error:
-            self.error = f"recording the stream's members: {type(error).__name__}: {error}"
-            logger.error("Roster not written; the stream stays put", extra={"error": self.error})
-            return False
-        return True
+        left off, so that the next run, seeing it seated, reads it per user first."""
+        state = self._tenant.state
+        members = pack(self._members)
+        if state.roster != members:
+            self._tenant.state = replace(state, roster=members)
 
     def _start_era(self, roster: Roster) -> bool:
         """Find where the new era starts and write it down before anyone joins: a seat is only
@@ -276,6 +245,9 @@ class StreamRun:
         since = _since(roster.join_now.values(), now_ms - self._parts.settings.overlap_window_ms)
         try:
             position = start_position(self._parts.source, since, self._run.scope)
+        except OutOfTime as late:
+            logger.warning("Tenant stream start deferred: out of time", extra={"why": str(late)})
+            return False
         except ForwarderError as error:
             # Auth0 unavailable (or out of time): nothing started, nobody joined; next run.
             self.error = f"starting the tenant stream: {type(error).__name__}: {error}"
@@ -291,7 +263,7 @@ class StreamRun:
         # limits say of a START_FROM older than the retention).
         cut = self._retention_cut()
         era = replace(
-            self._tenant.state.new_era(),
+            self._tenant.state.new_era(now_ms),
             position=position,
             verified_ms=cut if since is None else max(since, cut),
         )
@@ -527,6 +499,11 @@ class StreamRun:
             # Another run owns the stream now; nothing failed.
             logger.warning(f"Another run wrote the tenant item first ({doing}); leaving it to it")
             return False
+        except OutOfTime as late:
+            # The next run writes it; what users committed is in their seats.
+            logger.warning(f"Tenant item not written ({doing}): out of time",
+                           extra={"why": str(late)})  # fmt: skip
+            return False
         except ForwarderError as error:
             # The users' own commits stand; the run fails so that the alarm says it.
             self.error = f"{doing}: {type(error).__name__}: {error}"
@@ -584,6 +561,19 @@ def _decoded(stored: StoredCheckpoint) -> Cursor | None:
         return Cursor.from_state(stored.readable_state())
     except CheckpointStateError:
         return None  # its per-user read reports it
+
+
+def _seat_holds(
+    user: str, cursor: Cursor, era: TenantState, members: frozenset[bytes] | None
+) -> bool:
+    """The stream moved with this user (it is on the roster), and nothing it has pending lies at
+    or below the stream checkpoint (which the stream would then never read again)."""
+    if members is None or digest(user) not in members:
+        return False
+    position = era.position
+    return position is None or all(
+        log_id > position for pending in cursor.pending for log_id in pending.log_ids
+    )
 
 
 def _leave_stream(checkpoint: Checkpoint) -> None:

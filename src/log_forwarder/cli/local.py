@@ -176,7 +176,7 @@ class SqliteCheckpointStore:
         released = []
         for item in self.items():
             if str(item["user_id"]).startswith(OWN_KEY_PREFIX):
-                continue  # the tenant item and the roster hold no leases
+                continue  # the tenant item holds no leases
             stored = self.load([item["user_id"]])[item["user_id"]]
             cursor = Cursor.from_state(stored.state)
             if cursor.released() != cursor:

@@ -95,7 +95,7 @@ def statuses(
         if user_id.startswith(BACKFILL_PREFIX):
             backfills.append(item)
         elif user_id.startswith(OWN_KEY_PREFIX):
-            continue  # the function's own items (the tenant item, the roster): read_mode_note
+            continue  # the function's own items (the tenant item): read_mode_note
         elif "version" in item:  # a legacy watch-only item has no checkpoint yet
             checkpoints[user_id] = item
     users = sorted({*checkpoints, *watched})
