@@ -182,15 +182,7 @@ class Forwarder:
     def _forward_user(self, report: UserReport, checkpoint: Checkpoint, run: RunContext) -> None:
         read_started_ms = self._now_ms()
         cursor = checkpoint.cursor
-        leased_until = cursor.leased_until(read_started_ms)
-        if leased_until is not None:
-            # Another run is still delivering this user's pending batch (or died doing so and
-            # its lease has not run out): redelivering it now could write it twice.
-            report.busy = True
-            logger.warning(
-                "User skipped: another run holds its pending events",
-                extra={"user_id": report.user_id, "lease_until": iso_ms(leased_until)},
-            )
+        if _leased_elsewhere(report, cursor, read_started_ms):
             return
         read = UserRead(
             self._source,
@@ -201,16 +193,7 @@ class Forwarder:
             out_of_time=run.time_is_up,
             missing=cursor.missing_since_ms is not None,
         )
-        context = PlanContext(
-            user_id=report.user_id,
-            tenant=self._settings.auth0_domain,
-            now_ms=read_started_ms,
-            read_started_ms=read_started_ms,
-            overlap_ms=self._settings.overlap_window_ms,
-            min_retention_ms=self._settings.log_retention_ms,
-            lease_until_ms=run.lease_until(read_started_ms),
-            output=self._output,
-        )
+        context = self._plan_context(report.user_id, read_started_ms, run)
         chunks = read_user(read)
         complete = False
         while not complete and not run.time_is_up():
@@ -235,6 +218,18 @@ class Forwarder:
                 "Overlap window narrowed: too many recent events to remember",
                 extra={"user_id": report.user_id, "floor": iso_ms(checkpoint.cursor.floor_ms)},
             )
+
+    def _plan_context(self, user_id: str, read_started_ms: int, run: RunContext) -> PlanContext:
+        return PlanContext(
+            user_id=user_id,
+            tenant=self._settings.auth0_domain,
+            now_ms=read_started_ms,
+            read_started_ms=read_started_ms,
+            overlap_ms=self._settings.overlap_window_ms,
+            min_retention_ms=self._settings.log_retention_ms,
+            lease_until_ms=run.lease_until(read_started_ms),
+            output=self._output,
+        )
 
     def _checkpoint(
         self, user_id: str, stored: StoredCheckpoint | None, run: RunContext, tenant: TenantState
@@ -262,6 +257,20 @@ class Forwarder:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _leased_elsewhere(report: UserReport, cursor: Cursor, now_ms: int) -> bool:
+    """Another run is still delivering this user's pending batch (or died doing so and its lease
+    has not run out): redelivering it now could write it twice, so the user is skipped."""
+    leased_until = cursor.leased_until(now_ms)
+    if leased_until is None:
+        return False
+    report.busy = True
+    logger.warning(
+        "User skipped: another run holds its pending events",
+        extra={"user_id": report.user_id, "lease_until": iso_ms(leased_until)},
+    )
+    return True
 
 
 def _has_pending(stored: StoredCheckpoint) -> bool:
