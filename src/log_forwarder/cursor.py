@@ -207,8 +207,7 @@ class Cursor:
         """The events of a read that are new, in ascending (date, log_id) order."""
         known = {log_id for _, log_id in self.recent}
         new: dict[str, LogEvent] = {}
-        duplicates = below_floor = late = 0
-        max_lateness = 0
+        duplicates = below_floor = 0
         for event in events:
             if self.floor_ms is not None and event.date_ms < self.floor_ms:
                 below_floor += 1
@@ -216,26 +215,22 @@ class Cursor:
                 duplicates += 1
             else:
                 new[event.log_id] = event
-                if self.watermark_ms is not None and event.date_ms < self.watermark_ms:
-                    late += 1
-                    max_lateness = max(max_lateness, self.watermark_ms - event.date_ms)
-        ordered = sorted(new.values(), key=lambda e: e.key)
-        return Selection(ordered, duplicates, below_floor, late, max_lateness)
+        return self._selection(new.values(), duplicates, below_floor)
 
     def select_stream(self, events: Iterable[LogEvent], *, floor_until: str) -> Selection:
         """The new events of a stream window, in ascending (date, log_id) order.
 
         Dedupe is by log_id: at or below the seat's `pos` (a window read again), in its `above`
         (delivered from a window read again), or remembered in `recent` (forwarded by a per-user
-        read). The floor drops an event only up to
-        `floor_until`, the log_ids the user's last per-user read may have seen; past it an event
-        dated below the floor is a late one nobody forwarded, and it is forwarded.
+        read). The floor drops an event only up to `floor_until`, the log_ids the user's last
+        per-user read may have seen; past it an event dated below the floor is a late one nobody
+        forwarded, and it is forwarded.
         """
         seat = self.seat
         assert seat is not None, "a stream window for a user with no seat"
         known = {log_id for _, log_id in self.recent} | seat.above
         new: dict[str, LogEvent] = {}
-        duplicates = below_floor = late = max_lateness = 0
+        duplicates = below_floor = 0
         for event in events:
             floored = self.floor_ms is not None and event.date_ms < self.floor_ms
             if event.log_id <= seat.pos or event.log_id in known or event.log_id in new:
@@ -244,11 +239,16 @@ class Cursor:
                 below_floor += 1
             else:
                 new[event.log_id] = event
-                if self.watermark_ms is not None and event.date_ms < self.watermark_ms:
-                    late += 1
-                    max_lateness = max(max_lateness, self.watermark_ms - event.date_ms)
-        ordered = sorted(new.values(), key=lambda e: e.key)
-        return Selection(ordered, duplicates, below_floor, late, max_lateness)
+        return self._selection(new.values(), duplicates, below_floor)
+
+    def _selection(self, new: Iterable[LogEvent], duplicates: int, below_floor: int) -> Selection:
+        """New events, ordered, with those dated below the watermark counted as late."""
+        ordered = sorted(new, key=lambda e: e.key)
+        watermark = self.watermark_ms
+        if watermark is None:
+            return Selection(ordered, duplicates, below_floor)
+        lateness = [watermark - e.date_ms for e in ordered if e.date_ms < watermark]
+        return Selection(ordered, duplicates, below_floor, len(lateness), max(lateness, default=0))
 
     def with_seat(self, seat: StreamSeat | None) -> Cursor:
         return replace(self, seat=seat)
