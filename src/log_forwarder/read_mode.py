@@ -184,7 +184,9 @@ class TenantState:
             period = _mean(period, (now_ms - self.last_run_ms) / 1000)
         return replace(
             self,
-            mode=decision.mode,
+            # Only a written era start (new_era) puts the item in stream mode: a stream run
+            # whose start failed must not revive the last era's checkpoint and seats.
+            mode=PER_USER if decision.mode == PER_USER else self.mode,
             reason=decision.reason,
             per_user_calls=_mean(self.per_user_calls, per_user_calls),
             period_s=period,

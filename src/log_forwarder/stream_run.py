@@ -247,6 +247,7 @@ class StreamRun:
             position = start_position(self._parts.source, since, self._run.scope)
         except OutOfTime as late:
             logger.warning("Tenant stream start deferred: out of time", extra={"why": str(late)})
+            self._defer_everyone()
             return False
         except ForwarderError as error:
             # Auth0 unavailable (or out of time): nothing started, nobody joined; next run.
@@ -271,6 +272,12 @@ class StreamRun:
             return False
         logger.info("Tenant stream era started", extra={"epoch": era.epoch, "from": position})
         return True
+
+    def _defer_everyone(self) -> None:
+        """Time ran out before the stream could start or move: every user waits for the next
+        run, and says so (UsersDeferred), as a per-user read cut short does."""
+        for report in self._reports.values():
+            report.deferred = True
 
     def _first_sight(self, checkpoints: Mapping[str, Checkpoint]) -> None:
         """Fix new users' start at first sight, seatless: with START_FROM=now, a user must not
@@ -503,6 +510,7 @@ class StreamRun:
             # The next run writes it; what users committed is in their seats.
             logger.warning(f"Tenant item not written ({doing}): out of time",
                            extra={"why": str(late)})  # fmt: skip
+            self._defer_everyone()
             return False
         except ForwarderError as error:
             # The users' own commits stand; the run fails so that the alarm says it.
