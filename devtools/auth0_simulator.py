@@ -54,6 +54,7 @@ MAX_QUERY_CHARS: Final = 2000
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _USER_LOGS_PATH: Final = re.compile(r"/api/v2/users/([^/]+)/logs")
+_LOG_PATH: Final = re.compile(r"/api/v2/logs/([^/]+)")
 _SORT_PARAM: Final = re.compile(r"([A-Za-z_$][\w.$-]*):(-1|1)")
 _INTEGER: Final = re.compile(r"-?\d+")
 _PARAM_HELP: Final = {
@@ -840,10 +841,13 @@ class Auth0Simulator:
             return response
 
         user_match = _USER_LOGS_PATH.fullmatch(raw_path)
+        log_match = _LOG_PATH.fullmatch(raw_path)
         if user_match is not None:
             endpoint = "user_logs"
         elif raw_path == "/api/v2/logs":
             endpoint = "logs"
+        elif log_match is not None:
+            endpoint = "log"
         else:
             return _json_response(404, _ApiError(404, "Not Found", "not_found").body)
         path_user = unquote(user_match.group(1)) if user_match else None
@@ -896,6 +900,8 @@ class Auth0Simulator:
                 if endpoint == "user_logs":
                     assert path_user is not None
                     payload = self._user_logs(path_user, query, scopes, now)
+                elif endpoint == "log":
+                    payload = self._log(target, scopes, now)
                 else:
                     payload = self._logs(query, scopes, now, link)
             except _ApiError as exc:
@@ -970,6 +976,23 @@ class Auth0Simulator:
             raise _ApiError(404, "The user does not exist.", "inexistent_user")
         found = [s for s in self._by_user.get(user_id, []) if self._is_visible(s, now)]
         return self._page(found, paging, fields=None)
+
+    def _log(self, target: str, scopes: frozenset[str], now: float) -> Any:
+        """GET /api/v2/logs/{id} (the OpenAPI extract): one retained, visible event, or 404
+        "Log not found."; either logs scope will do."""
+        if not scopes & {"read:logs", "read:logs_users"}:
+            raise _ApiError(
+                403,
+                "Insufficient scope; expected any of: read:logs, read:logs_users.",
+                "insufficient_scope",
+            )
+        match = _LOG_PATH.fullmatch(target.partition("?")[0])
+        assert match is not None
+        log_id = unquote(match.group(1))
+        for stored in self._events:
+            if stored.log_id == log_id and self._is_visible(stored, now):
+                return dict(stored.event)
+        raise _ApiError(404, "Log not found.", "inexistent_log")
 
     def _logs(
         self,

@@ -22,7 +22,12 @@ from log_forwarder.checkpoint_store import (
     encode_state,
 )
 from log_forwarder.cursor import parse_date_ms
-from log_forwarder.exceptions import Auth0ScopeError, Auth0SearchCapError, DeliveryError
+from log_forwarder.exceptions import (
+    Auth0NotFoundError,
+    Auth0ScopeError,
+    Auth0SearchCapError,
+    DeliveryError,
+)
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.source import CallScope
@@ -125,6 +130,13 @@ class FakeAuth0:
         hits = [s for s in self._visible(None) if str(s.event.get("log_id", "")) > after]
         hits.sort(key=lambda s: (str(s.event.get("log_id", "")), s.seq))
         return [dict(s.event) for s in hits[:take]]
+
+    def log_event(self, log_id: str, *, scope: CallScope) -> Any:
+        self._count(TENANT, scope)
+        for stored in self._visible(None):
+            if stored.event.get("log_id") == log_id:
+                return dict(stored.event)
+        raise Auth0NotFoundError("Log not found.", status=404)
 
 
 @dataclass

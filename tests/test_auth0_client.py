@@ -668,6 +668,20 @@ def test_tenant_logs_reads_by_checkpoint_and_sends_nothing_else(h: Harness) -> N
     assert query_of(sent) == {"from": [first[0]["log_id"]], "take": ["100"]}
 
 
+def test_log_event_reads_one_entry_by_its_id_and_a_gone_one_is_not_found(h: Harness) -> None:
+    # GIVEN an event whose id the stream handed out
+    stored = h.simulator.add_event(event(n="one"))
+    client = h.client()
+    # WHEN it is read back by id THEN it is the event, asked for at its own path
+    assert client.log_event(stored["log_id"])["n"] == "one"
+    (sent,) = h.api_requests()
+    assert sent.request.url.path == f"/api/v2/logs/{stored['log_id']}"
+    # AND an id Auth0 no longer has is Auth0NotFoundError, not a failure to retry
+    with pytest.raises(Auth0NotFoundError, match="Log not found"):
+        client.log_event("900" + "0" * 53)
+    assert len(h.api_requests()) == 2
+
+
 def test_unknown_user_with_an_empty_list_is_an_empty_page(h: Harness) -> None:
     # GIVEN a tenant that answers an unknown user with an empty list
     client = h.client()

@@ -681,6 +681,28 @@ def test_given_log_ids_are_kept(sim: Auth0Simulator) -> None:
         sim.add_event({"user_id": USER, "date": "yesterday"})
 
 
+def test_one_event_by_its_id(http: httpx.Client, sim: Auth0Simulator, clock: FakeClock) -> None:
+    # GET /api/v2/logs/{id}, as the OpenAPI extract gives it: 200 with the event, 404 "Log not
+    # found.", 403 without either logs scope (read:logs_users is enough)
+    stored = sim.add_event(event())
+    hidden = sim.add_event(event(), visible_at=clock.now + 60)
+    sim.set_scopes(["read:logs_users"])
+    auth = {"Authorization": f"Bearer {new_token(http, sim)}"}
+    # WHEN an event is asked for by its id THEN it is returned as stored
+    found = http.get(f"/api/v2/logs/{quote(stored['log_id'], safe='')}", headers=auth)
+    assert found.status_code == 200
+    assert found.json() == stored
+    # AND one not visible yet, or unknown, is not found
+    for log_id in (hidden["log_id"], "900" + "0" * 53):
+        missing = http.get(f"/api/v2/logs/{log_id}", headers=auth)
+        assert_error(missing, 404, "inexistent_log")
+        assert missing.json()["message"] == "Log not found."
+    # AND a token with neither scope is refused
+    sim.set_scopes([])
+    none = {"Authorization": f"Bearer {new_token(http, sim)}"}
+    assert_error(http.get(f"/api/v2/logs/{stored['log_id']}", headers=none), 403)
+
+
 # -- tenant-wide search -----------------------------------------------------------------------
 
 

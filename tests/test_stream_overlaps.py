@@ -10,6 +10,9 @@ roster moved into the tenant item (roster.py) and eras got numbers never used be
   reuse the number of the last one, or its old seats would count.
 - A user off the watch list for longer than the retention, added back in either mode: its
   expired events are a gap record.
+- A late event the stream proved new (dated below its user's floor) whose batch failed, its user
+  then off the watch list for a run and back: the per-user read cannot see it, so it is read
+  back by its id (read_back.py) and delivered once.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from log_forwarder.cursor import iso_ms
+from log_forwarder.checkpoint_store import decode_state
+from log_forwarder.cursor import Cursor, iso_ms
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.records import Delivery, DeliveryReport
@@ -293,3 +297,72 @@ def test_a_user_away_past_the_retention_gets_a_gap_in_either_mode(back_in: str) 
     assert "900000003" not in sink.log_ids()  # expired: cannot be delivered
     gaps = gaps_for(sink, U)
     assert gaps, f"no gap record for {U}'s expired event (back in {back_in} mode)"
+
+
+# -- a pending late event, its user away and back --------------------------------------------------
+
+
+LATE = "900000004"
+
+
+class FailOnceFor:
+    """Refuses (before accepting anything) the first delivery holding `log_id`."""
+
+    name = "memory"
+
+    def __init__(self, inner: RecordingSink, log_id: str) -> None:
+        self.inner, self.log_id, self.armed = inner, log_id, True
+
+    def deliver(self, delivery: Delivery) -> DeliveryReport:
+        if self.armed and any(line.log_id == self.log_id for line in delivery.lines):
+            self.armed = False
+            raise DeliveryError("simulated: destination unavailable")
+        return self.inner.deliver(delivery)
+
+
+def cursor(store: InMemoryCheckpointStore, user: str) -> Cursor:
+    return Cursor.from_state(decode_state(user, store.item(user)["state"]))
+
+
+@pytest.mark.parametrize("back_in", ["stream", "per-user"])
+def test_a_pending_late_event_is_read_back_when_its_user_comes_back(back_in: str) -> None:
+    fake = FakeAuth0()
+    store = InMemoryCheckpointStore()
+    sink = RecordingSink()
+    failing = FailOnceFor(sink, LATE)
+
+    def run(users: list[str], mode: str = "stream") -> Any:
+        f = make_forwarder(fake, [failing], store, READ_MODE=mode)
+        return f.run(users, remaining_ms=lambda: 10**9)
+
+    # U and V on the stream; a complete read after they joined (floor_until fixed)
+    fake.add(event(1, U, BASE), visible_at_ms=BASE)
+    fake.add(event(2, V, BASE), visible_at_ms=BASE)
+    fake.now_ms = BASE + MIN
+    run([U, V])
+    # U active at +30 min: its floor moves to +20 min
+    fake.add(event(3, U, BASE + 30 * MIN), visible_at_ms=BASE + 30 * MIN)
+    fake.now_ms = BASE + 31 * MIN
+    run([U, V])
+    # a late event of U dated +5 min (below its floor), visible at +40 min: the stream
+    # forwards it (its log_id proves nobody saw it) ... but the destination refuses the batch
+    fake.add(event(4, U, BASE + 5 * MIN), visible_at_ms=BASE + 40 * MIN)
+    fake.now_ms = BASE + 41 * MIN
+    first = run([U, V])
+    assert first.users[0].error is not None
+    assert any(LATE in p.log_ids for p in cursor(store, U).pending)
+    # U off the watch list for one run: the stream moves past the event without it
+    fake.add(event(5, V, BASE + 44 * MIN), visible_at_ms=BASE + 44 * MIN)
+    fake.now_ms = BASE + 45 * MIN
+    run([V])
+    # U back; the destination is healthy from now on
+    for i in range(4):
+        fake.now_ms = BASE + (50 + 5 * i) * MIN
+        run([U, V], mode=back_in)
+    counts = Counter(sink.log_ids())
+    assert counts[LATE] == 1, f"late event {LATE} (still in Auth0) was never delivered"
+    assert set(counts.values()) == {1}
+    # AND it says where it came from: read back by its id
+    (line,) = [json.loads(x.line) for x in sink.lines if LATE in x.line]
+    assert line["_forwarder"]["source"] == "log_by_id"
+    assert not cursor(store, U).pending

@@ -137,6 +137,13 @@ class Auth0Client:
         params = {"from": after, "take": take}
         return _log_list(self._get("/api/v2/logs", params, scope or CallScope(self.stats)))
 
+    def log_event(self, log_id: str, *, scope: CallScope | None = None) -> Any:
+        """One entry by its id, GET /api/v2/logs/{id} (read:logs or read:logs_users);
+        Auth0NotFoundError when Auth0 no longer has it ("Log not found.")."""
+        return self._get(
+            f"/api/v2/logs/{quote(log_id, safe='')}", {}, scope or CallScope(self.stats)
+        )
+
     # -- transport -----------------------------------------------------------------------------
 
     def _get(self, path: str, params: Mapping[str, Any], scope: CallScope) -> Any:

@@ -30,8 +30,9 @@ class ConvertContext:
     tenant: str
     watched_user_id: str
     forwarded_at_ms: int
-    source: str  # which Auth0 endpoint returned the event: "user_logs", "logs_search" or
-    # "logs_stream"
+    # Which Auth0 endpoint returned the event: "user_logs", "logs_search", "logs_stream" or
+    # "log_by_id" (read_back.py).
+    source: str
     ocsf: bool = False
     pseudonymiser: Pseudonymiser | None = None
 

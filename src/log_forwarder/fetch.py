@@ -65,7 +65,8 @@ class StreamSpan:
 @dataclass(slots=True)
 class Chunk:
     events: list[LogEvent]
-    source: str  # which endpoint returned them: "user_logs", "logs_search" or "logs_stream"
+    # Which endpoint returned them: "user_logs", "logs_search", "logs_stream" or "log_by_id".
+    source: str
     complete: bool  # nothing newer remains to be read in this run
     facts: ReadFacts = field(default_factory=ReadFacts)
     returned: int = 0  # entries Auth0 returned, malformed ones included

@@ -21,14 +21,15 @@ from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, iso_ms
 from .exceptions import CheckpointStateError
-from .executor import Checkpoint, execute
+from .executor import Checkpoint
 from .fetch import UserRead, read_user
-from .planner import OutputPolicy, PlanContext, plan_chunk
+from .planner import OutputPolicy, PlanContext
+from .read_back import read_back
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantState, decide
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport
 from .retry import Deadline
-from .run_context import RunContext, guarded, log_batch
+from .run_context import RunContext, deliver_chunk, guarded
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
 from .stream import sample_rate
@@ -161,7 +162,7 @@ class Forwarder:
         opened: list[Checkpoint] = []
 
         def work() -> None:
-            opened.append(self._checkpoint(user_id, stored, run, tenant))
+            opened.append(self._checkpoint(report, stored, run, tenant))
             report.cursor = opened[0].cursor
             self._forward_user(report, opened[0], run)
 
@@ -200,15 +201,9 @@ class Forwarder:
             chunk = next(chunks, None)
             if chunk is None:
                 break
-            report.fetched += chunk.returned
             now_ms = self._now_ms()
             planned = replace(context, now_ms=now_ms, lease_until_ms=run.lease_until(now_ms))
-            plan = plan_chunk(checkpoint.cursor, chunk, planned)
-            report.add_read(plan.selection)
-            for batch in plan.batches:
-                execute(batch, checkpoint, self._sinks, report.add_delivery)
-                report.add_batch(batch)
-                log_batch(report.user_id, batch)
+            deliver_chunk(report, checkpoint, chunk, planned, self._sinks)
             complete = chunk.complete
         # The read stopped before the newest events (here, or inside fetch between pages).
         report.deferred = not complete and run.time_is_up()
@@ -218,6 +213,17 @@ class Forwarder:
                 "Overlap window narrowed: too many recent events to remember",
                 extra={"user_id": report.user_id, "floor": iso_ms(checkpoint.cursor.floor_ms)},
             )
+
+    def _read_back(self, report: UserReport, checkpoint: Checkpoint, run: RunContext) -> None:
+        """A seated user's pending events the per-user read may not see (read_back.py),
+        redelivered before its seat goes; not while another run holds them."""
+        now_ms = self._now_ms()
+        if checkpoint.cursor.leased_until(now_ms) is not None:
+            return  # _forward_user says so
+        chunk = read_back(self._source, checkpoint.cursor, run.scope)
+        if chunk is not None:
+            context = self._plan_context(report.user_id, now_ms, run)
+            deliver_chunk(report, checkpoint, chunk, context, self._sinks)
 
     def _plan_context(self, user_id: str, read_started_ms: int, run: RunContext) -> PlanContext:
         return PlanContext(
@@ -232,19 +238,26 @@ class Forwarder:
         )
 
     def _checkpoint(
-        self, user_id: str, stored: StoredCheckpoint | None, run: RunContext, tenant: TenantState
+        self,
+        report: UserReport,
+        stored: StoredCheckpoint | None,
+        run: RunContext,
+        tenant: TenantState,
     ) -> Checkpoint:
+        user_id = report.user_id
         deadline = run.scope.deadline
         if stored is not None:
             cursor = Cursor.from_state(stored.readable_state())
+            checkpoint = Checkpoint(self._store, user_id, cursor, stored.version, deadline)
             if cursor.seat is not None:
+                self._read_back(report, checkpoint, run)
                 # Read per user now: the seat is void. What the stream verified counts as
                 # verified for a user it moved with (gaps.expiry_gap reads it); not for one it
                 # moved without (off the watch list meanwhile), whose expired events are a gap.
                 moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(user_id)
                 verified = tenant.verified_ms if moved_with else None
-                cursor = cursor.off_stream(verified)
-            return Checkpoint(self._store, user_id, cursor, stored.version, deadline)
+                checkpoint.cursor = checkpoint.cursor.off_stream(verified)
+            return checkpoint
         # A new user's history is read oldest first by search from the start: with more than
         # 1,000 retained events, ten newest-first pages would be read only to be thrown away.
         # Without the read:logs scope the read falls back to newest first.

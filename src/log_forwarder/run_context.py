@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .cursor import iso_ms
 from .exceptions import CheckpointConflict, CheckpointError, ForwarderError, OutOfTime
-from .planner import Batch
+from .executor import Checkpoint, execute
+from .fetch import Chunk
+from .planner import Batch, PlanContext, plan_chunk
 from .report import UserReport
+from .sinks import Sink
 from .source import CallScope
 
 logger = logging.getLogger(__name__)
@@ -70,6 +73,24 @@ def guarded(report: UserReport, work: Callable[[], None]) -> bool:
         report.bug = exc
         logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
     return False
+
+
+def deliver_chunk(
+    report: UserReport,
+    checkpoint: Checkpoint,
+    chunk: Chunk,
+    context: PlanContext,
+    sinks: Sequence[Sink],
+) -> None:
+    """One chunk of a user's events through the planner and the executor: per batch, intent,
+    every destination, commit."""
+    report.fetched += chunk.returned
+    plan = plan_chunk(checkpoint.cursor, chunk, context)
+    report.add_read(plan.selection)
+    for batch in plan.batches:
+        execute(batch, checkpoint, sinks, report.add_delivery)
+        report.add_batch(batch)
+        log_batch(report.user_id, batch)
 
 
 def log_batch(user_id: str, batch: Batch) -> None:

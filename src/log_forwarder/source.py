@@ -58,3 +58,7 @@ class LogSource(Protocol):
         """The tenant's log by checkpoint, GET /api/v2/logs?from=…&take=…: up to `take` events
         with a log_id after `after`, in log_id order."""
         ...
+
+    def log_event(self, log_id: str, *, scope: CallScope) -> Any:
+        """One entry by its id, GET /api/v2/logs/{id}; Auth0NotFoundError when it is gone."""
+        ...

@@ -31,15 +31,15 @@ from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
 from .cursor import Cursor, LogEvent, StreamSeat
 from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, OutOfTime
-from .executor import Checkpoint, execute
+from .executor import Checkpoint
 from .fetch import Chunk, Malformed, StreamSpan
 from .gaps import ReadFacts
-from .planner import OutputPolicy, PlanContext, plan_chunk
+from .planner import OutputPolicy, PlanContext
 from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
 from .report import UserReport
 from .retry import Deadline
 from .roster import digest, pack
-from .run_context import RunContext, guarded, log_batch
+from .run_context import RunContext, deliver_chunk, guarded
 from .sinks import Sink
 from .source import LogSource
 from .stream import (
@@ -153,7 +153,7 @@ class StreamRun:
         starting = state.mode != STREAM or state.position is None
         era = state.new_era(self._started_ms) if starting else state
         roster = self._roster(user_ids, loaded, era)
-        loaded = {**loaded, **self._rejoin(roster)}
+        self._rejoin(roster)
         try:
             if starting and not self._start_era(roster):
                 return [self._reports[user] for user in user_ids]
@@ -212,21 +212,15 @@ class StreamRun:
                 roster.read_first.append(user)
         return roster
 
-    def _rejoin(self, roster: Roster) -> dict[str, StoredCheckpoint]:
-        """Users whose seats cannot be trusted (the stream may have moved without them): their
-        seats go (a checkpoint write each) and they are read per user first, from their own
-        cursors, which catch up on what they missed. Returns their checkpoints as now stored."""
-        rewritten: dict[str, StoredCheckpoint] = {}
-        for user, checkpoint in roster.rejoin.items():
+    def _rejoin(self, roster: Roster) -> None:
+        """Users whose seats cannot be trusted (the stream may have moved without them) are read
+        per user first, from their own cursors, which catch up on what they missed: their
+        pending events read back by id (read_back.py), nothing the stream verified counted as
+        theirs (forwarder._checkpoint: they are not on the roster), then they join again."""
+        for user in roster.rejoin:
             logger.warning("The stream moved without this user: read per user before it rejoins",
                            extra={"user_id": user})  # fmt: skip
-            # Nothing the stream verified counts for it: it may have been away.
-            guarded(self._reports[user], partial(_leave_stream, checkpoint))
-            if _clean(self._reports[user]) and checkpoint.version is not None:
-                roster.read_first.append(user)
-                state = checkpoint.cursor.to_state()
-                rewritten[user] = StoredCheckpoint(user, checkpoint.version, state)
-        return rewritten
+            roster.read_first.append(user)
 
     def _adopt_roster(self) -> None:
         """The members go into the tenant item with the stream's next move, in the same
@@ -472,16 +466,10 @@ class StreamRun:
                 logger.warning("User skipped: another run holds its pending events",
                                extra={"user_id": user})  # fmt: skip
                 return
-            report.fetched += chunk.returned
             planned = replace(
                 context, user_id=user, now_ms=now_ms, lease_until_ms=self._run.lease_until(now_ms)
             )
-            plan = plan_chunk(checkpoint.cursor, chunk, planned)
-            report.add_read(plan.selection)
-            for batch in plan.batches:
-                execute(batch, checkpoint, self._parts.sinks, report.add_delivery)
-                report.add_batch(batch)
-                log_batch(user, batch)
+            deliver_chunk(report, checkpoint, chunk, planned, self._parts.sinks)
 
         if guarded(report, work):
             self._noted.add(user)
@@ -582,10 +570,6 @@ def _seat_holds(
     return position is None or all(
         log_id > position for pending in cursor.pending for log_id in pending.log_ids
     )
-
-
-def _leave_stream(checkpoint: Checkpoint) -> None:
-    checkpoint.write(checkpoint.cursor.off_stream(None))
 
 
 def _joins_at_once(cursor: Cursor, now_ms: int) -> bool:

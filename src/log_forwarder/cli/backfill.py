@@ -101,6 +101,9 @@ class BoundedSource:
         # backfill_settings reads per user; a call here would be a wiring bug.
         raise AssertionError("a backfill never reads the tenant stream")
 
+    def log_event(self, log_id: str, *, scope: CallScope) -> Any:
+        return self._inner.log_event(log_id, scope=scope)
+
 
 class BackfillStore:
     """The backfill's own checkpoint item, in the checkpoint table beside the live ones."""

@@ -76,6 +76,10 @@ class CountingSource:
         self._counters.add("calls")
         return self._inner.tenant_logs(after, take=take, scope=scope)
 
+    def log_event(self, log_id: str, *, scope: CallScope) -> Any:
+        self._counters.add("calls")
+        return self._inner.log_event(log_id, scope=scope)
+
 
 class CountingSink:
     """A sink that counts what it wrote and found present, and (`events`: for one sink of a
