@@ -517,8 +517,11 @@ class StreamRun:
         self._write_tenant(done, "recording a complete read")
 
     def _finish(self) -> None:
-        for user, checkpoint in self._members.items():
-            report = self._reports[user]
+        """Each member's checkpoint after the read, a write each where it changed: in parallel,
+        as the joins are (a first run settles every user it seated)."""
+
+        def settle(user: str) -> None:
+            checkpoint, report = self._members[user], self._reports[user]
             noted = user in self._noted and report.error is not None
             if self.complete is True and _clean(report):
                 # Read to the end of the log: its history is complete (no backlog), and the
@@ -534,6 +537,9 @@ class StreamRun:
                 checkpoint.release()
             report.cursor = checkpoint.cursor
             report.backlog = self.complete is False
+
+        with ThreadPoolExecutor(max_workers=self._parts.settings.max_concurrent_users) as pool:
+            list(pool.map(settle, self._members))
 
     def _refused(
         self, reason: str, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]
