@@ -41,18 +41,18 @@ def count_aws_calls() -> Counter[str]:
 
 def count_batches() -> Counter[str]:
     """Batches the forwarder hands to the sinks (those with lines), counted as executed."""
-    import log_forwarder.forwarder as forwarder
+    import log_forwarder.run_context as run_context
 
     batches: Counter[str] = Counter()
-    # The name forwarder.py calls (imported there from executor.py).
-    original = getattr(forwarder, "execute")  # noqa: B009
+    # The name run_context.deliver_chunk calls (imported there from executor.py).
+    original = getattr(run_context, "execute")  # noqa: B009
 
     def counted(batch: Any, *args: Any, **kwargs: Any) -> None:
         if batch.lines:
             batches["with_lines"] += 1
         original(batch, *args, **kwargs)
 
-    setattr(forwarder, "execute", counted)  # noqa: B010
+    setattr(run_context, "execute", counted)  # noqa: B010
     return batches
 
 
