@@ -259,34 +259,41 @@ def drain(
     ]
 
 
-def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> list[Row]:
+def _idle_run(
+    aws: LocalAws, sim: Auth0Simulator, name: str, users: Sequence[str], rate_limit: str = "0"
+) -> tuple[dict[str, Any], float]:
+    """One cold run over idle users (a checkpoint each, nothing new at Auth0): its result and
+    wall time. `rate_limit`: AUTH0_RATE_LIMIT_PER_SECOND ("0", the template's default: learn)."""
     from log_forwarder.checkpoint_store import DynamoCheckpointStore
     from log_forwarder.cursor import Cursor
 
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=name,
+        watched_user_ids=list(users),
+        AUTH0_RATE_LIMIT_SHARE=str(SHARE),
+        MAX_CONCURRENT_USERS="4",
+        DESTINATIONS="s3",
+        READ_MODE="per-user",
+        AUTH0_RATE_LIMIT_PER_SECOND=rate_limit,
+    )
+    store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
+    floor = int(time.time() * 1000) - 3_600_000
+    for user in users:
+        store.save(user, Cursor.fresh(floor).to_state(), expected_version=None)
+    started = time.monotonic()
+    result = stack.invoke(cold=True, remaining_ms=900_000).result or {}
+    return result, time.monotonic() - started
+
+
+def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> list[Row]:
     rows = []
     for count in counts:
         sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=3)
         sim.start()
         users = [f"auth0|bench-idle-{count}-{i:04d}" for i in range(count)]
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"bench-idle-{count}",
-            watched_user_ids=users,
-            AUTH0_RATE_LIMIT_PER_SECOND=f"{limit.per_second:g}",
-            AUTH0_RATE_LIMIT_SHARE=str(SHARE),
-            MAX_CONCURRENT_USERS="4",
-            DESTINATIONS="s3",
-            READ_MODE="per-user",
-        )
-        # Idle users: a checkpoint each, nothing new at Auth0.
-        store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
-        floor = int(time.time() * 1000) - 3_600_000
-        for user in users:
-            store.save(user, Cursor.fresh(floor).to_state(), expected_version=None)
-        started = time.monotonic()
-        result = stack.invoke(cold=True, remaining_ms=900_000).result or {}
-        elapsed = time.monotonic() - started
+        result, elapsed = _idle_run(aws, sim, f"bench-idle-{count}", users, f"{limit.per_second:g}")
         sim.stop()
         floor_s = count / (SHARE * limit.per_second)
         rows.append(
@@ -302,30 +309,12 @@ def idle_run_time(aws: LocalAws, counts: Sequence[int], limit: RateLimit) -> lis
 
 def idle_run_learned(aws: LocalAws, count: int, limit: RateLimit) -> list[Row]:
     """One cold run over `count` idle users, the limit learned from the headers (unset)."""
-    from log_forwarder.checkpoint_store import DynamoCheckpointStore
-    from log_forwarder.cursor import Cursor
 
     sim = Auth0Simulator(rate_limit=limit, latency_s=LATENCY_S, seed=4)
     sim.start()
     name = f"bench-learn-{count}-{next(_runs)}"
     users = [f"auth0|{name}-{i:04d}" for i in range(count)]
-    stack = LocalDeployment(
-        aws,
-        sim,
-        stack_name=name,
-        watched_user_ids=users,
-        AUTH0_RATE_LIMIT_SHARE=str(SHARE),
-        MAX_CONCURRENT_USERS="4",
-        DESTINATIONS="s3",
-        READ_MODE="per-user",
-    )
-    store = DynamoCheckpointStore(stack.resources.table_name, client=aws.client("dynamodb"))
-    floor = int(time.time() * 1000) - 3_600_000
-    for user in users:
-        store.save(user, Cursor.fresh(floor).to_state(), expected_version=None)
-    started = time.monotonic()
-    result = stack.invoke(cold=True, remaining_ms=900_000).result or {}
-    elapsed = time.monotonic() - started
+    result, elapsed = _idle_run(aws, sim, name, users)
     sim.stop()
     goal = 1.2 * count / (SHARE * limit.per_second)
     return [

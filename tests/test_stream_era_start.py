@@ -14,22 +14,13 @@ from typing import Any
 import pytest
 
 from log_forwarder.checkpoint_store import decode_state
-from log_forwarder.cursor import iso_ms
 from log_forwarder.exceptions import Auth0UnavailableError, OutOfTime
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.report import metric_values
 
 from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from .test_cursor_properties import make_forwarder
-
-BASE = 1_790_000_000_000
-MIN = 60_000
-U = "auth0|u"
-V = "auth0|v"
-
-
-def event(n: int, user: str, date_ms: int) -> dict[str, str]:
-    return {"log_id": f"900{n:06d}", "date": iso_ms(date_ms) or "", "type": "s", "user_id": user}
+from .test_stream_overlaps import BASE, MIN, U, V, event
 
 
 class SlowSearch:

@@ -84,6 +84,15 @@ class FailingFor:
         return self.inner.deliver(delivery)
 
 
+def run_in_thread(results: dict[str, Any], name: str, forwarder: Any, users: list[str]) -> Any:
+    """A forwarder's run on a thread of its own (not started), its report in results[name]."""
+
+    def target() -> None:
+        results[name] = forwarder.run(users, remaining_ms=lambda: 10**9)
+
+    return threading.Thread(target=target)
+
+
 def test_a_run_that_moves_with_a_stale_roster_strands_a_user_another_run_seated() -> None:
     fake = FakeAuth0()
     store = InMemoryCheckpointStore()
@@ -116,12 +125,8 @@ def test_a_run_that_moves_with_a_stale_roster_strands_a_user_another_run_seated(
     y = forwarder(source=Hooked(fake, y_hook))
     x = forwarder(source=Hooked(fake, x_hook), sinks=[FailingFor(sink, U, x_failing, go_x)])
     results: dict[str, Any] = {}
-    ty = threading.Thread(
-        target=lambda: results.__setitem__("y", y.run([V], remaining_ms=lambda: 10**9))
-    )
-    tx = threading.Thread(
-        target=lambda: results.__setitem__("x", x.run([U, V], remaining_ms=lambda: 10**9))
-    )
+    ty = run_in_thread(results, "y", y, [V])
+    tx = run_in_thread(results, "x", x, [U, V])
     # WHEN Y loads, then X seats U, writes the roster and reads e; Y moves past e; X fails on e
     ty.start()
     assert y_loaded.wait(WAIT)
@@ -180,12 +185,8 @@ def test_no_failure_at_all_two_healthy_overlapping_runs_lose_an_event() -> None:
     y = forwarder(source=Hooked(fake, hook=wait_for(y_loaded, go_y)))  # loaded before U added
     x = forwarder(source=Hooked(fake, after=wait_for(x_read, go_x)))
     results: dict[str, Any] = {}
-    ty = threading.Thread(
-        target=lambda: results.__setitem__("y", y.run([V], remaining_ms=lambda: 10**9))
-    )
-    tx = threading.Thread(
-        target=lambda: results.__setitem__("x", x.run([U, V], remaining_ms=lambda: 10**9))
-    )
+    ty = run_in_thread(results, "y", y, [V])
+    tx = run_in_thread(results, "x", x, [U, V])
     ty.start()
     assert y_loaded.wait(WAIT)
     tx.start()

@@ -29,7 +29,7 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantState
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport
 from .retry import Deadline
-from .run_context import RunContext, deliver_chunk, guarded
+from .run_context import RunContext, deliver_chunk, guarded, leased_elsewhere
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
 from .stream import sample_rate
@@ -183,7 +183,7 @@ class Forwarder:
     def _forward_user(self, report: UserReport, checkpoint: Checkpoint, run: RunContext) -> None:
         read_started_ms = self._now_ms()
         cursor = checkpoint.cursor
-        if _leased_elsewhere(report, cursor, read_started_ms):
+        if leased_elsewhere(report, cursor, read_started_ms):
             return
         read = UserRead(
             self._source,
@@ -270,20 +270,6 @@ class Forwarder:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
-
-
-def _leased_elsewhere(report: UserReport, cursor: Cursor, now_ms: int) -> bool:
-    """Another run is still delivering this user's pending batch (or died doing so and its lease
-    has not run out): redelivering it now could write it twice, so the user is skipped."""
-    leased_until = cursor.leased_until(now_ms)
-    if leased_until is None:
-        return False
-    report.busy = True
-    logger.warning(
-        "User skipped: another run holds its pending events",
-        extra={"user_id": report.user_id, "lease_until": iso_ms(leased_until)},
-    )
-    return True
 
 
 def _has_pending(stored: StoredCheckpoint) -> bool:

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 from .exceptions import CheckpointStateError
 
@@ -33,6 +34,8 @@ def pack(user_ids: Iterable[str]) -> str:
     return base64.b64encode(b"".join(sorted({digest(user) for user in user_ids}))).decode("ascii")
 
 
+# A run asks once per seated user (and per tenant item write): the roster is unpacked once.
+@lru_cache(maxsize=4)
 def unpack(packed: str) -> frozenset[bytes]:
     try:
         raw = base64.b64decode(packed, validate=True)

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .cursor import iso_ms
+from .cursor import Cursor, iso_ms
 from .exceptions import CheckpointConflict, CheckpointError, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import Chunk
@@ -73,6 +73,20 @@ def guarded(report: UserReport, work: Callable[[], None]) -> bool:
         report.bug = exc
         logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
     return False
+
+
+def leased_elsewhere(report: UserReport, cursor: Cursor, now_ms: int) -> bool:
+    """Another run is still delivering this user's pending batch (or died doing so and its lease
+    has not run out): redelivering it now could write it twice, so the user is skipped."""
+    leased_until = cursor.leased_until(now_ms)
+    if leased_until is None:
+        return False
+    report.busy = True
+    logger.warning(
+        "User skipped: another run holds its pending events",
+        extra={"user_id": report.user_id, "lease_until": iso_ms(leased_until)},
+    )
+    return True
 
 
 def deliver_chunk(

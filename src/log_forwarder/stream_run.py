@@ -39,7 +39,7 @@ from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
 from .report import UserReport
 from .retry import Deadline
 from .roster import digest, pack
-from .run_context import RunContext, deliver_chunk, guarded
+from .run_context import RunContext, deliver_chunk, guarded, leased_elsewhere
 from .sinks import Sink
 from .source import LogSource
 from .stream import (
@@ -119,9 +119,9 @@ class Roster:
 
     members: dict[str, Checkpoint] = field(default_factory=dict)  # on the stream already
     join_now: dict[str, Checkpoint] = field(default_factory=dict)  # may join without a read
-    read_first: list[str] = field(default_factory=list)  # read per user, then join
-    # Seated, but the stream may have moved without it (roster.py), or past its pending events.
-    rejoin: dict[str, Checkpoint] = field(default_factory=dict)
+    # Read per user, then join: users with no seat to join from, and seated users the stream
+    # may have moved without (roster.py) or past their pending events.
+    read_first: list[str] = field(default_factory=list)
 
 
 class StreamRun:
@@ -153,7 +153,6 @@ class StreamRun:
         starting = state.mode != STREAM or state.position is None
         era = state.new_era(self._started_ms) if starting else state
         roster = self._roster(user_ids, loaded, era)
-        self._rejoin(roster)
         try:
             if starting and not self._start_era(roster):
                 return [self._reports[user] for user in user_ids]
@@ -198,11 +197,16 @@ class StreamRun:
                 continue
             cursor = _decoded(stored)
             if cursor is not None and cursor.on_stream(era.epoch):
-                checkpoint = Checkpoint(self._parts.store, user, cursor, stored.version, deadline)
                 if _seat_holds(user, cursor, era, previous):
-                    roster.members[user] = checkpoint
+                    roster.members[user] = Checkpoint(
+                        self._parts.store, user, cursor, stored.version, deadline
+                    )
                 else:
-                    roster.rejoin[user] = checkpoint
+                    # Its pending events are read back by id (read_back.py), and nothing the
+                    # stream verified counts as its own (forwarder._checkpoint), then it joins.
+                    logger.warning("The stream moved without this user: read per user first",
+                                   extra={"user_id": user})  # fmt: skip
+                    roster.read_first.append(user)
             elif cursor is not None and starting and _joins_at_once(cursor, now_ms):
                 seatless = cursor.off_stream(None)
                 roster.join_now[user] = Checkpoint(
@@ -212,21 +216,11 @@ class StreamRun:
                 roster.read_first.append(user)
         return roster
 
-    def _rejoin(self, roster: Roster) -> None:
-        """Users whose seats cannot be trusted (the stream may have moved without them) are read
-        per user first, from their own cursors, which catch up on what they missed: their
-        pending events read back by id (read_back.py), nothing the stream verified counted as
-        theirs (forwarder._checkpoint: they are not on the roster), then they join again."""
-        for user in roster.rejoin:
-            logger.warning("The stream moved without this user: read per user before it rejoins",
-                           extra={"user_id": user})  # fmt: skip
-            roster.read_first.append(user)
-
     def _adopt_roster(self) -> None:
         """The members go into the tenant item with the stream's next move, in the same
         conditional write: a run whose view of the members is stale cannot move it (roster.py).
-        A watched user that is not one (its join or seat drop failed, another run had it) is
-        left off, so that the next run, seeing it seated, reads it per user first."""
+        A watched user that is not one (its join failed, another run had it) is left off, so
+        that the next run, seeing it seated, reads it per user first."""
         state = self._tenant.state
         members = pack(self._members)
         if state.roster != members:
@@ -460,11 +454,7 @@ class StreamRun:
 
         def work() -> None:
             now_ms = self._parts.now_ms()
-            if checkpoint.cursor.leased_until(now_ms) is not None:
-                # Another run is delivering this user's pending batch: never both.
-                report.busy = True
-                logger.warning("User skipped: another run holds its pending events",
-                               extra={"user_id": user})  # fmt: skip
+            if leased_elsewhere(report, checkpoint.cursor, now_ms):
                 return
             planned = replace(
                 context, user_id=user, now_ms=now_ms, lease_until_ms=self._run.lease_until(now_ms)
