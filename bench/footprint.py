@@ -268,7 +268,7 @@ def _minimum_sink_calls(sim: Auth0Simulator, users: Sequence[str]) -> tuple[int,
     (10,000 events, 1 MiB, 24 h per call); S3, one object per user and UTC day."""
     from log_forwarder.batching import cloudwatch_batches
     from log_forwarder.convert import ConvertContext, event_line
-    from log_forwarder.cursor import parse_event
+    from log_forwarder.events import parse_event
 
     put_log_events = objects = 0
     for user in users:
@@ -327,7 +327,8 @@ def cpu_per_thousand(repeat: int = 20) -> list[Row]:
     from log_forwarder.batching import batch_id_for, cloudwatch_batches, s3_objects
     from log_forwarder.checkpoint_store import encode_state
     from log_forwarder.convert import ConvertContext, event_line
-    from log_forwarder.cursor import Cursor, parse_event
+    from log_forwarder.cursor import Cursor
+    from log_forwarder.events import parse_event
 
     now = datetime.now(UTC)
     raw = generate_user_events(

@@ -21,7 +21,7 @@ from log_forwarder.checkpoint_store import (
     decode_state,
     encode_state,
 )
-from log_forwarder.cursor import parse_date_ms
+from log_forwarder.events import parse_date_ms
 from log_forwarder.exceptions import (
     Auth0NotFoundError,
     Auth0ScopeError,

@@ -21,7 +21,7 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
-from log_forwarder.cursor import parse_date_ms
+from log_forwarder.events import parse_date_ms
 
 from .cli_support import CLI_LEDGER, flat, once_each, run_cli
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from log_forwarder.convert import FORWARDER_KEY, ConvertContext, event_line, gap_line
-from log_forwarder.cursor import MalformedEvent, parse_event
+from log_forwarder.events import MalformedEvent, parse_event
 from log_forwarder.records import Gap
 
 CONTEXT = ConvertContext(

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from log_forwarder import cursor as cursor_module
-from log_forwarder.cursor import Cursor, LogEvent, Pending, iso_ms
+from log_forwarder.cursor import Cursor, Pending
+from log_forwarder.events import LogEvent, iso_ms
 from log_forwarder.gaps import ReadFacts, expiry_gap, gaps_in
 
 # Reads start after every event of these tests: no watermark is capped by them.

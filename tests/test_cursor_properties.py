@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from log_forwarder.config import Settings
-from log_forwarder.cursor import iso_ms, parse_date_ms, parse_event
+from log_forwarder.events import iso_ms, parse_date_ms, parse_event
 from log_forwarder.forwarder import Forwarder
 
 from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink

@@ -17,7 +17,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from log_forwarder.cursor import LogEvent, parse_event
 from log_forwarder.detections import (
     EVENTBRIDGE_ENTRY_LIMIT,
     MAX_EVENTBRIDGE_LOG_IDS,
@@ -31,6 +30,7 @@ from log_forwarder.detections import (
     eventbridge_entry_size,
     finding_record,
 )
+from log_forwarder.events import LogEvent, parse_event
 from log_forwarder.exceptions import ConfigError
 
 SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))

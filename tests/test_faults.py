@@ -30,7 +30,7 @@ from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.batching import stream_name_for
-from log_forwarder.cursor import parse_date_ms
+from log_forwarder.events import parse_date_ms
 
 from .fakes import FakeClock
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from log_forwarder.cursor import iso_ms
+from log_forwarder.events import iso_ms
 from log_forwarder.records import Delivery, DeliveryReport
 
 from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink

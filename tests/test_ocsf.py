@@ -28,8 +28,8 @@ from ocsf_emitter import validate as emitter_validate
 from pydantic import BaseModel
 
 from devtools import traffic
-from log_forwarder.cursor import MalformedEvent
 from log_forwarder.event_types import EVENT_TYPES
+from log_forwarder.events import MalformedEvent
 from log_forwarder.ocsf import (
     ACTIVITIES,
     OCSF_CLASS_BY_TYPE,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from log_forwarder.cursor import Cursor, LogEvent, Pending
+from log_forwarder.cursor import Cursor, Pending
+from log_forwarder.events import LogEvent
 from log_forwarder.executor import Checkpoint, execute
 from log_forwarder.fetch import Chunk
 from log_forwarder.gaps import ReadFacts

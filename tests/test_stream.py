@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from log_forwarder.cursor import Cursor, LogEvent, Pending, StreamSeat, iso_ms
+from log_forwarder.cursor import Cursor, Pending, StreamSeat
+from log_forwarder.events import LogEvent, iso_ms
 from log_forwarder.exceptions import Auth0RequestError
 from log_forwarder.fetch import Chunk, StreamSpan
 from log_forwarder.gaps import ReadFacts
@@ -216,7 +217,7 @@ def test_a_malformed_entry_in_the_stream_goes_to_the_user_it_names() -> None:
                                              "user_id": USER}, BASE - 4, BASE - 4, 1))  # fmt: skip
     (window,) = read_windows(StreamRead(fake, CallScope()), "9")
     assert [e.log_id for e in window.events] == ["90001"]
-    assert [(owner, m.reason[:7]) for owner, m in window.malformed] == [(USER, "date 'n")]
+    assert [(m.owner, m.reason[:7]) for m in window.malformed] == [(USER, "date 'n")]
     assert window.to == "90002"
 
 

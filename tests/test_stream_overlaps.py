@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from log_forwarder.checkpoint_store import decode_state
-from log_forwarder.cursor import Cursor, iso_ms
+from log_forwarder.cursor import Cursor
+from log_forwarder.events import iso_ms
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.records import Delivery, DeliveryReport

@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from log_forwarder.cursor import iso_ms
+from log_forwarder.events import iso_ms
 from log_forwarder.records import Delivery
 
 from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink

@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .cursor import LogEvent, iso_ms
 from .detections import Finding, finding_record
 from .event_types import describe
+from .events import LogEvent, iso_ms
 from .ocsf import to_ocsf
 from .pseudonymise import Pseudonymiser
 from .records import Gap, OutputLine

@@ -17,22 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
-from .exceptions import CheckpointStateError, MalformedEvent
+from .events import LogEvent, iso_ms
+from .exceptions import CheckpointStateError
 from .records import Gap
 
-__all__ = [
-    "Cursor",
-    "Gap",
-    "LogEvent",
-    "MalformedEvent",
-    "Pending",
-    "Selection",
-    "StreamSeat",
-    "iso_ms",
-]
+__all__ = ["Cursor", "Gap", "Pending", "Selection", "StreamSeat"]
 
 STATE_VERSION = 1
 # How far ahead of the stored value a complete read must be before `verified_ms` is written again:
@@ -47,57 +38,6 @@ MAX_RECENT = 6_000
 # each is recorded once; capped so that a flood of them cannot outgrow the item.
 QUARANTINE_MEMORY_MS = 31 * 86_400_000
 MAX_QUARANTINED = 500
-
-
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    """One Auth0 log event: the two fields the forwarder reads, and the event itself untouched."""
-
-    date_ms: int
-    log_id: str
-    raw: Mapping[str, Any] = field(compare=False, repr=False)
-
-    @property
-    def key(self) -> tuple[int, str]:
-        return (self.date_ms, self.log_id)
-
-
-def parse_date_ms(value: object) -> int:
-    """Epoch milliseconds of an Auth0 `date` (ISO-8601; the schema also allows an object)."""
-    if isinstance(value, Mapping):
-        # LogDateObject is undocumented beyond "an object"; accept the Mongo-style {"$date": ...}.
-        value = next((v for v in value.values() if isinstance(v, str)), None)
-    if not isinstance(value, str) or not value:
-        raise MalformedEvent(f"date is {type(value).__name__}, expected an ISO-8601 string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise MalformedEvent(f"date {value[:40]!r} is not ISO-8601") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
-
-
-def parse_event(raw: object) -> LogEvent:
-    if not isinstance(raw, Mapping):
-        raise MalformedEvent(f"event is {type(raw).__name__}, expected an object")
-    log_id = raw.get("log_id")
-    if not isinstance(log_id, str) or not log_id:
-        raise MalformedEvent("event has no log_id")
-    return LogEvent(date_ms=parse_date_ms(raw.get("date")), log_id=log_id, raw=raw)
-
-
-def iso_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return (
-        datetime.fromtimestamp(ms / 1000, tz=UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 @dataclass(frozen=True, slots=True)

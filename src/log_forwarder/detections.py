@@ -53,8 +53,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
-from .cursor import LogEvent, iso_ms
 from .event_types import describe
+from .events import LogEvent, iso_ms
 from .exceptions import ConfigError
 
 Severity = Literal["info", "low", "medium", "high", "critical"]

@@ -22,15 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
-from .cursor import LogEvent, iso_ms, parse_event
+from .events import LogEvent, Malformed, iso_ms, parse_page
 from .exceptions import (
     Auth0NotFoundError,
     Auth0RequestError,
     Auth0ScopeError,
-    MalformedEvent,
     OutOfTime,
 )
 from .gaps import ReadFacts
@@ -41,14 +39,6 @@ logger = logging.getLogger(__name__)
 NEWEST_FIRST_PAGES = SEARCH_CAP // PER_PAGE_MAX
 # Events per chunk: one delivery and one checkpoint commit, and one S3 object per day.
 CHUNK_EVENTS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Malformed:
-    """An entry Auth0 returned that cannot be forwarded as an event, and why."""
-
-    raw: object
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +134,9 @@ def _newest_first(read: UserRead) -> Iterator[Chunk]:
             read.user_id, page=page, per_page=PER_PAGE_MAX, sort="date:-1", scope=read.scope
         )
         returned += len(raw)
-        events = _parse(raw, malformed)
+        page_read = parse_page(raw)
+        events = page_read.events
+        malformed.extend(page_read.malformed)
         newest.extend(events)
         oldest = min((e.date_ms for e in events), default=None)
         # The end of the list, or a page reaching below the floor: the read holds the oldest
@@ -239,7 +231,9 @@ def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator
             yield chunk
             raise
         chunk.returned += len(raw)
-        events = _parse(raw, chunk.malformed)
+        page_read = parse_page(raw)
+        events = page_read.events
+        chunk.malformed.extend(page_read.malformed)
         chunk.events.extend(events)
         done = len(raw) < PER_PAGE_MAX
         if not done:
@@ -257,13 +251,3 @@ def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator
             chunk = Chunk([], "logs_search", complete=False)
         if done or stop:
             return
-
-
-def _parse(raw: Sequence[Any], malformed: list[Malformed]) -> list[LogEvent]:
-    events = []
-    for item in raw:
-        try:
-            events.append(parse_event(item))
-        except MalformedEvent as exc:
-            malformed.append(Malformed(item, str(exc)))
-    return events

@@ -19,7 +19,8 @@ from dataclasses import replace
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
-from .cursor import Cursor, iso_ms
+from .cursor import Cursor
+from .events import iso_ms
 from .exceptions import CheckpointStateError
 from .executor import Checkpoint
 from .fetch import UserRead, read_user

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .cursor import Cursor, LogEvent
+from .cursor import Cursor
+from .events import LogEvent
 from .records import Gap
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from .cursor import parse_date_ms
 from .event_types import EVENT_TYPES, describe
+from .events import parse_date_ms
 
 OCSF_VERSION: Final = "1.5.0"
 FORMAT_VERSION: Final = 1

@@ -34,9 +34,10 @@ from .convert import (
     quarantine_digest,
     quarantine_line,
 )
-from .cursor import Cursor, LogEvent, Pending, Selection
+from .cursor import Cursor, Pending, Selection
 from .detections import DetectionSettings, DetectionState, Finding, evaluate
-from .fetch import Chunk, Malformed
+from .events import LogEvent, Malformed
+from .fetch import Chunk
 from .filters import EventFilter
 from .gaps import gaps_in
 from .pseudonymise import Pseudonymiser

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 
-from .cursor import Cursor, LogEvent, parse_event
-from .exceptions import Auth0NotFoundError, MalformedEvent
-from .fetch import Chunk, Malformed, StreamSpan
+from .cursor import Cursor
+from .events import parse_page
+from .exceptions import Auth0NotFoundError
+from .fetch import Chunk, StreamSpan
 from .source import CallScope, LogSource
 
 logger = logging.getLogger(__name__)
@@ -52,19 +53,13 @@ def read_back(source: LogSource, cursor: Cursor, scope: CallScope) -> Chunk | No
             raw.append(source.log_event(log_id, scope=scope))
         except Auth0NotFoundError:
             continue  # gone from Auth0: the per-user read gives it up
-    events: list[LogEvent] = []
-    malformed: list[Malformed] = []
-    for entry in raw:
-        try:
-            events.append(parse_event(entry))
-        except MalformedEvent as exc:
-            malformed.append(Malformed(entry, str(exc)))
+    page = parse_page(raw)
     pos = cursor.seat.pos
     return Chunk(
-        events,
+        page.events,
         READ_BACK_SOURCE,
         complete=False,
         returned=len(raw),
-        malformed=malformed,
+        malformed=page.malformed,
         stream=StreamSpan(pos, pos, pos),
     )

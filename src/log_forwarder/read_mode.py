@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from .cursor import StreamSeat, iso_ms
+from .cursor import StreamSeat
+from .events import iso_ms
 from .exceptions import CheckpointStateError
 from .roster import digest, unpack
 

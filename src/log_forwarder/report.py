@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cursor import Cursor, Selection, iso_ms
+from .cursor import Cursor, Selection
+from .events import iso_ms
 from .planner import Batch
 from .records import DeliveryReport, Gap
 from .source import CallStats

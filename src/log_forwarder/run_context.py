@@ -10,7 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .cursor import Cursor, iso_ms
+from .cursor import Cursor
+from .events import iso_ms
 from .exceptions import CheckpointConflict, CheckpointError, ForwarderError, OutOfTime
 from .executor import Checkpoint, execute
 from .fetch import Chunk

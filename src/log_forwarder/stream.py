@@ -27,16 +27,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .cursor import LogEvent, iso_ms, parse_event
+from .events import LogEvent, Malformed, iso_ms, parse_page
 from .exceptions import (
     Auth0MalformedResponse,
     Auth0NotFoundError,
     Auth0RequestError,
     Auth0ScopeError,
     ForwarderError,
-    MalformedEvent,
 )
-from .fetch import CHUNK_EVENTS, Malformed
+from .fetch import CHUNK_EVENTS
 from .read_mode import TAKE, TenantState
 from .source import CallScope, LogSource
 
@@ -66,8 +65,7 @@ class Window:
     after: str
     to: str
     events: list[LogEvent] = field(default_factory=list)
-    # Entries that are not events, with the user_id they name (None: they name no user).
-    malformed: list[tuple[str | None, Malformed]] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)  # entries that are not events
     returned: int = 0
     complete: bool = False  # the last page was not full: this is the end of the log, for now
 
@@ -75,8 +73,8 @@ class Window:
         """The events of the users `users` accepts, grouped by user."""
         grouped: dict[str, list[LogEvent]] = {}
         for event in self.events:
-            user_id = event.raw.get("user_id")
-            if isinstance(user_id, str) and users(user_id):
+            user_id = event.user_id
+            if user_id is not None and users(user_id):
                 grouped.setdefault(user_id, []).append(event)
         return grouped
 
@@ -97,7 +95,9 @@ def read_windows(read: StreamRead, after: str) -> Iterator[Window]:
         first = False
         window.returned += len(raw)
         window.to = _last_id(raw, window.to)
-        _parse(raw, window)
+        page = parse_page(raw)
+        window.events.extend(page.events)
+        window.malformed.extend(page.malformed)
         done = len(raw) < TAKE
         # Checked after every page: at a slow tenant's pace ten pages outlast the margin.
         stop = not done and read.out_of_time()
@@ -128,16 +128,6 @@ def _last_id(raw: Sequence[Any], previous: str) -> str:
             raise Auth0MalformedResponse(f"a page of {len(raw)} log entries holds no log_id")
         return previous
     return max(previous, *ids)
-
-
-def _parse(raw: Sequence[Any], window: Window) -> None:
-    for item in raw:
-        try:
-            window.events.append(parse_event(item))
-        except MalformedEvent as exc:
-            user_id = item.get("user_id") if isinstance(item, dict) else None
-            owner = user_id if isinstance(user_id, str) else None
-            window.malformed.append((owner, Malformed(item, str(exc))))
 
 
 def _is_id(value: object) -> bool:
@@ -260,6 +250,4 @@ def _sampled(state: TenantState, raw: Sequence[Any], now_ms: int) -> TenantState
 
 
 def _events(raw: Sequence[Any]) -> list[LogEvent]:
-    window = Window("", "")
-    _parse(raw, window)
-    return window.events
+    return parse_page(raw).events

@@ -29,10 +29,11 @@ from functools import partial
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .config import Settings
-from .cursor import Cursor, LogEvent, StreamSeat
+from .cursor import Cursor, StreamSeat
+from .events import LogEvent, Malformed
 from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, OutOfTime
 from .executor import Checkpoint
-from .fetch import Chunk, Malformed, StreamSpan
+from .fetch import Chunk, StreamSpan
 from .gaps import ReadFacts
 from .planner import OutputPolicy, PlanContext
 from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
@@ -405,7 +406,8 @@ class StreamRun:
         active = {u: c for u, c in self._members.items() if u not in self._left_out}
         events = window.by_user(active.__contains__)
         malformed: dict[str, list[Malformed]] = {}
-        for owner, entry in window.malformed:
+        for entry in window.malformed:
+            owner = entry.owner
             if owner in active:
                 malformed.setdefault(owner, []).append(entry)
             elif owner is None:

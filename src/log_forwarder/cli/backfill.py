@@ -29,7 +29,8 @@ from log_forwarder.batching import normalise_prefix, user_slug
 from log_forwarder.checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from log_forwarder.config import Settings, StartFrom
 from log_forwarder.convert import record_key
-from log_forwarder.cursor import Cursor, iso_ms
+from log_forwarder.cursor import Cursor
+from log_forwarder.events import iso_ms
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.retry import UNLIMITED, Deadline

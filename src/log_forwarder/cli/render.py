@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
-from log_forwarder.cursor import iso_ms
+from log_forwarder.events import iso_ms
 from log_forwarder.report import RunReport, UserReport
 
 from .backfill import BackfillOutcome
