@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -465,7 +465,7 @@ def _seated(result: dict[str, Any]) -> int:
 
 def per_user_runs(aws: LocalAws, tenant: Tenant) -> tuple[dict[str, Any], float]:
     """READ_MODE=per-user, steady state: one run over users with checkpoints, the limit off."""
-    from log_forwarder.cursor import Cursor
+    from log_forwarder.cursor import Cursor, ReadPosition
 
     rng = random.Random(11)
     clock = ShiftedClock(time.time() - 3600)
@@ -477,7 +477,7 @@ def per_user_runs(aws: LocalAws, tenant: Tenant) -> tuple[dict[str, Any], float]
                    AUTH0_RATE_LIMIT_PER_SECOND="10000")  # fmt: skip
     # Steady state: every user read completely by the last run (what it verified is recent).
     now_ms = int(clock() * 1000)
-    cursor = replace(Cursor.fresh(now_ms - 900_000), verified_ms=now_ms - 900_000)
+    cursor = Cursor(ReadPosition(floor_ms=now_ms - 900_000, verified_ms=now_ms - 900_000))
     _watch(aws, stack, watched, cursor.to_state())
     _traffic(sim, everyone, tenant.per_day, clock() - 300, rng)
     started = time.monotonic()

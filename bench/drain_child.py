@@ -41,18 +41,18 @@ def count_aws_calls() -> Counter[str]:
 
 def count_batches() -> Counter[str]:
     """Batches the forwarder hands to the sinks (those with lines), counted as executed."""
-    import log_forwarder.run_context as run_context
+    import log_forwarder.session as session
 
     batches: Counter[str] = Counter()
-    # The name run_context.deliver_chunk calls (imported there from executor.py).
-    original = getattr(run_context, "execute")  # noqa: B009
+    # The name the session calls (imported there from executor.py).
+    original = getattr(session, "execute")  # noqa: B009
 
     def counted(batch: Any, *args: Any, **kwargs: Any) -> None:
         if batch.lines:
             batches["with_lines"] += 1
         original(batch, *args, **kwargs)
 
-    setattr(run_context, "execute", counted)  # noqa: B010
+    setattr(session, "execute", counted)  # noqa: B010
     return batches
 
 

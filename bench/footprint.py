@@ -327,7 +327,7 @@ def cpu_per_thousand(repeat: int = 20) -> list[Row]:
     from log_forwarder.batching import batch_id_for, cloudwatch_batches, s3_objects
     from log_forwarder.checkpoint_store import encode_state
     from log_forwarder.convert import ConvertContext, event_line
-    from log_forwarder.cursor import Cursor
+    from log_forwarder.cursor import Cursor, ReadPosition
     from log_forwarder.events import parse_event
 
     now = datetime.now(UTC)
@@ -346,7 +346,8 @@ def cpu_per_thousand(repeat: int = 20) -> list[Row]:
 
     def checkpoint() -> bytes:
         # The cursor after the batch (an hour's overlap keeps all 1,000 in it), as stored.
-        after = Cursor.fresh(None).advance(events, overlap_ms=3_600_000, read_started_ms=read_ms)
+        position = ReadPosition().advance(events, overlap_ms=3_600_000, read_started_ms=read_ms)
+        after = Cursor(position)
         return encode_state("u", after.to_state())
 
     steps = {

@@ -224,4 +224,4 @@ def test_the_worker_keeps_a_runtime_per_tenant_shares_one_http_client_and_bounds
         assert tenants[0].domain not in shared.runtimes
         # AND each has its own key prefix, all one HTTP client
         assert first[3].store.key_prefix == "t3.auth0.com#"
-        assert {id(rt.forwarder._source._http) for rt in first} == {id(http)}  # type: ignore[attr-defined]
+        assert {id(rt.forwarder._env.source._http) for rt in first} == {id(http)}  # type: ignore[attr-defined]

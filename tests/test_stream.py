@@ -4,14 +4,15 @@ how it is read, and how the mode is chosen."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from log_forwarder.chunk import Chunk, StreamSpan
 from log_forwarder.cursor import Cursor, Pending, StreamSeat
 from log_forwarder.events import LogEvent, iso_ms
 from log_forwarder.exceptions import Auth0RequestError
-from log_forwarder.fetch import Chunk, StreamSpan
 from log_forwarder.gaps import ReadFacts
 from log_forwarder.planner import PlanContext, plan_chunk
 from log_forwarder.read_mode import (
@@ -24,6 +25,7 @@ from log_forwarder.read_mode import (
 from log_forwarder.source import CallScope
 from log_forwarder.stream import StreamRead, before, read_windows, sample_rate, start_position
 
+from .cursors import forwarded, with_backlog, with_pending
 from .fakes import FakeAuth0
 
 BASE = 1_790_000_000_000
@@ -37,7 +39,7 @@ def ev(log_id: str, date_ms: int, user: str = USER) -> LogEvent:
 
 
 def seated(cursor: Cursor, pos: str = "9000", joined_ms: int = BASE) -> Cursor:
-    return cursor.with_seat(StreamSeat(1, joined_ms, pos))
+    return replace(cursor, seat=StreamSeat(1, joined_ms, pos))
 
 
 def context(now_ms: int = BASE + 3_600_000) -> PlanContext:
@@ -45,7 +47,7 @@ def context(now_ms: int = BASE + 3_600_000) -> PlanContext:
 
 
 def window_chunk(events: list[LogEvent], after: str, to: str, floor_until: str) -> Chunk:
-    return Chunk(events, "logs_stream", complete=False, stream=StreamSpan(after, to, floor_until))
+    return Chunk(events, "logs_stream", StreamSpan(after, to, floor_until))
 
 
 # -- which events of a window are new -----------------------------------------------------------
@@ -56,39 +58,45 @@ def test_a_window_read_again_is_dropped_by_the_seat() -> None:
     cursor = seated(Cursor.fresh(BASE), pos="9005")
     events = [ev("9003", BASE + 1), ev("9005", BASE + 2), ev("9007", BASE + 3)]
     # WHEN the window is read again after a crash THEN only what lies past the seat is new
-    selection = cursor.select_stream(events, floor_until="9000")
+    selection = StreamSpan("0", "0", "9000").select(cursor, events)
     assert [e.log_id for e in selection.new] == ["9007"]
     assert selection.duplicates == 2
 
 
 def test_a_late_event_past_the_floor_zone_is_forwarded_whatever_its_date() -> None:
     # GIVEN a user forwarded up to an hour ago (the floor is 10 minutes below that)
-    cursor = seated(Cursor.fresh(None)).advance(
-        [ev("9001", BASE + 3_600_000)], overlap_ms=OVERLAP, read_started_ms=BASE + 3_600_000
+    cursor = forwarded(
+        seated(Cursor.fresh(None)),
+        [ev("9001", BASE + 3_600_000)],
+        overlap_ms=OVERLAP,
+        read_started_ms=BASE + 3_600_000,
     )
-    assert cursor.floor_ms == BASE + 3_600_000 - OVERLAP
+    assert cursor.position.floor_ms == BASE + 3_600_000 - OVERLAP
     late = ev("9009", BASE)  # dated an hour before the newest, made visible only now
     # WHEN it comes past the floor zone (a larger log_id proves nobody saw it) THEN it is new,
     # and counted as late
-    selection = cursor.select_stream([late], floor_until="9005")
+    selection = StreamSpan("0", "0", "9005").select(cursor, [late])
     assert [e.log_id for e in selection.new] == ["9009"]
     assert (selection.late, selection.max_lateness_ms) == (1, 3_600_000)
     # AND inside the floor zone (what the user's last per-user read may have seen and passed
     # over) the floor still drops it
-    assert cursor.select_stream([late], floor_until="9010").below_floor == 1
+    assert StreamSpan("0", "0", "9010").select(cursor, [late]).below_floor == 1
 
 
 def test_an_event_a_per_user_read_forwarded_is_not_forwarded_again() -> None:
     # GIVEN a user who joined after a per-user read forwarded 9004 (remembered in `recent`)
     cursor = seated(
-        Cursor.fresh(BASE).advance(
-            [ev("9004", BASE + 10)], overlap_ms=OVERLAP, read_started_ms=BASE + 10
+        forwarded(
+            Cursor.fresh(BASE),
+            [ev("9004", BASE + 10)],
+            overlap_ms=OVERLAP,
+            read_started_ms=BASE + 10,
         ),
         pos="9000",
     )
     # WHEN the stream returns it past the seat THEN it is a repeat
-    selection = cursor.select_stream(
-        [ev("9004", BASE + 10), ev("9006", BASE + 11)], floor_until="9006"
+    selection = StreamSpan("0", "0", "9006").select(
+        cursor, [ev("9004", BASE + 10), ev("9006", BASE + 11)]
     )
     assert [e.log_id for e in selection.new] == ["9006"]
     assert selection.duplicates == 1
@@ -98,7 +106,7 @@ def test_an_event_a_per_user_read_forwarded_is_not_forwarded_again() -> None:
 
 
 def test_a_stream_window_moves_the_seat_and_nothing_else_of_a_per_user_read() -> None:
-    cursor = seated(Cursor.fresh(BASE).with_backlog(True), pos="9000")
+    cursor = seated(with_backlog(Cursor.fresh(BASE)), pos="9000")
     plan = plan_chunk(
         cursor, window_chunk([ev("9002", BASE + 5)], "9000", "9010", "9000"), context()
     )
@@ -106,15 +114,15 @@ def test_a_stream_window_moves_the_seat_and_nothing_else_of_a_per_user_read() ->
     assert intent is not None
     assert intent.seat == cursor.seat  # the write-ahead intent does not move the seat
     assert after.seat == StreamSeat(1, BASE, "9010")
-    assert after.backlog is True  # per-user bookkeeping untouched
-    assert after.verified_ms is None
-    assert after.forwarded_total == 1
+    assert after.status.backlog is True  # per-user bookkeeping untouched
+    assert after.position.verified_ms is None
+    assert after.status.forwarded_total == 1
 
 
 def test_pending_events_are_given_up_only_where_the_window_covered_them() -> None:
     # GIVEN an interrupted batch of three events, one past the window at hand
     pending = Pending("batch", frozenset({"9002", "9003", "9020"}))
-    cursor = seated(Cursor.fresh(BASE), pos="9000").with_pending(pending)
+    cursor = with_pending(seated(Cursor.fresh(BASE), pos="9000"), pending)
     # WHEN the window (9000, 9010] returns 9002 only
     plan = plan_chunk(
         cursor, window_chunk([ev("9002", BASE + 5)], "9000", "9010", "9000"), context()
@@ -124,13 +132,13 @@ def test_pending_events_are_given_up_only_where_the_window_covered_them() -> Non
     assert redelivery.redelivery
     assert [e.log_id for e in redelivery.events] == ["9002"]
     assert redelivery.abandoned == 1
-    assert [p.log_ids for p in redelivery.after.pending] == [frozenset({"9020"})]
+    assert [p.log_ids for p in redelivery.after.outbox.pending] == [frozenset({"9020"})]
 
 
 def test_what_a_window_delivered_before_a_later_batch_failed_is_not_delivered_again() -> None:
     # GIVEN an interrupted batch holding an old event and one an hour newer, and a new event
     pending = Pending("batch", frozenset({"9002", "9004"}))
-    cursor = seated(Cursor.fresh(BASE), pos="9000").with_pending(pending)
+    cursor = with_pending(seated(Cursor.fresh(BASE), pos="9000"), pending)
     events = [ev("9002", BASE), ev("9004", BASE + 3_600_000), ev("9006", BASE + 3_600_001)]
     chunk = window_chunk(events, "9000", "9010", "9000")
     redelivery, _failed = plan_chunk(cursor, chunk, context()).batches
@@ -138,7 +146,7 @@ def test_what_a_window_delivered_before_a_later_batch_failed_is_not_delivered_ag
     # window, and `recent` has forgotten 9002 (older than the overlap window below 9004)
     committed = redelivery.after
     assert committed.seat is not None and committed.seat.pos == "9000"
-    assert "9002" not in {log_id for _, log_id in committed.recent}
+    assert "9002" not in {log_id for _, log_id in committed.position.recent}
     # THEN the window read again yields only the event that was not delivered
     again = plan_chunk(committed, chunk, context())
     assert [e.log_id for b in again.batches for e in b.events] == ["9006"]
@@ -151,8 +159,8 @@ def test_a_lapse_of_the_stream_is_one_gap_per_user_and_never_twice() -> None:
     # GIVEN a stream verified up to BASE, unread since, and a retention that has passed BASE
     cursor = seated(Cursor.fresh(None))
     lapse = (BASE, BASE + 3_600_000)
-    chunk = Chunk([], "logs_stream", complete=False, facts=ReadFacts(unread_span=lapse),
-                  stream=StreamSpan("9000", "9010", "9000"))  # fmt: skip
+    chunk = Chunk([], "logs_stream", StreamSpan("9000", "9010", "9000"),
+                  ReadFacts(unread_span=lapse))  # fmt: skip
     # WHEN a window carries the lapse THEN the user gets a gap record for that span
     plan = plan_chunk(cursor, chunk, context())
     (batch,) = plan.batches

@@ -352,7 +352,7 @@ def test_a_pending_late_event_is_read_back_when_its_user_comes_back(back_in: str
     fake.now_ms = BASE + 41 * MIN
     first = run([U, V])
     assert first.users[0].error is not None
-    assert any(LATE in p.log_ids for p in cursor(store, U).pending)
+    assert any(LATE in p.log_ids for p in cursor(store, U).outbox.pending)
     # U off the watch list for one run: the stream moves past the event without it
     fake.add(event(5, V, BASE + 44 * MIN), visible_at_ms=BASE + 44 * MIN)
     fake.now_ms = BASE + 45 * MIN
@@ -367,4 +367,4 @@ def test_a_pending_late_event_is_read_back_when_its_user_comes_back(back_in: str
     # AND it says where it came from: read back by its id
     (line,) = [json.loads(x.line) for x in sink.lines if LATE in x.line]
     assert line["_forwarder"]["source"] == "log_by_id"
-    assert not cursor(store, U).pending
+    assert not cursor(store, U).outbox.pending

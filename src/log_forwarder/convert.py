@@ -77,6 +77,8 @@ def gap_line(gap: Gap, context: ConvertContext) -> OutputLine:
             "detected_at": iso_ms(detected_at_ms),
         }
     }
+    if gap.log_ids:
+        record[FORWARDER_KEY]["log_ids"] = list(gap.log_ids)
     return OutputLine(timestamp_ms=detected_at_ms, line=_dumps(record), log_id=None)
 
 

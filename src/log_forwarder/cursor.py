@@ -1,16 +1,20 @@
-"""The per-user cursor: which events are new, in which order, and where the next read starts.
+"""A user's checkpoint state: four separate values, each with the one concern it is named after.
 
-Auth0 log events arrive late, share dates down to the millisecond, and repeat. A cursor that only
-remembered "the newest date forwarded" would lose the late ones, so this one keeps:
+- `ReadPosition`: which events are new. Auth0 log events arrive late, share dates down to the
+  millisecond, and repeat, so it keeps `floor_ms` (nothing dated before it is forwarded again;
+  the next read covers [floor, now]), `recent` (every (date, log_id) forwarded at or after the
+  floor: a re-read finds late events, not in it, and drops repeats) and `watermark_ms` (the
+  newest date forwarded; the floor follows it at `watermark - overlap`, so an event visible up to
+  `overlap` late is still caught).
+- `Outbox`: batches handed to the destinations and not yet committed (write-ahead intents), each
+  leased to the run delivering it.
+- `StreamSeat`: the user's place on the tenant stream, while the tenant is read by checkpoint.
+- `UserStatus`: what operators read (`status`, the item's summary): totals, the backlog flag, the
+  last gap and error, whether Auth0 still knows the user.
 
-- `floor_ms`: nothing dated before it is ever forwarded again. The next read covers [floor, now].
-- `recent`: every (date, log_id) forwarded at or after the floor. Re-reading the window finds late
-  events (not in `recent`) and drops repeats (in `recent`).
-- `watermark_ms`: the newest date forwarded. After each delivery the floor moves up to
-  `watermark - overlap`, so an event that becomes visible up to `overlap` late is still caught.
-
-Everything here is pure: no clock, no I/O. The forwarder feeds it what Auth0 returned and
-commits the cursor it gets back only after the destinations have accepted the lines.
+`Cursor` holds the four (and the detection rules' opaque state) and is what is stored. Pure: no
+clock, no I/O. How a read's events are selected against these values is the read's own rule
+(chunk.py); the planner combines them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,16 @@ from .events import LogEvent, iso_ms
 from .exceptions import CheckpointStateError
 from .records import Gap
 
-__all__ = ["Cursor", "Gap", "Pending", "Selection", "StreamSeat"]
+__all__ = [
+    "Cursor",
+    "Gap",
+    "Outbox",
+    "Pending",
+    "ReadPosition",
+    "Selection",
+    "StreamSeat",
+    "UserStatus",
+]
 
 STATE_VERSION = 1
 # How far ahead of the stored value a complete read must be before `verified_ms` is written again:
@@ -38,6 +51,163 @@ MAX_RECENT = 6_000
 # each is recorded once; capped so that a flood of them cannot outgrow the item.
 QUARANTINE_MEMORY_MS = 31 * 86_400_000
 MAX_QUARANTINED = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What one read contributes: the new events in forwarding order, and what was dropped."""
+
+    new: list[LogEvent]
+    duplicates: int = 0
+    below_floor: int = 0
+    late: int = 0
+    max_lateness_ms: int = 0
+
+
+# -- the read position ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPosition:
+    floor_ms: int | None = None
+    watermark_ms: int | None = None
+    recent: tuple[tuple[int, str], ...] = ()
+    # Every event dated before this was visible to a complete read (read start − overlap).
+    verified_ms: int | None = None
+    # (digest, first seen) of malformed entries already written to the destinations.
+    quarantined: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def at_capacity(self) -> bool:
+        """`recent` hit its cap, so the overlap window for this user is narrower than configured."""
+        return len(self.recent) >= MAX_RECENT
+
+    @property
+    def anchor(self) -> tuple[int, str] | None:
+        """The newest event forwarded, dated no later than the watermark (an event dated in the
+        future would stay retained for longer and hide what expired before it). While Auth0
+        still returns the anchor, nothing after it expired."""
+        if self.watermark_ms is None:
+            return self.recent[-1] if self.recent else None
+        dated = [entry for entry in self.recent if entry[0] <= self.watermark_ms]
+        return dated[-1] if dated else None
+
+    def below_floor(self, event: LogEvent) -> bool:
+        return self.floor_ms is not None and event.date_ms < self.floor_ms
+
+    def known_ids(self) -> set[str]:
+        return {log_id for _, log_id in self.recent}
+
+    def select(self, events: Iterable[LogEvent]) -> Selection:
+        """The events of a read from the floor that are new: at or above the floor, and not
+        remembered in `recent`."""
+        known = self.known_ids()
+        new: dict[str, LogEvent] = {}
+        duplicates = below_floor = 0
+        for event in events:
+            if self.below_floor(event):
+                below_floor += 1
+            elif event.log_id in known or event.log_id in new:
+                duplicates += 1
+            else:
+                new[event.log_id] = event
+        return self.ordered(new.values(), duplicates, below_floor)
+
+    def ordered(self, new: Iterable[LogEvent], duplicates: int, below_floor: int) -> Selection:
+        """New events in ascending (date, log_id) order, those dated below the watermark counted
+        as late: every read's selection ends here, whatever decided what is new."""
+        ordered = sorted(new, key=lambda e: e.key)
+        watermark = self.watermark_ms
+        if watermark is None:
+            return Selection(ordered, duplicates, below_floor)
+        lateness = [watermark - e.date_ms for e in ordered if e.date_ms < watermark]
+        return Selection(ordered, duplicates, below_floor, len(lateness), max(lateness, default=0))
+
+    def advance(
+        self, delivered: Sequence[LogEvent], *, overlap_ms: int, read_started_ms: int
+    ) -> ReadPosition:
+        """The position after `delivered` was accepted by every destination.
+
+        The watermark stops at the start of the read: an event dated in the future (a wrong clock
+        upstream) must not move the window past what the read could see, or every event dated
+        before it would later be taken for one already forwarded.
+        """
+        if not delivered:
+            return self
+        newest = min(max(e.date_ms for e in delivered), read_started_ms)
+        watermark = newest if self.watermark_ms is None else max(self.watermark_ms, newest)
+        floor = watermark - overlap_ms
+        if self.floor_ms is not None:
+            floor = max(floor, self.floor_ms)
+        recent = sorted({*self.recent, *(e.key for e in delivered)})
+        recent = [entry for entry in recent if entry[0] >= floor]
+        if len(recent) > MAX_RECENT:
+            floor, recent = _narrow(recent)
+        return replace(self, floor_ms=floor, watermark_ms=watermark, recent=tuple(recent))
+
+    def past(self, to_ms: int) -> ReadPosition:
+        """Nothing dated before `to_ms` is read again (a gap ends there)."""
+        floor = to_ms if self.floor_ms is None else max(self.floor_ms, to_ms)
+        return replace(self, floor_ms=floor, recent=tuple(e for e in self.recent if e[0] >= floor))
+
+    def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> ReadPosition:
+        """Move the floor, and what is verified, with time once a read reached the newest event.
+
+        An event visible by `read_started_ms` was returned by that read, and an event can show up
+        at most `overlap_ms` after its date, so nothing dated before `read_started_ms - overlap_ms`
+        can still appear. The floor stops at the watermark so the anchor stays remembered.
+        Without this, a user who goes quiet after a burst would re-read the burst every run.
+        Returns the same position when nothing worth a checkpoint write changed.
+        """
+        verified = read_started_ms - overlap_ms
+        position = self
+        if self.verified_ms is None or verified >= self.verified_ms + VERIFIED_STEP_MS:
+            position = replace(position, verified_ms=verified)
+        floor = verified if self.watermark_ms is None else min(verified, self.watermark_ms)
+        if not self.recent or self.recent[0][0] >= floor:
+            return position
+        return replace(
+            position,
+            floor_ms=floor,
+            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
+        )
+
+    def verified_until(self, verified_ms: int | None) -> ReadPosition:
+        """What another read verified (the stream, for a user it moved with) counts too."""
+        if verified_ms is None:
+            return self
+        verified = verified_ms if self.verified_ms is None else max(self.verified_ms, verified_ms)
+        return replace(self, verified_ms=verified)
+
+    def knows_quarantined(self, digest: str) -> bool:
+        return any(known == digest for known, _ in self.quarantined)
+
+    def with_quarantined(
+        self, digests: Iterable[str], *, now_ms: int, seen: Iterable[str] = ()
+    ) -> ReadPosition:
+        """Remember newly quarantined entries, and that `seen` ones were returned again (an
+        entry still returned is the last to be forgotten when the cap is reached)."""
+        again = set(seen)
+        kept = [
+            (d, now_ms if d in again else seen_ms)
+            for d, seen_ms in self.quarantined
+            if d in again or seen_ms >= now_ms - QUARANTINE_MEMORY_MS
+        ]
+        added = [(d, now_ms) for d in dict.fromkeys(digests) if not self.knows_quarantined(d)]
+        merged = sorted(kept + added, key=lambda entry: entry[1])
+        return replace(self, quarantined=tuple(merged[-MAX_QUARANTINED:]))
+
+
+def _narrow(recent: list[tuple[int, str]]) -> tuple[int, list[tuple[int, str]]]:
+    # Keep the newest MAX_RECENT entries, widened to a whole date so the floor never splits a tie.
+    cut = len(recent) - MAX_RECENT
+    date = recent[cut][0]
+    while cut > 0 and recent[cut - 1][0] == date:
+        cut -= 1
+    return date, recent[cut:]
+
+
+# -- the outbox ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +228,35 @@ class Pending:
 
     def leased_at(self, now_ms: int) -> bool:
         return self.lease_until_ms > now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Outbox:
+    pending: tuple[Pending, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.pending)
+
+    @property
+    def log_ids(self) -> frozenset[str]:
+        return frozenset(log_id for p in self.pending for log_id in p.log_ids)
+
+    def with_pending(self, pending: Pending) -> Outbox:
+        """Add (or replace, by batch id) an intent; one with no ids left is dropped."""
+        others = tuple(p for p in self.pending if p.batch_id != pending.batch_id)
+        return Outbox(others + ((pending,) if pending.log_ids else ()))
+
+    def leased_until(self, now_ms: int) -> int | None:
+        """Until when a run holds an intent of this user's (None: nobody does)."""
+        leases = [p.lease_until_ms for p in self.pending if p.leased_at(now_ms)]
+        return max(leases) if leases else None
+
+    def released(self) -> Outbox:
+        """Every intent's lease given up: a run that stops delivering says so at once."""
+        return Outbox(tuple(replace(p, lease_until_ms=0) for p in self.pending))
+
+
+# -- the stream seat -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,263 +286,95 @@ class StreamSeat:
     pos: str
     above: frozenset[str] = frozenset()
 
+    def holds(self, log_id: str) -> bool:
+        """Whether the event was delivered (or passed over) while the user held this seat."""
+        return log_id <= self.pos or log_id in self.above
+
+    def moved_to(self, position: str) -> StreamSeat:
+        """Past a window: its events are delivered (or the window had none)."""
+        if position <= self.pos:
+            return self
+        return replace(self, pos=position, above=frozenset(i for i in self.above if i > position))
+
+    def with_delivered(self, log_ids: Iterable[str]) -> StreamSeat:
+        """A batch committed: its events stay known until the seat passes them, whatever their
+        dates (see `above`)."""
+        past = {log_id for log_id in log_ids if log_id > self.pos}
+        return replace(self, above=self.above | past) if past else self
+
+
+# -- the operator's status -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
-class Selection:
-    """What one read contributes: the new events in forwarding order, and what was dropped."""
-
-    new: list[LogEvent]
-    duplicates: int = 0
-    below_floor: int = 0
-    late: int = 0
-    max_lateness_ms: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    floor_ms: int | None = None
-    watermark_ms: int | None = None
-    recent: tuple[tuple[int, str], ...] = ()
-    pending: tuple[Pending, ...] = ()
+class UserStatus:
+    # The user's history is not read to its newest event yet (a search continues next run).
     backlog: bool = False
     forwarded_total: int = 0
     gaps_total: int = 0
-    # Every event dated before this was visible to a complete read (read start − overlap).
-    verified_ms: int | None = None
-    # (digest, first seen) of malformed entries already written to the destinations.
-    quarantined: tuple[tuple[str, int], ...] = ()
     # When Auth0 first answered that the user does not exist (deleted, or never existed).
     missing_since_ms: int | None = None
-    # The detection rules' state (detections.DetectionState), opaque here.
-    detections: Mapping[str, Any] | None = field(default=None, compare=True)
-    # For `status`: the last gap recorded (from, to, reason), and why the user's last run
-    # failed and when (cleared by the next complete read).
+    # The last gap recorded (from, to, reason), and why the user's last run failed and when
+    # (cleared by the next complete read).
     last_gap: tuple[int | None, int, str] | None = None
     last_error: str | None = None
     last_error_ms: int | None = None
-    # Its place on the tenant stream (None: read per user).
-    seat: StreamSeat | None = None
 
-    @classmethod
-    def fresh(cls, floor_ms: int | None) -> Cursor:
-        return cls(floor_ms=floor_ms)
-
-    @property
-    def at_capacity(self) -> bool:
-        """`recent` hit its cap, so the overlap window for this user is narrower than configured."""
-        return len(self.recent) >= MAX_RECENT
-
-    @property
-    def anchor(self) -> tuple[int, str] | None:
-        """The newest event forwarded, dated no later than the watermark (an event dated in the
-        future would stay retained for longer and hide what expired before it). While Auth0
-        still returns the anchor, nothing after it expired."""
-        if self.watermark_ms is None:
-            return self.recent[-1] if self.recent else None
-        dated = [entry for entry in self.recent if entry[0] <= self.watermark_ms]
-        return dated[-1] if dated else None
-
-    def select(self, events: Iterable[LogEvent]) -> Selection:
-        """The events of a read that are new, in ascending (date, log_id) order."""
-        known = {log_id for _, log_id in self.recent}
-        new: dict[str, LogEvent] = {}
-        duplicates = below_floor = 0
-        for event in events:
-            if self.floor_ms is not None and event.date_ms < self.floor_ms:
-                below_floor += 1
-            elif event.log_id in known or event.log_id in new:
-                duplicates += 1
-            else:
-                new[event.log_id] = event
-        return self._selection(new.values(), duplicates, below_floor)
-
-    def select_stream(self, events: Iterable[LogEvent], *, floor_until: str) -> Selection:
-        """The new events of a stream window, in ascending (date, log_id) order.
-
-        Dedupe is by log_id: at or below the seat's `pos` (a window read again), in its `above`
-        (delivered from a window read again), or remembered in `recent` (forwarded by a per-user
-        read). The floor drops an event only up to `floor_until`, the log_ids the user's last
-        per-user read may have seen; past it an event dated below the floor is a late one nobody
-        forwarded, and it is forwarded.
-        """
-        seat = self.seat
-        assert seat is not None, "a stream window for a user with no seat"
-        known = {log_id for _, log_id in self.recent} | seat.above
-        new: dict[str, LogEvent] = {}
-        duplicates = below_floor = 0
-        for event in events:
-            floored = self.floor_ms is not None and event.date_ms < self.floor_ms
-            if event.log_id <= seat.pos or event.log_id in known or event.log_id in new:
-                duplicates += 1
-            elif floored and event.log_id <= floor_until:
-                below_floor += 1
-            else:
-                new[event.log_id] = event
-        return self._selection(new.values(), duplicates, below_floor)
-
-    def _selection(self, new: Iterable[LogEvent], duplicates: int, below_floor: int) -> Selection:
-        """New events, ordered, with those dated below the watermark counted as late."""
-        ordered = sorted(new, key=lambda e: e.key)
-        watermark = self.watermark_ms
-        if watermark is None:
-            return Selection(ordered, duplicates, below_floor)
-        lateness = [watermark - e.date_ms for e in ordered if e.date_ms < watermark]
-        return Selection(ordered, duplicates, below_floor, len(lateness), max(lateness, default=0))
-
-    def with_seat(self, seat: StreamSeat | None) -> Cursor:
-        return replace(self, seat=seat)
-
-    def at_stream_position(self, position: str) -> Cursor:
-        """The seat moved past a window: its events are delivered (or the window had none)."""
-        assert self.seat is not None
-        if position <= self.seat.pos:
-            return self
-        above = frozenset(log_id for log_id in self.seat.above if log_id > position)
-        return replace(self, seat=replace(self.seat, pos=position, above=above))
-
-    def with_stream_delivered(self, log_ids: Iterable[str]) -> Cursor:
-        """A batch of a stream window committed: its events stay known until the seat passes
-        them, whatever their dates (see StreamSeat.above)."""
-        if self.seat is None:
-            return self
-        past = {log_id for log_id in log_ids if log_id > self.seat.pos}
-        if not past:
-            return self
-        return replace(self, seat=replace(self.seat, above=self.seat.above | past))
-
-    def off_stream(self, verified_ms: int | None) -> Cursor:
-        """Read per user from now on: the seat goes; `verified_ms` (what the stream verified for
-        this user, if anything) counts as verified."""
-        verified = self.verified_ms
-        if verified_ms is not None:
-            verified = verified_ms if verified is None else max(verified, verified_ms)
-        return replace(self, seat=None, verified_ms=verified)
-
-    def on_stream(self, epoch: int) -> bool:
-        return self.seat is not None and self.seat.epoch == epoch
-
-    def advance(
-        self,
-        delivered: Sequence[LogEvent],
-        *,
-        overlap_ms: int,
-        read_started_ms: int,
-        forwarded: int | None = None,
-    ) -> Cursor:
-        """The cursor after `delivered` was accepted by every destination (`forwarded` of them
-        were written; the others were kept out by a filter, and are remembered all the same).
-
-        The watermark stops at the start of the read: an event dated in the future (a wrong clock
-        upstream) must not move the window past what the read could see, or every event dated
-        before it would later be taken for one already forwarded.
-        """
-        if not delivered:
-            return self
-        newest = min(max(e.date_ms for e in delivered), read_started_ms)
-        watermark = newest if self.watermark_ms is None else max(self.watermark_ms, newest)
-        floor = watermark - overlap_ms
-        if self.floor_ms is not None:
-            floor = max(floor, self.floor_ms)
-        recent = sorted({*self.recent, *(e.key for e in delivered)})
-        recent = [entry for entry in recent if entry[0] >= floor]
-        if len(recent) > MAX_RECENT:
-            floor, recent = _narrow(recent)
-        return replace(
-            self,
-            floor_ms=floor,
-            watermark_ms=watermark,
-            recent=tuple(recent),
-            forwarded_total=self.forwarded_total
-            + (len(delivered) if forwarded is None else forwarded),
+    def counted(self, forwarded: int) -> UserStatus:
+        return (
+            replace(self, forwarded_total=self.forwarded_total + forwarded) if forwarded else self
         )
 
-    def after_gap(self, gap: Gap) -> Cursor:
-        floor = gap.to_ms if self.floor_ms is None else max(self.floor_ms, gap.to_ms)
+    def with_gap(self, gap: Gap) -> UserStatus:
         return replace(
-            self,
-            floor_ms=floor,
-            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
-            gaps_total=self.gaps_total + 1,
-            last_gap=(gap.from_ms, gap.to_ms, gap.reason),
+            self, gaps_total=self.gaps_total + 1, last_gap=(gap.from_ms, gap.to_ms, gap.reason)
         )
 
-    def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> Cursor:
-        """Move the floor, and what is verified, with time once a read reached the newest event.
+    def with_error(self, error: str, now_ms: int) -> UserStatus:
+        """The user's run failed (`error` names why): kept until a read completes."""
+        return replace(self, last_error=error[:500], last_error_ms=now_ms)
 
-        An event visible by `read_started_ms` was returned by that read, and an event can show up
-        at most `overlap_ms` after its date, so nothing dated before `read_started_ms - overlap_ms`
-        can still appear. The floor stops at the watermark so the anchor stays remembered.
-        Without this, a user who goes quiet after a burst would re-read the burst every run.
-        Returns the same cursor when nothing worth a checkpoint write changed.
-        """
-        verified = read_started_ms - overlap_ms
-        # A read reached the newest event: whatever failed before does not any more.
-        cursor = replace(self, last_error=None, last_error_ms=None) if self.last_error else self
-        if self.verified_ms is None or verified >= self.verified_ms + VERIFIED_STEP_MS:
-            cursor = replace(cursor, verified_ms=verified)
-        floor = verified if self.watermark_ms is None else min(verified, self.watermark_ms)
-        if not self.recent or self.recent[0][0] >= floor:
-            return cursor
-        return replace(
-            cursor,
-            floor_ms=floor,
-            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
-        )
+    def without_error(self) -> UserStatus:
+        """A read reached the newest event: whatever failed before does not any more."""
+        return replace(self, last_error=None, last_error_ms=None) if self.last_error else self
 
-    def with_pending(self, pending: Pending) -> Cursor:
-        """Add (or replace, by batch id) an intent; one with no ids left is dropped."""
-        others = tuple(p for p in self.pending if p.batch_id != pending.batch_id)
-        return replace(self, pending=others + ((pending,) if pending.log_ids else ()))
-
-    def leased_until(self, now_ms: int) -> int | None:
-        """Until when another run holds an intent of this user's (None: nobody does)."""
-        leases = [p.lease_until_ms for p in self.pending if p.leased_at(now_ms)]
-        return max(leases) if leases else None
-
-    def released(self) -> Cursor:
-        """Every intent's lease given up: a run that stops delivering says so at once."""
-        return replace(self, pending=tuple(replace(p, lease_until_ms=0) for p in self.pending))
-
-    def knows_quarantined(self, digest: str) -> bool:
-        return any(known == digest for known, _ in self.quarantined)
-
-    def with_quarantined(
-        self, digests: Iterable[str], *, now_ms: int, seen: Iterable[str] = ()
-    ) -> Cursor:
-        """Remember newly quarantined entries, and that `seen` ones were returned again (an
-        entry still returned is the last to be forgotten when the cap is reached)."""
-        again = set(seen)
-        kept = [
-            (d, now_ms if d in again else seen_ms)
-            for d, seen_ms in self.quarantined
-            if d in again or seen_ms >= now_ms - QUARANTINE_MEMORY_MS
-        ]
-        added = [(d, now_ms) for d in dict.fromkeys(digests) if not self.knows_quarantined(d)]
-        merged = sorted(kept + added, key=lambda entry: entry[1])
-        return replace(self, quarantined=tuple(merged[-MAX_QUARANTINED:]))
-
-    def with_detections(self, state: Mapping[str, Any]) -> Cursor:
-        return replace(self, detections=dict(state))
-
-    def with_missing_since(self, now_ms: int | None) -> Cursor:
+    def with_missing_since(self, now_ms: int | None) -> UserStatus:
         """Auth0 says the user does not exist (since `now_ms`), or exists again (None)."""
         if now_ms is not None and self.missing_since_ms is not None:
             return self
         return replace(self, missing_since_ms=now_ms)
 
-    def with_backlog(self, backlog: bool) -> Cursor:
-        return replace(self, backlog=backlog)
 
-    def with_error(self, error: str, now_ms: int) -> Cursor:
-        """The user's run failed (`error` names why): kept until a read completes."""
-        return replace(self, last_error=error[:500], last_error_ms=now_ms)
+# -- the whole state -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    position: ReadPosition = field(default_factory=ReadPosition)
+    outbox: Outbox = field(default_factory=Outbox)
+    # Its place on the tenant stream (None: read per user).
+    seat: StreamSeat | None = None
+    status: UserStatus = field(default_factory=UserStatus)
+    # The detection rules' state (detections.DetectionState), opaque here.
+    detections: Mapping[str, Any] | None = None
+
+    @classmethod
+    def fresh(cls, floor_ms: int | None, *, backlog: bool = False) -> Cursor:
+        return cls(ReadPosition(floor_ms=floor_ms), status=UserStatus(backlog=backlog))
+
+    def on_stream(self, epoch: int) -> bool:
+        return self.seat is not None and self.seat.epoch == epoch
+
+    def released(self) -> Cursor:
+        return replace(self, outbox=self.outbox.released())
 
     def to_state(self) -> dict[str, Any]:
+        position, status, seat = self.position, self.status, self.seat
         return {
             "v": STATE_VERSION,
-            "floor": self.floor_ms,
-            "watermark": self.watermark_ms,
-            "recent": [[date, log_id] for date, log_id in self.recent],
+            "floor": position.floor_ms,
+            "watermark": position.watermark_ms,
+            "recent": [[date, log_id] for date, log_id in position.recent],
             "pending": [
                 {
                     "batch_id": p.batch_id,
@@ -351,25 +382,25 @@ class Cursor:
                     "lease": p.lease_until_ms,
                     "at": p.written_ms,
                 }
-                for p in self.pending
+                for p in self.outbox.pending
             ],
-            "backlog": self.backlog,
-            "forwarded_total": self.forwarded_total,
-            "gaps_total": self.gaps_total,
-            "verified": self.verified_ms,
-            "quarantined": [[digest, seen] for digest, seen in self.quarantined],
-            "missing_since": self.missing_since_ms,
+            "backlog": status.backlog,
+            "forwarded_total": status.forwarded_total,
+            "gaps_total": status.gaps_total,
+            "verified": position.verified_ms,
+            "quarantined": [[digest, seen] for digest, seen in position.quarantined],
+            "missing_since": status.missing_since_ms,
             "detections": self.detections,
-            "last_gap": list(self.last_gap) if self.last_gap else None,
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_ms,
+            "last_gap": list(status.last_gap) if status.last_gap else None,
+            "last_error": status.last_error,
+            "last_error_at": status.last_error_ms,
             "seat": None
-            if self.seat is None
+            if seat is None
             else {
-                "epoch": self.seat.epoch,
-                "joined": self.seat.joined_ms,
-                "pos": self.seat.pos,
-                "above": sorted(self.seat.above),
+                "epoch": seat.epoch,
+                "joined": seat.joined_ms,
+                "pos": seat.pos,
+                "above": sorted(seat.above),
             },
         }
 
@@ -389,13 +420,19 @@ class Cursor:
 
     @classmethod
     def _from_valid_state(cls, state: Mapping[str, Any]) -> Cursor:
-        return cls(
+        position = ReadPosition(
             floor_ms=_optional_int(state.get("floor")),
             watermark_ms=_optional_int(state.get("watermark")),
             recent=tuple(
                 sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
             ),
-            pending=tuple(
+            verified_ms=_optional_int(state.get("verified")),
+            quarantined=tuple(
+                (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
+            ),
+        )
+        outbox = Outbox(
+            tuple(
                 Pending(
                     str(p["batch_id"]),
                     frozenset(map(str, p["log_ids"])),
@@ -403,53 +440,47 @@ class Cursor:
                     int(p.get("at", 0)),
                 )
                 for p in state.get("pending") or ()
-            ),
+            )
+        )
+        status = UserStatus(
             backlog=bool(state.get("backlog", False)),
             forwarded_total=int(state.get("forwarded_total", 0)),
             gaps_total=int(state.get("gaps_total", 0)),
-            verified_ms=_optional_int(state.get("verified")),
-            quarantined=tuple(
-                (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
-            ),
             missing_since_ms=_optional_int(state.get("missing_since")),
-            detections=state.get("detections")
-            if isinstance(state.get("detections"), dict)
-            else None,
             last_gap=_gap_of(state.get("last_gap")),
             last_error=None if state.get("last_error") is None else str(state["last_error"]),
             last_error_ms=_optional_int(state.get("last_error_at")),
-            seat=_seat(state.get("seat")),
+        )
+        detections = state.get("detections")
+        return cls(
+            position,
+            outbox,
+            _seat(state.get("seat")),
+            status,
+            detections if isinstance(detections, dict) else None,
         )
 
     def summary(self) -> dict[str, str | int | bool | None]:
         """Readable attributes stored beside the state, for operators browsing the table."""
-        anchor = self.anchor
+        position, status = self.position, self.status
+        anchor = position.anchor
         return {
-            "watermark": iso_ms(self.watermark_ms),
-            "floor": iso_ms(self.floor_ms),
+            "watermark": iso_ms(position.watermark_ms),
+            "floor": iso_ms(position.floor_ms),
             "last_log_id": anchor[1] if anchor else None,
-            "backlog": self.backlog,
-            "pending_events": sum(len(p.log_ids) for p in self.pending),
-            "forwarded_total": self.forwarded_total,
-            "gaps_total": self.gaps_total,
-            "quarantined_total": len(self.quarantined),
-            "missing_since": iso_ms(self.missing_since_ms),
-            "last_gap_from": iso_ms(self.last_gap[0]) if self.last_gap else None,
-            "last_gap_to": iso_ms(self.last_gap[1]) if self.last_gap else None,
-            "last_gap_reason": self.last_gap[2] if self.last_gap else None,
-            "last_error": self.last_error,
-            "last_error_at": iso_ms(self.last_error_ms),
+            "backlog": status.backlog,
+            "pending_events": sum(len(p.log_ids) for p in self.outbox.pending),
+            "forwarded_total": status.forwarded_total,
+            "gaps_total": status.gaps_total,
+            "quarantined_total": len(position.quarantined),
+            "missing_since": iso_ms(status.missing_since_ms),
+            "last_gap_from": iso_ms(status.last_gap[0]) if status.last_gap else None,
+            "last_gap_to": iso_ms(status.last_gap[1]) if status.last_gap else None,
+            "last_gap_reason": status.last_gap[2] if status.last_gap else None,
+            "last_error": status.last_error,
+            "last_error_at": iso_ms(status.last_error_ms),
             "stream_position": self.seat.pos if self.seat else None,
         }
-
-
-def _narrow(recent: list[tuple[int, str]]) -> tuple[int, list[tuple[int, str]]]:
-    # Keep the newest MAX_RECENT entries, widened to a whole date so the floor never splits a tie.
-    cut = len(recent) - MAX_RECENT
-    date = recent[cut][0]
-    while cut > 0 and recent[cut - 1][0] == date:
-        cut -= 1
-    return date, recent[cut:]
 
 
 def _gap_of(value: object) -> tuple[int | None, int, str] | None:

@@ -16,9 +16,10 @@ version read, so a run that lost a race raises CheckpointConflict before it deli
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
-from .checkpoint_store import CheckpointStore
+from .checkpoint_store import CheckpointStore, SummaryValue
 from .cursor import Cursor
 from .exceptions import ForwarderError
 from .planner import Batch
@@ -29,58 +30,80 @@ from .sinks import Sink
 logger = logging.getLogger(__name__)
 
 
-class Checkpoint:
-    """A user's checkpoint as last written, and the conditional writes that move it."""
+class Stored(Protocol):
+    """A value kept in the checkpoint table."""
+
+    def to_state(self) -> dict[str, Any]: ...
+
+
+V = TypeVar("V", bound=Stored)
+
+
+class VersionedItem(Generic[V]):
+    """An item of the checkpoint table as last read or written, and the conditional writes that
+    move it: a user's checkpoint, or the tenant item. Every write names the version read, so a
+    run that lost a race gets CheckpointConflict instead of moving what another run moved."""
 
     def __init__(
         self,
         store: CheckpointStore,
-        user_id: str,
-        cursor: Cursor,
+        key: str,
+        value: V,
         version: int | None,
         deadline: Deadline = UNLIMITED,
     ) -> None:
         self._store = store
-        self.user_id = user_id
+        self.key = key
         self._version = version
-        self.cursor = cursor
+        self.value = value
         self.deadline = deadline
 
     @property
     def version(self) -> int | None:
-        """The version last read or written (None: the user has no checkpoint yet)."""
+        """The version last read or written (None: the item does not exist yet)."""
         return self._version
 
-    def write(self, cursor: Cursor) -> None:
+    def write(self, value: V) -> None:
         self._version = self._store.save(
-            self.user_id,
-            cursor.to_state(),
+            self.key,
+            value.to_state(),
             expected_version=self._version,
-            summary=cursor.summary(),
+            summary=self.summary_of(value),
             deadline=self.deadline,
         )
-        self.cursor = cursor
+        self.value = value
 
-    def release(self) -> None:
-        """Give up this run's leases after it stopped delivering, so the next run need not wait
-        for them to expire. Best effort: if it fails, the leases expire on their own."""
-        self._write_best_effort(self.cursor.released())
+    def summary_of(self, value: V) -> Mapping[str, SummaryValue]:
+        """What operators read beside the state (attributes of the item)."""
+        raise NotImplementedError
 
-    def note_error(self, error: str, now_ms: int) -> None:
-        """As release(), and say on the checkpoint why this user's run failed (for `status`).
-        Best effort: the run reports the error anyway."""
-        self._write_best_effort(self.cursor.released().with_error(error, now_ms))
-
-    def _write_best_effort(self, cursor: Cursor) -> None:
-        if cursor == self.cursor:
+    def write_best_effort(self, value: V, what: str) -> None:
+        """Write `value` if it differs; losing it to a failure or a race costs nothing but what
+        `what` says (logged)."""
+        if value == self.value:
             return
         try:
-            self.write(cursor)
+            self.write(value)
         except ForwarderError as error:
             logger.warning(
-                "Could not update the checkpoint after the run; a lease expires on its own",
-                extra={"user_id": self.user_id, "error": f"{type(error).__name__}: {error}"},
+                f"Could not update the item; {what}",
+                extra={"key": self.key, "error": f"{type(error).__name__}: {error}"},
             )
+
+
+class Checkpoint(VersionedItem[Cursor]):
+    """A user's checkpoint."""
+
+    @property
+    def user_id(self) -> str:
+        return self.key
+
+    @property
+    def cursor(self) -> Cursor:
+        return self.value
+
+    def summary_of(self, value: Cursor) -> Mapping[str, SummaryValue]:
+        return value.summary()
 
 
 def execute(

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
+from .chunk import Chunk, UserSpan
 from .events import LogEvent, Malformed, iso_ms, parse_page
 from .exceptions import (
     Auth0NotFoundError,
@@ -39,30 +40,6 @@ logger = logging.getLogger(__name__)
 NEWEST_FIRST_PAGES = SEARCH_CAP // PER_PAGE_MAX
 # Events per chunk: one delivery and one checkpoint commit, and one S3 object per day.
 CHUNK_EVENTS = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class StreamSpan:
-    """Where a chunk of the tenant stream lies: its user's events with a log_id in (after, to],
-    every one the stream returned there. `floor_until`: up to which log_id the cursor's floor
-    still drops events (see cursor.StreamSeat)."""
-
-    after: str
-    to: str
-    floor_until: str
-
-
-@dataclass(slots=True)
-class Chunk:
-    events: list[LogEvent]
-    # Which endpoint returned them: "user_logs", "logs_search", "logs_stream" or "log_by_id".
-    source: str
-    complete: bool  # nothing newer remains to be read in this run
-    facts: ReadFacts = field(default_factory=ReadFacts)
-    returned: int = 0  # entries Auth0 returned, malformed ones included
-    malformed: list[Malformed] = field(default_factory=list)
-    # Set for a chunk of the tenant stream (stream.py): `complete` does not apply to it.
-    stream: StreamSpan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +96,7 @@ def _missing_user(read: UserRead) -> Iterator[Chunk]:
             yield chunk
     except SearchRefused as refused:
         facts = ReadFacts(user_exists=False, search_refused=str(refused))
-        yield Chunk([], "user_logs", complete=True, facts=facts)
+        yield Chunk([], "user_logs", UserSpan(complete=True), facts=facts)
 
 
 def _newest_first(read: UserRead) -> Iterator[Chunk]:
@@ -163,7 +140,7 @@ def _newest_first(read: UserRead) -> Iterator[Chunk]:
                 search_refused=str(refused), unreachable_below_ms=oldest_reached, user_exists=True
             )
     yield Chunk(
-        newest, "user_logs", complete=True, facts=facts, returned=returned, malformed=malformed
+        newest, "user_logs", UserSpan(complete=True), facts, returned=returned, malformed=malformed
     )
 
 
@@ -209,7 +186,7 @@ class _SearchWindow:
 def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator[Chunk]:
     """Oldest first from `lo_ms` up to `hi_ms` (inclusive; None = open), one query per page."""
     window = _SearchWindow(lo_ms, hi_ms)
-    chunk = Chunk([], "logs_search", complete=False, facts=ReadFacts(from_floor=True))
+    chunk = Chunk([], "logs_search", UserSpan(complete=False), ReadFacts(from_floor=True))
     while True:
         try:
             raw = read.source.search_logs(
@@ -246,8 +223,8 @@ def _search(read: UserRead, *, lo_ms: int | None, hi_ms: int | None) -> Iterator
         stop = not done and read.out_of_time()
         full = len(chunk.events) >= CHUNK_EVENTS
         if done or stop or full or chunk.facts.saturated_ms is not None:
-            chunk.complete = done and hi_ms is None
+            chunk.span = UserSpan(complete=done and hi_ms is None)
             yield chunk
-            chunk = Chunk([], "logs_search", complete=False)
+            chunk = Chunk([], "logs_search", UserSpan(complete=False))
         if done or stop:
             return

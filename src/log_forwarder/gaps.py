@@ -49,12 +49,16 @@ def gaps_in(
             found.append(expired)
     if facts.unreachable_below_ms is not None:
         found.append(_unreachable_gap(cursor, facts.unreachable_below_ms, facts.search_refused))
-    if facts.user_exists is False and facts.search_refused and cursor.missing_since_ms is None:
+    if (
+        facts.user_exists is False
+        and facts.search_refused
+        and cursor.status.missing_since_ms is None
+    ):
         # The user's last events (its deletion among them) are in the tenant log, and search,
         # the only way to read them, is refused. Said once, when the user goes missing.
         found.append(
             Gap(
-                from_ms=None if cursor.floor_ms is None else cursor.floor_ms - 1,
+                from_ms=None if cursor.position.floor_ms is None else cursor.position.floor_ms - 1,
                 to_ms=now_ms + 1,
                 reason="unreachable: Auth0 says the user does not exist and tenant search "
                 f"is refused ({facts.search_refused})",
@@ -87,12 +91,12 @@ def expiry_gap(
     `now - min_retention` (anything newer cannot have expired yet). A user who merely stayed
     quiet while the anchor aged out yields no gap.
     """
-    anchor = cursor.anchor
+    anchor = cursor.position.anchor
     if anchor is None:
         return None
     if any(e.log_id == anchor[1] or e.date_ms <= anchor[0] for e in read):
         return None
-    verified = cursor.verified_ms if cursor.verified_ms is not None else anchor[0]
+    verified = cursor.position.verified_ms if cursor.position.verified_ms is not None else anchor[0]
     start = max(anchor[0], verified)
     end = min(min((e.date_ms for e in read), default=now_ms), now_ms - min_retention_ms)
     if start >= end:
@@ -106,7 +110,7 @@ def _unreachable_gap(cursor: Cursor, oldest_reached_ms: int, why: str | None) ->
     is out of reach: the gap spans all of it, both ends included, and says "possible" since
     most of that span was usually forwarded already."""
     return Gap(
-        from_ms=None if cursor.floor_ms is None else cursor.floor_ms - 1,
+        from_ms=None if cursor.position.floor_ms is None else cursor.position.floor_ms - 1,
         to_ms=oldest_reached_ms + 1,
         reason="possible: over 1,000 events newer than the checkpoint and tenant search "
         f"refused ({why or 'no reason given'}); events in this span not forwarded before "
@@ -123,7 +127,11 @@ def _unread_gap(cursor: Cursor, start_ms: int, end_ms: int) -> Gap | None:
     nothing is missing either: a run that reported this gap already moved the floor to its end,
     so a window read again after a crash does not report it twice.
     """
-    start = start_ms if cursor.floor_ms is None else max(start_ms, cursor.floor_ms - 1)
+    start = (
+        start_ms
+        if cursor.position.floor_ms is None
+        else max(start_ms, cursor.position.floor_ms - 1)
+    )
     if start + 1 >= end_ms:
         return None
     return Gap(

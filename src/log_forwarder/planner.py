@@ -16,8 +16,9 @@ why lives:
   knows, the user's place on the tenant stream) rides on the last batch's cursor, or on a
   checkpoint-only batch.
 
-A chunk of the tenant stream (`chunk.stream`) goes through the same protocol; only which events
-are new (cursor.select_stream) and which pending events are gone differ.
+Which events are new, which pending events are gone, and where the chunk ends are the rules of
+the read that returned the chunk (chunk.py): the plan is the same for every read. Pending events
+a chunk proves gone are given up with a gap record naming them: never in silence.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from .batching import batch_id_for
+from .chunk import Chunk
 from .convert import (
     ConvertContext,
     event_line,
@@ -37,7 +39,6 @@ from .convert import (
 from .cursor import Cursor, Pending, Selection
 from .detections import DetectionSettings, DetectionState, Finding, evaluate
 from .events import LogEvent, Malformed
-from .fetch import Chunk
 from .filters import EventFilter
 from .gaps import gaps_in
 from .pseudonymise import Pseudonymiser
@@ -127,7 +128,7 @@ class _Records:
 
 
 def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
-    selection = _select(cursor, chunk)
+    selection = chunk.span.select(cursor, chunk.events)
     records = _records(cursor, chunk, context)
     batches, new, state = _redeliveries(cursor, selection.new, chunk, context)
     fresh = _fresh_batch(state, new, records, chunk.source, context)
@@ -141,24 +142,6 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
         else:
             batches.append(Batch("", (), (), intent=None, after=end))
     return Plan(tuple(batches), selection)
-
-
-def _select(cursor: Cursor, chunk: Chunk) -> Selection:
-    # A stream window is deduplicated by log_id (where the user's seat stands); a per-user read
-    # by the floor and the events remembered above it.
-    if chunk.stream is None:
-        return cursor.select(chunk.events)
-    return cursor.select_stream(chunk.events, floor_until=chunk.stream.floor_until)
-
-
-def _gone(left: frozenset[str], chunk: Chunk) -> frozenset[str]:
-    """The pending events this chunk proves Auth0 no longer returns: all of them after a
-    complete per-user read; after a stream window, those whose log_id lies in the span it
-    covered (one below it is not this window's to judge: stream_run reads such a user per user)."""
-    if chunk.stream is None:
-        return left if chunk.complete else frozenset()
-    after, to = chunk.stream.after, chunk.stream.to
-    return frozenset(log_id for log_id in left if after < log_id <= to)
 
 
 def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
@@ -177,7 +160,7 @@ def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
     first_seen: dict[str, Malformed] = {}
     seen = tuple(quarantine_digest(entry.raw) for entry in chunk.malformed)
     for digest, entry in zip(seen, chunk.malformed, strict=True):
-        if not cursor.knows_quarantined(digest):
+        if not cursor.position.knows_quarantined(digest):
             first_seen.setdefault(digest, entry)
     return _Records(
         tuple(gaps), tuple(first_seen.values()), tuple(first_seen), seen=tuple(set(seen))
@@ -194,7 +177,26 @@ def _detect(
         return (), cursor
     state = DetectionState.from_state(cursor.detections)
     findings, state = evaluate(context.user_id, events, state, settings)
-    return tuple(findings), cursor.with_detections(state.to_state())
+    return tuple(findings), replace(cursor, detections=state.to_state())
+
+
+def _delivered(
+    cursor: Cursor, events: Sequence[LogEvent], context: PlanContext, *, forwarded: int
+) -> Cursor:
+    """The cursor once every destination accepted `events` (`forwarded` of them were written;
+    the others were kept out by the filter, and are remembered all the same)."""
+    seat = cursor.seat.with_delivered(e.log_id for e in events) if cursor.seat else None
+    position = cursor.position.advance(
+        events, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
+    )
+    return replace(cursor, position=position, status=cursor.status.counted(forwarded), seat=seat)
+
+
+def _with_gap(cursor: Cursor, gap: Gap) -> Cursor:
+    """A gap is counted; one over a span of dates also ends the read there (nothing dated
+    before its end is read again). One naming its events leaves the read where it was."""
+    position = cursor.position if gap.log_ids else cursor.position.past(gap.to_ms)
+    return replace(cursor, position=position, status=cursor.status.with_gap(gap))
 
 
 def _redeliveries(
@@ -205,27 +207,25 @@ def _redeliveries(
     as new, and the cursor after them."""
     batches: list[Batch] = []
     state = cursor
-    for pending in cursor.pending:
+    for pending in cursor.outbox.pending:
         again = [e for e in new if e.log_id in pending.log_ids]
         new = [e for e in new if e.log_id not in pending.log_ids]
         left = pending.log_ids - {e.log_id for e in again}
-        gone = _gone(left, chunk)
-        abandoned, left = len(gone), left - gone
-        if again or left != pending.log_ids:
+        gone = chunk.span.gone(left)
+        left -= gone
+        if again or gone:
             # Claimed with this run's lease before anything is delivered: a run that read the
             # same intent loses the conditional write instead of delivering it a second time.
-            claim = state.with_pending(replace(pending, lease_until_ms=context.lease_until_ms))
+            leased = replace(pending, lease_until_ms=context.lease_until_ms)
+            claim = replace(state, outbox=state.outbox.with_pending(leased))
             # The rules see these events again from the state before them: the same findings,
             # with the same ids, which the destinations that hold them already skip.
             findings, after = _detect(claim, again, context)
-            after = (
-                after.advance(
-                    again, overlap_ms=context.overlap_ms, read_started_ms=context.read_started_ms
-                )
-                .with_stream_delivered(e.log_id for e in again)
-                .with_pending(replace(pending, log_ids=left, lease_until_ms=context.lease_until_ms))
-            )
-            records = _Records(findings=findings)
+            after = _delivered(after, again, context, forwarded=len(again))
+            after = replace(after, outbox=after.outbox.with_pending(replace(leased, log_ids=left)))
+            records = _Records(gaps=_abandoned(pending, gone, chunk, context), findings=findings)
+            for gap in records.gaps:
+                after = _with_gap(after, gap)
             batches.append(
                 Batch(
                     pending.batch_id,
@@ -235,13 +235,27 @@ def _redeliveries(
                     after,
                     redelivery=True,
                     since_ms=pending.written_ms or None,
+                    gaps=records.gaps,
                     findings=findings,
-                    abandoned=abandoned,
+                    abandoned=len(gone),
                     future_dated=_future_dated(again, context),
                 )
             )
             state = after
     return batches, new, state
+
+
+def _abandoned(
+    pending: Pending, gone: frozenset[str], chunk: Chunk, context: PlanContext
+) -> tuple[Gap, ...]:
+    """Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
+    can tell any more. Given up with a gap record naming them, dated up to when the batch was
+    planned (they were read before)."""
+    if not gone:
+        return ()
+    reason = f"gone: {len(gone)} pending event(s) given up; {chunk.span.gone_reason}"
+    written = pending.written_ms or context.now_ms
+    return (Gap(from_ms=None, to_ms=written + 1, reason=reason, log_ids=tuple(sorted(gone))),)
 
 
 def _fresh_batch(
@@ -259,22 +273,18 @@ def _fresh_batch(
     # none (a repeated gap record is a documented corner, not a repeated event). It holds the
     # rules' state from before these events, so a redelivery finds the same findings again.
     pending = Pending(batch_id, frozenset(ids), context.lease_until_ms, context.now_ms)
-    intent = cursor.with_pending(pending) if shown else None
-    after = detected.advance(
-        new,
-        overlap_ms=context.overlap_ms,
-        read_started_ms=context.read_started_ms,
-        forwarded=len(shown),
-    )
-    after = after.with_quarantined(
+    intent = replace(cursor, outbox=cursor.outbox.with_pending(pending)) if shown else None
+    after = _delivered(detected, new, context, forwarded=len(shown))
+    position = after.position.with_quarantined(
         records.digests, now_ms=context.now_ms, seen=records.seen
-    ).with_stream_delivered(e.log_id for e in new)
+    )
+    outbox = after.outbox.with_pending(Pending(batch_id, frozenset()))
     return Batch(
         batch_id,
         tuple(shown),
         _lines(shown, records, source, context),
         intent,
-        after.with_pending(Pending(batch_id, frozenset())),
+        replace(after, position=position, outbox=outbox),
         gaps=records.gaps,
         quarantined=records.quarantined,
         findings=findings,
@@ -286,19 +296,15 @@ def _fresh_batch(
 def _end_of_chunk(
     cursor: Cursor, chunk: Chunk, gaps: Sequence[Gap], context: PlanContext
 ) -> Cursor:
-    if chunk.stream is not None:
-        # The seat moves past the window; backlog and the floor's move with time belong to
-        # per-user reads.
-        end = cursor.at_stream_position(chunk.stream.to)
-    else:
-        end = cursor.with_backlog(not chunk.complete)
-    if chunk.complete and chunk.stream is None:
-        end = end.after_complete_read(context.read_started_ms, overlap_ms=context.overlap_ms)
+    end = chunk.span.end(
+        cursor, read_started_ms=context.read_started_ms, overlap_ms=context.overlap_ms
+    )
     for gap in gaps:
-        end = end.after_gap(gap)
+        end = _with_gap(end, gap)
     exists = chunk.facts.user_exists
     if exists is not None:
-        end = end.with_missing_since(None if exists else context.now_ms)
+        status = end.status.with_missing_since(None if exists else context.now_ms)
+        end = replace(end, status=status)
     return end
 
 

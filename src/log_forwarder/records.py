@@ -35,6 +35,9 @@ class Gap:
     from_ms: int | None  # exclusive; None when the start of the missing span is unknown
     to_ms: int  # exclusive: events dated `to_ms` and later are forwarded
     reason: str
+    # The events it gives up, when they are known by log_id (pending events Auth0 no longer
+    # returns); such a gap names them rather than a span of dates the read passes over.
+    log_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

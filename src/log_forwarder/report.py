@@ -77,12 +77,12 @@ class UserReport:
     @property
     def missing(self) -> bool:
         """Auth0 says the user does not exist (deleted, or a wrong id)."""
-        return self.cursor is not None and self.cursor.missing_since_ms is not None
+        return self.cursor is not None and self.cursor.status.missing_since_ms is not None
 
     @property
     def unknown(self) -> bool:
         """Missing, and nothing was ever forwarded for it: most likely a wrong id."""
-        return self.missing and self.cursor is not None and self.cursor.forwarded_total == 0
+        return self.missing and self.cursor is not None and self.cursor.status.forwarded_total == 0
 
     def as_dict(self) -> dict[str, Any]:
         cursor = self.cursor

@@ -25,24 +25,20 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
+from typing import TypeVar
 
-from .checkpoint_store import CheckpointStore, StoredCheckpoint
-from .config import Settings
+from .checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
+from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
-from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, OutOfTime
-from .executor import Checkpoint
-from .fetch import Chunk, StreamSpan
+from .exceptions import CheckpointStateError, ForwarderError
+from .executor import VersionedItem
 from .gaps import ReadFacts
-from .planner import OutputPolicy, PlanContext
+from .per_user import read_first, read_users
 from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
-from .report import UserReport
 from .retry import Deadline
 from .roster import digest, pack
-from .run_context import RunContext, deliver_chunk, guarded, leased_elsewhere
-from .sinks import Sink
-from .source import LogSource
+from .session import Outcome, RunContext, SessionEnv, Start, UserSession, outcome_of
 from .stream import (
     STREAM_SOURCE,
     CheckpointUnknown,
@@ -54,6 +50,8 @@ from .stream import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # A user joins without a per-user read only if one verified it this recently (cursor.verified_ms
 # moves in steps of an hour): the era then starts that far back, and reads those events again.
@@ -61,109 +59,91 @@ JOIN_LOOKBACK_MS = 3 * 3_600_000
 # Share of the run's time the per-user reads of joining users may take: the stream needs the rest.
 JOIN_SHARE = 0.5
 
-UserOutcome = tuple[UserReport, Checkpoint | None]
-ReadUsers = Callable[
-    [Sequence[str], Mapping[str, StoredCheckpoint], RunContext, TenantState], list[UserOutcome]
-]
 
-
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """What a stream run borrows from the forwarder."""
-
-    settings: Settings
-    source: LogSource
-    store: CheckpointStore
-    sinks: Sequence[Sink]
-    now_ms: Callable[[], int]
-    output: OutputPolicy
-
-
-class TenantRecord:
-    """The tenant item as last read or written, and the conditional writes that move it."""
+class TenantRecord(VersionedItem[TenantState]):
+    """The tenant item as last read or written."""
 
     def __init__(
         self, store: CheckpointStore, stored: StoredCheckpoint | None, deadline: Deadline
     ) -> None:
-        self._store = store
-        self._deadline = deadline
-        self._version = stored.version if stored else None
         try:
-            self.state = TenantState.from_state(stored.state if stored else None)
+            state = TenantState.from_state(stored.state if stored else None)
         except CheckpointStateError as error:
             # Starting over costs a new stream era (every user read per user once), not events.
             logger.error("Tenant item unreadable; starting over", extra={"error": str(error)})
-            self.state = TenantState()
+            state = TenantState()
+        super().__init__(store, TENANT_KEY, state, stored.version if stored else None, deadline)
+        self.users = 0  # watched users, for the item's summary
 
-    def write(self, state: TenantState, *, users: int) -> None:
-        """Conditional on the version read: CheckpointConflict if another run wrote it."""
-        self._version = self._store.save(
-            TENANT_KEY,
-            state.to_state(),
-            expected_version=self._version,
-            summary=state.summary(users),
-            deadline=self._deadline,
-        )
-        self.state = state
+    @property
+    def state(self) -> TenantState:
+        return self.value
 
-    def save(self, state: TenantState, *, users: int) -> None:
-        """Write figures and reasons; losing them to a failure or a race costs nothing."""
-        try:
-            self.write(state, users=users)
-        except ForwarderError as error:
-            logger.warning("Tenant item not updated", extra={"error": str(error)})
+    @state.setter
+    def state(self, state: TenantState) -> None:
+        self.value = state
+
+    def summary_of(self, value: TenantState) -> Mapping[str, SummaryValue]:
+        return value.summary(self.users)
 
 
 @dataclass
 class Roster:
     """Where each watched user stands at the start of a stream run."""
 
-    members: dict[str, Checkpoint] = field(default_factory=dict)  # on the stream already
-    join_now: dict[str, Checkpoint] = field(default_factory=dict)  # may join without a read
+    members: list[UserSession] = field(default_factory=list)  # on the stream already
+    join_now: list[UserSession] = field(default_factory=list)  # may join without a read
     # Read per user, then join: users with no seat to join from, and seated users the stream
     # may have moved without (roster.py) or past their pending events.
-    read_first: list[str] = field(default_factory=list)
+    read_first: list[UserSession] = field(default_factory=list)
+
+
+@dataclass
+class StreamResult:
+    """What a stream run did besides each user's report."""
+
+    events_read: int = 0  # entries the stream returned, every user's
+    complete: bool | None = None  # read to the end of the log (None: the stream was not read)
+    fallback: Decision | None = None  # set when the run read per user after all
+    error: str | None = None  # the stream could not go on: the run fails after its report
 
 
 class StreamRun:
-    def __init__(
-        self, parts: Parts, run: RunContext, tenant: TenantRecord, read_users: ReadUsers
-    ) -> None:
-        self._parts = parts
+    def __init__(self, env: SessionEnv, run: RunContext, tenant: TenantRecord) -> None:
+        self._env = env
+        self._settings = env.settings
         self._run = run
         self._tenant = tenant
-        self._read_users = read_users
-        self._members: dict[str, Checkpoint] = {}
-        self._reports: dict[str, UserReport] = {}
+        self._sessions: list[UserSession] = []
+        self._members: dict[str, UserSession] = {}
         self._left_out: set[str] = set()
-        self._noted: set[str] = set()  # failed users whose failure goes on their checkpoint
-        self._users = 0
         self._started_ms = 0
-        self.events_read = 0
-        self.complete: bool | None = None  # None: the stream was not read
-        self.fallback: Decision | None = None  # set when the run read per user after all
-        self.error: str | None = None  # the tenant item could not be written: the run fails
+        self._result = StreamResult()
 
-    def run(
-        self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]
-    ) -> list[UserReport]:
-        self._users = len(user_ids)
-        self._started_ms = self._parts.now_ms()
-        self._reports = {user: UserReport(user) for user in user_ids}
+    def run(self, sessions: Sequence[UserSession]) -> StreamResult:
+        self._sessions = list(sessions)
+        self._tenant.users = len(sessions)
+        self._started_ms = self._env.now_ms()
         state = self._tenant.state
         starting = state.mode != STREAM or state.position is None
         era = state.new_era(self._started_ms) if starting else state
-        roster = self._roster(user_ids, loaded, era)
+        roster = self._roster(era)
         try:
             if starting and not self._start_era(roster):
-                return [self._reports[user] for user in user_ids]
+                self._finish()
+                return self._result
         except StreamRefused as refused:
             # Nothing was written yet: this run reads every user per user instead.
-            return self._refused(str(refused), user_ids, loaded)
+            self._refused(str(refused))
+            return self._result
         try:
             self._join(roster.join_now)
-            self._members.update(roster.members)
-            self._read_first(roster.read_first, loaded)
+            for member in roster.members:
+                # A member another run holds stays one (the roster keeps it), but delivers
+                # nothing: the first window with its events holds the stream checkpoint back.
+                member.open(Start.MEMBER)
+                self._members[member.user_id] = member
+            self._read_first(roster.read_first)
             self._adopt_roster()
             self._read_stream()
         except StreamRefused as refused:
@@ -171,50 +151,37 @@ class StreamRun:
             self._note_refused(str(refused))
         finally:
             self._finish()
-        return [self._reports[user] for user in user_ids]
+        return self._result
 
     # -- 1. the era ------------------------------------------------------------------------------
 
-    def _roster(
-        self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint], era: TenantState
-    ) -> Roster:
+    def _roster(self, era: TenantState) -> Roster:
         roster = Roster()
         previous = era.members()
         starting = era.position is None
-        settings, now_ms = self._parts.settings, self._parts.now_ms()
-        deadline = self._run.scope.deadline
-        for user in user_ids:
-            stored = loaded.get(user)
-            if stored is None:
+        now_ms = self._env.now_ms()
+        for session in self._sessions:
+            cursor = session.found
+            if session.is_new:
                 # New users join at once while the era starts (it starts before START_FROM) or
                 # with START_FROM=now; an earlier start needs their history read per user.
-                if starting or settings.start_from.mode == "now":
-                    fresh = Cursor.fresh(settings.start_from.floor_ms(now_ms)).with_backlog(True)
-                    roster.join_now[user] = Checkpoint(
-                        self._parts.store, user, fresh, None, deadline
-                    )
+                if starting or self._settings.start_from.mode == "now":
+                    roster.join_now.append(session)
                 else:
-                    roster.read_first.append(user)
-                continue
-            cursor = _decoded(stored)
-            if cursor is not None and cursor.on_stream(era.epoch):
-                if _seat_holds(user, cursor, era, previous):
-                    roster.members[user] = Checkpoint(
-                        self._parts.store, user, cursor, stored.version, deadline
-                    )
+                    roster.read_first.append(session)
+            elif cursor is not None and cursor.on_stream(era.epoch):
+                if _seat_holds(session.user_id, cursor, era, previous):
+                    roster.members.append(session)
                 else:
                     # Its pending events are read back by id (read_back.py), and nothing the
-                    # stream verified counts as its own (forwarder._checkpoint), then it joins.
+                    # stream verified counts as its own (session.py), then it joins.
                     logger.warning("The stream moved without this user: read per user first",
-                                   extra={"user_id": user})  # fmt: skip
-                    roster.read_first.append(user)
+                                   extra={"user_id": session.user_id})  # fmt: skip
+                    roster.read_first.append(session)
             elif cursor is not None and starting and _joins_at_once(cursor, now_ms):
-                seatless = cursor.off_stream(None)
-                roster.join_now[user] = Checkpoint(
-                    self._parts.store, user, seatless, stored.version, deadline
-                )
+                roster.join_now.append(session)
             else:
-                roster.read_first.append(user)
+                roster.read_first.append(session)
         return roster
 
     def _adopt_roster(self) -> None:
@@ -230,22 +197,17 @@ class StreamRun:
     def _start_era(self, roster: Roster) -> bool:
         """Find where the new era starts and write it down before anyone joins: a seat is only
         ever at a position the tenant item knows."""
-        now_ms = self._parts.now_ms()
-        since = _since(roster.join_now.values(), now_ms - self._parts.settings.overlap_window_ms)
+        now_ms = self._env.now_ms()
+        since = _since(roster.join_now, now_ms - self._settings.overlap_window_ms)
         try:
-            position = start_position(self._parts.source, since, self._run.scope)
-        except OutOfTime as late:
-            logger.warning("Tenant stream start deferred: out of time", extra={"why": str(late)})
-            self._defer_everyone()
-            return False
+            position = start_position(self._env.source, since, self._run.scope)
         except ForwarderError as error:
-            # Auth0 unavailable (or out of time): nothing started, nobody joined; next run.
-            self.error = f"starting the tenant stream: {type(error).__name__}: {error}"
-            logger.error("The tenant stream did not start", extra={"error": self.error})
+            # Auth0 unavailable, or out of time: nothing started, nobody joined; next run.
+            self._stopped(error, "starting the tenant stream")
             return False
         if position is None:
             logger.info("The tenant's log is empty; the stream starts once it holds an event")
-            self.complete = True
+            self._result.complete = True
             self._first_sight(roster.join_now)
             return False
         # Dates before `since` were verified by per-user reads, or are before START_FROM; what
@@ -262,53 +224,43 @@ class StreamRun:
         logger.info("Tenant stream era started", extra={"epoch": era.epoch, "from": position})
         return True
 
-    def _defer_everyone(self) -> None:
-        """Time ran out before the stream could start or move: every user waits for the next
-        run, and says so (UsersDeferred), as a per-user read cut short does."""
-        for report in self._reports.values():
-            report.deferred = True
-
-    def _first_sight(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+    def _first_sight(self, sessions: Sequence[UserSession]) -> None:
         """Fix new users' start at first sight, seatless: with START_FROM=now, a user must not
         see "now" move on while the era waits for a first event (they join once it starts)."""
-        for user, checkpoint in checkpoints.items():
-            if checkpoint.version is None:
-                guarded(self._reports[user], partial(checkpoint.write, checkpoint.cursor))
+        for session in sessions:
+            if session.is_new and session.open(Start.JOIN):
+                session.write(session.cursor)
 
     # -- 2. joins --------------------------------------------------------------------------------
 
-    def _join(self, checkpoints: Mapping[str, Checkpoint]) -> None:
+    def _join(self, sessions: Sequence[UserSession]) -> None:
         """Seat each user at the stream checkpoint (a checkpoint write each)."""
         state = self._tenant.state
         assert state.position is not None
-        seat = StreamSeat(state.epoch, self._parts.now_ms(), state.position)
+        seat = StreamSeat(state.epoch, self._env.now_ms(), state.position)
 
-        def join(user: str) -> None:
-            checkpoint = checkpoints[user]
-            report = self._reports[user]
-            guarded(report, lambda: checkpoint.write(checkpoint.cursor.with_seat(seat)))
-            report.cursor = checkpoint.cursor
-            if _clean(report):
-                self._members[user] = checkpoint
+        def join(session: UserSession) -> None:
+            opened = session.checkpoint is not None or session.open(Start.JOIN)
+            if opened and session.write(replace(session.cursor, seat=seat)):
+                self._members[session.user_id] = session
 
-        with ThreadPoolExecutor(max_workers=self._parts.settings.max_concurrent_users) as pool:
-            list(pool.map(join, checkpoints))
+        self._each(join, sessions)
 
-    def _read_first(self, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]) -> None:
+    def _read_first(self, sessions: Sequence[UserSession]) -> None:
         """Per-user reads of users who cannot join at once; those read to their newest event,
         with nothing pending, join. They may use JOIN_SHARE of the time left."""
-        if not user_ids:
+        if not sessions:
             return
         run = self._run
         share = int(run.remaining_ms() * JOIN_SHARE)
         budget = replace(run, margin_ms=run.margin_ms + share, out_of_time=threading.Event())
-        joining: dict[str, Checkpoint] = {}
-        for report, checkpoint in self._read_users(user_ids, loaded, budget, self._tenant.state):
-            self._reports[report.user_id] = report
-            if checkpoint is None or not _clean(report) or report.backlog:
-                continue
-            if not checkpoint.cursor.pending:
-                joining[report.user_id] = checkpoint
+        read_first(sessions, budget, self._tenant.state)
+        joining = [
+            s
+            for s in sessions
+            if s.ok and s.checkpoint is not None and not s.cursor.status.backlog
+            and not s.cursor.outbox
+        ]  # fmt: skip
         self._join(joining)
 
     # -- 3. and 4. windows -----------------------------------------------------------------------
@@ -317,49 +269,35 @@ class StreamRun:
         state = self._tenant.state
         if not self._members or state.position is None:
             return
-        started_ms = self._parts.now_ms()
-        context = PlanContext(
-            user_id="",
-            tenant=self._parts.settings.auth0_domain,
-            now_ms=started_ms,
-            read_started_ms=started_ms,
-            overlap_ms=self._parts.settings.overlap_window_ms,
-            min_retention_ms=self._parts.settings.log_retention_ms,
-            lease_until_ms=self._run.lease_until(started_ms),
-            output=self._parts.output,
-        )
-        self.complete = False
+        started_ms = self._env.now_ms()
+        self._result.complete = False
         try:
-            hold = self._windows_delivered(context, state.position)
-        except OutOfTime as exc:
-            # A page would outlast the invocation: what was committed stays, the rest waits.
-            logger.warning("Tenant stream deferred: out of time", extra={"why": str(exc)})
-            return
+            hold = self._windows_delivered(started_ms, state.position)
         except ForwarderError as error:
-            # Auth0 kept failing, or answered what cannot be read: the users' commits stand,
-            # and the run fails after its report (the Errors alarm), as a failed user's would.
-            self.error = f"reading the tenant stream: {type(error).__name__}: {error}"
-            logger.error("The tenant stream stopped", extra={"error": self.error})
+            # Out of time (what was committed stays, the rest waits), or Auth0 kept failing or
+            # answered what cannot be read: the users' commits stand, and the run fails after
+            # its report (the Errors alarm), as a failed user's would.
+            self._stopped(error, "reading the tenant stream", defer=False)
             return
-        if self.complete and hold is None:
+        if self._result.complete and hold is None:
             self._completed(started_ms)
 
-    def _windows_delivered(self, context: PlanContext, position: str) -> str | None:
+    def _windows_delivered(self, started_ms: int, position: str) -> str | None:
         """Read and deliver windows until the end of the log or of the time; returns where the
         checkpoint was held back (None: nobody was left out)."""
-        read = StreamRead(self._parts.source, self._run.scope, self._run.time_is_up)
+        read = StreamRead(self._env.source, self._run.scope, self._run.time_is_up)
         hold: str | None = None  # the checkpoint stays here: a left-out user's events follow
         first = True
         for window in self._windows(read, position):
-            self.events_read += window.returned
+            self._result.events_read += window.returned
             unread = self._unread(window) if first else None
             first = False
-            if not self._deliver(self._chunks(window, unread), context) and hold is None:
+            if not self._deliver(self._chunks(window, unread), started_ms) and hold is None:
                 hold = window.after
             if not self._move(hold or window.to, window.returned):
-                self.complete = False
+                self._result.complete = False
                 return hold or window.after
-            self.complete = window.complete
+            self._result.complete = window.complete
         return hold
 
     def _windows(self, read: StreamRead, position: str) -> Iterator[Window]:
@@ -373,17 +311,17 @@ class StreamRun:
                 "Auth0 refused the stream checkpoint; reading again from what was verified",
                 extra={"reason": str(unknown), "since": since},
             )
-            margin = self._parts.settings.overlap_window_ms
+            margin = self._settings.overlap_window_ms
             restart = start_position(
-                self._parts.source, since, self._run.scope, held_margin_ms=margin
+                self._env.source, since, self._run.scope, held_margin_ms=margin
             )
             if restart is None:
                 return
             try:
                 yield from read_windows(read, restart)
             except CheckpointUnknown as again:
-                self.error = f"Auth0 refused the stream checkpoint twice ({again})"
-                logger.error("The tenant stream cannot go on", extra={"error": self.error})
+                self._result.error = f"Auth0 refused the stream checkpoint twice ({again})"
+                logger.error("The tenant stream cannot go on", extra={"error": self._result.error})
 
     def _unread(self, window: Window) -> tuple[int, int] | None:
         """The span a lapse of the stream may have lost (gaps.ReadFacts.unread_span): dates from
@@ -400,10 +338,10 @@ class StreamRun:
         """What AUTH0_LOG_RETENTION_HOURS says may have expired, as of the run's start: one
         instant for the whole run, so that an era started at the retention's edge does not
         see it move between its start and its first window."""
-        return self._started_ms - self._parts.settings.log_retention_ms
+        return self._started_ms - self._settings.log_retention_ms
 
     def _chunks(self, window: Window, unread: tuple[int, int] | None) -> dict[str, Chunk]:
-        active = {u: c for u, c in self._members.items() if u not in self._left_out}
+        active = {u: s for u, s in self._members.items() if u not in self._left_out}
         events = window.by_user(active.__contains__)
         malformed: dict[str, list[Malformed]] = {}
         for entry in window.malformed:
@@ -414,12 +352,12 @@ class StreamRun:
                 # Not a user's: no per-user read would have returned it either.
                 logger.warning("Log entry naming no user skipped", extra={"reason": entry.reason})
         chunks: dict[str, Chunk] = {}
-        for user, checkpoint in active.items():
+        for user, session in active.items():
             mine, bad = events.get(user, []), malformed.get(user, [])
             # The last window also settles pending events it did not return (gone from Auth0).
-            closing = window.complete and bool(checkpoint.cursor.pending)
+            closing = window.complete and bool(session.cursor.outbox)
             if mine or bad or unread is not None or closing:
-                chunks[user] = self._chunk(window, checkpoint.cursor, (mine, bad), unread)
+                chunks[user] = self._chunk(window, session.cursor, (mine, bad), unread)
         return chunks
 
     def _chunk(
@@ -435,38 +373,25 @@ class StreamRun:
         return Chunk(
             mine,
             STREAM_SOURCE,
-            complete=False,
-            facts=ReadFacts(unread_span=unread),
+            StreamSpan(window.after, window.to, floor_until),
+            ReadFacts(unread_span=unread),
             returned=len(mine) + len(bad),
             malformed=bad,
-            stream=StreamSpan(window.after, window.to, floor_until),
         )
 
-    def _deliver(self, chunks: Mapping[str, Chunk], context: PlanContext) -> bool:
-        """Every user's chunk of a window through the planner and the executor; False when a
-        user could not commit its own (it is left out for the rest of the run)."""
-        with ThreadPoolExecutor(max_workers=self._parts.settings.max_concurrent_users) as pool:
-            done = list(pool.map(lambda u: self._deliver_user(u, chunks[u], context), chunks))
+    def _deliver(self, chunks: Mapping[str, Chunk], started_ms: int) -> bool:
+        """Every user's chunk of a window through its session; False when a user could not
+        commit its own (it is left out for the rest of the run)."""
+        members = self._members
+
+        def deliver(user: str) -> bool:
+            session = members[user]
+            return session.ok and session.deliver(chunks[user], started_ms)
+
+        done = self._each(deliver, list(chunks))
         failed = {user for user, ok in zip(chunks, done, strict=True) if not ok}
         self._left_out |= failed
         return not failed
-
-    def _deliver_user(self, user: str, chunk: Chunk, context: PlanContext) -> bool:
-        report, checkpoint = self._reports[user], self._members[user]
-
-        def work() -> None:
-            now_ms = self._parts.now_ms()
-            if leased_elsewhere(report, checkpoint.cursor, now_ms):
-                return
-            planned = replace(
-                context, user_id=user, now_ms=now_ms, lease_until_ms=self._run.lease_until(now_ms)
-            )
-            deliver_chunk(report, checkpoint, chunk, planned, self._parts.sinks)
-
-        if guarded(report, work):
-            self._noted.add(user)
-        report.cursor = checkpoint.cursor
-        return _clean(report)
 
     def _move(self, position: str, returned: int) -> bool:
         """Write the stream checkpoint; False if another run moved it first (it owns the
@@ -481,80 +406,74 @@ class StreamRun:
         """A tenant item write; False when it failed, and the stream stops for this run. What
         users committed stays in their seats: a window read again is dropped by them."""
         try:
-            self._tenant.write(state, users=self._users)
-        except CheckpointConflict:
-            # Another run owns the stream now; nothing failed.
-            logger.warning(f"Another run wrote the tenant item first ({doing}); leaving it to it")
-            return False
-        except OutOfTime as late:
-            # The next run writes it; what users committed is in their seats.
-            logger.warning(f"Tenant item not written ({doing}): out of time",
-                           extra={"why": str(late)})  # fmt: skip
-            self._defer_everyone()
-            return False
+            self._tenant.write(state)
         except ForwarderError as error:
-            # The users' own commits stand; the run fails so that the alarm says it.
-            self.error = f"{doing}: {type(error).__name__}: {error}"
-            logger.error("Tenant item not written; the stream stops", extra={"error": self.error})
+            self._stopped(error, doing)
             return False
         return True
+
+    def _stopped(self, error: ForwarderError, doing: str, *, defer: bool = True) -> None:
+        """The stream stops for this run, and says why as the outcome of `error` decides."""
+        outcome = outcome_of(error)
+        if outcome is Outcome.BUSY:
+            # Another run owns the stream now; nothing failed.
+            logger.warning(f"Another run wrote the tenant item first ({doing}); leaving it to it")
+        elif outcome is Outcome.DEFERRED:
+            # The next run goes on; what users committed is in their seats.
+            logger.warning(f"Tenant stream deferred ({doing}): out of time",
+                           extra={"why": str(error)})  # fmt: skip
+            if defer:
+                for session in self._sessions:
+                    session.report.deferred = True
+        else:
+            self._result.error = f"{doing}: {type(error).__name__}: {error}"
+            logger.error("The tenant stream stopped", extra={"error": self._result.error})
 
     # -- 5. the end ------------------------------------------------------------------------------
 
     def _completed(self, started_ms: int) -> None:
         state = self._tenant.state
-        done = state.after_complete_read(
-            started_ms, overlap_ms=self._parts.settings.overlap_window_ms
-        )
+        done = state.after_complete_read(started_ms, overlap_ms=self._settings.overlap_window_ms)
         self._write_tenant(done, "recording a complete read")
 
     def _finish(self) -> None:
-        """Each member's checkpoint after the read, a write each where it changed: in parallel,
-        as the joins are (a first run settles every user it seated)."""
+        """Every session closed, in parallel as the joins are (a first run settles every user it
+        seated): a member read to the end of the log has a complete history (no backlog), and
+        the error a past run noted for `status` is over, as after a per-user read."""
+        complete = self._result.complete
+        members = self._members
 
-        def settle(user: str) -> None:
-            checkpoint, report = self._members[user], self._reports[user]
-            noted = user in self._noted and report.error is not None
-            if self.complete is True and _clean(report):
-                # Read to the end of the log: its history is complete (no backlog), and the
-                # error a past run noted for `status` is over, as after a per-user read.
-                settled = replace(
-                    checkpoint.cursor.released(), backlog=False, last_error=None, last_error_ms=None
-                )
-                if settled != checkpoint.cursor:
-                    guarded(report, partial(checkpoint.write, settled))
-            elif noted and not report.busy:
-                checkpoint.note_error(str(report.error), self._parts.now_ms())
-            elif not report.busy:
-                checkpoint.release()
-            report.cursor = checkpoint.cursor
-            report.backlog = self.complete is False
+        def close(session: UserSession) -> None:
+            member = session.user_id in members
+            settle = _settled if member and complete is True else None
+            session.close(settle)
+            if member:
+                session.report.backlog = complete is False
 
-        with ThreadPoolExecutor(max_workers=self._parts.settings.max_concurrent_users) as pool:
-            list(pool.map(settle, self._members))
+        self._each(close, self._sessions)
 
-    def _refused(
-        self, reason: str, user_ids: Sequence[str], loaded: Mapping[str, StoredCheckpoint]
-    ) -> list[UserReport]:
+    def _refused(self, reason: str) -> None:
         """No read:logs: this run reads per user after all, and the tenant item says why."""
         state = self._note_refused(reason)
         why = f"the tenant stream is unavailable ({reason}); reading per user"
-        self.fallback = Decision(PER_USER, why, state.costs(len(user_ids)))
-        self.complete = None
-        return [report for report, _ in self._read_users(user_ids, loaded, self._run, state)]
+        self._result.fallback = Decision(PER_USER, why, state.costs(len(self._sessions)))
+        self._result.complete = None
+        read_users(self._sessions, self._run, state)
 
     def _note_refused(self, reason: str) -> TenantState:
         logger.warning("The tenant stream is unavailable", extra={"reason": reason})
-        state = replace(self._tenant.state, refused=reason, refused_at_ms=self._parts.now_ms())
+        state = replace(self._tenant.state, refused=reason, refused_at_ms=self._env.now_ms())
         self._tenant.state = state  # written with the run's figures (forwarder._record)
         return state
 
+    def _each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
+            return list(pool.map(work, items))
 
-def _decoded(stored: StoredCheckpoint) -> Cursor | None:
-    try:
-        return Cursor.from_state(stored.readable_state())
-    except CheckpointStateError:
-        return None  # its per-user read reports it
+
+def _settled(cursor: Cursor) -> Cursor:
+    status = replace(cursor.status, backlog=False).without_error()
+    return replace(cursor.released(), status=status)
 
 
 def _seat_holds(
@@ -565,41 +484,39 @@ def _seat_holds(
     if members is None or digest(user) not in members:
         return False
     position = era.position
-    return position is None or all(
-        log_id > position for pending in cursor.pending for log_id in pending.log_ids
-    )
+    return position is None or all(log_id > position for log_id in cursor.outbox.log_ids)
 
 
 def _joins_at_once(cursor: Cursor, now_ms: int) -> bool:
     """Nothing of the user is pending, and the era can start before whatever it lacks: a
     complete per-user read verified it recently, or nothing was forwarded yet (its floor, fixed
     at first sight, is all it needs)."""
-    if cursor.pending:
+    if cursor.outbox:
         return False
     if _untouched(cursor):
         return True
-    recent = cursor.verified_ms is not None and cursor.verified_ms >= now_ms - JOIN_LOOKBACK_MS
-    return recent and not cursor.backlog
+    verified = cursor.position.verified_ms
+    recent = verified is not None and verified >= now_ms - JOIN_LOOKBACK_MS
+    return recent and not cursor.status.backlog
 
 
 def _untouched(cursor: Cursor) -> bool:
-    return cursor.forwarded_total == 0 and not cursor.recent and cursor.verified_ms is None
+    return (
+        cursor.status.forwarded_total == 0
+        and not cursor.position.recent
+        and cursor.position.verified_ms is None
+    )
 
 
-def _since(joining: Iterable[Checkpoint], default: int) -> int | None:
+def _since(joining: Iterable[UserSession], default: int) -> int | None:
     """The date the era starts before: the oldest its joiners need (None: the oldest event)."""
-    dates: list[int | None] = [
-        checkpoint.cursor.floor_ms
-        if checkpoint.version is None or _untouched(checkpoint.cursor)
-        else checkpoint.cursor.verified_ms
-        for checkpoint in joining
-    ]
+    dates: list[int | None] = []
+    for session in joining:
+        cursor = session.cursor
+        untouched = session.is_new or _untouched(cursor)
+        dates.append(cursor.position.floor_ms if untouched else cursor.position.verified_ms)
     if not dates:
         return default
     if any(date is None for date in dates):
         return None
     return min(date for date in dates if date is not None)
-
-
-def _clean(report: UserReport) -> bool:
-    return report.error is None and report.bug is None and not report.busy and not report.deferred

@@ -66,7 +66,7 @@ def effective_end(span: BackfillRange, live: StoredCheckpoint | None, now_ms: in
     checkpoint's floor, which the live forwarder never reads below again."""
     end = now_ms if span.until_ms is None else span.until_ms
     if live is not None:
-        floor = Cursor.from_state(live.state).floor_ms
+        floor = Cursor.from_state(live.state).position.floor_ms
         if floor is not None:
             end = min(end, floor - 1)
     return end

@@ -1,0 +1,352 @@
+"""One user's life in one run, written once, whichever way Auth0 is read.
+
+    session = UserSession(user_id, stored, env, run)
+    session.open(start)        decode the state (or start a new user), check the lease; a user
+                               leaving the stream has its pending events read back and its
+                               seat ends
+    session.deliver(chunk)…    plan the chunk against the committed cursor, execute each batch
+                               (intent → every destination → commit), count it in the report
+    session.close(settle)      give up this run's leases, or note the user's error for `status`,
+                               or write what the read settled
+
+Per-user mode drives sessions through the chunks of each user's read (per_user.py); stream mode
+through the windows of the tenant log, one chunk per member and window (stream_run.py). Neither
+repeats any of the above. What goes wrong is the user's alone: every exception the session meets
+becomes an `Outcome` here (outcome_of, the one place that decides what an error means), said in
+the user's report, and the other users go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from .checkpoint_store import CheckpointStore, StoredCheckpoint
+from .chunk import Chunk
+from .config import Settings
+from .cursor import Cursor
+from .events import iso_ms
+from .exceptions import (
+    CheckpointConflict,
+    CheckpointError,
+    CheckpointStateError,
+    ForwarderError,
+    OutOfTime,
+)
+from .executor import Checkpoint, execute
+from .planner import Batch, OutputPolicy, PlanContext, plan_chunk
+from .read_back import read_back
+from .read_mode import TenantState
+from .report import UserReport
+from .sinks import Sink
+from .source import CallScope, LogSource
+
+logger = logging.getLogger(__name__)
+
+# Leases assume the clocks of two invocations agree within this (Lambda's hosts keep NTP time).
+LEASE_CLOCK_MARGIN_MS = 30_000
+MAX_LEASE_MS = 15 * 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What every user of one run shares: its calls' scope and deadline, and its time."""
+
+    scope: CallScope
+    remaining_ms: Callable[[], int]
+    margin_ms: int
+    out_of_time: threading.Event
+
+    def lease_until(self, now_ms: int) -> int:
+        """Until when an intent written now is this run's: the invocation's end (a Lambda runs
+        15 minutes at most), plus a margin for the clocks of two runs not quite agreeing."""
+        return now_ms + min(self.remaining_ms(), MAX_LEASE_MS) + LEASE_CLOCK_MARGIN_MS
+
+    def time_is_up(self) -> bool:
+        """No new chunk or user starts: the margin is for finishing what is under way."""
+        return self.remaining_ms() < self.margin_ms
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnv:
+    """What the sessions of a deployment share: where they read, write and deliver."""
+
+    settings: Settings
+    source: LogSource
+    store: CheckpointStore
+    sinks: Sequence[Sink]
+    output: OutputPolicy
+    now_ms: Callable[[], int]
+
+
+class Outcome(Enum):
+    DONE = "done"
+    DEFERRED = "deferred"  # out of time: resumes next run
+    BUSY = "busy"  # another run wrote first: it owns the user (or the item) now
+    FAILED = "failed"  # a ForwarderError: this work failed, the rest goes on
+    BUG = "bug"  # anything else: the run fails loudly once the rest is done
+
+
+def outcome_of(error: BaseException) -> Outcome:
+    """What an exception means for the work it stopped: the one place that decides it."""
+    if isinstance(error, OutOfTime):
+        return Outcome.DEFERRED
+    if isinstance(error, CheckpointConflict):
+        return Outcome.BUSY
+    if isinstance(error, ForwarderError):
+        return Outcome.FAILED
+    return Outcome.BUG
+
+
+class Start(Enum):
+    """How a session opens."""
+
+    PER_USER = "per-user"  # read per user: a new user's start is fixed now, a seat ends
+    MEMBER = "member"  # on the stream already: the seat holds
+    JOIN = "join"  # about to be seated: the caller writes the seat
+
+
+class UserSession:
+    def __init__(
+        self, user_id: str, stored: StoredCheckpoint | None, env: SessionEnv, run: RunContext
+    ) -> None:
+        self.env = env
+        self.run = run
+        self.report = UserReport(user_id)
+        self.checkpoint: Checkpoint | None = None
+        self._stored = stored
+        self._unreadable: CheckpointStateError | None = None
+        self._note_error = False  # the failure goes on the checkpoint too, for `status`
+        self.found: Cursor | None = None  # the stored cursor, decoded
+        if stored is not None:
+            try:
+                self.found = Cursor.from_state(stored.readable_state())
+            except CheckpointStateError as error:
+                self._unreadable = error  # this user's failure, said when it opens
+
+    @property
+    def user_id(self) -> str:
+        return self.report.user_id
+
+    @property
+    def is_new(self) -> bool:
+        return self._stored is None
+
+    @property
+    def cursor(self) -> Cursor:
+        """The committed cursor: what the next chunk is planned against."""
+        if self.checkpoint is not None:
+            return self.checkpoint.cursor
+        return self.found if self.found is not None else self.start_cursor()
+
+    def start_cursor(self) -> Cursor:
+        """A new user's cursor: from START_FROM, its history a backlog to read."""
+        floor = self.env.settings.start_from.floor_ms(self.env.now_ms())
+        return Cursor.fresh(floor, backlog=True)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing stopped this user's work in this run (yet)."""
+        report = self.report
+        return not (report.error or report.bug or report.busy or report.deferred)
+
+    # -- open ------------------------------------------------------------------------------------
+
+    def open(self, start: Start, tenant: TenantState | None = None) -> bool:
+        """Ready to deliver: False when the user cannot be delivered this run (its report says
+        why: another run holds it, its state is unreadable, time ran out)."""
+        return self.guard(lambda: self._open(start, tenant or TenantState()))
+
+    def _open(self, start: Start, tenant: TenantState) -> None:
+        if self._unreadable is not None:
+            raise self._unreadable
+        run = self.run
+        stored = self._stored
+        if stored is None or self.found is None:
+            checkpoint = Checkpoint(
+                self.env.store, self.user_id, self.start_cursor(), None, run.scope.deadline
+            )
+            self.checkpoint = checkpoint
+            if start is Start.PER_USER:
+                # Fix the starting point at first sight: with START_FROM=now, a user who stays
+                # quiet must not see "now" move forward with every run. (A joining user's start
+                # is written with its seat.)
+                checkpoint.write(checkpoint.cursor)
+            return
+        cursor = self.found
+        self.checkpoint = Checkpoint(
+            self.env.store, self.user_id, cursor, stored.version, run.scope.deadline
+        )
+        leased_until = cursor.outbox.leased_until(self.env.now_ms())
+        if leased_until is not None:
+            # Another run is still delivering this user's pending batch (or died doing so and
+            # its lease has not run out): redelivering it now could write it twice.
+            raise CheckpointConflict(
+                f"another run holds the pending events of {self.user_id!r} until "
+                f"{iso_ms(leased_until)}"
+            )
+        if start is Start.JOIN:
+            self.checkpoint.value = replace(cursor, seat=None)
+        elif start is Start.PER_USER and cursor.seat is not None:
+            # What the stream verified counts as verified for a user it moved with (gaps.py
+            # reads it); not for one it moved without (off the watch list meanwhile), whose
+            # expired events are a gap.
+            moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(self.user_id)
+            verified = tenant.verified_ms if moved_with else None
+            chunk = read_back(self.env.source, cursor, run.scope, verified_ms=verified)
+            self._deliver(chunk, self.env.now_ms())
+
+    # -- deliver ---------------------------------------------------------------------------------
+
+    def deliver(self, chunk: Chunk, read_started_ms: int) -> bool:
+        """One chunk through the planner and the executor; False when the user stopped."""
+        return self.guard(lambda: self._deliver(chunk, read_started_ms))
+
+    def deliver_all(self, chunks: Iterator[Chunk], read_started_ms: int) -> bool:
+        """A read's chunks, each committed before the next is read, until the read ends or the
+        run's time is up; True when the read reached the newest event."""
+        complete = False
+
+        def work() -> None:
+            nonlocal complete
+            while not complete and not self.run.time_is_up():
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                self._deliver(chunk, read_started_ms)
+                complete = chunk.complete
+
+        self.guard(work)
+        return complete
+
+    def write(self, cursor: Cursor) -> bool:
+        """A checkpoint write outside a chunk (a seat, a start fixed at first sight)."""
+        checkpoint = self.checkpoint
+        assert checkpoint is not None, "write before open"
+        return self.guard(lambda: checkpoint.write(cursor))
+
+    def _deliver(self, chunk: Chunk, read_started_ms: int) -> None:
+        checkpoint = self.checkpoint
+        assert checkpoint is not None, "deliver before open"
+        report = self.report
+        report.fetched += chunk.returned
+        plan = plan_chunk(checkpoint.cursor, chunk, self._context(read_started_ms))
+        report.add_read(plan.selection)
+        for batch in plan.batches:
+            execute(batch, checkpoint, self.env.sinks, report.add_delivery)
+            report.add_batch(batch)
+            _log_batch(self.user_id, batch)
+
+    def _context(self, read_started_ms: int) -> PlanContext:
+        settings, now_ms = self.env.settings, self.env.now_ms()
+        return PlanContext(
+            user_id=self.user_id,
+            tenant=settings.auth0_domain,
+            now_ms=now_ms,
+            read_started_ms=read_started_ms,
+            overlap_ms=settings.overlap_window_ms,
+            min_retention_ms=settings.log_retention_ms,
+            lease_until_ms=self.run.lease_until(now_ms),
+            output=self.env.output,
+        )
+
+    # -- close -----------------------------------------------------------------------------------
+
+    def close(self, settle: Callable[[Cursor], Cursor] | None = None) -> UserReport:
+        """After the user's last chunk of the run: its leases given up (the next run need not
+        wait for them), or its error noted on the checkpoint for `status`, or, when the read
+        went well, what `settle` makes of the cursor (the tenant stream read to its end). Leases
+        another run holds, or that a conflict handed to it, are not this run's to touch."""
+        checkpoint, report = self.checkpoint, self.report
+        if checkpoint is not None and not report.busy:
+            released = checkpoint.cursor.released()
+            if self._note_error and report.error is not None:
+                status = released.status.with_error(report.error, self.env.now_ms())
+                checkpoint.write_best_effort(replace(released, status=status), _NOT_NOTED)
+            elif settle is not None and self.ok:
+                settled = settle(checkpoint.cursor)
+                if settled != checkpoint.cursor:
+                    self.guard(lambda: checkpoint.write(settled))
+            else:
+                checkpoint.write_best_effort(released, _NOT_RELEASED)
+        if checkpoint is not None:
+            report.cursor = checkpoint.cursor
+        return report
+
+    # -- what goes wrong -------------------------------------------------------------------------
+
+    def guard(self, work: Callable[[], None]) -> bool:
+        """Run some of this user's work; what goes wrong is said in its report. True when the
+        work went through."""
+        try:
+            work()
+        except Exception as error:
+            self._said(error, outcome_of(error))
+            return False
+        return True
+
+    def _said(self, error: Exception, outcome: Outcome) -> None:
+        report, user_id = self.report, self.user_id
+        if outcome is Outcome.DEFERRED:
+            report.deferred = True
+            logger.warning(
+                "User deferred: out of time", extra={"user_id": user_id, "why": str(error)}
+            )
+        elif outcome is Outcome.BUSY:
+            # Another run moved this user's checkpoint first, or holds its pending events:
+            # conditional writes kept this run from delivering anything twice.
+            report.busy = True
+            logger.warning("User skipped: " + str(error), extra={"user_id": user_id})
+        elif outcome is Outcome.FAILED:
+            # One user's failure must not cost the others their run. The checkpoint table's own
+            # failures cannot be noted on it.
+            report.error = f"{type(error).__name__}: {error}"
+            self._note_error = not isinstance(error, CheckpointError)
+            logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
+        else:
+            # A bug. The other users still finish (their deliveries must not be cut in half);
+            # then the run fails with this exception, traceback and all.
+            report.bug = error
+            logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+
+
+_NOT_RELEASED = "its leases expire on their own"
+_NOT_NOTED = "the run reports the error anyway"
+
+
+def _log_batch(user_id: str, batch: Batch) -> None:
+    """What a committed batch says that an operator must hear about (the destinations hold it
+    too)."""
+    for gap in batch.gaps:
+        logger.warning(
+            "Gap: events could not be forwarded",
+            extra={
+                "user_id": user_id,
+                "from": iso_ms(gap.from_ms),
+                "to": iso_ms(gap.to_ms),
+                "reason": gap.reason,
+                "log_ids": len(gap.log_ids),
+            },
+        )
+    if batch.quarantined:
+        logger.warning(
+            "Malformed entries quarantined (written to the destinations as records)",
+            extra={
+                "user_id": user_id,
+                "count": len(batch.quarantined),
+                "reasons": sorted({entry.reason for entry in batch.quarantined}),
+            },
+        )
+    if batch.future_dated:
+        logger.warning(
+            "Events dated in the future (a wrong clock upstream); forwarded with their dates",
+            extra={"user_id": user_id, "count": batch.future_dated},
+        )
+    if batch.abandoned:
+        logger.warning(
+            "Pending events from an interrupted run are gone from Auth0 (a gap record names them)",
+            extra={"user_id": user_id, "count": batch.abandoned},
+        )
