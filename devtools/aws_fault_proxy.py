@@ -36,6 +36,7 @@ class FaultRule:
     times: int = 1
     delay_s: float = 0.0
     body_contains: bytes | None = None  # only requests whose body holds this
+    path_contains: str | None = None  # only requests whose path holds this (an S3 key)
 
 
 class AwsFaultProxy:
@@ -59,9 +60,12 @@ class AwsFaultProxy:
         times: int = 1,
         delay_s: float = 0.0,
         body_contains: bytes | None = None,
+        path_contains: str | None = None,
     ) -> None:
         with self._lock:
-            self._rules.append(FaultRule(operation, action, times, delay_s, body_contains))
+            self._rules.append(
+                FaultRule(operation, action, times, delay_s, body_contains, path_contains)
+            )
 
     def clear(self) -> None:
         """Forget the rules not used up yet: every request goes through again."""
@@ -95,11 +99,13 @@ class AwsFaultProxy:
             self._server.server_close()
             self._server = None
 
-    def _take(self, operation: str, body: bytes) -> FaultRule | None:
+    def _take(self, operation: str, path: str, body: bytes) -> FaultRule | None:
         with self._lock:
             self.seen.append(operation)
             for rule in self._rules:
                 if rule.body_contains is not None and rule.body_contains not in body:
+                    continue
+                if rule.path_contains is not None and rule.path_contains not in path:
                     continue
                 if rule.times > 0 and rule.operation == operation:
                     rule.times -= 1
@@ -111,7 +117,7 @@ class AwsFaultProxy:
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length) if length else b""
         operation = request.headers.get("X-Amz-Target") or f"S3.{request.command}"
-        rule = self._take(operation, body)
+        rule = self._take(operation, request.path, body)
         if rule is not None and rule.action == "refuse":
             self._reply(request, 503, {"Content-Type": "application/x-amz-json-1.1"}, _LOST)
             return

@@ -20,6 +20,7 @@ from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
+from log_forwarder.batching import user_slug
 from log_forwarder.read_mode import TENANT_KEY
 
 from .test_integration import assert_delivered_once, ids_of
@@ -466,3 +467,76 @@ def test_a_user_taken_off_the_watch_list_and_added_back_gets_what_it_missed_once
     # AND every event of every user arrived once, those of its runs away included
     for user in USERS:
         assert_delivered_once(stack, user, expected[user])
+
+
+def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_again(
+    deploy: Callable[..., LocalDeployment], aws: LocalAws, sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN four users on the stream of a tenant that keeps events an hour
+    sim.retention_s = 3600
+    stuck, healthy = ("auth0|stuck-a", "auth0|stuck-b"), ("auth0|fine-c", "auth0|fine-d")
+    users = (*stuck, *healthy)
+    start = clock.now()
+    expected = history(
+        sim, users, 2, start - timedelta(minutes=30), start - timedelta(minutes=20), 21
+    )
+    rng = random.Random(22)
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        stack = deploy(AWS_ENDPOINT_URL=proxy.url, watched_user_ids=users, DESTINATIONS="s3")
+        ok(stack.invoke())
+        # AND a window that brings each stuck user 20 events dated 55 minutes ago (visible only
+        # now), which S3 refuses: their batches stay pending past their seats
+        clock.offset += 300
+        lost = {
+            user: ids_of(sim.add_events(generate_user_events(
+                user, count=20, start=clock.now() - timedelta(minutes=56),
+                end=clock.now() - timedelta(minutes=55), rng=rng)))
+            for user in stuck
+        }  # fmt: skip
+        for user in stuck:
+            proxy.add("S3.PUT", "refuse", times=1000, path_contains=user_slug(user))
+        failed = stack.invoke()
+        assert failed.error is not None
+        seats = {}
+        for user in stuck:
+            state = stack.checkpoint(user)
+            assert state is not None and state["seat"] is not None
+            assert sorted(i for p in state["pending"] for i in p["log_ids"]) == sorted(lost[user])
+            seats[user] = state["seat"]["joined"]
+        proxy.clear()
+    # AND the stuck users are off the watch list for one run: the stream moves on without them
+    stack.env.update(WATCHED_USER_IDS=",".join(healthy), AWS_ENDPOINT_URL=aws.endpoint_url)
+    ok(stack.invoke(cold=True))
+    # WHEN they come back once Auth0 no longer has their pending events (past its retention:
+    # GET /api/v2/logs/{id} answers 404), while the healthy users have new events
+    clock.offset += 600
+    for user in healthy:
+        expected[user] += ids_of(sim.add_events(generate_user_events(
+            user, count=3, start=clock.now(), end=clock.now(), rng=rng)))  # fmt: skip
+    stack.env["WATCHED_USER_IDS"] = ",".join(users)
+    sim.stats.reset()
+    budget_ms = 120_000
+    began = time.monotonic()
+    run = ok(stack.invoke(cold=True, remaining_ms=budget_ms))
+    spent_s = time.monotonic() - began
+    # THEN each stuck user's pending events are given up with one gap record naming them
+    for user in stuck:
+        gaps = [r["_forwarder"] for r in stack.s3_records(user) if "log_id" not in r]
+        assert [(g["record_type"], g["log_ids"]) for g in gaps] == [("gap", sorted(lost[user]))]
+        assert "404" in gaps[0]["reason"]
+        state = stack.checkpoint(user)
+        assert state is not None and state["pending"] == []
+        assert state["seat"]["joined"] > seats[user]  # the old seat ended; it joined again
+    # AND every id was asked for once, the run ended well inside its budget, and the other users
+    # were forwarded in the same run
+    assert sim.stats.calls("log") == 40
+    assert spent_s < budget_ms / 1000 / 4
+    assert {u["user_id"]: u["forwarded"] for u in run["users"]}.items() >= {
+        user: 3 for user in healthy
+    }.items()
+    for user in healthy:
+        assert_delivered_once(stack, user, expected[user], destinations=("s3",))
+    # AND no later run spends a call on them again
+    sim.stats.reset()
+    assert ok(stack.invoke())["gaps"] == 0
+    assert sim.stats.calls("log") == 0

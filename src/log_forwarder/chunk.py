@@ -108,6 +108,9 @@ class ReadBackSpan:
 
     not_found: frozenset[str] = frozenset()
     verified_ms: int | None = None
+    # Every pending id past the seat was asked for (or MAX_READ_BACK were); False when the
+    # run's time ran out first: the seat stays, and the next run asks for the rest.
+    asked_all: bool = True
     gone_reason: str = (
         "GET /api/v2/logs/{id} answers 404: Auth0 no longer has them; an interrupted run left "
         "them pending, so they may or may not have reached the destinations"
@@ -128,7 +131,9 @@ class ReadBackSpan:
         return left & self.not_found
 
     def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor:
-        """Read per user from now on: the seat goes."""
+        """Read per user from now on: the seat goes (once every pending id was asked for)."""
+        if not self.asked_all:
+            return cursor
         return replace(cursor, seat=None, position=cursor.position.verified_until(self.verified_ms))
 
 

@@ -15,6 +15,7 @@ read that follows, which gives up what a complete read does not return.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from .chunk import Chunk, ReadBackSpan
 from .cursor import Cursor
@@ -39,11 +40,17 @@ def pending_past_seat(cursor: Cursor) -> list[str]:
 
 
 def read_back(
-    source: LogSource, cursor: Cursor, scope: CallScope, *, verified_ms: int | None
+    source: LogSource,
+    cursor: Cursor,
+    scope: CallScope,
+    *,
+    verified_ms: int | None,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> Chunk:
     """The chunk that ends the user's seat: its pending events past the seat as Auth0 still has
     them, and the ids it no longer has. `verified_ms`: what the stream verified for this user
-    (None when it moved without it)."""
+    (None when it moved without it). Asks nothing more once `out_of_time`: what was learned is
+    delivered, and the seat stays for the next run to ask for the rest."""
     log_ids = pending_past_seat(cursor)
     if len(log_ids) > MAX_READ_BACK:
         logger.warning(
@@ -52,7 +59,11 @@ def read_back(
         )
     raw = []
     not_found: set[str] = set()
+    asked = 0
     for log_id in log_ids[:MAX_READ_BACK]:
+        if out_of_time():
+            break
+        asked += 1
         try:
             raw.append(source.log_event(log_id, scope=scope))
         except Auth0NotFoundError:
@@ -61,7 +72,7 @@ def read_back(
     return Chunk(
         page.events,
         READ_BACK_SOURCE,
-        ReadBackSpan(frozenset(not_found), verified_ms),
+        ReadBackSpan(frozenset(not_found), verified_ms, asked == min(len(log_ids), MAX_READ_BACK)),
         returned=len(raw),
         malformed=page.malformed,
     )

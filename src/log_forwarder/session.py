@@ -196,8 +196,12 @@ class UserSession:
             # expired events are a gap.
             moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(self.user_id)
             verified = tenant.verified_ms if moved_with else None
-            chunk = read_back(self.env.source, cursor, run.scope, verified_ms=verified)
+            chunk = read_back(
+                self.env.source, cursor, run.scope, verified_ms=verified, out_of_time=run.time_is_up
+            )
             self._deliver(chunk, self.env.now_ms())
+            if self.cursor.seat is not None:
+                raise OutOfTime("reading back the pending events of a seat: the rest next run")
 
     # -- deliver ---------------------------------------------------------------------------------
 
