@@ -9,18 +9,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from log_forwarder.checkpoint_store import (
-    StoredCheckpoint,
-    SummaryValue,
-    clean_summary,
-    conflict,
-    decode_state,
-    encode_state,
-)
+from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
 from log_forwarder.events import parse_date_ms
 from log_forwarder.exceptions import (
     Auth0NotFoundError,
@@ -29,7 +22,7 @@ from log_forwarder.exceptions import (
     DeliveryError,
 )
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import UNLIMITED, Deadline
+from log_forwarder.retry import Deadline
 from log_forwarder.source import CallScope
 
 _QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
@@ -176,10 +169,11 @@ class RecordingSink:
         return [line.log_id for line in self.lines if line.log_id is not None]
 
 
-class InMemoryCheckpointStore:
-    """The same semantics as DynamoCheckpointStore, in a dict, for unit tests."""
+class InMemoryCheckpointStore(VersionedStore):
+    """The checkpoint protocol (checkpoint_store.VersionedStore) in a dict, for unit tests."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._items: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -198,53 +192,37 @@ class InMemoryCheckpointStore:
         with self._lock:
             return dict(self._items.get(user_id, {}))
 
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
         with self._lock:
             return {
-                user_id: StoredCheckpoint(
-                    user_id=user_id,
-                    version=item["version"],
-                    state=decode_state(user_id, item["state"]),
-                )
-                for user_id in dict.fromkeys(user_ids)
-                if "version" in (item := self._items.get(user_id, {}))
+                key: RawItem(item.get("version"), item.get("state"))
+                for key in keys
+                if "version" in (item := self._items.get(key, {})) or "state" in item
             }
 
-    def save(
-        self,
-        user_id: str,
-        state: Mapping[str, Any],
-        *,
-        expected_version: int | None,
-        summary: Mapping[str, SummaryValue] = {},
-        deadline: Deadline = UNLIMITED,
-    ) -> int:
-        blob = encode_state(user_id, state)
-        cleaned = clean_summary(summary)
+    def _put_if_version(self, write: Write, deadline: Deadline) -> RawItem | None:
         with self._lock:
-            item = self._items.get(user_id, {})
-            if item.get("version") != expected_version:
-                raise conflict(user_id, expected_version)
-            new_version = 1 if expected_version is None else expected_version + 1
-            # As DynamoDB's REMOVE: a summary value of None drops what an earlier save wrote.
-            kept = {k: v for k, v in item.items() if summary.get(k, "") is not None}
-            self._items[user_id] = {
+            item = self._items.get(write.key, {})
+            if item.get("version") != write.expected:
+                return RawItem(item.get("version"), item.get("state"))
+            # As DynamoDB's REMOVE: what an earlier save wrote goes.
+            kept = {k: v for k, v in item.items() if k not in write.removed}
+            self._items[write.key] = {
                 **kept,
-                **cleaned,
-                "user_id": user_id,
-                "version": new_version,
-                "state": blob,
+                **write.summary,
+                "user_id": write.key,
+                "version": write.version,
+                "state": write.state,
             }
-            return new_version
+            return None
 
-    def watched_users(self) -> list[str]:
+    def _watched_keys(self) -> list[str]:
         with self._lock:
-            return sorted(
-                user_id
-                for user_id, item in self._items.items()
-                if (item.get("watch") is True or item.get("watch") == "true")
-                and not user_id.startswith("#")
-            )
+            return [
+                key
+                for key, item in self._items.items()
+                if item.get("watch") is True or item.get("watch") == "true"
+            ]
 
 
 class FakeClock:

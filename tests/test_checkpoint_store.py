@@ -268,3 +268,32 @@ def test_unprocessed_keys_are_read_again() -> None:
         "b": 4,
     }
     assert len(sleeps) == 1
+
+
+def test_a_save_repeated_after_its_answer_was_lost_is_not_a_conflict(harness: Harness) -> None:
+    # GIVEN a save whose answer was lost (the backend applied it; the caller never heard)
+    store = harness.store
+    state = {"v": 1, "cursor": "after"}
+    assert store.save("auth0|lost", {"v": 1}, expected_version=None) == 1
+    assert store.save("auth0|lost", state, expected_version=1) == 2
+    # WHEN the caller retries the very same save THEN it finds itself written: not a conflict
+    assert store.save("auth0|lost", state, expected_version=1) == 2
+    # AND another state at that version is one
+    with pytest.raises(CheckpointConflict, match="expected version 1"):
+        store.save("auth0|lost", {"v": 1, "cursor": "other"}, expected_version=1)
+
+
+def test_every_backend_is_the_one_base_class_over_a_raw_seam() -> None:
+    # The protocol's rules live once, in VersionedStore; a backend overrides only the raw I/O.
+    from log_forwarder.checkpoint_store import VersionedStore
+    from log_forwarder.cli.local import SqliteCheckpointStore
+
+    seam = {"_get", "_put_if_version", "_watched_keys"}
+    for backend in (DynamoCheckpointStore, SqliteCheckpointStore, InMemoryCheckpointStore):
+        assert issubclass(backend, VersionedStore)
+        overridden = {
+            name
+            for name in ("load", "save", "watched_users", *seam)
+            if getattr(backend, name) is not getattr(VersionedStore, name)
+        }
+        assert overridden == seam, backend.__name__

@@ -24,12 +24,12 @@ A single-tenant store has no prefix: its items are exactly what they always were
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
 import time
 import zlib
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,10 +39,18 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import boto3
 from botocore.exceptions import ClientError
 
-from log_forwarder.aws_errors import call_aws, error_code
+from log_forwarder.aws_errors import AWS_ERRORS, call_aws, error_code, is_transient
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
 from log_forwarder.read_mode import OWN_KEY_PREFIX
-from log_forwarder.retry import AWS_ATTEMPT_S, UNLIMITED, Attempts, Deadline, RetryPolicy
+from log_forwarder.retry import (
+    AWS_ATTEMPT_S,
+    UNLIMITED,
+    Attempts,
+    Deadline,
+    RetryPolicy,
+    Settled,
+    retry_call,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -97,6 +105,106 @@ class CheckpointStore(Protocol):
     def watched_users(self) -> list[str]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class RawItem:
+    """An item as a backend holds it, unchecked: its version and its state blob (None where the
+    attribute is absent)."""
+
+    version: object
+    state: object
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One conditional save, as a backend carries it out."""
+
+    key: str
+    state: bytes
+    version: int  # the version it writes
+    expected: int | None  # the version it was read at (None: the item holds no checkpoint)
+    summary: Mapping[str, str | int | float | bool]  # attributes to set beside the state
+    removed: tuple[str, ...]  # attributes to remove (a summary value of None)
+    updated_at: str
+
+
+class VersionedStore(ABC):
+    """The checkpoint protocol, once: state encoding and its size limit, versions, what a
+    conflict is, the summary's rules, unreadable items, key prefixes. A backend only reads raw
+    items, writes one if its version is the expected one, and lists the watched keys.
+
+    Writes are conditional on the version read, so a duplicated or overlapping invocation gets
+    CheckpointConflict instead of silently moving a checkpoint another run already moved; a save
+    retried after its answer was lost finds itself written and succeeds.
+    """
+
+    key_prefix = ""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, key_prefix: str = "") -> None:
+        self._clock = clock
+        self.key_prefix = key_prefix
+
+    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
+        """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
+        unique = list(dict.fromkeys(user_ids))  # BatchGetItem refuses repeated keys
+        raw = self._get([self.key_prefix + user for user in unique])
+        return {
+            user: _stored(user, item)
+            for user in unique
+            if (item := raw.get(self.key_prefix + user)) is not None
+        }
+
+    def save(
+        self,
+        user_id: str,
+        state: Mapping[str, Any],
+        *,
+        expected_version: int | None,
+        summary: Mapping[str, SummaryValue] = {},
+        deadline: Deadline = UNLIMITED,
+    ) -> int:
+        blob = encode_state(user_id, state)
+        new_version = 1 if expected_version is None else expected_version + 1
+        write = Write(
+            self.key_prefix + user_id,
+            blob,
+            new_version,
+            expected_version,
+            clean_summary(summary),
+            tuple(sorted(name for name, value in summary.items() if value is None)),
+            _iso_s(self._clock()),
+        )
+        current = self._put_if_version(write, deadline)
+        # Refused: a retry after a lost answer finds its own first attempt, not a conflict.
+        if current is not None and not _holds(current, new_version, blob):
+            expected = (
+                "no checkpoint" if expected_version is None else f"version {expected_version}"
+            )
+            raise CheckpointConflict(
+                f"checkpoint for {user_id!r} changed since it was read (expected {expected}): "
+                "another run of the forwarder (or an operator) wrote it first"
+            )
+        return new_version
+
+    def watched_users(self) -> list[str]:
+        """Users marked as watched in the store; keys starting with "#" are the forwarder's own
+        items (the tenant item): never a user, whatever attributes someone gives them."""
+        bare = (key.removeprefix(self.key_prefix) for key in self._watched_keys())
+        return sorted(user for user in bare if not user.startswith(OWN_KEY_PREFIX))
+
+    @abstractmethod
+    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+        """The items under these keys that hold a checkpoint (a version or a state)."""
+
+    @abstractmethod
+    def _put_if_version(self, write: Write, deadline: Deadline) -> RawItem | None:
+        """Write `write` if the item's version is `write.expected` (no version for None),
+        keeping every other attribute: None when written, else the item as it now stands."""
+
+    @abstractmethod
+    def _watched_keys(self) -> list[str]:
+        """The keys (with this store's prefix) of the items marked as watched."""
+
+
 def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:
     """Compact, key-sorted JSON, zlib-compressed; CheckpointStateError if it would not fit."""
     text = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -148,26 +256,38 @@ def clean_summary(summary: Mapping[str, SummaryValue]) -> dict[str, str | int | 
     return cleaned
 
 
-def conflict(user_id: str, expected_version: int | None) -> CheckpointConflict:
-    expected = "no checkpoint" if expected_version is None else f"version {expected_version}"
-    return CheckpointConflict(
-        f"checkpoint for {user_id!r} changed since it was read (expected {expected}): another "
-        "run of the forwarder (or an operator) wrote it first"
-    )
+def _stored(user_id: str, item: RawItem) -> StoredCheckpoint:
+    try:
+        if item.state is None:
+            raise CheckpointStateError(
+                f"checkpoint item of {user_id!r} has a version but no state; delete both the "
+                "`state` and the `version` attributes to restart this user"
+            )
+        version = int(item.version)  # type: ignore[call-overload]
+        return StoredCheckpoint(user_id, version, decode_state(user_id, bytes(item.state)))  # type: ignore[call-overload]
+    except (KeyError, TypeError, ValueError) as error:
+        problem = CheckpointStateError(
+            f"checkpoint item of {user_id!r} is not what this forwarder writes "
+            f"({type(error).__name__}: {error}); delete its `state` and `version` attributes "
+            "to restart this user"
+        )
+        return StoredCheckpoint(user_id, -1, {}, problem)
+    except CheckpointStateError as error:
+        return StoredCheckpoint(user_id, -1, {}, error)
 
 
-def _to_attribute(value: str | int | float | bool) -> AttributeValueTypeDef:
-    if isinstance(value, bool):  # before int: bool is an int
-        return {"BOOL": value}
-    if isinstance(value, int):
-        return {"N": str(value)}
-    if isinstance(value, float):
-        return {"N": str(Decimal(repr(value)))}
-    return {"S": value}
+def _holds(item: RawItem, version: int, blob: bytes) -> bool:
+    """Whether the item as it stands is exactly the save that was attempted."""
+    try:
+        stored_version = int(item.version)  # type: ignore[call-overload]
+        stored_state = bytes(item.state)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return False
+    return bool(stored_version == version and stored_state == blob)
 
 
-class DynamoCheckpointStore:
-    """The checkpoint table, through the low-level DynamoDB client."""
+class DynamoCheckpointStore(VersionedStore):
+    """The checkpoint table, through the low-level DynamoDB client: boto3 calls only."""
 
     def __init__(
         self,
@@ -179,88 +299,91 @@ class DynamoCheckpointStore:
         clock: Callable[[], float] = time.time,
         key_prefix: str = "",
     ) -> None:
+        super().__init__(clock=clock, key_prefix=key_prefix)
         self.table_name = table_name
         self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
         self._sleep = sleep
-        self._clock = clock
         self._retry_policy = retry
-        self.key_prefix = key_prefix
 
-    def _key(self, user_id: str) -> str:
-        return self.key_prefix + user_id
-
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
-        unique = list(dict.fromkeys(user_ids))  # BatchGetItem refuses repeated keys
-        found: dict[str, StoredCheckpoint] = {}
-        for start in range(0, len(unique), BATCH_GET_LIMIT):
-            for item in self._batch_get(unique[start : start + BATCH_GET_LIMIT]):
-                if "version" not in item and "state" not in item:
-                    continue  # an operator's watch-only item: no checkpoint yet
-                stored = _read_item(item, self.key_prefix)
-                found[stored.user_id] = stored
+    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+        found: dict[str, RawItem] = {}
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT]):
+                if "version" in item or "state" in item:  # else an operator's watch-only item
+                    raw = RawItem(item.get("version", {}).get("N"), item.get("state", {}).get("B"))
+                    found[str(item["user_id"]["S"])] = raw
         return found
 
-    def _batch_get(self, user_ids: list[str]) -> list[dict[str, Any]]:
+    def _batch_get(self, keys: Sequence[str]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        keys: list[dict[str, Any]] = [{"user_id": {"S": self._key(user)}} for user in user_ids]
-        # DynamoDB hands back keys it could not read under load: ask again for those, after a wait.
-        unread = Attempts(self._retry_policy, sleep=self._sleep)
-        while True:
-            unread.start()
-            request: dict[str, Any] = {
-                self.table_name: {
-                    "Keys": keys,
-                    "ConsistentRead": True,
-                    "ProjectionExpression": "#u, #v, #s",
-                    "ExpressionAttributeNames": {"#u": "user_id", "#v": "version", "#s": "state"},
+        unread: list[dict[str, Any]] = [{"user_id": {"S": key}} for key in keys]
+
+        def get() -> list[dict[str, Any]]:
+            response = self._client.batch_get_item(
+                RequestItems={
+                    self.table_name: {
+                        "Keys": unread,
+                        "ConsistentRead": True,
+                        "ProjectionExpression": "#u, #v, #s",
+                        "ExpressionAttributeNames": {
+                            "#u": "user_id",
+                            "#v": "version",
+                            "#s": "state",
+                        },
+                    }
                 }
-            }
-            response = self._call(
-                "BatchGetItem",
-                functools.partial(self._client.batch_get_item, RequestItems=request),
-                UNLIMITED,
             )
             items.extend(response.get("Responses", {}).get(self.table_name, []))
-            unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
-            if not unprocessed or not unprocessed.get("Keys"):
-                return items
-            keys = list(unprocessed["Keys"])
-            if not unread.retry_after():
-                raise CheckpointError(
-                    f"DynamoDB table {self.table_name!r} left {len(keys)} checkpoint(s) unread "
-                    f"after {unread.made} attempts"
-                )
+            unprocessed: dict[str, Any] = dict(response.get("UnprocessedKeys", {}))
+            left = unprocessed.get(self.table_name, {}).get("Keys")
+            if left:
+                raise _Unprocessed(list(left))
+            return items
 
-    def save(
-        self,
-        user_id: str,
-        state: Mapping[str, Any],
-        *,
-        expected_version: int | None,
-        summary: Mapping[str, SummaryValue] = {},
-        deadline: Deadline = UNLIMITED,
-    ) -> int:
-        blob = encode_state(user_id, state)
-        new_version = 1 if expected_version is None else expected_version + 1
-        expression, names, values = _update_expression(summary, self._clock())
-        values[":new"] = {"N": str(new_version)}
-        values[":state"] = {"B": blob}
-        if expected_version is None:
+        def resume(error: Exception) -> Settled[list[dict[str, Any]]] | None:
+            nonlocal unread
+            if isinstance(error, _Unprocessed):
+                unread = error.keys  # DynamoDB could not read these under load: ask again
+            return None
+
+        def fail(error: Exception, made: int) -> Exception:
+            if isinstance(error, _Unprocessed):
+                return CheckpointError(
+                    f"DynamoDB table {self.table_name!r} left {len(error.keys)} checkpoint(s) "
+                    f"unread after {made} attempts"
+                )
+            return _failure(
+                f"DynamoDB BatchGetItem on checkpoint table {self.table_name!r}", error, made
+            )
+
+        return retry_call(
+            get,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep),
+            errors=(*AWS_ERRORS, _Unprocessed),
+            retryable=lambda error: isinstance(error, _Unprocessed) or is_transient(error),
+            fail=fail,
+            resume=resume,
+        )
+
+    def _put_if_version(self, write: Write, deadline: Deadline) -> RawItem | None:
+        expression, names, values = _update_expression(write)
+        values[":new"] = {"N": str(write.version)}
+        values[":state"] = {"B": write.state}
+        if write.expected is None:
             # Not attribute_not_exists(user_id): an operator's watch-only item has no checkpoint
             # yet, and the first save must succeed on it (and keep its `watch`).
             condition = "attribute_not_exists(#v)"
         else:
             condition = "#v = :expected"
-            values[":expected"] = {"N": str(expected_version)}
+            values[":expected"] = {"N": str(write.expected)}
 
-        def update() -> None:
+        def update() -> RawItem | None:
             try:
                 # UpdateItem with SET touches only our attributes, so `watch` and anything else
                 # an operator added survive every save.
                 self._client.update_item(
                     TableName=self.table_name,
-                    Key={"user_id": {"S": self._key(user_id)}},
+                    Key={"user_id": {"S": write.key}},
                     UpdateExpression=expression,
                     ConditionExpression=condition,
                     ExpressionAttributeNames=names,
@@ -270,19 +393,17 @@ class DynamoCheckpointStore:
             except ClientError as error:
                 if error_code(error) != "ConditionalCheckFailedException":
                     raise
-                # A retry after a lost answer finds its own first attempt: not a conflict.
-                if not _holds(error.response.get("Item"), new_version, blob):
-                    raise conflict(user_id, expected_version) from error
+                found: Any = error.response.get("Item")
+                item: dict[str, Any] = dict(found or {})
+                return RawItem(item.get("version", {}).get("N"), item.get("state", {}).get("B"))
+            return None
 
-        self._call("UpdateItem", update, deadline)
-        return new_version
+        return self._call("UpdateItem", update, deadline)
 
-    def watched_users(self) -> list[str]:
-        users: list[str] = []
+    def _watched_keys(self) -> list[str]:
+        keys: list[str] = []
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            # Keys starting with "#" are the forwarder's own items (the tenant item): never a
-            # user, whatever attributes someone gives them.
             "FilterExpression": "(#w = :true OR #w = :true_text) AND NOT begins_with(#u, :own)",
             "ProjectionExpression": "#u",
             "ExpressionAttributeNames": {"#w": "watch", "#u": "user_id"},
@@ -299,14 +420,10 @@ class DynamoCheckpointStore:
             kwargs["ExpressionAttributeValues"][":p"] = {"S": self.key_prefix}
         while True:
             response = self._call("Scan", lambda: self._client.scan(**kwargs), UNLIMITED)
-            bare_ids = (
-                item["user_id"]["S"].removeprefix(self.key_prefix)
-                for item in response.get("Items", [])
-            )
-            users.extend(user for user in bare_ids if not user.startswith(OWN_KEY_PREFIX))
+            keys.extend(str(item["user_id"]["S"]) for item in response.get("Items", []))
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
-                return sorted(users)
+                return keys
             kwargs["ExclusiveStartKey"] = last_key
 
     def _call(self, operation: str, call: Callable[[], T], deadline: Deadline) -> T:
@@ -318,41 +435,32 @@ class DynamoCheckpointStore:
         )
 
 
-def _read_item(item: Mapping[str, Any], key_prefix: str) -> StoredCheckpoint:
-    user_id = str(item["user_id"]["S"]).removeprefix(key_prefix)
-    try:
-        if "state" not in item:
-            raise CheckpointStateError(
-                f"checkpoint item of {user_id!r} has a version but no state; delete both the "
-                "`state` and the `version` attributes to restart this user"
-            )
-        version = int(item["version"]["N"])
-        return StoredCheckpoint(user_id, version, decode_state(user_id, bytes(item["state"]["B"])))
-    except (KeyError, TypeError, ValueError) as error:
-        problem = CheckpointStateError(
-            f"checkpoint item of {user_id!r} is not what this forwarder writes "
-            f"({type(error).__name__}: {error}); delete its `state` and `version` attributes "
-            "to restart this user"
-        )
-        return StoredCheckpoint(user_id, -1, {}, problem)
-    except CheckpointStateError as error:
-        return StoredCheckpoint(user_id, -1, {}, error)
+class _Unprocessed(Exception):
+    """BatchGetItem left keys unread (DynamoDB asks to come back for them)."""
+
+    def __init__(self, keys: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(keys)} keys unprocessed")
+        self.keys = keys
+
+
+def _failure(what: str, error: Exception, made: int) -> Exception:
+    tries = f" after {made} attempts" if made > 1 else ""
+    return CheckpointError(f"{what} failed: {error_code(error)}{tries}")
 
 
 def _update_expression(
-    summary: Mapping[str, SummaryValue], now_s: float
+    write: Write,
 ) -> tuple[str, dict[str, str], dict[str, AttributeValueTypeDef]]:
     """SET version, state, updated_at and the summary; REMOVE the summary's None values, so an
     attribute that no longer applies (a cleared error) does not linger in the item."""
-    cleaned = clean_summary(summary)
     names = {"#v": "version", "#s": "state", "#t": "updated_at"}
-    values: dict[str, AttributeValueTypeDef] = {":t": {"S": _iso_s(now_s)}}
+    values: dict[str, AttributeValueTypeDef] = {":t": {"S": write.updated_at}}
     assignments = ["#v = :new", "#s = :state", "#t = :t"]
     removals = []
-    for index, name in enumerate(sorted(summary)):
+    for index, name in enumerate(sorted([*write.summary, *write.removed])):
         names[f"#a{index}"] = name
-        if name in cleaned:
-            values[f":a{index}"] = _to_attribute(cleaned[name])
+        if name in write.summary:
+            values[f":a{index}"] = _to_attribute(write.summary[name])
             assignments.append(f"#a{index} = :a{index}")
         else:
             removals.append(f"#a{index}")
@@ -362,17 +470,16 @@ def _update_expression(
     return expression, names, values
 
 
+def _to_attribute(value: str | int | float | bool) -> AttributeValueTypeDef:
+    if isinstance(value, bool):  # before int: bool is an int
+        return {"BOOL": value}
+    if isinstance(value, int):
+        return {"N": str(value)}
+    if isinstance(value, float):
+        return {"N": str(Decimal(repr(value)))}
+    return {"S": value}
+
+
 def _iso_s(now_s: float) -> str:
     stamp = datetime.fromtimestamp(now_s, tz=UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
-
-
-def _holds(item: object, version: int, blob: bytes) -> bool:
-    """Whether the item as DynamoDB returned it is exactly the save that was attempted."""
-    if not isinstance(item, Mapping):
-        return False
-    stored_version = item.get("version", {}).get("N")
-    stored_state = item.get("state", {}).get("B")
-    return (
-        stored_version == str(version) and stored_state is not None and bytes(stored_state) == blob
-    )

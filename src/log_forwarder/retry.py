@@ -11,7 +11,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from .exceptions import OutOfTime
 
@@ -106,6 +106,13 @@ class Attempts:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class Settled(Generic[T]):
+    """What a `resume` hook returns when nothing is left to retry: the call's result."""
+
+    value: T
+
+
 def retry_call(
     call: Callable[[], T],
     *,
@@ -113,16 +120,27 @@ def retry_call(
     errors: tuple[type[Exception], ...],
     retryable: Callable[[Exception], bool],
     fail: Callable[[Exception, int], Exception],
+    on_retry: Callable[[Exception], float | None] = lambda _error: None,
+    resume: Callable[[Exception], Settled[T] | None] = lambda _error: None,
 ) -> T:
-    """`call()` until it returns, retrying the `errors` that are `retryable`.
+    """`call()` until it returns, retrying the `errors` that are `retryable`: the one retry loop.
 
-    Any other error of `errors`, or the last one, is raised as `fail(error, attempts made)`;
-    exceptions outside `errors` (bugs) propagate untouched.
+    Once another attempt is decided, `on_retry(error)` hears of it before the wait (to count
+    it, say it, or return a wait a server asked for, which replaces the backoff); `resume(error)`
+    runs after the wait, before the next attempt: it narrows what the next attempt sends (a
+    partial failure's refused part, or what a lost answer did not write after all) and ends the
+    loop with its `Settled` value when nothing is left. Any other error of `errors`, or the last
+    one, is raised as `fail(error, attempts made)`; exceptions outside `errors` (bugs) propagate
+    untouched. Every wait and attempt respects the attempts' deadline (OutOfTime).
     """
     while True:
         attempts.start()
         try:
             return call()
         except errors as error:
-            if not (retryable(error) and attempts.retry_after()):
+            if not retryable(error) or attempts.exhausted:
                 raise fail(error, attempts.made) from error
+            attempts.retry_after(on_retry(error))
+            settled = resume(error)
+            if settled is not None:
+                return settled.value

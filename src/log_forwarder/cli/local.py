@@ -18,26 +18,19 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from log_forwarder.batching import S3Object, batch_id_for, s3_objects
-from log_forwarder.checkpoint_store import (
-    StoredCheckpoint,
-    SummaryValue,
-    clean_summary,
-    conflict,
-    decode_state,
-    encode_state,
-)
+from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
 from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
 from log_forwarder.exceptions import CheckpointError, ConfigError, DeliveryError
 from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import UNLIMITED, Deadline
+from log_forwarder.retry import Deadline
 
 STORE_FILE = "checkpoints.sqlite3"
 LOCK_FILE = ".lock"
@@ -52,12 +45,12 @@ def iso_now(clock_s: float) -> str:
     return datetime.fromtimestamp(clock_s, tz=UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
-class SqliteCheckpointStore:
-    """A CheckpointStore in one SQLite file, with DynamoDB's semantics: a save names the version
-    it read and fails with CheckpointConflict otherwise; a save repeated after its answer was
-    lost finds itself and succeeds. Also holds a local watch list."""
+class SqliteCheckpointStore(VersionedStore):
+    """The checkpoint protocol (checkpoint_store.VersionedStore) in one SQLite file: SQL only.
+    Also holds a local watch list."""
 
     def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:
+        super().__init__()
         self.path = path
         # One connection shared by the forwarder's worker threads, behind a lock; autocommit
         # mode with explicit BEGIN IMMEDIATE, so each save is one transaction.
@@ -93,51 +86,40 @@ class SqliteCheckpointStore:
                     "holding it, or is the disk full?)"
                 ) from error
 
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        wanted = list(dict.fromkeys(user_ids))
-        found: dict[str, StoredCheckpoint] = {}
+    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+        found: dict[str, RawItem] = {}
         with self._transaction(write=False) as db:
-            for user_id in wanted:
+            for key in keys:
                 row = db.execute(
-                    "SELECT version, state FROM checkpoints WHERE user_id = ?", (user_id,)
+                    "SELECT version, state FROM checkpoints WHERE user_id = ?", (key,)
                 ).fetchone()
                 if row is not None:
-                    state = decode_state(user_id, bytes(row[1]))
-                    found[user_id] = StoredCheckpoint(user_id, int(row[0]), state)
+                    found[key] = RawItem(row[0], row[1])
         return found
 
-    def save(
-        self,
-        user_id: str,
-        state: Mapping[str, Any],
-        *,
-        expected_version: int | None,
-        summary: Mapping[str, SummaryValue] = {},
-        deadline: Deadline = UNLIMITED,
-    ) -> int:
-        blob = encode_state(user_id, state)
-        cleaned = clean_summary(summary)
-        new_version = 1 if expected_version is None else expected_version + 1
+    def _put_if_version(self, write: Write, deadline: Deadline) -> RawItem | None:
         with self._transaction() as db:
             row = db.execute(
-                "SELECT version, state, summary FROM checkpoints WHERE user_id = ?", (user_id,)
+                "SELECT version, state, summary FROM checkpoints WHERE user_id = ?", (write.key,)
             ).fetchone()
-            current = None if row is None else int(row[0])
-            if current != expected_version:
-                if row is not None and current == new_version and bytes(row[1]) == blob:
-                    return new_version  # this very save, repeated
-                raise conflict(user_id, expected_version)
+            if (None if row is None else int(row[0])) != write.expected:
+                return RawItem(None, None) if row is None else RawItem(row[0], row[1])
             stored = {} if row is None else json.loads(row[2])
-            # As DynamoDB's REMOVE: None drops what an earlier save wrote.
-            merged = {k: v for k, v in stored.items() if summary.get(k, "") is not None}
-            merged.update(cleaned)
+            # As DynamoDB's REMOVE: what an earlier save wrote goes.
+            merged = {k: v for k, v in stored.items() if k not in write.removed}
+            merged.update(write.summary)
             db.execute(
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE "
                 "SET version = excluded.version, state = excluded.state, "
                 "summary = excluded.summary, updated_at = excluded.updated_at",
-                (user_id, new_version, blob, json.dumps(merged), iso_now(time.time())),
+                (write.key, write.version, write.state, json.dumps(merged), write.updated_at),
             )
-        return new_version
+        return None
+
+    def _watched_keys(self) -> list[str]:
+        with self._transaction(write=False) as db:
+            rows = db.execute("SELECT user_id FROM watch ORDER BY user_id").fetchall()
+        return [str(row[0]) for row in rows]
 
     def items(self) -> list[dict[str, Any]]:
         """Every checkpoint as `status` reads it: user_id, version, updated_at and the summary."""
@@ -151,11 +133,6 @@ class SqliteCheckpointStore:
         ]
 
     # -- the local watch list --------------------------------------------------------------
-
-    def watched_users(self) -> list[str]:
-        with self._transaction(write=False) as db:
-            rows = db.execute("SELECT user_id FROM watch ORDER BY user_id").fetchall()
-        return [str(row[0]) for row in rows]
 
     def add_watch(self, user_id: str) -> bool:
         """True when added, False when already watched (nothing changes then)."""

@@ -30,7 +30,7 @@ from log_forwarder.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, strea
 from log_forwarder.convert import oversized_marker, record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
+from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy, Settled, retry_call
 
 if TYPE_CHECKING:
     from mypy_boto3_logs.client import CloudWatchLogsClient
@@ -191,32 +191,38 @@ class CloudWatchSink:
         A put whose outcome is unknown is treated like an interrupted run: before the next
         attempt, the stream is read and what it already holds is left out.
         """
-        attempts = Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline)
         unsent = batch
-        while True:
-            attempts.start()
-            try:
-                info = self._send(stream, unsent, deadline)
-                break
-            except AWS_ERRORS as error:
-                if not (is_transient(error) and attempts.retry_after()):
-                    raise self._failure("PutLogEvents", stream, error, attempts.made) from error
-                if outcome_unknown(error):
-                    logger.warning(
-                        "PutLogEvents outcome unknown; reading the stream before sending again",
-                        extra={"stream": stream, "error": error_code(error), "events": len(unsent)},
-                    )
-                    unsent, _ = self._drop_present(stream, unsent, deadline)
-                    if not unsent:
-                        return []
-        if not info:
-            return []
-        indices = rejected_indices(info, len(unsent))
-        logger.warning(
-            "CloudWatch Logs rejected events for their timestamp",
-            extra={"stream": stream, "rejected": len(indices), "info": dict(info)},
+
+        def put() -> list[OutputLine]:
+            info = self._send(stream, unsent, deadline)
+            if not info:
+                return []
+            indices = rejected_indices(info, len(unsent))
+            logger.warning(
+                "CloudWatch Logs rejected events for their timestamp",
+                extra={"stream": stream, "rejected": len(indices), "info": dict(info)},
+            )
+            return [unsent[index] for index in indices]
+
+        def resume(error: Exception) -> Settled[list[OutputLine]] | None:
+            nonlocal unsent
+            if not outcome_unknown(error):
+                return None
+            logger.warning(
+                "PutLogEvents outcome unknown; reading the stream before sending again",
+                extra={"stream": stream, "error": error_code(error), "events": len(unsent)},
+            )
+            unsent, _ = self._drop_present(stream, unsent, deadline)
+            return None if unsent else Settled([])
+
+        return retry_call(
+            put,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
+            errors=AWS_ERRORS,
+            retryable=is_transient,
+            fail=lambda error, made: self._failure("PutLogEvents", stream, error, made),
+            resume=resume,
         )
-        return [unsent[index] for index in indices]
 
     def _send(
         self, stream: str, batch: list[OutputLine], deadline: Deadline

@@ -8,7 +8,6 @@ interrupted run may send a finding twice: consumers deduplicate by `finding_id`,
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -16,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
-from log_forwarder.aws_errors import call_aws
+from log_forwarder.aws_errors import AWS_ERRORS, error_code, is_transient
 from log_forwarder.detections import eventbridge_entry_for
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, Attempts, RetryPolicy
+from log_forwarder.retry import SINK_RETRY, Attempts, RetryPolicy, Settled, retry_call
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -55,28 +54,50 @@ class EventBridgeSink:
 
     def _put(self, entries: list[dict[str, Any]], delivery: Delivery) -> None:
         """PutEvents, sending again only the entries EventBridge reports as failed."""
-        attempts = Attempts(self._retry_policy, sleep=self._sleep, deadline=delivery.deadline)
-        while entries:
-            attempts.start()
-            response = call_aws(
-                functools.partial(self._client.put_events, Entries=entries),  # type: ignore[arg-type]
-                what=f"EventBridge PutEvents on bus {self.event_bus!r}",
-                error=DeliveryError,
-                attempts=Attempts(
-                    self._retry_policy, sleep=self._sleep, deadline=delivery.deadline
-                ),
-            )
+        left = entries
+
+        def put() -> None:
+            response = self._client.put_events(Entries=left)  # type: ignore[arg-type]
             results = response.get("Entries", [])
-            failed = [e for e, r in zip(entries, results, strict=False) if r.get("ErrorCode")]
-            if not failed:
-                return
-            codes = sorted({str(r.get("ErrorCode")) for r in results if r.get("ErrorCode")})
-            if not attempts.retry_after():
-                raise DeliveryError(
-                    f"EventBridge refused {len(failed)} finding(s) on bus {self.event_bus!r} "
-                    f"for user {delivery.user_id!r}: {', '.join(codes)}"
+            failed = [e for e, r in zip(left, results, strict=False) if r.get("ErrorCode")]
+            if failed:
+                codes = sorted({str(r.get("ErrorCode")) for r in results if r.get("ErrorCode")})
+                raise _Refused(failed, codes)
+
+        def resume(error: Exception) -> Settled[None] | None:
+            nonlocal left
+            if isinstance(error, _Refused):
+                left = error.entries  # only what EventBridge refused goes again
+            return None
+
+        def fail(error: Exception, made: int) -> Exception:
+            tries = f" after {made} attempts" if made > 1 else ""
+            if isinstance(error, _Refused):
+                return DeliveryError(
+                    f"EventBridge refused {len(error.entries)} finding(s) on bus "
+                    f"{self.event_bus!r} for user {delivery.user_id!r}: "
+                    f"{', '.join(error.codes)}{tries}"
                 )
-            entries = failed
+            what = f"EventBridge PutEvents on bus {self.event_bus!r}"
+            return DeliveryError(f"{what} failed: {error_code(error)}{tries}")
+
+        retry_call(
+            put,
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=delivery.deadline),
+            errors=(*AWS_ERRORS, _Refused),
+            retryable=lambda error: isinstance(error, _Refused) or is_transient(error),
+            fail=fail,
+            resume=resume,
+        )
+
+
+class _Refused(Exception):
+    """Some entries of a PutEvents call failed (the call itself went through)."""
+
+    def __init__(self, entries: list[dict[str, Any]], codes: list[str]) -> None:
+        super().__init__(", ".join(codes))
+        self.entries = entries
+        self.codes = codes
 
 
 def _findings(lines: Sequence[OutputLine]) -> list[dict[str, Any]]:
