@@ -14,7 +14,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -29,12 +30,13 @@ from .exceptions import (
     Auth0UnavailableError,
 )
 from .pacing import Pacer, RateLimitHeaders
-from .retry import MIN_ATTEMPT_S, Attempts, RetryPolicy
+from .retry import MIN_ATTEMPT_S, Attempts, RetryPolicy, retry_call
 from .source import CallScope, CallStats
 
 __all__ = ["Auth0Client", "CallScope", "CallStats", "ClientCredentials"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PER_PAGE_MAX = 100
 SEARCH_CAP = 1000
@@ -148,49 +150,72 @@ class Auth0Client:
 
     def _get(self, path: str, params: Mapping[str, Any], scope: CallScope) -> Any:
         refreshed_after_401 = False
-        attempts = self._attempts(scope)
-        while True:
-            attempts.start()
+
+        def attempt() -> Any:
+            nonlocal refreshed_after_401
             token = self._access_token(scope)
             ticket = self._pacer.take(scope.deadline)
             scope.stats.count("pacing_wait_s", ticket.waited_s)
             scope.stats.count("api_calls")
             response = self._send(
                 scope,
-                attempts,
                 ("GET", path),
                 params=dict(params),
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
-            if response is None:
-                continue
             status = response.status_code
             # The pacer learns the tenant's rate limit from every answer and what it was sent with.
             self._pacer.observe(
                 RateLimitHeaders.parse(response.headers), ticket=ticket, limited=status == 429
             )
-            if status == 200:
+            action = _classify(status, token_request=False)
+            if action is _Action.OK:
                 return _json(response, path)
-            if status == 401 and not refreshed_after_401:
+            if action is _Action.REAUTHENTICATE and not refreshed_after_401:
                 # Expired or revoked: one new token, one retry. A second 401 is a real refusal.
                 refreshed_after_401 = True
                 self._invalidate_token(token)
-                continue
-            if status == 429:
+                raise _Again(f"401 from {path}", wait_s=0.0, counted=False)
+            if action is _Action.RATE_LIMITED:
                 scope.stats.count("rate_limited")
                 self._pacer.back_off_until(self._clock() + self._wait_after_429(response))
-                self._retry_or_raise(attempts, scope, f"429 from {path}", wait=0.0)
-                continue
-            if status >= 500 or status == 408:
-                self._retry_or_raise(attempts, scope, f"HTTP {status} from {path}")
-                continue
+                raise _Again(f"429 from {path}", wait_s=0.0)  # the pacer holds the next call
+            if action is _Action.TRANSIENT:
+                raise _Again(f"HTTP {status} from {path}")
             raise _client_error(status, path, response)
 
-    def _send(
-        self, scope: CallScope, attempts: Attempts, target: tuple[str, str], **request: Any
-    ) -> httpx.Response | None:
-        """One HTTP exchange (`target` is method and path) within the time left; None when it
-        failed below HTTP and may be retried. Callers never see an httpx exception."""
+        return self._retried(attempt, scope)
+
+    def _retried(self, attempt: Callable[[], T], scope: CallScope) -> T:
+        """`attempt` through the one retry loop: what Auth0 or the network said is transient
+        (`_Again`) is retried with the client's backoff, or the wait the answer asked for."""
+
+        def on_retry(error: Exception) -> float | None:
+            assert isinstance(error, _Again)
+            if error.counted:
+                scope.stats.count("retries")
+                logger.warning(
+                    "Auth0 call failed, retrying",
+                    extra={"reason": str(error), "attempt": attempts.made},
+                )
+            return error.wait_s
+
+        def fail(error: Exception, made: int) -> Exception:
+            return Auth0UnavailableError(f"{error}; gave up after {made} attempts")
+
+        attempts = self._attempts(scope)
+        return retry_call(
+            attempt,
+            attempts=attempts,
+            errors=(_Again,),
+            retryable=lambda _error: True,
+            fail=fail,
+            on_retry=on_retry,
+        )
+
+    def _send(self, scope: CallScope, target: tuple[str, str], **request: Any) -> httpx.Response:
+        """One HTTP exchange (`target` is method and path) within the time left. A failure below
+        HTTP is `_Again` (retried): callers never see an httpx exception."""
         method, path = target
         left = scope.deadline.left_s()
         scope.deadline.ensure(MIN_ATTEMPT_S, f"a call to {self._host}{path}")
@@ -204,9 +229,7 @@ class Auth0Client:
         except httpx.RequestError as exc:
             # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
             # is not a TransportError).
-            failure = f"{type(exc).__name__} calling {self._host}{path}"
-            self._retry_or_raise(attempts, scope, failure)
-            return None
+            raise _Again(f"{type(exc).__name__} calling {self._host}{path}") from exc
 
     def _exchange(
         self,
@@ -240,17 +263,6 @@ class Auth0Client:
         return Attempts(
             self._retry_policy, sleep=self._sleep, rng=self._rng, deadline=scope.deadline
         )
-
-    def _retry_or_raise(
-        self, attempts: Attempts, scope: CallScope, what: str, wait: float | None = None
-    ) -> None:
-        if attempts.exhausted:
-            raise Auth0UnavailableError(f"{what}; gave up after {attempts.made} attempts")
-        scope.stats.count("retries")
-        logger.warning(
-            "Auth0 call failed, retrying", extra={"reason": what, "attempt": attempts.made}
-        )
-        attempts.retry_after(wait)
 
     def _wait_after_429(self, response: httpx.Response) -> float:
         retry_after = response.headers.get("retry-after")
@@ -290,13 +302,12 @@ class Auth0Client:
         in Auth0UnavailableError, never in Auth0AuthError: they say nothing about the secret."""
         credentials = self._credentials(False)
         reread = False
-        attempts = self._attempts(scope)
-        while True:
-            attempts.start()
+
+        def attempt() -> tuple[str, float]:
+            nonlocal credentials, reread
             scope.stats.count("token_requests")
             response = self._send(
                 scope,
-                attempts,
                 ("POST", "/oauth/token"),
                 data={
                     "grant_type": "client_credentials",
@@ -306,25 +317,57 @@ class Auth0Client:
                     "audience": f"https://{self._domain}/api/v2/",
                 },
             )
-            if response is None:
-                continue
             status = response.status_code
-            if status == 200:
+            action = _classify(status, token_request=True)
+            if action is _Action.OK:
                 return _token_answer(response)
-            if status in (401, 403) and not reread:
+            if action is _Action.REAUTHENTICATE and not reread:
                 # The secret may have been rotated since we cached it: read it again, once.
                 reread = True
                 credentials = self._credentials(True)
-                continue
-            if status == 429:
+                raise _Again(f"HTTP {status} requesting a token", wait_s=0.0, counted=False)
+            if action is _Action.RATE_LIMITED:
                 scope.stats.count("rate_limited")
-                wait = self._wait_after_429(response)
-                self._retry_or_raise(attempts, scope, "429 requesting a token", wait=wait)
-                continue
-            if status >= 500 or status == 408:
-                self._retry_or_raise(attempts, scope, f"HTTP {status} requesting a token")
-                continue
+                raise _Again("429 requesting a token", wait_s=self._wait_after_429(response))
+            if action is _Action.TRANSIENT:
+                raise _Again(f"HTTP {status} requesting a token")
             raise _token_refusal(status, response, credentials.client_id)
+
+        return self._retried(attempt, scope)
+
+
+class _Action(Enum):
+    """What an answer's status means for the call that got it."""
+
+    OK = "ok"
+    REAUTHENTICATE = "reauthenticate"  # once: a new token, or credentials read again
+    RATE_LIMITED = "rate limited"  # retried after the wait the answer asks for
+    TRANSIENT = "transient"  # retried with backoff
+    REFUSED = "refused"  # the request itself is refused: a specific Auth0 error
+
+
+def _classify(status: int, *, token_request: bool) -> _Action:
+    """The one reading of an Auth0 status, for API calls and the token request alike."""
+    if status == 200:
+        return _Action.OK
+    if status == 401 or (token_request and status == 403):
+        return _Action.REAUTHENTICATE
+    if status == 429:
+        return _Action.RATE_LIMITED
+    if status >= 500 or status == 408:
+        return _Action.TRANSIENT
+    return _Action.REFUSED
+
+
+class _Again(Exception):
+    """Try the call again: Auth0 or the network failed in a way that may pass. `wait_s`
+    replaces the backoff; `counted`: a retry for the stats and the logs (a token refreshed
+    after a 401 is not)."""
+
+    def __init__(self, reason: str, *, wait_s: float | None = None, counted: bool = True) -> None:
+        super().__init__(reason)
+        self.wait_s = wait_s
+        self.counted = counted
 
 
 def _json(response: httpx.Response, path: str) -> Any:

@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .aws_errors import error_code
 from .exceptions import ConfigError, FanoutError
+from .retry import AWS_ATTEMPT_S, Attempts, RetryPolicy, Settled, retry_call
 from .tenant_message import TenantMessage, dedup_id, group_id
 from .tenants import TenantsParameter
 
@@ -50,14 +51,19 @@ CLIENT_CONFIG = Config(
 )
 SEND_BATCH_LIMIT = 10  # SendMessageBatch takes at most ten entries
 SEND_ATTEMPTS = 3  # per entry the queue refuses (throttled, internal error)
+# The scheduler has seconds to spare: a short jittered backoff between the attempts.
+SEND_RETRY = RetryPolicy(attempts=SEND_ATTEMPTS, base_s=0.1, cap_s=1.0, attempt_s=AWS_ATTEMPT_S)
 
 
 class TenantQueue:
     """The FIFO queue of tenant messages."""
 
-    def __init__(self, url: str, client: SQSClient) -> None:
+    def __init__(
+        self, url: str, client: SQSClient, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.url = url
         self._client = client
+        self._sleep = sleep
 
     def enqueue(self, messages: Sequence[TenantMessage]) -> None:
         """Send every message; FanoutError naming the tenants the queue would not take."""
@@ -71,11 +77,11 @@ class TenantQueue:
             )
 
     def _send(self, messages: Sequence[TenantMessage]) -> list[str]:
+        """Send a batch, again for what the queue refused (a resend is safe: the deduplication
+        ids make SQS drop what it already holds); the tenants still refused, and why."""
         pending = {str(index): message for index, message in enumerate(messages)}
-        reasons: dict[str, str] = {}
-        for _attempt in range(SEND_ATTEMPTS):
-            if not pending:
-                break
+
+        def send() -> list[str]:
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
                 {
                     "Id": entry_id,
@@ -85,16 +91,45 @@ class TenantQueue:
                 }
                 for entry_id, message in pending.items()
             ]
-            try:
-                response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
-            except (ClientError, BotoCoreError) as error:
-                # A resend is safe: the deduplication ids make SQS drop what it already holds.
-                reasons = dict.fromkeys(pending, error_code(error))
-                continue
+            response = self._client.send_message_batch(QueueUrl=self.url, Entries=entries)
             failed = {item["Id"]: item.get("Code", "error") for item in response.get("Failed", [])}
-            pending = {key: value for key, value in pending.items() if key in failed}
-            reasons = failed
-        return [f"{message.tenant}: {reasons.get(key, '?')}" for key, message in pending.items()]
+            if failed:
+                raise _Refused(failed)
+            return []
+
+        def resume(error: Exception) -> Settled[list[str]] | None:
+            nonlocal pending
+            if isinstance(error, _Refused):
+                pending = {key: value for key, value in pending.items() if key in error.codes}
+            return None
+
+        def refused(error: Exception, _made: int) -> Exception:
+            codes = (
+                error.codes
+                if isinstance(error, _Refused)
+                else dict.fromkeys(pending, error_code(error))
+            )
+            return _Refused({key: codes.get(key, "?") for key in pending})
+
+        try:
+            return retry_call(
+                send,
+                attempts=Attempts(SEND_RETRY, sleep=self._sleep),
+                errors=(ClientError, BotoCoreError, _Refused),
+                retryable=lambda _error: True,
+                fail=refused,
+                resume=resume,
+            )
+        except _Refused as gave_up:
+            return [f"{pending[key].tenant}: {code}" for key, code in gave_up.codes.items()]
+
+
+class _Refused(Exception):
+    """SQS refused some entries of a batch (or the whole call failed): their codes, by id."""
+
+    def __init__(self, codes: dict[str, str]) -> None:
+        super().__init__(", ".join(sorted(set(codes.values()))))
+        self.codes = codes
 
 
 @dataclass(frozen=True)
