@@ -266,9 +266,9 @@ def drain(aws: LocalAws, events: int) -> Drain:
 def _minimum_sink_calls(sim: Auth0Simulator, users: Sequence[str]) -> tuple[int, int]:
     """What the limits allow at best: PutLogEvents, the fewest batches of each user's lines
     (10,000 events, 1 MiB, 24 h per call); S3, one object per user and UTC day."""
-    from log_forwarder.batching import cloudwatch_batches
     from log_forwarder.convert import ConvertContext, event_line
     from log_forwarder.events import parse_event
+    from log_forwarder.sinks.batching import cloudwatch_batches
 
     put_log_events = objects = 0
     for user in users:
@@ -324,11 +324,12 @@ def _sink_calls(drain: Drain) -> str:
 
 def cpu_per_thousand(repeat: int = 20) -> list[Row]:
     """CPU of the pure steps for 1,000 realistic events: the best of `repeat` rounds each."""
-    from log_forwarder.batching import batch_id_for, cloudwatch_batches, s3_objects
     from log_forwarder.checkpoint_store import encode_state
     from log_forwarder.convert import ConvertContext, event_line
     from log_forwarder.cursor import Cursor, ReadPosition
     from log_forwarder.events import parse_event
+    from log_forwarder.records import batch_id_for
+    from log_forwarder.sinks.batching import cloudwatch_batches, s3_objects
 
     now = datetime.now(UTC)
     raw = generate_user_events(

@@ -116,7 +116,7 @@ class StackContents:
 
     def cloudwatch_records(self, user_id: str) -> list[dict[str, Any]]:
         """The records of a user's stream (multi-tenant mode: of `<domain>#<user id>`)."""
-        from log_forwarder.batching import stream_name_for
+        from log_forwarder.sinks.batching import stream_name_for
 
         assert self.resources.log_group is not None
         logs = self.aws.client("logs")

@@ -455,7 +455,7 @@ class LocalStack:
             [*(f"{k}={v}" for k, v in LOCAL_CREDENTIALS.items() if k != "AWS_REGION")]
             + [shlex.quote(part) for part in self.sam_invoke_command()]
         )
-        from log_forwarder.batching import stream_name_for
+        from log_forwarder.sinks.batching import stream_name_for
 
         streams = "\n".join(
             f"      {user}: {shlex.quote(stream_name_for(user))}"

@@ -204,7 +204,7 @@ class InMemoryCheckpointStore(VersionedStore):
         with self._lock:
             item = self._items.get(write.key, {})
             if item.get("version") != write.expected:
-                return RawItem(item.get("version"), item.get("state"))
+                return RawItem(item.get("version"), item.get("state"), item.get("write_token"))
             # As DynamoDB's REMOVE: what an earlier save wrote goes.
             kept = {k: v for k, v in item.items() if k not in write.removed}
             self._items[write.key] = {
@@ -213,6 +213,7 @@ class InMemoryCheckpointStore(VersionedStore):
                 "user_id": write.key,
                 "version": write.version,
                 "state": write.state,
+                "write_token": write.token,
             }
             return None
 

@@ -12,20 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from log_forwarder.batching import (
+from log_forwarder.records import OutputLine, batch_id_for
+from log_forwarder.sinks.batching import (
     CW_EVENT_OVERHEAD_BYTES,
     CW_MAX_BATCH_BYTES,
     CW_MAX_BATCH_EVENTS,
     CW_MAX_BATCH_SPAN_MS,
     CW_MAX_EVENT_BYTES,
     CloudWatchLimits,
-    batch_id_for,
     cloudwatch_batches,
     s3_objects,
     stream_name_for,
     user_slug,
 )
-from log_forwarder.records import OutputLine
 
 SMALL = CloudWatchLimits(
     max_batch_bytes=200, event_overhead_bytes=26, max_batch_events=5, max_batch_span_ms=1_000

@@ -270,17 +270,28 @@ def test_unprocessed_keys_are_read_again() -> None:
     assert len(sleeps) == 1
 
 
-def test_a_save_repeated_after_its_answer_was_lost_is_not_a_conflict(harness: Harness) -> None:
-    # GIVEN a save whose answer was lost (the backend applied it; the caller never heard)
+def test_a_save_repeated_after_its_answer_was_lost_is_not_a_conflict(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a backend whose first attempt at a write is applied but its answer lost, so the
+    # write is sent again (as call_aws retries it): the backend then refuses it
     store = harness.store
-    state = {"v": 1, "cursor": "after"}
     assert store.save("auth0|lost", {"v": 1}, expected_version=None) == 1
-    assert store.save("auth0|lost", state, expected_version=1) == 2
-    # WHEN the caller retries the very same save THEN it finds itself written: not a conflict
-    assert store.save("auth0|lost", state, expected_version=1) == 2
-    # AND another state at that version is one
+    raw_put = store._put_if_version  # type: ignore[attr-defined]
+
+    def answer_lost(write: Any, deadline: Any) -> Any:
+        assert raw_put(write, deadline) is None  # applied...
+        return raw_put(write, deadline)  # ...and the retry is refused
+
+    monkeypatch.setattr(store, "_put_if_version", answer_lost)
+    # WHEN saved THEN the retry finds its own first attempt: not a conflict
+    assert store.save("auth0|lost", {"v": 1, "cursor": "after"}, expected_version=1) == 2
+    monkeypatch.undo()
+    assert store.load(["auth0|lost"])["auth0|lost"].state == {"v": 1, "cursor": "after"}
+    # AND another run's save at that version is a conflict, even with the very same bytes
+    # (two runs can plan the same state)
     with pytest.raises(CheckpointConflict, match="expected version 1"):
-        store.save("auth0|lost", {"v": 1, "cursor": "other"}, expected_version=1)
+        store.save("auth0|lost", {"v": 1, "cursor": "after"}, expected_version=1)
 
 
 def test_every_backend_is_the_one_base_class_over_a_raw_seam() -> None:

@@ -17,12 +17,12 @@ from botocore.stub import Stubber
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from log_forwarder.batching import batch_id_for, s3_objects
 from log_forwarder.cli.local import LocalDir, SqliteCheckpointStore
 from log_forwarder.cli.progress import Stopper
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, ConfigError
-from log_forwarder.records import Delivery, OutputLine
+from log_forwarder.records import Delivery, OutputLine, batch_id_for
 from log_forwarder.sinks import S3Sink
+from log_forwarder.sinks.batching import s3_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 USER = "samlp|corp|carol/admin@example.com"
@@ -92,12 +92,15 @@ def test_a_redelivered_batch_writes_only_what_the_existing_file_lacks(tmp_path: 
     assert sorted(ids) == ["a", "b", "c"]
 
 
-def test_the_sqlite_store_finds_its_own_repeated_save(tmp_path: Path) -> None:
-    # GIVEN a save whose answer a caller did not see (it retries the very same save)
+def test_the_sqlite_store_tells_a_second_writer_from_a_repeated_save(tmp_path: Path) -> None:
+    # GIVEN a first save (its own retry after a lost answer is the contract test's, in
+    # test_checkpoint_store.py: a save finds itself by its write token)
     store = SqliteCheckpointStore(tmp_path / "c.sqlite3")
-    version = store.save("u", {"v": 1}, expected_version=None)
-    # THEN repeating it succeeds, while a different state on that version is a conflict
-    assert store.save("u", {"v": 1}, expected_version=None) == version
+    assert store.save("u", {"v": 1}, expected_version=None) == 1
+    # THEN another save on that version is a conflict, even byte for byte the same state: two
+    # overlapping runs can plan the same one, and both must not think they wrote it
+    with pytest.raises(CheckpointConflict):
+        store.save("u", {"v": 1}, expected_version=None)
     with pytest.raises(CheckpointConflict):
         store.save("u", {"v": 2}, expected_version=None)
 

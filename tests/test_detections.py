@@ -18,20 +18,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from log_forwarder.detections import (
-    EVENTBRIDGE_ENTRY_LIMIT,
-    MAX_EVENTBRIDGE_LOG_IDS,
     RULES,
     DetectionSettings,
     DetectionState,
     Finding,
     acting_user,
     evaluate,
-    eventbridge_entry,
-    eventbridge_entry_size,
     finding_record,
 )
 from log_forwarder.events import LogEvent, parse_event
 from log_forwarder.exceptions import ConfigError
+from log_forwarder.sinks.eventbridge import (
+    EVENTBRIDGE_ENTRY_LIMIT,
+    MAX_EVENTBRIDGE_LOG_IDS,
+    eventbridge_entry,
+    eventbridge_entry_size,
+)
 
 SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))
 USER = "auth0|watched"

@@ -29,8 +29,8 @@ from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
-from log_forwarder.batching import stream_name_for
 from log_forwarder.events import parse_date_ms
+from log_forwarder.sinks.batching import stream_name_for
 
 from .fakes import FakeClock
 

@@ -193,7 +193,7 @@ def future_records(today: date) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataSet]:
-    from log_forwarder.batching import user_slug
+    from log_forwarder.sinks.batching import user_slug
 
     offset = [0.0]
 

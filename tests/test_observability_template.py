@@ -117,8 +117,8 @@ def test_the_athena_table_reads_the_bucket_by_projected_day(template: dict[str, 
 def test_the_table_location_is_where_the_s3_sink_writes(
     template: dict[str, Any], prefix: str
 ) -> None:
-    from log_forwarder.batching import s3_objects
     from log_forwarder.records import OutputLine
+    from log_forwarder.sinks.batching import s3_objects
 
     # GIVEN the table resolved for a stack with this S3Prefix
     resolver = _Resolver(

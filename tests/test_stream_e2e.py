@@ -20,8 +20,8 @@ from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
-from log_forwarder.batching import user_slug
 from log_forwarder.read_mode import TENANT_KEY
+from log_forwarder.sinks.batching import user_slug
 
 from .test_integration import assert_delivered_once, ids_of
 

@@ -28,10 +28,11 @@ import json
 import logging
 import math
 import time
+import uuid
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -65,7 +66,9 @@ BATCH_GET_LIMIT = 100
 # Unprocessed keys and throttling: DynamoDB asks to come back soon, so short, frequent retries.
 CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
-RESERVED_ATTRIBUTES = frozenset({"user_id", "watch", "version", "state", "updated_at"})
+RESERVED_ATTRIBUTES = frozenset(
+    {"user_id", "watch", "version", "state", "updated_at", "write_token"}
+)
 
 SummaryValue = str | int | float | bool | None
 
@@ -112,6 +115,7 @@ class RawItem:
 
     version: object
     state: object
+    token: object = None  # the write_token of the save that wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,9 @@ class Write:
     summary: Mapping[str, str | int | float | bool]  # attributes to set beside the state
     removed: tuple[str, ...]  # attributes to remove (a summary value of None)
     updated_at: str
+    # Unique to this save (kept by its retries): a refused retry that finds its own token
+    # finds its own first attempt, whatever another run may have written byte for byte.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class VersionedStore(ABC):
@@ -175,7 +182,7 @@ class VersionedStore(ABC):
         )
         current = self._put_if_version(write, deadline)
         # Refused: a retry after a lost answer finds its own first attempt, not a conflict.
-        if current is not None and not _holds(current, new_version, blob):
+        if current is not None and not _holds(current, write):
             expected = (
                 "no checkpoint" if expected_version is None else f"version {expected_version}"
             )
@@ -276,14 +283,14 @@ def _stored(user_id: str, item: RawItem) -> StoredCheckpoint:
         return StoredCheckpoint(user_id, -1, {}, error)
 
 
-def _holds(item: RawItem, version: int, blob: bytes) -> bool:
-    """Whether the item as it stands is exactly the save that was attempted."""
+def _holds(item: RawItem, write: Write) -> bool:
+    """Whether the item as it stands is the very save that was attempted (not merely the same
+    bytes: two runs can plan the same state)."""
     try:
         stored_version = int(item.version)  # type: ignore[call-overload]
-        stored_state = bytes(item.state)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return False
-    return bool(stored_version == version and stored_state == blob)
+    return stored_version == write.version and item.token == write.token
 
 
 class DynamoCheckpointStore(VersionedStore):
@@ -395,7 +402,11 @@ class DynamoCheckpointStore(VersionedStore):
                     raise
                 found: Any = error.response.get("Item")
                 item: dict[str, Any] = dict(found or {})
-                return RawItem(item.get("version", {}).get("N"), item.get("state", {}).get("B"))
+                return RawItem(
+                    item.get("version", {}).get("N"),
+                    item.get("state", {}).get("B"),
+                    item.get("write_token", {}).get("S"),
+                )
             return None
 
         return self._call("UpdateItem", update, deadline)
@@ -453,9 +464,12 @@ def _update_expression(
 ) -> tuple[str, dict[str, str], dict[str, AttributeValueTypeDef]]:
     """SET version, state, updated_at and the summary; REMOVE the summary's None values, so an
     attribute that no longer applies (a cleared error) does not linger in the item."""
-    names = {"#v": "version", "#s": "state", "#t": "updated_at"}
-    values: dict[str, AttributeValueTypeDef] = {":t": {"S": write.updated_at}}
-    assignments = ["#v = :new", "#s = :state", "#t = :t"]
+    names = {"#v": "version", "#s": "state", "#t": "updated_at", "#w": "write_token"}
+    values: dict[str, AttributeValueTypeDef] = {
+        ":t": {"S": write.updated_at},
+        ":w": {"S": write.token},
+    }
+    assignments = ["#v = :new", "#s = :state", "#t = :t", "#w = :w"]
     removals = []
     for index, name in enumerate(sorted([*write.summary, *write.removed])):
         names[f"#a{index}"] = name

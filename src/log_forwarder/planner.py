@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from .batching import batch_id_for
 from .chunk import Chunk
 from .convert import (
     ConvertContext,
@@ -42,7 +41,7 @@ from .events import LogEvent, Malformed
 from .filters import EventFilter
 from .gaps import gaps_in
 from .pseudonymise import Pseudonymiser
-from .records import Delivery, Gap, OutputLine
+from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .retry import UNLIMITED, Deadline
@@ -73,3 +75,14 @@ class Delivery:
     # For a redelivery: when the interrupted run wrote its intent. A line it restamped with its
     # delivery time (an event dated too far ahead) is stored at or after this.
     since_ms: int | None = None
+
+
+def batch_id_for(log_ids: Iterable[str]) -> str:
+    """A 32-hex-char id determined by the set of log ids alone (order and repeats do not matter)."""
+    digest = hashlib.sha256()
+    for log_id in sorted(set(log_ids)):
+        # Length-prefixed so that no two different sets can produce the same byte stream.
+        encoded = log_id.encode("utf-8")
+        digest.update(len(encoded).to_bytes(8, "big"))
+        digest.update(encoded)
+    return digest.hexdigest()[:32]

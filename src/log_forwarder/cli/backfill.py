@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from log_forwarder.batching import normalise_prefix, user_slug
 from log_forwarder.checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from log_forwarder.config import Settings, StartFrom
 from log_forwarder.convert import record_key
@@ -35,6 +34,7 @@ from log_forwarder.exceptions import ConfigError
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.sinks import Sink
+from log_forwarder.sinks.batching import normalise_prefix, user_slug
 from log_forwarder.source import CallScope, LogSource
 
 from .progress import Counters

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gzip
 import json
 import os
 import sqlite3
@@ -23,14 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from log_forwarder.batching import S3Object, batch_id_for, s3_objects
 from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
-from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
 from log_forwarder.exceptions import CheckpointError, ConfigError, DeliveryError
 from log_forwarder.read_mode import OWN_KEY_PREFIX
-from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import Deadline
+from log_forwarder.sinks.objects import ObjectSink
 
 STORE_FILE = "checkpoints.sqlite3"
 LOCK_FILE = ".lock"
@@ -61,6 +58,9 @@ class SqliteCheckpointStore(VersionedStore):
         with self._transaction() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
+            if "write_token" not in columns:  # a file written before saves had a token
+                db.execute("ALTER TABLE checkpoints ADD COLUMN write_token TEXT")
         # Readers (`status --local`) and the writer do not block each other.
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -100,19 +100,29 @@ class SqliteCheckpointStore(VersionedStore):
     def _put_if_version(self, write: Write, deadline: Deadline) -> RawItem | None:
         with self._transaction() as db:
             row = db.execute(
-                "SELECT version, state, summary FROM checkpoints WHERE user_id = ?", (write.key,)
+                "SELECT version, state, summary, write_token FROM checkpoints WHERE user_id = ?",
+                (write.key,),
             ).fetchone()
             if (None if row is None else int(row[0])) != write.expected:
-                return RawItem(None, None) if row is None else RawItem(row[0], row[1])
+                return RawItem(None, None) if row is None else RawItem(row[0], row[1], row[3])
             stored = {} if row is None else json.loads(row[2])
             # As DynamoDB's REMOVE: what an earlier save wrote goes.
             merged = {k: v for k, v in stored.items() if k not in write.removed}
             merged.update(write.summary)
             db.execute(
-                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE "
+                "INSERT INTO checkpoints (user_id, version, state, summary, updated_at, "
+                "write_token) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(user_id) DO UPDATE "
                 "SET version = excluded.version, state = excluded.state, "
-                "summary = excluded.summary, updated_at = excluded.updated_at",
-                (write.key, write.version, write.state, json.dumps(merged), write.updated_at),
+                "summary = excluded.summary, updated_at = excluded.updated_at, "
+                "write_token = excluded.write_token",
+                (
+                    write.key,
+                    write.version,
+                    write.state,
+                    json.dumps(merged),
+                    write.updated_at,
+                    write.token,
+                ),
             )
         return None
 
@@ -168,54 +178,21 @@ class SqliteCheckpointStore(VersionedStore):
         return released
 
 
-class DirectorySink:
-    """The S3 sink's objects as files: `s3_objects` decides keys and bytes, and a key is
-    published once, atomically (written aside, then hard-linked into place, which fails when
-    the name exists, as If-None-Match does). A redelivered batch finds its key and writes only
-    what the existing object lacks, under a key of its own."""
+class DirectoryObjects:
+    """A directory as an object store: a key is published once, atomically (written aside,
+    then hard-linked into place, which fails when the name exists, as If-None-Match does)."""
 
-    name = "directory"
-
-    def __init__(self, root: Path, prefix: str) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.prefix = prefix
 
-    def deliver(self, delivery: Delivery) -> DeliveryReport:
-        if not delivery.lines:
-            return DeliveryReport(destination=self.name, accepted=0)
-        ordered = sorted(delivery.lines, key=lambda item: item.timestamp_ms)
-        accepted = present = 0
-        written: list[str] = []
-        for obj in self._objects(delivery.user_id, ordered, delivery.batch_id):
-            if self._publish(obj):
-                accepted += obj.line_count
-                written.append(obj.key)
-                continue
-            missing = self._missing_from(obj, ordered)
-            present += obj.line_count - len(missing)
-            ids = [line.key for line in missing if line.key]
-            for extra in self._objects(delivery.user_id, missing, batch_id_for(ids)):
-                if self._publish(extra):
-                    accepted += extra.line_count
-                    written.append(extra.key)
-                else:
-                    present += extra.line_count
-        return DeliveryReport(
-            self.name, accepted=accepted, already_present=present, objects=tuple(written)
-        )
-
-    def _objects(self, user_id: str, lines: Sequence[OutputLine], batch_id: str) -> list[S3Object]:
-        return s3_objects(lines, prefix=self.prefix, user_id=user_id, batch_id=batch_id)
-
-    def _publish(self, obj: S3Object) -> bool:
-        """Write obj unless its key exists; True when written, False when already there."""
-        path = self.root / obj.key
+    def put_if_absent(self, key: str, body: bytes, deadline: Deadline) -> bool:
+        path = self.root / key
         # A leading dot: Athena and Hive skip it, should a killed run leave it behind.
         aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with aside.open("wb") as handle:
-                handle.write(obj.body)
+                handle.write(body)
                 handle.flush()
                 os.fsync(handle.fileno())
             try:
@@ -228,19 +205,19 @@ class DirectorySink:
         finally:
             aside.unlink(missing_ok=True)
 
-    def _missing_from(self, obj: S3Object, lines: Sequence[OutputLine]) -> list[OutputLine]:
-        """The lines of `obj` whose log_id the file already under its key lacks."""
+    def get(self, key: str, deadline: Deadline) -> bytes:
         try:
-            stored = gzip.decompress((self.root / obj.key).read_bytes()).decode("utf-8")
-        except (OSError, EOFError) as error:
-            raise DeliveryError(f"cannot read {str(self.root / obj.key)!r}: {error}") from error
-        present = {record_key(line) for line in stored.splitlines()}
-        in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
-        return [
-            line
-            for line in lines
-            if line.line in in_object and line.key is not None and line.key not in present
-        ]
+            return (self.root / key).read_bytes()
+        except OSError as error:
+            raise DeliveryError(f"cannot read {str(self.root / key)!r}: {error}") from error
+
+
+class DirectorySink(ObjectSink):
+    """The S3 sink's objects as files (the same keys and bytes), in DIR."""
+
+    def __init__(self, root: Path, prefix: str) -> None:
+        super().__init__(DirectoryObjects(root), prefix, "directory")
+        self.root = root
 
 
 class LocalDir:

@@ -26,11 +26,11 @@ from log_forwarder.aws_errors import (
     is_transient,
     outcome_unknown,
 )
-from log_forwarder.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, stream_name_for
 from log_forwarder.convert import oversized_marker, record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy, Settled, retry_call
+from log_forwarder.sinks.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, stream_name_for
 
 if TYPE_CHECKING:
     from mypy_boto3_logs.client import CloudWatchLogsClient

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import boto3
 
 from log_forwarder.aws_errors import AWS_ERRORS, error_code, is_transient
-from log_forwarder.detections import eventbridge_entry_for
+from log_forwarder.detections import MAX_TEXT_CHARS, Finding, finding_record
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import SINK_RETRY, Attempts, RetryPolicy, Settled, retry_call
@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 
 # PutEvents takes at most 10 entries (and 256 KB) per call; each entry is kept under 256 KB.
 ENTRIES_PER_CALL = 10
+# EventBridge refuses an entry over 256 KB; a finding lists at most this many log_ids there.
+MAX_EVENTBRIDGE_LOG_IDS: Final = 50
+EVENTBRIDGE_ENTRY_LIMIT: Final = 256 * 1024
+EVENTBRIDGE_SOURCE: Final = "auth0-user-log-forwarder"
+EVENTBRIDGE_DETAIL_TYPE: Final = "Auth0 watched-user finding"
 
 
 class EventBridgeSink:
@@ -109,3 +114,54 @@ def _findings(lines: Sequence[OutputLine]) -> list[dict[str, Any]]:
         if isinstance(body, dict):
             bodies.append(body)
     return bodies
+
+
+def eventbridge_entry(
+    finding: Finding,
+    *,
+    tenant: str,
+    detected_at_ms: int,
+    event_bus_name: str | None = None,
+) -> dict[str, Any]:
+    """A `PutEvents` entry for the finding, kept under EventBridge's 256 KB entry limit."""
+    body = finding_record(finding, tenant=tenant, detected_at_ms=detected_at_ms)["_forwarder"]
+    return eventbridge_entry_for(body, event_bus_name)
+
+
+def eventbridge_entry_for(
+    record_body: Mapping[str, Any], event_bus_name: str | None = None
+) -> dict[str, Any]:
+    """The entry for a finding record's `_forwarder` body (as written to the destinations).
+
+    At most MAX_EVENTBRIDGE_LOG_IDS log_ids are listed, with `log_id_count` giving them all; if
+    the details still made the entry too large, they are replaced by a note.
+    """
+    body = dict(record_body)
+    log_ids = list(body.get("log_ids") or [])
+    body["log_id_count"] = len(log_ids)
+    body["log_ids"] = log_ids[:MAX_EVENTBRIDGE_LOG_IDS]
+    entry = _entry(body, event_bus_name)
+    if eventbridge_entry_size(entry) > EVENTBRIDGE_ENTRY_LIMIT:
+        body["details"] = {"truncated": "details too large for EventBridge"}
+        body["title"] = str(body.get("title", ""))[:MAX_TEXT_CHARS]
+        entry = _entry(body, event_bus_name)
+    return entry
+
+
+def _entry(body: Mapping[str, Any], event_bus_name: str | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "Source": EVENTBRIDGE_SOURCE,
+        "DetailType": EVENTBRIDGE_DETAIL_TYPE,
+        "Detail": json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str),
+        "Resources": [],
+    }
+    if event_bus_name:
+        entry["EventBusName"] = event_bus_name
+    return entry
+
+
+def eventbridge_entry_size(entry: Mapping[str, Any]) -> int:
+    """Size as EventBridge counts it: Source, DetailType, Detail and Resources in UTF-8."""
+    parts = [entry.get("Source", ""), entry.get("DetailType", ""), entry.get("Detail", "")]
+    parts += list(entry.get("Resources") or [])
+    return sum(len(str(part).encode("utf-8", "surrogatepass")) for part in parts)

@@ -1,4 +1,5 @@
-"""Pure batching and naming for the sinks: PutLogEvents batches, stream names, S3 objects and keys.
+"""Pure batching and naming for the sinks: PutLogEvents batches, stream names, S3 objects and keys
+(a batch's id, which the intent names too, is records.batch_id_for).
 
 Nothing here does I/O, so the limits are proven by property tests rather than by a server (moto
 does not enforce the CloudWatch batch limits).
@@ -9,7 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -117,17 +118,6 @@ def user_slug(user_id: str) -> str:
         raise ValueError("user_id must not be empty")
     readable = _SLUG_UNSAFE.sub("_", user_id).strip("_")[:_SLUG_MAX_CHARS]
     return f"{readable}-{_short_hash(user_id)}" if readable else _short_hash(user_id)
-
-
-def batch_id_for(log_ids: Iterable[str]) -> str:
-    """A 32-hex-char id determined by the set of log ids alone (order and repeats do not matter)."""
-    digest = hashlib.sha256()
-    for log_id in sorted(set(log_ids)):
-        # Length-prefixed so that no two different sets can produce the same byte stream.
-        encoded = log_id.encode("utf-8")
-        digest.update(len(encoded).to_bytes(8, "big"))
-        digest.update(encoded)
-    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
