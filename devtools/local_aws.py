@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,55 @@ DEFAULT_CREDENTIALS: Mapping[str, str] = {
 }
 
 
+# moto checks a condition and then writes, with no lock between the two, while its server
+# answers each request on a thread of its own: two concurrent UpdateItems conditional on the same
+# version can both succeed (6 in 300 tries here), which DynamoDB never allows. Conditional writes
+# are what the forwarder's guarantees rest on, so the local AWS applies them one at a time, as
+# the real services do. moto's state is the process's, so the lock is too.
+_CONDITIONAL_WRITES = threading.Lock()
+
+
+def _is_conditional_write(environ: Mapping[str, Any]) -> bool:
+    target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+    if target.startswith("DynamoDB_"):
+        return True  # reads too: a read must not see half of a transaction
+    conditional_object = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+    return environ.get("REQUEST_METHOD") == "PUT" and conditional_object
+
+
+def _atomic_conditional_writes(app: Any) -> Any:
+    """WSGI middleware: conditional writes (and every DynamoDB call) one at a time."""
+
+    def serve(environ: dict[str, Any], start_response: Any) -> Any:
+        if not _is_conditional_write(environ):
+            return app(environ, start_response)
+        with _CONDITIONAL_WRITES:
+            return list(app(environ, start_response))  # the whole answer, inside the lock
+
+    return serve
+
+
+def _moto_server() -> Any:
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class AtomicMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = _atomic_conditional_writes(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return AtomicMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+
+
 class LocalAws:
     """moto's server on 127.0.0.1 and a free port; a context manager that stops it on exit.
 
@@ -49,12 +99,10 @@ class LocalAws:
         self._clients: dict[str, Any] = {}
 
     def start(self) -> LocalAws:
-        from moto.server import ThreadedMotoServer
-
         # One line per request on stderr would bury test output.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         # Port 0: the OS picks a free port, so parallel test runs never collide.
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server = _moto_server()
         server.start()
         host, port = server.get_host_and_port()
         self._server = server

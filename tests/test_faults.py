@@ -455,10 +455,12 @@ def test_overlapping_invocations_deliver_once_and_the_second_exits_cleanly(
             else "DynamoDB_20120810.UpdateItem"
         )
         proxy.add(held, "hang", delay_s=4)
-        # WHEN a second invocation, in its own process, starts while the first is held
+        # WHEN a second invocation, in its own process, starts while the first is held (the
+        # first run above sent the same operation: wait for a new one)
+        sent_before = proxy.seen.count(held)
         first = _invoke_in_process(stack, 120_000)
         deadline = time.monotonic() + 30
-        while held not in proxy.seen and time.monotonic() < deadline:
+        while proxy.seen.count(held) == sent_before and time.monotonic() < deadline:
             time.sleep(0.05)
         second = _invoke_in_process(stack, 120_000)
         outcomes = [_outcome(first), _outcome(second)]
