@@ -75,10 +75,11 @@ def main() -> int:
 
     handler = handler_from_template()
     batches = count_batches()
-    module: Any = sys.modules[handler.__module__]
     sink = io.StringIO()
     # The function's JSON logs and metrics would fill memory here if kept: discard them.
-    module.logger.registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
+    from log_forwarder import observability
+
+    observability.logger().registered_handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     event = json.loads(SCHEDULED_EVENT.read_text(encoding="utf-8"))
     after_import_mb = peak_rss_mb()
     cpu, wall = time.process_time(), time.perf_counter()

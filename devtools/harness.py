@@ -95,7 +95,9 @@ def invoke_handler(
             module.reset_runtime(clock=function.clock)
             _warm_env[module.__name__] = dict(env)
         # Powertools' handler holds the stdout it saw at import; point it at the capture too.
-        log_handler = module.logger.registered_handler
+        from log_forwarder import observability
+
+        log_handler = observability.logger().registered_handler
         previous_stream = log_handler.setStream(output)
         with contextlib.redirect_stdout(output):
             try:

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from log_forwarder.config import detection_settings
 from log_forwarder.detections import (
     RULES,
     DetectionSettings,
@@ -630,7 +631,7 @@ def test_the_real_sample_events_never_raise(sample_events: list[dict[str, Any]])
 
 
 def test_settings_defaults() -> None:
-    chosen = DetectionSettings.from_env({})
+    chosen = detection_settings({})
     assert chosen == DetectionSettings()
     assert chosen.rules == frozenset(RULES)
     assert (chosen.failed_login_threshold, chosen.failed_login_window_ms) == (10, 60 * MINUTE)
@@ -638,7 +639,7 @@ def test_settings_defaults() -> None:
 
 
 def test_settings_from_env() -> None:
-    chosen = DetectionSettings.from_env(
+    chosen = detection_settings(
         {
             "DETECTIONS": "failed_login_burst, NEW_SOURCE",
             "DETECTION_FAILED_LOGIN_THRESHOLD": "5",
@@ -653,7 +654,7 @@ def test_settings_from_env() -> None:
     assert chosen.failed_login_threshold == 5 and chosen.failed_login_window_ms == 15 * MINUTE
     assert chosen.new_source_window_ms == 90 * DAY and chosen.new_source_warmup_logins == 3
     assert chosen.new_source_by == ("country", "network") and chosen.dedup_ms == 0
-    assert DetectionSettings.from_env({"DETECTIONS": "none"}).rules == frozenset()
+    assert detection_settings({"DETECTIONS": "none"}).rules == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -673,7 +674,7 @@ def test_settings_from_env() -> None:
 )
 def test_bad_settings_name_the_variable_and_what_it_allows(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        DetectionSettings.from_env(env)
+        detection_settings(env)
     message = str(caught.value)
     assert named in message
     assert "use" in message or "expected" in message

@@ -28,6 +28,7 @@ from ocsf_emitter import validate as emitter_validate
 from pydantic import BaseModel
 
 from devtools import traffic
+from devtools.ocsf_mapping_doc import mapping_table_markdown
 from log_forwarder.event_types import EVENT_TYPES
 from log_forwarder.events import MalformedEvent
 from log_forwarder.ocsf import (
@@ -36,7 +37,6 @@ from log_forwarder.ocsf import (
     OCSF_VERSION,
     STATUSES,
     classify,
-    mapping_table_markdown,
     to_ocsf,
 )
 
@@ -432,7 +432,7 @@ def test_odd_field_types_still_give_a_valid_event(code: object, fields: dict[str
 def test_the_readme_shows_the_mapping_by_class_of_the_code() -> None:
     from pathlib import Path
 
-    from log_forwarder.ocsf import class_summary_markdown
+    from devtools.ocsf_mapping_doc import class_summary_markdown
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert class_summary_markdown() in readme

@@ -54,3 +54,53 @@ def test_the_blocker_itself_refuses_an_io_module() -> None:
         check=False,
     )
     assert done.returncode != 0 and "httpx is blocked" in done.stderr
+
+
+NO_SIDE_EFFECTS = textwrap.dedent(
+    """
+    import logging, sys
+    import boto3
+
+    made = []
+    real_client = boto3.session.Session.client
+
+    def client(self, *args, **kwargs):
+        made.append(args[0] if args else kwargs.get("service_name"))
+        return real_client(self, *args, **kwargs)
+
+    boto3.session.Session.client = client
+    boto3.client = lambda *a, **k: made.append(a[0]) or None
+    def handlers(name):
+        # A library's own NullHandler (Powertools adds one to its logger) sets nothing up.
+        found = logging.getLogger(name).handlers
+        return [h for h in found if not isinstance(h, logging.NullHandler)]
+
+    before = {name: handlers(name) for name in logging.root.manager.loggerDict}
+    root_handlers = list(logging.getLogger().handlers)
+
+    import log_forwarder.app, log_forwarder.worker, log_forwarder.fanout
+
+    added = [
+        name
+        for name in logging.root.manager.loggerDict
+        if handlers(name) and handlers(name) != before.get(name)
+    ]
+    assert not made, f"clients created at import: {made}"
+    assert not added, f"logging handlers set up at import: {sorted(added)}"
+    assert logging.getLogger().handlers == root_handlers
+    print("quiet")
+    """
+)
+
+
+def test_importing_the_handler_modules_sets_nothing_up() -> None:
+    # The CLI and tests import them; only an invocation builds loggers, metrics and clients.
+    done = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", NO_SIDE_EFFECTS],
+        env={"PYTHONPATH": str(SRC), "AWS_DEFAULT_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "quiet"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from .detections import DetectionSettings
+from .detections import MAX_THRESHOLD, RULES, SOURCE_KINDS, DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
 from .read_mode import OWN_KEY_PREFIX, READ_MODES, ReadMode
@@ -183,7 +183,7 @@ class OutputSettings:
                 f"OUTPUT_FORMAT={output_format!r} is not allowed; use 'auth0' (the events as "
                 "Auth0 sends them, the default) or 'ocsf' (OCSF 1.5 events)"
             )
-        detections = DetectionSettings.from_env(env)
+        detections = detection_settings(env)
         bus = _optional(env, "FINDINGS_EVENT_BUS")
         return cls(
             format=output_format,  # type: ignore[arg-type]
@@ -372,3 +372,50 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
             f"{name}={raw!r} is not allowed; expected a whole number from {low} to {high}"
         )
     return int(raw)
+
+
+def detection_settings(env: Mapping[str, str]) -> DetectionSettings:
+    """Which detection rules run, and their thresholds (the DETECTION* variables)."""
+    return DetectionSettings(
+        rules=_rules(env),
+        failed_login_threshold=_integer(
+            env, "DETECTION_FAILED_LOGIN_THRESHOLD", 10, 2, MAX_THRESHOLD
+        ),
+        failed_login_window_ms=_integer(env, "DETECTION_FAILED_LOGIN_WINDOW_MINUTES", 60, 1, 1440)
+        * 60_000,
+        new_source_window_ms=_integer(env, "DETECTION_NEW_SOURCE_DAYS", 30, 1, 365) * 86_400_000,
+        new_source_warmup_logins=_integer(env, "DETECTION_NEW_SOURCE_WARMUP_LOGINS", 5, 1, 1000),
+        new_source_by=_source_kinds(env),
+        dedup_ms=_integer(env, "DETECTION_DEDUP_MINUTES", 60, 0, 1440) * 60_000,
+    )
+
+
+def _rules(env: Mapping[str, str]) -> frozenset[str]:
+    raw = env.get("DETECTIONS", "").strip()
+    allowed = "'all', 'none' or a comma-separated list of " + ", ".join(RULES)
+    if not raw or raw.lower() == "all":
+        return frozenset(RULES)
+    if raw.lower() == "none":
+        return frozenset()
+    chosen = [part.strip().lower() for part in raw.split(",")]
+    if any(not part for part in chosen):
+        raise ConfigError(f"DETECTIONS={raw!r} has an empty entry; use {allowed}")
+    unknown = [part for part in chosen if part not in RULES]
+    if unknown:
+        raise ConfigError(
+            f"DETECTIONS={raw!r} names unknown rule(s) {', '.join(unknown)}; use {allowed}"
+        )
+    return frozenset(chosen)
+
+
+def _source_kinds(env: Mapping[str, str]) -> tuple[str, ...]:
+    name = "DETECTION_NEW_SOURCE_BY"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ("country",)
+    chosen = [part.strip().lower() for part in raw.split(",")]
+    if not chosen or any(part not in SOURCE_KINDS for part in chosen):
+        raise ConfigError(
+            f"{name}={raw!r} is not allowed; use 'country', 'network' or 'country,network'"
+        )
+    return tuple(kind for kind in SOURCE_KINDS if kind in chosen)

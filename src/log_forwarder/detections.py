@@ -54,7 +54,6 @@ from typing import Any, Final, Literal
 
 from .event_types import describe
 from .events import LogEvent, iso_ms
-from .exceptions import ConfigError
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
@@ -144,7 +143,7 @@ _VERSION_SEGMENT = re.compile(r"^v\d+$")
 
 @dataclass(frozen=True, slots=True)
 class DetectionSettings:
-    """Which rules run, and their thresholds. Read once from the environment."""
+    """Which rules run, and their thresholds (config.detection_settings reads them)."""
 
     rules: frozenset[str] = frozenset(RULES)
     failed_login_threshold: int = 10
@@ -153,26 +152,6 @@ class DetectionSettings:
     new_source_warmup_logins: int = 5
     new_source_by: tuple[str, ...] = ("country",)
     dedup_ms: int = 60 * 60_000
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> DetectionSettings:
-        return cls(
-            rules=_rules(env),
-            failed_login_threshold=_integer(
-                env, "DETECTION_FAILED_LOGIN_THRESHOLD", 10, 2, MAX_THRESHOLD
-            ),
-            failed_login_window_ms=_integer(
-                env, "DETECTION_FAILED_LOGIN_WINDOW_MINUTES", 60, 1, 1440
-            )
-            * 60_000,
-            new_source_window_ms=_integer(env, "DETECTION_NEW_SOURCE_DAYS", 30, 1, 365)
-            * 86_400_000,
-            new_source_warmup_logins=_integer(
-                env, "DETECTION_NEW_SOURCE_WARMUP_LOGINS", 5, 1, 1000
-            ),
-            new_source_by=_source_kinds(env),
-            dedup_ms=_integer(env, "DETECTION_DEDUP_MINUTES", 60, 0, 1440) * 60_000,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -715,45 +694,3 @@ def _read_dedup(value: object) -> tuple[tuple[str, int, int], ...]:
 
 
 # -- configuration ----------------------------------------------------------------------------
-
-
-def _rules(env: Mapping[str, str]) -> frozenset[str]:
-    raw = env.get("DETECTIONS", "").strip()
-    allowed = "'all', 'none' or a comma-separated list of " + ", ".join(RULES)
-    if not raw or raw.lower() == "all":
-        return frozenset(RULES)
-    if raw.lower() == "none":
-        return frozenset()
-    chosen = [part.strip().lower() for part in raw.split(",")]
-    if any(not part for part in chosen):
-        raise ConfigError(f"DETECTIONS={raw!r} has an empty entry; use {allowed}")
-    unknown = [part for part in chosen if part not in RULES]
-    if unknown:
-        raise ConfigError(
-            f"DETECTIONS={raw!r} names unknown rule(s) {', '.join(unknown)}; use {allowed}"
-        )
-    return frozenset(chosen)
-
-
-def _source_kinds(env: Mapping[str, str]) -> tuple[str, ...]:
-    name = "DETECTION_NEW_SOURCE_BY"
-    raw = env.get(name, "").strip()
-    if not raw:
-        return ("country",)
-    chosen = [part.strip().lower() for part in raw.split(",")]
-    if not chosen or any(part not in SOURCE_KINDS for part in chosen):
-        raise ConfigError(
-            f"{name}={raw!r} is not allowed; use 'country', 'network' or 'country,network'"
-        )
-    return tuple(kind for kind in SOURCE_KINDS if kind in chosen)
-
-
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    if not re.fullmatch(r"\d+", raw) or not low <= int(raw) <= high:
-        raise ConfigError(
-            f"{name}={raw!r} is not allowed; expected a whole number from {low} to {high}"
-        )
-    return int(raw)

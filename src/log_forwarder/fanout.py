@@ -12,7 +12,6 @@ after the others are enqueued, so the Errors alarm and the failure queue see it.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -22,13 +21,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from . import observability
 from .aws_errors import error_code
 from .exceptions import ConfigError, FanoutError
 from .retry import AWS_ATTEMPT_S, Attempts, RetryPolicy, Settled, retry_call
@@ -39,12 +37,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
-SERVICE = "auth0-user-log-forwarder"
-logger = Logger(service=os.getenv("POWERTOOLS_SERVICE_NAME") or SERVICE)
-copy_config_to_registered_loggers(
-    source_logger=logger,
-    include={n for n in logging.root.manager.loggerDict if n.startswith("log_forwarder")},
-)
 # Both calls are idempotent (a read; sends with deduplication ids): botocore may retry them.
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
@@ -177,8 +169,12 @@ def _get_scheduler() -> Scheduler:
         return _scheduler
 
 
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result: dict[str, Any] = _instrumented(event, context)
+    return result
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scheduler = _get_scheduler()
     config = scheduler.tenants.load(force=True)
     tick = str(event.get("id") or context.aws_request_id)
@@ -189,10 +185,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "scheduled": [message.tenant for message in messages],
         "left_out": list(config.errors),
     }
-    logger.info("Tenants scheduled", extra={"summary": summary})
+    observability.logger().info("Tenants scheduled", extra={"summary": summary})
     if config.errors:
         # The others are on their way; now fail loudly for the ones left out.
         raise ConfigError(
             f"{len(config.errors)} tenant(s) left out of this tick: " + "; ".join(config.errors)
         )
     return summary
+
+
+_instrumented = observability.instrumented(
+    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE, with_metrics=False
+)

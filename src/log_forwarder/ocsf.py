@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
-from .event_types import EVENT_TYPES, describe
+from .event_types import describe
 from .events import parse_date_ms
 
 OCSF_VERSION: Final = "1.5.0"
@@ -660,54 +660,3 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
-
-
-# -- the documentation table ------------------------------------------------------------------
-
-
-_BY_METHOD_TEXT: Final = (
-    "from the HTTP method: POST Create (1), GET Read (2), PUT/PATCH Update (3), "
-    "DELETE Delete (4), other Other (99)"
-)
-
-
-def mapping_table_markdown() -> str:
-    """OCSF_CLASS_BY_TYPE as the markdown table in docs/ocsf-mapping.md."""
-    lines = [
-        "| Auth0 code | Auth0 event | OCSF class | OCSF activity | Status |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    rows = [
-        (code, EVENT_TYPES[code].name if code in EVENT_TYPES else "", c)
-        for code, c in OCSF_CLASS_BY_TYPE.items()
-    ]
-    rows.append(("(any other code)", "Unknown event type", UNKNOWN_CODE))
-    for code, name, c in rows:
-        class_name = CLASSES[c.class_uid][0]
-        if c.activity_id == BY_METHOD:
-            activity = _BY_METHOD_TEXT
-        else:
-            activity = f"{ACTIVITIES[c.class_uid][c.activity_id]} ({c.activity_id})"
-        label = code if code.startswith("(") else f"`{code}`"
-        lines.append(
-            f"| {label} | {name} | {class_name} ({c.class_uid}) | {activity} | "
-            f"{STATUSES[c.status_id]} ({c.status_id}) |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def class_summary_markdown() -> str:
-    """OCSF_CLASS_BY_TYPE grouped by class and activity: the table in the README."""
-    groups: dict[tuple[int, int], list[str]] = {}
-    for code, c in OCSF_CLASS_BY_TYPE.items():
-        groups.setdefault((c.class_uid, c.activity_id), []).append(f"`{code}`")
-    lines = ["| OCSF class | activity | Auth0 type codes |", "|---|---|---|"]
-    for (class_uid, activity_id), codes in sorted(groups.items()):
-        if activity_id == BY_METHOD:
-            activity = _BY_METHOD_TEXT
-        else:
-            activity = f"{ACTIVITIES[class_uid][activity_id]} ({activity_id})"
-        class_name = CLASSES[class_uid][0]
-        lines.append(f"| {class_name} ({class_uid}) | {activity} | {' '.join(sorted(codes))} |")
-    lines.append("| Base Event (0) | Other (99) | any code not above |")
-    return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 """Multi-tenant mode, the worker: one tenant per message, through the same Forwarder, runtime and
-report as a single-tenant run (app.build_runtime, app.forward).
+report as a single-tenant run (runtime.build_runtime, app.forward).
 
     SQS event (TenantQueue.fifo) → per record, in order:
       parse (PoisonMessage?) → keep the message invisible past this invocation → the tenant from
@@ -30,10 +30,12 @@ import httpx
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .app import SECRETS_CLIENT_CONFIG, Runtime, build_runtime, forward, logger, metrics
+from . import observability
+from .app import forward
 from .auth0_client import DEFAULT_TIMEOUT
 from .aws_errors import error_code
 from .exceptions import ConfigError, ForwarderError, PoisonMessage
+from .runtime import SECRETS_CLIENT_CONFIG, Runtime, build_runtime
 from .tenant_message import TenantMessage
 from .tenants import Tenant, TenantsParameter, tenant_settings
 
@@ -95,7 +97,7 @@ class Worker:
                 VisibilityTimeout=min(seconds, MAX_VISIBILITY_S),
             )
         except (ClientError, BotoCoreError) as error:
-            logger.warning(
+            observability.logger().warning(
                 "Could not extend the message's visibility", extra={"error": error_code(error)}
             )
 
@@ -112,7 +114,9 @@ class Worker:
                 MessageAttributes={"reason": {"DataType": "String", "StringValue": why[:1024]}},
             )
         except (ClientError, BotoCoreError) as error:
-            logger.error("Could not dead-letter the message", extra={"error": error_code(error)})
+            observability.logger().error(
+                "Could not dead-letter the message", extra={"error": error_code(error)}
+            )
             return False
         return True
 
@@ -158,9 +162,12 @@ def _get_worker() -> Worker:
         return _worker
 
 
-@logger.inject_lambda_context(correlation_id_path="Records[0].messageId")
-@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    result: dict[str, Any] = _instrumented(event, context)
+    return result
+
+
+def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     worker = _get_worker()
     failures: list[str] = []
     for record in event.get("Records", []):
@@ -177,12 +184,12 @@ def _process(worker: Worker, record: Mapping[str, Any], context: LambdaContext) 
     try:
         message = TenantMessage.from_record(record)
     except PoisonMessage as error:
-        logger.error(
+        observability.logger().error(
             "Poison message: no run can process it; moved to the dead-letter queue",
             extra={"message_id": message_id, "error": str(error)},
         )
         return worker.bury(record, str(error))
-    logger.append_keys(tenant=message.tenant, tick=message.tick)
+    observability.logger().append_keys(tenant=message.tenant, tick=message.tick)
     try:
         worker.hold(record, context)
         tenant = _tenant(worker, message.tenant)
@@ -190,16 +197,18 @@ def _process(worker: Worker, record: Mapping[str, Any], context: LambdaContext) 
             return True
         forward(worker.runtime(tenant, os.environ), context)
     except ForwarderError as error:
-        logger.error(
+        observability.logger().error(
             "Tenant not forwarded; SQS will retry the message",
             extra={"error": f"{type(error).__name__}: {error}"},
         )
         return False
     except Exception:  # a bug: this message fails, with its traceback; the others still run
-        logger.exception("Tenant not forwarded: unexpected error; SQS will retry the message")
+        observability.logger().exception(
+            "Tenant not forwarded: unexpected error; SQS will retry the message"
+        )
         return False
     finally:
-        logger.remove_keys(["tenant", "tick"])
+        observability.logger().remove_keys(["tenant", "tick"])
     return True
 
 
@@ -211,8 +220,11 @@ def _tenant(worker: Worker, domain: str) -> Tenant | None:
         # concluding it is gone.
         tenant = worker.tenants.load(force=True).get(domain)
     if tenant is None:
-        logger.warning(
+        observability.logger().warning(
             "Tenant is not in the tenants document (removed, or its entry is invalid); "
             "message dropped"
         )
     return tenant
+
+
+_instrumented = observability.instrumented(_handle, correlation_id_path="Records[0].messageId")

@@ -7,15 +7,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import boto3
-from botocore.config import Config
 from rich.console import Console
 
 from log_forwarder.checkpoint_store import DynamoCheckpointStore
-from log_forwarder.config import Settings
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.forwarder import Forwarder
-from log_forwarder.outputs import output_policy
+from log_forwarder.runtime import AWS_CLIENT_CONFIG, Overrides, build_runtime
 from log_forwarder.sinks import CloudWatchSink, S3Sink, Sink
 
 from .backfill import (
@@ -31,32 +28,26 @@ from .backfill import (
 from .environment import Environment
 from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
 
-# As the function's clients (app.AWS_CLIENT_CONFIG, which is not imported: that would set up the
-# function's JSON logging): botocore retries nothing, retry.py and the sinks own every retry.
-AWS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=20
-)
 # Each slice is one forwarder run, as one invocation of the function is: its leases end with
 # it, so a backfill that was killed is free to resume a slice later at the most.
 SLICE_S = 240.0
 
 
-def _secrets(settings: Settings) -> Any:
-    return boto3.client("secretsmanager") if settings.output.pii_key_secret else None
-
-
-def destinations(env: Environment, counters: Counters) -> list[Sink]:
+def wrapped(sinks: list[Sink], env: Environment, counters: Counters) -> list[Sink]:
+    """The function's destinations, told what a backfill needs: CloudWatch reads the stream
+    before writing (every batch may be there in part), S3 skips what a live run wrote. Only the
+    first counts events (each event goes to every destination)."""
     settings = env.settings()
-    sinks: list[Sink] = []
-    if settings.log_group_name:
-        logs = env.aws_client("logs", AWS_CLIENT_CONFIG)
-        sinks.append(Redelivering(CloudWatchSink(settings.log_group_name, client=logs)))
-    if settings.s3_bucket:
-        s3 = env.aws_client("s3", AWS_CLIENT_CONFIG)
-        inner = S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3)
-        sinks.append(SkippingPresentInS3(inner, s3, settings.s3_bucket, settings.s3_prefix))
-    # Only the first counts events (each event goes to every destination).
-    return [CountingSink(sink, counters, events=i == 0) for i, sink in enumerate(sinks)]
+    backfilling: list[Sink] = []
+    for sink in sinks:
+        if isinstance(sink, CloudWatchSink):
+            backfilling.append(Redelivering(sink))
+        elif isinstance(sink, S3Sink):
+            s3 = env.aws_client("s3", AWS_CLIENT_CONFIG)
+            backfilling.append(
+                SkippingPresentInS3(sink, s3, settings.s3_bucket or "", settings.s3_prefix)
+            )
+    return [CountingSink(sink, counters, events=i == 0) for i, sink in enumerate(backfilling)]
 
 
 def run_backfill(
@@ -81,15 +72,20 @@ def run_backfill(
         return outcome
     counters = Counters()
     span_ms = max(1, end_ms - span.since_ms)
-    forwarder = Forwarder(
-        settings=backfill_settings(settings, span),
-        source=CountingSource(BoundedSource(env.auth0_client(settings), end_ms), counters),
-        store=BackfillStore(store, span, end_ms, counters),
-        sinks=destinations(env, counters),
-        # Filters, pseudonyms and OCSF as the live function writes; no detections: the events
-        # were judged when they were first forwarded, and a backfill must not report them again.
-        output=replace(output_policy(settings, _secrets(settings)), detections=None),
+    runtime = build_runtime(
+        backfill_settings(settings, span),
+        overrides=Overrides(
+            store=BackfillStore(store, span, end_ms, counters),
+            sinks=lambda sinks: wrapped(sinks, env, counters),
+            source=lambda auth0: CountingSource(BoundedSource(auth0, end_ms), counters),
+            # Filters, pseudonyms and OCSF as the live function writes; no detections: the
+            # events were judged when they were first forwarded, and a backfill must not
+            # report them again.
+            output=lambda output: replace(output, detections=None),
+            clients=env.aws_client,
+        ),
     )
+    forwarder = runtime.forwarder
     stopper = Stopper(limit_s, settings.time_margin_ms)
     with stopper.on_interrupt(console), ProgressDisplay(console, "backfill", span_ms) as bar:
         _slices(forwarder, outcome, stopper, lambda: bar.update(counters))

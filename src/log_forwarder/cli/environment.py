@@ -20,9 +20,8 @@ from botocore.config import Config
 
 from log_forwarder.auth0_client import Auth0Client
 from log_forwarder.config import Settings
-from log_forwarder.credentials import credentials_source
 from log_forwarder.exceptions import ConfigError
-from log_forwarder.pacing import Pacer
+from log_forwarder.runtime import auth0_client, secrets_client
 
 # Operator commands are interactive: botocore may retry on its own (nothing here writes a
 # destination except through the sinks, which get the function's own retry-less config).
@@ -87,18 +86,7 @@ class Environment:
 
     def auth0_client(self, settings: Settings, http: httpx.Client | None = None) -> Auth0Client:
         """The function's Auth0 client: the same token handling, retries and pacing."""
-        secrets = (
-            self.aws_client("secretsmanager")
-            if settings.credentials_secret and not settings.local_client_id
-            else None
-        )
-        return Auth0Client(
-            domain=settings.auth0_domain,
-            base_url=settings.auth0_base_url,
-            credentials=credentials_source(settings, secrets),
-            pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
-            http=http,
-        )
+        return auth0_client(settings, secrets_client(settings, self.aws_client), http)
 
     def required(self, name: str, what: str) -> str:
         value = self.get(name)

@@ -12,13 +12,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import boto3
 from rich.console import Console
 
 from log_forwarder.exceptions import ConfigError
-from log_forwarder.forwarder import Forwarder
-from log_forwarder.outputs import output_policy
 from log_forwarder.report import RunReport
+from log_forwarder.runtime import Overrides, build_runtime
 
 from .environment import Environment
 from .local import LocalDir
@@ -42,17 +40,21 @@ def run_local(
         if freed:
             console.print(f"Resuming an interrupted run: {len(freed)} user(s) had pending batches.")
         counters = Counters()
-        forwarder = Forwarder(
-            settings=replace(settings, checkpoint_table=str(local.store.path)),
-            source=CountingSource(env.auth0_client(settings), counters),
-            store=local.store,
-            sinks=[CountingSink(local.sink, counters)],
-            # Findings, filters, pseudonyms and OCSF as the deployed function would write them
-            # (findings stay in the directory: there is no EventBridge here).
-            output=output_policy(
-                settings, boto3.client("secretsmanager") if settings.output.pii_key_secret else None
+        forwarder = build_runtime(
+            replace(
+                settings,
+                checkpoint_table=str(local.store.path),
+                output=replace(settings.output, findings_event_bus=None),
             ),
-        )
+            overrides=Overrides(
+                store=local.store,
+                # Findings, filters, pseudonyms and OCSF as the deployed function would write
+                # them (findings stay in the directory: there is no EventBridge here).
+                sinks=lambda _none: [CountingSink(local.sink, counters)],
+                source=lambda auth0: CountingSource(auth0, counters),
+                clients=env.aws_client,
+            ),
+        ).forwarder
         stopper = Stopper(limit_s, settings.time_margin_ms)
         description = f"run --local ({len(watched)} users)"
         with stopper.on_interrupt(console), ProgressDisplay(console, description, None) as bar:

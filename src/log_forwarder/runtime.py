@@ -1,0 +1,156 @@
+"""The one composition root: settings → clients → store, sources, sinks → the Forwarder.
+
+The scheduled function (app.py), the tenant worker (worker.py), the real-time function and the
+CLI's `run --local` and `backfill` all build their runtime here, with the same client
+configuration; what a caller does differently (the CLI's SQLite store, its counting and
+redelivering wrappers, a backfill's bounded source) is an `Overrides` of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import httpx
+from botocore.config import Config
+
+from .auth0_client import Auth0Client
+from .checkpoint_store import CheckpointStore, DynamoCheckpointStore
+from .config import Settings
+from .credentials import credentials_source
+from .forwarder import Forwarder
+from .outputs import output_policy
+from .pacing import Pacer
+from .planner import OutputPolicy
+from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S
+from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
+from .source import LogSource
+from .watch_list import DynamoWatchList
+
+# botocore retries nothing on its own: every retry goes through retry.py, which knows the
+# deadline and, for PutLogEvents, checks what a lost answer may already have written.
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    connect_timeout=AWS_CONNECT_TIMEOUT_S,
+    read_timeout=AWS_READ_TIMEOUT_S,
+)
+# Reading a secret or a parameter is idempotent and outside any delivery: botocore may retry it.
+SECRETS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
+)
+
+ClientFactory = Callable[[str, Config], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What a caller builds differently; everything else is the function's own."""
+
+    store: CheckpointStore | None = None  # instead of the DynamoDB checkpoint table
+    sinks: Callable[[list[Sink]], list[Sink]] = field(default=_same)  # wraps the destinations
+    source: Callable[[Auth0Client], LogSource] = field(default=_same)  # wraps the Auth0 client
+    output: Callable[[OutputPolicy], OutputPolicy] = field(default=_same)
+    clients: ClientFactory | None = None  # boto3 clients (default: from the session)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    forwarder: Forwarder
+    store: CheckpointStore
+    watch_list: DynamoWatchList | None = None
+    sinks: tuple[Sink, ...] = ()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    session: boto3.session.Session | None = None,
+    http: httpx.Client | None = None,
+    key_prefix: str = "",
+    overrides: Overrides = Overrides(),
+) -> Runtime:
+    """Everything an invocation needs, built once per container. Tests and local runs may pass
+    their own clock, boto3 session and HTTP client.
+
+    `key_prefix` (multi-tenant mode: the tenant's `<domain>#`) starts every checkpoint key,
+    stream name and S3 user segment, so tenants sharing the table and destinations stay apart.
+    """
+    client = overrides.clients or _session_clients(session)
+    store: CheckpointStore
+    watch_list = None
+    if overrides.store is not None:
+        store = overrides.store
+    else:
+        dynamodb = client("dynamodb", AWS_CLIENT_CONFIG)
+        store = DynamoCheckpointStore(
+            settings.checkpoint_table, client=dynamodb, key_prefix=key_prefix
+        )
+        # The watch list table names users of one tenant: with many tenants, each one's watch
+        # list is in the tenants document (or its prefixed checkpoint items).
+        if settings.watch_table and not key_prefix:
+            watch_list = DynamoWatchList(settings.watch_table, dynamodb)
+    sinks = destinations(settings, client)
+    if key_prefix:
+        sinks = [PrefixedSink(sink, key_prefix) for sink in sinks]
+    sinks = overrides.sinks(sinks)
+    secrets = secrets_client(settings, client)
+    forwarder = Forwarder(
+        settings=settings,
+        source=overrides.source(auth0_client(settings, secrets, http)),
+        store=store,
+        sinks=sinks,
+        clock=clock,
+        output=overrides.output(output_policy(settings, secrets)),
+    )
+    return Runtime(settings, forwarder, store, watch_list, tuple(sinks))
+
+
+def destinations(settings: Settings, client: ClientFactory) -> list[Sink]:
+    """The sinks the settings name, in delivery order."""
+    sinks: list[Sink] = []
+    if settings.log_group_name:
+        logs = client("logs", AWS_CLIENT_CONFIG)
+        sinks.append(CloudWatchSink(settings.log_group_name, client=logs))
+    if settings.s3_bucket:
+        s3 = client("s3", AWS_CLIENT_CONFIG)
+        sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3))
+    output = settings.output
+    if output.detections is not None and output.findings_event_bus:
+        events = client("events", AWS_CLIENT_CONFIG)
+        # Last: a finding goes out once the destinations hold the events it names.
+        sinks.append(EventBridgeSink(output.findings_event_bus, client=events))
+    return sinks
+
+
+def secrets_client(settings: Settings, client: ClientFactory) -> Any:
+    """Secrets Manager, when a secret is to be read (the Auth0 credentials, the pseudonym key)."""
+    wanted = (settings.credentials_secret and not settings.local_client_id) or (
+        settings.output.pii_key_secret
+    )
+    return client("secretsmanager", SECRETS_CLIENT_CONFIG) if wanted else None
+
+
+def auth0_client(settings: Settings, secrets: Any, http: httpx.Client | None = None) -> Auth0Client:
+    """The Auth0 Management API client: token handling, retries and pacing."""
+    return Auth0Client(
+        domain=settings.auth0_domain,
+        base_url=settings.auth0_base_url,
+        credentials=credentials_source(settings, secrets),
+        # One pacer per container: what it learns of the tenant's limit serves every warm run.
+        pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
+        http=http,
+    )
+
+
+def _session_clients(session: boto3.session.Session | None) -> ClientFactory:
+    chosen = session or boto3.session.Session()
+    return lambda service, config: chosen.client(service, config=config)  # type: ignore[call-overload]
