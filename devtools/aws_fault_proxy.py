@@ -5,8 +5,8 @@ those a rule picks, which are
 
 - `lose`: applied by moto, then answered 503 as if the answer had been lost on the way back
   (what a load balancer says when the service took the request and then failed to reply);
-- `hang`: applied by moto, then answered only after `delay_s` (a client with a shorter read
-  timeout sees a lost answer);
+- `hang`: applied by moto, then answered only after `delay_s`, or as soon as `release` is set
+  (a client with a shorter read timeout sees a lost answer);
 - `refuse`: answered 503 without reaching moto (the request was never applied).
 
 Requests are told apart by their operation: the `X-Amz-Target` header of JSON protocols
@@ -37,6 +37,7 @@ class FaultRule:
     delay_s: float = 0.0
     body_contains: bytes | None = None  # only requests whose body holds this
     path_contains: str | None = None  # only requests whose path holds this (an S3 key)
+    release: threading.Event | None = None  # a hang ends when this is set, or after delay_s
 
 
 class AwsFaultProxy:
@@ -61,10 +62,11 @@ class AwsFaultProxy:
         delay_s: float = 0.0,
         body_contains: bytes | None = None,
         path_contains: str | None = None,
+        release: threading.Event | None = None,
     ) -> None:
         with self._lock:
             self._rules.append(
-                FaultRule(operation, action, times, delay_s, body_contains, path_contains)
+                FaultRule(operation, action, times, delay_s, body_contains, path_contains, release)
             )
 
     def clear(self) -> None:
@@ -125,7 +127,10 @@ class AwsFaultProxy:
         if rule is None:
             self._reply(request, status, headers, payload)
         elif rule.action == "hang":
-            time.sleep(rule.delay_s)
+            if rule.release is not None:
+                rule.release.wait(rule.delay_s)
+            else:
+                time.sleep(rule.delay_s)
             self._reply(request, status, headers, payload)
         else:  # lose: moto applied it; the caller hears a failure
             self._reply(request, 503, {"Content-Type": "application/x-amz-json-1.1"}, _LOST)

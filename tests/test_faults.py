@@ -1,6 +1,6 @@
 """The fault matrix: every promise under hostile input, end to end through the handler.
 
-Each test is one row of the README's fault matrix. It records, per destination, the events
+Each test is one row of the fault matrix (docs/guarantees.md). It records, per destination, the events
 expected, delivered, missing (not delivered and not inside any gap record), duplicated and
 reported in a gap, and the words a user sees; `conftest.py` prints the table after the run.
 Faults moto and the simulator cannot produce on their own come from `devtools.aws_fault_proxy`
@@ -14,6 +14,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -436,7 +437,8 @@ def _outcome(process: subprocess.Popen[str]) -> dict[str, Any]:
 def test_overlapping_invocations_deliver_once_and_the_second_exits_cleanly(
     aws: LocalAws, sim: Auth0Simulator, moment: str
 ) -> None:
-    # GIVEN a forwarded user with 40 new events, and an endpoint that holds one answer back 4 s
+    # GIVEN a forwarded user with 40 new events, and an endpoint that holds one answer back until
+    # a second invocation is over (9 s at most: within the client's 10 s read timeout)
     rng = random.Random(8)
     events = sim.add_events(
         generate_user_events(USER, count=10, start=now() - timedelta(hours=1), end=now(), rng=rng)
@@ -454,7 +456,8 @@ def test_overlapping_invocations_deliver_once_and_the_second_exits_cleanly(
             if moment.startswith("while")
             else "DynamoDB_20120810.UpdateItem"
         )
-        proxy.add(held, "hang", delay_s=4)
+        second_over = threading.Event()
+        proxy.add(held, "hang", delay_s=9, release=second_over)
         # WHEN a second invocation, in its own process, starts while the first is held (the
         # first run above sent the same operation: wait for a new one)
         sent_before = proxy.seen.count(held)
@@ -463,7 +466,9 @@ def test_overlapping_invocations_deliver_once_and_the_second_exits_cleanly(
         while proxy.seen.count(held) == sent_before and time.monotonic() < deadline:
             time.sleep(0.05)
         second = _invoke_in_process(stack, 120_000)
-        outcomes = [_outcome(first), _outcome(second)]
+        second_outcome = _outcome(second)
+        second_over.set()
+        outcomes = [_outcome(first), second_outcome]
     # THEN one of them forwarded the events, the other skipped the user without failing
     assert sorted(o["users"][0]["busy"] for o in outcomes) == [False, True]
     assert sorted(o["forwarded"] for o in outcomes) == [0, 40]
