@@ -38,7 +38,7 @@ from devtools.traffic import generate_user_events
 ROOT = Path(__file__).resolve().parent.parent
 FULL_VCPU_MB = 1769  # Lambda: one vCPU at 1,769 MB, a proportional share below
 SIZES_MB = (128, 256, 512)
-# Assumed latencies of the waits the CPU model leaves out, per call (stated in the README).
+# Assumed latencies of the waits the CPU model leaves out, per call (stated in docs/benchmark.md).
 AUTH0_CALL_S = 0.150  # the latency the rest of the benchmark simulates
 AWS_CALL_S = 0.025  # an in-region DynamoDB, S3 or CloudWatch Logs call
 PRICE_PER_GB_S = 0.0000133334  # arm64, us-east-1, first tier

@@ -56,7 +56,7 @@ def mapping_table_markdown() -> str:
 
 
 def class_summary_markdown() -> str:
-    """OCSF_CLASS_BY_TYPE grouped by class and activity: the table in the README."""
+    """OCSF_CLASS_BY_TYPE grouped by class and activity: the table in docs/output.md."""
     groups: dict[tuple[int, int], list[str]] = {}
     for code, c in OCSF_CLASS_BY_TYPE.items():
         groups.setdefault((c.class_uid, c.activity_id), []).append(f"`{code}`")

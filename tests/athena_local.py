@@ -1,4 +1,4 @@
-"""Run the README's Athena queries locally with DuckDB, over what the forwarder wrote to S3.
+"""Run the Athena queries of docs/querying.md locally with DuckDB, over what the forwarder wrote to S3.
 
 Athena is not available here, so the queries run in DuckDB against a local copy of the bucket.
 The Athena table is not re-declared for DuckDB by hand: the view is built from the Glue table
@@ -22,7 +22,7 @@ The translation, all of it mechanical:
    - the partition key `dt` keeps its Glue type (string), not DuckDB's guess (a date);
    - partition projection: only days within `projection.dt.range` are visible, as in Athena.
 2. The query text. `json_extract_scalar(` becomes `json_extract_string(` (same arguments, same
-   result). Nothing else is rewritten: the README's queries use only syntax both engines share.
+   result). Nothing else is rewritten: the cookbook's queries use only syntax both engines share.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _PRIMITIVES = {
 
 
 def readme_queries(readme_text: str) -> dict[str, str]:
-    """The Athena queries of the README, by the name in their `<!-- athena-query: … -->` marker."""
+    """The Athena queries of docs/querying.md, by the name in their `<!-- athena-query: … -->` marker."""
     queries: dict[str, str] = {}
     for match in README_QUERY.finditer(readme_text):
         name = match.group("name")

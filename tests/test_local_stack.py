@@ -40,7 +40,7 @@ def env_copy(tmp_path: Path) -> Path:
 def test_env_json_names_the_documented_fixed_ports() -> None:
     env = EnvFile.load()
     assert (env.auth0_port, env.aws_port) == (8080, 8081)
-    readme = (ENV_FILE.parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (ENV_FILE.parent.parent / "docs" / "local.md").read_text(encoding="utf-8")
     section = readme.split("## Run it locally", 1)[1].split("\n## ", 1)[0]
     assert "port **8080**" in section
     assert "port **8081**" in section

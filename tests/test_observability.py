@@ -1,4 +1,4 @@
-"""What people watching these accounts see: the README's Athena queries, the saved Logs Insights
+"""What people watching these accounts see: the Athena queries of docs/querying.md, the saved Logs Insights
 queries and the dashboard, checked against what the real handler wrote.
 
 One end-to-end data set serves every test here. Three watched users (ids with `|`, `/`, spaces and
@@ -45,14 +45,14 @@ from tests.athena_local import copy_bucket, create_view, readme_queries, to_duck
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+README = ROOT / "docs" / "querying.md"  # the Athena cookbook, moved out of the README
 
 ADMIN = "auth0|admin-7f3a9c"
 ODD = "google-oauth2|1098/odd id@x=y"
 SAML = "samlp|corp|ana maría"
 USERS = (ADMIN, ODD, SAML)
 
-# The definitions the expected answers use, written out independently of the README's SQL.
+# The definitions the expected answers use, written out independently of the cookbook's SQL.
 FAILED_LOGIN = {"f", "fp", "fu", "fc", "fco", "fcoa", "fens"}
 MFA_CHANGE = {
     "gd_start_enroll",

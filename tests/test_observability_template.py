@@ -11,7 +11,7 @@ import pytest
 from devtools.local_aws import TEMPLATE_PATH, _Resolver, load_template
 from tests.test_template import sam_translate
 
-README = TEMPLATE_PATH.parent / "README.md"
+OPERATIONS_DOC = TEMPLATE_PATH.parent / "docs" / "operations.md"
 
 # Which resources each destination needs (every other resource is in every stack).
 ONLY_WITH = {
@@ -200,8 +200,8 @@ def test_every_alarm_notifies_the_email_topic_and_the_given_topic(
         assert "KmsMasterKeyId" not in topic_properties
 
 
-def test_the_readme_says_what_each_alarm_means_and_what_to_do(template: dict[str, Any]) -> None:
-    readme = README.read_text(encoding="utf-8")
+def test_the_docs_say_what_each_alarm_means_and_what_to_do(template: dict[str, Any]) -> None:
+    readme = OPERATIONS_DOC.read_text(encoding="utf-8")
     section = readme.split("### Alarms", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Za-z]+Alarm)` \|", section, re.M))
     assert documented == set(alarms(template))

@@ -434,5 +434,5 @@ def test_the_readme_shows_the_mapping_by_class_of_the_code() -> None:
 
     from devtools.ocsf_mapping_doc import class_summary_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "output.md").read_text(encoding="utf-8")
     assert class_summary_markdown() in readme

@@ -138,7 +138,7 @@ def test_stream_forwards_late_events_and_ties_once_even_past_the_overlap_window(
     assert sum(u["late_events"] for u in second["users"]) >= 1
     for user in USERS:
         assert_delivered_once(stack, user, expected[user])
-    # AND reading per user, the event late by twice the window is lost (as README's Guarantees
+    # AND reading per user, the event late by twice the window is lost (as docs/guarantees.md's Guarantees
     # say for that mode), the others arrive
     lost = ok(per_user.invoke())
     assert lost["forwarded"] == 3

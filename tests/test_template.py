@@ -150,7 +150,7 @@ def test_the_function_runs_alone_on_a_current_runtime(translated: dict[str, Any]
     assert properties["Runtime"] in {"python3.12", "python3.13"}
     # arm64 unless overridden (x86_64 lets `sam local invoke` run without emulation)
     assert properties["Architectures"] == [{"Ref": "Architecture"}]
-    assert properties["MemorySize"] == 256  # the benchmark's recommendation (README)
+    assert properties["MemorySize"] == 256  # the benchmark's recommendation (docs/benchmark.md)
     assert properties["Timeout"] == {"Ref": "FunctionTimeout"}
     assert properties["ReservedConcurrentExecutions"] == 1
     # One tenant: the forwarder, as always. Many: the same scheduled function only enqueues.
@@ -791,7 +791,7 @@ def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
 def test_the_readme_lists_every_metric_the_function_emits() -> None:
     from log_forwarder.report import METRICS
 
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     table = readme[readme.index("| metric | what it counts |") :]
     table = table[: table.index("\n\n")]
     # The metric names: the backquoted words of each row's first cell.

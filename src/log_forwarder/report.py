@@ -1,7 +1,7 @@
 """What a run did, per user and in total, and the metrics it is published as.
 
 Every metric the function emits is a row of METRICS, so the names live in one table (the
-template's alarms and the README's list read from the same names).
+template's alarms and docs/operations.md's list read from the same names).
 """
 
 from __future__ import annotations

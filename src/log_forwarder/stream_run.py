@@ -211,8 +211,8 @@ class StreamRun:
             self._first_sight(roster.join_now)
             return False
         # Dates before `since` were verified by per-user reads, or are before START_FROM; what
-        # is past the retention's reach already is not this era's to report (as README's Known
-        # limits say of a START_FROM older than the retention).
+        # is past the retention's reach already is not this era's to report (as the known limits
+        # in docs/guarantees.md say of a START_FROM older than the retention).
         cut = self._retention_cut()
         era = replace(
             self._tenant.state.new_era(now_ms),
