@@ -2,7 +2,7 @@
 table in docs/ocsf-mapping.md.
 
 Run `PYTHONPATH=src .venv/bin/python -m devtools.ocsf_mapping_doc` after changing the table;
-tests/test_ocsf.py fails while the document and the code disagree.
+tests/unit/test_ocsf.py fails while the document and the code disagree.
 """
 
 from __future__ import annotations

@@ -36,13 +36,13 @@ def openapi() -> dict[str, Any]:
 # The figures the end-to-end tests record for the summary below. Under pytest-xdist each worker
 # fills its own copy, so a worker hands its copy to the controller when it finishes.
 _LEDGERS = (
-    ("tests.test_integration", "DELIVERY_LEDGER"),
-    ("tests.test_faults", "FAULT_LEDGER"),
-    ("tests.test_faults", "MARGINS"),
-    ("tests.test_ocsf", "OCSF_LEDGER"),
-    ("tests.test_detections_e2e", "DETECTION_LEDGER"),
+    ("tests.e2e.test_integration", "DELIVERY_LEDGER"),
+    ("tests.e2e.test_faults", "FAULT_LEDGER"),
+    ("tests.e2e.test_faults", "MARGINS"),
+    ("tests.unit.test_ocsf", "OCSF_LEDGER"),
+    ("tests.e2e.test_detections_e2e", "DETECTION_LEDGER"),
     ("tests.cli_support", "CLI_LEDGER"),
-    ("tests.test_fanout_integration", "FANOUT_LEDGER"),
+    ("tests.e2e.test_fanout_integration", "FANOUT_LEDGER"),
 )
 
 
@@ -92,7 +92,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     _detections(terminalreporter.write_line)
     _cli_figures(terminalreporter.write_line)
     _fanout_summary(terminalreporter.write_line)
-    from tests.test_integration import DELIVERY_LEDGER
+    from tests.e2e.test_integration import DELIVERY_LEDGER
 
     if not DELIVERY_LEDGER:
         return
@@ -111,7 +111,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def _fault_matrix(write: Any) -> None:
-    from tests.test_faults import FAULT_LEDGER, MARGINS
+    from tests.e2e.test_faults import FAULT_LEDGER, MARGINS
 
     if FAULT_LEDGER:
         write("")
@@ -127,7 +127,7 @@ def _fault_matrix(write: Any) -> None:
 
 
 def _ocsf_summary(write: Any) -> None:
-    from tests.test_ocsf import OCSF_LEDGER
+    from tests.unit.test_ocsf import OCSF_LEDGER
 
     if not OCSF_LEDGER:
         return
@@ -139,7 +139,7 @@ def _ocsf_summary(write: Any) -> None:
 
 
 def _detections(write: Any) -> None:
-    from tests.test_detections_e2e import DETECTION_LEDGER
+    from tests.e2e.test_detections_e2e import DETECTION_LEDGER
 
     if DETECTION_LEDGER:
         write("")
@@ -161,7 +161,7 @@ def _cli_figures(write: Any) -> None:
 
 
 def _fanout_summary(write: Any) -> None:
-    from tests.test_fanout_integration import FANOUT_LEDGER
+    from tests.e2e.test_fanout_integration import FANOUT_LEDGER
 
     if not FANOUT_LEDGER:
         return

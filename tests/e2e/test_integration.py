@@ -11,17 +11,18 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.events import parse_date_ms
+from tests.e2e.conftest import stack_name
 
 pytestmark = pytest.mark.integration
 
@@ -31,33 +32,15 @@ DELIVERY_LEDGER: list[tuple[str, str, int, int, int, int]] = []
 USERS = ("auth0|5f7c8ec7c33c6c004bbafe82", "google-oauth2|1098/odd id@x=y", "samlp|corp|ana")
 
 
-@pytest.fixture(scope="session")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
-
-
-@pytest.fixture
-def sim() -> Iterator[Auth0Simulator]:
-    # A generous limit: these tests are about correctness; pacing has its own tests and benchmark.
-    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as simulator:
-        yield simulator
-
-
-_stacks = iter(range(10_000))
-
-
 @pytest.fixture
 def deploy(aws: LocalAws, sim: Auth0Simulator) -> Callable[..., LocalDeployment]:
     def make(**kwargs: Any) -> LocalDeployment:
         kwargs.setdefault("watched_user_ids", USERS)
-        # The per-user reads, call counts included; tests/test_stream_e2e.py has the stream's.
+        # The per-user reads, call counts included; tests/e2e/test_stream_e2e.py has the stream's.
         kwargs.setdefault("READ_MODE", "per-user")
         kwargs.setdefault("MAX_CONCURRENT_USERS", "3")
         kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-        return LocalDeployment(
-            aws, sim, stack_name=f"it{next(_stacks)}-{int(time.time())}", **kwargs
-        )
+        return LocalDeployment(aws, sim, stack_name=stack_name("it"), **kwargs)
 
     return make
 

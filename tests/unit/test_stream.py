@@ -24,9 +24,8 @@ from log_forwarder.read_mode import (
 )
 from log_forwarder.source import CallScope
 from log_forwarder.stream import StreamRead, before, read_windows, sample_rate, start_position
-
-from .cursors import forwarded, with_backlog, with_pending
-from .fakes import FakeAuth0
+from tests.cursors import forwarded, with_backlog, with_pending
+from tests.fakes import FakeAuth0
 
 BASE = 1_790_000_000_000
 OVERLAP = 600_000

@@ -32,8 +32,7 @@ from log_forwarder.pacing import (
     RateLimitHeaders,
     Ticket,
 )
-
-from .fakes import FakeClock
+from tests.fakes import FakeClock
 
 T0 = 1_795_600_000.0  # 2026-11-25T08:26:40Z
 # Instants near T0 are floats with a resolution of ~2e-7 s, and the pacer adds intervals to them:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from devtools.auth0_simulator import Auth0Simulator, QueryError, RateLimit, parse_log_query
 from devtools.traffic import attack_burst, generate_user_events, iso
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 OPENAPI = REFERENCE / "auth0-management-logs.openapi.json"
 SAMPLES = REFERENCE / "auth0-sample-events.jsonl"
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from devtools.auth0_simulator import Auth0Simulator, RateLimit, _ApiError
+from devtools.auth0_simulator import Auth0Simulator, _ApiError
 from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.sinks.batching import user_slug
-
-from .test_integration import assert_delivered_once, ids_of
+from tests.e2e.conftest import GENEROUS, stack_name
+from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,6 @@ class Clock:
         return datetime.fromtimestamp(self(), UTC)
 
 
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
@@ -57,11 +51,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def sim(clock: Clock) -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500), clock=clock) as simulator:
+    with Auth0Simulator(rate_limit=GENEROUS, clock=clock) as simulator:
         yield simulator
-
-
-_stacks = iter(range(10_000))
 
 
 @pytest.fixture
@@ -71,7 +62,7 @@ def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., Lo
         kwargs.setdefault("READ_MODE", "stream")
         kwargs.setdefault("MAX_CONCURRENT_USERS", "4")
         kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-        name = f"st{next(_stacks)}-{int(time.time())}"
+        name = stack_name("st")
         return LocalDeployment(aws, sim, stack_name=name, clock=clock, **kwargs)
 
     return make

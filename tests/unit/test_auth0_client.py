@@ -36,8 +36,7 @@ from log_forwarder.exceptions import (
     Auth0UnavailableError,
 )
 from log_forwarder.pacing import Pacer
-
-from .fakes import FakeClock
+from tests.fakes import FakeClock
 
 T0 = 1_795_600_000.0  # 2026-11-25T08:26:40Z
 DOMAIN = "acme-prod.eu.auth0.com"

@@ -105,12 +105,6 @@ def sequences(start: datetime, rng: random.Random) -> dict[tuple[str, str], list
     }
 
 
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
-
-
 @pytest.fixture
 def findings_queue(aws: LocalAws) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """An EventBridge rule on the default bus that copies findings into an SQS queue."""

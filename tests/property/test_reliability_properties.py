@@ -18,9 +18,8 @@ from log_forwarder.forwarder import Forwarder
 from log_forwarder.records import Delivery, OutputLine
 from log_forwarder.retry import RetryPolicy
 from log_forwarder.sinks import CloudWatchSink
-
-from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
-from .test_cursor_properties import (
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
     SCALE,

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 
 from log_forwarder.events import iso_ms
 from log_forwarder.records import Delivery
-
-from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
-from .test_cursor_properties import (
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
     SCALE,
@@ -29,7 +28,7 @@ from .test_cursor_properties import (
     final_runs,
     make_forwarder,
 )
-from .test_reliability_properties import InterleavingStore, Overlap
+from tests.property.test_reliability_properties import InterleavingStore, Overlap
 
 OTHER = "auth0|not-watched"
 MODES = ("per-user", "stream", "auto")

@@ -40,7 +40,7 @@ from log_forwarder.ocsf import (
     to_ocsf,
 )
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "ocsf-mapping.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "ocsf-mapping.md"
 TENANT = "example.eu.auth0.com"
 WATCHED = "auth0|watched"
 MODELS: dict[int, type[BaseModel]] = {
@@ -434,5 +434,7 @@ def test_the_readme_shows_the_mapping_by_class_of_the_code() -> None:
 
     from devtools.ocsf_mapping_doc import class_summary_markdown
 
-    readme = (Path(__file__).resolve().parents[1] / "docs" / "output.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "output.md").read_text(
+        encoding="utf-8"
+    )
     assert class_summary_markdown() in readme

@@ -12,9 +12,8 @@ from log_forwarder.events import LogEvent
 from log_forwarder.executor import Checkpoint, execute
 from log_forwarder.gaps import ReadFacts
 from log_forwarder.planner import Batch, PlanContext, plan_chunk
-
-from .cursors import forwarded, with_backlog, with_pending
-from .fakes import InMemoryCheckpointStore, RecordingSink
+from tests.cursors import forwarded, with_backlog, with_pending
+from tests.fakes import InMemoryCheckpointStore, RecordingSink
 
 T0 = 1_790_000_000_000
 # Reads start after every event of these tests: no watermark is capped by them.

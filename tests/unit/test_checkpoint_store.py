@@ -24,8 +24,7 @@ from log_forwarder.checkpoint_store import (
     DynamoCheckpointStore,
 )
 from log_forwarder.exceptions import CheckpointConflict, CheckpointStateError
-
-from .fakes import InMemoryCheckpointStore
+from tests.fakes import InMemoryCheckpointStore
 
 
 @pytest.fixture(scope="module")

@@ -17,34 +17,25 @@ from typing import Any
 
 import pytest
 
-from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.events import parse_date_ms
-
-from .cli_support import CLI_LEDGER, flat, once_each, run_cli
+from tests.cli_support import CLI_LEDGER, flat, once_each, run_cli
+from tests.e2e.conftest import GENEROUS, stack_name
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ALPHA, ODD, ANA = "auth0|alpha", "google-oauth2|1098/odd id@x=y", "samlp|corp|ana"
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
 
 
 @pytest.fixture
 def sim() -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as simulator:
+    with Auth0Simulator(rate_limit=GENEROUS) as simulator:
         simulator.unknown_user_status = 404
         yield simulator
-
-
-_stacks = iter(range(10_000))
 
 
 @pytest.fixture
@@ -52,9 +43,7 @@ def deploy(aws: LocalAws, sim: Auth0Simulator) -> Callable[..., LocalDeployment]
     def make(**kwargs: Any) -> LocalDeployment:
         kwargs.setdefault("watched_user_ids", None)  # the watch list table
         kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-        return LocalDeployment(
-            aws, sim, stack_name=f"cli{next(_stacks)}-{int(time.time())}", **kwargs
-        )
+        return LocalDeployment(aws, sim, stack_name=stack_name("cli"), **kwargs)
 
     return make
 

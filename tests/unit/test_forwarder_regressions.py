@@ -10,9 +10,8 @@ import pytest
 
 from log_forwarder.events import iso_ms
 from log_forwarder.records import Delivery, DeliveryReport
-
-from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
-from .test_cursor_properties import make_forwarder
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.property.test_cursor_properties import make_forwarder
 
 BASE = 1_790_000_000_000
 DAY = 86_400_000

@@ -6,35 +6,21 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import generate_user_events
 from log_forwarder.filters import CATEGORIES
-
-from .test_ocsf import validate_ocsf
+from tests.unit.test_ocsf import validate_ocsf
 
 pytestmark = pytest.mark.integration
 USERS = ("auth0|opt-a", "google-oauth2|opt b/c")
 KEY = "k3y-for-pseudonyms-not-a-real-one-0123456789"
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
-
-
-@pytest.fixture
-def sim() -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as simulator:
-        yield simulator
 
 
 def seed(

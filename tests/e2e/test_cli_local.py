@@ -24,7 +24,7 @@ from log_forwarder.records import Delivery, OutputLine, batch_id_for
 from log_forwarder.sinks import S3Sink
 from log_forwarder.sinks.batching import s3_objects
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 USER = "samlp|corp|carol/admin@example.com"
 T = 1_704_153_600_000  # 2024-01-02T00:00:00Z
 

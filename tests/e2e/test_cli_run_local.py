@@ -16,8 +16,7 @@ import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.traffic import attack_burst, generate_user_events
-
-from .cli_support import (
+from tests.cli_support import (
     CLI_LEDGER,
     SCRIPT,
     directory_records,

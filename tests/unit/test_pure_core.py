@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 BLOCKED_IMPORT = textwrap.dedent(
     """

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from devtools.local_aws import TEMPLATE_PATH, _Resolver, load_template
-from tests.test_template import sam_translate
+from tests.unit.test_template import sam_translate
 
 OPERATIONS_DOC = TEMPLATE_PATH.parent / "docs" / "operations.md"
 

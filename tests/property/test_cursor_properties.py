@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from log_forwarder.config import Settings
 from log_forwarder.events import iso_ms, parse_date_ms, parse_event
 from log_forwarder.forwarder import Forwarder
-
-from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 
 # PROPERTY_SCALE=10 multiplies the examples for a longer hunt than `make test` affords.
 SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))
@@ -40,7 +39,7 @@ def make_settings(**overrides: str) -> Settings:
         "S3_BUCKET": "bucket",
         "OVERLAP_WINDOW_SECONDS": str(OVERLAP_MS // 1000),
         "MAX_CONCURRENT_USERS": "2",
-        # These properties are the per-user reads'; tests/test_stream_properties.py has the
+        # These properties are the per-user reads'; tests/property/test_stream_properties.py has the
         # stream's and the switches'.
         "READ_MODE": "per-user",
     }

@@ -30,9 +30,8 @@ from log_forwarder.events import iso_ms
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.records import Delivery, DeliveryReport
-
-from .fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
-from .test_cursor_properties import make_forwarder
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.property.test_cursor_properties import make_forwarder
 
 BASE = 1_790_000_000_000
 MIN = 60_000

@@ -44,7 +44,7 @@ from tests.athena_local import copy_bucket, create_view, readme_queries, to_duck
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "docs" / "querying.md"  # the Athena cookbook, moved out of the README
 
 ADMIN = "auth0|admin-7f3a9c"

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,11 +32,11 @@ from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.events import parse_date_ms
 from log_forwarder.sinks.batching import stream_name_for
-
-from .fakes import FakeClock
+from tests.e2e.conftest import stack_name
+from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 USER = "auth0|6a1f00c0ffee00000000fa17"
 
 
@@ -57,34 +57,17 @@ FAULT_LEDGER: list[FaultRow] = []
 MARGINS: list[tuple[str, float]] = []
 
 
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(time.time())
 
 
-@pytest.fixture
-def sim() -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as simulator:
-        yield simulator
-
-
-_stacks = iter(range(10_000))
-
-
 def deploy(aws: LocalAws, sim: Auth0Simulator, **kwargs: Any) -> LocalDeployment:
     kwargs.setdefault("watched_user_ids", [USER])
-    # The matrix's rows are per-user reads (tests/test_stream_e2e.py has the stream's faults).
+    # The matrix's rows are per-user reads (tests/e2e/test_stream_e2e.py has the stream's faults).
     kwargs.setdefault("READ_MODE", "per-user")
     kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-    return LocalDeployment(
-        aws, sim, stack_name=f"fault{next(_stacks)}-{int(time.time())}", **kwargs
-    )
+    return LocalDeployment(aws, sim, stack_name=stack_name("fault"), **kwargs)
 
 
 def now() -> datetime:

@@ -22,6 +22,7 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.fanout_harness import FanoutDeployment, LocalTenant, WorkerRun
 from devtools.local_aws import LocalAws
 from devtools.traffic import generate_user_events
+from tests.e2e.conftest import stack_name
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,12 +33,6 @@ pytestmark = [
 # (test, tenant, user, destination, expected, delivered, missing, repeated), printed after the run.
 FANOUT_LEDGER: list[tuple[str, str, str, str, int, int, int, int]] = []
 SHARED_USER = "auth0|5f7c8ec7c33c6c004bbafe82"  # in every tenant: its ids are not global
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
 
 
 @pytest.fixture
@@ -61,12 +56,9 @@ def simulators() -> Iterator[Callable[[str], Auth0Simulator]]:
         simulator.stop()
 
 
-_stacks = iter(range(10_000))
-
-
 def deploy(aws: LocalAws, tenants: Sequence[LocalTenant], **kwargs: Any) -> FanoutDeployment:
     kwargs.setdefault("MAX_CONCURRENT_USERS", "3")
-    name = f"fan{next(_stacks)}-{int(time.time())}"
+    name = stack_name("fan")
     return FanoutDeployment(aws, tenants, stack_name=name, **kwargs)
 
 

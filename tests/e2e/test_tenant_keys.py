@@ -4,7 +4,6 @@ server). And a single-tenant store's items stay exactly what they always were.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,12 +18,6 @@ from log_forwarder.tenants import Tenant
 USER = "auth0|5f7c8ec7c33c6c004bbafe82"
 ACME = Tenant("acme.eu.auth0.com", "auth0-user-log-forwarder/acme")
 BETA = Tenant("beta.us.auth0.com", "auth0-user-log-forwarder/beta")
-
-
-@pytest.fixture(scope="module")
-def aws() -> Iterator[LocalAws]:
-    with LocalAws() as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,0 +1,40 @@
+"""What every end-to-end test stands on: moto's server as the AWS account, the project's Auth0
+simulator as the tenant, and stack names that never collide.
+
+A module's tests share one server (moto's state is the process's anyway: tests are kept apart by
+stack names, which `stack_name` makes unique). Each test gets a simulator of its own, with a
+generous rate limit: these tests are about what reaches the destinations; pacing has its own
+tests and the benchmark. A module that needs another simulator (a fake clock, 404 for unknown
+users) defines its own `sim`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.local_aws import LocalAws
+
+GENEROUS = RateLimit(burst=200, per_second=500)
+_numbers = itertools.count()
+
+
+def stack_name(prefix: str) -> str:
+    """A stack name no other test of this run (or of an earlier run on the same server) uses."""
+    return f"{prefix}{next(_numbers)}-{int(time.time())}"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[LocalAws]:
+    with LocalAws() as server:
+        yield server
+
+
+@pytest.fixture
+def sim() -> Iterator[Auth0Simulator]:
+    with Auth0Simulator(rate_limit=GENEROUS) as simulator:
+        yield simulator
