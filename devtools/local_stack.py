@@ -434,7 +434,7 @@ class LocalStack:
 
         tenant = checkpoints.get(TENANT_KEY)
         if tenant is not None:
-            # The tenant item: how the last run read Auth0, and why (docs/reading-auth0.md, READ_MODE).
+            # The tenant item: how the last run read Auth0, and why (docs/reading-auth0.md).
             lines.append(
                 f"Read mode: {tenant.get('read_mode')} ({tenant.get('read_mode_reason')}); "
                 f"stream checkpoint {tenant.get('stream_position')}"
