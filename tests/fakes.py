@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ class FakeAuth0:
     events: list[_Stored] = field(default_factory=list)
     calls: int = 0
     calls_by_user: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def serving(cls, traffic: Iterable[tuple[dict[str, Any], int]]) -> FakeAuth0:
+        """An Auth0 holding `traffic`: (event, the instant it becomes visible) pairs."""
+        fake = cls()
+        for event, visible in traffic:
+            fake.add(event, visible_at_ms=visible)
+        return fake
 
     def add(self, event: dict[str, Any], *, visible_at_ms: int | None = None) -> None:
         date_ms = parse_date_ms(event["date"])

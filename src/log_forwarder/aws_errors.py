@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -18,9 +19,22 @@ from botocore.exceptions import (
 )
 
 from .exceptions import ForwarderError
-from .retry import Attempts, retry_call
+from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S, Attempts, retry_call
 
 T = TypeVar("T")
+
+# botocore retries nothing on its own: every retry goes through retry.py, which knows the
+# deadline and, for PutLogEvents, checks what a lost answer may already have written.
+AWS_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1},
+    connect_timeout=AWS_CONNECT_TIMEOUT_S,
+    read_timeout=AWS_READ_TIMEOUT_S,
+)
+# For calls that are idempotent and outside any delivery (a secret, the tenants parameter, SQS
+# sends with deduplication ids): botocore may retry them.
+IDEMPOTENT_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
+)
 
 AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
 

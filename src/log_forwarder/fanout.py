@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import observability
-from .aws_errors import error_code
+from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code
 from .exceptions import ConfigError, FanoutError
 from .retry import AWS_ATTEMPT_S, Attempts, RetryPolicy, Settled, retry_call
 from .tenant_message import TenantMessage, dedup_id, group_id
@@ -37,10 +36,6 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
-# Both calls are idempotent (a read; sends with deduplication ids): botocore may retry them.
-CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
-)
 SEND_BATCH_LIMIT = 10  # SendMessageBatch takes at most ten entries
 SEND_ATTEMPTS = 3  # per entry the queue refuses (throttled, internal error)
 # The scheduler has seconds to spare: a short jittered backoff between the attempts.
@@ -146,12 +141,14 @@ def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
     session = session or boto3.session.Session()
     tenants = TenantsParameter(
         os.environ["TENANTS_PARAMETER"].strip(),
-        session.client("ssm", config=CLIENT_CONFIG),
+        session.client("ssm", config=IDEMPOTENT_CLIENT_CONFIG),
         secrets_prefix=os.environ.get("TENANT_SECRETS_PREFIX", ""),
         max_age_s=0,  # every tick reads it: a changed document applies at the next tick
     )
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
-    return Scheduler(tenants, TenantQueue(queue_url, session.client("sqs", config=CLIENT_CONFIG)))
+    return Scheduler(
+        tenants, TenantQueue(queue_url, session.client("sqs", config=IDEMPOTENT_CLIENT_CONFIG))
+    )
 
 
 def reset_runtime(**_ignored: Any) -> None:

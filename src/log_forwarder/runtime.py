@@ -1,7 +1,7 @@
 """The one composition root: settings → clients → store, sources, sinks → the Forwarder.
 
-The scheduled function (app.py), the tenant worker (worker.py), the real-time function and the
-CLI's `run --local` and `backfill` all build their runtime here, with the same client
+The scheduled function (app.py), the tenant worker (worker.py) and the CLI's `run --local` and
+`backfill` all build their runtime here, with the same client
 configuration; what a caller does differently (the CLI's SQLite store, its counting and
 redelivering wrappers, a backfill's bounded source) is an `Overrides` of it.
 """
@@ -18,6 +18,7 @@ import httpx
 from botocore.config import Config
 
 from .auth0_client import Auth0Client
+from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG
 from .checkpoint_store import CheckpointStore, DynamoCheckpointStore
 from .config import Settings
 from .credentials import credentials_source
@@ -25,22 +26,9 @@ from .forwarder import Forwarder
 from .outputs import output_policy
 from .pacing import Pacer
 from .planner import OutputPolicy
-from .retry import AWS_CONNECT_TIMEOUT_S, AWS_READ_TIMEOUT_S
 from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .source import LogSource
 from .watch_list import DynamoWatchList
-
-# botocore retries nothing on its own: every retry goes through retry.py, which knows the
-# deadline and, for PutLogEvents, checks what a lost answer may already have written.
-AWS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 1},
-    connect_timeout=AWS_CONNECT_TIMEOUT_S,
-    read_timeout=AWS_READ_TIMEOUT_S,
-)
-# Reading a secret or a parameter is idempotent and outside any delivery: botocore may retry it.
-SECRETS_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
-)
 
 ClientFactory = Callable[[str, Config], Any]
 
@@ -136,7 +124,7 @@ def secrets_client(settings: Settings, client: ClientFactory) -> Any:
     wanted = (settings.credentials_secret and not settings.local_client_id) or (
         settings.output.pii_key_secret
     )
-    return client("secretsmanager", SECRETS_CLIENT_CONFIG) if wanted else None
+    return client("secretsmanager", IDEMPOTENT_CLIENT_CONFIG) if wanted else None
 
 
 def auth0_client(settings: Settings, secrets: Any, http: httpx.Client | None = None) -> Auth0Client:

@@ -33,9 +33,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from . import observability
 from .app import forward
 from .auth0_client import DEFAULT_TIMEOUT
-from .aws_errors import error_code
+from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code
 from .exceptions import ConfigError, ForwarderError, PoisonMessage
-from .runtime import SECRETS_CLIENT_CONFIG, Runtime, build_runtime
+from .runtime import Runtime, build_runtime
 from .tenant_message import TenantMessage
 from .tenants import Tenant, TenantsParameter, tenant_settings
 
@@ -136,10 +136,10 @@ def build_worker(
     session = session or boto3.session.Session()
     tenants = TenantsParameter(
         os.environ["TENANTS_PARAMETER"].strip(),
-        session.client("ssm", config=SECRETS_CLIENT_CONFIG),
+        session.client("ssm", config=IDEMPOTENT_CLIENT_CONFIG),
         secrets_prefix=os.environ.get("TENANT_SECRETS_PREFIX", ""),
     )
-    sqs = session.client("sqs", config=SECRETS_CLIENT_CONFIG)
+    sqs = session.client("sqs", config=IDEMPOTENT_CLIENT_CONFIG)
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
     dead_letter_url = os.environ["TENANT_DEAD_LETTER_QUEUE_URL"].strip()
     http = httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)

@@ -113,9 +113,7 @@ def test_random_arrivals_late_events_and_ties_are_forwarded_exactly_once(
     events: list[tuple[dict[str, str], int]], run_offsets: list[int]
 ) -> None:
     # GIVEN random traffic for two users, some of it visible late, and runs at random instants
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sink = RecordingSink()
     forwarder = make_forwarder(fake, [sink], InMemoryCheckpointStore())
     # WHEN the schedule runs, then keeps running after the last event became visible
@@ -140,9 +138,7 @@ def test_crashes_before_or_after_delivery_neither_lose_nor_repeat(
     def crash(_index: int) -> str | None:
         return rng.choice([None, None, None, "before", "after"]) if crashing else None
 
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sinks = [RecordingSink("cloudwatch", crash=crash), RecordingSink("s3", crash=crash)]
     forwarder = make_forwarder(fake, sinks, InMemoryCheckpointStore())
     # WHEN runs crash at random points, and later runs find the destinations healthy again

@@ -57,9 +57,7 @@ def test_future_dated_events_never_cost_another_event(
     events: list[tuple[dict[str, str], int]], run_offsets: list[int]
 ) -> None:
     # GIVEN traffic where some events are visible hours before their own date
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sink = RecordingSink()
     forwarder = make_forwarder(fake, [sink], InMemoryCheckpointStore())
     # WHEN the schedule runs at random instants, then after everything became visible
@@ -111,9 +109,7 @@ def test_overlapping_runs_never_deliver_an_event_twice(
     # GIVEN two forwarders on the same checkpoints and destinations; the second one runs, now
     # and then, in the middle of the first one's checkpoint writes and deliveries
     overlap = Overlap(seed)
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     store = InterleavingStore(overlap)
     sinks = [RecordingSink("cloudwatch"), RecordingSink("s3")]
     deliver = [sink.deliver for sink in sinks]

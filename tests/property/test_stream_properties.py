@@ -87,9 +87,7 @@ def test_switching_modes_at_random_points_neither_loses_nor_repeats(
     events: list[tuple[dict[str, str], int]], offsets: list[int], modes: list[str], ending: str
 ) -> None:
     # GIVEN random traffic, late events and ties included, and an unwatched user's
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sink = RecordingSink()
     store = InMemoryCheckpointStore()
     # WHEN runs at random instants each read in a random mode, then the schedule keeps running
@@ -117,9 +115,7 @@ def test_crashes_around_switches_neither_lose_nor_repeat(
     def crash(_index: int) -> str | None:
         return rng.choice([None, None, None, "before", "after"]) if crashing else None
 
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sinks = [RecordingSink("cloudwatch", crash=crash), RecordingSink("s3", crash=crash)]
     store = InMemoryCheckpointStore()
     # WHEN runs in random modes crash at random points, and later runs find healthy destinations
@@ -145,9 +141,7 @@ def test_runs_cut_short_by_the_time_budget_in_any_mode(
     budget_checks: int,
 ) -> None:
     # GIVEN runs whose time runs out after a few checks (a window, a user, a page)
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     sink = RecordingSink()
     store = InMemoryCheckpointStore()
 
@@ -186,9 +180,7 @@ def test_overlapping_runs_in_any_modes_never_deliver_an_event_twice(
     # own mode; the second runs, now and then, in the middle of the first one's checkpoint
     # writes (the stream checkpoint's included) and deliveries
     overlap = Overlap(seed)
-    fake = FakeAuth0()
-    for event, visible in events:
-        fake.add(event, visible_at_ms=visible)
+    fake = FakeAuth0.serving(events)
     store = InterleavingStore(overlap)
     sinks = [RecordingSink("cloudwatch"), RecordingSink("s3")]
     for sink in sinks:

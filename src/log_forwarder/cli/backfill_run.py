@@ -9,10 +9,11 @@ from typing import Any
 
 from rich.console import Console
 
+from log_forwarder.aws_errors import AWS_CLIENT_CONFIG
 from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.forwarder import Forwarder
-from log_forwarder.runtime import AWS_CLIENT_CONFIG, Overrides, build_runtime
+from log_forwarder.runtime import Overrides, build_runtime
 from log_forwarder.sinks import CloudWatchSink, S3Sink, Sink
 
 from .backfill import (
