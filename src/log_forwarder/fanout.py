@@ -91,12 +91,10 @@ class TenantQueue:
             return None
 
         def refused(error: Exception, _made: int) -> Exception:
-            codes = (
-                error.codes
-                if isinstance(error, _Refused)
-                else dict.fromkeys(pending, error_code(error))
-            )
-            return _Refused({key: codes.get(key, "?") for key in pending})
+            # The last attempt's own refusals: what it sent and SQS took is not refused.
+            if isinstance(error, _Refused):
+                return error
+            return _Refused(dict.fromkeys(pending, error_code(error)))
 
         try:
             return retry_call(

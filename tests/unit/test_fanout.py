@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from devtools.harness import FakeLambdaContext
 from log_forwarder import worker
 from log_forwarder.exceptions import FanoutError, PoisonMessage
-from log_forwarder.fanout import TenantQueue
+from log_forwarder.fanout import SEND_ATTEMPTS, TenantQueue
 from log_forwarder.tenant_message import TenantMessage, dedup_id, group_id
 
 MESSAGE = TenantMessage("acme.eu.auth0.com", "tick-1", "2026-11-27T10:00:00.000+00:00")
@@ -109,6 +109,21 @@ def test_tenants_the_queue_keeps_refusing_are_named() -> None:
     assert len(sqs.sent) == 2  # the others are on their way
     with pytest.raises(FanoutError, match="NonExistentQueue"):
         TenantQueue("url", FakeSqs(error=True)).enqueue(messages(2))  # type: ignore[arg-type]
+
+
+def test_a_last_attempt_that_partly_succeeds_names_only_what_it_refused() -> None:
+    # GIVEN t2 refused until the last attempt, t1 on every attempt
+    sqs = FakeSqs(refuse={"t1.auth0.com": 99, "t2.auth0.com": SEND_ATTEMPTS - 1})
+    # WHEN enqueued, THEN only t1 is named: t2 went through on the last attempt
+    with pytest.raises(
+        FanoutError, match=r"1 tenant\(s\).*t1\.auth0\.com: InternalError"
+    ) as raised:
+        TenantQueue("url", sqs).enqueue(messages(3))  # type: ignore[arg-type]
+    assert "t2.auth0.com" not in str(raised.value)
+    assert sorted(json.loads(e["MessageBody"])["tenant"] for e in sqs.sent) == [
+        "t0.auth0.com",
+        "t2.auth0.com",
+    ]
 
 
 @pytest.mark.filterwarnings("ignore:No application metrics")  # process() is a stand-in

@@ -381,6 +381,54 @@ def test_s3_recovery_writes_what_a_partial_earlier_object_lacks_exactly_once(
     assert sorted(stored) == ["a", "b", "c"]
 
 
+def test_a_gap_record_redelivered_under_an_existing_batch_key_is_written(
+    local_aws: LocalAws, deployed: DeployedResources, user_id: str
+) -> None:
+    # GIVEN an interrupted run that wrote its batch {a, b} to S3 (same UTC day); on the
+    # redelivery Auth0 no longer serves b, so the batch (same batch id) holds a and a gap
+    # record naming b: a line with no key
+    t = now_ms()
+    a_ = event_line("a", t - 2000)
+    b_ = event_line("b", t - 1000)
+    gap = OutputLine(t - 1000, json.dumps({"_forwarder": {"gap": {"log_ids": ["b"]}}}), None)
+    batch_id = batch_id_for(["a", "b"])
+    sink = S3Sink(deployed.bucket or "", "auth0-logs/", local_aws.client("s3"))
+    deliver(sink, user_id, [a_, b_], batch_id=batch_id)
+    # WHEN the redelivery is delivered
+    report = deliver(sink, user_id, [a_, gap], batch_id=batch_id, redelivery=True)
+    # THEN a counts as present and the gap record is written, once
+    assert (report.accepted, report.already_present) == (1, 1)
+    stored = [
+        line
+        for key in local_aws.client("s3").list_objects_v2(
+            Bucket=deployed.bucket, Prefix="auth0-logs/"
+        )["Contents"]
+        if user_slug(user_id) in key["Key"]
+        for line in s3_lines(local_aws, deployed.bucket or "", key["Key"])
+    ]
+    assert stored.count(gap.line) == 1
+    # AND delivered a third time, the gap record is found by its text, not written again
+    again = deliver(sink, user_id, [a_, gap], batch_id=batch_id, redelivery=True)
+    assert (again.accepted, again.already_present) == (0, 2)
+
+
+def test_a_corrupt_stored_object_is_a_delivery_error() -> None:
+    # GIVEN an object under the batch's key whose gzip body is corrupt (deflate data, not
+    # the header: zlib.error rather than OSError)
+    s3 = offline_client("s3")
+    sink = S3Sink("bucket", "p/", s3, sleep=no_sleep)
+    good = gzip.compress(b'{"log_id":"a"}\n')
+    corrupt = good[:12] + bytes(b ^ 0xFF for b in good[12:-8]) + good[-8:]
+    with Stubber(s3) as stubber:
+        stubber.add_client_error("put_object", "PreconditionFailed", http_status_code=412)
+        stubber.add_response(
+            "get_object", {"Body": StreamingBody(io.BytesIO(corrupt), len(corrupt))}
+        )
+        # WHEN delivered, THEN it fails as a delivery (the checkpoint stays), naming the key
+        with pytest.raises(DeliveryError, match="unreadable"):
+            deliver(sink, "u", [event_line("a", 0)], batch_id="b")
+
+
 def test_a_missing_bucket_is_a_delivery_error(local_aws: LocalAws, user_id: str) -> None:
     sink = S3Sink("no-such-bucket-here", "p/", local_aws.client("s3"), sleep=no_sleep)
     with pytest.raises(DeliveryError, match="no-such-bucket-here"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -85,17 +86,21 @@ class ObjectSink:
     def _missing_from(
         self, obj: S3Object, lines: Sequence[OutputLine], deadline: Deadline
     ) -> list[OutputLine]:
-        """The lines of `obj` whose key (log_id, finding id) the stored object lacks."""
+        """The lines of `obj` the stored object lacks: by key (log_id, finding id), or for a
+        line with no key (a gap record), by its exact text: a redelivered batch keeps its old
+        batch id, so its object may exist with other lines than this delivery's."""
         try:
             stored = gzip.decompress(self.store.get(obj.key, deadline)).decode("utf-8")
-        except (OSError, EOFError, UnicodeDecodeError) as error:
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
             raise DeliveryError(
                 f"{self.name}: object {obj.key!r} is unreadable: {error}"
             ) from error
-        present = {record_key(line) for line in stored.splitlines()}
+        stored_lines = set(stored.splitlines())
+        present = {record_key(line) for line in stored_lines}
         in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
         return [
             line
             for line in lines
-            if line.line in in_object and line.key is not None and line.key not in present
+            if line.line in in_object
+            and (line.line not in stored_lines if line.key is None else line.key not in present)
         ]
