@@ -282,6 +282,10 @@ class UserSession:
 
     # -- what goes wrong -------------------------------------------------------------------------
 
+    def defer(self, doing: str) -> None:
+        """The run's time is up before this user's work began: it resumes next run."""
+        self._said(OutOfTime(f"{doing}: the run's time is up; next run"), Outcome.DEFERRED)
+
     def guard(self, work: Callable[[], None]) -> bool:
         """Run some of this user's work; what goes wrong is said in its report. True when the
         work went through."""

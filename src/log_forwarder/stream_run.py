@@ -144,8 +144,8 @@ class StreamRun:
                 member.open(Start.MEMBER)
                 self._members[member.user_id] = member
             self._read_first(roster.read_first)
-            self._adopt_roster()
-            self._read_stream()
+            if self._adopt_roster():
+                self._read_stream()
         except StreamRefused as refused:
             # Mid-run (a scope withdrawn): what was committed stays; the next run reads per user.
             self._note_refused(str(refused))
@@ -184,15 +184,19 @@ class StreamRun:
                 roster.read_first.append(session)
         return roster
 
-    def _adopt_roster(self) -> None:
-        """The members go into the tenant item with the stream's next move, in the same
-        conditional write: a run whose view of the members is stale cannot move it (roster.py).
-        A watched user that is not one (its join failed, another run had it) is left off, so
-        that the next run, seeing it seated, reads it per user first."""
+    def _adopt_roster(self) -> bool:
+        """The members go into the tenant item before the stream moves, and with every move, in
+        the same conditional write: a run whose view of the members is stale cannot move it
+        (roster.py). Written now, not with the first move: a run whose time ends before it moves
+        the stream must not leave the seats it wrote unknown to the next run, which would read
+        every such user per user again. A watched user that is not a member (its join failed,
+        another run had it) is left off, so that the next run, seeing it seated, reads it per
+        user first. False when the write failed: the stream stops for this run."""
         state = self._tenant.state
         members = pack(self._members)
-        if state.roster != members:
-            self._tenant.state = replace(state, roster=members)
+        if state.roster == members:
+            return True
+        return self._write_tenant(replace(state, roster=members), "recording the stream's members")
 
     def _start_era(self, roster: Roster) -> bool:
         """Find where the new era starts and write it down before anyone joins: a seat is only
@@ -240,6 +244,11 @@ class StreamRun:
         seat = StreamSeat(state.epoch, self._env.now_ms(), state.position)
 
         def join(session: UserSession) -> None:
+            if self._run.time_is_up():
+                # The margin is the stream's: its members must be written down (_adopt_roster)
+                # before the run ends, or the next run cannot trust the seats written here.
+                session.defer("joining the tenant stream")
+                return
             opened = session.checkpoint is not None or session.open(Start.JOIN)
             if opened and session.write(replace(session.cursor, seat=seat)):
                 self._members[session.user_id] = session

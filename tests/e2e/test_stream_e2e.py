@@ -20,7 +20,7 @@ from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
-from log_forwarder.read_mode import TENANT_KEY
+from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.sinks.batching import user_slug
 from tests.e2e.conftest import GENEROUS, stack_name
 from tests.e2e.test_integration import assert_delivered_once, ids_of
@@ -457,6 +457,46 @@ def test_a_user_taken_off_the_watch_list_and_added_back_gets_what_it_missed_once
     ok(stack.invoke())
     # AND every event of every user arrived once, those of its runs away included
     for user in USERS:
+        assert_delivered_once(stack, user, expected[user])
+
+
+def test_users_seated_by_a_run_whose_time_ran_out_are_on_the_roster_and_not_read_again(
+    deploy: Callable[..., LocalDeployment], aws: LocalAws, sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN 12 new users with history, and a first stream run whose every checkpoint write
+    # costs 25 s of its 200 s (one join at a time): it can seat only some of them
+    users = tuple(f"auth0|seat-{i:02d}" for i in range(12))
+    start = clock.now()
+    expected = history(sim, users, 3, start - timedelta(hours=2), start - timedelta(hours=1), 31)
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        stack = deploy(
+            AWS_ENDPOINT_URL=proxy.url,
+            watched_user_ids=users,
+            MAX_CONCURRENT_USERS="1",
+            TIME_MARGIN_SECONDS="60",
+        )
+
+        def budget_ms() -> int:
+            writes = proxy.seen.count("DynamoDB_20120810.UpdateItem")
+            return max(0, 200_000 - 25_000 * writes)
+
+        # WHEN it runs out of time among the joins
+        first = stack.invoke(remaining_ms=budget_ms)
+        assert first.result is not None
+        seated = {u for u in users if (stack.checkpoint(u) or {}).get("seat")}
+        # THEN it seated some, not all, and the tenant item names exactly those as members:
+        # before, it went on joining into the time the roster's write needed, and the next run
+        # trusted none of the seats
+        assert 0 < len(seated) < len(users)
+        tenant = TenantState.from_state(stack.checkpoint(TENANT_KEY))
+        assert {u for u in users if tenant.moved_for(u)} == seated
+    # AND the next run reads only the others per user; every event arrives once
+    stack.env["AWS_ENDPOINT_URL"] = aws.endpoint_url
+    sim.stats.reset()
+    clock.offset += 1200  # past the leases of a delivery the first run may have begun
+    ok(stack.invoke(cold=True))
+    assert {u for u in users if sim.stats.calls(user_id=u)} == set(users) - seated
+    for user in users:
         assert_delivered_once(stack, user, expected[user])
 
 
