@@ -22,6 +22,8 @@ Nothing here is asserted; it prints figures beside their goals. Through the real
    between runs and runs at wall speed inside one. The per-user runs make too many calls for
    that (about U / (share × limit) seconds each): their calls are measured with the limit off,
    and their time is computed at the paced rate.
+6. The real-time path (bench/realtime.py): latency from an event becoming visible to delivered,
+   p50 and p95, and the cost of a million events with the path on.
 Rows 1 to 4 pin READ_MODE=per-user: they measure the per-user reads.
 """
 
@@ -48,6 +50,7 @@ import httpx
 
 from bench import footprint
 from bench.footprint import Row
+from bench.realtime import realtime_rows
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
@@ -553,6 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rows += learned(aws, quick=args.quick)
         rows += footprint_rows(aws, quick=args.quick)
+        print("running: real time …", file=sys.stderr)
+        rows += realtime_rows(aws, quick=args.quick)
         tenants = [
             Tenant("free", RateLimit(burst=2, per_second=2), 1000, 50_000),
             Tenant("enterprise", RateLimit(burst=50, per_second=16), 10_000, 500_000),

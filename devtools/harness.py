@@ -221,6 +221,11 @@ class LocalDeployment(StackContents):
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None
         self._event = json.loads(SCHEDULED_EVENT.read_text(encoding="utf-8"))
 
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The wall clock the stack's functions run with."""
+        return self._clock or time.time
+
     def invoke(
         self, *, cold: bool = False, remaining_ms: int | Callable[[], int] = 300_000
     ) -> Invocation:

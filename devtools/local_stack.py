@@ -443,8 +443,8 @@ class LocalStack:
 
     # -- commands for the user -----------------------------------------------------------------
 
-    def sam_invoke_command(self, *extra: str) -> list[str]:
-        return sam_invoke_command(self.env.path, function_architecture(), *extra)
+    def sam_invoke_command(self, *extra: str, **options: Any) -> list[str]:
+        return sam_invoke_command(self.env.path, function_architecture(), *extra, **options)
 
     def banner(self, seeded: Mapping[str, int]) -> str:
         resources = self.deployment.resources
@@ -495,19 +495,27 @@ AWS_DEFAULT_REGION=us-east-1 first):
 """
 
 
-def sam_invoke_command(env_path: Path, architecture: str, *extra: str) -> list[str]:
+def sam_invoke_command(
+    env_path: Path,
+    architecture: str,
+    *extra: str,
+    function: str = FUNCTION,
+    event: Path = EVENT_FILE,
+    parameters: Sequence[str] = (),
+) -> list[str]:
     """`sam local invoke` for the local stack (relative paths when run from the repository)."""
     return [
         "sam",
         "local",
         "invoke",
-        FUNCTION,
+        function,
         "--event",
-        _relative(EVENT_FILE),
+        _relative(event),
         "--env-vars",
         _relative(env_path),
         "--parameter-overrides",
         f"Architecture={architecture}",
+        *parameters,
         # Makes host.docker.internal this machine on Linux too (Docker Desktop has it anyway).
         "--add-host",
         f"{CONTAINER_HOST}:host-gateway",

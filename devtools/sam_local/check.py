@@ -1,10 +1,12 @@
 """`make test-sam-local`: the function as `sam build` packages it, run by `sam local invoke` in
 Docker, against the stack `make local-stack` starts (devtools/local_stack.py).
 
-Three invocations: a first run over the seeded history (one user past Auth0's 1,000-result
-cap), a run after new events, and an idle run. Then it checks that every event reached both
-destinations exactly once, that the checkpoint items say so, and that no secret (the client
-secret, an access token) appears in anything the function or SAM CLI printed.
+Three invocations of the scheduled function: a first run over the seeded history (one user past
+Auth0's 1,000-result cap), a run after new events, and an idle run; then the real-time function
+with a partner event (events/realtime-event.json, freshly dated: a new event of a watched user),
+and a scheduled run that confirms it instead of forwarding it again. Then it checks that every
+event reached both destinations exactly once, that the checkpoint items say so, and that no
+secret (the client secret, an access token) appears in anything the function or SAM CLI printed.
 
 It prints the figures (wall times, REPORT lines, deliveries per user and destination, the
 checkpoints) and exits non-zero on any failure. It never skips: without Docker it fails.
@@ -23,6 +25,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -146,9 +149,13 @@ def invoke(
     expected_forwarded: int,
     number: int,
     state_dir: Path,
+    **options: Any,
 ) -> Invocation:
     # Exactly the command `make local-stack` prints, plus the stand-in image: no registry here.
-    command = [sam, *stack.sam_invoke_command("--invoke-image", image, "--skip-pull-image")[1:]]
+    command = [
+        sam,
+        *stack.sam_invoke_command("--invoke-image", image, "--skip-pull-image", **options)[1:],
+    ]
     print(f"\n{title}\n   $ {shlex.join(['sam', *command[1:]])}", flush=True)
     started = time.monotonic()
     code, stdout, stderr = run(command, env, INVOKE_TIMEOUT_S)
@@ -171,6 +178,26 @@ def invoke(
             f"429s {summary.get('rate_limited')}, token requests {summary.get('token_requests')}"
         )
     return result
+
+
+REALTIME_EVENT = ROOT / "events" / "realtime-event.json"
+REALTIME_SOURCE = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))["source"]
+
+
+def pushed_event(stack: LocalStack, state_dir: Path) -> Path:
+    """events/realtime-event.json for the first watched user, dated now, with a log_id Auth0
+    (the simulator) holds too: the next scheduled run reads it back."""
+    event = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))
+    data = dict(event["detail"]["data"])
+    data.pop("log_id", None)
+    data["user_id"] = stack.users[0]
+    data["date"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    (added,) = stack.simulator.add_events([data])
+    event["detail"] = {"log_id": added["log_id"], "data": added}
+    event["time"] = data["date"][:19] + "Z"
+    path = state_dir / "realtime-event.json"
+    path.write_text(json.dumps(event, indent=2), encoding="utf-8")
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -249,6 +276,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                 3,
                 args.state_dir,
             )
+        )
+        pushed = pushed_event(stack, args.state_dir)
+        invocations.append(
+            invoke(
+                stack,
+                args.sam,
+                env,
+                args.invoke_image,
+                "4. Real time: Auth0's stream pushes a new event of a watched user",
+                1,
+                4,
+                args.state_dir,
+                function="RealtimeFunction",
+                event=pushed,
+                parameters=[f"RealtimeEventSourceName={REALTIME_SOURCE}"],
+            )
+        )
+        invocations.append(
+            invoke(
+                stack,
+                args.sam,
+                env,
+                args.invoke_image,
+                "5. The next scheduled run confirms it (nothing forwarded twice)",
+                0,
+                5,
+                args.state_dir,
+            )
+        )
+        confirmed = sum(
+            int(u.get("realtime_confirmed", 0))
+            for u in (invocations[4].summary or {}).get("users", [])
+        )
+        checks.check(
+            confirmed == 1, f"invocation 5 confirmed {confirmed} pushed event (1 expected)"
         )
 
         print("\nChecks")

@@ -4,12 +4,14 @@ Every read hands the planner chunks; what differs between reads is carried by th
 so the planner has no branch on where a chunk came from:
 
     select(cursor, events)   which of the events are new, in forwarding order
+    remember(position, …)    the read position once those are delivered
     gone(left)               which pending log_ids this chunk proves Auth0 no longer returns
     end(cursor)              the cursor once the chunk is delivered (where the next read starts)
 
 - `UserSpan`: the user's own endpoint or tenant search, read from the cursor's floor (fetch.py).
 - `StreamSpan`: the user's events in a window of the tenant stream (stream_run.py).
 - `ReadBackSpan`: pending events read back by log_id before a seat is given up (read_back.py).
+- `RealtimeSpan`: events Auth0's log stream pushed through EventBridge (realtime.py).
 
 Pure: no clock, no I/O.
 """
@@ -20,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .cursor import Cursor, Selection
+from .cursor import Cursor, ReadPosition, Selection
 from .events import LogEvent, Malformed
 from .gaps import ReadFacts
 
@@ -33,13 +35,38 @@ class Span(Protocol):
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection: ...
 
+    def remember(
+        self,
+        position: ReadPosition,
+        delivered: list[LogEvent],
+        *,
+        overlap_ms: int,
+        read_started_ms: int,
+    ) -> ReadPosition: ...
+
     def gone(self, left: frozenset[str]) -> frozenset[str]: ...
 
     def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor: ...
 
 
+class _Read:
+    """A read of Auth0's log: what it delivers moves the read position (ReadPosition.advance)."""
+
+    __slots__ = ()
+
+    def remember(
+        self,
+        position: ReadPosition,
+        delivered: list[LogEvent],
+        *,
+        overlap_ms: int,
+        read_started_ms: int,
+    ) -> ReadPosition:
+        return position.advance(delivered, overlap_ms=overlap_ms, read_started_ms=read_started_ms)
+
+
 @dataclass(frozen=True, slots=True)
-class UserSpan:
+class UserSpan(_Read):
     """A read of the user's events from the cursor's floor; `complete`: it reached the newest."""
 
     complete: bool
@@ -60,7 +87,7 @@ class UserSpan:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamSpan:
+class StreamSpan(_Read):
     """The user's events in a window of the tenant stream: every one the stream returned with a
     log_id in (after, to]. `floor_until`: up to which log_id the cursor's floor still drops
     events (see cursor.StreamSeat)."""
@@ -78,17 +105,20 @@ class StreamSpan:
         seat = cursor.seat
         assert seat is not None, "a stream window for a user with no seat"
         position = cursor.position
-        known = position.known_ids()
+        known, ahead = position.known_ids(), position.ahead_ids()
         new: dict[str, LogEvent] = {}
+        confirmed: dict[str, LogEvent] = {}
         duplicates = below_floor = 0
         for event in events:
-            if seat.holds(event.log_id) or event.log_id in known or event.log_id in new:
+            if event.log_id in ahead:
+                confirmed[event.log_id] = event
+            elif seat.holds(event.log_id) or event.log_id in known or event.log_id in new:
                 duplicates += 1
             elif position.below_floor(event) and event.log_id <= self.floor_until:
                 below_floor += 1
             else:
                 new[event.log_id] = event
-        return position.ordered(new.values(), duplicates, below_floor)
+        return position.ordered(new.values(), duplicates, below_floor, confirmed.values())
 
     def gone(self, left: frozenset[str]) -> frozenset[str]:
         """Those whose log_id lies in the span the window covered (one below it is not this
@@ -101,7 +131,7 @@ class StreamSpan:
 
 
 @dataclass(frozen=True, slots=True)
-class ReadBackSpan:
+class ReadBackSpan(_Read):
     """A seated user's pending events past its seat, read back by log_id (read_back.py), before
     the seat is given up. `not_found`: the ids Auth0 answered 404 for (gone). `verified_ms`:
     what the stream verified for this user, which counts as verified once the seat goes."""
@@ -119,13 +149,14 @@ class ReadBackSpan:
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         # The stream proved them new by log_id, whatever their date: the floor does not apply.
         seat = cursor.seat
-        known = cursor.position.known_ids()
+        position = cursor.position
+        known, ahead = position.known_ids(), position.ahead_ids()
         new = {
             e.log_id: e
             for e in events
             if not (seat is not None and seat.holds(e.log_id)) and e.log_id not in known
         }
-        return cursor.position.ordered(new.values(), 0, 0)
+        return position.ordered(new.values(), 0, 0, [e for e in events if e.log_id in ahead])
 
     def gone(self, left: frozenset[str]) -> frozenset[str]:
         return left & self.not_found
@@ -135,6 +166,53 @@ class ReadBackSpan:
         if not self.asked_all:
             return cursor
         return replace(cursor, seat=None, position=cursor.position.verified_until(self.verified_ms))
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeSpan:
+    """Events Auth0's log stream pushed (realtime.py): at least once, in any order, some never.
+
+    New is what nothing delivered yet (no read, no earlier push, no seat) and what a read would
+    still return (at or above the floor: below it, a read may have delivered it and forgotten
+    it). What it delivers is remembered ahead of the reads (ReadPosition.ahead): the floor and
+    the watermark stay, so the reads that follow still find whatever the stream dropped. It
+    judges nothing gone and ends nothing: the reads do both.
+    """
+
+    gone_reason: str = "never: the real-time path gives nothing up"
+
+    def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
+        position, seat = cursor.position, cursor.seat
+        if position.full:
+            return Selection([])  # left to the reads
+        known = position.known_ids()
+        new: dict[str, LogEvent] = {}
+        duplicates = below_floor = 0
+        for event in events:
+            log_id = event.log_id
+            if log_id in known or log_id in new or (seat is not None and seat.holds(log_id)):
+                duplicates += 1
+            elif position.below_floor(event):
+                below_floor += 1
+            else:
+                new[log_id] = event
+        return position.ordered(new.values(), duplicates, below_floor)
+
+    def remember(
+        self,
+        position: ReadPosition,
+        delivered: list[LogEvent],
+        *,
+        overlap_ms: int,
+        read_started_ms: int,
+    ) -> ReadPosition:
+        return position.delivered_ahead(delivered)
+
+    def gone(self, left: frozenset[str]) -> frozenset[str]:
+        return frozenset()
+
+    def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor:
+        return cursor
 
 
 @dataclass(slots=True)

@@ -71,6 +71,9 @@ class Settings:
     log_retention_ms: int
     output: OutputSettings = field(default_factory=lambda: OutputSettings())
     read_mode: ReadMode = "auto"
+    # The partner event source of Auth0's log stream (template parameter): the real-time path
+    # is on, and the scheduled runs reconcile what it missed. None: off.
+    realtime_event_source: str | None = None
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -161,6 +164,7 @@ class Settings:
             * 3_600_000,
             output=OutputSettings.from_env(env),
             read_mode=_read_mode(env),
+            realtime_event_source=_optional(env, "REALTIME_EVENT_SOURCE"),
         )
 
 

@@ -5,7 +5,8 @@
   the next read covers [floor, now]), `recent` (every (date, log_id) forwarded at or after the
   floor: a re-read finds late events, not in it, and drops repeats) and `watermark_ms` (the
   newest date forwarded; the floor follows it at `watermark - overlap`, so an event visible up to
-  `overlap` late is still caught).
+  `overlap` late is still caught), and `ahead` (what the real-time path delivered before any
+  read returned it: known, but it moves neither the floor nor the watermark).
 - `Outbox`: batches handed to the destinations and not yet committed (write-ahead intents), each
   leased to the run delivering it.
 - `StreamSeat`: the user's place on the tenant stream, while the tenant is read by checkpoint.
@@ -62,6 +63,9 @@ class Selection:
     below_floor: int = 0
     late: int = 0
     max_lateness_ms: int = 0
+    # Events the real-time path delivered first that this read returned: delivered already,
+    # they count as this read's for the read position (ReadPosition.ahead).
+    confirmed: tuple[LogEvent, ...] = ()
 
 
 # -- the read position ---------------------------------------------------------------------------
@@ -76,11 +80,22 @@ class ReadPosition:
     verified_ms: int | None = None
     # (digest, first seen) of malformed entries already written to the destinations.
     quarantined: tuple[tuple[str, int], ...] = ()
+    # (date, log_id) of events the real-time path delivered (realtime.py) that no read has
+    # returned yet. A read that returns one confirms it: it joins `recent` as if that read had
+    # delivered it. The floor and the watermark stay where the reads left them, since Auth0's
+    # stream drops events and an event it dropped may be dated before these.
+    ahead: tuple[tuple[int, str], ...] = ()
 
     @property
     def at_capacity(self) -> bool:
         """`recent` hit its cap, so the overlap window for this user is narrower than configured."""
         return len(self.recent) >= MAX_RECENT
+
+    @property
+    def full(self) -> bool:
+        """No room to remember more events without narrowing the overlap window: the real-time
+        path leaves what it is pushed to the reads."""
+        return len(self.recent) + len(self.ahead) >= MAX_RECENT
 
     @property
     def anchor(self) -> tuple[int, str] | None:
@@ -96,32 +111,47 @@ class ReadPosition:
         return self.floor_ms is not None and event.date_ms < self.floor_ms
 
     def known_ids(self) -> set[str]:
-        return {log_id for _, log_id in self.recent}
+        return {log_id for _, log_id in self.recent} | self.ahead_ids()
+
+    def ahead_ids(self) -> set[str]:
+        return {log_id for _, log_id in self.ahead}
 
     def select(self, events: Iterable[LogEvent]) -> Selection:
         """The events of a read from the floor that are new: at or above the floor, and not
-        remembered in `recent`."""
-        known = self.known_ids()
+        remembered in `recent` (nor delivered ahead: those it confirms)."""
+        known, ahead = self.known_ids(), self.ahead_ids()
         new: dict[str, LogEvent] = {}
+        confirmed: dict[str, LogEvent] = {}
         duplicates = below_floor = 0
         for event in events:
             if self.below_floor(event):
                 below_floor += 1
+            elif event.log_id in ahead:
+                confirmed[event.log_id] = event
             elif event.log_id in known or event.log_id in new:
                 duplicates += 1
             else:
                 new[event.log_id] = event
-        return self.ordered(new.values(), duplicates, below_floor)
+        return self.ordered(new.values(), duplicates, below_floor, confirmed.values())
 
-    def ordered(self, new: Iterable[LogEvent], duplicates: int, below_floor: int) -> Selection:
+    def ordered(
+        self,
+        new: Iterable[LogEvent],
+        duplicates: int,
+        below_floor: int,
+        confirmed: Iterable[LogEvent] = (),
+    ) -> Selection:
         """New events in ascending (date, log_id) order, those dated below the watermark counted
         as late: every read's selection ends here, whatever decided what is new."""
         ordered = sorted(new, key=lambda e: e.key)
+        found = tuple(confirmed)
         watermark = self.watermark_ms
         if watermark is None:
-            return Selection(ordered, duplicates, below_floor)
+            return Selection(ordered, duplicates, below_floor, confirmed=found)
         lateness = [watermark - e.date_ms for e in ordered if e.date_ms < watermark]
-        return Selection(ordered, duplicates, below_floor, len(lateness), max(lateness, default=0))
+        return Selection(
+            ordered, duplicates, below_floor, len(lateness), max(lateness, default=0), found
+        )
 
     def advance(
         self, delivered: Sequence[LogEvent], *, overlap_ms: int, read_started_ms: int
@@ -143,12 +173,31 @@ class ReadPosition:
         recent = [entry for entry in recent if entry[0] >= floor]
         if len(recent) > MAX_RECENT:
             floor, recent = _narrow(recent)
-        return replace(self, floor_ms=floor, watermark_ms=watermark, recent=tuple(recent))
+        read = {e.log_id for e in delivered}
+        ahead = tuple(e for e in self.ahead if e[0] >= floor and e[1] not in read)
+        return replace(
+            self, floor_ms=floor, watermark_ms=watermark, recent=tuple(recent), ahead=ahead
+        )
+
+    def delivered_ahead(self, delivered: Sequence[LogEvent]) -> ReadPosition:
+        """`delivered` came from the real-time path: remembered, the read position unmoved."""
+        if not delivered:
+            return self
+        return replace(self, ahead=tuple(sorted({*self.ahead, *(e.key for e in delivered)})))
 
     def past(self, to_ms: int) -> ReadPosition:
         """Nothing dated before `to_ms` is read again (a gap ends there)."""
         floor = to_ms if self.floor_ms is None else max(self.floor_ms, to_ms)
-        return replace(self, floor_ms=floor, recent=tuple(e for e in self.recent if e[0] >= floor))
+        return self._floor_at(floor)
+
+    def _floor_at(self, floor: int) -> ReadPosition:
+        """Nothing dated before `floor` is read again, so nothing before it is remembered."""
+        return replace(
+            self,
+            floor_ms=floor,
+            recent=tuple(e for e in self.recent if e[0] >= floor),
+            ahead=tuple(e for e in self.ahead if e[0] >= floor),
+        )
 
     def after_complete_read(self, read_started_ms: int, *, overlap_ms: int) -> ReadPosition:
         """Move the floor, and what is verified, with time once a read reached the newest event.
@@ -164,13 +213,10 @@ class ReadPosition:
         if self.verified_ms is None or verified >= self.verified_ms + VERIFIED_STEP_MS:
             position = replace(position, verified_ms=verified)
         floor = verified if self.watermark_ms is None else min(verified, self.watermark_ms)
-        if not self.recent or self.recent[0][0] >= floor:
+        oldest = min((e[0] for e in (*self.recent[:1], *self.ahead[:1])), default=None)
+        if oldest is None or oldest >= floor:
             return position
-        return replace(
-            position,
-            floor_ms=floor,
-            recent=tuple(entry for entry in self.recent if entry[0] >= floor),
-        )
+        return position._floor_at(floor)
 
     def verified_until(self, verified_ms: int | None) -> ReadPosition:
         """What another read verified (the stream, for a user it moved with) counts too."""
@@ -375,6 +421,7 @@ class Cursor:
             "floor": position.floor_ms,
             "watermark": position.watermark_ms,
             "recent": [[date, log_id] for date, log_id in position.recent],
+            "ahead": [[date, log_id] for date, log_id in position.ahead],
             "pending": [
                 {
                     "batch_id": p.batch_id,
@@ -427,6 +474,9 @@ class Cursor:
                 sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
             ),
             verified_ms=_optional_int(state.get("verified")),
+            ahead=tuple(
+                sorted((int(date), str(log_id)) for date, log_id in state.get("ahead") or ())
+            ),
             quarantined=tuple(
                 (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
             ),

@@ -6,8 +6,12 @@
     stream    → stream_run.py: the tenant's log, window by window, one chunk per member
     record the tenant item: the mode, why, the figures the next run decides on
 
-Both modes deliver through session.py, which holds the per-user lifecycle (open, deliver each
-chunk through the planner and the executor, close); this module only chooses and reports.
+A push (the real-time function, realtime.py) is the third way in: the events Auth0's log stream
+pushed, one chunk per watched user, against the same checkpoints.
+
+Both modes, and a push, deliver through session.py, which holds the per-user lifecycle (open,
+deliver each chunk through the planner and the executor, close); this module only chooses and
+reports.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from .checkpoint_store import CheckpointStore
+from .chunk import Chunk
 from .config import Settings
 from .per_user import read_users
 from .planner import OutputPolicy
@@ -25,7 +30,7 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport
 from .retry import Deadline
-from .session import RunContext, SessionEnv, UserSession
+from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
 from .stream import sample_rate
@@ -81,9 +86,28 @@ class Forwarder:
             calls=run.scope.stats,
             finished_ms=self._now_ms(),
             read=read,
+            realtime=self._settings.realtime_event_source is not None,
         )
         self._record(tenant, decision, report)
         return report
+
+    def push(self, pushed: Mapping[str, Chunk], *, remaining_ms: Callable[[], int]) -> RunReport:
+        """Events Auth0's log stream pushed, a chunk per watched user (chunk.RealtimeSpan), each
+        through the user's session against the checkpoint the reads use. A user with no
+        checkpoint yet is left to the reads: they fix where it starts (START_FROM)."""
+        loaded = self._store.load(list(pushed))
+        run = self._new_run(remaining_ms)
+        sessions = [UserSession(user, loaded.get(user), self._env, run) for user in pushed]
+        for session in sessions:
+            if not session.is_new and session.open(Start.REALTIME):
+                session.deliver(pushed[session.user_id], self._now_ms())
+            session.close()
+        return RunReport(
+            users=[session.report for session in sessions],
+            calls=run.scope.stats,
+            finished_ms=self._now_ms(),
+            realtime=True,
+        )
 
     def _new_run(self, remaining_ms: Callable[[], int]) -> RunContext:
         margin_ms = self._settings.time_margin_ms

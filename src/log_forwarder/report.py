@@ -27,6 +27,8 @@ class UserReport:
     forwarded: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
+    # Events the real-time path delivered first that this read returned (none delivered again).
+    confirmed: int = 0
     late: int = 0
     max_lateness_ms: int = 0
     quarantined: int = 0  # malformed entries recorded for the first time
@@ -39,6 +41,7 @@ class UserReport:
     abandoned: int = 0
     gaps: list[Gap] = field(default_factory=list)
     newest_forwarded_ms: int | None = None
+    forwarded_dates: list[int] = field(default_factory=list)  # of each event, as forwarded
     deferred: bool = False  # stopped by the time budget; resumes next run
     busy: bool = False  # another run holds the user (a live lease, or it wrote first)
     backlog: bool = False
@@ -49,6 +52,7 @@ class UserReport:
     def add_read(self, selection: Selection) -> None:
         """What a read returned, counted as it happens (every run reads afresh)."""
         self.duplicates += selection.duplicates
+        self.confirmed += len(selection.confirmed)
         self.late += selection.late
         self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
 
@@ -68,6 +72,7 @@ class UserReport:
         self.findings.update(finding.rule for finding in batch.findings)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
+        self.forwarded_dates.extend(event.date_ms for event in batch.events)
         if batch.redelivery:
             self.recovered += len(batch.events)
         if batch.events:
@@ -92,6 +97,7 @@ class UserReport:
             "forwarded": self.forwarded,
             "delivered": dict(self.delivered),
             "duplicates_dropped": self.duplicates,
+            "realtime_confirmed": self.confirmed,
             "late_events": self.late,
             "quarantined": self.quarantined,
             "filtered": self.filtered,
@@ -142,6 +148,15 @@ class RunReport:
     calls: CallStats = field(default_factory=CallStats)
     finished_ms: int = 0
     read: ReadReport | None = None
+    # The real-time path is on (REALTIME_EVENT_SOURCE): this run reconciles what it missed.
+    realtime: bool = False
+
+    @property
+    def realtime_stalled(self) -> bool:
+        """The reads found events to forward and not one the real-time path had delivered:
+        Auth0's stream is paused, broken, or not associated with the event bus."""
+        forwarded = sum(u.forwarded for u in self.users)
+        return self.realtime and forwarded > 0 and not any(u.confirmed for u in self.users)
 
     @property
     def lag_s(self) -> float | None:
@@ -221,7 +236,16 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("LagSeconds", "Seconds", lambda run: run.lag_s),
     ("StreamMode", "Count", lambda run: float(run.read is not None and run.read.mode == "stream")),
     ("StreamEventsRead", "Count", lambda run: run.read.stream_events if run.read else 0),
+    # With the real-time path on: what it delivered first, what only the reads delivered (what
+    # the stream dropped, or had not pushed yet), and whether it delivered nothing at all.
+    ("RealtimeConfirmedEvents", "Count", lambda run: _if_realtime(run, _total("confirmed"))),
+    ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("forwarded"))),
+    ("RealtimeStalled", "Count", lambda run: _if_realtime(run, lambda r: r.realtime_stalled)),
 )
+
+
+def _if_realtime(run: RunReport, value_of: Callable[[RunReport], float]) -> float | None:
+    return float(value_of(run)) if run.realtime else None
 
 
 def findings_by_rule(run: RunReport) -> Counter[str]:

@@ -37,7 +37,7 @@ from .exceptions import (
     OutOfTime,
 )
 from .executor import Checkpoint, execute
-from .planner import Batch, OutputPolicy, PlanContext, plan_chunk
+from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
 from .read_back import read_back
 from .read_mode import TenantState
 from .report import UserReport
@@ -107,6 +107,13 @@ class Start(Enum):
     PER_USER = "per-user"  # read per user: a new user's start is fixed now, a seat ends
     MEMBER = "member"  # on the stream already: the seat holds
     JOIN = "join"  # about to be seated: the caller writes the seat
+    REALTIME = "realtime"  # events pushed by Auth0's stream: the state is taken as it stands
+
+
+# A chunk planned against a checkpoint that another writer moved first (a real-time
+# invocation, between this run's read and its write) is planned again this many times against
+# the checkpoint as it now is, before the user is left to the next run.
+REPLANS = 3
 
 
 class UserSession:
@@ -177,19 +184,9 @@ class UserSession:
                 checkpoint.write(checkpoint.cursor)
             return
         cursor = self.found
-        self.checkpoint = Checkpoint(
-            self.env.store, self.user_id, cursor, stored.version, run.scope.deadline
-        )
-        leased_until = cursor.outbox.leased_until(self.env.now_ms())
-        if leased_until is not None:
-            # Another run is still delivering this user's pending batch (or died doing so and
-            # its lease has not run out): redelivering it now could write it twice.
-            raise CheckpointConflict(
-                f"another run holds the pending events of {self.user_id!r} until "
-                f"{iso_ms(leased_until)}"
-            )
+        checkpoint = self._take(cursor, stored.version)
         if start is Start.JOIN:
-            self.checkpoint.value = replace(cursor, seat=None)
+            checkpoint.value = replace(cursor, seat=None)
         elif start is Start.PER_USER and cursor.seat is not None:
             # What the stream verified counts as verified for a user it moved with (gaps.py
             # reads it); not for one it moved without (off the watch list meanwhile), whose
@@ -202,6 +199,29 @@ class UserSession:
             self._deliver(chunk, self.env.now_ms())
             if self.cursor.seat is not None:
                 raise OutOfTime("reading back the pending events of a seat: the rest next run")
+
+    def _take(self, cursor: Cursor, version: int | None) -> Checkpoint:
+        """Deliver from this stored cursor, unless another run holds its pending events."""
+        checkpoint = Checkpoint(
+            self.env.store, self.user_id, cursor, version, self.run.scope.deadline
+        )
+        self.checkpoint = checkpoint
+        leased_until = cursor.outbox.leased_until(self.env.now_ms())
+        if leased_until is not None:
+            # Another run is still delivering this user's pending batch (or died doing so and
+            # its lease has not run out): redelivering it now could write it twice.
+            raise CheckpointConflict(
+                f"another run holds the pending events of {self.user_id!r} until "
+                f"{iso_ms(leased_until)}"
+            )
+        return checkpoint
+
+    def _reload(self) -> None:
+        """The checkpoint as another writer left it, to plan the chunk again."""
+        stored = self.env.store.load([self.user_id]).get(self.user_id)
+        if stored is None:
+            raise CheckpointConflict(f"the checkpoint of {self.user_id!r} is gone")
+        self._take(Cursor.from_state(stored.readable_state()), stored.version)
 
     # -- deliver ---------------------------------------------------------------------------------
 
@@ -233,14 +253,34 @@ class UserSession:
         return self.guard(lambda: checkpoint.write(cursor))
 
     def _deliver(self, chunk: Chunk, read_started_ms: int) -> None:
-        checkpoint = self.checkpoint
-        assert checkpoint is not None, "deliver before open"
-        report = self.report
-        report.fetched += chunk.returned
-        plan = plan_chunk(checkpoint.cursor, chunk, self._context(read_started_ms))
-        report.add_read(plan.selection)
+        assert self.checkpoint is not None, "deliver before open"
+        self.report.fetched += chunk.returned
+        for replans_left in range(REPLANS, -1, -1):
+            plan = plan_chunk(self.checkpoint.cursor, chunk, self._context(read_started_ms))
+            if replans_left == REPLANS:
+                self.report.add_read(plan.selection)  # what the read returned, counted once
+            try:
+                self._execute(plan)
+                return
+            except _Untouched as untouched:
+                # Nothing of the batch reached a destination: what the other writer delivered
+                # is in the checkpoint now, and the plan against it leaves that out.
+                if not replans_left:
+                    raise untouched.conflict from None
+                self._reload()
+
+    def _execute(self, plan: Plan) -> None:
+        checkpoint, report = self.checkpoint, self.report
+        assert checkpoint is not None
         for batch in plan.batches:
-            execute(batch, checkpoint, self.env.sinks, report.add_delivery)
+            version = checkpoint.version
+            try:
+                execute(batch, checkpoint, self.env.sinks, report.add_delivery)
+            except CheckpointConflict as conflict:
+                # Refused at its first write: the intent, or a checkpoint-only batch's cursor.
+                if checkpoint.version == version and (batch.intent is not None or not batch.lines):
+                    raise _Untouched(conflict) from conflict
+                raise
             report.add_batch(batch)
             _log_batch(self.user_id, batch)
 
@@ -319,6 +359,14 @@ class UserSession:
             # then the run fails with this exception, traceback and all.
             report.bug = error
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+
+
+class _Untouched(Exception):
+    """A conflict at a batch's first write: nothing of it was delivered."""
+
+    def __init__(self, conflict: CheckpointConflict) -> None:
+        super().__init__(str(conflict))
+        self.conflict = conflict
 
 
 _NOT_RELEASED = "its leases expire on their own"

@@ -31,7 +31,10 @@ def declared_variables() -> dict[str, Any]:
 
 def env_file(path: Path) -> dict[str, str]:
     document = json.loads(path.read_text(encoding="utf-8"))
-    assert list(document) == ["ForwarderFunction"], f"{path.name}: one function, by logical id"
+    # The scheduled function, and (local file) the real-time one for `make test-sam-local`
+    # (tests/unit/test_template.py checks its variables).
+    assert next(iter(document)) == "ForwarderFunction", f"{path.name}: functions by logical id"
+    assert set(document) <= {"ForwarderFunction", "RealtimeFunction"}, path.name
     variables = document["ForwarderFunction"]
     assert all(isinstance(value, str) for value in variables.values()), "values must be strings"
     return dict(variables)

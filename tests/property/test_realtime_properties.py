@@ -1,0 +1,158 @@
+"""Property tests of the two paths together: Auth0's log stream pushing events (realtime.py,
+Forwarder.push) and the scheduled reads, on the same checkpoints and destinations.
+
+Whatever hypothesis draws (pushes late, lost, repeated, in any order; pushes in the middle of a
+run's checkpoint writes and deliveries; destinations failing before or after they accept a
+batch, on either path), every event reaches every destination exactly once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from log_forwarder.forwarder import Forwarder
+from log_forwarder.realtime import Pushed
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.property.test_cursor_properties import (
+    BASE_MS,
+    OVERLAP_MS,
+    SCALE,
+    USERS,
+    assert_exactly_once,
+    final_runs,
+    make_forwarder,
+    traffic,
+)
+
+HOUR_MS = 3_600_000
+
+
+@st.composite
+def pushes(
+    draw: st.DrawFn, events: list[tuple[dict[str, str], int]]
+) -> list[tuple[int, list[dict[str, str]]]]:
+    """What the stream sends: each event dropped, or pushed once or twice, from when it becomes
+    visible up to a few minutes after; pushes grouped into invocations at random instants."""
+    sends: list[tuple[int, dict[str, str]]] = []
+    for event, visible in events:
+        copies = draw(st.sampled_from([0, 1, 1, 1, 1, 2]))
+        for _ in range(copies):
+            sends.append((visible + draw(st.integers(0, 5 * 60_000)), event))
+    sends.sort(key=lambda send: send[0])
+    invocations: list[tuple[int, list[dict[str, str]]]] = []
+    i = 0
+    while i < len(sends):
+        size = draw(st.integers(1, 8))
+        group = sends[i : i + size]
+        order = draw(st.permutations(range(len(group))))
+        invocations.append((group[-1][0], [group[j][1] for j in order]))
+        i += size
+    return invocations
+
+
+class Concurrent:
+    """Runs the next due push, now and then, in the middle of a checkpoint write or a delivery:
+    a real-time invocation racing a scheduled run (and, inside a push, another push)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.queue: list[tuple[int, list[dict[str, str]]]] = []
+        self.push: Callable[[list[dict[str, str]]], None] | None = None
+        self.now = 0
+        self.busy = False
+
+    def maybe(self) -> None:
+        if self.busy or self.push is None or not self.queue or self.rng.random() > 0.3:
+            return
+        if self.queue[0][0] > self.now:
+            return
+        self.busy = True
+        try:
+            self.push(self.queue.pop(0)[1])
+        finally:
+            self.busy = False
+
+
+class InterleavingStore(InMemoryCheckpointStore):
+    def __init__(self, concurrent: Concurrent) -> None:
+        super().__init__()
+        self.concurrent = concurrent
+
+    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
+        self.concurrent.maybe()
+        return super().save(user_id, state, **kwargs)
+
+
+@settings(max_examples=50 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    events=traffic(max_events=120),
+    poll_offsets=st.lists(st.integers(0, HOUR_MS + OVERLAP_MS), max_size=10),
+    seed=st.integers(0, 2**32),
+)
+def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
+    data: st.DataObject,
+    events: list[tuple[dict[str, str], int]],
+    poll_offsets: list[int],
+    seed: int,
+) -> None:
+    # GIVEN traffic for two users, the stream's pushes of it (late, lost, repeated, reordered),
+    # and destinations that fail before or after accepting a batch, on either path
+    rng = random.Random(seed)
+    crashing = True
+
+    def crash(_index: int) -> str | None:
+        return rng.choice([None, None, None, None, "before", "after"]) if crashing else None
+
+    concurrent = Concurrent(seed)
+    fake = FakeAuth0.serving(events)
+    store = InterleavingStore(concurrent)
+    sinks = [RecordingSink("cloudwatch", crash=crash), RecordingSink("s3", crash=crash)]
+    for sink in sinks:
+        original = sink.deliver
+
+        def interleaved(delivery: Any, original: Any = original) -> Any:
+            concurrent.maybe()
+            return original(delivery)
+
+        sink.deliver = interleaved  # type: ignore[method-assign]
+    # One user at a time: the draw alone decides the interleaving, so a failure replays.
+    forwarder: Forwarder = make_forwarder(
+        fake,
+        sinks,  # type: ignore[arg-type]
+        store,
+        MAX_CONCURRENT_USERS="1",
+    )
+
+    def push(batch: list[dict[str, str]]) -> None:
+        pushed = Pushed.of(iter(batch), frozenset(USERS))
+        forwarder.push(pushed.chunks, remaining_ms=lambda: 30_000)
+
+    concurrent.push = push
+    concurrent.queue = data.draw(pushes(events))
+    timeline = sorted(
+        [(BASE_MS + offset, "poll", None) for offset in [0, *poll_offsets]]
+        + [(at, "push", index) for index, (at, _) in enumerate(concurrent.queue)],
+        key=lambda step: (step[0], step[1]),
+    )
+    # WHEN runs and pushes happen in time order, pushes also racing the runs' writes
+    for at, kind, _ in timeline:
+        fake.now_ms = concurrent.now = max(fake.now_ms, at)
+        if kind == "poll":
+            forwarder.run(list(USERS), remaining_ms=lambda: 10**9)
+        elif concurrent.queue and concurrent.queue[0][0] <= at:
+            push(concurrent.queue.pop(0)[1])
+    # AND the schedule goes on alone, with healthy destinations
+    crashing = False
+    concurrent.push = None
+    for at in final_runs():
+        fake.now_ms = at
+        forwarder.run(list(USERS), remaining_ms=lambda: 10**9)
+    # THEN each destination holds every event exactly once
+    for sink in sinks:
+        assert_exactly_once(sink, [e["log_id"] for e, _ in events])
