@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test-sam-local`: Docker, the stand-in runtime image, then check.py (sam build, the local
-# stack, three `sam local invoke`s, the checks). Stops the dockerd it started and removes the
+# stack, five `sam local invoke`s, the checks). Stops the dockerd it started and removes the
 # containers it left, whatever the outcome.
 #
 # Needs: PYTHON312 (a python3.12), SAM (the sam executable); the Makefile passes both.

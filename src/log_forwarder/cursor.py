@@ -20,7 +20,7 @@ clock, no I/O. How a read's events are selected against these values is the read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -292,9 +292,12 @@ class Outbox:
         others = tuple(p for p in self.pending if p.batch_id != pending.batch_id)
         return Outbox(others + ((pending,) if pending.log_ids else ()))
 
-    def leased_until(self, now_ms: int) -> int | None:
-        """Until when a run holds an intent of this user's (None: nobody does)."""
-        leases = [p.lease_until_ms for p in self.pending if p.leased_at(now_ms)]
+    def leased_until(self, now_ms: int, *, ours: Collection[str] = ()) -> int | None:
+        """Until when another run holds an intent of this user's (None: nobody does); `ours`:
+        batch ids whose intent the asking session wrote itself."""
+        leases = [
+            p.lease_until_ms for p in self.pending if p.leased_at(now_ms) and p.batch_id not in ours
+        ]
         return max(leases) if leases else None
 
     def released(self) -> Outbox:

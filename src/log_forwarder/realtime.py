@@ -74,17 +74,21 @@ def pushed_entries(event: Mapping[str, Any]) -> Iterator[object]:
     whose `detail` is `{"log_id", "data": <the log event>}` (a `detail` that is the log event
     itself is taken too), or an SQS batch whose bodies are such events."""
     records = event.get("Records")
-    events = [_body(record) for record in records] if records else [event]
+    if isinstance(records, list) and records:
+        events = [_body(record) for record in records]
+    else:
+        events = [event]
     for pushed in events:
         detail = pushed.get("detail") if isinstance(pushed, Mapping) else None
         data = detail.get("data") if isinstance(detail, Mapping) else None
         yield data if isinstance(data, Mapping) else detail
 
 
-def _body(record: Mapping[str, Any]) -> object:
+def _body(record: object) -> object:
+    body = record.get("body") if isinstance(record, Mapping) else None
     try:
-        return json.loads(record.get("body") or "null")
-    except ValueError:
+        return json.loads(body) if isinstance(body, str) else None
+    except (ValueError, RecursionError):
         return None  # not an event: counted as ignored
 
 
@@ -147,7 +151,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 def _publish(report: RunReport, pushed: Pushed) -> dict[str, Any]:
     """The invocation's metrics; returns them as its summary."""
-    left = [u for u in report.users if u.cursor is None or not _delivered(u)]
+    left = [u for u in report.users if not _taken(u)]
     counts = {
         "RealtimeEvents": sum(u.forwarded for u in report.users),
         "RealtimeDuplicates": sum(u.duplicates for u in report.users),
@@ -178,8 +182,12 @@ def _publish(report: RunReport, pushed: Pushed) -> dict[str, Any]:
     }
 
 
-def _delivered(user: UserReport) -> bool:
-    return not (user.error or user.bug or user.busy or user.deferred)
+def _taken(user: UserReport) -> bool:
+    """Whether the push took the user's events (delivered, or known already): not when it had
+    no checkpoint, could not go on, or left them to the reads (a pending batch, no room)."""
+    cursor = user.cursor
+    failed = user.error or user.bug or user.busy or user.deferred
+    return not failed and cursor is not None and not cursor.outbox and not cursor.position.full
 
 
 _instrumented = observability.instrumented(

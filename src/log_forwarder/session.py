@@ -127,6 +127,7 @@ class UserSession:
         self._stored = stored
         self._unreadable: CheckpointStateError | None = None
         self._note_error = False  # the failure goes on the checkpoint too, for `status`
+        self._claimed: set[str] = set()  # batches whose intent this session wrote (its leases)
         self.found: Cursor | None = None  # the stored cursor, decoded
         if stored is not None:
             try:
@@ -206,7 +207,7 @@ class UserSession:
             self.env.store, self.user_id, cursor, version, self.run.scope.deadline
         )
         self.checkpoint = checkpoint
-        leased_until = cursor.outbox.leased_until(self.env.now_ms())
+        leased_until = cursor.outbox.leased_until(self.env.now_ms(), ours=self._claimed)
         if leased_until is not None:
             # Another run is still delivering this user's pending batch (or died doing so and
             # its lease has not run out): redelivering it now could write it twice.
@@ -216,12 +217,16 @@ class UserSession:
             )
         return checkpoint
 
-    def _reload(self) -> None:
-        """The checkpoint as another writer left it, to plan the chunk again."""
+    def _reload(self, conflict: CheckpointConflict) -> None:
+        """The checkpoint as another writer left it, to plan the chunk again: only if it still
+        holds the same seat (a chunk of the tenant stream is only that seat's to deliver)."""
         stored = self.env.store.load([self.user_id]).get(self.user_id)
         if stored is None:
-            raise CheckpointConflict(f"the checkpoint of {self.user_id!r} is gone")
-        self._take(Cursor.from_state(stored.readable_state()), stored.version)
+            raise conflict
+        cursor = Cursor.from_state(stored.readable_state())
+        if _seat_of(cursor) != _seat_of(self.cursor):
+            raise conflict
+        self._take(cursor, stored.version)
 
     # -- deliver ---------------------------------------------------------------------------------
 
@@ -267,13 +272,15 @@ class UserSession:
                 # is in the checkpoint now, and the plan against it leaves that out.
                 if not replans_left:
                     raise untouched.conflict from None
-                self._reload()
+                self._reload(untouched.conflict)
 
     def _execute(self, plan: Plan) -> None:
         checkpoint, report = self.checkpoint, self.report
         assert checkpoint is not None
         for batch in plan.batches:
             version = checkpoint.version
+            if batch.intent is not None:
+                self._claimed.add(batch.batch_id)
             try:
                 execute(batch, checkpoint, self.env.sinks, report.add_delivery)
             except CheckpointConflict as conflict:
@@ -359,6 +366,11 @@ class UserSession:
             # then the run fails with this exception, traceback and all.
             report.bug = error
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+
+
+def _seat_of(cursor: Cursor) -> tuple[int, int] | None:
+    seat = cursor.seat
+    return None if seat is None else (seat.epoch, seat.joined_ms)
 
 
 class _Untouched(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from log_forwarder.events import parse_date_ms
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.realtime import Pushed
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
@@ -36,13 +37,15 @@ HOUR_MS = 3_600_000
 def pushes(
     draw: st.DrawFn, events: list[tuple[dict[str, str], int]]
 ) -> list[tuple[int, list[dict[str, str]]]]:
-    """What the stream sends: each event dropped, or pushed once or twice, from when it becomes
-    visible up to a few minutes after; pushes grouped into invocations at random instants."""
+    """What the stream sends: each event dropped, or pushed once or twice, from its date (the
+    stream can be faster than the Management API, which returns it from `visible`) up to a few
+    minutes after it becomes visible; pushes grouped into invocations at random instants."""
     sends: list[tuple[int, dict[str, str]]] = []
     for event, visible in events:
         copies = draw(st.sampled_from([0, 1, 1, 1, 1, 2]))
+        date = parse_date_ms(event["date"])
         for _ in range(copies):
-            sends.append((visible + draw(st.integers(0, 5 * 60_000)), event))
+            sends.append((date + draw(st.integers(0, visible - date + 5 * 60_000)), event))
     sends.sort(key=lambda send: send[0])
     invocations: list[tuple[int, list[dict[str, str]]]] = []
     i = 0

@@ -62,7 +62,9 @@ def test_a_watched_users_malformed_entry_is_kept_for_quarantine_not_dropped() ->
 
 
 def test_an_invocation_with_nothing_usable_is_empty_not_an_error() -> None:
-    garbage = {"Records": [{"body": "not json"}, {"body": "[1, 2]"}, {}]}
-    for event in ({}, {"detail": None}, {"detail": "text"}, {"Records": []}, garbage):
+    garbage = {"Records": [{"body": "not json"}, {"body": "[1, 2]"}, {}, "text", {"body": 7}]}
+    deep = {"Records": [{"body": "[" * 100_000 + "]" * 100_000}]}
+    odd = ({"Records": {"a": 1}}, {"Records": "x"}, garbage, deep)
+    for event in ({}, {"detail": None}, {"detail": "text"}, {"Records": []}, *odd):
         pushed = Pushed.of(pushed_entries(event), WATCHED)
         assert pushed.chunks == {}
