@@ -79,16 +79,7 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
     observability.logger().info(
         "Run finished", extra={"summary": {k: v for k, v in summary.items() if k != "users"}}
     )
-    if report.bugs:
-        # Every user's progress is committed and the metrics are out; now fail loudly.
-        raise report.bugs[0]
-    if report.failed:
-        # Fail the invocation so the Errors alarm and the on-failure destination see it; every
-        # other user's progress is already committed.
-        raise RunFailed(
-            f"{len(report.failed)} of {len(report.users)} users failed: "
-            + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
-        )
+    report.raise_failures("failed")
     if report.read is not None and report.read.error is not None:
         # The tenant stream stopped: its checkpoint could not be written.
         raise RunFailed(f"tenant stream stopped: {report.read.error}")

@@ -33,7 +33,6 @@ from .app import watched_users
 from .chunk import Chunk, RealtimeSpan
 from .config import Settings
 from .events import LogEvent, Malformed, parse_page
-from .exceptions import RunFailed
 from .report import RunReport, UserReport
 from .runtime import Runtime, build_runtime
 
@@ -138,14 +137,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     )
     summary = _publish(report, pushed)
     observability.logger().info("Push delivered", extra={"summary": summary})
-    if report.bugs:
-        raise report.bugs[0]
-    if report.failed:
-        # Left to the next scheduled run, which reads these users anyway; failing makes it seen.
-        raise RunFailed(
-            f"{len(report.failed)} of {len(report.users)} users not delivered in real time: "
-            + "; ".join(f"{u.user_id}: {u.error}" for u in report.failed[:5])
-        )
+    # What failed is left to the next scheduled run, which reads these users anyway.
+    report.raise_failures("not delivered in real time")
     return summary
 
 

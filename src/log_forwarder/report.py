@@ -13,6 +13,7 @@ from typing import Any
 
 from .cursor import Cursor, Selection
 from .events import iso_ms
+from .exceptions import RunFailed
 from .planner import Batch
 from .records import DeliveryReport, Gap
 from .source import CallStats
@@ -171,6 +172,18 @@ class RunReport:
     @property
     def bugs(self) -> list[BaseException]:
         return [u.bug for u in self.users if u.bug is not None]
+
+    def raise_failures(self, failed: str) -> None:
+        """Once every user's progress is committed and the metrics are out: fail loudly with a
+        bug, or with the users that failed (`failed` says what that means), for the Errors alarm
+        and the on-failure destination."""
+        if self.bugs:
+            raise self.bugs[0]
+        if self.failed:
+            raise RunFailed(
+                f"{len(self.failed)} of {len(self.users)} users {failed}: "
+                + "; ".join(f"{u.user_id}: {u.error}" for u in self.failed[:5])
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return {
