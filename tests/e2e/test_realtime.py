@@ -4,6 +4,7 @@ the scheduled runs reconciling what the stream missed; both write the same desti
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
@@ -86,10 +87,17 @@ def test_pushed_events_are_delivered_at_once_and_the_next_run_confirms_them(
     emitter = realtime.emitter()
     emitter.emit([e for events in pushed.values() for e in events])
     emitter.emit(pushed[WATCHED[0]][:1])
+    # AND one more event sent with the other `detail` shape (the log event itself)
+    (flat,) = sim.add_events(
+        generate_user_events(WATCHED[1], count=1, start=now, end=now, rng=rng)[:1]
+    )
+    pushed[WATCHED[1]].append(flat)
+    entry = {**emitter.entry(flat), "Detail": json.dumps(flat)}
+    assert realtime.events.put_events(Entries=[entry])["FailedEntryCount"] == 0
     invocations = realtime.deliver_pushed()
     # THEN the watched users' events are in both destinations before any scheduled run
     summaries = [ok(i) for i in invocations]
-    assert sum(s["RealtimeEvents"] for s in summaries) == 12
+    assert sum(s["RealtimeEvents"] for s in summaries) == 13
     assert sum(s["RealtimeDuplicates"] for s in summaries) == 1
     # the other user's events never reached the function: the rule's pattern kept them out
     assert sum(s["RealtimeIgnored"] for s in summaries) == 0
@@ -101,10 +109,10 @@ def test_pushed_events_are_delivered_at_once_and_the_next_run_confirms_them(
     run = stack.invoke()
     result = ok(run)
     assert result["forwarded"] == 0
-    assert sum(u["realtime_confirmed"] for u in result["users"]) == 12
+    assert sum(u["realtime_confirmed"] for u in result["users"]) == 13
     metrics = run.metrics()
     assert metrics["ReconciledEvents"] == 0
-    assert metrics["RealtimeConfirmedEvents"] == 12
+    assert metrics["RealtimeConfirmedEvents"] == 13
     assert metrics["RealtimeStalled"] == 0
     for user in WATCHED:
         assert_delivered_once(stack, user, ids_of(pushed[user]))
