@@ -180,6 +180,10 @@ def invoke(
     return result
 
 
+def _counts(per_user: Mapping[str, int]) -> str:
+    return ", ".join(map(str, per_user.values()))
+
+
 REALTIME_EVENT = ROOT / "events" / "realtime-event.json"
 REALTIME_SOURCE = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))["source"]
 
@@ -239,72 +243,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             return finish(checks, started)
 
+        def step(title: str, expected: int, **options: Any) -> None:
+            number = len(invocations) + 1
+            invocations.append(
+                invoke(
+                    stack,
+                    args.sam,
+                    env,
+                    args.invoke_image,
+                    f"{number}. {title}",
+                    expected,
+                    number,
+                    args.state_dir,
+                    **options,
+                )
+            )
+
+        invocations: list[Invocation] = []
         history = stack.seed_history()
-        invocations = [
-            invoke(
-                stack,
-                args.sam,
-                env,
-                args.invoke_image,
-                f"1. First run: the seeded history ({', '.join(map(str, history.values()))})",
-                sum(history.values()),
-                1,
-                args.state_dir,
-            )
-        ]
+        step(f"First run: the seeded history ({_counts(history)})", sum(history.values()))
         new = stack.add_new_events()
-        invocations.append(
-            invoke(
-                stack,
-                args.sam,
-                env,
-                args.invoke_image,
-                f"2. New events ({', '.join(map(str, new.values()))})",
-                sum(new.values()),
-                2,
-                args.state_dir,
-            )
+        step(f"New events ({_counts(new)})", sum(new.values()))
+        step("Idle: nothing new", 0)
+        step(
+            "Real time: Auth0's stream pushes a new event of a watched user",
+            1,
+            function="RealtimeFunction",
+            event=pushed_event(stack, args.state_dir),
+            parameters=[f"RealtimeEventSourceName={REALTIME_SOURCE}"],
         )
-        invocations.append(
-            invoke(
-                stack,
-                args.sam,
-                env,
-                args.invoke_image,
-                "3. Idle: nothing new",
-                0,
-                3,
-                args.state_dir,
-            )
-        )
-        pushed = pushed_event(stack, args.state_dir)
-        invocations.append(
-            invoke(
-                stack,
-                args.sam,
-                env,
-                args.invoke_image,
-                "4. Real time: Auth0's stream pushes a new event of a watched user",
-                1,
-                4,
-                args.state_dir,
-                function="RealtimeFunction",
-                event=pushed,
-                parameters=[f"RealtimeEventSourceName={REALTIME_SOURCE}"],
-            )
-        )
-        invocations.append(
-            invoke(
-                stack,
-                args.sam,
-                env,
-                args.invoke_image,
-                "5. The next scheduled run confirms it (nothing forwarded twice)",
-                0,
-                5,
-                args.state_dir,
-            )
-        )
+        step("The next scheduled run confirms it (nothing forwarded twice)", 0)
         confirmed = sum(
             int(u.get("realtime_confirmed", 0))
             for u in (invocations[4].summary or {}).get("users", [])

@@ -13,10 +13,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
+from devtools.harness import Invocation
 from devtools.local_aws import LocalAws
 
 GENEROUS = RateLimit(burst=200, per_second=500)
@@ -38,3 +41,28 @@ def aws() -> Iterator[LocalAws]:
 def sim() -> Iterator[Auth0Simulator]:
     with Auth0Simulator(rate_limit=GENEROUS) as simulator:
         yield simulator
+
+
+class Clock:
+    """Wall time plus an offset the test moves: shared by a simulator and the functions."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self(), UTC)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def ok(invocation: Invocation) -> dict[str, Any]:
+    """The result of an invocation that must have succeeded."""
+    assert invocation.error is None, f"run failed: {invocation.error!r}"
+    assert invocation.result is not None
+    return dict(invocation.result)

@@ -6,43 +6,26 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from devtools.auth0_simulator import Auth0Simulator
-from devtools.harness import Invocation, LocalDeployment
+from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.log_stream import eventbridge_event
 from devtools.realtime_stack import RealtimePath
 from devtools.traffic import attack_burst, generate_user_events
-from tests.e2e.conftest import GENEROUS, stack_name
+from tests.e2e.conftest import GENEROUS, Clock, ok, stack_name
 from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
 
 WATCHED = ("auth0|rt-admin-1", "google-oauth2|1098765", "samlp|corp|ops@x.io")
 OTHER = "auth0|rt-not-watched"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self(), UTC)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -60,12 +43,6 @@ def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., Lo
         return LocalDeployment(aws, sim, stack_name=stack_name("rt"), clock=clock, **kwargs)
 
     return make
-
-
-def ok(invocation: Invocation) -> dict[str, Any]:
-    assert invocation.error is None, f"run failed: {invocation.error!r}"
-    assert invocation.result is not None
-    return dict(invocation.result)
 
 
 def test_pushed_events_are_delivered_at_once_and_the_next_run_confirms_them(

@@ -10,43 +10,25 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, _ApiError
 from devtools.aws_fault_proxy import AwsFaultProxy
-from devtools.harness import Invocation, LocalDeployment
+from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.sinks.batching import user_slug
-from tests.e2e.conftest import GENEROUS, stack_name
+from tests.e2e.conftest import GENEROUS, Clock, ok, stack_name
 from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
 
 USERS = ("auth0|5f7c8ec7c33c6c004bbafe82", "google-oauth2|1098/odd id@x=y", "samlp|corp|ana")
 OTHERS = ("auth0|someone-else", "auth0|not-watched")
-
-
-class Clock:
-    """Wall time plus an offset the test moves: shared by the simulator and the function."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self(), UTC)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -66,12 +48,6 @@ def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., Lo
         return LocalDeployment(aws, sim, stack_name=name, clock=clock, **kwargs)
 
     return make
-
-
-def ok(invocation: Invocation) -> dict[str, Any]:
-    assert invocation.error is None, f"run failed: {invocation.error!r}"
-    assert invocation.result is not None
-    return dict(invocation.result)
 
 
 def history(
