@@ -248,3 +248,27 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += seconds
+
+
+class InterleavingStore(InMemoryCheckpointStore):
+    """Calls `before_save()` before every save: where another writer may move in."""
+
+    def __init__(self, before_save: Callable[[], None]) -> None:
+        super().__init__()
+        self.before_save = before_save
+
+    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
+        self.before_save()
+        return super().save(user_id, state, **kwargs)
+
+
+def interleave(sinks: Sequence[RecordingSink], before_deliver: Callable[[], None]) -> None:
+    """Calls `before_deliver()` before every delivery to each sink."""
+    for sink in sinks:
+        original = sink.deliver
+
+        def interleaved(delivery: Delivery, original: Any = original) -> DeliveryReport:
+            before_deliver()
+            return original(delivery)
+
+        sink.deliver = interleaved  # type: ignore[method-assign]

@@ -4,7 +4,7 @@ Every read hands the planner chunks; what differs between reads is carried by th
 so the planner has no branch on where a chunk came from:
 
     select(cursor, events)   which of the events are new, in forwarding order
-    remember(position, …)    the read position once those are delivered
+    confirms                 whether what the chunk delivered joins the read position (a read)
     gone(left)               which pending log_ids this chunk proves Auth0 no longer returns
     end(cursor)              the cursor once the chunk is delivered (where the next read starts)
 
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from .cursor import Cursor, ReadPosition, Selection
+from .cursor import Cursor, Selection
 from .events import LogEvent, Malformed
 from .gaps import ReadFacts
 
@@ -33,44 +33,27 @@ class Span(Protocol):
         """Why the pending events `gone` names are gone: the reason of their gap record."""
         ...
 
-    def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection: ...
+    @property
+    def confirms(self) -> bool:
+        """A read of Auth0: what the chunk delivered, and what it found delivered ahead of it
+        (pushed), joins the read position (ReadPosition.advance). A push leaves its events
+        ahead of the reads."""
+        ...
 
-    def remember(
-        self,
-        position: ReadPosition,
-        delivered: list[LogEvent],
-        *,
-        overlap_ms: int,
-        read_started_ms: int,
-    ) -> ReadPosition: ...
+    def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection: ...
 
     def gone(self, left: frozenset[str]) -> frozenset[str]: ...
 
     def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor: ...
 
 
-class _Read:
-    """A read of Auth0's log: what it delivers moves the read position (ReadPosition.advance)."""
-
-    __slots__ = ()
-
-    def remember(
-        self,
-        position: ReadPosition,
-        delivered: list[LogEvent],
-        *,
-        overlap_ms: int,
-        read_started_ms: int,
-    ) -> ReadPosition:
-        return position.advance(delivered, overlap_ms=overlap_ms, read_started_ms=read_started_ms)
-
-
 @dataclass(frozen=True, slots=True)
-class UserSpan(_Read):
+class UserSpan:
     """A read of the user's events from the cursor's floor; `complete`: it reached the newest."""
 
     complete: bool
     gone_reason: str = "a complete read of the user's log no longer returns them"
+    confirms: bool = True
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         return cursor.position.select(events)
@@ -87,7 +70,7 @@ class UserSpan(_Read):
 
 
 @dataclass(frozen=True, slots=True)
-class StreamSpan(_Read):
+class StreamSpan:
     """The user's events in a window of the tenant stream: every one the stream returned with a
     log_id in (after, to]. `floor_until`: up to which log_id the cursor's floor still drops
     events (see cursor.StreamSeat)."""
@@ -96,6 +79,7 @@ class StreamSpan(_Read):
     to: str
     floor_until: str
     gone_reason: str = "the tenant stream read past their log_ids without returning them"
+    confirms: bool = True
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         """Dedupe is by log_id: held by the seat (a window read again, or delivered from one),
@@ -131,7 +115,7 @@ class StreamSpan(_Read):
 
 
 @dataclass(frozen=True, slots=True)
-class ReadBackSpan(_Read):
+class ReadBackSpan:
     """A seated user's pending events past its seat, read back by log_id (read_back.py), before
     the seat is given up. `not_found`: the ids Auth0 answered 404 for (gone). `verified_ms`:
     what the stream verified for this user, which counts as verified once the seat goes."""
@@ -145,6 +129,7 @@ class ReadBackSpan(_Read):
         "GET /api/v2/logs/{id} answers 404: Auth0 no longer has them; an interrupted run left "
         "them pending, so they may or may not have reached the destinations"
     )
+    confirms: bool = True
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         # The stream proved them new by log_id, whatever their date: the floor does not apply.
@@ -181,6 +166,7 @@ class RealtimeSpan:
     """
 
     gone_reason: str = "never: the real-time path gives nothing up"
+    confirms: bool = False
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         position, seat = cursor.position, cursor.seat
@@ -200,16 +186,6 @@ class RealtimeSpan:
             else:
                 new[log_id] = event
         return position.ordered(new.values(), duplicates, below_floor)
-
-    def remember(
-        self,
-        position: ReadPosition,
-        delivered: list[LogEvent],
-        *,
-        overlap_ms: int,
-        read_started_ms: int,
-    ) -> ReadPosition:
-        return position.delivered_ahead(delivered)
 
     def gone(self, left: frozenset[str]) -> frozenset[str]:
         return frozenset()

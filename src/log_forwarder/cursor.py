@@ -180,7 +180,8 @@ class ReadPosition:
         )
 
     def delivered_ahead(self, delivered: Sequence[LogEvent]) -> ReadPosition:
-        """`delivered` came from the real-time path: remembered, the read position unmoved."""
+        """`delivered` is remembered, the read position unmoved (a push; or a batch of a read,
+        until the read's whole chunk is delivered)."""
         if not delivered:
             return self
         return replace(self, ahead=tuple(sorted({*self.ahead, *(e.key for e in delivered)})))

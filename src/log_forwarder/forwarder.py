@@ -99,6 +99,7 @@ class Forwarder:
         run = self._new_run(remaining_ms)
         sessions = [UserSession(user, loaded.get(user), self._env, run) for user in pushed]
         for session in sessions:
+            session.report.forwarded_dates = []  # for the push's latency
             if not session.is_new and session.open(Start.REALTIME):
                 session.deliver(pushed[session.user_id], self._now_ms())
             session.close()

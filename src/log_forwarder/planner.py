@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from .chunk import Chunk, RealtimeSpan, Span
+from .chunk import Chunk
 from .convert import (
     ConvertContext,
     event_line,
@@ -35,7 +35,7 @@ from .convert import (
     quarantine_digest,
     quarantine_line,
 )
-from .cursor import Cursor, Pending, ReadPosition, Selection
+from .cursor import Cursor, Pending, Selection
 from .detections import DetectionSettings, DetectionState, Finding, evaluate
 from .events import LogEvent, Malformed
 from .filters import EventFilter
@@ -46,11 +46,6 @@ from .retry import Deadline
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
-# How a redelivery remembers its events: ahead of the read, as the real-time path does. A pending
-# batch may hold events dated after others this chunk has yet to deliver (a push's batch, newer
-# than what the stream dropped): moving the watermark over them first could leave those below the
-# floor if the chunk's last batch failed.
-_AHEAD = RealtimeSpan()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +134,18 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
     if fresh is not None:
         batches.append(fresh)
         state = fresh.after
-    # What was delivered ahead of this read (by the real-time path, or by this chunk's
-    # redeliveries) counts as the read's once the whole chunk is delivered: sooner, the floor
-    # could pass events of the chunk still on their way, and a crash would leave them below it.
-    redelivered = [e for batch in batches if batch.redelivery for e in batch.events]
-    confirmed = [*selection.confirmed, *redelivered]
-    state = replace(state, position=_remembered(state, confirmed, chunk.span, context))
+    if chunk.span.confirms:
+        # Each batch remembers its events ahead of the read (_delivered); they join the read
+        # position with what the read found delivered ahead of it (pushed) once the whole chunk
+        # is delivered. Sooner, the floor could pass events of the chunk still on their way (a
+        # pending batch may hold events newer than them), and a crash would leave them below it.
+        redelivered = [e for batch in batches if batch.redelivery for e in batch.events]
+        position = state.position.advance(
+            [*selection.confirmed, *redelivered, *new],
+            overlap_ms=context.overlap_ms,
+            read_started_ms=context.read_started_ms,
+        )
+        state = replace(state, position=position)
     end = _end_of_chunk(state, chunk, records.gaps, context)
     if batches and end != batches[-1].after:
         batches[-1] = replace(batches[-1], after=end)
@@ -189,26 +190,12 @@ def _detect(
     return tuple(findings), replace(cursor, detections=state.to_state())
 
 
-def _remembered(
-    cursor: Cursor, events: list[LogEvent], span: Span, context: PlanContext
-) -> ReadPosition:
-    if not events:
-        return cursor.position
-    return span.remember(
-        cursor.position,
-        events,
-        overlap_ms=context.overlap_ms,
-        read_started_ms=context.read_started_ms,
-    )
-
-
-def _delivered(
-    cursor: Cursor, events: Sequence[LogEvent], span: Span, context: PlanContext, *, forwarded: int
-) -> Cursor:
+def _delivered(cursor: Cursor, events: Sequence[LogEvent], *, forwarded: int) -> Cursor:
     """The cursor once every destination accepted `events` (`forwarded` of them were written;
-    the others were kept out by the filter, and are remembered all the same)."""
+    the others were kept out by the filter, and are remembered all the same): remembered ahead
+    of the read position, which a read moves at the end of its chunk (plan_chunk)."""
     seat = cursor.seat.with_delivered(e.log_id for e in events) if cursor.seat else None
-    position = _remembered(cursor, list(events), span, context)
+    position = cursor.position.delivered_ahead(events)
     return replace(cursor, position=position, status=cursor.status.counted(forwarded), seat=seat)
 
 
@@ -241,7 +228,7 @@ def _redeliveries(
             # The rules see these events again from the state before them: the same findings,
             # with the same ids, which the destinations that hold them already skip.
             findings, after = _detect(claim, again, context)
-            after = _delivered(after, again, _AHEAD, context, forwarded=len(again))
+            after = _delivered(after, again, forwarded=len(again))
             after = replace(after, outbox=after.outbox.with_pending(replace(leased, log_ids=left)))
             records = _Records(gaps=_abandoned(pending, gone, chunk, context), findings=findings)
             for gap in records.gaps:
@@ -301,7 +288,7 @@ def _fresh_batch(
     # rules' state from before these events, so a redelivery finds the same findings again.
     pending = Pending(batch_id, frozenset(ids), context.lease_until_ms, context.now_ms)
     intent = replace(cursor, outbox=cursor.outbox.with_pending(pending)) if shown else None
-    after = _delivered(detected, new, chunk.span, context, forwarded=len(shown))
+    after = _delivered(detected, new, forwarded=len(shown))
     position = after.position.with_quarantined(
         records.digests, now_ms=context.now_ms, seen=records.seen
     )

@@ -160,7 +160,7 @@ def _publish(report: RunReport, pushed: Pushed) -> dict[str, Any]:
     latencies = [
         max(0.0, (report.finished_ms - date_ms) / 1000)
         for user in report.users
-        for date_ms in user.forwarded_dates
+        for date_ms in user.forwarded_dates or ()
     ]
     for seconds in latencies:
         # One value each: CloudWatch keeps them as a distribution (p50, p95 in the dashboard).

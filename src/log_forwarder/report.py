@@ -42,7 +42,9 @@ class UserReport:
     abandoned: int = 0
     gaps: list[Gap] = field(default_factory=list)
     newest_forwarded_ms: int | None = None
-    forwarded_dates: list[int] = field(default_factory=list)  # of each event, as forwarded
+    # The date of each event forwarded, kept for a push's latency only (None: not kept, so a
+    # scheduled run's report does not grow with its backlog).
+    forwarded_dates: list[int] | None = None
     deferred: bool = False  # stopped by the time budget; resumes next run
     busy: bool = False  # another run holds the user (a live lease, or it wrote first)
     backlog: bool = False
@@ -73,7 +75,8 @@ class UserReport:
         self.findings.update(finding.rule for finding in batch.findings)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
-        self.forwarded_dates.extend(event.date_ms for event in batch.events)
+        if self.forwarded_dates is not None:
+            self.forwarded_dates.extend(event.date_ms for event in batch.events)
         if batch.redelivery:
             self.recovered += len(batch.events)
         if batch.events:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from log_forwarder.events import parse_date_ms
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.realtime import Pushed
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import FakeAuth0, InterleavingStore, RecordingSink, interleave
 from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
@@ -81,16 +80,6 @@ class Concurrent:
             self.busy = False
 
 
-class InterleavingStore(InMemoryCheckpointStore):
-    def __init__(self, concurrent: Concurrent) -> None:
-        super().__init__()
-        self.concurrent = concurrent
-
-    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
-        self.concurrent.maybe()
-        return super().save(user_id, state, **kwargs)
-
-
 @settings(max_examples=50 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
@@ -114,16 +103,9 @@ def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
 
     concurrent = Concurrent(seed)
     fake = FakeAuth0.serving(events)
-    store = InterleavingStore(concurrent)
+    store = InterleavingStore(concurrent.maybe)
     sinks = [RecordingSink("cloudwatch", crash=crash), RecordingSink("s3", crash=crash)]
-    for sink in sinks:
-        original = sink.deliver
-
-        def interleaved(delivery: Any, original: Any = original) -> Any:
-            concurrent.maybe()
-            return original(delivery)
-
-        sink.deliver = interleaved  # type: ignore[method-assign]
+    interleave(sinks, concurrent.maybe)
     # One user at a time: the draw alone decides the interleaving, so a failure replays.
     forwarder: Forwarder = make_forwarder(
         fake,

@@ -18,7 +18,13 @@ from log_forwarder.forwarder import Forwarder
 from log_forwarder.records import Delivery, OutputLine
 from log_forwarder.retry import RetryPolicy
 from log_forwarder.sinks import CloudWatchSink
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import (
+    FakeAuth0,
+    InMemoryCheckpointStore,
+    InterleavingStore,
+    RecordingSink,
+    interleave,
+)
 from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
@@ -87,16 +93,6 @@ class Overlap:
             self.busy = False
 
 
-class InterleavingStore(InMemoryCheckpointStore):
-    def __init__(self, overlap: Overlap) -> None:
-        super().__init__()
-        self.overlap = overlap
-
-    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
-        self.overlap.maybe()
-        return super().save(user_id, state, **kwargs)
-
-
 @settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=traffic(max_events=150),
@@ -110,16 +106,9 @@ def test_overlapping_runs_never_deliver_an_event_twice(
     # and then, in the middle of the first one's checkpoint writes and deliveries
     overlap = Overlap(seed)
     fake = FakeAuth0.serving(events)
-    store = InterleavingStore(overlap)
+    store = InterleavingStore(overlap.maybe)
     sinks = [RecordingSink("cloudwatch"), RecordingSink("s3")]
-    deliver = [sink.deliver for sink in sinks]
-    for sink, original in zip(sinks, deliver, strict=True):
-
-        def interleaved(delivery: Delivery, original: Any = original) -> Any:
-            overlap.maybe()
-            return original(delivery)
-
-        sink.deliver = interleaved  # type: ignore[method-assign]
+    interleave(sinks, overlap.maybe)
     first = make_forwarder(fake, cast(list[RecordingSink], sinks), store)
     overlap.other = make_forwarder(fake, cast(list[RecordingSink], sinks), store)
     # WHEN the schedule runs, with overlaps, and then alone until everything is forwarded

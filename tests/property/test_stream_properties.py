@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from log_forwarder.events import iso_ms
-from log_forwarder.records import Delivery
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import (
+    FakeAuth0,
+    InMemoryCheckpointStore,
+    InterleavingStore,
+    RecordingSink,
+    interleave,
+)
 from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
@@ -28,7 +32,7 @@ from tests.property.test_cursor_properties import (
     final_runs,
     make_forwarder,
 )
-from tests.property.test_reliability_properties import InterleavingStore, Overlap
+from tests.property.test_reliability_properties import Overlap
 
 OTHER = "auth0|not-watched"
 MODES = ("per-user", "stream", "auto")
@@ -181,16 +185,9 @@ def test_overlapping_runs_in_any_modes_never_deliver_an_event_twice(
     # writes (the stream checkpoint's included) and deliveries
     overlap = Overlap(seed)
     fake = FakeAuth0.serving(events)
-    store = InterleavingStore(overlap)
+    store = InterleavingStore(overlap.maybe)
     sinks = [RecordingSink("cloudwatch"), RecordingSink("s3")]
-    for sink in sinks:
-        original = sink.deliver
-
-        def interleaved(delivery: Delivery, original: Any = original) -> Any:
-            overlap.maybe()
-            return original(delivery)
-
-        sink.deliver = interleaved  # type: ignore[method-assign]
+    interleave(sinks, overlap.maybe)
     first = make_forwarder(fake, sinks, store, READ_MODE=modes[0])
     overlap.other = make_forwarder(fake, sinks, store, READ_MODE=modes[1])
     # WHEN the schedule runs, with overlaps, and then alone until everything is forwarded
