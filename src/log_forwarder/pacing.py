@@ -185,7 +185,6 @@ class RateEstimator:
         that our budget (`share` of it) would exceed the proven rate."""
         while self._limited_at and self._limited_at[0] < now - LIMITED_MEMORY_S:
             self._limited_at.popleft()
-        assumed = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
         upper = self.upper(now)
         if upper < assumed:
             # Slower than assumed: by how much, the resets tell only to within a second, and
@@ -193,6 +192,9 @@ class RateEstimator:
             # rate they allow (with the clocks within SKEW_S), so as to stay within the share.
             slowest = max(-self._lower_if_synced.value(now), self.lower)
             assumed = min(upper, slowest) if slowest > 0 else upper
+        # Halved after that choice, not before: a halved guess that slips under the upper bound
+        # would otherwise skip the slow-tenant choice, and a 429 would make the pace faster.
+        assumed = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
         learned = min(self.lower * min(OPTIMISM, 1 / share), upper)
         return max(MIN_RATE, assumed, learned, self.lower)
 
