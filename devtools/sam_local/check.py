@@ -115,6 +115,18 @@ def sam_environment(python312: str, app_dir: Path) -> dict[str, str]:
     return env
 
 
+def modules_without_bytecode(artifact: Path) -> list[str]:
+    """Modules of the artifact that Lambda would compile on every cold start: no python3.12
+    bytecode beside them, or bytecode checked against the source's time (which zipping rounds)."""
+    missing = []
+    for source in sorted(artifact.rglob("*.py")):
+        compiled = source.parent / "__pycache__" / f"{source.stem}.cpython-312.pyc"
+        # PEP 552: the flags word after the magic number; 0b01 is hash-based and unchecked.
+        if not compiled.exists() or compiled.read_bytes()[4:8] != b"\x01\x00\x00\x00":
+            missing.append(str(source.relative_to(artifact)))
+    return missing
+
+
 def run(command: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
     completed = subprocess.run(  # noqa: S603 - our own command line
         list(command),
@@ -232,6 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     bundled = {path.name.split("-")[0].lower() for path in artifact.iterdir()}
     cli_only = sorted(bundled & {"click", "rich", "markdown_it", "markdown_it_py", "pygments"})
     checks.check(not cli_only, f"the CLI's libraries are not in the sam build artifact {cli_only}")
+    uncompiled = modules_without_bytecode(artifact)
+    checks.check(
+        not uncompiled,
+        f"every module ships unchecked-hash bytecode for python3.12 {uncompiled[:5]}",
+    )
 
     with LocalStack(host="auto") as stack:
         print(
