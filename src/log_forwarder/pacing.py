@@ -180,7 +180,7 @@ class RateEstimator:
         return min(upper, synced) if synced >= self.lower else upper
 
     def rate(self, now: float, assumed: float, share: float = 1.0) -> float:
-        """The rate to pace by: `assumed` (halved per recent 429) unless the bounds exclude it,
+        """The rate to pace by: `assumed` unless the bounds exclude it, halved per recent 429,
         raised toward the upper bound by at most OPTIMISM above the lower one, and never so far
         that our budget (`share` of it) would exceed the proven rate."""
         while self._limited_at and self._limited_at[0] < now - LIMITED_MEMORY_S:
@@ -192,11 +192,12 @@ class RateEstimator:
             # rate they allow (with the clocks within SKEW_S), so as to stay within the share.
             slowest = max(-self._lower_if_synced.value(now), self.lower)
             assumed = min(upper, slowest) if slowest > 0 else upper
-        # Halved after that choice, not before: a halved guess that slips under the upper bound
-        # would otherwise skip the slow-tenant choice, and a 429 would make the pace faster.
-        assumed = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
+        # A 429 halves the rate chosen, whichever it is: halving the guess before the choice
+        # above would let a halved guess slip under the upper bound, skip the choice, and pace
+        # faster than with no 429 at all.
+        guess = max(MIN_RATE, assumed * 0.5 ** len(self._limited_at))
         learned = min(self.lower * min(OPTIMISM, 1 / share), upper)
-        return max(MIN_RATE, assumed, learned, self.lower)
+        return max(MIN_RATE, guess, learned, self.lower)
 
     def add(self, answer: Answer) -> None:
         if answer.limit != self.limit:

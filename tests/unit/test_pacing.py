@@ -648,7 +648,8 @@ def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.Monkey
     count=st.integers(1, 120),
 )
 # A 429 on a tenant slower than assumed: the halved guess fell under the upper bound, skipped the
-# slow-tenant choice and paced at 0.83/s a tenant of 0.75/s (found by CI, fixed in `rate`).
+# slow-tenant choice and paced at 0.83/s a tenant of 0.75/s (found by CI; `rate` now halves after
+# that choice).
 @example(
     limit=1,
     rate=0.75,
@@ -659,6 +660,19 @@ def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.Monkey
     others=[],
     lost=set(),
     count=3,
+)
+# A 429 that another client caused, on a one-token bucket: only the reset bounds the rate
+# (0.42/s for 0.25/s), and the 429's halving must apply to that choice too.
+@example(
+    limit=1,
+    rate=0.25,
+    skew=0.0,
+    concurrency=1,
+    travel=[(0.25, 0.25)],
+    gaps=[0.0],
+    others=[0.0],
+    lost=set(),
+    count=1,
 )
 def test_bounds_hold_whatever_the_timing_the_skew_and_the_other_clients(
     limit: int,
