@@ -211,6 +211,8 @@ class Auth0Client:
             retryable=lambda _error: True,
             fail=fail,
             on_retry=on_retry,
+            # A new token or a fresh read of the secret, once per call (the attempts bound it).
+            spared=lambda error: isinstance(error, _Again) and not error.counted,
         )
 
     def _send(self, scope: CallScope, target: tuple[str, str], **request: Any) -> httpx.Response:

@@ -79,6 +79,9 @@ class Attempts:
     rng: random.Random | None = None
     deadline: Deadline = UNLIMITED
     made: int = field(default=0, init=False)
+    # Attempts the policy does not count: a retry its caller bounds itself (a token renewed
+    # once after a 401 must not take the last attempt's place).
+    spared: int = field(default=0, init=False)
 
     def start(self) -> int:
         """Count an attempt that is about to be made; returns its number (1-based). Raises
@@ -89,7 +92,7 @@ class Attempts:
 
     @property
     def exhausted(self) -> bool:
-        return self.made >= self.policy.attempts
+        return self.made - self.spared >= self.policy.attempts
 
     def retry_after(self, wait_s: float | None = None) -> bool:
         """Wait before the next attempt and return True, or return False when none is left.
@@ -122,6 +125,7 @@ def retry_call(
     fail: Callable[[Exception, int], Exception],
     on_retry: Callable[[Exception], float | None] = lambda _error: None,
     resume: Callable[[Exception], Settled[T] | None] = lambda _error: None,
+    spared: Callable[[Exception], bool] = lambda _error: False,
 ) -> T:
     """`call()` until it returns, retrying the `errors` that are `retryable`: the one retry loop.
 
@@ -131,13 +135,16 @@ def retry_call(
     partial failure's refused part, or what a lost answer did not write after all) and ends the
     loop with its `Settled` value when nothing is left. Any other error of `errors`, or the last
     one, is raised as `fail(error, attempts made)`; exceptions outside `errors` (bugs) propagate
-    untouched. Every wait and attempt respects the attempts' deadline (OutOfTime).
+    untouched. An error that is `spared` is retried without using up an attempt: the caller
+    bounds those. Every wait and attempt respects the attempts' deadline (OutOfTime).
     """
     while True:
         attempts.start()
         try:
             return call()
         except errors as error:
+            if retryable(error) and spared(error):
+                attempts.spared += 1
             if not retryable(error) or attempts.exhausted:
                 raise fail(error, attempts.made) from error
             attempts.retry_after(on_retry(error))

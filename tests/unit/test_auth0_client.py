@@ -382,6 +382,43 @@ def test_second_consecutive_401_raises_auth_error(h: Harness) -> None:
     assert h.simulator.stats.calls() == 2
 
 
+def test_a_401_on_the_last_attempt_still_gets_its_one_new_token(h: Harness) -> None:
+    # GIVEN a client allowed 3 attempts, and an API that fails twice, then refuses the token
+    h.simulator.add_event(event())
+    client = h.client(max_attempts=3)
+    client.user_logs(USER, page=0)
+    h.simulator.fail_next(2, status=503, html=True)
+    h.simulator.fail_next(1, status=401, html=False)
+
+    # WHEN the client calls
+    logs = client.user_logs(USER, page=0)
+
+    # THEN the 401 on its last attempt led to a new token and one more request, which succeeded
+    # (it was an outage "after 3 attempts" before the renewal was spared)
+    assert [e["user_id"] for e in logs] == [USER]
+    assert client.stats.token_requests == 2
+    assert h.simulator.stats.requests[("user_logs", 401)] == 1
+    assert h.simulator.stats.requests[("user_logs", 503)] == 2
+    assert h.api_requests()[-1].request.headers["authorization"] == f"Bearer {h.tokens_issued[1]}"
+
+
+def test_a_refused_secret_on_the_last_token_attempt_is_still_read_again(h: Harness) -> None:
+    # GIVEN a rotated secret, and a token endpoint that is down for all attempts but the last
+    h.simulator.add_event(event())
+    credentials = Credentials(secret="rotated-away", refreshed_secret=SECRET)
+    client = h.client(credentials=credentials, max_attempts=3)
+    h.simulator.fail_next(2, status=503, html=True, path_contains="/oauth/token")
+
+    # WHEN the client calls
+    logs = client.user_logs(USER, page=0)
+
+    # THEN the refusal on the last attempt still led to the one fresh read, and the call succeeded
+    assert [e["user_id"] for e in logs] == [USER]
+    assert credentials.calls == [False, True]
+    assert h.simulator.stats.requests[("token", 401)] == 1
+    assert h.simulator.stats.requests[("token", 200)] == 1
+
+
 def test_wrong_secret_is_read_again_once_then_auth_error(h: Harness) -> None:
     # GIVEN credentials whose secret is wrong, even when read again
     credentials = Credentials(secret="stale-" + SECRET, refreshed_secret="still-wrong")
