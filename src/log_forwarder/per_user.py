@@ -37,7 +37,7 @@ def read_user_session(session: UserSession, run: RunContext, tenant: TenantState
         run.out_of_time.set()
         report.deferred = True
         return
-    if session.open(Start.PER_USER, tenant):
+    if session.open(Start.PER_USER, tenant, within=run):
         cursor = session.cursor
         read = UserRead(
             session.env.source,

@@ -163,15 +163,18 @@ class UserSession:
 
     # -- open ------------------------------------------------------------------------------------
 
-    def open(self, start: Start, tenant: TenantState | None = None) -> bool:
+    def open(
+        self, start: Start, tenant: TenantState | None = None, within: RunContext | None = None
+    ) -> bool:
         """Ready to deliver: False when the user cannot be delivered this run (its report says
-        why: another run holds it, its state is unreadable, time ran out)."""
-        return self.guard(lambda: self._open(start, tenant or TenantState()))
+        why: another run holds it, its state is unreadable, time ran out). `within`: the part of
+        the run's time the opening keeps to (the stream's share for the users it reads first),
+        which reading a seat's pending events back stops at."""
+        return self.guard(lambda: self._open(start, tenant or TenantState(), within or self.run))
 
-    def _open(self, start: Start, tenant: TenantState) -> None:
+    def _open(self, start: Start, tenant: TenantState, run: RunContext) -> None:
         if self._unreadable is not None:
             raise self._unreadable
-        run = self.run
         stored = self._stored
         if stored is None or self.found is None:
             checkpoint = Checkpoint(

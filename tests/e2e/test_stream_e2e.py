@@ -10,6 +10,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -476,10 +477,22 @@ def test_users_seated_by_a_run_whose_time_ran_out_are_on_the_roster_and_not_read
         assert_delivered_once(stack, user, expected[user])
 
 
-def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_again(
+@dataclass
+class StaleSeats:
+    """Two users whose seats the stream moved past while their events were pending."""
+
+    stack: LocalDeployment
+    stuck: tuple[str, str]
+    healthy: tuple[str, str]
+    expected: dict[str, list[str]]
+    lost: dict[str, list[str]]
+    seats: dict[str, str]
+
+
+def stale_seats(
     deploy: Callable[..., LocalDeployment], aws: LocalAws, sim: Auth0Simulator, clock: Clock
-) -> None:
-    # GIVEN four users on the stream of a tenant that keeps events an hour
+) -> StaleSeats:
+    # Four users on the stream of a tenant that keeps events an hour
     sim.retention_s = 3600
     stuck, healthy = ("auth0|stuck-a", "auth0|stuck-b"), ("auth0|fine-c", "auth0|fine-d")
     users = (*stuck, *healthy)
@@ -491,7 +504,7 @@ def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_a
     with AwsFaultProxy(aws.endpoint_url) as proxy:
         stack = deploy(AWS_ENDPOINT_URL=proxy.url, watched_user_ids=users, DESTINATIONS="s3")
         ok(stack.invoke())
-        # AND a window that brings each stuck user 20 events dated 55 minutes ago (visible only
+        # and a window that brings each stuck user 20 events dated 55 minutes ago (visible only
         # now), which S3 refuses: their batches stay pending past their seats
         clock.offset += 300
         lost = {
@@ -511,9 +524,24 @@ def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_a
             assert sorted(i for p in state["pending"] for i in p["log_ids"]) == sorted(lost[user])
             seats[user] = state["seat"]["joined"]
         proxy.clear()
-    # AND the stuck users are off the watch list for one run: the stream moves on without them
+    # and the stuck users are off the watch list for one run: the stream moves on without them
     stack.env.update(WATCHED_USER_IDS=",".join(healthy), AWS_ENDPOINT_URL=aws.endpoint_url)
     ok(stack.invoke(cold=True))
+    return StaleSeats(stack, stuck, healthy, expected, lost, seats)
+
+
+def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_again(
+    deploy: Callable[..., LocalDeployment], aws: LocalAws, sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN four users on the stream, two of them left behind by it with 20 pending events each
+    stale = stale_seats(deploy, aws, sim, clock)
+    stack, stuck, healthy, expected = stale.stack, stale.stuck, stale.healthy, stale.expected
+    lost, seats, users, rng = (
+        stale.lost,
+        stale.seats,
+        (*stale.stuck, *stale.healthy),
+        random.Random(23),
+    )
     # WHEN they come back once Auth0 no longer has their pending events (past its retention:
     # GET /api/v2/logs/{id} answers 404), while the healthy users have new events
     clock.offset += 600
@@ -547,3 +575,39 @@ def test_pending_events_auth0_no_longer_serves_are_one_gap_and_never_asked_for_a
     sim.stats.reset()
     assert ok(stack.invoke())["gaps"] == 0
     assert sim.stats.calls("log") == 0
+
+
+def test_reading_back_left_behind_users_keeps_to_the_share_the_stream_leaves_them(
+    deploy: Callable[..., LocalDeployment], aws: LocalAws, sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN two users left behind by the stream with 20 pending events each, which Auth0 still
+    # serves but slowly (1.6 s a call: 32 s for each user's 20), and new events for the others
+    stale = stale_seats(deploy, aws, sim, clock)
+    stack, stuck, healthy = stale.stack, stale.stuck, stale.healthy
+    rng = random.Random(24)
+    for user in healthy:
+        stale.expected[user] += ids_of(sim.add_events(generate_user_events(
+            user, count=3, start=clock.now(), end=clock.now(), rng=rng)))  # fmt: skip
+    stack.env.update(WATCHED_USER_IDS=",".join((*stuck, *healthy)), TIME_MARGIN_SECONDS="1")
+    sim.latency_s = 1.6
+    sim.stats.reset()
+
+    # WHEN a run with 44 s left reads them back before they join (a destination write needs
+    # 13 s left to start: AWS_ATTEMPT_S)
+    ends = time.monotonic() + 44
+    run = ok(stack.invoke(cold=True, remaining_ms=lambda: int((ends - time.monotonic()) * 1000)))
+
+    # THEN the read-back stopped at the half of the time the stream leaves to per-user reads
+    # (before the fix it took the run's time, and nothing could be delivered after it)
+    asked = sim.stats.calls("log")
+    assert 0 < asked < 40
+    # AND the stream had its share: the others' new events were forwarded in the same run
+    forwarded = {u["user_id"]: u["forwarded"] for u in run["users"]}
+    assert all(forwarded[user] == 3 for user in healthy)
+    # AND what was not read back waits on the seats, and arrives with the next runs, once each
+    sim.latency_s = 0.0
+    for _ in range(3):
+        ok(stack.invoke())
+    for user in (*stuck, *healthy):
+        assert_delivered_once(stack, user, stale.expected[user] + stale.lost.get(user, []),
+                              destinations=("s3",))  # fmt: skip
