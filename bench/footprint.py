@@ -197,7 +197,7 @@ def artifact(build: Path) -> tuple[list[Row], Path | None]:
             zipped.write(path, path.relative_to(function))
     unzipped = sum(p.stat().st_size for p in function.rglob("*") if p.is_file())
     row = Row(
-        "Artifact: `sam build` output, zipped (each function; both share it)",
+        "Artifact: `sam build` output, zipped (each function, three identical builds)",
         f"**{archive.stat().st_size / 1e6:.2f} MB** zipped, {unzipped / 1e6:.1f} MB unzipped: "
         f"{_largest_parts(function)}; boto3 is the runtime's, not bundled",
         "≤ 5 MB zipped (Lambda's limit: 50 MB)",
