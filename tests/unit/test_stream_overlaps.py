@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -27,7 +28,8 @@ import pytest
 from log_forwarder.checkpoint_store import decode_state
 from log_forwarder.cursor import Cursor
 from log_forwarder.events import iso_ms
-from log_forwarder.exceptions import DeliveryError
+from log_forwarder.exceptions import DeliveryError, OutOfTime
+from log_forwarder.read_back import read_back
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.records import Delivery, DeliveryReport
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
@@ -367,3 +369,26 @@ def test_a_pending_late_event_is_read_back_when_its_user_comes_back(back_in: str
     (line,) = [json.loads(x.line) for x in sink.lines if LATE in x.line]
     assert line["_forwarder"]["source"] == "log_by_id"
     assert not cursor(store, U).outbox.pending
+
+
+def test_a_read_back_cut_short_by_the_deadline_keeps_what_it_read() -> None:
+    # GIVEN a seat with 4 pending events past it, and an Auth0 whose third answer would come
+    # after the run's deadline (a pacer or 429 wait that does not fit)
+    events = {e["log_id"]: e for e in (event(n, U, BASE + n) for n in range(1, 5))}
+    seated = SimpleNamespace(seat=SimpleNamespace(pos="9"), outbox=SimpleNamespace(log_ids=events))
+    asked: list[str] = []
+
+    class SlowAuth0:
+        def log_event(self, log_id: str, *, scope: Any) -> Any:
+            if len(asked) == 2:
+                raise OutOfTime("the wait for the next call outlasts the invocation")
+            asked.append(log_id)
+            return events[log_id]
+
+    # WHEN they are read back
+    chunk = read_back(SlowAuth0(), seated, None, verified_ms=None)  # type: ignore[arg-type]
+
+    # THEN the two answers are in the chunk (the deadline used to throw them away), and the
+    # span says not everything was asked for: the seat stays for the next run
+    assert [e.log_id for e in chunk.events] == sorted(events)[:2] == asked
+    assert chunk.span.asked_all is False
