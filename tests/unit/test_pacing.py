@@ -7,6 +7,7 @@ Auth0 client against the simulator's token bucket, again on a shared fake clock.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import random
@@ -648,8 +649,8 @@ def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.Monkey
     count=st.integers(1, 120),
 )
 # A 429 on a tenant slower than assumed: the halved guess fell under the upper bound, skipped the
-# slow-tenant choice and paced at 0.83/s a tenant of 0.75/s (found by CI; `rate` now halves after
-# that choice).
+# slow-tenant choice, and the pace was faster than without the 429 (0.83/s against 0.48/s; found
+# by CI; `rate` now halves after that choice).
 @example(
     limit=1,
     rate=0.75,
@@ -661,8 +662,8 @@ def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.Monkey
     lost=set(),
     count=3,
 )
-# A 429 that another client caused, on a one-token bucket: only the reset bounds the rate
-# (0.42/s for 0.25/s), and the 429's halving must apply to that choice too.
+# One-token buckets, where a 429's reset bounds the rate from above only (found by seeds 37 and,
+# in review, 7): the proven bounds hold, and the 429 does not make the pace faster.
 @example(
     limit=1,
     rate=0.25,
@@ -673,6 +674,17 @@ def test_upper_bounds_kept_are_at_most_one_per_answer(monkeypatch: pytest.Monkey
     others=[0.0],
     lost=set(),
     count=1,
+)
+@example(
+    limit=1,
+    rate=0.5,
+    skew=-0.0625,
+    concurrency=1,
+    travel=[(0.015625, 0.125)],
+    gaps=[0.0],
+    others=[],
+    lost={0},
+    count=2,
 )
 def test_bounds_hold_whatever_the_timing_the_skew_and_the_other_clients(
     limit: int,
@@ -705,11 +717,17 @@ def test_bounds_hold_whatever_the_timing_the_skew_and_the_other_clients(
         assert upper >= rate * (1 - 1e-9)
         # AND the pace is never above the assumed rate or 1.1 × the true one
         assert estimator.rate(now, assumed) <= max(assumed, 1.1 * rate) * (1 + 1e-9)
+        # AND a 429 never makes the pace faster than the same answers would without it
+        unlimited = copy.deepcopy(estimator)
+        unlimited._limited_at.clear()
+        assert estimator.rate(now, assumed) <= unlimited.rate(now, assumed)
         # AND with the clocks within the allowed skew, nor is the clock-dependent bound wrong,
-        # and a tenant shown slower than assumed is paced at most 1.1 × its rate
+        # and a tenant shown slower than assumed is paced at most 1.1 × its rate. Not for a
+        # bucket of one token: a 429 leaves it with a deficit anywhere in (0, 1], so its reset
+        # bounds the rate from above only (Auth0's documented buckets hold 2 or more).
         if abs(skew) <= SKEW_S:
             assert estimator.upper(now) >= rate * (1 - 1e-9)
-            if estimator.upper(now) < assumed:
+            if estimator.upper(now) < assumed and limit >= 2:
                 assert estimator.rate(now, assumed) <= 1.1 * rate * (1 + 1e-9)
 
     feed(estimator, bucket, ours, sorted(T0 + t for t in others), check)
