@@ -170,11 +170,13 @@ class UserSession:
         why: another run holds it, its state is unreadable, time ran out). `within`: the part of
         the run's time the opening keeps to (the stream's share for the users it reads first),
         which reading a seat's pending events back stops at."""
-        return self.guard(lambda: self._open(start, tenant or TenantState(), within or self.run))
+        out_of_time = (within or self.run).time_is_up
+        return self.guard(lambda: self._open(start, tenant or TenantState(), out_of_time))
 
-    def _open(self, start: Start, tenant: TenantState, run: RunContext) -> None:
+    def _open(self, start: Start, tenant: TenantState, out_of_time: Callable[[], bool]) -> None:
         if self._unreadable is not None:
             raise self._unreadable
+        run = self.run
         stored = self._stored
         if stored is None or self.found is None:
             checkpoint = Checkpoint(
@@ -198,7 +200,7 @@ class UserSession:
             moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(self.user_id)
             verified = tenant.verified_ms if moved_with else None
             chunk = read_back(
-                self.env.source, cursor, run.scope, verified_ms=verified, out_of_time=run.time_is_up
+                self.env.source, cursor, run.scope, verified_ms=verified, out_of_time=out_of_time
             )
             self._deliver(chunk, self.env.now_ms())
             if self.cursor.seat is not None:

@@ -5,21 +5,21 @@ A module's tests share one server (moto's state is the process's anyway: tests a
 stack names, which `stack_name` makes unique). Each test gets a simulator of its own, with a
 generous rate limit: these tests are about what reaches the destinations; pacing has its own
 tests and the benchmark. A module that needs another simulator (a fake clock, 404 for unknown
-users) defines its own `sim`.
+users) defines its own `sim` (`simulator_on(clock)` for the first).
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
-from devtools.harness import Invocation
+from devtools.harness import Invocation, LocalDeployment
 from devtools.local_aws import LocalAws
 
 GENEROUS = RateLimit(burst=200, per_second=500)
@@ -41,6 +41,24 @@ def aws() -> Iterator[LocalAws]:
 def sim() -> Iterator[Auth0Simulator]:
     with Auth0Simulator(rate_limit=GENEROUS) as simulator:
         yield simulator
+
+
+def simulator_on(clock: Clock) -> Iterator[Auth0Simulator]:
+    """A module's `sim` on the test's clock, which the test moves with its stacks'."""
+    with Auth0Simulator(rate_limit=GENEROUS, clock=clock) as simulator:
+        yield simulator
+
+
+def deployer(
+    aws: LocalAws, sim: Auth0Simulator, clock: Clock, prefix: str, **defaults: Any
+) -> Callable[..., LocalDeployment]:
+    """A module's `deploy` fixture: stacks on the shared clock, with the module's defaults."""
+
+    def make(**kwargs: Any) -> LocalDeployment:
+        options = {**defaults, **kwargs}
+        return LocalDeployment(aws, sim, stack_name=stack_name(prefix), clock=clock, **options)
+
+    return make
 
 
 class Clock:

@@ -19,7 +19,7 @@ from devtools.local_aws import LocalAws
 from devtools.log_stream import eventbridge_event
 from devtools.realtime_stack import RealtimePath
 from devtools.traffic import attack_burst, generate_user_events
-from tests.e2e.conftest import GENEROUS, Clock, ok, stack_name
+from tests.e2e.conftest import Clock, deployer, ok, simulator_on
 from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
@@ -30,19 +30,15 @@ OTHER = "auth0|rt-not-watched"
 
 @pytest.fixture
 def sim(clock: Clock) -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=GENEROUS, clock=clock) as simulator:
-        yield simulator
+    yield from simulator_on(clock)
 
 
 @pytest.fixture
 def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., LocalDeployment]:
-    def make(**kwargs: Any) -> LocalDeployment:
-        kwargs.setdefault("watched_user_ids", WATCHED)
-        kwargs.setdefault("READ_MODE", "per-user")
-        kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-        return LocalDeployment(aws, sim, stack_name=stack_name("rt"), clock=clock, **kwargs)
-
-    return make
+    return deployer(
+        aws, sim, clock, "rt",
+        watched_user_ids=WATCHED, READ_MODE="per-user", AUTH0_RATE_LIMIT_PER_SECOND="400",
+    )  # fmt: skip
 
 
 def test_pushed_events_are_delivered_at_once_and_the_next_run_confirms_them(

@@ -23,7 +23,7 @@ from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.sinks.batching import user_slug
-from tests.e2e.conftest import GENEROUS, Clock, ok, stack_name
+from tests.e2e.conftest import Clock, deployer, ok, simulator_on
 from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
@@ -34,21 +34,16 @@ OTHERS = ("auth0|someone-else", "auth0|not-watched")
 
 @pytest.fixture
 def sim(clock: Clock) -> Iterator[Auth0Simulator]:
-    with Auth0Simulator(rate_limit=GENEROUS, clock=clock) as simulator:
-        yield simulator
+    yield from simulator_on(clock)
 
 
 @pytest.fixture
 def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., LocalDeployment]:
-    def make(**kwargs: Any) -> LocalDeployment:
-        kwargs.setdefault("watched_user_ids", USERS)
-        kwargs.setdefault("READ_MODE", "stream")
-        kwargs.setdefault("MAX_CONCURRENT_USERS", "4")
-        kwargs.setdefault("AUTH0_RATE_LIMIT_PER_SECOND", "400")
-        name = stack_name("st")
-        return LocalDeployment(aws, sim, stack_name=name, clock=clock, **kwargs)
-
-    return make
+    return deployer(
+        aws, sim, clock, "st",
+        watched_user_ids=USERS, READ_MODE="stream", MAX_CONCURRENT_USERS="4",
+        AUTH0_RATE_LIMIT_PER_SECOND="400",
+    )  # fmt: skip
 
 
 def history(
