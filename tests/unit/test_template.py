@@ -537,6 +537,26 @@ def test_the_functions_declare_every_documented_variable(template: dict[str, Any
     assert expected == declared - POWERTOOLS_VARIABLES
 
 
+def test_every_detection_setting_is_a_parameter_of_the_stack(template: dict[str, Any]) -> None:
+    # An operator tunes detections by deploying with a parameter, not by editing the template
+    # (which the next `git pull` would conflict with); each is bounded as the function is.
+    parameters = template["Parameters"]
+    for function in FUNCTIONS:
+        variables = function_variables(template, function)
+        detection = {k: v for k, v in variables.items() if k.startswith("DETECTION")}
+        assert len(detection) == 7, function
+        for name, value in detection.items():
+            assert isinstance(value, dict) and value.get("Ref") in parameters, (function, name)
+    assert parameters["NewSourceBy"]["AllowedValues"] == ["country", "network", "country,network"]
+    bounds = {
+        "NewSourceWarmupLogins": (5, 1, 1000),
+        "DetectionDedupMinutes": (60, 0, 1440),
+    }
+    for name, (default, low, high) in bounds.items():
+        spec = parameters[name]
+        assert (spec["Default"], spec["MinValue"], spec["MaxValue"]) == (default, low, high)
+
+
 def test_the_worker_gets_the_deployment_wide_variables_as_the_scheduled_function_does(
     template: dict[str, Any],
 ) -> None:
