@@ -126,7 +126,10 @@ def _run(stack: LocalDeployment, sim: Auth0Simulator, title: str) -> dict[str, A
         print(f"   run FAILED: {invocation.error}")
         return {"forwarded": -1}
     result = invocation.result or {}
-    header = f"   {'user':42} {'fetched':>8} {'->CloudWatch':>12} {'->S3':>6} {'calls':>6}  checkpoint (newest forwarded)"
+    header = (
+        f"   {'user':42} {'fetched':>8} {'forwarded':>9} {'findings':>8} {'gaps':>4} "
+        f"{'->CloudWatch':>12} {'->S3':>6} {'calls':>6}  checkpoint (newest forwarded)"
+    )
     print(header)
     for user in result["users"]:
         checkpoint = user["checkpoint"] or {}
@@ -136,15 +139,22 @@ def _run(stack: LocalDeployment, sim: Auth0Simulator, title: str) -> dict[str, A
             notes.append(f"{user['late_events']} late caught")
         if user["duplicates_dropped"]:
             notes.append(f"{user['duplicates_dropped']} repeats dropped")
-        if user["gaps"]:
-            notes.append(f"{len(user['gaps'])} gap(s)")
+        if user["quarantined"]:
+            notes.append(f"{user['quarantined']} quarantined")
         if user["error"]:
             notes.append(f"ERROR {user['error']}")
         print(
-            f"   {user['user_id'][:42]:42} {user['fetched']:>8} {delivered.get('cloudwatch', 0):>12} "
-            f"{delivered.get('s3', 0):>6} {sim.stats.calls(user_id=user['user_id']):>6}  "
+            f"   {user['user_id'][:42]:42} {user['fetched']:>8} {user['forwarded']:>9} "
+            f"{sum(user['findings'].values()):>8} {len(user['gaps']):>4} "
+            f"{delivered.get('cloudwatch', 0):>12} {delivered.get('s3', 0):>6} "
+            f"{sim.stats.calls(user_id=user['user_id']):>6}  "
             f"{checkpoint.get('watermark')}  {'; '.join(notes)}"
         )
+    print(
+        "   (fetched counts re-reads of the overlap window too; each destination gets the events\n"
+        "    forwarded and the forwarder's own records: ->CloudWatch = forwarded + findings + gap\n"
+        "    and quarantine records)"
+    )
     metrics = invocation.metrics()
     print(
         f"   total: {result['forwarded']} forwarded, {result['api_calls']} Auth0 API calls "
