@@ -520,6 +520,7 @@ class _FaultRule:
     status: int
     html: bool
     path_contains: str | None
+    message: str | None = None
 
 
 @dataclass(slots=True)
@@ -731,16 +732,23 @@ class Auth0Simulator:
             self._scopes = frozenset(scopes)
 
     def fail_next(
-        self, count: int, *, status: int = 503, html: bool = True, path_contains: str | None = None
+        self,
+        count: int,
+        *,
+        status: int = 503,
+        html: bool = True,
+        path_contains: str | None = None,
+        message: str | None = None,
     ) -> None:
         """The next `count` API requests answer `status`: with a gateway's HTML page (and no
-        rate-limit headers) if `html`, else with Auth0's JSON body.
+        rate-limit headers) if `html`, else with Auth0's JSON body, whose `message` is the
+        status's phrase or `message` (text a client must print safely).
 
         `path_contains` narrows this to requests whose raw target (path and query, still
         percent-encoded) contains it; only then can the token endpoint be hit.
         """
         with self._lock:
-            self._fault_rules.append(_FaultRule(count, status, html, path_contains))
+            self._fault_rules.append(_FaultRule(count, status, html, path_contains, message))
 
     def fail_randomly(
         self, probability: float, *, statuses: Sequence[int] = (500, 502, 503)
@@ -784,7 +792,9 @@ class Auth0Simulator:
             return stored.date_us >= (now - self.retention_s) * 1_000_000
         return True
 
-    def _take_fault(self, target: str, *, token_endpoint: bool) -> tuple[int, bool] | None:
+    def _take_fault(
+        self, target: str, *, token_endpoint: bool
+    ) -> tuple[int, bool, str | None] | None:
         for rule in self._fault_rules:
             if rule.remaining <= 0:
                 continue
@@ -793,14 +803,14 @@ class Auth0Simulator:
             if rule.path_contains is not None and rule.path_contains not in target:
                 continue
             rule.remaining -= 1
-            return rule.status, rule.html
+            return rule.status, rule.html, rule.message
         self._fault_rules = [rule for rule in self._fault_rules if rule.remaining > 0]
         if token_endpoint or self._random_fault_p <= 0 or not self._random_fault_statuses:
             return None
         if self._fault_rng.random() >= self._random_fault_p:
             return None
         status = self._fault_rng.choice(self._random_fault_statuses)
-        return status, status != 500
+        return status, status != 500, None
 
     def _take_rate_token(self, now: float) -> tuple[dict[str, str], bool]:
         """Refill, then take one token. Returns the x-ratelimit-* headers and whether limited."""
@@ -1165,7 +1175,9 @@ def _token_form(headers: Mapping[str, str], body: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
 
 
-def _fault_response(status: int, html: bool, limit_headers: Mapping[str, str]) -> _Response:
+def _fault_response(
+    status: int, html: bool, message: str | None, limit_headers: Mapping[str, str]
+) -> _Response:
     if html:
         # A gateway in front of Auth0 answered: no JSON, no rate-limit headers.
         return _html_response(status)
@@ -1173,7 +1185,7 @@ def _fault_response(status: int, html: bool, limit_headers: Mapping[str, str]) -
         return _json_response(429, _RATE_LIMITED_BODY, limit_headers)
     phrase = _phrase(status)
     code = re.sub(r"\W+", "_", phrase.lower()).strip("_")
-    return _json_response(status, _ApiError(status, phrase, code).body, limit_headers)
+    return _json_response(status, _ApiError(status, message or phrase, code).body, limit_headers)
 
 
 def _method_not_allowed(allowed: str) -> _Response:

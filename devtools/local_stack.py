@@ -9,6 +9,10 @@ AWS_ENDPOINT_URL, the tenant and client from its AUTH0_* variables, and the tabl
 bucket it names are checked against what the template creates. So the file and the stack cannot
 disagree without this command saying so.
 
+While it runs, it also writes the same variables with the addresses this machine reaches the
+stack at to `.local-stack.json` at the repository's root, for the CLI's `--local-stack`
+(`auth0-log-forwarder --local-stack status`), and removes the file when it stops.
+
 `make test-sam-local` (devtools/sam_local/check.py) drives the same LocalStack from Python.
 """
 
@@ -18,6 +22,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import os
 import platform
 import random
 import shlex
@@ -42,6 +47,7 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import LocalDeployment
 from devtools.local_aws import TEMPLATE_PATH, LocalAws
 from devtools.traffic import generate_user_events
+from log_forwarder.cli.environment import LOCAL_STACK_FILE
 
 ROOT = TEMPLATE_PATH.parent
 ENV_FILE = ROOT / "events" / "env.json"
@@ -441,6 +447,25 @@ class LocalStack:
             )
         return "\n".join(lines)
 
+    # -- the CLI -------------------------------------------------------------------------------
+
+    def cli_variables(self) -> dict[str, str]:
+        """The function's variables of env.json as the CLI on this machine needs them: the
+        addresses it reaches the stack at, and moto's dummy credentials."""
+        return {
+            **self.env.variables,
+            **LOCAL_CREDENTIALS,
+            "AUTH0_BASE_URL": self.simulator.base_url,
+            "AWS_ENDPOINT_URL": self.aws.endpoint_url,
+        }
+
+    def write_cli_file(self, path: Path) -> Path:
+        """`path` (LOCAL_STACK_FILE for `make local-stack`): this process and its variables,
+        which `auth0-log-forwarder --local-stack` reads while the process lives."""
+        document = {"pid": os.getpid(), FUNCTION: self.cli_variables()}
+        path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        return path
+
     # -- commands for the user -----------------------------------------------------------------
 
     def sam_invoke_command(self, *extra: str, **options: Any) -> list[str]:
@@ -480,6 +505,11 @@ Run the function in Docker, from another terminal in {_relative(ROOT) or "."}:
   {invoke}
   (SAM CLI pulls public.ecr.aws/lambda/python:3.12 the first time. The credentials are dummies
    for moto; they keep your own AWS credentials out of the container.)
+
+Or point the operator's CLI at it from this machine ({LOCAL_STACK_FILE} holds the variables):
+  auth0-log-forwarder --local-stack check
+  auth0-log-forwarder --local-stack run --local ./out      # forward into a directory
+  auth0-log-forwarder --local-stack status                 # after an invocation: the table
 
 Read the results:
   here: press Enter for each destination's content against the simulator (expected /
@@ -569,7 +599,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LocalStackError as error:
         print(f"local stack: {error}", file=sys.stderr)
         return 2
+    cli_file = ROOT / LOCAL_STACK_FILE
     try:
+        stack.write_cli_file(cli_file)
         seeded = stack.seed_history()
         print(stack.banner(seeded), flush=True)
         interactive = sys.stdin.isatty()
@@ -592,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print()
     finally:
+        cli_file.unlink(missing_ok=True)
         stack.stop()
         print("local stack stopped", flush=True)
     return 0

@@ -13,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 SCRIPT = Path(sys.executable).parent / "auth0-log-forwarder"
+# Text from outside that a terminal must show, not obey: rich markup (a closing tag that opens
+# nothing crashed the CLI), and escape sequences that set the window title and clear the screen.
+HOSTILE = "[/x] [bold]loud \x1b]0;pwned\x07\x1b[2J"
+HOSTILE_SHOWN = "[/x] [bold]loud \\x1b]0;pwned\\x07\\x1b[2J"
 # (test, figure, value), printed after the run by conftest.
 CLI_LEDGER: list[tuple[str, str, str]] = []
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], timeout: float = 180
+    *args: str, env: Mapping[str, str], timeout: float = 180, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The console script with exactly `env` (plus PATH and HOME): no variable of the test
     process leaks in."""
@@ -29,7 +33,17 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
+
+
+def assert_shown_not_obeyed(done: subprocess.CompletedProcess[str]) -> None:
+    """HOSTILE reached the output literally (markup as text, controls as visible escapes), no
+    control character reached the terminal, and nothing crashed."""
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "MarkupError" not in output, output
+    assert HOSTILE_SHOWN in flat(output), output
+    assert not {"\x1b", "\x07"} & set(output), output
 
 
 def tenant_env(sim: Any, **extra: str) -> dict[str, str]:

@@ -8,7 +8,8 @@ above the sinks and the checkpoint store sees either.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from botocore.config import Config
 from botocore.exceptions import (
@@ -112,3 +113,81 @@ def call_aws(
         retryable=is_transient,
         fail=fail,
     )
+
+
+# The request parameter that names what a call is about, as each service spells it.
+_RESOURCE_PARAMS = {
+    "TableName": "table",
+    "Bucket": "bucket",
+    "logGroupName": "log group",
+    "SecretId": "secret",
+    "Name": "parameter",
+    "QueueUrl": "queue",
+}
+_FAILED_CALL = "ForwarderFailedCall"  # where an error answer carries its FailedCall
+
+
+@dataclass(frozen=True)
+class FailedCall:
+    """The call an AWS error answered: botocore's ClientError names only the operation."""
+
+    service: str  # as AWS names it: "DynamoDB", "S3", "CloudWatch Logs"
+    operation: str
+    resource_kind: str | None  # "table", "bucket"...
+    resource: str | None  # the name the call gave
+    region: str | None
+
+    def __str__(self) -> str:
+        about = f" of {self.resource_kind} {self.resource!r}" if self.resource else ""
+        return f"{self.service} {self.operation}{about} in region {self.region or '(none set)'}"
+
+
+def remember_failed_calls(client: Any) -> Any:
+    """`client`, its error answers carrying the FailedCall they answer (`failed_call` reads it):
+    which resource and region, for a message an operator can act on."""
+    meta = client.meta
+
+    def keep_resource(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        named = next(
+            ((kind, params[key]) for key, kind in _RESOURCE_PARAMS.items() if key in params), None
+        )
+        tables = params.get("RequestItems")  # DynamoDB's batch calls: {table: requests}
+        if named is None and isinstance(tables, dict) and len(tables) == 1:
+            named = ("table", next(iter(tables)))
+        context[_FAILED_CALL] = named
+
+    def attach(
+        http_response: Any, parsed: Any, model: Any, context: dict[str, Any], **_: Any
+    ) -> None:
+        if http_response is None or http_response.status_code < 300 or not isinstance(parsed, dict):
+            return
+        kind, name = context.get(_FAILED_CALL) or (None, None)
+        parsed[_FAILED_CALL] = FailedCall(
+            meta.service_model.service_id,
+            model.name,
+            kind,
+            None if name is None else str(name),
+            meta.region_name,
+        )
+
+    meta.events.register("before-parameter-build", keep_resource)
+    meta.events.register("after-call", attach)
+    return client
+
+
+def aws_error_behind(error: BaseException) -> Exception | None:
+    """The AWS error `error` is, or was raised from (directly or while handling it)."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a chain is short; a cycle in one must not hang the message
+        if seen is None or isinstance(seen, AWS_ERRORS):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def failed_call(error: BaseException) -> FailedCall | None:
+    """The FailedCall behind `error`, if a client that `remember_failed_calls` prepared made
+    the call."""
+    behind = aws_error_behind(error)
+    call = behind.response.get(_FAILED_CALL) if isinstance(behind, ClientError) else None
+    return call if isinstance(call, FailedCall) else None

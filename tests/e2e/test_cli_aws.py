@@ -22,7 +22,14 @@ from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import attack_burst, generate_user_events, iso
 from log_forwarder.events import parse_date_ms
-from tests.cli_support import CLI_LEDGER, flat, once_each, run_cli
+from tests.cli_support import (
+    CLI_LEDGER,
+    HOSTILE,
+    assert_shown_not_obeyed,
+    flat,
+    once_each,
+    run_cli,
+)
 from tests.e2e.conftest import GENEROUS, stack_name
 
 pytestmark = pytest.mark.integration
@@ -437,7 +444,95 @@ def test_backfill_refuses_a_user_without_a_live_checkpoint_and_a_range_backwards
     # AND a range that ends before it starts is refused too
     backwards = cli(stack, "backfill", ANA, "--since", since, "--until", "2020-01-01T00:00:00Z")
     assert backwards.returncode == 2 and "must not be before --since" in backwards.stderr
-    # AND a table that does not exist is AWS's error, said plainly
-    missing = run_cli("status", env={**stack.env, "CHECKPOINT_TABLE": "no-such-table"})
-    assert missing.returncode == 2 and "ResourceNotFoundException" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    # (a table that does not exist: test_an_aws_error_names_the_resource_the_variable_and_…)
+
+
+def test_one_hand_edited_item_is_one_unreadable_row_and_the_rest_is_shown(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN 21 watched users, each forwarded once
+    users = [f"auth0|user-{n:02d}" for n in range(21)]
+    stack = deploy(READ_MODE="per-user")
+    for user in users:
+        add(sim, user, 2)
+    assert cli(stack, "watch", "add", *users).returncode == 0
+    assert len(invoke(stack)) == 21
+    # WHEN one summary attribute is edited by hand into something the forwarder never writes
+    broken = users[7]
+    stack.aws.client("dynamodb").update_item(
+        TableName=stack.resources.table_name,
+        Key={"user_id": {"S": broken}},
+        UpdateExpression="SET pending_events = :v",
+        ExpressionAttributeValues={":v": {"S": "lots"}},
+    )
+    # THEN status shows the 20 others, and that one as unreadable with the reason
+    shown = cli(stack, "status", "--json")
+    rows = {r["user_id"]: r for r in json.loads(shown.stdout)["users"]}
+    assert sorted(rows) == users
+    assert [u for u, r in rows.items() if r["state"] == "ok"] == users[:7] + users[8:]
+    assert rows[broken]["state"] == "unreadable"
+    assert rows[broken]["unreadable"] == "pending_events is 'lots', not a count"
+    # AND the exit code says a row could not be read, in the table view too
+    table = cli(stack, "status")
+    assert shown.returncode == table.returncode == 1, table.stderr
+    said = flat(table.stdout)
+    assert f"{broken} table unreadable: pending_events" in said and "'lots', not a count" in said
+    assert "1 of 21 users' checkpoint items cannot be read" in said
+    assert sum(f"{user} table ok" in said for user in users) == 20
+    # AND the function itself is not affected: the next run forwards the broken user too
+    add(sim, broken, 1, hours=0.01)
+    assert invoke(stack)[broken]["forwarded"] == 1
+    assert cli(stack, "status").returncode == 0
+
+
+def test_stored_and_aws_text_prints_literally_in_status_watch_and_backfill(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN a user whose read Auth0 refused with a message quoting markup and escape sequences,
+    # kept in its checkpoint's last_error
+    user, other = "auth0|hostile", "auth0|neighbour"
+    stack = deploy(READ_MODE="per-user")
+    add(sim, user, 5, hours=3)
+    add(sim, other, 5)
+    cli(stack, "watch", "add", user, other)
+    invoke(stack)
+    sim.fail_next(50, status=400, html=False, path_contains="hostile", message=HOSTILE)
+    add(sim, user, 2, hours=0.01)
+    assert stack.invoke().error is not None
+    # WHEN status shows it / THEN as text, and nothing reaches the terminal as a command
+    shown = cli(stack, "status")
+    assert "failing" in shown.stdout
+    assert_shown_not_obeyed(shown)
+    # AND a watch list item put by hand (the AWS CLI) with such an id is listed as text
+    stack.aws.client("dynamodb").put_item(
+        TableName=stack.resources.watch_table or "", Item={"user_id": {"S": f"auth0|{HOSTILE}"}}
+    )
+    listed = cli(stack, "watch", "list")
+    assert listed.returncode == 0
+    assert_shown_not_obeyed(listed)
+    # AND a backfill that Auth0 refuses the same way says so, as text
+    since = iso(datetime.now(UTC) - timedelta(hours=4))
+    refused = cli(stack, "backfill", user, "--since", since)
+    assert refused.returncode == 1 and "FAILED" in refused.stdout
+    assert_shown_not_obeyed(refused)
+
+
+def test_an_aws_error_names_the_resource_the_variable_and_the_region(
+    deploy: Callable[..., LocalDeployment],
+) -> None:
+    stack = deploy()
+    region = stack.env.get("AWS_REGION") or stack.env.get("AWS_DEFAULT_REGION")
+    # GIVEN a checkpoint table name that is not the stack's
+    env = {**stack.env, "CHECKPOINT_TABLE": "no-such-table", "WATCH_TABLE": "no-such-list"}
+    for args, variable, name in (
+        (("status",), "CHECKPOINT_TABLE", "no-such-table"),
+        (("watch", "add", "auth0|a"), "WATCH_TABLE", "no-such-list"),
+    ):
+        # WHEN a command reads it / THEN the error says which table, named by which variable,
+        # in which region, and what to check
+        done = run_cli(*args, env=env)
+        said = flat(done.stderr)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert "ResourceNotFoundException" in said
+        assert f"of table '{name}' in region {region}, named by {variable}" in said, said
+        assert "it does not exist there" in said

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +19,9 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.traffic import attack_burst, generate_user_events
 from tests.cli_support import (
     CLI_LEDGER,
+    HOSTILE,
     SCRIPT,
+    assert_shown_not_obeyed,
     directory_records,
     flat,
     once_each,
@@ -143,6 +146,17 @@ def test_run_local_forwards_every_event_once_and_a_second_run_resumes(
     assert "run --local (3 users): 1,275 events," in first.stderr
     assert "Forwarded 1275 events" in flat(first.stdout)
     assert "0 user(s) failed" in first.stdout
+    # AND the table's counts add up: the directory holds each user's events, findings, gap and
+    # quarantine records, each in a column of its own
+    table = flat(first.stdout)
+    assert "fetched forwarded findings gap records quarantined delivered" in table
+    for user, count in USERS.items():
+        row = re.search(re.escape(user) + r" (\d+) (\d+) (\d+) (\d+) (\d+) directory (\d+)", table)
+        assert row is not None, (user, table)
+        _fetched, forwarded, findings, gaps, quarantined, delivered = map(int, row.groups())
+        assert forwarded == count
+        assert delivered == forwarded + findings + gaps + quarantined
+    assert sum(1 for r in records if "log_id" not in r) > 0  # findings are written too
     calls_first = sim.stats.calls()
     # WHEN new events arrive and it runs again
     fresh = seed(sim, {user: 5 for user in USERS}, hours=0.02)
@@ -238,7 +252,9 @@ def test_ctrl_c_stops_after_the_batches_under_way_and_the_next_run_continues(
     # having more to read
     assert "Stopping after the batches under way" in stderr
     assert "more to read" in flat(stdout)
-    assert process.returncode == 0
+    # AND it exits 130, as a shell expects of a command stopped by Ctrl-C, saying how to go on
+    assert process.returncode == 130
+    assert "Stopped by Ctrl-C: run the same command to continue" in stderr
     again = run_cli("run", "--local", str(out_dir), env=env)
     assert again.returncode == 0
     assert once_each(directory_records(out_dir), expected) == (len(expected), 0, 0)
@@ -267,3 +283,111 @@ def test_a_second_run_local_on_the_same_directory_is_refused(
     assert second.returncode == 2
     assert "is in use by another `run --local` (pid" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+def test_auth0_text_in_check_run_and_status_prints_literally_and_never_reaches_the_terminal(
+    sim: Auth0Simulator, tmp_path: Path
+) -> None:
+    # GIVEN a tenant whose answer for one user's log is an error quoting markup and escape
+    # sequences (Auth0 echoes what it was sent; a proxy may say anything)
+    user = "auth0|hostile"
+    seed(sim, {user: 5})
+    env = tenant_env(sim, WATCHED_USER_IDS=user, READ_MODE="per-user")
+    # (every read of that user's: tenant search, then its own endpoint, for check and the run)
+    sim.fail_next(50, status=400, html=False, path_contains="hostile", message=HOSTILE)
+    # WHEN check reads it / THEN the failure is shown with the text as it is, and no crash
+    checked = run_cli("check", env=env)
+    assert checked.returncode == 1, checked.stderr
+    assert_shown_not_obeyed(checked)
+    # AND run --local fails that user the same way, saying so in its table
+    out_dir = tmp_path / "forwarded"
+    forwarded = run_cli("run", "--local", str(out_dir), env=env)
+    assert forwarded.returncode == 1, forwarded.stderr
+    assert "FAILED" in forwarded.stdout
+    assert_shown_not_obeyed(forwarded)
+    # AND status shows the checkpoint's stored last error the same way
+    shown = run_cli("status", "--local", str(out_dir), env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "failing" in shown.stdout
+    assert_shown_not_obeyed(shown)
+
+
+def test_status_local_after_run_local_dir_user_shows_the_user_watched(
+    sim: Auth0Simulator, tmp_path: Path
+) -> None:
+    # GIVEN the documented first steps: run --local DIR USER, with no WATCHED_USER_IDS
+    user = "samlp|corp|carol"
+    seed(sim, {user: 35})
+    env = tenant_env(sim)
+    out_dir = tmp_path / "forwarded"
+    done = run_cli("run", "--local", str(out_dir), user, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"Added to {out_dir}'s watch list: {user}" in flat(done.stdout)
+    # WHEN status reads DIR / THEN the user is watched (DIR's list) and up to date
+    rows = json.loads(run_cli("status", "--local", str(out_dir), "--json", env=env).stdout)
+    assert [(r["user_id"], r["watched"], r["state"]) for r in rows["users"]] == [
+        (user, "local", "ok")
+    ]
+    # AND the table says yes/no, not Python's True/False
+    table = flat(run_cli("status", "--local", str(out_dir), env=env).stdout)
+    assert f"{user} local ok" in table
+    assert "False" not in table and "True" not in table
+    # AND a second run without USER continues the same user from DIR's list
+    again = run_cli("run", "--local", str(out_dir), env=env)
+    assert again.returncode == 0 and "run --local (1 users)" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("2026-13-01", "month must be in 1..12"),
+        ("2026-12-05T00:00:00", "has no time zone"),
+        ("yesterday", "is not an ISO-8601 instant"),
+        ("earliest", "is not an ISO-8601 instant"),
+    ],
+)
+def test_a_bad_since_is_refused_by_its_own_name_with_a_suggestion_that_works(
+    value: str, said: str
+) -> None:
+    # GIVEN no variable of the function at all (validation comes first)
+    # WHEN backfill gets a --since it cannot use
+    done = run_cli("backfill", "auth0|someone", "--since", value, env={})
+    # THEN the error names --since and the rule, never START_FROM or 'earliest'
+    assert done.returncode == 2
+    assert "Invalid value for '--since'" in done.stderr and said in done.stderr
+    assert "START_FROM" not in done.stderr and "'earliest', 'now'" not in done.stderr
+    # AND the value it suggests is accepted as --since (what fails next is the missing tenant)
+    suggested = re.search(r"e\.g\. (\S+)", done.stderr)
+    assert suggested is not None, done.stderr
+    retried = run_cli("backfill", "auth0|someone", "--since", suggested.group(1), env={})
+    assert "--since" not in retried.stderr, retried.stderr
+    assert "AUTH0_DOMAIN is required" in retried.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "said"),
+    [
+        (
+            ("backfill", "auth0|a", "--since", "2026-01-01T00:00:00Z", "--time-limit", "nan"),
+            "--time-limit",
+            "positive number of seconds",
+        ),
+        (("run", "--local", "DIR", "--time-limit", "inf"), "--time-limit", "positive number"),
+        (("check", "--max-calls", "0"), "--max-calls", "x>=1"),
+        (("--region", "us-east1", "status"), "--region", "not an AWS region"),
+        (("--domain", "https://t.eu.auth0.com/", "check"), "--domain", "'t.eu.auth0.com'?"),
+        (
+            ("--checkpoint-table", "arn:aws:dynamodb:eu-west-1:1:table/T-1", "status"),
+            "--checkpoint-table",
+            "'T-1'?",
+        ),
+        (("watch", "add", "auth0|a", "auth0|b;auth0|c"), "USERS", "';'"),
+    ],
+)
+def test_every_option_is_refused_by_its_own_name(
+    args: tuple[str, ...], option: str, said: str, tmp_path: Path
+) -> None:
+    done = run_cli(*args, env={}, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"Invalid value for '{option}" in done.stderr and said in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())

@@ -10,18 +10,19 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.logging import RichHandler
 
-from log_forwarder.config import parse_start_from
-from log_forwarder.exceptions import ForwarderError
+from log_forwarder.exceptions import ConfigError, ForwarderError
 
 from .backfill import BackfillRange
-from .environment import Environment
+from .environment import Environment, local_stack_file
+from .params import CLIENT_ID, DOMAIN, REGION, TABLE, Instant, Seconds, UserId
+from .terminal import safe
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables keep their columns readable when the output goes to a file or a pipe (80 columns would
@@ -29,8 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
-# Exit codes: 0 fine; 1 the command found (or met) a problem; 2 it could not run as asked.
-PROBLEM, UNUSABLE = 1, 2
+# Exit codes: 0 fine; 1 the command found (or met) a problem; 2 it could not run as asked;
+# 130 stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+PROBLEM, UNUSABLE, INTERRUPTED = 1, 2, 130
 
 
 class _ExtraFormatter(logging.Formatter):
@@ -41,11 +43,12 @@ class _ExtraFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         extras = {k: v for k, v in vars(record).items() if k not in self._standard}
         text = record.getMessage()
-        return text + "".join(f" {k}={v!r}" for k, v in extras.items())
+        # Log lines quote Auth0's and AWS's words: shown, never obeyed by the terminal.
+        return safe(text + "".join(f" {k}={v!r}" for k, v in extras.items()))
 
 
 def _log_to_stderr() -> None:
-    handler = RichHandler(console=err, show_time=False, show_path=False)
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=True)
     handler.setFormatter(_ExtraFormatter())
     package = logging.getLogger("log_forwarder")
     package.handlers[:] = [handler]
@@ -55,21 +58,40 @@ def _log_to_stderr() -> None:
 
 def handled(command: F) -> F:
     """A ForwarderError (configuration, Auth0, AWS) or an AWS refusal is a message and exit
-    code 2, not a traceback."""
+    code 2, not a traceback; Ctrl-C is exit code 130."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            err.print("Interrupted (Ctrl-C).")
+            raise SystemExit(INTERRUPTED) from None
+        except ConfigError as error:
+            _fail("Error", error, None)
         except ForwarderError as error:
-            err.print(f"[red]Error:[/red] {error}", markup=True, highlight=False)
-            raise SystemExit(UNUSABLE) from None
+            _fail("Error", error, _aws_context(error))
         except (BotoCoreError, ClientError) as error:
-            # AWS said no (credentials, a table that does not exist, permissions): its words.
-            err.print(f"[red]AWS error:[/red] {error}", markup=True, highlight=False)
-            raise SystemExit(UNUSABLE) from None
+            # AWS said no (credentials, a table that does not exist, permissions): its words,
+            # and which call, resource, variable and region they were about.
+            _fail("AWS error", error, _aws_context(error))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _aws_context(error: BaseException) -> str | None:
+    context = click.get_current_context(silent=True)
+    env = context.find_object(Environment) if context is not None else None
+    return env.explain_aws_failure(error) if env is not None else None
+
+
+def _fail(label: str, error: BaseException, context: str | None) -> NoReturn:
+    """Print the error (its text may quote Auth0 or AWS) and exit 2."""
+    text = f"[red]{label}:[/red] {safe(error)}"
+    if context:
+        text += f"\n  {safe(context)}"
+    err.print(text, markup=True, highlight=False)
+    raise SystemExit(UNUSABLE) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -79,16 +101,33 @@ def handled(command: F) -> F:
     help="Variables of the function, as `sam local invoke --env-vars` takes them "
     '({"ForwarderFunction": {...}}) or a flat JSON object; they override the environment.',
 )
-@click.option("--domain", help="AUTH0_DOMAIN: the tenant, e.g. my-tenant.eu.auth0.com.")
-@click.option("--client-id", help="AUTH0_CLIENT_ID (the secret comes from AUTH0_CLIENT_SECRET).")
-@click.option("--checkpoint-table", help="CHECKPOINT_TABLE: the stack's CheckpointTableName.")
-@click.option("--watch-table", help="WATCH_TABLE: the stack's WatchListTableName.")
-@click.option("--region", help="AWS_REGION of the stack.")
+@click.option(
+    "--local-stack",
+    is_flag=True,
+    help="Use the `make local-stack` running from this clone (its simulator and moto, at the "
+    "addresses this machine reaches them), as --env-file with the file it writes.",
+)
+@click.option(
+    "--domain", type=DOMAIN, help="AUTH0_DOMAIN: the tenant, e.g. my-tenant.eu.auth0.com."
+)
+@click.option(
+    "--client-id",
+    type=CLIENT_ID,
+    help="AUTH0_CLIENT_ID (the secret comes from AUTH0_CLIENT_SECRET).",
+)
+@click.option(
+    "--checkpoint-table", type=TABLE, help="CHECKPOINT_TABLE: the stack's CheckpointTableName."
+)
+@click.option("--watch-table", type=TABLE, help="WATCH_TABLE: the stack's WatchListTableName.")
+@click.option("--region", type=REGION, help="AWS_REGION of the stack.")
 @click.pass_context
-def cli(ctx: click.Context, /, env_file: Path | None, **flags: str | None) -> None:
+@handled
+def cli(
+    ctx: click.Context, /, env_file: Path | None, local_stack: bool, **flags: str | None
+) -> None:
     """Operate the Auth0 user log forwarder: check a tenant, forward locally, backfill, see the
     status, manage the watch list. Reads the function's variables (AUTH0_DOMAIN, CHECKPOINT_TABLE,
-    ...) from the environment, --env-file or the flags."""
+    ...) from the environment, --env-file (or --local-stack) or the flags."""
     names = {
         "domain": "AUTH0_DOMAIN",
         "client_id": "AUTH0_CLIENT_ID",
@@ -97,6 +136,10 @@ def cli(ctx: click.Context, /, env_file: Path | None, **flags: str | None) -> No
         "region": "AWS_REGION",
     }
     flags = {names[option]: value for option, value in flags.items()}
+    if local_stack:
+        if env_file is not None:
+            raise click.UsageError("--local-stack and --env-file both name the variables: use one")
+        env_file = local_stack_file(Path.cwd())
     ctx.obj = Environment.build(env_file, flags)
     _log_to_stderr()
 
@@ -107,15 +150,6 @@ def _env(ctx: click.Context) -> Environment:
     return env
 
 
-def _instant_ms(value: str, option: str) -> int:
-    start = parse_start_from(value)
-    if start.instant_ms is None:
-        raise click.BadParameter(
-            "an ISO-8601 instant with a zone, e.g. 2026-11-01T00:00:00Z", param_hint=option
-        )
-    return start.instant_ms
-
-
 def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -124,9 +158,10 @@ def _print_json(value: Any) -> None:
 
 
 @cli.command()
-@click.argument("users", nargs=-1)
+@click.argument("users", nargs=-1, type=UserId())
 @click.option(
     "--max-calls",
+    type=click.IntRange(min=1),
     default=200,
     show_default=True,
     help="Auth0 calls at most per user to count its retained events.",
@@ -140,11 +175,10 @@ def check(ctx: click.Context, users: tuple[str, ...], max_calls: int, as_json: b
     USERS default to WATCHED_USER_IDS, then the watch list table when WATCH_TABLE is set.
     Exits 1 on anything that would make a run fail or lose events."""
     from .check import run_check
-    from .watch import valid_ids
 
     env = _env(ctx)
     settings = env.settings(aws=False)
-    ids = valid_ids(users) if users else list(settings.watched_user_ids or ())
+    ids = list(users) if users else list(settings.watched_user_ids or ())
     if not ids and settings.watch_table:
         ids = [entry.user_id for entry in _watch_admin(env).entries()]
     report = run_check(settings, ids, lambda http: env.auth0_client(settings, http), max_calls)
@@ -168,9 +202,10 @@ def check(ctx: click.Context, users: tuple[str, ...], max_calls: int, as_json: b
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the checkpoints (SQLite) and the S3-layout objects.",
 )
-@click.argument("users", nargs=-1)
+@click.argument("users", nargs=-1, type=UserId())
 @click.option(
     "--time-limit",
+    type=Seconds(),
     default=3600.0,
     show_default=True,
     help="Seconds; what is left is read by the next run.",
@@ -180,25 +215,40 @@ def check(ctx: click.Context, users: tuple[str, ...], max_calls: int, as_json: b
 def run(ctx: click.Context, directory: Path, users: tuple[str, ...], time_limit: float) -> None:
     """Forward from this machine into DIR, with the function's own core and no AWS: SQLite
     checkpoints and the S3 sink's objects as files. Run it again to continue or to get new
-    events. USERS default to WATCHED_USER_IDS, then DIR's watch list."""
+    events. USERS default to WATCHED_USER_IDS, then DIR's watch list; USERS named are added
+    to DIR's watch list, so the next run (and `status --local DIR`) knows them."""
     from .render import print_run
     from .run_local import run_local
-    from .watch import valid_ids
 
-    report = run_local(_env(ctx), directory, valid_ids(users), err, time_limit)
-    print_run(out, report, f"run --local {directory}")
-    raise SystemExit(PROBLEM if report.failed else 0)
+    done = run_local(_env(ctx), directory, users, err, time_limit)
+    if done.added:
+        out.print(f"Added to {safe(directory)}'s watch list: {safe(', '.join(done.added))}")
+    print_run(out, done.report, f"run --local {safe(directory)}")
+    if done.interrupted:
+        err.print("Stopped by Ctrl-C: run the same command to continue where it stopped.")
+        raise SystemExit(INTERRUPTED)
+    raise SystemExit(PROBLEM if done.report.failed else 0)
 
 
 # -- backfill -------------------------------------------------------------------------------
 
 
 @cli.command()
-@click.argument("user")
-@click.option("--since", required=True, help="First instant to forward (ISO-8601 with a zone).")
-@click.option("--until", help="Last instant (inclusive); default and ceiling: the live checkpoint.")
+@click.argument("user", type=UserId())
+@click.option(
+    "--since",
+    type=Instant(),
+    required=True,
+    help="First instant to forward: ISO-8601 with a zone, e.g. 2026-11-20T00:00:00Z.",
+)
+@click.option(
+    "--until",
+    type=Instant(),
+    help="Last instant (inclusive), as --since; default and ceiling: the live checkpoint.",
+)
 @click.option(
     "--time-limit",
+    type=Seconds(),
     default=3600.0,
     show_default=True,
     help="Seconds; run the same command again to continue.",
@@ -206,19 +256,13 @@ def run(ctx: click.Context, directory: Path, users: tuple[str, ...], time_limit:
 @click.pass_context
 @handled
 def backfill(
-    ctx: click.Context, user: str, since: str, until: str | None, time_limit: float
+    ctx: click.Context, user: str, since: int, until: int | None, time_limit: float
 ) -> None:
     """Forward USER's events of a past range again into the configured destinations, skipping
     what they already hold; the live checkpoint is never moved. Resumable."""
     from .backfill_run import run_backfill
-    from .watch import valid_ids
 
-    (user_id,) = valid_ids((user,))
-    span = BackfillRange(
-        user_id,
-        _instant_ms(since, "--since"),
-        None if until is None else _instant_ms(until, "--until"),
-    )
+    span = BackfillRange(user, since, until)
     if span.until_ms is not None and span.until_ms < span.since_ms:
         raise click.BadParameter("must not be before --since", param_hint="--until")
     outcome = run_backfill(_env(ctx), span, err, time_limit)
@@ -253,14 +297,22 @@ def status(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
         notes.append(mode)
     if not watched:
         notes.append("no watched users: a scheduled run forwards nothing")
+    unreadable = [row for row in rows if row.unreadable]
+    if unreadable:
+        notes.append(
+            f"{len(unreadable)} of {len(rows)} users' checkpoint items cannot be read (state "
+            "unreadable, with the reason): an attribute beside the state was edited by hand. "
+            "Runs do not read those attributes, and rewrite them at the user's next checkpoint"
+        )
     if as_json:
         _print_json({"users": [r.as_dict() for r in rows], "backfills": backfills, "notes": notes})
-        return
-    out.print(status_table(rows))
-    if backfills:
-        out.print(backfill_table(backfills))
-    for note in notes:
-        out.print(f"Note: {note}")
+    else:
+        out.print(status_table(rows))
+        if backfills:
+            out.print(backfill_table(backfills))
+        for note in notes:
+            out.print(f"Note: {safe(note)}")
+    raise SystemExit(PROBLEM if unreadable else 0)
 
 
 def _status_inputs(
@@ -346,19 +398,16 @@ def watch() -> None:
 
 
 @watch.command("add")
-@click.argument("users", nargs=-1, required=True)
+@click.argument("users", nargs=-1, required=True, type=UserId())
 @_LOCAL_OPTION
 @click.pass_context
 @handled
 def watch_add(ctx: click.Context, users: tuple[str, ...], directory: Path | None) -> None:
     """Watch USERS from the next run (a user watched before resumes from its checkpoint)."""
-    from .watch import valid_ids
-
-    ids = valid_ids(users)
 
     def add(admin: Any) -> None:
-        for user_id in ids:
-            out.print(f"{user_id}: {admin.add(user_id)}")
+        for user_id in users:
+            out.print(f"{safe(user_id)}: {admin.add(user_id)}")
 
     _with_watch_list(directory, _env(ctx), add)
     if directory is None and _env(ctx).get("WATCHED_USER_IDS"):
@@ -366,20 +415,17 @@ def watch_add(ctx: click.Context, users: tuple[str, ...], directory: Path | None
 
 
 @watch.command("remove")
-@click.argument("users", nargs=-1, required=True)
+@click.argument("users", nargs=-1, required=True, type=UserId())
 @_LOCAL_OPTION
 @click.pass_context
 @handled
 def watch_remove(ctx: click.Context, users: tuple[str, ...], directory: Path | None) -> None:
     """Stop watching USERS; their checkpoints stay, so watching them again resumes there."""
-    from .watch import valid_ids
-
-    ids = valid_ids(users)
 
     def remove(admin: Any) -> None:
-        for user_id in ids:
+        for user_id in users:
             said = "removed (its checkpoint is kept)" if admin.remove(user_id) else "not watched"
-            out.print(f"{user_id}: {said}")
+            out.print(f"{safe(user_id)}: {said}")
 
     _with_watch_list(directory, _env(ctx), remove)
 

@@ -29,6 +29,8 @@ from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import Deadline
 from log_forwarder.sinks.objects import ObjectSink
 
+from .status import UNREADABLE_SUMMARY
+
 STORE_FILE = "checkpoints.sqlite3"
 LOCK_FILE = ".lock"
 _SCHEMA = (
@@ -138,7 +140,7 @@ class SqliteCheckpointStore(VersionedStore):
                 "SELECT user_id, version, summary, updated_at FROM checkpoints ORDER BY user_id"
             ).fetchall()
         return [
-            {**json.loads(summary), "user_id": user, "version": version, "updated_at": updated}
+            {**_summary(summary), "user_id": user, "version": version, "updated_at": updated}
             for user, version, summary, updated in rows
         ]
 
@@ -176,6 +178,17 @@ class SqliteCheckpointStore(VersionedStore):
                 )
                 released.append(stored.user_id)
         return released
+
+
+def _summary(text: str) -> dict[str, Any]:
+    """A row's summary; one that is not a JSON object is reported by `status`, not fatal."""
+    try:
+        summary = json.loads(text)
+    except ValueError as error:
+        return {UNREADABLE_SUMMARY: f"the summary is not JSON ({error})"}
+    if not isinstance(summary, dict):
+        return {UNREADABLE_SUMMARY: f"the summary is {type(summary).__name__}, not an object"}
+    return summary
 
 
 class DirectoryObjects:

@@ -12,6 +12,7 @@ from log_forwarder.report import RunReport, UserReport
 
 from .backfill import BackfillOutcome
 from .check import SCOPES, CheckReport
+from .terminal import add_safe_row, safe
 from .watch import WatchEntry
 
 
@@ -31,26 +32,41 @@ def user_state(user: UserReport) -> str:
     return "up to date"
 
 
+# Every destination receives the events and the forwarder's own records about them, so
+# `delivered` is their sum; it is less only when a redelivery found lines already there.
+RUN_COUNTS_NOTE = (
+    "delivered (per destination) = forwarded events + findings + gap records + quarantine "
+    "records, less lines a redelivery found already there"
+)
+
+
 def run_table(report: RunReport, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("user", "fetched", "forwarded", "delivered", "dupes dropped", "gaps", "state"):
+    columns = ("user", "fetched", "forwarded", "findings", "gap records", "quarantined")
+    for column in (*columns, "delivered", "dupes dropped", "state"):
         table.add_column(column, overflow="fold")
     for user in report.users:
         delivered = ", ".join(f"{k} {v}" for k, v in sorted(user.delivered.items())) or "0"
-        table.add_row(
-            user.user_id,
-            str(user.fetched),
-            str(user.forwarded),
-            delivered,
-            str(user.duplicates),
-            str(len(user.gaps)),
-            user_state(user),
+        add_safe_row(
+            table,
+            (
+                user.user_id,
+                user.fetched,
+                user.forwarded,
+                sum(user.findings.values()),
+                len(user.gaps),
+                user.quarantined,
+                delivered,
+                user.duplicates,
+                user_state(user),
+            ),
         )
     return table
 
 
 def print_run(console: Console, report: RunReport, title: str) -> None:
     console.print(run_table(report, title))
+    console.print(RUN_COUNTS_NOTE)
     summary = report.as_dict()
     console.print(
         f"Forwarded {summary['forwarded']} events with {summary['api_calls']} Auth0 calls "
@@ -70,7 +86,9 @@ def watch_table(entries: Sequence[WatchEntry]) -> Table:
         "local": "local directory",
     }
     for entry in entries:
-        table.add_row(entry.user_id, where.get(entry.source, entry.source), entry.added_at or "-")
+        add_safe_row(
+            table, (entry.user_id, where.get(entry.source, entry.source), entry.added_at or "-")
+        )
     return table
 
 
@@ -82,16 +100,16 @@ _MARK = {
 
 
 def print_check(console: Console, report: CheckReport) -> None:
-    console.print(f"Tenant [bold]{report.tenant}[/bold]")
+    console.print(f"Tenant [bold]{safe(report.tenant)}[/bold]")
     scopes = Table(title="Token scopes", title_justify="left")
     for column in ("scope", "granted", "enables"):
         scopes.add_column(column, overflow="fold")
     granted = set(report.scopes or ())
     for scope, enables in SCOPES.items():
-        scopes.add_row(scope, "yes" if scope in granted else "NO", enables)
+        add_safe_row(scopes, (scope, "yes" if scope in granted else "NO", enables))
     console.print(scopes)
     limits = ", ".join(f"{k}: {v}" for k, v in sorted(report.rate_limit.items())) or "none seen"
-    console.print(f"Rate-limit headers: {limits}")
+    console.print(f"Rate-limit headers: {safe(limits)}")
     console.print(f"Plan they suggest: {report.plan or 'unknown'}")
     users = Table(title="Watched users", title_justify="left")
     for column in ("user", "exists", "events retained", "first run calls"):
@@ -100,28 +118,29 @@ def print_check(console: Console, report: CheckReport) -> None:
         at_least = "≥ " if user.capped else ""
         retained = "-" if user.retained is None else f"{at_least}{user.retained:,}"
         calls = "-" if user.first_run_calls is None else f"{at_least}{user.first_run_calls}"
-        users.add_row(user.user_id, user.exists, retained, calls)
+        add_safe_row(users, (user.user_id, user.exists, retained, calls))
     console.print(users)
     for finding in report.findings:
-        console.print(f"{_MARK[finding.level]} {finding.text}", markup=True, highlight=False)
+        console.print(f"{_MARK[finding.level]} {safe(finding.text)}", markup=True, highlight=False)
 
 
 def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
     span = outcome.span
     end = iso_ms(outcome.end_ms)
+    user = safe(span.user_id)
     if outcome.end_ms < span.since_ms:
         console.print(
-            f"Nothing to backfill for {span.user_id}: the live checkpoint already starts at or "
+            f"Nothing to backfill for {user}: the live checkpoint already starts at or "
             f"before {iso_ms(span.since_ms)}, and everything from there is forwarded live."
         )
         return
     state = "done" if outcome.done else "stopped: run the same command again to continue"
     if outcome.busy_until:
-        state = f"busy: another backfill of this range holds it until {outcome.busy_until}"
+        state = f"busy: another backfill of this range holds it until {safe(outcome.busy_until)}"
     if outcome.errors:
-        state = "FAILED: " + "; ".join(outcome.errors)
+        state = "FAILED: " + "; ".join(map(safe, outcome.errors))
     console.print(
-        f"Backfill of {span.user_id} from {iso_ms(span.since_ms)} to {end}: "
+        f"Backfill of {user} from {iso_ms(span.since_ms)} to {end}: "
         f"{outcome.forwarded} events read and handed to the destinations; {state}."
     )
     if not any(outcome.written.values()):

@@ -3,13 +3,15 @@ against a real tenant, with DIR's SQLite checkpoints and directory sink instead 
 
 A second run resumes from DIR's checkpoints, like the next scheduled run would; so does a run
 after a Ctrl-C or a kill (DIR's lock says no other run is delivering, so leases left by a killed
-run are given up at once and its pending batch is redelivered).
+run are given up at once and its pending batch is redelivered). Users named on the command line
+join DIR's watch list: DIR is then the record of whom it forwards, for the next run and for
+`status --local DIR`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -23,9 +25,16 @@ from .local import LocalDir
 from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
 
 
+@dataclass(frozen=True)
+class LocalRun:
+    report: RunReport
+    interrupted: bool  # stopped by Ctrl-C: what was under way was committed, the rest is left
+    added: list[str]  # users named that DIR's watch list did not hold before
+
+
 def run_local(
     env: Environment, directory: Path, users: Sequence[str], console: Console, limit_s: float
-) -> RunReport:
+) -> LocalRun:
     # Nothing goes to AWS: the table and destinations of the function's variables are ignored.
     settings = env.settings(aws=False)
     with LocalDir(directory, settings.s3_prefix) as local:
@@ -36,6 +45,7 @@ def run_local(
                 "no users to forward: name them (run --local DIR USER…), set WATCHED_USER_IDS, "
                 "or add them with `watch add --local DIR USER`"
             )
+        added = [user for user in users if local.store.add_watch(user)]
         freed = local.store.release_leases()
         if freed:
             console.print(f"Resuming an interrupted run: {len(freed)} user(s) had pending batches.")
@@ -63,4 +73,4 @@ def run_local(
                 lambda: bar.update(counters),
             )
             bar.update(counters, final=True)
-        return report
+        return LocalRun(report, stopper.stopped, added)

@@ -7,22 +7,28 @@ the compressed state is never decoded, so status works on any item the forwarder
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from boto3.dynamodb.types import TypeDeserializer
 from rich.table import Table
 
 from log_forwarder.read_mode import OWN_KEY_PREFIX, TENANT_KEY
 
+from .terminal import add_safe_row
+
 BACKFILL_PREFIX = "backfill#"
+_DESERIALIZER = TypeDeserializer()
 
 
 @dataclass(frozen=True)
 class UserStatus:
     user_id: str
     watched: str | None  # how: "WATCHED_USER_IDS", "table", "legacy", "local"; None: not watched
-    state: str  # one word: ok, backlog, failing, missing, unknown, new, unwatched
+    # one word: ok, backlog, failing, missing, unknown, new, unwatched, unreadable
+    state: str
     watermark: str | None = None
     lag_s: float | None = None
     backlog: bool = False
@@ -34,54 +40,106 @@ class UserStatus:
     gaps_total: int = 0
     last_gap: str | None = None
     missing_since: str | None = None
+    unreadable: str | None = None  # why the item's attributes cannot be read (state unreadable)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _epoch_s(text: object) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+# Set on an item whose summary could not even be decoded (a local directory's JSON text).
+UNREADABLE_SUMMARY = "_unreadable"
 
 
-def _state(item: Mapping[str, Any] | None, watched: str | None) -> str:
-    if item is None:
-        return "new"  # watched, but no run has written its checkpoint yet
-    if item.get("missing_since"):
-        return "unknown" if not item.get("forwarded_total") else "missing"
-    if item.get("last_error"):
+class Unreadable(ValueError):
+    """An attribute of a checkpoint item is not what the forwarder writes (a hand edit)."""
+
+
+class _Attributes:
+    """The item's summary attributes, each checked to be of the type the forwarder writes."""
+
+    def __init__(self, item: Mapping[str, Any]) -> None:
+        if UNREADABLE_SUMMARY in item:
+            raise Unreadable(str(item[UNREADABLE_SUMMARY]))
+        self._item = item
+
+    def text(self, name: str) -> str | None:
+        value = self._item.get(name)
+        if value is not None and not isinstance(value, str):
+            raise Unreadable(f"{name} is {value!r}, not text")
+        return value or None
+
+    def count(self, name: str) -> int:
+        value = self._item.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise Unreadable(f"{name} is {value!r}, not a count")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._item.get(name, False)
+        if not isinstance(value, bool):
+            raise Unreadable(f"{name} is {value!r}, not true or false")
+        return value
+
+    def instant_s(self, name: str) -> float | None:
+        text = self.text(name)
+        if text is None:
+            return None
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise Unreadable(f"{name} is {text!r}, not an ISO-8601 instant") from None
+
+
+def _state(status: UserStatus) -> str:
+    if status.missing_since:
+        return "unknown" if not status.forwarded_total else "missing"
+    if status.last_error:
         return "failing"
-    if watched is None:
+    if status.watched is None:
         return "unwatched"
-    return "backlog" if item.get("backlog") else "ok"
+    return "backlog" if status.backlog else "ok"
 
 
 def user_status(
     user_id: str, item: Mapping[str, Any] | None, watched: str | None, now_s: float
 ) -> UserStatus:
-    item = item or {}
-    watermark = _epoch_s(item.get("watermark"))
+    """The user's row; Unreadable when an attribute is not of the type the forwarder writes."""
+    if item is None:
+        return UserStatus(user_id, watched, "new")  # watched, but no run has written it yet
+    read = _Attributes(item)
+    watermark_s = read.instant_s("watermark")
     gap = None
-    if item.get("last_gap_to"):
-        start = item.get("last_gap_from") or "(unknown start)"
-        gap = f"{start} → {item['last_gap_to']}: {item.get('last_gap_reason', '')}"
-    return UserStatus(
+    if read.text("last_gap_to"):
+        start = read.text("last_gap_from") or "(unknown start)"
+        gap = f"{start} → {read.text('last_gap_to')}: {read.text('last_gap_reason') or ''}"
+    status = UserStatus(
         user_id=user_id,
         watched=watched,
-        state=_state(item or None, watched),
-        watermark=item.get("watermark"),
-        lag_s=None if watermark is None else round(now_s - watermark, 1),
-        backlog=bool(item.get("backlog", False)),
-        pending_events=int(item.get("pending_events", 0)),
-        forwarded_total=int(item.get("forwarded_total", 0)),
-        last_run=item.get("updated_at"),
-        last_error=item.get("last_error"),
-        last_error_at=item.get("last_error_at"),
-        gaps_total=int(item.get("gaps_total", 0)),
+        state="",
+        watermark=read.text("watermark"),
+        lag_s=None if watermark_s is None else round(now_s - watermark_s, 1),
+        backlog=read.flag("backlog"),
+        pending_events=read.count("pending_events"),
+        forwarded_total=read.count("forwarded_total"),
+        last_run=read.text("updated_at"),
+        last_error=read.text("last_error"),
+        last_error_at=read.text("last_error_at"),
+        gaps_total=read.count("gaps_total"),
         last_gap=gap,
-        missing_since=item.get("missing_since"),
+        missing_since=read.text("missing_since"),
     )
+    return replace(status, state=_state(status))
+
+
+def readable_status(
+    user_id: str, item: Mapping[str, Any] | None, watched: str | None, now_s: float
+) -> UserStatus:
+    """The user's row, or a row saying why its item cannot be read: one hand-edited attribute
+    must not hide every other user."""
+    try:
+        return user_status(user_id, item, watched, now_s)
+    except Unreadable as error:
+        return UserStatus(user_id, watched, "unreadable", unreadable=str(error))
 
 
 def statuses(
@@ -99,7 +157,7 @@ def statuses(
         elif "version" in item:  # a legacy watch-only item has no checkpoint yet
             checkpoints[user_id] = item
     users = sorted({*checkpoints, *watched})
-    rows = [user_status(u, checkpoints.get(u), watched.get(u), now_s) for u in users]
+    rows = [readable_status(u, checkpoints.get(u), watched.get(u), now_s) for u in users]
     return rows, backfills
 
 
@@ -116,16 +174,15 @@ def read_mode_note(items: Iterable[Mapping[str, Any]]) -> str | None:
     return None
 
 
-def plain_item(raw: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """A DynamoDB item (low-level form) as plain values."""
+def plain_item(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A DynamoDB item (low-level form) as plain values, whatever their types: a value the
+    forwarder never writes is kept, for the row to say what it is."""
     plain: dict[str, Any] = {}
     for name, attribute in raw.items():
-        ((kind, value),) = attribute.items()
-        if kind == "N":
-            number = float(value)
-            plain[name] = int(number) if number.is_integer() else number
-        elif kind in ("S", "BOOL"):
-            plain[name] = value
+        value = _DESERIALIZER.deserialize(attribute)
+        if isinstance(value, Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        plain[name] = value
     return plain
 
 
@@ -158,17 +215,18 @@ def status_table(rows: Sequence[UserStatus]) -> Table:
         gaps = str(row.gaps_total) + (f" ({row.last_gap})" if row.last_gap else "")
         error = f"{row.last_error_at}: {row.last_error}" if row.last_error else "-"
         state = row.state + (f" since {row.missing_since}" if row.missing_since else "")
-        table.add_row(
-            row.user_id,
-            row.watched or "no",
-            state,
+        backlog = "yes" if row.backlog else "no"
+        values: tuple[str, ...] = (
             row.watermark or "-",
             _age(row.lag_s),
-            f"yes, {row.pending_events} pending" if row.pending_events else str(row.backlog),
+            f"yes, {row.pending_events} pending" if row.pending_events else backlog,
             row.last_run or "-",
             gaps,
             error,
         )
+        if row.unreadable:
+            state, values = f"unreadable: {row.unreadable}", ("?",) * len(values)
+        add_safe_row(table, (row.user_id, row.watched or "no", state, *values))
     return table
 
 
@@ -177,13 +235,16 @@ def backfill_table(backfills: Sequence[Mapping[str, Any]]) -> Table:
     for column in ("user", "since", "until", "forwarded", "reached", "state", "last write"):
         table.add_column(column, overflow="fold")
     for item in backfills:
-        table.add_row(
-            str(item.get("backfill_user", "?")),
-            str(item.get("backfill_since", "?")),
-            str(item.get("backfill_until", "live checkpoint")),
-            str(item.get("forwarded_total", 0)),
-            str(item.get("watermark") or "-"),
-            "more to read" if item.get("backlog") else "done",
-            str(item.get("updated_at") or "-"),
+        add_safe_row(
+            table,
+            (
+                item.get("backfill_user", "?"),
+                item.get("backfill_since", "?"),
+                item.get("backfill_until", "live checkpoint"),
+                item.get("forwarded_total", 0),
+                item.get("watermark") or "-",
+                "more to read" if item.get("backlog") else "done",
+                item.get("updated_at") or "-",
+            ),
         )
     return table
