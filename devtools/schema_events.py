@@ -25,6 +25,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Final
 
+from devtools.traffic import iso
+
 __all__ = ["SCHEMA_DIR", "event_codes", "events_for_type", "schema_for", "schema_problems"]
 
 SCHEMA_DIR: Final = (
@@ -122,7 +124,7 @@ def _realistic(
     code: str, schema: Mapping[str, Any], rng: random.Random, user_id: str, when: datetime
 ) -> Iterator[tuple[str, Any]]:
     agent = rng.choice(_AGENTS)
-    yield "date", f"{when:%Y-%m-%dT%H:%M:%S}.{when.microsecond // 1000:03d}Z"
+    yield "date", iso(when)
     # Auth0's observed log_id shape: 900, a UTC time, then digits (56 characters in all).
     yield "log_id", f"900{when:%Y%m%d%H%M%S}{rng.randrange(10**39):039d}"
     yield "user_id", user_id
@@ -222,8 +224,7 @@ def _string(schema: Mapping[str, Any], rng: random.Random, path: tuple[str, ...]
     if fmt in ("ipv4", "ipv6"):
         return _ip(rng, v6=fmt == "ipv6")
     if fmt == "date-time":
-        moment = _START - timedelta(seconds=rng.randrange(86_400))
-        return f"{moment:%Y-%m-%dT%H:%M:%S}.000Z"
+        return iso(_START - timedelta(seconds=rng.randrange(86_400)))
     if "pattern" in schema:
         return _from_pattern(schema["pattern"], rng)
     name = path[-1] if path else ""
