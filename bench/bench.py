@@ -8,7 +8,7 @@ Nothing here is asserted; it prints figures beside their goals. Through the real
 2. Backlog drain against the allowed budget, for a 2 req/s and a 16 req/s tenant: calls per
    second against `share × limit`, and the 429s. With the limit configured (the cap set to the
    tenant's rate), then learned from the headers (AUTH0_RATE_LIMIT_PER_SECOND unset): on a
-   16 req/s tenant, on a non-production one, and on a 2 req/s tenant that another client of the
+   16 req/s tenant, on a slow one (0.5 req/s), and on a 2 req/s tenant that another client of the
    same tenant uses at 45 % of its limit all along (its 429s are counted too).
 3. Run time of one run over U idle users against its floor, U / (share × limit); and with the
    limit learned, 60 users against the goal 1.2 × 60 / (share × limit).
@@ -337,7 +337,7 @@ def learned(aws: LocalAws, *, quick: bool) -> list[Row]:
     for limit, share, label, seconds in (
         (RateLimit(burst=50, per_second=16), 0.0, "", 20.0),
         (RateLimit(burst=2, per_second=2), 0.45, "", 30.0),
-        (RateLimit(burst=2, per_second=0.5), 0.0, "non-production tenant at 0.5 req/s", 40.0),
+        (RateLimit(burst=2, per_second=0.5), 0.0, "slow tenant at 0.5 req/s", 40.0),
     ):
         print(f"running: learned limit, drain at {limit.per_second:g} req/s …", file=sys.stderr)
         rows += drain(

@@ -1,5 +1,5 @@
 """The OCSF documentation tables, generated from `OCSF_CLASS_BY_TYPE`; rewrites the mapping
-table in docs/ocsf-mapping.md.
+table in docs/ocsf-mapping.md and the summary by class in docs/output.md.
 
 Run `PYTHONPATH=src .venv/bin/python -m devtools.ocsf_mapping_doc` after changing the table;
 tests/unit/test_ocsf.py fails while the document and the code disagree.
@@ -20,8 +20,11 @@ from log_forwarder.ocsf import (
     UNKNOWN_CODE,
 )
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "ocsf-mapping.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOC = DOCS / "ocsf-mapping.md"
 START, END = "<!-- mapping-table:start -->\n", "<!-- mapping-table:end -->"
+SUMMARY_DOC = DOCS / "output.md"
+SUMMARY_START, SUMMARY_END = "<!-- ocsf-classes:start -->\n", "<!-- ocsf-classes:end -->"
 
 
 _BY_METHOD_TEXT: Final = (
@@ -72,12 +75,17 @@ def class_summary_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rewrite(path: Path, start: str, end: str, table: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + table + end + tail, encoding="utf-8")
+    print(f"rewrote the table in {path}")
+
+
 def main() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    DOC.write_text(head + START + mapping_table_markdown() + END + tail, encoding="utf-8")
-    print(f"rewrote the mapping table in {DOC}")
+    _rewrite(DOC, START, END, mapping_table_markdown())
+    _rewrite(SUMMARY_DOC, SUMMARY_START, SUMMARY_END, class_summary_markdown())
 
 
 if __name__ == "__main__":

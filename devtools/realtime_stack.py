@@ -85,7 +85,7 @@ class RealtimePath:
             **{k: v for k, v in stack.env.items() if k.startswith("AWS_")},
             "REALTIME_EVENT_SOURCE": source,
         }
-        for name in ("DETECTIONS", "FINDINGS_EVENT_BUS", "OUTPUT_FORMAT"):
+        for name in ("DETECTIONS", "FINDINGS_EVENT_BUS", "OUTPUT_FORMAT", "OCSF_VERSION"):
             if name in stack.env:
                 self.env[name] = stack.env[name]
         stack.env["REALTIME_EVENT_SOURCE"] = source

@@ -3,9 +3,12 @@
 The shapes follow real tenant events (field names, `details` layouts, descriptions, type codes), so
 converters and forwarders meet what Auth0 sends: missing optional fields, an empty `description`,
 `security_context` on some events only, extra fields the schema does not name, and several events
-sharing one millisecond. Addresses come from the documentation ranges (RFC 5737 / RFC 3849) and
-names from example.com, so nothing here is anyone's personal data. No `log_id` is set: the
-simulator assigns one when the event is ingested, as Auth0 does.
+sharing one millisecond. Once the simulator gives it a `log_id`, each event is valid against
+Auth0's own JSON Schema for its type (auth0/auth0-log-schemas; tests/unit/test_simulator.py
+checks every type generated here); `devtools/schema_events.py` makes events of every other type.
+Addresses come from the documentation ranges (RFC 5737 / RFC 3849) and names from example.com,
+so nothing here is anyone's personal data. No `log_id` is set: the simulator assigns one when the
+event is ingested, as Auth0 does.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ _PLACES: Final = (
 # Auth0 adds fields without notice; a forwarder must carry them along untouched.
 _EXTRA_FIELDS: Final[tuple[tuple[str, Callable[[random.Random], Any]], ...]] = (
     ("organization_id", lambda rng: f"org_{_token(rng, 16)}"),
-    ("tenant_name", lambda rng: "demo-tenant"),
+    ("organization_name", lambda rng: "Example Org"),
     ("$event_schema", lambda rng: {"version": "1.0.0"}),
     ("risk_assessment", lambda rng: {"confidence": rng.choice(["low", "medium", "high"])}),
 )
@@ -236,6 +239,9 @@ def _base(
         "strategy_type": who.strategy_type,
         "isMobile": "Mobile" in agent or client.mobile,
         "location_info": _location(place),
+        # Required by Auth0's current schemas; the 2021 sample events predate them.
+        "tenant_name": "demo-tenant",
+        "environment_name": "prod-us-1",
     }
     if rng.random() < 0.4:
         event["security_context"] = {
@@ -260,7 +266,7 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
     if kind == "s":
         persona.logins += 1
         started = at - rng.randrange(2_000, 40_000)
-        del event["description"]  # success logins carry none
+        event["description"] = ""  # older success logins carried none; the schema asks for one
         event["details"] = {
             "prompts": [
                 {
@@ -272,6 +278,8 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
                     "identity": who.user_id.rpartition("|")[2],
                     "stats": {"loginsCount": persona.logins},
                     "elapsedTime": None,
+                    "requiredCaptcha": False,
+                    "session_id": session,
                 },
                 {
                     "name": "login",
@@ -282,6 +290,8 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
                     "user_id": who.user_id,
                     "user_name": who.user_name,
                     "elapsedTime": at - 150 - started,
+                    "requiredCaptcha": False,
+                    "session_id": session,
                 },
             ],
             "initiatedAt": started,
@@ -319,11 +329,26 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
             message = "Invalid authorization code"
         event["description"] = message
         event["details"] = {"error": {"message": message}}
+        if kind == "f":
+            event["details"]["error"]["oauthError"] = (
+                "invalid_grant" if message.startswith("Invalid") else "access_denied"
+            )
     elif kind == "gd_auth_failed":
         event["description"] = "Wrong OTP code."
+        factor = rng.choice(("otp", "push", "sms"))
         event["details"] = {
             "error": {"message": "Invalid otp_code."},
-            "authenticator": {"type": rng.choice(("otp", "push", "sms"))},
+            "authenticator": {"id": f"{factor}|dev_{session[:16]}", "type": factor},
+            "request": {
+                "method": "POST",
+                "path": "/mfa/challenge",
+                "query": "",
+                "ip": event["ip"],
+                "userAgent": event["user_agent"],
+                "body": {"code": "******"},
+                "auth": {"scopes": ["openid"], "strategy": "jwt"},
+            },
+            "response": {"statusCode": 403},
         }
     elif kind == "sv":
         event["description"] = "Your email was verified. You can continue using the application."
@@ -334,7 +359,7 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
         }
     elif kind == "scp":
         event["description"] = "Password changed successfully"
-        event["details"] = {"title": "Password Change", "email": who.user_name}
+        event["details"] = {"title": "Password Change", "email": who.user_name, "body": {}}
     elif kind == "ss":
         event["description"] = ""
         event["details"] = {
@@ -350,16 +375,23 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
         event["description"] = f"To: {who.user_name}"
         event["details"] = {
             "email_type": rng.choice(("verify_email", "reset_email", "mfa_oob")),
+            "notification_type": "email",
             "to": who.user_name,
             "error": "the email provider rejected the message",
         }
     elif kind == "w":
         event["description"] = "Warning during login"
         event["details"] = {"warnings": ["The user's email address is not verified."]}
+        event["audience"] = "https://api.example.com/"
     elif kind == "depnote":
         event["description"] = "Legacy Lock API: This feature is being deprecated."
         event["details"] = {
-            "feature": {"id": "legacy_lock_api", "name": "Legacy Lock API"},
+            "feature": {
+                "id": "legacy_lock_api",
+                "name": "Legacy Lock API",
+                "description": "Lock.js and the /usernamepassword/login endpoint",
+                "documentation": "https://auth0.com/docs/troubleshoot/product-lifecycle/deprecations-and-migrations",
+            },
             "info": "Please migrate to Universal Login.",
         }
     elif kind == "limit_wc":
@@ -397,6 +429,8 @@ def _fill(event: Event, when: datetime, persona: _Persona, rng: random.Random) -
             },
             "response": {"statusCode": 200, "body": {"user_id": target.rpartition("/")[2]}},
         }
+        if not write:
+            event["details"]["accessedSecrets"] = []
 
 
 # -- timing -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Literal
 from .detections import MAX_THRESHOLD, RULES, SOURCE_KINDS, DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
+from .ocsf import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
 from .read_mode import OWN_KEY_PREFIX, READ_MODES, ReadMode
 
 Destination = Literal["cloudwatch", "s3"]
@@ -173,6 +174,7 @@ class OutputSettings:
     """What is written besides the events as Auth0 sent them, and how."""
 
     format: Literal["auth0", "ocsf"] = "auth0"
+    ocsf_version: OcsfVersion = DEFAULT_OCSF_VERSION  # the OCSF release written, with "ocsf"
     events: EventFilter = field(default_factory=EventFilter)
     pii_paths: tuple[str, ...] = ()
     pii_key_secret: str | None = None
@@ -185,12 +187,20 @@ class OutputSettings:
         if output_format not in ("auth0", "ocsf"):
             raise ConfigError(
                 f"OUTPUT_FORMAT={output_format!r} is not allowed; use 'auth0' (the events as "
-                "Auth0 sends them, the default) or 'ocsf' (OCSF 1.5 events)"
+                "Auth0 sends them, the default) or 'ocsf' (OCSF events, of OCSF_VERSION)"
+            )
+        ocsf_version = _optional(env, "OCSF_VERSION") or DEFAULT_OCSF_VERSION.name
+        if ocsf_version not in OCSF_VERSIONS:
+            raise ConfigError(
+                f"OCSF_VERSION={ocsf_version!r} is not allowed; use one of "
+                f"{', '.join(OCSF_VERSIONS)} (the OCSF release of OUTPUT_FORMAT=ocsf, "
+                f"{DEFAULT_OCSF_VERSION.name} by default)"
             )
         detections = detection_settings(env)
         bus = _optional(env, "FINDINGS_EVENT_BUS")
         return cls(
             format=output_format,  # type: ignore[arg-type]
+            ocsf_version=OCSF_VERSIONS[ocsf_version],
             events=EventFilter(
                 include=_event_codes(env, "EVENTS_INCLUDE"),
                 exclude=_event_codes(env, "EVENTS_EXCLUDE") or frozenset(),

@@ -3,8 +3,9 @@
 The event's own fields stay at the top level exactly as Auth0 sent them, unknown ones included;
 everything the forwarder adds lives under the single key `_forwarder`, which Auth0 does not use.
 Two options change that, both off by default: chosen fields replaced by keyed pseudonyms
-(`PII_FIELDS`), and OCSF 1.5 events instead of Auth0's (`OUTPUT_FORMAT=ocsf`). The forwarder's
-own records (gap, quarantine, finding) keep their format either way.
+(`PII_FIELDS`), and OCSF events instead of Auth0's (`OUTPUT_FORMAT=ocsf`, of the release
+`OCSF_VERSION` names). The forwarder's own records (gap, quarantine, finding) keep their format
+either way.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from .detections import Finding, finding_record
 from .event_types import describe
 from .events import LogEvent, iso_ms
-from .ocsf import to_ocsf
+from .ocsf import OcsfVersion, to_ocsf
 from .pseudonymise import Pseudonymiser
 from .records import Gap, OutputLine
 
@@ -33,14 +34,19 @@ class ConvertContext:
     # Which Auth0 endpoint returned the event: "user_logs", "logs_search", "logs_stream" or
     # "log_by_id" (read_back.py).
     source: str
-    ocsf: bool = False
+    ocsf: OcsfVersion | None = None  # None: the Auth0 format
     pseudonymiser: Pseudonymiser | None = None
 
 
 def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
     raw = event.raw if context.pseudonymiser is None else context.pseudonymiser.apply(event.raw)
-    if context.ocsf:
-        ocsf = to_ocsf(raw, tenant=context.tenant, watched_user_id=context.watched_user_id)
+    if context.ocsf is not None:
+        ocsf = to_ocsf(
+            raw,
+            tenant=context.tenant,
+            watched_user_id=context.watched_user_id,
+            version=context.ocsf,
+        )
         return OutputLine(timestamp_ms=event.date_ms, line=_dumps(ocsf), log_id=event.log_id)
     event_type = describe(raw.get("type"))
     added: dict[str, Any] = {

@@ -5,6 +5,13 @@ turns a code into something a person reading CloudWatch can act on.
 
 Where the data comes from:
 
+- **Codes** cover every type in Auth0's own JSON Schemas of its log events
+  (auth0/auth0-log-schemas, one schema per code, 166 codes at its commit of 2026-07-13; a test
+  over `../shared/reference/auth0-log-schemas/` fails on a code this table lacks). The table
+  also keeps older codes those schemas no longer list, because stored and replayed events still
+  carry them. Codes Auth0 added in July 2026 (delegated logins `sdel`, `sdelsa`, `fdelsa`,
+  `sdeleacft`, `fdeleacft`; `fscim`; `limit_phone`) take their names from those schemas' own
+  descriptions, shortened to this table's style.
 - **Names** follow the "Event" column of Auth0's "Log Event Type Codes" page
   (https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes). Where that page gives
   several codes the same name ("Success Exchange", "Failed Exchange", "Blocked Account",
@@ -66,6 +73,10 @@ _TABLE: Final[tuple[tuple[str, str, Severity], ...]] = (
     ("fsa", "Failed Silent Auth", "error"),
     ("scoa", "Success cross-origin authentication", "info"),
     ("fcoa", "Failed cross-origin authentication", "error"),
+    # Delegated logins: an agent acting on a user's behalf (details.actor)
+    ("sdel", "Successful Delegated Login", "info"),
+    ("sdelsa", "Successful Delegated Silent Auth", "info"),
+    ("fdelsa", "Failed Delegated Silent Auth", "error"),
     ("fco", "Failed by CORS", "error"),
     ("fc", "Failed by Connector", "error"),
     ("scv", "Success Credential Validation", "info"),
@@ -91,6 +102,8 @@ _TABLE: Final[tuple[tuple[str, str, Severity], ...]] = (
     # Token exchange at /oauth/token
     ("seacft", "Success Exchange (Authorization Code for Access Token)", "info"),
     ("feacft", "Failed Exchange (Authorization Code for Access Token)", "error"),
+    ("sdeleacft", "Success Exchange (Delegated Authorization Code for Access Token)", "info"),
+    ("fdeleacft", "Failed Exchange (Delegated Authorization Code for Access Token)", "error"),
     ("seccft", "Success Exchange (Client Credentials for Access Token)", "info"),
     ("feccft", "Failed Exchange (Client Credentials for Access Token)", "error"),
     ("secte", "Success Exchange (Custom Token Exchange)", "info"),
@@ -173,6 +186,7 @@ _TABLE: Final[tuple[tuple[str, str, Severity], ...]] = (
     ("wum", "Warning User Management", "warning"),
     ("organization_member_added", "Organization Member Added", "info"),
     ("sscim", "Successful SCIM Operation", "info"),
+    ("fscim", "Failed SCIM Operation", "error"),
     ("directory_sync_started", "Inbound Directory Sync Started", "info"),
     ("directory_sync_completed", "Inbound Directory Sync Completed", "info"),
     ("directory_sync_failed", "Inbound Directory Sync Failed", "error"),
@@ -210,6 +224,7 @@ _TABLE: Final[tuple[tuple[str, str, Severity], ...]] = (
         "warning",
     ),
     ("limit_delegation", "Too Many Calls to /delegation", "error"),
+    ("limit_phone", "Blocked Phone Delivery (Too Many SMS or Voice Deliveries)", "error"),
     ("limit_ui", "Too Many Calls to /userinfo", "error"),
     ("appi", "Notice for API Peak Performance initiated", "info"),
     # Multi-factor authentication (Guardian)

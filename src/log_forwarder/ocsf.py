@@ -1,4 +1,4 @@
-"""Auth0 event -> one OCSF 1.5.0 event, for SIEMs and data lakes that speak OCSF.
+"""Auth0 event -> one OCSF event (1.5.0, or 1.8.0 when asked), for SIEMs and data lakes.
 
 Security tools increasingly ingest OCSF (Amazon Security Lake requires it). Each Auth0 log event
 becomes exactly one OCSF event; none is dropped:
@@ -16,6 +16,13 @@ docs/ocsf-mapping.md renders it (a test keeps the two equal). The original event
 `raw_data` (JSON text). What the forwarder adds (tenant, watched user) sits in
 `unmapped._forwarder`, and the tenant also in `metadata.tenant_uid`. Pure and total: any mapping
 with a readable `date` converts; odd field types are skipped, never trusted.
+
+The OCSF release is the operator's choice (`OCSF_VERSION`). What differs between releases is held
+in one `OcsfVersion` record per release, each fact of it checked against that release's schema
+as OCSF's own compiler builds it (tests/unit/test_ocsf.py). A value a release does not define
+never goes into the field that would refuse it: an HTTP method outside that release's list stays
+in `unmapped` under Auth0's own name for it, and an id of 99 (Other) carries Auth0's own words in
+its caption (`activity_name`, `status`), as OCSF asks.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ from typing import Any, Final
 from .event_types import describe
 from .events import parse_date_ms
 
-OCSF_VERSION: Final = "1.5.0"
 FORMAT_VERSION: Final = 1
 PRODUCT: Final = MappingProxyType({"name": "Auth0", "vendor_name": "Okta"})
 
@@ -85,6 +91,31 @@ _METHOD_ACTIVITY: Final = MappingProxyType({"POST": 1, "GET": 2, "PUT": 3, "PATC
 
 
 @dataclass(frozen=True, slots=True)
+class OcsfVersion:
+    """What one OCSF release defines that this mapping depends on."""
+
+    name: str
+    # The enum of http_request.http_method (PATCH arrived in 1.6.0, ocsf-schema PR #1427).
+    http_methods: frozenset[str]
+    # user.type_id 4 "Service": the account a client-credentials exchange is made with.
+    service_user_type: bool
+    # Account Change's auth_factors, for MFA Factor Enable/Disable.
+    account_change_factors: bool
+
+
+_METHODS_1_5: Final = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "TRACE"}
+)
+OCSF_VERSIONS: Final[Mapping[str, OcsfVersion]] = MappingProxyType(
+    {
+        "1.5.0": OcsfVersion("1.5.0", _METHODS_1_5, False, False),
+        "1.8.0": OcsfVersion("1.8.0", _METHODS_1_5 | {"PATCH"}, True, True),
+    }
+)
+DEFAULT_OCSF_VERSION: Final = OCSF_VERSIONS["1.5.0"]
+
+
+@dataclass(frozen=True, slots=True)
 class OcsfClassification:
     """Where one Auth0 code lands: class, activity (or BY_METHOD) and status."""
 
@@ -111,6 +142,9 @@ _ROWS: Final[tuple[tuple[str, int, int, int], ...]] = (
     ("fsa", _A, LOGON, F),
     ("scoa", _A, LOGON, S),
     ("fcoa", _A, LOGON, F),
+    ("sdel", _A, LOGON, S),
+    ("sdelsa", _A, LOGON, S),
+    ("fdelsa", _A, LOGON, F),
     ("fco", _A, LOGON, F),
     ("fc", _A, LOGON, F),
     ("scv", _A, PREAUTH, S),
@@ -135,6 +169,8 @@ _ROWS: Final[tuple[tuple[str, int, int, int], ...]] = (
     # Token exchange at /oauth/token: an access token for an audience is OCSF's service ticket
     ("seacft", _A, SERVICE_TICKET, S),
     ("feacft", _A, SERVICE_TICKET, F),
+    ("sdeleacft", _A, SERVICE_TICKET, S),
+    ("fdeleacft", _A, SERVICE_TICKET, F),
     ("seccft", _A, SERVICE_TICKET, S),
     ("feccft", _A, SERVICE_TICKET, F),
     ("secte", _A, SERVICE_TICKET, S),
@@ -205,6 +241,7 @@ _ROWS: Final[tuple[tuple[str, int, int, int], ...]] = (
     ("wum", _C, OTHER, O),
     ("organization_member_added", _C, OTHER, S),
     ("sscim", _C, OTHER, S),
+    ("fscim", _C, OTHER, F),
     ("directory_sync_started", _B, OTHER, O),
     ("directory_sync_completed", _B, OTHER, S),
     ("directory_sync_failed", _B, OTHER, F),
@@ -226,6 +263,7 @@ _ROWS: Final[tuple[tuple[str, int, int, int], ...]] = (
     ("api_limit", _B, OTHER, F),
     ("api_limit_warning", _B, OTHER, O),
     ("limit_delegation", _B, OTHER, F),
+    ("limit_phone", _B, OTHER, F),
     ("limit_ui", _B, OTHER, F),
     ("appi", _B, OTHER, O),
     # Multi-factor authentication (Guardian)
@@ -346,14 +384,23 @@ _FACTOR_BY_AUTHENTICATOR: Final = MappingProxyType(
 _PROTOCOL_BY_STRATEGY: Final = MappingProxyType(
     {"samlp": (5, "SAML"), "oidc": (4, "OpenID"), "okta": (4, "OpenID"), "ad": (12, "LDAP")}
 )
-_EMAIL: Final = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# OCSF's email_t pattern (the dictionary's regex), so an address it would refuse is not offered.
+_EMAIL: Final = re.compile(r"^[a-zA-Z0-9!#$%&'*+-/=?^_`{|}~.]+@[a-zA-Z0-9-]+\.[a-zA-Z0-9-.]+$")
+_IP_MAX_LEN: Final = 40  # OCSF's ip_t: a longer text (an IPv6 zone id) is no address to it
+# Auth0 fields that no attribute of these classes holds: kept in `unmapped`, under their names.
+_UNMAPPED_TEXT: Final = ("agent_id", "external_agent_id")
+_UNMAPPED_FLAGS: Final = ("is_mobile", "isMobile")
 
 
 # -- the conversion ---------------------------------------------------------------------------
 
 
 def classify(raw: Mapping[str, Any]) -> OcsfClassification:
-    """The class, activity and status an event gets, after method and fallback rules."""
+    """The class, activity and status an event gets, after method and fallback rules.
+
+    The activity of an API call follows its method whichever release is written: PATCH is an
+    Update (3) in 1.5.0 too, though 1.5.0 has no `http_method` value for it.
+    """
     code = _text(raw.get("type"))
     found = OCSF_CLASS_BY_TYPE.get(code, UNKNOWN_CODE) if code else UNKNOWN_CODE
     if found.class_uid != API_ACTIVITY:
@@ -368,18 +415,27 @@ def classify(raw: Mapping[str, Any]) -> OcsfClassification:
     return found
 
 
-def to_ocsf(raw: Mapping[str, Any], *, tenant: str, watched_user_id: str) -> dict[str, Any]:
-    """One OCSF event for one Auth0 event. Raises `MalformedEvent` only for an unreadable date."""
+def to_ocsf(
+    raw: Mapping[str, Any],
+    *,
+    tenant: str,
+    watched_user_id: str,
+    version: OcsfVersion = DEFAULT_OCSF_VERSION,
+) -> dict[str, Any]:
+    """One OCSF event of `version` for one Auth0 event.
+
+    Raises `MalformedEvent` only for an unreadable date.
+    """
     time_ms = parse_date_ms(raw.get("date"))
     code = _text(raw.get("type"))
     classification = classify(raw)
-    event = _base(raw, code, classification, time_ms, tenant, watched_user_id)
+    event = _base(raw, code, classification, time_ms, tenant, watched_user_id, version)
     if classification.class_uid == AUTHENTICATION:
-        event.update(_authentication(raw, code, tenant, watched_user_id))
+        event.update(_authentication(raw, code, tenant, watched_user_id, version))
     elif classification.class_uid == ACCOUNT_CHANGE:
-        event.update(_account_change(raw, code, watched_user_id))
+        event.update(_account_change(raw, code, classification, watched_user_id, version))
     elif classification.class_uid == API_ACTIVITY:
-        event.update(_api_activity(raw, code, watched_user_id))
+        event.update(_api_activity(raw, code, watched_user_id, version))
     return event
 
 
@@ -390,6 +446,7 @@ def _base(
     time_ms: int,
     tenant: str,
     watched_user_id: str,
+    version: OcsfVersion,
 ) -> dict[str, Any]:
     class_uid, activity_id, status_id = (
         classification.class_uid,
@@ -401,22 +458,26 @@ def _base(
     event_type = describe(code if code is not None else raw.get("type"))
     severity_id, severity = SEVERITIES[event_type.severity]
     description = _text(raw.get("description"))
+    type_uid = class_uid * 100 + activity_id
+    # OCSF: beside an id of 99 (Other), the caption is the source's own words, not "Other". A
+    # Base Event of activity Other has type_uid 99 itself, so its type_name says them too.
+    activity_name = event_type.name if activity_id == OTHER else activity
     event: dict[str, Any] = {
         "class_uid": class_uid,
         "class_name": class_name,
         "category_uid": category_uid,
         "category_name": category_name,
         "activity_id": activity_id,
-        "activity_name": event_type.name if activity_id == OTHER else activity,
-        "type_uid": class_uid * 100 + activity_id,
-        "type_name": f"{class_name}: {activity}",
+        "activity_name": activity_name,
+        "type_uid": type_uid,
+        "type_name": f"{class_name}: {activity_name if type_uid == OTHER else activity}",
         "time": time_ms,
         "severity_id": severity_id,
         "severity": severity,
         "status_id": status_id,
-        "status": STATUSES[status_id],
+        "status": event_type.name if status_id == OTHER else STATUSES[status_id],
         "message": description or event_type.name,
-        "metadata": _metadata(raw, code, tenant),
+        "metadata": _metadata(raw, code, tenant, version),
         "raw_data": json.dumps(raw, ensure_ascii=False, separators=(",", ":"), default=str),
         "unmapped": {
             "_forwarder": {
@@ -424,7 +485,8 @@ def _base(
                 "tenant": tenant,
                 "watched_user_id": watched_user_id,
                 "type_name": event_type.name,
-            }
+            },
+            **_unmapped(raw, class_uid, version),
         },
     }
     if description and status_id != 1:
@@ -432,9 +494,11 @@ def _base(
     return event
 
 
-def _metadata(raw: Mapping[str, Any], code: str | None, tenant: str) -> dict[str, Any]:
+def _metadata(
+    raw: Mapping[str, Any], code: str | None, tenant: str, version: OcsfVersion
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {
-        "version": OCSF_VERSION,
+        "version": version.name,
         "product": dict(PRODUCT),
         "log_provider": "Auth0",
         "tenant_uid": tenant,
@@ -448,10 +512,28 @@ def _metadata(raw: Mapping[str, Any], code: str | None, tenant: str) -> dict[str
     return metadata
 
 
+def _unmapped(raw: Mapping[str, Any], class_uid: int, version: OcsfVersion) -> dict[str, Any]:
+    """Auth0 values that have no attribute in this class and release, under Auth0's names."""
+    kept: dict[str, Any] = {name: raw[name] for name in _UNMAPPED_TEXT if _text(raw.get(name))}
+    kept.update({name: raw[name] for name in _UNMAPPED_FLAGS if isinstance(raw.get(name), bool)})
+    context = _mapping(raw.get("security_context"))
+    fingerprints = {name: context[name] for name in ("ja3", "ja4") if _text(context.get(name))}
+    if fingerprints:  # TLS client fingerprints: these classes have no `tls` attribute
+        kept["security_context"] = fingerprints
+    method = _request(raw).get("method")
+    if class_uid == API_ACTIVITY and _text(method) and _http_method(raw, version) is None:
+        kept["details"] = {"request": {"method": method}}
+    return kept
+
+
 def _authentication(
-    raw: Mapping[str, Any], code: str | None, tenant: str, watched_user_id: str
+    raw: Mapping[str, Any],
+    code: str | None,
+    tenant: str,
+    watched_user_id: str,
+    version: OcsfVersion,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"user": _subject(raw, code, watched_user_id)}
+    out: dict[str, Any] = {"user": _subject(raw, code, watched_user_id, version)}
     out.update(_endpoints_and_request(raw))
     service = _drop_empty(
         {"uid": _text(raw.get("client_id")), "name": _text(raw.get("client_name"))}
@@ -473,15 +555,31 @@ def _authentication(
 
 
 def _account_change(
-    raw: Mapping[str, Any], code: str | None, watched_user_id: str
+    raw: Mapping[str, Any],
+    code: str | None,
+    classification: OcsfClassification,
+    watched_user_id: str,
+    version: OcsfVersion,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"user": _subject(raw, code, watched_user_id)}
+    out: dict[str, Any] = {"user": _subject(raw, code, watched_user_id, version)}
     out.update(_endpoints_and_request(raw))
     out.pop("dst_endpoint", None)  # Account Change has no destination endpoint
+    factor = _factor(raw, code)
+    mfa_change = classification.activity_id in (MFA_ENABLE, MFA_DISABLE)
+    if factor and mfa_change and version.account_change_factors:
+        out["auth_factors"] = [factor]
     return out
 
 
-def _api_activity(raw: Mapping[str, Any], code: str | None, watched_user_id: str) -> dict[str, Any]:
+def _http_method(raw: Mapping[str, Any], version: OcsfVersion) -> str | None:
+    """The request's method as `http_method`, if `version` defines that value."""
+    method = (_text(_request(raw).get("method")) or "").upper()
+    return method if method in version.http_methods else None
+
+
+def _api_activity(
+    raw: Mapping[str, Any], code: str | None, watched_user_id: str, version: OcsfVersion
+) -> dict[str, Any]:
     request = _request(raw)
     method = (_text(request.get("method")) or "").upper()
     path = _text(request.get("path"))
@@ -498,7 +596,7 @@ def _api_activity(raw: Mapping[str, Any], code: str | None, watched_user_id: str
     out["src_endpoint"] = source
     http = _drop_empty(
         {
-            "http_method": method or None,
+            "http_method": _http_method(raw, version),
             "url": {"path": path} if path else None,
             "user_agent": _text(raw.get("user_agent")) or _text(request.get("userAgent")),
         }
@@ -516,8 +614,11 @@ def _api_activity(raw: Mapping[str, Any], code: str | None, watched_user_id: str
 # -- the parts --------------------------------------------------------------------------------
 
 
-def _subject(raw: Mapping[str, Any], code: str | None, watched_user_id: str) -> dict[str, Any]:
-    """The account the event is about. A client-credentials exchange is about the client.
+def _subject(
+    raw: Mapping[str, Any], code: str | None, watched_user_id: str, version: OcsfVersion
+) -> dict[str, Any]:
+    """The account the event is about. A client-credentials exchange is about the client: a
+    service account where the release has that type (4), else Other (99) "Client".
 
     When Auth0 names nobody, the user is the watched user: the forwarder read the event from that
     user's logs, so that is who it concerns.
@@ -528,7 +629,8 @@ def _subject(raw: Mapping[str, Any], code: str | None, watched_user_id: str) -> 
             {"uid": _text(raw.get("client_id")), "name": _text(raw.get("client_name"))}
         )
         if client:
-            return {**client, "type_id": 99, "type": "Client"}
+            kind = (4, "Service") if version.service_user_type else (99, "Client")
+            return {**client, "type_id": kind[0], "type": kind[1]}
     user: dict[str, Any] = {"uid": uid or (None if name else watched_user_id), "name": name}
     if name and _EMAIL.match(name):
         user["email_addr"] = name
@@ -641,9 +743,10 @@ def _valid_ip(value: object) -> str | None:
     if text is None:
         return None
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        address = str(ipaddress.ip_address(text.strip()))
     except ValueError:
         return None
+    return address if len(address) <= _IP_MAX_LEN else None
 
 
 def _text(value: object) -> str | None:

@@ -20,7 +20,7 @@ def output_policy(settings: Settings, secrets: Any) -> OutputPolicy:
         key = pseudonym_key(output.pii_key_secret, secrets)
         pseudonymiser = Pseudonymiser(key, output.pii_paths)
     return OutputPolicy(
-        ocsf=output.format == "ocsf",
+        ocsf=output.ocsf_version if output.format == "ocsf" else None,
         keep=output.events,
         pseudonymiser=pseudonymiser,
         detections=output.detections,

@@ -2,8 +2,8 @@
 
 Auth0's limit is one token bucket for the whole tenant, shared with every other admin tool of the
 customer. Its size and sustained rate differ per plan (Free 2 and 2/s, Essentials 10 and 100/min,
-Enterprise 50 and 16/s, non-production tenants under 1/s) and nobody should have to look them up,
-so the pacer learns them from the `x-ratelimit-*` headers of its own answers:
+Enterprise 50 and 16/s, Enterprise non-production 10 and 2/s) and nobody should have to look them
+up, so the pacer learns them from the `x-ratelimit-*` headers of its own answers:
 
 - the bucket size is `x-ratelimit-limit`;
 - the sustained rate is bracketed by bounds that each hold whatever other clients do

@@ -40,6 +40,7 @@ from .detections import DetectionSettings, DetectionState, Finding, evaluate
 from .events import LogEvent, Malformed
 from .filters import EventFilter
 from .gaps import gaps_in
+from .ocsf import OcsfVersion
 from .pseudonymise import Pseudonymiser
 from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
@@ -52,7 +53,7 @@ FUTURE_TOLERANCE_MS = 60_000
 class OutputPolicy:
     """What a run writes besides the events as Auth0 sent them, and how (all off by default)."""
 
-    ocsf: bool = False  # OCSF 1.5 events instead of Auth0's
+    ocsf: OcsfVersion | None = None  # OCSF events of this release instead of Auth0's
     keep: EventFilter = field(default_factory=EventFilter)  # which events are forwarded
     pseudonymiser: Pseudonymiser | None = None  # keyed pseudonyms for chosen fields
     detections: DetectionSettings | None = None  # which rules run, if any

@@ -280,3 +280,66 @@ def test_build_refuses_a_repeated_code() -> None:
     rows: list[tuple[str, str, Severity]] = [("s", "One", "info"), ("s", "Two", "error")]
     with pytest.raises(ValueError, match="'s'"):
         event_types._build(rows)
+
+
+# -- Auth0's own log schemas -------------------------------------------------------------------
+
+# Codes the table keeps although Auth0's schemas (auth0/auth0-log-schemas, 2026-07-13) no longer
+# list them: stored and replayed events still carry them. A code leaving the schemas shows up here.
+OLDER_CODES = {
+    "admin_update_launch", "coff", "con", "du", "fapi", "fc", "gd_auth_fail_email_verification",
+    "gd_module_switch", "gd_recovery_rate_limit_exceed", "gd_send_email_verification_failure",
+    "gd_user_delete", "limit_ui", "passkey_register_failed", "passkey_register_started", "scph",
+    "signup_pwd_leak", "sys_os_update_end", "sys_os_update_start", "sys_update_end",
+    "sys_update_start", "too_many_records",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def schema_codes() -> set[str]:
+    from devtools.schema_events import SCHEMA_DIR, event_codes
+
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"Auth0's log schemas not found at {SCHEMA_DIR} (../shared is not checked out)")
+    return set(event_codes())
+
+
+def test_every_code_in_auth0s_schemas_has_a_name_a_severity_and_an_ocsf_class(
+    schema_codes: set[str],
+) -> None:
+    from log_forwarder.ocsf import OCSF_CLASS_BY_TYPE
+
+    # GIVEN the 166 type codes of Auth0's own log schemas
+    assert len(schema_codes) == 166
+    # THEN each has a row here: a name of its own, a severity, and an OCSF class
+    missing = sorted(schema_codes - set(EVENT_TYPES))
+    assert not missing, f"codes Auth0's schemas define and event_types.py lacks: {missing}"
+    for code in schema_codes:
+        assert describe(code).name != UNKNOWN_NAME
+        assert code in OCSF_CLASS_BY_TYPE, code
+    # AND the codes kept beyond them are exactly the older ones named above
+    assert set(EVENT_TYPES) - schema_codes == OLDER_CODES
+
+
+def test_a_code_no_schema_defines_takes_the_documented_unknown_path() -> None:
+    from log_forwarder.ocsf import UNKNOWN_CODE, classify
+
+    # An unknown code: a name saying so, info, and a Base Event of status Unknown (0), never a raise
+    assert describe("brand_new_2031") == EventType("brand_new_2031", UNKNOWN_NAME, "info")
+    assert classify({"type": "brand_new_2031"}) == UNKNOWN_CODE
+
+
+@pytest.mark.parametrize(
+    ("code", "name", "severity"),
+    [
+        ("sdel", "Successful Delegated Login", "info"),
+        ("sdelsa", "Successful Delegated Silent Auth", "info"),
+        ("fdelsa", "Failed Delegated Silent Auth", "error"),
+        ("sdeleacft", "Success Exchange (Delegated Authorization Code for Access Token)", "info"),
+        ("fdeleacft", "Failed Exchange (Delegated Authorization Code for Access Token)", "error"),
+        ("fscim", "Failed SCIM Operation", "error"),
+        ("limit_phone", "Blocked Phone Delivery (Too Many SMS or Voice Deliveries)", "error"),
+    ],
+)
+def test_the_codes_auth0_added_in_july_2026(code: str, name: str, severity: str) -> None:
+    assert describe(code) == EventType(code, name, severity)

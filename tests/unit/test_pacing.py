@@ -488,7 +488,7 @@ def test_enterprise_burst_and_refill_bound_the_rate_on_both_sides() -> None:
 
 
 def test_the_first_answer_of_a_slow_tenant_lowers_the_assumed_rate() -> None:
-    # GIVEN a non-production tenant refilling one request in 2 s (its reset says when)
+    # GIVEN a slow tenant refilling one request in 2 s (its reset says when)
     estimator = RateEstimator()
     bucket = TenantBucket(limit=10, rate=0.5)
     # WHEN a single answer arrives, 100 ms after the request went at T0 + 0.3: handled at

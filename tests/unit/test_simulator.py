@@ -959,3 +959,76 @@ def test_iso_format() -> None:
     assert iso(datetime(2026, 11, 25, 10)) == "2026-11-25T10:00:00.000Z"
     cet = datetime(2026, 11, 25, 11, tzinfo=datetime.fromisoformat("2026-01-01T00:00+01:00").tzinfo)
     assert iso(cet) == "2026-11-25T10:00:00.000Z"
+
+
+# -- events against Auth0's own schema of each type -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def log_schemas() -> Path:
+    from devtools.schema_events import SCHEMA_DIR
+
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"Auth0's log schemas not found at {SCHEMA_DIR} (../shared is not checked out)")
+    return SCHEMA_DIR
+
+
+def test_every_event_the_simulator_serves_is_valid_for_its_types_schema(
+    http: httpx.Client, sim: Auth0Simulator, auth: dict[str, str], log_schemas: Path
+) -> None:
+    from devtools.schema_events import schema_problems
+    from devtools.traffic import _TYPE_WEIGHTS
+
+    # GIVEN ordinary traffic and attack bursts over several seeds, stored in the simulator
+    for seed in range(2):
+        sim.add_events(make_traffic(seed))
+    # WHEN they are read back over HTTP in checkpoint mode, as the forwarder reads them
+    served: list[dict[str, Any]] = []
+    while True:
+        params: dict[str, Any] = {"take": 100, "from": served[-1]["log_id"] if served else "0"}
+        response = http.get("/api/v2/logs", params=params, headers=auth)
+        assert response.status_code == 200, response.text
+        if not response.json():
+            break
+        served += response.json()
+    # THEN each one is valid against Auth0's schema for its type, every type generated included
+    problems = {e["log_id"]: p for e in served if (p := schema_problems(e, log_schemas))}
+    assert not problems, list(problems.items())[:3]
+    assert {e["type"] for e in served} == {code for code, _ in _TYPE_WEIGHTS}
+    assert len(served) == 2 * 700
+
+
+def test_schema_events_make_a_valid_event_of_every_type_auth0_defines(log_schemas: Path) -> None:
+    from devtools.schema_events import event_codes, events_for_type, schema_problems
+
+    codes = event_codes(log_schemas)
+    assert len(codes) == 166
+    for code in codes:
+        for seed in range(3):
+            # GIVEN events of one type made from its schema, with optional fields chosen at random
+            events = events_for_type(code, random.Random(seed), count=2, directory=log_schemas)
+            for e in events:
+                # THEN each is valid for that type, and carries what a reader looks for first
+                assert schema_problems(e, log_schemas) == [], (code, seed)
+                assert e["type"] == code and e["log_id"].startswith("900")
+                assert e["date"] < events[-1]["date"] or e is events[-1]
+    # AND the same seed gives the same events, another seed other ones
+    assert events_for_type("sapi", random.Random(1)) == events_for_type("sapi", random.Random(1))
+    assert events_for_type("sapi", random.Random(1)) != events_for_type("sapi", random.Random(2))
+
+
+def test_schema_problems_names_what_a_types_schema_refuses(log_schemas: Path) -> None:
+    from devtools.schema_events import SchemaNotFound, events_for_type, schema_problems
+
+    good = events_for_type("sdel", random.Random(3), directory=log_schemas)[0]
+    assert schema_problems(good, log_schemas) == []
+    # GIVEN the same event broken three ways: a required field gone, a wrong type, a bad address
+    missing = {k: v for k, v in good.items() if k != "tenant_name"}
+    wrong = {**good, "is_mobile": "yes"}
+    bad_ip = {**good, "ip": "999.1.1.1"}
+    assert any("tenant_name" in p for p in schema_problems(missing, log_schemas))
+    assert any(p.startswith("is_mobile:") for p in schema_problems(wrong, log_schemas))
+    assert any(p.startswith("ip:") for p in schema_problems(bad_ip, log_schemas))
+    # AND a code Auth0 defines no schema for is named, not guessed
+    with pytest.raises(SchemaNotFound, match="'brand_new'"):
+        events_for_type("brand_new", random.Random(1), directory=log_schemas)
