@@ -103,7 +103,12 @@ class FanoutDeployment(StackContents):
         for tenant in self.tenants:
             self.put_secret(tenant.secret_name, tenant.simulator)
         self.put_tenants({"tenants": [tenant.entry() for tenant in self.tenants]})
-        self.env = {name: self._env(name, destinations, overrides) for name in (FORWARDER, WORKER)}
+        # A local run: the functions honour the simulators' base URLs, and no other.
+        local = {"TENANT_LOCAL_BASE_URLS": ",".join(t.simulator.base_url for t in self.tenants)}
+        self.env = {
+            name: self._env(name, destinations, {**local, **overrides})
+            for name in (FORWARDER, WORKER)
+        }
         parameters = {"TenantsParameterName": TENANTS_PARAMETER}
         self._handlers = {
             name: handler_from_template(function=name, parameters=parameters)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import modulefinder
 import os
 import re
 import shlex
@@ -30,6 +31,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from devtools.local_aws import load_template
 from devtools.local_stack import (
     LOCAL_CREDENTIALS,
     ROOT,
@@ -125,6 +127,30 @@ def modules_without_bytecode(artifact: Path) -> list[str]:
         if not compiled.exists() or compiled.read_bytes()[4:8] != b"\x01\x00\x00\x00":
             missing.append(str(source.relative_to(artifact)))
     return missing
+
+
+def handler_modules() -> set[str]:
+    """The package's modules the template's handlers import, at any depth (modulefinder reads
+    every import statement, those inside functions included)."""
+    template = json.dumps(
+        [
+            resource.get("Properties", {}).get("Handler")
+            for resource in load_template()["Resources"].values()
+        ]
+    )
+    handlers = set(re.findall(r"(log_forwarder(?:\.\w+)+)\.lambda_handler", template))
+    finder = modulefinder.ModuleFinder(path=[str(ROOT / "src")])
+    for handler in sorted(handlers):
+        finder.import_hook(handler)
+    return {name for name in finder.modules if name.split(".")[0] == "log_forwarder"}
+
+
+def artifact_modules(artifact: Path) -> set[str]:
+    """The package's modules an artifact holds."""
+    return {
+        ".".join(path.relative_to(artifact).with_suffix("").parts).removesuffix(".__init__")
+        for path in (artifact / "log_forwarder").rglob("*.py")
+    }
 
 
 def run(command: Sequence[str], env: Mapping[str, str], timeout: float) -> tuple[int, str, str]:
@@ -245,7 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli_only = sorted(bundled & {"click", "rich", "markdown_it", "markdown_it_py", "pygments"})
     checks.check(not cli_only, f"the CLI's libraries are not in the sam build artifact {cli_only}")
     # Each function is its own makefile build (SAM shares none of them): all three are checked.
+    imported = handler_modules()
     for function in ("ForwarderFunction", "RealtimeFunction", "TenantWorkerFunction"):
+        held = artifact_modules(artifact.parent / function)
+        checks.check(
+            held == imported,
+            f"{function}'s artifact holds the modules the handlers import, and no other"
+            f" (extra {sorted(held - imported)[:5]}, missing {sorted(imported - held)[:5]})",
+        )
         uncompiled = modules_without_bytecode(artifact.parent / function)
         checks.check(
             not uncompiled,

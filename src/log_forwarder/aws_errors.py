@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -38,6 +39,18 @@ IDEMPOTENT_CLIENT_CONFIG = Config(
 )
 
 AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
+
+# `clients(service, config)`: a boto3 client, always with one of the configurations above.
+ClientFactory = Callable[[str, Config], Any]
+
+
+def session_clients(session: boto3.session.Session | None) -> ClientFactory:
+    """Where every boto3 client of the functions comes from (runtime.build_runtime, the fan-out
+    and the worker): no adapter builds a bare one, whose botocore retries would nest under
+    retry_call's."""
+    chosen = session or boto3.session.Session()
+    return lambda service, config: chosen.client(service, config=config)  # type: ignore[call-overload]
+
 
 # Codes that say "try again later" rather than "this request is wrong".
 TRANSIENT_CODES = frozenset(

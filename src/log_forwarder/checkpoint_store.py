@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-import boto3
 from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import AWS_ERRORS, call_aws, error_code, is_transient
@@ -299,7 +298,7 @@ class DynamoCheckpointStore(VersionedStore):
     def __init__(
         self,
         table_name: str,
-        client: DynamoDBClient | None = None,
+        client: DynamoDBClient,
         *,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = CHECKPOINT_RETRY,
@@ -308,7 +307,7 @@ class DynamoCheckpointStore(VersionedStore):
     ) -> None:
         super().__init__(clock=clock, key_prefix=key_prefix)
         self.table_name = table_name
-        self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
+        self._client = client
         self._sleep = sleep
         self._retry_policy = retry
 

@@ -41,8 +41,7 @@ def credentials_source(
         local = ClientCredentials(settings.local_client_id, settings.local_client_secret)
         return lambda _force: local
     secret_id = settings.credentials_secret
-    provider = parameters.SecretsProvider(boto3_client=client)
-    region = client.meta.region_name if client is not None else "the function's region"
+    provider, region = _secrets(client)
 
     def from_secrets_manager(force: bool) -> ClientCredentials:
         try:
@@ -91,12 +90,19 @@ def secret_error(error: Exception, secret_id: str, region: str) -> ConfigError:
     return ConfigError(f"{where} {fix}")
 
 
+def _secrets(client: SecretsManagerClient | None) -> tuple[parameters.SecretsProvider, str]:
+    """Powertools' provider over the client runtime.py built, and its region. Never one of its
+    own: Powertools would build a bare client, whose botocore retries nest under retry_call."""
+    if client is None:
+        raise TypeError("reading a secret needs the Secrets Manager client runtime.py builds")
+    return parameters.SecretsProvider(boto3_client=client), client.meta.region_name
+
+
 def pseudonym_key(secret_id: str, client: SecretsManagerClient | None) -> bytes:
     """The key pseudonyms are made with: the secret's `key` (JSON) or its whole text, at least
     32 characters. Read once per container: a new key would change every pseudonym, so rotating
     it is a deliberate redeploy, not something picked up mid-stream."""
-    region = client.meta.region_name if client is not None else "the function's region"
-    provider = parameters.SecretsProvider(boto3_client=client)
+    provider, region = _secrets(client)
     try:
         value = provider.get(secret_id, max_age=SECRET_CACHE_S)
     except GetParameterError as error:

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import observability
-from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code
+from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code, session_clients
 from .exceptions import ConfigError, FanoutError
 from .retry import AWS_ATTEMPT_S, Attempts, RetryPolicy, Settled, retry_call
 from .tenant_message import TenantMessage, dedup_id, group_id
-from .tenants import TenantsParameter
+from .tenants import REFUSED_METRIC, TenantsParameter, tenants_parameter
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -128,7 +129,7 @@ _scheduler_lock = threading.Lock()
 
 
 def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
-    """From TENANTS_PARAMETER, TENANT_SECRETS_PREFIX and TENANT_QUEUE_URL."""
+    """From TENANTS_PARAMETER, TENANT_QUEUE_URL and the rules of tenants.TenantRules."""
     names = ("TENANTS_PARAMETER", "TENANT_QUEUE_URL")
     missing = [name for name in names if not os.environ.get(name, "").strip()]
     if missing:
@@ -136,17 +137,14 @@ def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
             f"{' and '.join(missing)} must be set in multi-tenant mode (the template sets them "
             "when TenantsParameterName is given)"
         )
-    session = session or boto3.session.Session()
-    tenants = TenantsParameter(
-        os.environ["TENANTS_PARAMETER"].strip(),
-        session.client("ssm", config=IDEMPOTENT_CLIENT_CONFIG),
-        secrets_prefix=os.environ.get("TENANT_SECRETS_PREFIX", ""),
+    clients = session_clients(session)
+    tenants = tenants_parameter(
+        os.environ,
+        clients("ssm", IDEMPOTENT_CLIENT_CONFIG),
         max_age_s=0,  # every tick reads it: a changed document applies at the next tick
     )
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
-    return Scheduler(
-        tenants, TenantQueue(queue_url, session.client("sqs", config=IDEMPOTENT_CLIENT_CONFIG))
-    )
+    return Scheduler(tenants, TenantQueue(queue_url, clients("sqs", IDEMPOTENT_CLIENT_CONFIG)))
 
 
 def reset_runtime(**_ignored: Any) -> None:
@@ -181,6 +179,9 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         "left_out": list(config.errors),
     }
     observability.logger().info("Tenants scheduled", extra={"summary": summary})
+    metrics = observability.metrics()
+    metrics.add_metric(name="TenantsScheduled", unit=MetricUnit.Count, value=len(messages))
+    metrics.add_metric(name=REFUSED_METRIC, unit=MetricUnit.Count, value=len(config.errors))
     if config.errors:
         # The others are on their way; now fail loudly for the ones left out.
         raise ConfigError(
@@ -190,5 +191,5 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
 
 
 _instrumented = observability.instrumented(
-    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE, with_metrics=False
+    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE
 )

@@ -15,10 +15,9 @@ from typing import Any
 
 import boto3
 import httpx
-from botocore.config import Config
 
 from .auth0_client import Auth0Client
-from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG
+from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG, ClientFactory, session_clients
 from .checkpoint_store import CheckpointStore, DynamoCheckpointStore
 from .config import Settings
 from .credentials import credentials_source
@@ -29,8 +28,6 @@ from .planner import OutputPolicy
 from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .source import LogSource
 from .watch_list import DynamoWatchList
-
-ClientFactory = Callable[[str, Config], Any]
 
 
 def _same(value: Any) -> Any:
@@ -72,7 +69,7 @@ def build_runtime(
     `key_prefix` (multi-tenant mode: the tenant's `<domain>#`) starts every checkpoint key,
     stream name and S3 user segment, so tenants sharing the table and destinations stay apart.
     """
-    client = overrides.clients or _session_clients(session)
+    client = overrides.clients or session_clients(session)
     store: CheckpointStore
     watch_list = None
     if overrides.store is not None:
@@ -137,8 +134,3 @@ def auth0_client(settings: Settings, secrets: Any, http: httpx.Client | None = N
         pacer=Pacer(share=settings.rate_limit_share, per_second=settings.rate_limit_per_second),
         http=http,
     )
-
-
-def _session_clients(session: boto3.session.Session | None) -> ClientFactory:
-    chosen = session or boto3.session.Session()
-    return lambda service, config: chosen.client(service, config=config)  # type: ignore[call-overload]

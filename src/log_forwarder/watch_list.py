@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
 from .aws_errors import call_aws
 from .exceptions import CheckpointError
 from .retry import UNLIMITED, Attempts, RetryPolicy
@@ -33,12 +31,12 @@ class DynamoWatchList:
     def __init__(
         self,
         table_name: str,
-        client: DynamoDBClient | None = None,
+        client: DynamoDBClient,
         *,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.table_name = table_name
-        self._client: DynamoDBClient = client if client is not None else boto3.client("dynamodb")
+        self._client = client
         self._sleep = sleep
 
     def users(self) -> list[str]:

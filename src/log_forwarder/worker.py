@@ -27,17 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import observability
 from .app import forward
 from .auth0_client import DEFAULT_TIMEOUT
-from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code
+from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code, session_clients
 from .exceptions import ConfigError, ForwarderError, PoisonMessage
 from .runtime import Runtime, build_runtime
 from .tenant_message import TenantMessage
-from .tenants import Tenant, TenantsParameter, tenant_settings
+from .tenants import REFUSED_METRIC, Tenant, TenantsParameter, tenant_settings, tenants_parameter
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
@@ -134,12 +135,9 @@ def build_worker(
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set for the tenant worker")
     session = session or boto3.session.Session()
-    tenants = TenantsParameter(
-        os.environ["TENANTS_PARAMETER"].strip(),
-        session.client("ssm", config=IDEMPOTENT_CLIENT_CONFIG),
-        secrets_prefix=os.environ.get("TENANT_SECRETS_PREFIX", ""),
-    )
-    sqs = session.client("sqs", config=IDEMPOTENT_CLIENT_CONFIG)
+    clients = session_clients(session)
+    tenants = tenants_parameter(os.environ, clients("ssm", IDEMPOTENT_CLIENT_CONFIG))
+    sqs = clients("sqs", IDEMPOTENT_CLIENT_CONFIG)
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
     dead_letter_url = os.environ["TENANT_DEAD_LETTER_QUEUE_URL"].strip()
     http = httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
@@ -213,16 +211,26 @@ def _process(worker: Worker, record: Mapping[str, Any], context: LambdaContext) 
 
 
 def _tenant(worker: Worker, domain: str) -> Tenant | None:
-    """The tenant's current entry; None (with a warning) when the document no longer lists it."""
-    tenant = worker.tenants.load().get(domain)
-    if tenant is None:
-        # Maybe added since this container last read the document: read it again before
-        # concluding it is gone.
-        tenant = worker.tenants.load(force=True).get(domain)
-    if tenant is None:
+    """The tenant's current entry; None when the document no longer lists it (a warning) or
+    refuses its entry (an error naming the rule, and the TenantsRefused metric)."""
+    config = worker.tenants.load()
+    if config.get(domain) is None:
+        # Maybe added or fixed since this container last read the document: read it again
+        # before concluding it is gone.
+        config = worker.tenants.load(force=True)
+    tenant = config.get(domain)
+    refusal = config.refusal(domain) if tenant is None else None
+    if refusal is not None:
+        # Dropped rather than retried: only a change of the document helps, and the scheduler
+        # enqueues the tenant again at the first tick after it.
+        observability.logger().error(
+            "Tenant not forwarded: its entry in the tenants document is refused; message dropped",
+            extra={"error": refusal},
+        )
+        observability.metrics().add_metric(name=REFUSED_METRIC, unit=MetricUnit.Count, value=1)
+    elif tenant is None:
         observability.logger().warning(
-            "Tenant is not in the tenants document (removed, or its entry is invalid); "
-            "message dropped"
+            "Tenant is not in the tenants document (removed since this tick); message dropped"
         )
     return tenant
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -379,3 +381,122 @@ def test_a_tenant_s_next_tick_waits_until_the_one_in_flight_is_done(
     assert groups[2] == []
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert attributes["ApproximateNumberOfMessages"] == "2"
+
+
+class CaptureServer:
+    """A host that is not Auth0, on 127.0.0.1: it records every request it receives (method,
+    path, headers, body) and answers 404."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        capture = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def record(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                capture.requests.append((self.command, self.path, dict(self.headers), body))
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = record
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def capture_servers() -> Iterator[Callable[[], CaptureServer]]:
+    started: list[CaptureServer] = []
+
+    def start() -> CaptureServer:
+        started.append(CaptureServer())
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_hostile_entries_get_no_secret_and_the_other_tenants_are_forwarded(
+    aws: LocalAws,
+    simulators: Callable[[str], Auth0Simulator],
+    capture_servers: Callable[[], CaptureServer],
+) -> None:
+    rng = random.Random(31)
+    acme, beta = simulators("acme"), simulators("beta")
+    expected = {"acme": seed(acme, SHARED_USER, 20, rng), "beta": seed(beta, SHARED_USER, 12, rng)}
+    tenants = [LocalTenant(acme, [SHARED_USER]), LocalTenant(beta, [SHARED_USER])]
+    # GIVEN two hosts that are not Auth0 on this machine, one of them even listed by the run
+    # as a local base URL (as the simulators are), the other not
+    listed, unlisted = capture_servers(), capture_servers()
+    local = ",".join([acme.base_url, beta.base_url, listed.base_url])
+    stack = deploy(aws, tenants, TENANT_LOCAL_BASE_URLS=local)
+    victim_secret = tenants[0].secret_name  # acme's
+    # AND three hostile entries beside the tenants': a domain that is not Auth0's, an Auth0
+    # domain naming acme's secret, and an entry of its own sending its secret elsewhere
+    hostile = [
+        {
+            "domain": "collector.example.net",
+            "credentials_secret": victim_secret,
+            "auth0_base_url": listed.base_url,
+        },
+        {
+            "domain": "borrower.eu.auth0.com",
+            "credentials_secret": victim_secret,
+            "auth0_base_url": listed.base_url,
+        },
+        {"domain": "elsewhere.eu.auth0.com", "auth0_base_url": unlisted.base_url},
+    ]
+    aws.client("secretsmanager").create_secret(
+        Name="auth0-user-log-forwarder/elsewhere.eu.auth0.com",
+        SecretString=json.dumps({"client_id": "elsewhere", "client_secret": "elsewhere-secret"}),
+    )
+    stack.put_tenants({"tenants": [tenants[0].entry(), *hostile, tenants[1].entry()]})
+    # WHEN the schedule fires and the worker drains the queue
+    tick = stack.tick()
+    # THEN the tick enqueues the two tenants and fails naming each hostile entry and its rule
+    assert tick.error is not None
+    said = str(tick.error)
+    assert said.startswith("3 tenant(s) left out of this tick: ")
+    assert "tenants[1] (collector.example.net): domain 'collector.example.net' is not an " in said
+    assert (
+        f"tenants[2] (borrower.eu.auth0.com): credentials_secret '{victim_secret}' is not this "
+        "tenant's secret" in said
+    )
+    assert (
+        f"tenants[3] (elsewhere.eu.auth0.com): auth0_base_url '{unlisted.base_url}' is not one "
+        "of TENANT_LOCAL_BASE_URLS" in said
+    )
+    assert tick.metrics()["TenantsRefused"] == 3 and tick.metrics()["TenantsScheduled"] == 2
+    runs = by_tenant(stack.drain())
+    assert sorted(runs) == ["acme.eu.auth0.com", "beta.eu.auth0.com"]
+    assert not any(run.failed for tenant_runs in runs.values() for run in tenant_runs)
+    for name, ids in expected.items():
+        assert_once(stack, f"{name}.eu.auth0.com", SHARED_USER, ids)
+    # AND a message for a refused entry (enqueued before the entry turned hostile) is dropped by
+    # the worker, which vets the document itself, naming the rule
+    stack.send_raw(
+        json.dumps(
+            {"format": 1, "tenant": "borrower.eu.auth0.com", "tick": "t", "scheduled_at": "s"}
+        ),
+        group="borrower.eu.auth0.com",
+    )
+    (dropped,) = stack.drain()
+    assert not dropped.failed
+    assert "its entry in the tenants document is refused" in dropped.invocation.output
+    assert "is not this tenant's secret" in dropped.invocation.output
+    assert dropped.invocation.metrics()["TenantsRefused"] == 1
+    # AND neither host received anything at all: no token request, no secret
+    assert listed.requests == [] and unlisted.requests == []
+    secrets = [acme.client_secret, beta.client_secret, "elsewhere-secret"]
+    outputs = tick.output + "".join(r.invocation.output for rs in runs.values() for r in rs)
+    assert not any(secret in outputs + dropped.invocation.output for secret in secrets)

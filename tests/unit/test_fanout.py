@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from log_forwarder import worker
 from log_forwarder.exceptions import FanoutError, PoisonMessage
 from log_forwarder.fanout import SEND_ATTEMPTS, TenantQueue
 from log_forwarder.tenant_message import TenantMessage, dedup_id, group_id
+from log_forwarder.tenants import TenantRules, TenantsConfig, parse_tenants
 
 MESSAGE = TenantMessage("acme.eu.auth0.com", "tick-1", "2026-11-27T10:00:00.000+00:00")
 
@@ -240,3 +242,36 @@ def test_the_worker_keeps_a_runtime_per_tenant_shares_one_http_client_and_bounds
         # AND each has its own key prefix, all one HTTP client
         assert first[3].store.key_prefix == "t3.auth0.com#"
         assert {id(rt.forwarder._env.source._http) for rt in first} == {id(http)}  # type: ignore[attr-defined]
+
+
+class FakeTenants:
+    """The tenants document, already parsed."""
+
+    def __init__(self, text: str) -> None:
+        self.config = parse_tenants(
+            text, source="doc", rules=TenantRules(secrets_prefix="auth0-user-log-forwarder/")
+        )
+
+    def load(self, *, force: bool = False) -> TenantsConfig:
+        return self.config
+
+
+def test_the_worker_forwards_no_tenant_whose_entry_is_refused_and_says_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a document whose entry for acme names another tenant's secret
+    thief = {"domain": "acme.eu.auth0.com", "credentials_secret": "auth0-user-log-forwarder/b.com"}
+    tenants = FakeTenants(json.dumps({"tenants": [thief]}))
+    # WHEN a message for acme comes
+    found = worker._tenant(SimpleNamespace(tenants=tenants), "acme.eu.auth0.com")  # type: ignore[arg-type]
+    # THEN acme does not run, and the error names the entry and the rule
+    assert found is None
+    (logged,) = caplog.records
+    assert logged.levelname == "ERROR"
+    assert "its entry in the tenants document is refused" in logged.getMessage()
+    assert "tenants[0] (acme.eu.auth0.com): credentials_secret" in logged.__dict__["error"]
+    # AND a refused entry beside acme's valid one does not stop acme (no way to turn it off)
+    bad = {"domain": "acme.eu.auth0.com", "auth0_base_url": "https://collector.example.net"}
+    tenants = FakeTenants(json.dumps({"tenants": [{"domain": "acme.eu.auth0.com"}, bad]}))
+    found = worker._tenant(SimpleNamespace(tenants=tenants), "acme.eu.auth0.com")  # type: ignore[arg-type]
+    assert found is not None and found.auth0_base_url is None

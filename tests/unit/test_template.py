@@ -41,6 +41,8 @@ LOCAL_ONLY_VARIABLES = {
     "AUTH0_CLIENT_ID",
     "AUTH0_CLIENT_SECRET",
     "AWS_ENDPOINT_URL",
+    # Tenant entries may name these base URLs: the simulator's, never in AWS.
+    "TENANT_LOCAL_BASE_URLS",
 }
 
 

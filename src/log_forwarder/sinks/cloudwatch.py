@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-import boto3
 from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import (
@@ -64,14 +63,14 @@ class CloudWatchSink:
     def __init__(
         self,
         log_group: str,
-        client: CloudWatchLogsClient | None = None,
+        client: CloudWatchLogsClient,
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = SINK_RETRY,
     ) -> None:
         self.log_group = log_group
-        self._client: CloudWatchLogsClient = client if client is not None else boto3.client("logs")
+        self._client = client
         self._clock = clock
         self._sleep = sleep
         self._retry_policy = retry

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-import boto3
-
 from log_forwarder.aws_errors import AWS_ERRORS, error_code, is_transient
 from log_forwarder.detections import MAX_TEXT_CHARS, Finding, finding_record
 from log_forwarder.exceptions import DeliveryError
@@ -39,13 +37,13 @@ class EventBridgeSink:
     def __init__(
         self,
         event_bus: str,
-        client: EventBridgeClient | None = None,
+        client: EventBridgeClient,
         *,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = SINK_RETRY,
     ) -> None:
         self.event_bus = event_bus
-        self._client: EventBridgeClient = client if client is not None else boto3.client("events")
+        self._client = client
         self._sleep = sleep
         self._retry_policy = retry
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-import boto3
 from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import call_aws, error_code, http_status
@@ -27,13 +26,13 @@ class S3Objects:
     def __init__(
         self,
         bucket: str,
-        client: S3Client | None = None,
+        client: S3Client,
         *,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = SINK_RETRY,
     ) -> None:
         self.bucket = bucket
-        self._client: S3Client = client if client is not None else boto3.client("s3")
+        self._client = client
         self._sleep = sleep
         self._retry_policy = retry
 
@@ -83,7 +82,7 @@ class S3Sink(ObjectSink):
         self,
         bucket: str,
         prefix: str,
-        client: S3Client | None = None,
+        client: S3Client,
         *,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy = SINK_RETRY,
