@@ -12,8 +12,9 @@ the format and every matching rule; the short version:
 - **Values are compared as text**, the event's scalar spelled as JSON spells it (`true`, `200`),
   case-insensitively unless the rule says `cased`. A rule's number is its text; a rule's boolean
   matches `true`/`1` (`false`/`0`), as pySigma's SQLite backend reads a flattened event.
-- `null` holds when the field is absent, null, or an empty list; `exists` holds when the field is
-  present, even null (the Sigma modifiers appendix: "not its value, be it empty or null").
+- `null` holds when the field is absent, null, an object or an empty list (a flattened event has
+  no value for it); `exists` holds when the field is present, even null (the Sigma modifiers
+  appendix: "not its value, be it empty or null").
 - A regex sees at most the first `MAX_REGEX_INPUT` characters of a value: Python's `re`
   backtracks, and the catalog's LiquidJS rule costs 0.1 s on 4 KB of hostile text.
 """
@@ -110,8 +111,11 @@ class Plan:
 
     def matching(self, event: Mapping[str, Any]) -> tuple[PlanRule, ...]:
         """The rules `event` matches, in plan order."""
-        code = json_text(event.get("type"))
-        candidates = self._by_type.get(code.lower(), self._any_type) if code else self._any_type
+        code = event.get("type")
+        if isinstance(code, str):
+            candidates = self._by_type.get(code.lower(), self._any_type)
+        else:  # absent, or not text: a list of types is multi-valued like any other field
+            candidates = self._any_type if code is None else self.rules
         return tuple(rule for rule in candidates if rule.matches(event))
 
     def rule(self, rule_id: str) -> PlanRule:
@@ -395,8 +399,8 @@ def _null_matcher(path: Path) -> Matcher:
     def matches(event: Mapping[str, Any]) -> bool:
         value = _resolve(event, path)
         if type(value) is _Multi:
-            return not value or any(item is None for item in value)
-        return value is _MISSING or value is None
+            return not value or any(_no_value(item) for item in value)
+        return value is _MISSING or _no_value(value)
 
     return matches
 
@@ -484,6 +488,11 @@ def _resolve(node: Any, path: Path) -> Any:
     if isinstance(node, list):
         return _Multi(_flat(node))
     return node
+
+
+def _no_value(value: object) -> bool:
+    """Null, or an object: a flattened event gives an object's keys columns, not the field."""
+    return value is None or isinstance(value, Mapping)
 
 
 def _reaches(items: list[Any], rest: Path) -> bool:
