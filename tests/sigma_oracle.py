@@ -155,7 +155,8 @@ class SqliteOracle:
                     (index, tuple(c for c, p in zip(combination, positive, strict=True) if p))
                 )
                 rows.append((len(rows), *(v[c] for v, c in zip(cells, combination, strict=True))))
-        self.connection.executemany(f"INSERT INTO logs VALUES (?{', ?' * len(fields)})", rows)
+        placeholders = ", ?" * len(fields)
+        self.connection.executemany(f"INSERT INTO logs VALUES (?{placeholders})", rows)  # noqa: S608
         hit = {
             row for (row,) in self.connection.execute(query.replace("SELECT *", "SELECT row", 1))
         }
