@@ -236,7 +236,8 @@ class _PlanBuilder:
         if isinstance(value, SigmaExpansion):  # windash, base64offset, placeholders: any of them
             return ["or", *(self._atom(field_index, v) for v in value.values)]
         if isinstance(value, SigmaString):
-            return _string_atom(field_index, value)
+            # A keyword is found anywhere in a value, as the SQLite backend's LIKE '%v%'.
+            return _string_atom(field_index, value, anywhere=field_index is None)
         if isinstance(value, SigmaTimestampPart):
             raise SigmaRuleRefused("time modifiers (|minute, |hour, ...) are not supported")
         if isinstance(value, SigmaBool):  # as the SQLite backend reads a flattened event
@@ -460,10 +461,11 @@ def field_path(name: str) -> tuple[str, ...]:
     return path
 
 
-def _string_atom(field_index: int | None, value: SigmaString) -> list[Any]:
+def _string_atom(field_index: int | None, value: SigmaString, *, anywhere: bool) -> list[Any]:
     cased = isinstance(value, SigmaCasedString)
     parts: list[Any] = []
-    for part in value.s:
+    pieces = [SpecialChars.WILDCARD_MULTI, *value.s, SpecialChars.WILDCARD_MULTI]
+    for part in pieces if anywhere else value.s:
         if isinstance(part, Placeholder):
             raise SigmaRuleRefused(f"placeholder %{part.name}% has no value (give it a variable)")
         if part is SpecialChars.WILDCARD_MULTI:
