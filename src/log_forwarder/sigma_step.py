@@ -183,6 +183,8 @@ def _correlate(
     group = groups.get(key, _Group((), None))
     entries = list(group.entries)
     present = {(e.log_id, e.slot) for e in entries}
+    if all((event.log_id, slot) in present for slot in slots):
+        return [], True  # a redelivered event: its windows were judged when it first came
     for slot in slots:
         if (event.log_id, slot) in present:
             continue
