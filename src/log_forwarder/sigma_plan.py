@@ -115,7 +115,7 @@ class Plan:
         """The rules `event` matches, in plan order."""
         code = event.get("type")
         if isinstance(code, str):
-            candidates = self._by_type.get(code.lower(), self._any_type)
+            candidates = self._by_type.get(fold_case(code), self._any_type)
         else:  # absent, or not text: a list of types is multi-valued like any other field
             candidates = self._any_type if code is None else self.rules
         return tuple(rule for rule in candidates if rule.matches(event))
@@ -288,7 +288,7 @@ def _type_bound(expr: Any, fields: list[Path]) -> frozenset[str] | None:
     """The lowercase `type` values `expr` can hold for, or None when it is not bounded."""
     op = expr[0]
     if op == "str" and expr[2] == "eq" and not expr[4] and _field_of(fields, expr[1]) == ("type",):
-        return frozenset({expr[3].lower()})
+        return frozenset({fold_case(expr[3])})
     if op == "and":
         known = [b for b in (_type_bound(arg, fields) for arg in expr[1:]) if b is not None]
         return frozenset.intersection(*known) if known else None
@@ -343,17 +343,19 @@ def _value_test(op: str, args: Sequence[Any]) -> Callable[[Any], bool]:
     if op == "str" and len(args) == 3:
         # Cased or not, the comparison itself is exact: the rule's side is lowered once, here.
         compare, cased = _text_test(args[0], True), args[2] is True
-        wanted = _string(args[1]) if cased else _string(args[1]).lower()
+        wanted = _string(args[1]) if cased else fold_case(_string(args[1]))
         if cased:
             return lambda value: (text := json_text(value)) is not None and compare(text, wanted)
         return lambda value: (
-            (text := json_text(value)) is not None and compare(text.lower(), wanted)
+            (text := json_text(value)) is not None and compare(fold_case(text), wanted)
         )
     if op == "glob" and len(args) == 2:
         pattern = _glob_regex(args[0], cased=args[1] is True)
         if args[1] is True:
             return lambda value: (text := json_text(value)) is not None and bool(pattern(text))
-        return lambda value: (text := json_text(value)) is not None and bool(pattern(text.lower()))
+        return lambda value: (
+            (text := json_text(value)) is not None and bool(pattern(fold_case(text)))
+        )
     if op == "re" and len(args) == 2:
         regex = _regex(_string(args[0]), _string(args[1]))
         return lambda value: (
@@ -379,7 +381,7 @@ def _text_test(kind: object, cased: object) -> Callable[[str, str], bool]:
     compare: Callable[[str, str], bool] = _STRING_TESTS[str(kind)]
     if cased is True:
         return compare
-    return lambda text, wanted: compare(text.lower(), wanted.lower())
+    return lambda text, wanted: compare(fold_case(text), fold_case(wanted))
 
 
 def _field_matcher(path: Path, test: Callable[[Any], bool]) -> Matcher:
@@ -432,7 +434,7 @@ def _glob_regex(parts: object, *, cased: bool) -> Callable[[str], object]:
             source.append(".")
         elif isinstance(part, list) and len(part) == 2 and part[0] == "lit":
             text = _string(part[1])
-            source.append(re.escape(text if cased else text.lower()))
+            source.append(re.escape(text if cased else fold_case(text)))
         else:
             raise RulePackError(f"wildcard part {part!r} is not lit/any/one")
     return re.compile("".join(source), re.DOTALL).fullmatch
@@ -490,6 +492,12 @@ def _resolve(node: Any, path: Path) -> Any:
     if isinstance(node, list):
         return _Multi(_flat(node))
     return node
+
+
+def fold_case(text: str) -> str:
+    """Case folded one character at a time: `str.lower` but for its one rule that looks at the
+    neighbours (a final Σ becomes ς), so that "ΣΣ" and "Σσ" are the same text."""
+    return text.lower().replace("ς", "σ")
 
 
 def _no_value(value: object) -> bool:

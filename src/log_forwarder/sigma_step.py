@@ -22,19 +22,22 @@ rules it names, and gives one finding per correlation window (docs/sigma.md, "Co
   the timespan is not counted (`too_late`); events leave the state 2 x timespan behind the
   watermark; a group keeps at most `max_group_events` events and a correlation `max_groups` groups.
 
-Events come in (date, log_id) order within a call; a log_id given twice counts once.
+Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
+judged once every event of their last millisecond is in; events of one millisecond that arrive in
+two calls are judged as they come (the second call judges that millisecond again).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .events import LogEvent
-from .sigma_plan import Plan, PlanCorrelation, PlanRule, json_text, values_at
+from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, values_at
 
 STATE_VERSION: Final = 1
 MAX_FINDING_LOG_IDS: Final = 50
@@ -136,26 +139,34 @@ def step(
     findings: list[SigmaFinding] = []
     seen: set[str] = set()
     too_late = no_key = 0
-    for event in sorted(events, key=lambda e: e.key):
-        if event.log_id in seen:
-            continue
-        seen.add(event.log_id)
-        matched = plan.matching(event.raw)
-        findings.extend(_rule_finding(rule, event) for rule in matched if rule.standalone)
-        if matched and plan.correlations:
+    ordered = sorted(events, key=lambda e: e.key)
+    # Events of one millisecond are all in a window that ends then (SQL's RANGE frame includes
+    # its peers), so windows are judged once the whole millisecond is in.
+    for date_ms, same_ms in itertools.groupby(ordered, key=lambda e: e.date_ms):
+        touched: dict[tuple[str, str], tuple[PlanCorrelation, list[str], str]] = {}
+        for event in same_ms:
+            if event.log_id in seen:
+                continue
+            seen.add(event.log_id)
+            matched = plan.matching(event.raw)
+            findings.extend(_rule_finding(rule, event) for rule in matched if rule.standalone)
             ids = {rule.id for rule in matched}
-            for correlation in plan.correlations:
+            for correlation in plan.correlations if matched else ():
                 slots = [i for i, rid in enumerate(correlation.rule_ids) if rid in ids]
                 if not slots:
                     continue
-                if watermark is not None and event.date_ms < watermark - correlation.timespan_ms:
+                if watermark is not None and date_ms < watermark - correlation.timespan_ms:
                     too_late += 1
                     continue
                 groups = work.setdefault(correlation.id, {})
-                found, counted = _correlate(correlation, groups, event, slots, limits)
-                no_key += not counted
-                findings.extend(found)
-        watermark = event.date_ms if watermark is None else max(watermark, event.date_ms)
+                added = _add(correlation, groups, event, slots, limits)
+                if added is None:
+                    no_key += 1
+                elif added[1]:
+                    touched[(correlation.id, added[0])] = (correlation, added[2], event.log_id)
+        for (cid, key), (correlation, key_values, log_id) in touched.items():
+            findings += _judge(correlation, work[cid], key, key_values, date_ms, log_id)
+        watermark = date_ms if watermark is None else max(watermark, date_ms)
     if watermark is not None:
         for correlation in plan.correlations:
             if work.get(correlation.id):
@@ -167,53 +178,64 @@ def step(
 # -- correlations ----------------------------------------------------------------------------
 
 
-def _correlate(
+def _add(
     correlation: PlanCorrelation,
     groups: dict[str, _Group],
     event: LogEvent,
     slots: Sequence[int],
     limits: Limits,
-) -> tuple[list[SigmaFinding], bool]:
-    """Add one event to its group and judge the windows it can change; (findings, counted)."""
+) -> tuple[str, bool, list[str]] | None:
+    """Put one event in its group: (group key, whether it was new, key values); None when the
+    event lacks a group-by field."""
     rule_id = correlation.rule_ids[slots[0]]
     key_values = _group_key(event.raw, correlation.group_paths[rule_id])
     if key_values is None:
-        return [], False
+        return None
     key = json.dumps(key_values, ensure_ascii=False)
     group = groups.get(key, _Group((), None))
     entries = list(group.entries)
     present = {(e.log_id, e.slot) for e in entries}
-    if all((event.log_id, slot) in present for slot in slots):
-        return [], True  # a redelivered event: its windows were judged when it first came
-    for slot in slots:
-        if (event.log_id, slot) in present:
-            continue
+    new = [slot for slot in slots if (event.log_id, slot) not in present]
+    if not new:
+        return key, False, key_values  # a redelivered event: judged when it first came
+    for slot in new:
         value = None
         if correlation.kind == "value_count":
             value = _counted_value(event.raw, correlation, correlation.rule_ids[slot])
         entries.append(_Entry(event.date_ms, event.log_id, slot, value))
     entries.sort(key=lambda e: (e.date_ms, e.log_id, e.slot))
-    entries = _bounded(entries, limits.max_group_events)
-    fired = group.fired_ms
+    groups[key] = _Group(tuple(_bounded(entries, limits.max_group_events)), group.fired_ms)
+    return key, True, key_values
+
+
+def _judge(
+    correlation: PlanCorrelation,
+    groups: dict[str, _Group],
+    key: str,
+    key_values: Sequence[str],
+    date_ms: int,
+    log_id: str,
+) -> list[SigmaFinding]:
+    """Judge the window ending at `date_ms`, and, when that is late, the one ending at the
+    group's newest event: a finding for each that holds outside the latest finding's window."""
+    group = groups[key]
+    entries, fired = group.entries, group.fired_ms
     found = []
-    # The window ending at this event, and, for a late event, the one ending at the newest.
-    ends = {event.date_ms, entries[-1].date_ms} if entries else set()
-    for end in sorted(ends):
+    for end in sorted({date_ms, entries[-1].date_ms} if entries else ()):
         if fired is not None and abs(end - fired) <= correlation.timespan_ms:
             continue  # inside the latest finding's window: that finding covers it
         window = [e for e in entries if end - correlation.timespan_ms <= e.date_ms <= end]
         metric = _metric(correlation, window)
         if metric is not None and correlation.holds(metric):
-            # The event that closes the window: this one, or the newest for a late event.
-            trigger = next(
-                (e for e in window if e.log_id == event.log_id and e.date_ms == end), window[-1]
-            )
+            # The event that closes the window: the one judged here, or the last at its end.
+            closing = [e for e in window if e.date_ms == end]
+            trigger = next((e for e in closing if e.log_id == log_id), closing[-1])
             found.append(
                 _correlation_finding(correlation, key, key_values, window, trigger, metric)
             )
             fired = end
-    groups[key] = _Group(tuple(entries), fired)
-    return found, True
+    groups[key] = _Group(entries, fired)
+    return found
 
 
 def _metric(correlation: PlanCorrelation, window: Sequence[_Entry]) -> int | None:
@@ -281,7 +303,7 @@ def _group_key(raw: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> list
         text = json_text(found[0]) if len(found) == 1 else None
         if text is None:
             return None
-        values.append(text.lower())
+        values.append(fold_case(text))
     return values
 
 
@@ -290,7 +312,7 @@ def _counted_value(
 ) -> str | None:
     found = values_at(raw, correlation.value_paths[rule_id])
     text = json_text(found[0]) if len(found) == 1 else None
-    return None if text is None else text.lower()
+    return None if text is None else fold_case(text)
 
 
 # -- findings --------------------------------------------------------------------------------
