@@ -20,7 +20,8 @@ rules it names, and gives one finding per correlation window (docs/sigma.md, "Co
   a crash repeats ids instead of inventing findings.
 - **Bounded, expiring state.** An event older than the newest seen (the watermark) by more than
   the timespan is not counted (`too_late`); events leave the state 2 x timespan behind the
-  watermark; a group keeps at most `max_group_events` events and a correlation `max_groups` groups.
+  watermark; a group keeps at most `max_group_events` events, a correlation `max_groups` groups,
+  and the whole state `max_entries` events (the groups seen longest ago go first).
 
 Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
 judged once every event of their last millisecond is in; events of one millisecond that arrive in
@@ -41,14 +42,16 @@ from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, v
 
 STATE_VERSION: Final = 1
 MAX_FINDING_LOG_IDS: Final = 50
+MAX_GROUP_EVENTS: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps on the correlation state (see docs/sigma.md for the bytes they cost)."""
 
-    max_group_events: int = 100
-    max_groups: int = 200
+    max_group_events: int = MAX_GROUP_EVENTS  # an event_count bound must stay below it
+    max_groups: int = 64  # per correlation
+    max_entries: int = 1_000  # over all correlations: about 80 KB of JSON at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ def step(
         for correlation in plan.correlations:
             if work.get(correlation.id):
                 _expire(correlation, work[correlation.id], watermark, limits)
+    _within_total(work, limits.max_entries)
     kept = {cid: groups for cid, groups in work.items() if groups}
     return StepResult(findings, CorrelationState(watermark, kept), too_late, no_key)
 
@@ -288,6 +292,20 @@ def _expire(
         newest = sorted(groups, key=lambda k: _newest(groups[k]))
         for key in newest[: len(groups) - limits.max_groups]:
             del groups[key]
+
+
+def _within_total(work: dict[str, dict[str, _Group]], cap: int) -> None:
+    """Drop whole groups, those whose newest event is oldest first, until `cap` events remain."""
+    total = sum(len(g.entries) for groups in work.values() for g in groups.values())
+    if total <= cap:
+        return
+    order = sorted(
+        ((_newest(g), cid, key) for cid, groups in work.items() for key, g in groups.items()),
+    )
+    for _, cid, key in order:
+        if total <= cap:
+            break
+        total -= len(work[cid].pop(key).entries)
 
 
 def _newest(group: _Group) -> tuple[int, int]:

@@ -377,7 +377,7 @@ def test_correlation_refusals_name_the_feature() -> None:
     assert [c["title"] for c in compiled.plan["correlations"]] == ["first"]
     assert sorted(r.feature for r in compiled.refused) == [
         "a correlation of correlations (a chain) is not supported",
-        "event_count thresholds of 100 or more (state keeps 100)",
+        "event_count thresholds of 50 or more (a group keeps 50 events)",
     ]
 
 

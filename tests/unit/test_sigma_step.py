@@ -88,14 +88,14 @@ def run_in_batches(
 
 def test_a_burst_from_one_ip_against_two_users_gives_one_finding_per_window() -> None:
     plan = plan_from(STUFFING)
-    events = burst(3, every_s=60)  # 180 failures over three hours
+    events = burst(3, every_s=90)  # 120 failures over three hours
     result = step(plan, CorrelationState(), events)
-    # GIVEN gt 1 within 1h: the 2nd failure (60 s) triggers and its finding covers the hour
-    # after it; the first failure past that hour (3,720 s) triggers the next, and so on: three
+    # GIVEN gt 1 within 1h: the 2nd failure (90 s) triggers and its finding covers the hour
+    # after it; the first failure past that hour (3,780 s) triggers the next, and so on: three
     # findings in three hours. Each names the sliding window that qualified, the hour before it.
     triggers = [f.last_ms - T0 for f in result.findings]
-    assert triggers == [60_000, HOUR + 120_000, 2 * HOUR + 180_000]
-    assert [f.last_ms - f.first_ms for f in result.findings] == [60_000, HOUR, HOUR]
+    assert triggers == [90_000, HOUR + 180_000, 2 * HOUR + 270_000]
+    assert [f.last_ms - f.first_ms for f in result.findings] == [90_000, HOUR, HOUR]
     first = result.findings[0]
     assert first.kind == "event_count"
     assert first.group == {"data.ip": "203.0.113.9"}
@@ -182,6 +182,12 @@ def test_state_is_bounded_and_expires() -> None:
     groups = result.state.groups[plan.correlations[0].id]
     assert len(groups) <= 50
     assert all(len(g.entries) <= 20 for g in groups.values())
+    # The whole state has a cap too: the groups seen longest ago go first.
+    small = step(plan, CorrelationState(), events, Limits(max_entries=30))
+    kept = small.state.groups[plan.correlations[0].id]
+    assert sum(len(g.entries) for g in kept.values()) <= 30
+    assert max(e.date_ms for g in kept.values() for e in g.entries) == events[-1].date_ms
+    assert len(json.dumps(step(plan, CorrelationState(), events).state.to_state())) < 100_000
     # Two timespans later, nothing of them is left.
     quiet = step(plan, result.state, [event(99_999, T0 + 20_000_000 + 2 * HOUR + 1, type="s")])
     assert quiet.state.groups == {}

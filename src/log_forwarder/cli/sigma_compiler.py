@@ -70,6 +70,7 @@ from sigma.types import (
 
 from log_forwarder.exceptions import SigmaRuleRefused
 from log_forwarder.sigma_plan import PLAN_FORMAT, PLAN_VERSION, load_plan
+from log_forwarder.sigma_step import MAX_GROUP_EVENTS
 
 STREAM_PREFIX: Final = "data."
 # The catalog's own placeholders: `{name}`, a letter first (a regex's `{2,3}` is not one).
@@ -333,8 +334,11 @@ class _PlanBuilder:
         bounds = {condition.op.name.lower(): condition.count}
         if kind == "temporal_ordered" and bounds != {"gte": len(rule_ids)}:
             raise SigmaRuleRefused("temporal_ordered with a count other than all rules")
-        if kind == "event_count" and max(bounds.values()) >= 100:
-            raise SigmaRuleRefused("event_count thresholds of 100 or more (state keeps 100)")
+        if kind == "event_count" and max(bounds.values()) >= MAX_GROUP_EVENTS:
+            raise SigmaRuleRefused(
+                f"event_count thresholds of {MAX_GROUP_EVENTS} or more (a group keeps "
+                f"{MAX_GROUP_EVENTS} events)"
+            )
         first = self._rule_entry(rule_ids[0])
         tags = [str(t) for t in rule.tags] or sorted(
             {t for rid in rule_ids for t in self._rule_entry(rid)["tags"]}
