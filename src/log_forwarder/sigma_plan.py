@@ -474,7 +474,7 @@ def _in_network(value: object, network: ipaddress.IPv4Network | ipaddress.IPv6Ne
 def _resolve(node: Any, path: Path) -> Any:
     """The value at `path`, `_MISSING`, or a `_Multi` when a list was met on the way."""
     for i, key in enumerate(path):
-        if isinstance(node, Mapping):
+        if type(node) is dict or isinstance(node, Mapping):  # the first test is the fast one
             node = node.get(key, _MISSING)
             if node is _MISSING:
                 return _MISSING
@@ -497,7 +497,8 @@ def _resolve(node: Any, path: Path) -> Any:
 def fold_case(text: str) -> str:
     """Case folded one character at a time: `str.lower` but for its one rule that looks at the
     neighbours (a final Σ becomes ς), so that "ΣΣ" and "Σσ" are the same text."""
-    return text.lower().replace("ς", "σ")
+    lowered = text.lower()
+    return lowered if text.isascii() else lowered.replace("ς", "σ")
 
 
 def _no_value(value: object) -> bool:
