@@ -161,7 +161,7 @@ def _compile_row() -> tuple[dict[str, Any], list[Row]]:
             "Plan size (JSON as stored)",
             f"**{len(text) / 1024:.1f} KB**, gzip {len(gzip.compress(text)) / 1024:.1f} KB; "
             f"load_plan {_best(lambda: load_plan(json.loads(text))) * 1000:.1f} ms",
-            "fits an SSM parameter (8 KB advanced, gzip) or an S3 object",
+            "small enough to load at every cold start (where it is kept: next phase)",
         ),
     ]
 
