@@ -199,14 +199,9 @@ def _read_rule(item: object, fields: list[Path]) -> PlanRule:
     except RulePackError as error:
         raise RulePackError(f"Sigma plan, rule {rule_id}: {error}") from None
     return PlanRule(
-        id=rule_id,
-        title=_str(item.get("title")) or rule_id,
-        level=_level(item.get("level"), rule_id),
-        status=_str(item.get("status")),
-        tags=_strings(item.get("tags")),
+        **_header(item, rule_id),
         logsource={str(k): str(v) for k, v in _mapping(item.get("logsource")).items()},
         name=_str(item.get("name")),
-        source=_str(item.get("source")) or "",
         standalone=item.get("standalone", True) is not False,
         placeholders=_strings(item.get("placeholders")),
         matches=matcher,
@@ -250,12 +245,7 @@ def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> P
     if not conditions:
         raise bad("it has no condition")
     return PlanCorrelation(
-        id=cid,
-        title=_str(item.get("title")) or cid,
-        level=_level(item.get("level"), cid),
-        status=_str(item.get("status")),
-        tags=_strings(item.get("tags")),
-        source=_str(item.get("source")) or "",
+        **_header(item, cid),
         kind=str(kind),
         rule_ids=refs,
         group_by=group_by,
@@ -264,6 +254,18 @@ def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> P
         timespan_ms=timespan,
         conditions=tuple(conditions),
     )
+
+
+def _header(item: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """What rules and correlations both carry: the Sigma metadata a finding shows."""
+    return {
+        "id": owner,
+        "title": _str(item.get("title")) or owner,
+        "level": _level(item.get("level"), owner),
+        "status": _str(item.get("status")),
+        "tags": _strings(item.get("tags")),
+        "source": _str(item.get("source")) or "",
+    }
 
 
 def _type_index(

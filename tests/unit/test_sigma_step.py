@@ -44,6 +44,20 @@ correlation:
 """
 
 
+def base_rule(name: str, types: str, *, number: int, level: str = "") -> str:
+    """A detection rule on `data.type`, as YAML (one document, indented as the tests' texts)."""
+    return f"""
+        title: {name}
+        id: 00000000-0000-4000-8000-{number:012d}
+        name: {name}
+        {f"level: {level}" if level else ""}
+        logsource: {{product: auth0}}
+        detection:
+          selection: {{data.type: {types}}}
+          condition: selection
+"""
+
+
 def plan_from(text: str) -> Plan:
     compiled = compile_texts([("t.yml", textwrap.dedent(text))])
     assert compiled.refused == [], compiled.refused
@@ -204,14 +218,9 @@ def test_a_stored_state_that_cannot_be_read_starts_empty() -> None:
 
 
 def test_value_count_counts_distinct_values_case_insensitively() -> None:
-    plan = plan_from("""
-        title: refresh
-        id: 00000000-0000-4000-8000-0000000000b1
-        name: refresh
-        logsource: {product: auth0}
-        detection:
-          selection: {data.type: sertft}
-          condition: selection
+    plan = plan_from(
+        base_rule("refresh", "sertft", number=1)
+        + """
         ---
         title: refresh tokens from many user agents
         correlation:
@@ -220,7 +229,8 @@ def test_value_count_counts_distinct_values_case_insensitively() -> None:
           group-by: [data.user_id]
           timespan: 1d
           condition: {gte: 3, field: data.user_agent}
-    """)
+    """
+    )
     agents = ["Chrome", "CHROME", "Firefox", "Firefox", None, "curl"]
     events = [
         event(n, T0 + n * MINUTE, type="sertft", user_id="auth0|u", user_agent=agent)
@@ -231,22 +241,11 @@ def test_value_count_counts_distinct_values_case_insensitively() -> None:
 
 
 def test_temporal_ordered_needs_the_rules_in_their_order_and_temporal_does_not() -> None:
-    text = """
-        title: failure
-        id: 00000000-0000-4000-8000-0000000000c1
-        name: failure
-        logsource: {product: auth0}
-        detection:
-          selection: {data.type: f}
-          condition: selection
-        ---
-        title: success
-        id: 00000000-0000-4000-8000-0000000000c2
-        name: success
-        logsource: {product: auth0}
-        detection:
-          selection: {data.type: s}
-          condition: selection
+    text = (
+        base_rule("failure", "f", number=2)
+        + "        ---"
+        + base_rule("success", "s", number=3)
+        + """
         ---
         title: failure then success
         correlation:
@@ -255,6 +254,7 @@ def test_temporal_ordered_needs_the_rules_in_their_order_and_temporal_does_not()
           group-by: [data.user_id]
           timespan: 10m
     """
+    )
     ordered = plan_from(text.replace("KIND", "temporal_ordered"))
     unordered = plan_from(text.replace("KIND", "temporal"))
     forward = [event(1, T0, type="f", user_id="u"), event(2, T0 + MINUTE, type="s", user_id="u")]
@@ -271,14 +271,9 @@ def test_temporal_ordered_needs_the_rules_in_their_order_and_temporal_does_not()
 
 
 def test_an_upper_bound_is_judged_at_each_event_as_the_sqlite_backend_does() -> None:
-    plan = plan_from("""
-        title: signup
-        id: 00000000-0000-4000-8000-0000000000d1
-        name: signup
-        logsource: {product: auth0}
-        detection:
-          selection: {data.type: [ss, sv]}
-          condition: selection
+    plan = plan_from(
+        base_rule("signup", "[ss, sv]", number=4)
+        + """
         ---
         title: unverified
         correlation:
@@ -287,7 +282,8 @@ def test_an_upper_bound_is_judged_at_each_event_as_the_sqlite_backend_does() -> 
           group-by: [data.user_id]
           timespan: 30d
           condition: {lte: 1, field: data.type}
-    """)
+    """
+    )
     events = [event(1, T0, type="ss", user_id="u"), event(2, T0 + HOUR, type="sv", user_id="u")]
     found = step(plan, CorrelationState(), events).findings
     # The signup alone is a window of one type: it fires at once, not 30 days later.
@@ -295,15 +291,7 @@ def test_an_upper_bound_is_judged_at_each_event_as_the_sqlite_backend_does() -> 
 
 
 def test_standalone_rules_give_one_finding_per_matching_event_with_stable_ids() -> None:
-    plan = plan_from("""
-        title: sms bombing
-        id: 00000000-0000-4000-8000-0000000000e1
-        level: high
-        logsource: {product: auth0}
-        detection:
-          selection: {data.type: gd_send_sms}
-          condition: selection
-    """)
+    plan = plan_from(base_rule("sms_bombing", "gd_send_sms", number=5, level="high"))
     events = [
         event(1, T0, type="gd_send_sms"),
         event(1, T0, type="gd_send_sms"),
