@@ -16,8 +16,9 @@ The backend turns a rule into SQL; SQLite decides. What this module adds is only
   used both ways, or twice under one AND, has no such reading: the oracle raises instead of
   guessing (no catalog rule does either).
 
-Also here: events generated per type from Auth0's JSON Schemas, and mutations of events that
-hit each atom of each rule with matching and near-miss values.
+Also here: the corpus, of the shared sample events, events generated per type from Auth0's JSON
+Schemas (devtools/schema_events.py), and mutations of events that hit each atom of each rule with
+matching and near-miss values.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import random
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +55,7 @@ from sigma.types import (
     SpecialChars,
 )
 
+from devtools.schema_events import event_codes, events_for_type
 from log_forwarder.cli.sigma_compiler import prepare_documents
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -241,56 +244,9 @@ def sample_events() -> list[dict[str, Any]]:
 
 
 def schema_events() -> list[dict[str, Any]]:
-    """Two events per Auth0 log type: its required fields only, and every field it documents."""
-    events = []
-    for path in sorted(SCHEMAS.glob("*.schema.json")):
-        schema = json.loads(path.read_text(encoding="utf-8"))
-        code = path.name.removesuffix(".schema.json")
-        for full in (False, True):
-            event = _generate(schema, full, code)
-            if isinstance(event, dict):
-                event["type"] = code
-                event["log_id"] = f"schema-{code}-{int(full)}"
-                event["date"] = "2026-01-15T10:30:00.000Z"
-                events.append(event)
-    return events
-
-
-def _generate(schema: Any, full: bool, name: str) -> Any:
-    if not isinstance(schema, dict):
-        return None
-    if "const" in schema:
-        return schema["const"]
-    if schema.get("examples"):
-        return schema["examples"][0]
-    if "allOf" in schema:
-        merged: dict[str, Any] = {}
-        for part in schema["allOf"]:
-            value = _generate(part, full, name)
-            if isinstance(value, dict):
-                merged.update(value)
-            elif value is not None:
-                return value
-        return merged
-    if "anyOf" in schema:
-        return _generate(schema["anyOf"][0], full, name)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or "properties" in schema:
-        props = schema.get("properties", {})
-        wanted = props if full else {k: props[k] for k in schema.get("required", []) if k in props}
-        return {k: _generate(v, full, k) for k, v in wanted.items()}
-    if kind == "array":
-        item = _generate(schema.get("items", {"type": "string"}), full, name)
-        return [item] if item is not None else []
-    if kind == "string":
-        return {"ipv4": "198.51.100.7", "ipv6": "2001:db8::7"}.get(schema.get("format", ""), name)
-    if kind in ("number", "integer"):
-        return 1
-    if kind == "boolean":
-        return True
-    return None
+    """Three events per Auth0 log type, valid against its schema (devtools/schema_events.py)."""
+    rng = random.Random(23)
+    return [e for code in event_codes() for e in events_for_type(code, rng, count=3)]
 
 
 def mutations(
