@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import boto3
 import yaml
@@ -176,7 +176,7 @@ class LocalAws:
 # --- template.yaml -------------------------------------------------------------------------
 
 
-class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc]
+class _CfnLoader(yaml.SafeLoader):  # type: ignore[misc,unused-ignore]  # typed with types-PyYAML
     """YAML loader that understands CloudFormation's short-form tags."""
 
 
@@ -192,7 +192,7 @@ def _construct_tag(tag: str) -> Callable[[_CfnLoader, yaml.Node], Any]:
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_mapping(node, deep=True)
+            value = loader.construct_mapping(cast(yaml.MappingNode, node), deep=True)
         return {key: value}
 
     return construct

@@ -18,7 +18,9 @@
     │   └── CheckpointStateError    a stored state is unreadable, or a new one would not fit
     ├── RunFailed                   some users were not forwarded this run (raised by the handler)
     ├── FanoutError                 the tenant queue did not take every tenant's message
-    └── PoisonMessage               a tenant queue message no run can ever process
+    ├── PoisonMessage               a tenant queue message no run can ever process
+    └── RulePackError               a detection plan (compiled Sigma rules) is unreadable or invalid
+        └── SigmaRuleRefused        a Sigma rule needs a feature the engine does not evaluate
 
 The forwarder catches ForwarderError per user: that user fails, the others go on. Anything else is
 a bug and fails the run loudly. Messages never contain secrets or tokens: callers may log them
@@ -106,3 +108,11 @@ class FanoutError(ForwarderError):
 
 class PoisonMessage(ForwarderError):
     """A tenant queue message is not what the scheduler sends: no retry can make it work."""
+
+
+class RulePackError(ForwarderError):
+    """A compiled detection plan is unreadable or breaks a rule of its format; names which."""
+
+
+class SigmaRuleRefused(RulePackError):
+    """A Sigma rule uses a feature the engine cannot evaluate faithfully; names rule and feature."""

@@ -1,0 +1,641 @@
+"""Compiled Sigma rules (a *plan*) and which of them an Auth0 event matches. Pure, stdlib only.
+
+The function never parses Sigma: `log_forwarder.cli.sigma_compiler` does that with pySigma, outside
+the function, and writes a plan (JSON). This module loads a plan once, turns every condition into
+nested closures with their regexes compiled, and answers `Plan.matching(event)`. docs/sigma.md has
+the format and every matching rule; the short version:
+
+- **Fields.** A rule's field is a path into the event as the Management API returns it. The
+  compiler has already mapped Log Streams' `data.…` onto it (`data.details.ip` -> `details.ip`).
+  Any list met on the way is multi-valued: the atom holds if one element does (Splunk's `{}`
+  suffix, which the Auth0 catalog writes, says the same and is dropped).
+- **Values are compared as text**, the event's scalar spelled as JSON spells it (`true`, `200`),
+  case-insensitively unless the rule says `cased`. A rule's number is its text; a rule's boolean
+  matches `true`/`1` (`false`/`0`), as pySigma's SQLite backend reads a flattened event.
+- `null` holds when the field is absent, null, an object or an empty list (a flattened event has
+  no value for it); `exists` holds when the field is present, even null (the Sigma modifiers
+  appendix: "not its value, be it empty or null").
+- A regex sees at most `MAX_REGEX_INPUT` characters of a field's values in all: Python's `re`
+  backtracks, and the catalog's LiquidJS pattern is cubic on text full of `{{`: 0.24 s on 1 KB,
+  16 s on 4 KB. `Plan.regex_inputs_cut` names the rules that saw a cut value, so that the caller
+  can say so in the destinations instead of passing it over in silence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .exceptions import RulePackError
+
+PLAN_FORMAT: Final = "auth0-log-forwarder/sigma-plan"
+PLAN_VERSION: Final = 1
+MAX_REGEX_INPUT: Final = 1024
+CORRELATION_KINDS: Final = ("event_count", "value_count", "temporal", "temporal_ordered")
+CONDITION_OPERATORS: Final = ("gt", "gte", "lt", "lte", "eq")
+LEVELS: Final = ("informational", "low", "medium", "high", "critical")
+
+Matcher = Callable[[Mapping[str, Any]], bool]
+Path = tuple[str, ...]
+_STRING_KINDS: Final = ("eq", "pre", "suf", "sub")
+_STRING_TESTS: Final[Mapping[str, Callable[[str, str], bool]]] = {
+    "eq": str.__eq__,
+    "pre": str.startswith,
+    "suf": str.endswith,
+    "sub": str.__contains__,
+}
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+class _Missing:
+    """The field is not in the event."""
+
+
+_MISSING: Final = _Missing()
+
+
+class _Multi(list[Any]):
+    """The values a path reached through one or more lists (any of them may match)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRule:
+    """One Sigma detection rule, compiled."""
+
+    id: str
+    title: str
+    level: str | None
+    status: str | None
+    tags: tuple[str, ...]
+    logsource: Mapping[str, str]
+    name: str | None
+    source: str
+    standalone: bool  # False: only a correlation uses it (Sigma's `generate: false`)
+    placeholders: tuple[str, ...]  # catalog `{name}` texts nobody filled in
+    matches: Matcher = field(compare=False, repr=False)
+    regex_paths: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PlanCorrelation:
+    """One Sigma correlation over rules of the plan."""
+
+    id: str
+    title: str
+    level: str | None
+    status: str | None
+    tags: tuple[str, ...]
+    source: str
+    kind: str
+    rule_ids: tuple[str, ...]
+    group_by: tuple[str, ...]  # the names the rule gives (aliases included)
+    group_paths: Mapping[str, tuple[Path, ...]]  # per referenced rule, one path per group_by
+    value_paths: Mapping[str, Path]  # value_count: per referenced rule, the counted field
+    timespan_ms: int
+    conditions: tuple[tuple[str, float], ...]  # all must hold: (operator, count)
+
+    def holds(self, count: int) -> bool:
+        return all(_compare(op, count, bound) for op, bound in self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A loaded plan: its rules, correlations, and an index of rules by event type."""
+
+    rules: tuple[PlanRule, ...]
+    correlations: tuple[PlanCorrelation, ...]
+    compiled_by: Mapping[str, str]
+    _by_type: Mapping[str, tuple[PlanRule, ...]] = field(repr=False, compare=False)
+    _any_type: tuple[PlanRule, ...] = field(repr=False, compare=False)
+
+    def matching(self, event: Mapping[str, Any]) -> tuple[PlanRule, ...]:
+        """The rules `event` matches, in plan order."""
+        code = event.get("type")
+        if isinstance(code, str):
+            candidates = self._by_type.get(fold_case(code), self._any_type)
+        else:  # absent, or not text: a list of types is multi-valued like any other field
+            candidates = self._any_type if code is None else self.rules
+        return tuple(rule for rule in candidates if rule.matches(event))
+
+    def rule(self, rule_id: str) -> PlanRule:
+        for rule in self.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def regex_inputs_cut(self, event: Mapping[str, Any]) -> tuple[str, ...]:
+        """Rules whose regex saw only part of a field's values here (MAX_REGEX_INPUT in all)."""
+        cut = []
+        for rule in self.rules:
+            for path in rule.regex_paths:
+                texts = (json_text(v) for v in _values(_resolve(event, path)))
+                if sum(len(t) for t in texts if t is not None) > MAX_REGEX_INPUT:
+                    cut.append(rule.id)
+                    break
+        return tuple(cut)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_plan(document: object) -> Plan:
+    """A plan from its JSON object; a RulePackError names the rule and what is wrong with it."""
+    if not isinstance(document, Mapping):
+        raise RulePackError("a Sigma plan must be a JSON object")
+    if document.get("format") != PLAN_FORMAT:
+        raise RulePackError(f"not a Sigma plan: format is not {PLAN_FORMAT!r}")
+    if document.get("version") != PLAN_VERSION:
+        raise RulePackError(
+            f"Sigma plan version {document.get('version')!r} is not the one this forwarder "
+            f"reads ({PLAN_VERSION}): compile the rules again with this release's CLI"
+        )
+    fields = _read_fields(document.get("fields"))
+    rules = tuple(_read_rule(item, fields) for item in _list(document.get("rules"), "rules"))
+    ids = [rule.id for rule in rules]
+    if len(set(ids)) != len(ids):
+        raise RulePackError("Sigma plan: two rules share an id")
+    correlations = tuple(
+        _read_correlation(item, fields, set(ids))
+        for item in _list(document.get("correlations", []), "correlations")
+    )
+    compiled_by = document.get("compiled_by", {})
+    by_type, any_type = _type_index(rules, _list(document.get("rules"), "rules"), fields)
+    return Plan(
+        rules=rules,
+        correlations=correlations,
+        compiled_by=dict(compiled_by) if isinstance(compiled_by, Mapping) else {},
+        _by_type=by_type,
+        _any_type=any_type,
+    )
+
+
+def _read_fields(value: object) -> list[Path]:
+    paths = []
+    for i, item in enumerate(_list(value, "fields")):
+        path = item.get("path") if isinstance(item, Mapping) else None
+        if (
+            not isinstance(path, list)
+            or not path
+            or not all(isinstance(p, str) and p for p in path)
+        ):
+            raise RulePackError(f"Sigma plan: field {i} has no path (a list of keys)")
+        paths.append(tuple(path))
+    return paths
+
+
+def _read_rule(item: object, fields: list[Path]) -> PlanRule:
+    if not isinstance(item, Mapping) or not isinstance(item.get("id"), str) or not item["id"]:
+        raise RulePackError("Sigma plan: a rule has no id")
+    rule_id = item["id"]
+    regexes: list[Path] = []
+    try:
+        matcher = _build(item.get("condition"), fields, regexes)
+    except RulePackError as error:
+        raise RulePackError(f"Sigma plan, rule {rule_id}: {error}") from None
+    return PlanRule(
+        **_header(item, rule_id),
+        logsource={str(k): str(v) for k, v in _mapping(item.get("logsource")).items()},
+        name=_str(item.get("name")),
+        standalone=item.get("standalone", True) is not False,
+        placeholders=_strings(item.get("placeholders")),
+        matches=matcher,
+        regex_paths=tuple(dict.fromkeys(regexes)),
+    )
+
+
+def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> PlanCorrelation:
+    if not isinstance(item, Mapping) or not isinstance(item.get("id"), str) or not item["id"]:
+        raise RulePackError("Sigma plan: a correlation has no id")
+    cid = item["id"]
+
+    def bad(problem: str) -> RulePackError:
+        return RulePackError(f"Sigma plan, correlation {cid}: {problem}")
+
+    kind = item.get("type")
+    if kind not in CORRELATION_KINDS:
+        raise bad(f"type {kind!r} is not one of {', '.join(CORRELATION_KINDS)}")
+    refs = _strings(item.get("rules"))
+    if not refs or any(ref not in rule_ids for ref in refs):
+        raise bad("it must name rules of this plan by id")
+    group_by = _strings(item.get("group_by"))
+    group_fields = _mapping(item.get("group_fields"))
+    group_paths: dict[str, tuple[Path, ...]] = {}
+    value_paths: dict[str, Path] = {}
+    for ref in refs:
+        indexes = group_fields.get(ref)
+        if not isinstance(indexes, list) or len(indexes) != len(group_by):
+            raise bad(f"rule {ref} has no field for each group-by name")
+        group_paths[ref] = tuple(_field(fields, index) for index in indexes)
+        if kind == "value_count":
+            value_paths[ref] = _field(fields, _mapping(item.get("value_fields")).get(ref))
+    timespan = item.get("timespan_ms")
+    if not isinstance(timespan, int) or isinstance(timespan, bool) or timespan <= 0:
+        raise bad("timespan_ms must be a positive integer")
+    conditions = []
+    for op, count in _mapping(item.get("condition")).items():
+        if op not in CONDITION_OPERATORS or not _is_number(count):
+            raise bad(f"condition {op}: {count!r} is not one of {CONDITION_OPERATORS} a number")
+        conditions.append((str(op), float(count)))
+    if not conditions:
+        raise bad("it has no condition")
+    return PlanCorrelation(
+        **_header(item, cid),
+        kind=str(kind),
+        rule_ids=refs,
+        group_by=group_by,
+        group_paths=group_paths,
+        value_paths=value_paths,
+        timespan_ms=timespan,
+        conditions=tuple(conditions),
+    )
+
+
+def _header(item: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """What rules and correlations both carry: the Sigma metadata a finding shows."""
+    return {
+        "id": owner,
+        "title": _str(item.get("title")) or owner,
+        "level": _level(item.get("level"), owner),
+        "status": _str(item.get("status")),
+        "tags": _strings(item.get("tags")),
+        "source": _str(item.get("source")) or "",
+    }
+
+
+def _type_index(
+    rules: Sequence[PlanRule], items: Sequence[Any], fields: list[Path]
+) -> tuple[dict[str, tuple[PlanRule, ...]], tuple[PlanRule, ...]]:
+    """Rules by the event types they can match; most catalog rules name their `type`."""
+    bounds = [_type_bound(item.get("condition"), fields) for item in items]
+    any_type = tuple(rule for rule, bound in zip(rules, bounds, strict=True) if bound is None)
+    codes = {code for bound in bounds if bound for code in bound}
+    by_type = {
+        code: tuple(
+            rule
+            for rule, bound in zip(rules, bounds, strict=True)
+            if bound is None or code in bound
+        )
+        for code in codes
+    }
+    return by_type, any_type
+
+
+def _type_bound(expr: Any, fields: list[Path]) -> frozenset[str] | None:
+    """The lowercase `type` values `expr` can hold for, or None when it is not bounded."""
+    op = expr[0]
+    if op == "str" and expr[2] == "eq" and not expr[4] and _field_of(fields, expr[1]) == ("type",):
+        return frozenset({fold_case(expr[3])})
+    if op == "and":
+        known = [b for b in (_type_bound(arg, fields) for arg in expr[1:]) if b is not None]
+        return frozenset.intersection(*known) if known else None
+    if op == "or":
+        parts = [_type_bound(arg, fields) for arg in expr[1:]]
+        if not parts or any(part is None for part in parts):
+            return None
+        return frozenset().union(*(p for p in parts if p is not None))
+    if op == "const" and expr[1] is False:
+        return frozenset()
+    return None
+
+
+# -- conditions -> closures ------------------------------------------------------------------
+
+
+def _build(expr: object, fields: list[Path], regexes: list[Path]) -> Matcher:
+    if not isinstance(expr, list) or not expr or not isinstance(expr[0], str):
+        raise RulePackError(f"condition {expr!r} is not a [operator, ...] list")
+    op, args = expr[0], expr[1:]
+    if op in ("and", "or"):
+        parts = tuple(_build(arg, fields, regexes) for arg in args)
+        if op == "and":
+            return lambda event: all(part(event) for part in parts)
+        return lambda event: any(part(event) for part in parts)
+    if op == "not" and len(args) == 1:
+        inner = _build(args[0], fields, regexes)
+        return lambda event: not inner(event)
+    if op == "const" and len(args) == 1 and isinstance(args[0], bool):
+        constant = args[0]
+        return lambda event: constant
+    if op == "null" and len(args) == 1:
+        return _null_matcher(_field(fields, args[0]))
+    if op == "exists" and len(args) == 2 and isinstance(args[1], bool):
+        present, wanted = _field(fields, args[0]), args[1]
+        return lambda event: (_resolve(event, present) is not _MISSING) is wanted
+    if op == "ref" and len(args) == 4:
+        return _ref_matcher(
+            _field(fields, args[0]), _field(fields, args[1]), _text_test(args[2], args[3])
+        )
+    path: Path | None = None
+    if not args or args[0] is not None:
+        path = _field(fields, args[0] if args else None)
+    if op == "re" and len(args) == 3:
+        regex = _regex(_string(args[1]), _string(args[2]))
+        if path is not None:
+            regexes.append(path)
+            return lambda event: _regex_within_budget(regex, _values(_resolve(event, path)))
+        return lambda event: _regex_within_budget(regex, _leaves(event))
+    test = _value_test(op, args[1:])
+    return _keyword_matcher(test) if path is None else _field_matcher(path, test)
+
+
+def _value_test(op: str, args: Sequence[Any]) -> Callable[[Any], bool]:
+    """A test of one scalar value for the atom `[op, field, *args]`."""
+    if op == "str" and len(args) == 3:
+        # Cased or not, the comparison itself is exact: the rule's side is lowered once, here.
+        compare, cased = _text_test(args[0], True), args[2] is True
+        wanted = _string(args[1]) if cased else fold_case(_string(args[1]))
+        if cased:
+            return lambda value: (text := json_text(value)) is not None and compare(text, wanted)
+        return lambda value: (
+            (text := json_text(value)) is not None and compare(fold_case(text), wanted)
+        )
+    if op == "glob" and len(args) == 2:
+        pattern = _glob_regex(args[0], cased=args[1] is True)
+        if args[1] is True:
+            return lambda value: (text := json_text(value)) is not None and bool(pattern(text))
+        return lambda value: (
+            (text := json_text(value)) is not None and bool(pattern(fold_case(text)))
+        )
+    if op == "cidr" and len(args) == 1:
+        network = _network(args[0])
+        return lambda value: _in_network(value, network)
+    if op == "cmp" and len(args) == 2 and args[0] in ("gt", "gte", "lt", "lte"):
+        operator, bound = args[0], args[1]
+        if not _is_number(bound):
+            raise RulePackError(f"comparison with {bound!r}, which is not a number")
+        return lambda value: (
+            (number := _number(value)) is not None and _compare(operator, number, bound)
+        )
+    raise RulePackError(f"unknown condition {[op, *args]!r}")
+
+
+def _text_test(kind: object, cased: object) -> Callable[[str, str], bool]:
+    """`test(text, wanted)` for one string match; case-insensitive unless `cased`."""
+    if kind not in _STRING_KINDS:
+        raise RulePackError(f"string match {kind!r} is not one of {_STRING_KINDS}")
+    compare: Callable[[str, str], bool] = _STRING_TESTS[str(kind)]
+    if cased is True:
+        return compare
+    return lambda text, wanted: compare(fold_case(text), fold_case(wanted))
+
+
+def _field_matcher(path: Path, test: Callable[[Any], bool]) -> Matcher:
+    def matches(event: Mapping[str, Any]) -> bool:
+        value = _resolve(event, path)
+        if type(value) is _Multi:
+            return any(test(item) for item in value)
+        return value is not _MISSING and test(value)
+
+    return matches
+
+
+def _regex_within_budget(regex: Callable[[str], object], values: Iterable[Any]) -> bool:
+    """Whether `regex` finds a match in the values' texts, of which it sees MAX_REGEX_INPUT
+    characters in all (a list of long values must not multiply the cost)."""
+    budget = MAX_REGEX_INPUT
+    for value in values:
+        text = json_text(value)
+        if text is None:
+            continue
+        if regex(text[:budget]) is not None:
+            return True
+        budget -= len(text)
+        if budget <= 0:
+            return False
+    return False
+
+
+def _keyword_matcher(test: Callable[[Any], bool]) -> Matcher:
+    """A value without a field (Sigma keywords): some scalar anywhere in the event matches."""
+    return lambda event: any(test(value) for value in _leaves(event))
+
+
+def _null_matcher(path: Path) -> Matcher:
+    def matches(event: Mapping[str, Any]) -> bool:
+        value = _resolve(event, path)
+        if type(value) is _Multi:
+            return not value or any(_no_value(item) for item in value)
+        return value is _MISSING or _no_value(value)
+
+    return matches
+
+
+def _ref_matcher(path: Path, other: Path, test: Callable[[str, str], bool]) -> Matcher:
+    def matches(event: Mapping[str, Any]) -> bool:
+        theirs = [t for t in map(json_text, _values(_resolve(event, other))) if t is not None]
+        return any(
+            test(mine, their)
+            for mine in map(json_text, _values(_resolve(event, path)))
+            if mine is not None
+            for their in theirs
+        )
+
+    return matches
+
+
+def _glob_regex(parts: object, *, cased: bool) -> Callable[[str], object]:
+    """Sigma's `*` and `?` over literal parts: [["lit", text] | ["any"] | ["one"], ...]."""
+    if not isinstance(parts, list):
+        raise RulePackError(f"wildcard pattern {parts!r} is not a list of parts")
+    source = []
+    for part in parts:
+        if part == ["any"]:
+            source.append(".*")
+        elif part == ["one"]:
+            source.append(".")
+        elif isinstance(part, list) and len(part) == 2 and part[0] == "lit":
+            text = _string(part[1])
+            source.append(re.escape(text if cased else fold_case(text)))
+        else:
+            raise RulePackError(f"wildcard part {part!r} is not lit/any/one")
+    return re.compile("".join(source), re.DOTALL).fullmatch
+
+
+def _regex(pattern: str, flags: str) -> Callable[[str], object]:
+    bits = 0
+    for flag in flags:
+        bits |= {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL}.get(flag, -1)
+        if flag not in "ims":
+            raise RulePackError(f"regex flag {flag!r} is not one of i, m, s")
+    try:
+        return re.compile(pattern, bits).search
+    except re.error as error:
+        raise RulePackError(f"regex {pattern!r} does not compile: {error}") from None
+
+
+def _network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(_string(value), strict=False)
+    except ValueError:
+        raise RulePackError(f"cidr {value!r} is not a network") from None
+
+
+def _in_network(value: object, network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return ipaddress.ip_address(value.strip()) in network
+    except ValueError:
+        return False
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def _resolve(node: Any, path: Path) -> Any:
+    """The value at `path`, `_MISSING`, or a `_Multi` when a list was met on the way."""
+    for i, key in enumerate(path):
+        if type(node) is dict or isinstance(node, Mapping):  # the first test is the fast one
+            node = node.get(key, _MISSING)
+            if node is _MISSING:
+                return _MISSING
+        elif isinstance(node, list):
+            found = _Multi()
+            for item in _flat(node):
+                value = _resolve(item, path[i:])
+                if type(value) is _Multi:
+                    found.extend(value)
+                elif value is not _MISSING:
+                    found.append(value)
+            return found if found or _reaches(node, path[i:]) else _MISSING
+        else:
+            return _MISSING
+    if isinstance(node, list):
+        return _Multi(_flat(node))
+    return node
+
+
+def fold_case(text: str) -> str:
+    """Case folded one character at a time: `str.lower` but for its one rule that looks at the
+    neighbours (a final Σ becomes ς), so that "ΣΣ" and "Σσ" are the same text."""
+    lowered = text.lower()
+    return lowered if text.isascii() else lowered.replace("ς", "σ")
+
+
+def _no_value(value: object) -> bool:
+    """Null, or an object: a flattened event gives an object's keys columns, not the field."""
+    return value is None or isinstance(value, Mapping)
+
+
+def _reaches(items: list[Any], rest: Path) -> bool:
+    """Whether some element of `items` has `rest` (an empty list there is present, not missing)."""
+    return any(_resolve(item, rest) is not _MISSING for item in _flat(items))
+
+
+def _flat(items: list[Any]) -> Iterator[Any]:
+    for item in items:
+        if isinstance(item, list):
+            yield from _flat(item)
+        else:
+            yield item
+
+
+def values_at(event: Mapping[str, Any], path: Path) -> Sequence[Any]:
+    """Every value at `path` (several when lists were met on the way; none when absent)."""
+    return _values(_resolve(event, path))
+
+
+def _values(value: Any) -> Sequence[Any]:
+    if value is _MISSING:
+        return ()
+    return value if type(value) is _Multi else (value,)
+
+
+def _leaves(node: Any) -> Iterator[Any]:
+    if isinstance(node, Mapping):
+        for value in node.values():
+            yield from _leaves(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _leaves(value)
+    else:
+        yield node
+
+
+def json_text(value: object) -> str | None:
+    """A scalar as JSON spells it (strings as they are); None for null, objects and lists."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[return-value]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if kind is float:
+        return repr(value)
+    return None
+
+
+def _number(value: object) -> float | None:
+    """A JSON number, or a string holding one (SQLite's backend reads both); never a bool."""
+    if type(value) in (int, float):
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return None
+
+
+def _compare(op: str, value: float, bound: float) -> bool:
+    if op == "gt":
+        return value > bound
+    if op == "gte":
+        return value >= bound
+    if op == "lt":
+        return value < bound
+    if op == "lte":
+        return value <= bound
+    return value == bound
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float) and value == value  # NaN is not a bound
+
+
+def _field(fields: list[Path], index: object) -> Path:
+    path = _field_of(fields, index)
+    if path is None:
+        raise RulePackError(f"field index {index!r} is not in the plan's field table")
+    return path
+
+
+def _field_of(fields: list[Path], index: object) -> Path | None:
+    if type(index) is int and 0 <= index < len(fields):  # bool is no index
+        return fields[index]
+    return None
+
+
+def _list(value: object, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise RulePackError(f"Sigma plan: {what} must be a list")
+    return value
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise RulePackError(f"{value!r} is not a string")
+    return value
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(item for item in value if isinstance(item, str))
+
+
+def _level(value: object, owner: str) -> str | None:
+    if value is None:
+        return None
+    if value not in LEVELS:
+        raise RulePackError(f"Sigma plan, {owner}: level {value!r} is not one of {LEVELS}")
+    return str(value)

@@ -1,0 +1,406 @@
+"""The pure step of the Sigma engine: (state, events) -> (state', findings). No clock, no I/O.
+
+A detection rule gives one finding per matching event. A correlation (`event_count`,
+`value_count`, `temporal`, `temporal_ordered`) keeps, per group-by key, the recent events of the
+rules it names, and gives one finding per correlation window (docs/sigma.md, "Correlations"):
+
+- **Sliding windows, as the Sigma correlation spec asks** ("the time frame should not be
+  restricted to boundaries"; static boundaries "could cause false negatives"): at each event the
+  condition is judged over the window that ends at that event, `[date - timespan, date]` (both
+  ends included), the frame pySigma's SQLite backend uses (`RANGE BETWEEN timespan PRECEDING AND
+  CURRENT ROW`).
+- **One finding per window.** That backend reports every qualifying event; a burst of 10,000
+  failures would be 10,000 alerts. Here the first qualifying event *triggers* a finding and opens
+  its window `[trigger, trigger + timespan]`: qualifying events inside it are that finding's, and
+  the first one after it triggers the next. A credential-stuffing burst gives one finding per
+  timespan it lasts. Every event the backend would report lies in some finding's window, and every
+  trigger is an event the backend reports (tests/property/test_sigma_correlation_properties.py).
+- **Stable ids.** A finding's id is a digest of the correlation, the group key and the trigger's
+  (date, log_id): the same events from the same state give the same ids, so replaying a batch after
+  a crash repeats ids instead of inventing findings.
+- **Bounded, expiring state.** An event older than the newest seen (the watermark) by more than
+  the timespan is not counted (`too_late`); events leave the state 2 x timespan behind the
+  watermark; a group keeps at most `max_group_events` events, a correlation `max_groups` groups,
+  and the whole state `max_entries` events (the groups seen longest ago go first).
+
+Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
+judged once every event of their last millisecond is in; events of one millisecond that arrive in
+two calls are judged as they come (the second call judges that millisecond again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .events import LogEvent
+from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, values_at
+
+STATE_VERSION: Final = 1
+MAX_FINDING_LOG_IDS: Final = 50
+MAX_GROUP_EVENTS: Final = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Caps on the correlation state (see docs/sigma.md for the bytes they cost)."""
+
+    max_group_events: int = MAX_GROUP_EVENTS  # an event_count bound must stay below it
+    max_groups: int = 64  # per correlation
+    max_entries: int = 1_000  # over all correlations: about 80 KB of JSON at most
+
+
+@dataclass(frozen=True, slots=True)
+class SigmaFinding:
+    """A rule or a correlation fired: what, on which events, with a deterministic id."""
+
+    finding_id: str
+    rule_id: str
+    kind: str  # "rule", or the correlation's type
+    title: str
+    level: str | None
+    tags: tuple[str, ...]
+    log_ids: tuple[str, ...]
+    first_ms: int
+    last_ms: int
+    group: Mapping[str, str] = field(default_factory=dict, hash=False)
+    metric: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    date_ms: int
+    log_id: str
+    slot: int  # which of the correlation's rules the event matched
+    value: str | None  # value_count: the counted field's value, lowercased
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    entries: tuple[_Entry, ...]
+    fired_ms: int | None  # the latest finding's trigger: its window is [fired, fired + span]
+
+
+@dataclass(frozen=True, slots=True)
+class CorrelationState:
+    """What correlations remember between calls: the watermark and each group's recent events."""
+
+    watermark_ms: int | None = None
+    groups: Mapping[str, Mapping[str, _Group]] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": STATE_VERSION,
+            "wm": self.watermark_ms,
+            "c": {
+                cid: {
+                    key: {
+                        "e": [[e.date_ms, e.log_id, e.slot, e.value] for e in g.entries],
+                        "f": g.fired_ms,
+                    }
+                    for key, g in groups.items()
+                }
+                for cid, groups in self.groups.items()
+            },
+        }
+
+    @classmethod
+    def from_state(cls, state: object) -> CorrelationState:
+        """Read a stored state; what is missing or unreadable starts empty."""
+        if not isinstance(state, Mapping) or state.get("v") != STATE_VERSION:
+            return cls()
+        groups: dict[str, dict[str, _Group]] = {}
+        for cid, stored in _mapping(state.get("c")).items():
+            for key, group in _mapping(stored).items():
+                entries = tuple(_read_entries(_mapping(group).get("e")))
+                fired = _int(_mapping(group).get("f"))
+                groups.setdefault(str(cid), {})[str(key)] = _Group(entries, fired)
+        return cls(_int(state.get("wm")), groups)
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    findings: list[SigmaFinding]
+    state: CorrelationState
+    too_late: int = 0  # correlation events older than watermark - timespan, not counted
+    no_group_key: int = 0  # correlation events without every group-by field, not counted
+
+
+def step(
+    plan: Plan,
+    state: CorrelationState,
+    events: Sequence[LogEvent],
+    limits: Limits = Limits(),
+) -> StepResult:
+    """The findings among `events` and the correlation state after them. Pure."""
+    work = {cid: dict(groups) for cid, groups in state.groups.items()}
+    watermark = state.watermark_ms
+    findings: list[SigmaFinding] = []
+    seen: set[str] = set()
+    too_late = no_key = 0
+    ordered = sorted(events, key=lambda e: e.key)
+    # Events of one millisecond are all in a window that ends then (SQL's RANGE frame includes
+    # its peers), so windows are judged once the whole millisecond is in.
+    for date_ms, same_ms in itertools.groupby(ordered, key=lambda e: e.date_ms):
+        touched: dict[tuple[str, str], tuple[PlanCorrelation, list[str], str]] = {}
+        for event in same_ms:
+            if event.log_id in seen:
+                continue
+            seen.add(event.log_id)
+            matched = plan.matching(event.raw)
+            findings.extend(_rule_finding(rule, event) for rule in matched if rule.standalone)
+            ids = {rule.id for rule in matched}
+            for correlation in plan.correlations if matched else ():
+                slots = [i for i, rid in enumerate(correlation.rule_ids) if rid in ids]
+                if not slots:
+                    continue
+                if watermark is not None and date_ms < watermark - correlation.timespan_ms:
+                    too_late += 1
+                    continue
+                groups = work.setdefault(correlation.id, {})
+                added = _add(correlation, groups, event, slots, limits)
+                if added is None:
+                    no_key += 1
+                elif added[1]:
+                    touched[(correlation.id, added[0])] = (correlation, added[2], event.log_id)
+        for (cid, key), (correlation, key_values, log_id) in touched.items():
+            findings += _judge(correlation, work[cid], key, key_values, date_ms, log_id)
+        watermark = date_ms if watermark is None else max(watermark, date_ms)
+    if watermark is not None:
+        for correlation in plan.correlations:
+            if work.get(correlation.id):
+                _expire(correlation, work[correlation.id], watermark, limits)
+    _within_total(work, limits.max_entries)
+    kept = {cid: groups for cid, groups in work.items() if groups}
+    return StepResult(findings, CorrelationState(watermark, kept), too_late, no_key)
+
+
+# -- correlations ----------------------------------------------------------------------------
+
+
+def _add(
+    correlation: PlanCorrelation,
+    groups: dict[str, _Group],
+    event: LogEvent,
+    slots: Sequence[int],
+    limits: Limits,
+) -> tuple[str, bool, list[str]] | None:
+    """Put one event in its group: (group key, whether it was new, key values); None when the
+    event lacks a group-by field."""
+    rule_id = correlation.rule_ids[slots[0]]
+    key_values = _group_key(event.raw, correlation.group_paths[rule_id])
+    if key_values is None:
+        return None
+    key = json.dumps(key_values, ensure_ascii=False)
+    group = groups.get(key, _Group((), None))
+    entries = list(group.entries)
+    present = {(e.log_id, e.slot) for e in entries}
+    new = [slot for slot in slots if (event.log_id, slot) not in present]
+    if not new:
+        return key, False, key_values  # a redelivered event: judged when it first came
+    for slot in new:
+        value = None
+        if correlation.kind == "value_count":
+            value = _counted_value(event.raw, correlation, correlation.rule_ids[slot])
+        entries.append(_Entry(event.date_ms, event.log_id, slot, value))
+    entries.sort(key=lambda e: (e.date_ms, e.log_id, e.slot))
+    groups[key] = _Group(tuple(_bounded(entries, limits.max_group_events)), group.fired_ms)
+    return key, True, key_values
+
+
+def _judge(
+    correlation: PlanCorrelation,
+    groups: dict[str, _Group],
+    key: str,
+    key_values: Sequence[str],
+    date_ms: int,
+    log_id: str,
+) -> list[SigmaFinding]:
+    """Judge the window ending at `date_ms`, and, when that is late, the one ending at the
+    group's newest event: a finding for each that holds outside the latest finding's window."""
+    group = groups[key]
+    entries, fired = group.entries, group.fired_ms
+    found = []
+    for end in sorted({date_ms, entries[-1].date_ms} if entries else ()):
+        if fired is not None and abs(end - fired) <= correlation.timespan_ms:
+            continue  # inside the latest finding's window: that finding covers it
+        window = [e for e in entries if end - correlation.timespan_ms <= e.date_ms <= end]
+        metric = _metric(correlation, window)
+        if metric is not None and correlation.holds(metric):
+            # The event that closes the window: the one judged here, or the last at its end.
+            closing = [e for e in window if e.date_ms == end]
+            trigger = next((e for e in closing if e.log_id == log_id), closing[-1])
+            found.append(
+                _correlation_finding(correlation, key, key_values, window, trigger, metric)
+            )
+            fired = end
+    groups[key] = _Group(entries, fired)
+    return found
+
+
+def _metric(correlation: PlanCorrelation, window: Sequence[_Entry]) -> int | None:
+    kind = correlation.kind
+    if kind == "event_count":
+        return len({e.log_id for e in window})
+    if kind == "value_count":
+        return len({e.value for e in window if e.value is not None})
+    if kind == "temporal":
+        return len({e.slot for e in window})
+    # temporal_ordered: the rules' events in the order the rule lists them, strictly later each.
+    after = None
+    for slot in range(len(correlation.rule_ids)):
+        times = [
+            e.date_ms for e in window if e.slot == slot and (after is None or e.date_ms > after)
+        ]
+        if not times:
+            return None
+        after = min(times)
+    return len(correlation.rule_ids)
+
+
+def _bounded(entries: list[_Entry], cap: int) -> list[_Entry]:
+    """At most `cap` entries: the oldest whose (rule, value) a newer one repeats goes first, so
+    distinct values and rules outlive repeats; then simply the oldest."""
+    while len(entries) > cap:
+        newer: set[tuple[int, str | None]] = set()
+        repeated = None
+        for index in range(len(entries) - 1, -1, -1):
+            mark = (entries[index].slot, entries[index].value)
+            if mark in newer:
+                repeated = index
+            newer.add(mark)
+        del entries[repeated if repeated is not None else 0]
+    return entries
+
+
+def _expire(
+    correlation: PlanCorrelation, groups: dict[str, _Group], watermark: int, limits: Limits
+) -> None:
+    horizon = watermark - 2 * correlation.timespan_ms
+    for key, group in list(groups.items()):
+        entries = tuple(e for e in group.entries if e.date_ms >= horizon)
+        fired = group.fired_ms if group.fired_ms is not None and group.fired_ms >= horizon else None
+        if entries or fired is not None:
+            groups[key] = _Group(entries, fired)
+        else:
+            del groups[key]
+    if len(groups) > limits.max_groups:
+        newest = sorted(groups, key=lambda k: _newest(groups[k]))
+        for key in newest[: len(groups) - limits.max_groups]:
+            del groups[key]
+
+
+def _within_total(work: dict[str, dict[str, _Group]], cap: int) -> None:
+    """Drop whole groups, those whose newest event is oldest first, until `cap` events remain."""
+    total = sum(len(g.entries) for groups in work.values() for g in groups.values())
+    if total <= cap:
+        return
+    order = sorted(
+        ((_newest(g), cid, key) for cid, groups in work.items() for key, g in groups.items()),
+    )
+    for _, cid, key in order:
+        if total <= cap:
+            break
+        total -= len(work[cid].pop(key).entries)
+
+
+def _newest(group: _Group) -> tuple[int, int]:
+    return (group.entries[-1].date_ms if group.entries else -1, group.fired_ms or -1)
+
+
+def _group_key(raw: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> list[str] | None:
+    """The group-by values, lowercased as the SQLite backend groups; None if one is missing or
+    multi-valued (that backend leaves such events out too)."""
+    values = []
+    for path in paths:
+        found = values_at(raw, path)
+        text = json_text(found[0]) if len(found) == 1 else None
+        if text is None:
+            return None
+        values.append(fold_case(text))
+    return values
+
+
+def _counted_value(
+    raw: Mapping[str, Any], correlation: PlanCorrelation, rule_id: str
+) -> str | None:
+    found = values_at(raw, correlation.value_paths[rule_id])
+    text = json_text(found[0]) if len(found) == 1 else None
+    return None if text is None else fold_case(text)
+
+
+# -- findings --------------------------------------------------------------------------------
+
+
+def finding_id(*parts: str) -> str:
+    """Deterministic: the same rule, key and triggering event always give the same id."""
+    text = "\x1f".join(("sigma", *parts))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _rule_finding(rule: PlanRule, event: LogEvent) -> SigmaFinding:
+    return SigmaFinding(
+        finding_id=finding_id(rule.id, event.log_id),
+        rule_id=rule.id,
+        kind="rule",
+        title=rule.title,
+        level=rule.level,
+        tags=rule.tags,
+        log_ids=(event.log_id,),
+        first_ms=event.date_ms,
+        last_ms=event.date_ms,
+    )
+
+
+def _correlation_finding(
+    correlation: PlanCorrelation,
+    key: str,
+    key_values: Sequence[str],
+    window: Sequence[_Entry],
+    trigger: _Entry,
+    metric: int,
+) -> SigmaFinding:
+    log_ids = tuple(dict.fromkeys(e.log_id for e in window))[-MAX_FINDING_LOG_IDS:]
+    return SigmaFinding(
+        finding_id=finding_id(correlation.id, key, str(trigger.date_ms), trigger.log_id),
+        rule_id=correlation.id,
+        kind=correlation.kind,
+        title=correlation.title,
+        level=correlation.level,
+        tags=correlation.tags,
+        log_ids=log_ids,
+        first_ms=window[0].date_ms,
+        last_ms=trigger.date_ms,
+        group=dict(zip(correlation.group_by, key_values, strict=True)),
+        metric=metric,
+    )
+
+
+# -- reading stored state ------------------------------------------------------------------
+
+
+def _read_entries(value: object) -> Iterable[_Entry]:
+    if not isinstance(value, list):
+        return
+    for item in value:
+        if (
+            isinstance(item, list)
+            and len(item) == 4
+            and _int(item[0]) is not None
+            and isinstance(item[1], str)
+            and _int(item[2]) is not None
+            and (item[3] is None or isinstance(item[3], str))
+        ):
+            yield _Entry(int(item[0]), item[1], int(item[2]), item[3])
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None
