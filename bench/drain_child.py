@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -56,21 +55,10 @@ def count_batches() -> Counter[str]:
     return batches
 
 
-def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: on Linux that keeps the
-    high-water mark of the process before exec, i.e. of the parent that started this one (which
-    holds the simulator and moto's server), and read 468 MB here for a 100k backlog."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
-
-
 def main() -> int:
     os.environ.update(json.loads(sys.stdin.read()))
     calls = count_aws_calls()
-    from devtools.harness import SCHEDULED_EVENT, FakeLambdaContext
+    from devtools.harness import SCHEDULED_EVENT, FakeLambdaContext, peak_rss_mb
     from devtools.local_aws import handler_from_template
 
     handler = handler_from_template()

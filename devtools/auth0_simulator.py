@@ -3,7 +3,9 @@
 It behaves like the parts of Auth0 this project depends on, as Auth0 documents them, including the
 unpleasant parts: the 1,000-result search cap, a global token-bucket rate limit, tokens that expire
 or are revoked, scopes, events that become visible late, events that expire, gateway errors with
-HTML bodies, and log ids that follow ingestion rather than event date.
+HTML bodies, and log ids that follow ingestion rather than event date. Beyond what Auth0 does, it
+can answer megabytes where kilobytes are due (`oversize_next`, `inflate`), streamed without ever
+being held in memory, and says how much of each it sent before the client hung up.
 
 Only the standard library is used, and nothing outside this file is read at run time, so the demo
 runs from a bare clone. The clock is injectable: tests move time forward instead of sleeping.
@@ -42,6 +44,7 @@ __all__ = [
     "QueryError",
     "RateLimit",
     "SimulatorStats",
+    "StreamedAnswer",
     "parse_log_query",
 ]
 
@@ -458,6 +461,17 @@ def _user_ids_in(node: _Node | None) -> set[str]:
 # -- statistics -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class StreamedAnswer:
+    """An oversized answer as the simulator wrote it: its request target, its length, and the
+    bytes the socket took before the client hung up (all of them if it read to the end). What
+    the socket took includes what sat in its buffers, unread: an upper bound on what was read."""
+
+    target: str
+    size: int
+    sent: int
+
+
 class SimulatorStats:
     """Thread-safe counters of what the simulator answered."""
 
@@ -465,6 +479,7 @@ class SimulatorStats:
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, int]] = Counter()
         self._calls: Counter[tuple[str, str | None]] = Counter()
+        self._streamed: list[StreamedAnswer] = []
 
     @property
     def requests(self) -> Counter[tuple[str, int]]:
@@ -493,10 +508,21 @@ class SimulatorStats:
         with self._lock:
             return sum(n for (_, status), n in self._requests.items() if status == 429)
 
+    @property
+    def streamed(self) -> list[StreamedAnswer]:
+        """The oversized answers written so far (`oversize_next`, `inflate`), oldest first."""
+        with self._lock:
+            return list(self._streamed)
+
     def reset(self) -> None:
         with self._lock:
             self._requests.clear()
             self._calls.clear()
+            self._streamed.clear()
+
+    def _record_streamed(self, answer: StreamedAnswer) -> None:
+        with self._lock:
+            self._streamed.append(answer)
 
     def _record(self, endpoint: str, status: int, user_ids: Iterable[str]) -> None:
         with self._lock:
@@ -524,11 +550,61 @@ class _FaultRule:
 
 
 @dataclass(slots=True)
+class _OversizeRule:
+    remaining: int
+    size: int
+    path_contains: str | None
+
+
+@dataclass(slots=True)
 class _Response:
     status: int
     body: bytes
     content_type: str = "application/json; charset=utf-8"
     headers: dict[str, str] = field(default_factory=dict)
+    # A streamed body instead: bytes as they are, and runs of that many padding bytes, written
+    # a chunk at a time so that no answer of any size is ever held whole.
+    parts: tuple[bytes | int, ...] | None = None
+
+    @property
+    def length(self) -> int:
+        if self.parts is None:
+            return len(self.body)
+        return sum(part if isinstance(part, int) else len(part) for part in self.parts)
+
+
+# Inside a streamed answer, the value that marks where an inflated event's padding goes.
+_PADDING_MARK: Final = "\u0000padding\u0000"
+_PAD_CHUNK: Final = b"x" * 65536
+
+
+def _streamed_json(
+    status: int, payload: Any, padding: Mapping[str, int], headers: Mapping[str, str]
+) -> _Response:
+    """`payload` as JSON, each event whose log_id `padding` names carrying that many bytes more
+    (a top-level `padding` string: an unknown field, as Auth0 allows), streamed. A string that
+    is _PADDING_MARK + a key of `padding` is replaced the same way wherever it is."""
+
+    def padded(entry: Any) -> Any:
+        if isinstance(entry, dict) and entry.get("log_id") in padding:
+            return {**entry, "padding": _PADDING_MARK + str(entry["log_id"])}
+        return entry
+
+    if isinstance(payload, list):
+        payload = [padded(entry) for entry in payload]
+    elif isinstance(payload, dict) and isinstance(payload.get("logs"), list):
+        payload = {**payload, "logs": [padded(entry) for entry in payload["logs"]]}
+    else:
+        payload = padded(payload)
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    parts: list[bytes | int] = []
+    pattern = re.compile(re.escape(json.dumps(_PADDING_MARK)[1:-1]) + r"([^\"]*)")
+    at = 0
+    for match in pattern.finditer(text):
+        parts += [text[at : match.start()].encode(), padding[match.group(1)]]
+        at = match.end()
+    parts.append(text[at:].encode())
+    return _Response(status, b"", headers=dict(headers), parts=tuple(parts))
 
 
 def _json_response(
@@ -593,6 +669,8 @@ class Auth0Simulator:
         self._id_rng = random.Random(seed)
         self._fault_rng = random.Random(f"{seed}:faults")
         self._fault_rules: list[_FaultRule] = []
+        self._oversize_rules: list[_OversizeRule] = []
+        self._inflated: dict[str, int] = {}
         self._random_fault_p = 0.0
         self._random_fault_statuses: tuple[int, ...] = (500, 502, 503)
         self._rate_limit = rate_limit
@@ -759,6 +837,25 @@ class Auth0Simulator:
             self._random_fault_p = probability
             self._random_fault_statuses = tuple(statuses)
 
+    def oversize_next(
+        self, count: int, *, megabytes: float, path_contains: str | None = None
+    ) -> None:
+        """The next `count` log API requests (those whose raw target contains `path_contains`)
+        answer 200 with a JSON array of one event `megabytes` MB long (10**6 bytes each),
+        streamed. Not something Auth0 does: what a host answering in its place might. Only a
+        `path_contains` that names it (`/oauth/token`) reaches the token endpoint, whose answer
+        is then a token that long."""
+        with self._lock:
+            self._oversize_rules.append(
+                _OversizeRule(count, round(megabytes * 1_000_000), path_contains)
+            )
+
+    def inflate(self, log_id: str, *, megabytes: float) -> None:
+        """Every answer that holds this event holds it `megabytes` MB longer (a `padding`
+        field), streamed: an event logged far larger than any Auth0 documents."""
+        with self._lock:
+            self._inflated[log_id] = round(megabytes * 1_000_000)
+
     def visible_events(self, user_id: str | None = None) -> list[dict[str, Any]]:
         """Copies of what the API can return now (visible, not expired), oldest first."""
         with self._lock:
@@ -812,6 +909,15 @@ class Auth0Simulator:
         status = self._fault_rng.choice(self._random_fault_statuses)
         return status, status != 500, None
 
+    def _take_oversize(self, target: str, *, token_endpoint: bool) -> int | None:
+        for rule in self._oversize_rules:
+            if rule.path_contains is None and token_endpoint:
+                continue
+            if rule.remaining > 0 and (rule.path_contains is None or rule.path_contains in target):
+                rule.remaining -= 1
+                return rule.size
+        return None
+
     def _take_rate_token(self, now: float) -> tuple[dict[str, str], bool]:
         """Refill, then take one token. Returns the x-ratelimit-* headers and whether limited."""
         limit = self._rate_limit
@@ -843,8 +949,12 @@ class Auth0Simulator:
                 return _method_not_allowed("POST")
             with self._lock:
                 fault = self._take_fault(target, token_endpoint=True)
+                oversize = self._take_oversize(target, token_endpoint=True)
             if fault is not None:
                 response = _fault_response(*fault, {})
+            elif oversize is not None:
+                token = {"access_token": _PADDING_MARK + "token", "token_type": "Bearer"}
+                response = _streamed_json(200, token, {"token": oversize}, {})
             else:
                 response = self._token(headers, body)
             self.stats._record("token", response.status, ())
@@ -904,6 +1014,10 @@ class Auth0Simulator:
             fault = self._take_fault(target, token_endpoint=False)
             if fault is not None:
                 return _fault_response(*fault, limit_headers)
+            oversize = self._take_oversize(target, token_endpoint=False)
+            if oversize is not None:
+                filler = {"date": _iso(now), "type": "sapi", "log_id": "9" * 56}
+                return _streamed_json(200, [filler], {filler["log_id"]: oversize}, limit_headers)
             link: dict[str, str] = {}
             try:
                 scopes = self._authorize(headers, now)
@@ -916,6 +1030,8 @@ class Auth0Simulator:
                     payload = self._logs(query, scopes, now, link)
             except _ApiError as exc:
                 return _json_response(exc.status, exc.body, limit_headers)
+            if self._inflated and _holds_any(payload, self._inflated):
+                return _streamed_json(200, payload, self._inflated, {**limit_headers, **link})
             return _json_response(200, payload, {**limit_headers, **link})
 
     def _token(self, headers: Mapping[str, str], body: bytes) -> _Response:
@@ -1188,6 +1304,16 @@ def _fault_response(
     return _json_response(status, _ApiError(status, message or phrase, code).body, limit_headers)
 
 
+def _holds_any(payload: Any, log_ids: Mapping[str, int]) -> bool:
+    entries = payload.get("logs", [payload]) if isinstance(payload, dict) else payload
+    return any(isinstance(e, dict) and e.get("log_id") in log_ids for e in entries or ())
+
+
+def _iso(epoch_s: float) -> str:
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _method_not_allowed(allowed: str) -> _Response:
     body = _ApiError(405, "Method Not Allowed", "method_not_allowed").body
     return _json_response(405, body, {"allow": allowed})
@@ -1276,8 +1402,36 @@ class _Handler(BaseHTTPRequestHandler):
             response = _json_response(500, error.body)
         self.send_response(response.status)
         self.send_header("content-type", response.content_type)
-        self.send_header("content-length", str(len(response.body)))
+        self.send_header("content-length", str(response.length))
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.parts is None:
+            self.wfile.write(response.body)
+        else:
+            self._stream(response)
+
+    def _stream(self, response: _Response) -> None:
+        """Write a streamed answer until its end or until the client hangs up, and record how
+        much the socket took. A small send buffer keeps what sits unread in it small."""
+        assert response.parts is not None
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        sent = 0
+        try:
+            for part in response.parts:
+                if isinstance(part, bytes):
+                    self.wfile.write(part)
+                    sent += len(part)
+                    continue
+                left = part
+                while left > 0:
+                    chunk = _PAD_CHUNK[: min(left, len(_PAD_CHUNK))]
+                    self.wfile.write(chunk)
+                    sent += len(chunk)
+                    left -= len(chunk)
+        except OSError:  # the client hung up: what it did not read is never sent
+            self.close_connection = True
+        finally:
+            answer = StreamedAnswer(self.path, response.length, sent)
+            self.server.simulator.stats._record_streamed(answer)

@@ -3,8 +3,9 @@
     python -m devtools.invoke_once REMAINING_MS
 
 The function's environment comes from this process's own (the caller sets it). Prints one line,
-`RESULT {json}` or `ERROR {type}: {message}`, after the function's own log lines. Tests use it to
-run two invocations at once, each in its own process, like two overlapping Lambda invocations.
+`RESULT {json}` or `ERROR {type}: {message}`, after the function's own log lines, then
+`PEAK_RSS_MB {n}` (the process's high-water mark). Tests use it to run two invocations at once,
+each in its own process, like two overlapping Lambda invocations, and to measure one's memory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 import uuid
 
-from devtools.harness import SCHEDULED_EVENT, FakeLambdaContext
+from devtools.harness import SCHEDULED_EVENT, FakeLambdaContext, peak_rss_mb
 from devtools.local_aws import handler_from_template
 
 
@@ -29,8 +30,11 @@ def main() -> int:
     except Exception as error:  # reported to the caller, who decides what was expected
         print(f"ERROR {type(error).__name__}: {error}", flush=True)
         return 1
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
+    else:
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+    finally:
+        print(f"PEAK_RSS_MB {peak_rss_mb():.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,19 @@
 """The Auth0 Management API client: token, retries, pacing, and the log endpoints.
 
 Failures are classified once, here, into the exception tree of `exceptions.py`; callers never see
-an httpx error. No message built here contains a token or a client secret.
+an httpx error. No message built here contains a token or a client secret, nor a user id: a
+request is named by its path's template (`GET /api/v2/users/{id}/logs`).
+
+Every answer is read as a stream, with a limit (MAX_ANSWER_BYTES): whatever answers in Auth0's
+place cannot take the function's 256 MB with one answer. A page of a user's log that is over it is
+asked for again in pieces (PIECE entries, then one): a page with one huge entry still delivers the
+other 99, and that entry becomes a placeholder the forwarder quarantines (a record in the
+destinations). What cannot be cut smaller is an error that names the request and the bytes read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -21,7 +29,9 @@ from urllib.parse import quote
 import httpx
 
 from .exceptions import (
+    Auth0AnswerTooLarge,
     Auth0AuthError,
+    Auth0Error,
     Auth0MalformedResponse,
     Auth0NotFoundError,
     Auth0RequestError,
@@ -46,6 +56,26 @@ TOKEN_RENEW_MARGIN_S = 300
 TOKEN_RENEW_FRACTION = 0.1
 MAX_429_WAIT_S = 60.0
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+# The most an answer of the log endpoints may hold, decoded. A page is at most 100 entries; the
+# 150 real sample events (../shared/reference) are 0.4 to 6.9 KB, median 1.2 KB (a page of the
+# largest: 0.7 MB), and Auth0's log schemas bound no field of `details`. The largest a single
+# event can plausibly be is a Management API write (`sapi`) logging its request, and Auth0's API
+# accepts payloads of at most 1 MB ("All endpoints accept a maximum payload size of 1 megabyte",
+# Management API reference). 8 MiB holds such an event with its page around it, over ten times
+# the largest sample page, and read whole and parsed (about 3.2 bytes of Python objects per byte
+# of JSON, measured on the samples) it stays near 35 MB of the function's 256 MB. A page over it is
+# read again in pieces; only one entry that is itself over it cannot be read.
+MAX_ANSWER_BYTES = 8 * 2**20
+# A token answer is a JWT and three short fields: a few KB.
+MAX_TOKEN_ANSWER_BYTES = 64 * 2**10
+# An error answer (4xx, 5xx) is read only for its message: the rest of it is left unread.
+MAX_ERROR_BODY_BYTES = 64 * 2**10
+# A page over the limit is asked for again as pages of this many entries, then of one.
+PIECE = 10
+# What identifies an entry too large to read: a digest of the first bytes of its answer (and
+# those bytes, shortened, for the operator), the same on every read of it.
+OVERSIZED_DIGEST_BYTES = 64 * 2**10
+OVERSIZED_SHOWN_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +131,18 @@ class Auth0Client:
         sort: str = "date:-1",
         scope: CallScope | None = None,
     ) -> list[Any]:
-        """One page of GET /api/v2/users/{id}/logs."""
+        """One page of GET /api/v2/users/{id}/logs. A page over MAX_ANSWER_BYTES, read newest
+        first, is read again in pieces (`_in_pieces`); an entry over it alone comes back as a
+        placeholder (an entry with no log_id or date: the forwarder quarantines it)."""
         # The id is one path segment: '|', '/', '@', '=' and spaces are all encoded.
         path = f"/api/v2/users/{quote(user_id, safe='')}/logs"
-        params = {"page": page, "per_page": per_page, "sort": sort, "include_totals": "false"}
-        return _log_list(self._get(path, params, scope or CallScope(self.stats)))
+        scope = scope or CallScope(self.stats)
+
+        def one(page: int, per_page: int) -> list[Any]:
+            params = {"page": page, "per_page": per_page, "sort": sort, "include_totals": "false"}
+            return _log_list(self._get((path, USER_LOGS), params, scope))
+
+        return _paged(one, page, per_page, sort, USER_LOGS)
 
     def search_logs(
         self,
@@ -116,15 +153,21 @@ class Auth0Client:
         sort: str = "date:1",
         scope: CallScope | None = None,
     ) -> list[Any]:
-        """One page of tenant-wide search, GET /api/v2/logs?q=… (needs the read:logs scope)."""
-        params = {
-            "q": query,
-            "page": page,
-            "per_page": per_page,
-            "sort": sort,
-            "include_totals": "false",
-        }
-        return _log_list(self._get("/api/v2/logs", params, scope or CallScope(self.stats)))
+        """One page of tenant-wide search, GET /api/v2/logs?q=… (needs the read:logs scope);
+        over MAX_ANSWER_BYTES, read in pieces as `user_logs` is."""
+        scope = scope or CallScope(self.stats)
+
+        def one(page: int, per_page: int) -> list[Any]:
+            params = {
+                "q": query,
+                "page": page,
+                "per_page": per_page,
+                "sort": sort,
+                "include_totals": "false",
+            }
+            return _log_list(self._get(("/api/v2/logs", SEARCH), params, scope))
+
+        return _paged(one, page, per_page, sort, SEARCH)
 
     def authenticate(self, scope: CallScope | None = None) -> None:
         """Get a token now, as the first call of a run would (the CLI's `check`)."""
@@ -135,20 +178,46 @@ class Auth0Client:
     ) -> list[Any]:
         """One page of the tenant's log by checkpoint, GET /api/v2/logs?from=…&take=… (needs
         read:logs): events with a log_id after `after`, in log_id order. Auth0 ignores every
-        other parameter here, `q` included, so nothing else is sent."""
-        params = {"from": after, "take": take}
-        return _log_list(self._get("/api/v2/logs", params, scope or CallScope(self.stats)))
+        other parameter here, `q` included, so nothing else is sent. A page over
+        MAX_ANSWER_BYTES is read again in pieces, each from the last log_id of the one before;
+        an entry over it alone cannot be passed (the next `from` is its log_id): the error."""
+        scope = scope or CallScope(self.stats)
+
+        def one(after: str, take: int) -> list[Any]:
+            params = {"from": after, "take": take}
+            return _log_list(self._get(("/api/v2/logs", TENANT_LOG), params, scope))
+
+        try:
+            return one(after, take)
+        except Auth0AnswerTooLarge as too_large:
+            # One entry over the limit: no `from` passes it but its own log_id. (The token's
+            # answer is no page to cut.)
+            if take <= 1 or too_large.tenant_wide:
+                raise
+        entries: list[Any] = []
+        while len(entries) < take:
+            want = min(PIECE if take > PIECE else 1, take - len(entries))
+            piece = self.tenant_logs(after, take=want, scope=scope)  # cut smaller if need be
+            entries.extend(piece)
+            if len(piece) < want:
+                break  # the end of the log
+            after = _last_log_id(piece)
+        return entries
 
     def log_event(self, log_id: str, *, scope: CallScope | None = None) -> Any:
         """One entry by its id, GET /api/v2/logs/{id} (read:logs or read:logs_users);
         Auth0NotFoundError when Auth0 no longer has it ("Log not found.")."""
         return self._get(
-            f"/api/v2/logs/{quote(log_id, safe='')}", {}, scope or CallScope(self.stats)
+            (f"/api/v2/logs/{quote(log_id, safe='')}", LOG_BY_ID),
+            {},
+            scope or CallScope(self.stats),
         )
 
     # -- transport -----------------------------------------------------------------------------
 
-    def _get(self, path: str, params: Mapping[str, Any], scope: CallScope) -> Any:
+    def _get(self, target: tuple[str, str], params: Mapping[str, Any], scope: CallScope) -> Any:
+        """GET `target` (the path, and its template: what messages name) within `scope`."""
+        path, name = target
         refreshed_after_401 = False
 
         def attempt() -> Any:
@@ -159,7 +228,8 @@ class Auth0Client:
             scope.stats.count("api_calls")
             response = self._send(
                 scope,
-                ("GET", path),
+                ("GET", path, name),
+                MAX_ANSWER_BYTES,
                 params=dict(params),
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             )
@@ -170,19 +240,19 @@ class Auth0Client:
             )
             action = _classify(status, token_request=False)
             if action is _Action.OK:
-                return _json(response, path)
+                return _json(response, name)
             if action is _Action.REAUTHENTICATE and not refreshed_after_401:
                 # Expired or revoked: one new token, one retry. A second 401 is a real refusal.
                 refreshed_after_401 = True
                 self._invalidate_token(token)
-                raise _Again(f"401 from {path}", wait_s=0.0, counted=False)
+                raise _Again(f"401 from {name}", wait_s=0.0, counted=False)
             if action is _Action.RATE_LIMITED:
                 scope.stats.count("rate_limited")
                 self._pacer.back_off_until(self._clock() + self._wait_after_429(response))
-                raise _Again(f"429 from {path}", wait_s=0.0)  # the pacer holds the next call
+                raise _Again(f"429 from {name}", wait_s=0.0)  # the pacer holds the next call
             if action is _Action.TRANSIENT:
-                raise _Again(f"HTTP {status} from {path}")
-            raise _client_error(status, path, response)
+                raise _Again(f"HTTP {status} from {name}")
+            raise _client_error(status, name, response)
 
         return self._retried(attempt, scope)
 
@@ -215,23 +285,42 @@ class Auth0Client:
             spared=lambda error: isinstance(error, _Again) and not error.counted,
         )
 
-    def _send(self, scope: CallScope, target: tuple[str, str], **request: Any) -> httpx.Response:
-        """One HTTP exchange (`target` is method and path) within the time left. A failure below
-        HTTP is `_Again` (retried): callers never see an httpx exception."""
-        method, path = target
+    def _send(
+        self, scope: CallScope, target: tuple[str, str, str], limit: int, **request: Any
+    ) -> httpx.Response:
+        """One HTTP exchange (`target`: method, path and the path's template) within the time
+        left, its answer read up to `limit` bytes. A failure below HTTP is `_Again` (retried):
+        callers never see an httpx exception. A 200 over the limit is Auth0AnswerTooLarge, not
+        retried: the same request gets the same answer."""
+        method, path, name = target
         left = scope.deadline.left_s()
-        scope.deadline.ensure(MIN_ATTEMPT_S, f"a call to {self._host}{path}")
+        scope.deadline.ensure(MIN_ATTEMPT_S, f"a call to {self._host}{name}")
         # Never wait for an answer past the deadline: the run must end in time to report.
         timeout = httpx.Timeout(
             min(DEFAULT_TIMEOUT.read or left, left),
             connect=min(DEFAULT_TIMEOUT.connect or left, left),
         )
         try:
-            return self._exchange(scope, (method, self._base_url + path), timeout, request)
+            return self._exchange(scope, (method, self._base_url + path), timeout, request, limit)
         except httpx.RequestError as exc:
             # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
             # is not a TransportError).
-            raise _Again(f"{type(exc).__name__} calling {self._host}{path}") from exc
+            raise _Again(f"{type(exc).__name__} calling {self._host}{name}") from exc
+        except _TooLarge as cut:
+            scope.stats.count("oversized_answers")
+            shown = _request_shown(method, name, request.get("params") or {})
+            logger.warning(
+                "Auth0 answer over the limit: the rest was not read",
+                extra={"request": shown, "bytes_read": cut.bytes_read, "limit": limit},
+            )
+            raise Auth0AnswerTooLarge(
+                f"{shown} answered more than {_mib(limit)} ({cut.bytes_read:,} bytes read before "
+                f"the client stopped): an answer may hold at most {_mib(limit)}",
+                request=shown,
+                bytes_read=cut.bytes_read,
+                limit=limit,
+                head=cut.head,
+            ) from None
 
     def _exchange(
         self,
@@ -239,20 +328,37 @@ class Auth0Client:
         target: tuple[str, str],
         timeout: httpx.Timeout,
         request: dict[str, Any],
+        limit: int,
     ) -> httpx.Response:
         """The response, read within the deadline: httpx's timeouts bound each wait between two
-        bytes, not the whole answer, so one sent a byte at a time is cut off here."""
+        bytes, not the whole answer, so one sent a byte at a time is cut off here. It is read
+        decoded (a compressed answer counts at its real size) and no further than `limit`:
+        leaving the stream unread closes the connection, so the rest is never received. An error
+        answer is kept only up to MAX_ERROR_BODY_BYTES, for its message."""
         method, url = target
         with self._http.stream(method, url, timeout=timeout, **request) as response:
+            keep = limit if response.status_code == 200 else min(limit, MAX_ERROR_BODY_BYTES)
             if response.is_stream_consumed:  # an event hook read it already
+                if response.status_code == 200 and len(response.content) > keep:
+                    raise _TooLarge(
+                        len(response.content), response.content[:OVERSIZED_DIGEST_BYTES]
+                    )
                 return response
             body = bytearray()
-            for chunk in response.iter_raw():
+            for chunk in response.iter_bytes():
                 body += chunk
+                if len(body) > keep:
+                    if response.status_code == 200:
+                        raise _TooLarge(len(body), bytes(body[:OVERSIZED_DIGEST_BYTES]))
+                    del body[keep:]
+                    break
                 scope.deadline.ensure(0, f"reading the answer of {self._host}")
+            headers = response.headers.copy()
+            # The body is decoded already: the rebuilt answer must not be decoded again.
+            headers.pop("content-encoding", None)
             return httpx.Response(
                 response.status_code,
-                headers=response.headers,
+                headers=headers,
                 content=bytes(body),
                 request=response.request,
             )
@@ -287,7 +393,12 @@ class Auth0Client:
                 # The lifetime counts from when the token was asked for, not from when the
                 # (possibly retried) answer arrived.
                 requested_at = self._clock()
-                self._token, lifetime = self._request_token(scope)
+                try:
+                    self._token, lifetime = self._request_token(scope)
+                except Auth0Error as error:
+                    # Without a token no user can be read: whatever kept it is the tenant's.
+                    error.tenant_wide = True
+                    raise
                 margin = min(TOKEN_RENEW_MARGIN_S, lifetime * TOKEN_RENEW_FRACTION)
                 self._token_renew_at = requested_at + lifetime - margin
             return self._token
@@ -310,7 +421,8 @@ class Auth0Client:
             scope.stats.count("token_requests")
             response = self._send(
                 scope,
-                ("POST", "/oauth/token"),
+                ("POST", "/oauth/token", "/oauth/token"),
+                MAX_TOKEN_ANSWER_BYTES,
                 data={
                     "grant_type": "client_credentials",
                     "client_id": credentials.client_id,
@@ -359,6 +471,151 @@ def _classify(status: int, *, token_request: bool) -> _Action:
     if status >= 500 or status == 408:
         return _Action.TRANSIENT
     return _Action.REFUSED
+
+
+# What messages call each endpoint: its path's template, never a user id or a log_id.
+USER_LOGS = "/api/v2/users/{id}/logs"
+SEARCH = "/api/v2/logs (search)"
+TENANT_LOG = "/api/v2/logs (checkpoint)"
+LOG_BY_ID = "/api/v2/logs/{id}"
+# Parameters a request is shown with (`q` names a user; none of these is secret).
+_SHOWN_PARAMS = ("page", "per_page", "sort", "from", "take")
+
+
+class _TooLarge(Exception):
+    """An answer went past its limit after `bytes_read` bytes; `head`: its first bytes."""
+
+    def __init__(self, bytes_read: int, head: bytes) -> None:
+        super().__init__(f"{bytes_read} bytes")
+        self.bytes_read = bytes_read
+        self.head = head
+
+
+class _Placeholders:
+    """Stand-ins for the entries of one page that are each over the limit on their own. One is
+    an entry Auth0 logged very large; a second means the answers are not log entries at all (a
+    host answering in Auth0's place), and the page fails rather than cost a call per entry."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._used = False
+
+    def stand_in(self, too_large: Auth0AnswerTooLarge) -> dict[str, Any]:
+        if self._used:
+            raise _said_more(
+                too_large,
+                "a second entry of the same page is too: these answers are not Auth0 log events "
+                "(check AUTH0_DOMAIN and AUTH0_BASE_URL)",
+            )
+        self._used = True
+        head = too_large.head
+        logger.warning(
+            "An entry over the limit on its own: quarantined in its place",
+            extra={"request": too_large.request, "endpoint": self._name},
+        )
+        # No log_id and no date: the forwarder quarantines it (a record in every destination,
+        # once: what identifies it is the same on every read).
+        return {
+            "oversized_entry": {
+                # Nothing that differs between the endpoints that return it (search, the user's
+                # own log), so a second read of it is known for the same entry.
+                "why": f"a log entry larger than the {_mib(too_large.limit)} an answer may hold: "
+                "it was not read, and this stands in its place",
+                "limit_bytes": too_large.limit,
+                "first_bytes_sha256": hashlib.sha256(head).hexdigest(),
+                "first_bytes": head[:OVERSIZED_SHOWN_BYTES].decode("utf-8", errors="replace"),
+            }
+        }
+
+
+PageReader = Callable[[int, int], list[Any]]  # (page, per_page) → the entries of that page
+
+
+def _paged(one: PageReader, page: int, per_page: int, sort: str, name: str) -> list[Any]:
+    """Page `page` of an offset-paged list (`one` reads one), in pieces if it is over the limit.
+
+    Newest first (`date:-1`), pieces cannot skip an entry: what becomes visible between two of
+    them sorts before what they read (newer, or late and inserted above), which only repeats an
+    entry (dropped by its log_id), and what expires meanwhile is the oldest, after them. In any
+    other order an entry that expires before the pieces are read moves every later one down by
+    one, and a piece would start past one nobody read: the first entry of the list, the same
+    before and after the pieces, proves that none did (else the read fails, and the next run
+    reads it again)."""
+    try:
+        return one(page, per_page)
+    except Auth0AnswerTooLarge as too_large:
+        if too_large.tenant_wide:
+            raise  # the token's answer, not this page's: no piece would be any smaller
+        if per_page == 1:
+            return [_Placeholders(name).stand_in(too_large)]
+        cut = too_large
+    if sort == "date:-1":
+        return _pieces(one, page, per_page, _Placeholders(name))
+    first = _in_pieces(one, 0, 1, _Placeholders(name))
+    entries = _pieces(one, page, per_page, _Placeholders(name))
+    if _in_pieces(one, 0, 1, _Placeholders(name)) != first:
+        raise _said_more(
+            cut,
+            "read again in pieces, but the list's first entry changed meanwhile (an entry "
+            "expired: the pieces may have skipped one), so it is read again next run",
+        )
+    return entries
+
+
+def _in_pieces(one: PageReader, page: int, per_page: int, placeholders: _Placeholders) -> list[Any]:
+    """Page `page` of `per_page` entries; over the limit, `_pieces`; a single entry over it, a
+    placeholder."""
+    try:
+        return one(page, per_page)
+    except Auth0AnswerTooLarge as too_large:
+        if too_large.tenant_wide:
+            raise
+        if per_page == 1:
+            return [placeholders.stand_in(too_large)]
+    return _pieces(one, page, per_page, placeholders)
+
+
+def _pieces(one: PageReader, page: int, per_page: int, placeholders: _Placeholders) -> list[Any]:
+    """The entries of page `page` of `per_page`, as pages of PIECE entries, then of one."""
+    size = PIECE if per_page > PIECE and per_page % PIECE == 0 else 1
+    entries: list[Any] = []
+    for index in range(page * per_page // size, (page + 1) * per_page // size):
+        piece = _in_pieces(one, index, size, placeholders)
+        entries.extend(piece)
+        if len(piece) < size:
+            break  # the end of the list
+    return entries
+
+
+def _said_more(too_large: Auth0AnswerTooLarge, more: str) -> Auth0AnswerTooLarge:
+    """The same answer too large, and what followed from it."""
+    return Auth0AnswerTooLarge(
+        f"{too_large}; {more}",
+        request=too_large.request,
+        bytes_read=too_large.bytes_read,
+        limit=too_large.limit,
+        head=too_large.head,
+    )
+
+
+def _last_log_id(entries: list[Any]) -> str:
+    ids = [e["log_id"] for e in entries if isinstance(e, dict) and _is_text(e.get("log_id"))]
+    if not ids:
+        raise Auth0MalformedResponse(f"a page of {len(entries)} log entries holds no log_id")
+    return str(max(ids))
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _request_shown(method: str, name: str, params: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{key}={params[key]}" for key in _SHOWN_PARAMS if key in params)
+    return f"{method} {name}" + (f" ({shown})" if shown else "")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:g} MiB" if size >= 2**20 else f"{size / 2**10:g} KiB"
 
 
 class _Again(Exception):
@@ -429,13 +686,15 @@ def _token_refusal(status: int, response: httpx.Response, client_id: str) -> Aut
         pass
     said = ": ".join(part for part in (error, description) if part) or "no reason given"
     hint = {
-        401: "check the client id and secret in the credentials secret",
+        401: "check the client id and secret in the credentials secret (after rotating the "
+        "secret in Auth0, store the new one there: the next run reads it)",
         403: "authorise the application for the Auth0 Management API (its audience) and grant "
         "it read:logs and read:logs_users",
     }.get(status, "check the Auth0 application")
     return Auth0AuthError(
-        f"token request refused with HTTP {status} for client {_shown(client_id)} ({said}); {hint}",
+        f"token request refused with HTTP {status} for client {_shown(client_id)} ({said})",
         status=status,
+        fix=hint,
     )
 
 
@@ -455,9 +714,19 @@ def _client_error(status: int, path: str, response: httpx.Response) -> Exception
         pass
     text = f"HTTP {status} from {path}: {message or 'no message'}"
     if status == 403:
-        return Auth0ScopeError(text, status=status)
+        return Auth0ScopeError(
+            text,
+            status=status,
+            fix="grant the application read:logs_users (each user's log) and read:logs (tenant "
+            "search, the tenant stream) on the Auth0 Management API",
+        )
     if status == 401:
-        return Auth0AuthError(text, status=status)
+        return Auth0AuthError(
+            text,
+            status=status,
+            fix="Auth0 refused a token it had just issued: check that the application is still "
+            "authorised for the Auth0 Management API",
+        )
     if status == 404:
         return Auth0NotFoundError(text, status=status)
     if status == 400 and ("1000" in message or "page" in message.lower()) and "exceeds" in message:

@@ -66,7 +66,8 @@ class UserSpan:
         if not self.complete:
             return replace(cursor, status=status)
         position = cursor.position.after_complete_read(read_started_ms, overlap_ms=overlap_ms)
-        return replace(cursor, position=position, status=status.without_error())
+        status = status.without_error().read_at(read_started_ms)
+        return replace(cursor, position=position, status=status)
 
 
 @dataclass(frozen=True, slots=True)

@@ -369,6 +369,17 @@ class UserStatus:
     last_gap: tuple[int | None, int, str] | None = None
     last_error: str | None = None
     last_error_ms: int | None = None
+    # When the last read of the user that reached its newest event started: moved in steps of
+    # VERIFIED_STEP_MS (with `verified_ms`, so an idle user costs no more writes), exactly when
+    # the checkpoint is written anyway. Unchanged by a run that could not read the user.
+    last_read_ms: int | None = None
+
+    def read_at(self, started_ms: int, *, exact: bool = False) -> UserStatus:
+        """A read started at `started_ms` reached the newest event."""
+        last = self.last_read_ms
+        if not exact and last is not None and started_ms < last + VERIFIED_STEP_MS:
+            return self
+        return replace(self, last_read_ms=started_ms)
 
     def counted(self, forwarded: int) -> UserStatus:
         return (
@@ -445,6 +456,7 @@ class Cursor:
             "last_gap": list(status.last_gap) if status.last_gap else None,
             "last_error": status.last_error,
             "last_error_at": status.last_error_ms,
+            "last_read": status.last_read_ms,
             "seat": None
             if seat is None
             else {
@@ -504,6 +516,7 @@ class Cursor:
             last_gap=_gap_of(state.get("last_gap")),
             last_error=None if state.get("last_error") is None else str(state["last_error"]),
             last_error_ms=_optional_int(state.get("last_error_at")),
+            last_read_ms=_optional_int(state.get("last_read")),
         )
         detections = state.get("detections")
         return cls(
@@ -533,7 +546,9 @@ class Cursor:
             "last_gap_reason": status.last_gap[2] if status.last_gap else None,
             "last_error": status.last_error,
             "last_error_at": iso_ms(status.last_error_ms),
+            "last_read": iso_ms(status.last_read_ms),
             "stream_position": self.seat.pos if self.seat else None,
+            "stream_epoch": self.seat.epoch if self.seat else None,
         }
 
 

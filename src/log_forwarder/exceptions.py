@@ -5,6 +5,7 @@
     ├── Auth0Error                  anything that went wrong talking to Auth0
     │   ├── Auth0AuthError          the token request failed, or a fresh token was refused (401)
     │   ├── Auth0ScopeError         403: the token lacks the scope this call needs
+    │   ├── Auth0AnswerTooLarge     an answer longer than the client reads (it stopped there)
     │   ├── Auth0SearchCapError     400: paging asked past the 1,000-result search cap
     │   ├── Auth0RequestError       another 4xx: the request itself is wrong
     │   │   └── Auth0NotFoundError  404: the user does not exist (deleted, or a wrong id)
@@ -22,9 +23,11 @@
     └── RulePackError               a detection plan (compiled Sigma rules) is unreadable or invalid
         └── SigmaRuleRefused        a Sigma rule needs a feature the engine does not evaluate
 
-The forwarder catches ForwarderError per user: that user fails, the others go on. Anything else is
-a bug and fails the run loudly. Messages never contain secrets or tokens: callers may log them
-as they are.
+The forwarder catches ForwarderError per user: that user fails, the others go on; an Auth0Error
+that is `tenant_wide` (the token, its scopes: every user's read would fail the same way) fails
+the tenant instead, and no other user's read is started. Anything else is a bug and fails the run
+loudly. Messages never contain secrets or tokens, nor a user id in a request's path (paths are
+named by their template, `/api/v2/users/{id}/logs`): callers may log them as they are.
 """
 
 from __future__ import annotations
@@ -39,19 +42,51 @@ class ConfigError(ForwarderError):
 
 
 class Auth0Error(ForwarderError):
-    """A call to Auth0 failed."""
+    """A call to Auth0 failed. `reason` is what went wrong and `fix` (when known) what to do,
+    the message both; `tenant_wide`: every user's read would fail the same way."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    tenant_wide = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        fix: str | None = None,
+        tenant_wide: bool | None = None,
+    ) -> None:
+        super().__init__(f"{message}; {fix}" if fix else message)
         self.status = status
+        self.reason = message
+        self.fix = fix
+        if tenant_wide is not None:
+            self.tenant_wide = tenant_wide
 
 
 class Auth0AuthError(Auth0Error):
     """The client-credentials exchange failed, or Auth0 refused a freshly issued token."""
 
+    tenant_wide = True  # the token is the tenant's: no user can be read without one
+
 
 class Auth0ScopeError(Auth0Error):
     """Auth0 answered 403: the token lacks the scope the endpoint needs."""
+
+    tenant_wide = True  # scopes are the token's, the same for every user
+
+
+class Auth0AnswerTooLarge(Auth0Error):
+    """Auth0 (or whatever answered in its place) sent more than an answer may hold: the client
+    stopped reading at the limit and closed the connection."""
+
+    def __init__(
+        self, message: str, *, request: str, bytes_read: int, limit: int, head: bytes = b""
+    ) -> None:
+        super().__init__(message)
+        self.request = request  # method, path template and parameters: no id, no secret
+        self.bytes_read = bytes_read
+        self.limit = limit
+        self.head = head  # the answer's first bytes (what identifies an entry too large)
 
 
 class Auth0SearchCapError(Auth0Error):

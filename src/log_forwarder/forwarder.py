@@ -4,7 +4,8 @@
     decide: per user, or the tenant stream (read_mode.py, from the tenant item)
     per user  → per_user.py: each user's read, chunk by chunk, through its session
     stream    → stream_run.py: the tenant's log, window by window, one chunk per member
-    record the tenant item: the mode, why, the figures the next run decides on
+    record the tenant item: the mode, why, the figures the next run decides on, and whether
+              the tenant failed (a failure every user's read meets: said once, for all)
 
 A push (the real-time function, realtime.py) is the third way in: the events Auth0's log stream
 pushed, one chunk per watched user, against the same checkpoints.
@@ -28,7 +29,7 @@ from .per_user import read_users
 from .planner import OutputPolicy
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
 from .read_mode import per_user_calls as per_user_calls_for
-from .report import ReadReport, RunReport
+from .report import ReadReport, RunReport, tenant_outage
 from .retry import Deadline
 from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
@@ -81,12 +82,14 @@ class Forwarder:
         else:
             read_users(sessions, run, tenant.state)
         read.stream_unavailable = tenant.state.refused
+        users = [session.report for session in sessions]
         report = RunReport(
-            users=[session.report for session in sessions],
+            users=users,
             calls=run.scope.stats,
             finished_ms=self._now_ms(),
             read=read,
             realtime=self._settings.realtime_event_source is not None,
+            tenant_failure=run.tenant.failure or tenant_outage(users),
         )
         self._record(tenant, decision, report)
         return report
@@ -135,17 +138,25 @@ class Forwarder:
         return decide(setting, tenant.state, users=len(sessions), pending=pending, now_ms=now_ms)
 
     def _record(self, tenant: TenantRecord, decision: Decision, report: RunReport) -> None:
-        """The tenant item after the run: the mode, why, and the figures the next run decides
-        on. READ_MODE=per-user keeps no figures: the item is written only to end a stream era."""
+        """The tenant item after the run: the mode, why, the figures the next run decides on,
+        and the tenant's failure (kept until a run reads a user: `status` shows it).
+        READ_MODE=per-user keeps no figures: the item is written only to end a stream era, and
+        when the tenant fails or recovers."""
+        now_ms = self._now_ms()
+        state = tenant.state
+        failure = report.tenant_failure
+        if failure is not None:
+            state = state.failing(failure.cause, failure.fix, now_ms=now_ms)
+        elif report.processed:
+            state = state.recovered()
+        tenant.users = len(report.users)
         if self._settings.read_mode == PER_USER and tenant.state.mode == PER_USER:
+            tenant.write_best_effort(state, "the tenant's failure is not recorded; the run says it")
             return
         forwarded = {u.user_id: u.forwarded for u in report.users}
-        state = tenant.state.after_run(
-            decision,
-            per_user_calls=per_user_calls_for(forwarded, len(report.users)),
-            now_ms=self._now_ms(),
+        state = state.after_run(
+            decision, per_user_calls=per_user_calls_for(forwarded, len(report.users)), now_ms=now_ms
         )
-        tenant.users = len(report.users)
         tenant.write_best_effort(state, "the figures of this run are lost; nothing else")
 
     def _now_ms(self) -> int:

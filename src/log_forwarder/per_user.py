@@ -2,7 +2,8 @@
 
 Users are read by a bounded pool of threads, starting at a random one: when the time budget
 cannot cover every user, the same ones are not always the ones left for later. Once the time is
-up, the users not started yet are deferred to the next run.
+up, the users not started yet are deferred to the next run; once the tenant failed (its token
+refused, say), they are not read at all: each would fail the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def read_first(sessions: Sequence[UserSession], run: RunContext, tenant: TenantS
 def read_user_session(session: UserSession, run: RunContext, tenant: TenantState) -> None:
     """Open the session and deliver the user's new events, oldest first, as far as time allows."""
     report = session.report
+    if run.tenant.failure is not None:
+        report.block(run.tenant.failure)
+        return
     if run.out_of_time.is_set() or run.time_is_up():
         run.out_of_time.set()
         report.deferred = True

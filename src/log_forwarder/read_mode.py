@@ -100,6 +100,12 @@ class TenantState:
     # Why the stream is unavailable (no read:logs), and since when.
     refused: str | None = None
     refused_at_ms: int | None = None
+    # The tenant failing (report.TenantFailure: its cause and fix): since the first run of the
+    # outage, as of the last; cleared by a run that reads a user.
+    failure: str | None = None
+    failure_fix: str | None = None
+    failing_since_ms: int | None = None
+    failed_at_ms: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     # -- the decision --------------------------------------------------------------------------
@@ -177,6 +183,23 @@ class TenantState:
             self, rate_eps=_mean(self.rate_eps, events / max(span_s, 1.0)), probed_at_ms=now_ms
         )
 
+    # -- the tenant failing ----------------------------------------------------------------------
+
+    def failing(self, cause: str, fix: str, *, now_ms: int) -> TenantState:
+        since = self.failing_since_ms if self.failure is not None else None
+        return replace(
+            self,
+            failure=cause,
+            failure_fix=fix,
+            failing_since_ms=since if since is not None else now_ms,
+            failed_at_ms=now_ms,
+        )
+
+    def recovered(self) -> TenantState:
+        return replace(
+            self, failure=None, failure_fix=None, failing_since_ms=None, failed_at_ms=None
+        )
+
     # -- after every run -----------------------------------------------------------------------
 
     def after_run(self, decision: Decision, *, per_user_calls: float, now_ms: int) -> TenantState:
@@ -217,6 +240,10 @@ class TenantState:
             "probed_at": self.probed_at_ms,
             "refused": self.refused,
             "refused_at": self.refused_at_ms,
+            "failure": self.failure,
+            "failure_fix": self.failure_fix,
+            "failing_since": self.failing_since_ms,
+            "failed_at": self.failed_at_ms,
         }
 
     @classmethod
@@ -263,6 +290,10 @@ class TenantState:
             probed_at_ms=_optional_int(state.get("probed_at")),
             refused=_optional_str(state.get("refused")),
             refused_at_ms=_optional_int(state.get("refused_at")),
+            failure=_optional_str(state.get("failure")),
+            failure_fix=_optional_str(state.get("failure_fix")),
+            failing_since_ms=_optional_int(state.get("failing_since")),
+            failed_at_ms=_optional_int(state.get("failed_at")),
             # Kept as read: what a newer version of the forwarder (or the status CLI) added.
             extra={k: v for k, v in state.items() if k not in known},
         )
@@ -283,6 +314,12 @@ class TenantState:
             "calls_per_run_per_user_mode": round(costs.per_user, 1),
             "calls_per_run_stream_mode": None if costs.stream is None else round(costs.stream, 1),
             "last_run": iso_ms(self.last_run_ms),
+            # When the last complete read of the stream started: it read every member.
+            "stream_read_at": iso_ms(self.complete_reads[-1][0]) if self.complete_reads else None,
+            "tenant_error": self.failure,
+            "tenant_error_fix": self.failure_fix,
+            "tenant_failing_since": iso_ms(self.failing_since_ms),
+            "tenant_error_at": iso_ms(self.failed_at_ms),
         }
 
 

@@ -13,12 +13,53 @@ from typing import Any
 
 from .cursor import Cursor, Selection
 from .events import iso_ms
-from .exceptions import RunFailed
+from .exceptions import (
+    Auth0AnswerTooLarge,
+    Auth0Error,
+    Auth0MalformedResponse,
+    Auth0UnavailableError,
+    CheckpointError,
+    ForwarderError,
+    RunFailed,
+)
 from .planner import Batch
 from .records import DeliveryReport, Gap
 from .source import CallStats
 
 DESTINATIONS = ("cloudwatch", "s3")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantFailure:
+    """A failure no user's read escapes (the token, its scopes, Auth0 down for every user, the
+    tenant stream stopped): the tenant's, said once for all its users. `cause` names no user."""
+
+    cause: str
+    fix: str
+
+    @classmethod
+    def of(cls, error: BaseException, doing: str | None = None) -> TenantFailure:
+        reason = error.reason if isinstance(error, Auth0Error) else str(error)
+        cause = f"{type(error).__name__}: {reason}"
+        fix = error.fix if isinstance(error, Auth0Error) else None
+        return cls(f"{doing}: {cause}" if doing else cause, fix or _fix_for(error))
+
+    def as_dict(self) -> dict[str, str]:
+        return {"cause": self.cause, "fix": self.fix}
+
+
+def _fix_for(error: BaseException) -> str:
+    if isinstance(error, Auth0UnavailableError):
+        return (
+            "none if it passes: Auth0 did not answer; the next run resumes from the "
+            "checkpoints, and nothing is lost while an outage is shorter than the tenant's log "
+            "retention. If it lasts, check that AUTH0_DOMAIN (or AUTH0_BASE_URL) reaches the tenant"
+        )
+    if isinstance(error, Auth0MalformedResponse | Auth0AnswerTooLarge):
+        return "these answers are not Auth0's: check AUTH0_DOMAIN (and AUTH0_BASE_URL)"
+    if isinstance(error, CheckpointError):
+        return "check the checkpoint table (CHECKPOINT_TABLE) and the function's access to it"
+    return "see the cause; the next run tries again from the checkpoints"
 
 
 @dataclass
@@ -49,8 +90,17 @@ class UserReport:
     busy: bool = False  # another run holds the user (a live lease, or it wrote first)
     backlog: bool = False
     error: str | None = None  # a ForwarderError: this user failed, the others went on
+    failure: ForwarderError | None = None  # the error itself
     bug: BaseException | None = None  # anything else: the run fails loudly once all are done
+    # Not read: the tenant failed (RunReport.tenant_failure says why), not this user. Its
+    # `error` says so too, so that whatever counts failed users counts it.
+    blocked: bool = False
     cursor: Cursor | None = None
+
+    def block(self, failure: TenantFailure) -> None:
+        """This user was not read (further): the tenant failed."""
+        self.blocked = True
+        self.error = self.error or f"the tenant failed: {failure.cause}"
 
     def add_read(self, selection: Selection) -> None:
         """What a read returned, counted as it happens (every run reads afresh)."""
@@ -117,6 +167,7 @@ class UserReport:
             ],
             "deferred": self.deferred,
             "busy": self.busy,
+            "blocked": self.blocked,
             "missing": self.missing,
             "backlog": self.backlog,
             "error": self.error,
@@ -154,6 +205,7 @@ class RunReport:
     read: ReadReport | None = None
     # The real-time path is on (REALTIME_EVENT_SOURCE): this run reconciles what it missed.
     realtime: bool = False
+    tenant_failure: TenantFailure | None = None  # every user's read failed the same way
 
     @property
     def realtime_stalled(self) -> bool:
@@ -176,12 +228,28 @@ class RunReport:
     def bugs(self) -> list[BaseException]:
         return [u.bug for u in self.users if u.bug is not None]
 
+    @property
+    def processed(self) -> list[UserReport]:
+        """The users read as far as their newest event, or as the time allowed, without error."""
+        return [
+            u
+            for u in self.users
+            if u.error is None and u.bug is None and not (u.deferred or u.busy or u.blocked)
+        ]
+
     def raise_failures(self, failed: str) -> None:
         """Once every user's progress is committed and the metrics are out: fail loudly with a
-        bug, or with the users that failed (`failed` says what that means), for the Errors alarm
-        and the on-failure destination."""
+        bug, or with the tenant's failure, or with the users that failed (`failed` says what
+        that means), for the Errors alarm and the on-failure destination."""
         if self.bugs:
             raise self.bugs[0]
+        tenant = self.tenant_failure
+        if tenant is not None:
+            unread = len(self.users) - len(self.processed)
+            raise RunFailed(
+                f"the tenant failed: all users {failed} ({unread} of {len(self.users)} not read "
+                f"this run): {tenant.cause}. Fix: {tenant.fix}"
+            )
         if self.failed:
             raise RunFailed(
                 f"{len(self.failed)} of {len(self.users)} users {failed}: "
@@ -199,6 +267,7 @@ class RunReport:
             "forwarded": sum(u.forwarded for u in self.users),
             "gaps": sum(len(u.gaps) for u in self.users),
             "failed_users": [u.user_id for u in self.failed],
+            "tenant_failure": self.tenant_failure.as_dict() if self.tenant_failure else None,
             **(self.read.as_dict() if self.read else {}),
         }
 
@@ -213,15 +282,10 @@ def _delivered(destination: str) -> Callable[[RunReport], float]:
 
 # (name, unit, value). Units are CloudWatch's names ("Count", "Seconds"); None: not emitted.
 METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
-    (
-        "UsersProcessed",
-        "Count",
-        lambda run: sum(
-            u.error is None and u.bug is None and not u.deferred and not u.busy for u in run.users
-        ),
-    ),
+    ("UsersProcessed", "Count", lambda run: len(run.processed)),
     ("WatchedUsers", "Count", lambda run: len(run.users)),
     ("UsersFailed", "Count", lambda run: len(run.failed)),
+    ("TenantFailed", "Count", lambda run: float(run.tenant_failure is not None)),
     ("UsersDeferred", "Count", _total("deferred")),
     ("UsersBusy", "Count", _total("busy")),
     ("UsersMissing", "Count", _total("missing")),
@@ -244,6 +308,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("Auth0RateLimited", "Count", lambda run: run.calls.rate_limited),
     ("Auth0Retries", "Count", lambda run: run.calls.retries),
     ("Auth0PacingWaitSeconds", "Seconds", lambda run: run.calls.pacing_wait_s),
+    ("OversizedAnswers", "Count", lambda run: run.calls.oversized_answers),
     (
         "MaxLatenessSeconds",
         "Seconds",
@@ -262,6 +327,20 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
 
 def _if_realtime(run: RunReport, value_of: Callable[[RunReport], float]) -> float | None:
     return float(value_of(run)) if run.realtime else None
+
+
+def tenant_outage(users: list[UserReport]) -> TenantFailure | None:
+    """Auth0 unavailable for the whole tenant: nobody was read, and every user that failed
+    failed so (5xx, 429, the network, after every retry). One user's endpoint failing while
+    another's answers is that user's."""
+    reports = RunReport(users)
+    failures = [u.failure for u in reports.failed]
+    if reports.processed or not failures or any(u.blocked for u in users):
+        return None
+    if not all(isinstance(f, Auth0UnavailableError) for f in failures):
+        return None
+    assert failures[0] is not None
+    return TenantFailure.of(failures[0], "every user's read")
 
 
 def findings_by_rule(run: RunReport) -> Counter[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
@@ -30,6 +30,7 @@ from .config import Settings
 from .cursor import Cursor
 from .events import iso_ms
 from .exceptions import (
+    Auth0Error,
     CheckpointConflict,
     CheckpointError,
     CheckpointStateError,
@@ -40,7 +41,7 @@ from .executor import Checkpoint, execute
 from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
 from .read_back import read_back
 from .read_mode import TenantState
-from .report import UserReport
+from .report import TenantFailure, UserReport
 from .sinks import Sink
 from .source import CallScope, LogSource
 
@@ -51,14 +52,37 @@ LEASE_CLOCK_MARGIN_MS = 30_000
 MAX_LEASE_MS = 15 * 60_000
 
 
+class TenantOutage:
+    """The first failure of a run that is the tenant's (outcome_of: TENANT): once there is one,
+    no user's read starts, for each would fail the same way and spend the tenant's limits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failure: TenantFailure | None = None
+
+    @property
+    def failure(self) -> TenantFailure | None:
+        return self._failure
+
+    def note(self, failure: TenantFailure) -> bool:
+        """True for the first failure noted (the one the run reports)."""
+        with self._lock:
+            if self._failure is not None:
+                return False
+            self._failure = failure
+            return True
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
-    """What every user of one run shares: its calls' scope and deadline, and its time."""
+    """What every user of one run shares: its calls' scope and deadline, its time, and whether
+    the tenant failed."""
 
     scope: CallScope
     remaining_ms: Callable[[], int]
     margin_ms: int
     out_of_time: threading.Event
+    tenant: TenantOutage = field(default_factory=TenantOutage)
 
     def lease_until(self, now_ms: int) -> int:
         """Until when an intent written now is this run's: the invocation's end (a Lambda runs
@@ -86,6 +110,7 @@ class Outcome(Enum):
     DONE = "done"
     DEFERRED = "deferred"  # out of time: resumes next run
     BUSY = "busy"  # another run wrote first: it owns the user (or the item) now
+    TENANT = "tenant"  # the tenant's failure (the token, its scopes): no user's read can work
     FAILED = "failed"  # a ForwarderError: this work failed, the rest goes on
     BUG = "bug"  # anything else: the run fails loudly once the rest is done
 
@@ -96,6 +121,8 @@ def outcome_of(error: BaseException) -> Outcome:
         return Outcome.DEFERRED
     if isinstance(error, CheckpointConflict):
         return Outcome.BUSY
+    if isinstance(error, Auth0Error) and error.tenant_wide:
+        return Outcome.TENANT
     if isinstance(error, ForwarderError):
         return Outcome.FAILED
     return Outcome.BUG
@@ -159,7 +186,7 @@ class UserSession:
     def ok(self) -> bool:
         """Nothing stopped this user's work in this run (yet)."""
         report = self.report
-        return not (report.error or report.bug or report.busy or report.deferred)
+        return not (report.error or report.bug or report.busy or report.deferred or report.blocked)
 
     # -- open ------------------------------------------------------------------------------------
 
@@ -360,10 +387,21 @@ class UserSession:
             # conditional writes kept this run from delivering anything twice.
             report.busy = True
             logger.warning("User skipped: " + str(error), extra={"user_id": user_id})
+        elif outcome is Outcome.TENANT:
+            # Not this user's: said once for the tenant (the run's report, the tenant item), and
+            # nothing is noted on the user's checkpoint, whose last read stays what it was.
+            failure = TenantFailure.of(error)
+            report.block(failure)
+            if self.run.tenant.note(failure):
+                logger.error(
+                    "Tenant failed: no user can be read",
+                    extra={"cause": failure.cause, "fix": failure.fix},
+                )
         elif outcome is Outcome.FAILED:
             # One user's failure must not cost the others their run. The checkpoint table's own
             # failures cannot be noted on it.
             report.error = f"{type(error).__name__}: {error}"
+            report.failure = error if isinstance(error, ForwarderError) else None
             self._note_error = not isinstance(error, CheckpointError)
             logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
         else:

@@ -24,6 +24,7 @@ class CallStats:
     rate_limited: int = 0
     retries: int = 0
     pacing_wait_s: float = 0.0
+    oversized_answers: int = 0  # answers over the client's limit (auth0_client.py)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )

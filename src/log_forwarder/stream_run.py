@@ -16,6 +16,11 @@
 5. end     a read that reached the end of the log with nobody left out is recorded: dates
            before its start (less the overlap window) are verified, and it ends the floor
            zone of the users who joined before it (cursor.StreamSeat)
+
+The stream is one read for every member: when it cannot start or go on (Auth0 refusing the
+token, down, answering what cannot be read), the tenant failed, not one user. An answer too
+large to read makes the stream unavailable instead, as a refused scope does: the users are read
+per user, where a single entry too large is quarantined and the rest forwarded.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from .checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
-from .exceptions import CheckpointStateError, ForwarderError
+from .exceptions import Auth0AnswerTooLarge, CheckpointStateError, ForwarderError
 from .executor import VersionedItem
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
 from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
+from .report import TenantFailure
 from .retry import Deadline
 from .roster import digest, pack
 from .session import Outcome, RunContext, SessionEnv, Start, UserSession, outcome_of
@@ -117,6 +123,7 @@ class StreamRun:
         self._sessions: list[UserSession] = []
         self._members: dict[str, UserSession] = {}
         self._left_out: set[str] = set()
+        self._read_per_user: set[str] = set()  # users read per user to their newest event
         self._started_ms = 0
         self._result = StreamResult()
 
@@ -205,9 +212,14 @@ class StreamRun:
         since = _since(roster.join_now, now_ms - self._settings.overlap_window_ms)
         try:
             position = start_position(self._env.source, since, self._run.scope)
+        except Auth0AnswerTooLarge as error:
+            if error.tenant_wide:
+                self._stopped(error, "starting the tenant stream", tenant=True)
+                return False
+            raise StreamRefused(str(error)) from error
         except ForwarderError as error:
             # Auth0 unavailable, or out of time: nothing started, nobody joined; next run.
-            self._stopped(error, "starting the tenant stream")
+            self._stopped(error, "starting the tenant stream", tenant=True)
             return False
         if position is None:
             logger.info("The tenant's log is empty; the stream starts once it holds an event")
@@ -264,6 +276,7 @@ class StreamRun:
         share = int(run.remaining_ms() * JOIN_SHARE)
         budget = replace(run, margin_ms=run.margin_ms + share, out_of_time=threading.Event())
         read_first(sessions, budget, self._tenant.state)
+        self._read_per_user = {s.user_id for s in sessions if s.ok}
         joining = [
             s
             for s in sessions
@@ -276,17 +289,24 @@ class StreamRun:
 
     def _read_stream(self) -> None:
         state = self._tenant.state
-        if not self._members or state.position is None:
+        if not self._members or state.position is None or self._run.tenant.failure is not None:
             return
         started_ms = self._env.now_ms()
         self._result.complete = False
         try:
             hold = self._windows_delivered(started_ms, state.position)
+        except Auth0AnswerTooLarge as error:
+            if error.tenant_wide:
+                self._stopped(error, "reading the tenant stream", defer=False, tenant=True)
+                return
+            # One entry no page of the stream can hold: the stream cannot pass it (the next
+            # `from` is its log_id). Read per user, which quarantines it.
+            raise StreamRefused(str(error)) from error
         except ForwarderError as error:
             # Out of time (what was committed stays, the rest waits), or Auth0 kept failing or
             # answered what cannot be read: the users' commits stand, and the run fails after
-            # its report (the Errors alarm), as a failed user's would.
-            self._stopped(error, "reading the tenant stream", defer=False)
+            # its report (the Errors alarm) as the tenant's: no member was read past here.
+            self._stopped(error, "reading the tenant stream", defer=False, tenant=True)
             return
         if self._result.complete and hold is None:
             self._completed(started_ms)
@@ -421,9 +441,22 @@ class StreamRun:
             return False
         return True
 
-    def _stopped(self, error: ForwarderError, doing: str, *, defer: bool = True) -> None:
-        """The stream stops for this run, and says why as the outcome of `error` decides."""
+    def _stopped(
+        self, error: ForwarderError, doing: str, *, defer: bool = True, tenant: bool = False
+    ) -> None:
+        """The stream stops for this run, and says why as the outcome of `error` decides.
+        `tenant`: the stream's reading stopped (not a write of its item): a failure of it leaves
+        every member unread, and is the tenant's."""
         outcome = outcome_of(error)
+        if outcome is Outcome.TENANT or (tenant and outcome is Outcome.FAILED):
+            failure = TenantFailure.of(error, doing)
+            if self._run.tenant.note(failure):
+                logger.error(
+                    "Tenant failed: the tenant stream cannot be read",
+                    extra={"cause": failure.cause, "fix": failure.fix},
+                )
+            if outcome is Outcome.TENANT:
+                return
         if outcome is Outcome.BUSY:
             # Another run owns the stream now; nothing failed.
             logger.warning(f"Another run wrote the tenant item first ({doing}); leaving it to it")
@@ -452,14 +485,28 @@ class StreamRun:
         complete = self._result.complete
         members = self._members
 
+        failure = self._run.tenant.failure if complete is not True else None
+
         def close(session: UserSession) -> None:
             member = session.user_id in members
-            settle = _settled if member and complete is True else None
+            if failure and session.ok and session.user_id not in self._read_per_user:
+                session.report.block(failure)  # nothing read it this run: the tenant failed
+            settle = self._settled if member and complete is True else None
             session.close(settle)
             if member:
                 session.report.backlog = complete is False
 
         self._each(close, self._sessions)
+
+    def _settled(self, cursor: Cursor) -> Cursor:
+        """A member after a read of the stream to its end: its history is complete, and the
+        error a past run noted is over. When that is a change (a write anyway), the read is its
+        last read too; an idle member's is the tenant item's (`stream_read_at`), not a write."""
+        status = replace(cursor.status, backlog=False).without_error()
+        settled = replace(cursor.released(), status=status)
+        if settled == cursor:
+            return cursor
+        return replace(settled, status=status.read_at(self._started_ms, exact=True))
 
     def _refused(self, reason: str) -> None:
         """No read:logs: this run reads per user after all, and the tenant item says why."""
@@ -478,11 +525,6 @@ class StreamRun:
     def _each(self, work: Callable[[T], R], items: Iterable[T]) -> list[R]:
         with ThreadPoolExecutor(max_workers=self._settings.max_concurrent_users) as pool:
             return list(pool.map(work, items))
-
-
-def _settled(cursor: Cursor) -> Cursor:
-    status = replace(cursor.status, backlog=False).without_error()
-    return replace(cursor.released(), status=status)
 
 
 def _seat_holds(

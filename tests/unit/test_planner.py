@@ -125,8 +125,10 @@ def test_nothing_new_and_nothing_to_move_plans_no_batch() -> None:
     cursor = forwarded(
         Cursor.fresh(None), [ev("a", T0 + 3_000_000)], overlap_ms=OVERLAP, read_started_ms=LATER
     )
+    # As the last complete read left it: its position, and when it read (UserStatus.last_read).
     position = cursor.position.after_complete_read(CONTEXT.read_started_ms, overlap_ms=OVERLAP)
-    cursor = replace(cursor, position=position)
+    status = cursor.status.read_at(CONTEXT.read_started_ms)
+    cursor = replace(cursor, position=position, status=status)
     assert plan_chunk(cursor, chunk([ev("a", T0 + 3_000_000)]), CONTEXT).batches == ()
 
 

@@ -287,14 +287,12 @@ def backfill(
 @handled
 def status(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
     """Per user: watched?, state, watermark and lag, backlog, last run, gaps, last error."""
-    from .status import backfill_table, read_mode_note, status_table, statuses
+    from .status import backfill_table, read_mode_note, status_table, statuses, tenant_note
 
     env = _env(ctx)
     items, watched, notes = _status_inputs(env, directory)
     rows, backfills = statuses(items, watched, time.time())
-    mode = read_mode_note(items)
-    if mode:
-        notes.append(mode)
+    notes.extend(note for note in (tenant_note(items), read_mode_note(items)) if note)
     if not watched:
         notes.append("no watched users: a scheduled run forwards nothing")
     unreadable = [row for row in rows if row.unreadable]

@@ -27,7 +27,7 @@ _DESERIALIZER = TypeDeserializer()
 class UserStatus:
     user_id: str
     watched: str | None  # how: "WATCHED_USER_IDS", "table", "legacy", "local"; None: not watched
-    # one word: ok, backlog, failing, missing, unknown, new, unwatched, unreadable
+    # one word: ok, backlog, failing, blocked, missing, unknown, new, unwatched, unreadable
     state: str
     watermark: str | None = None
     lag_s: float | None = None
@@ -41,6 +41,8 @@ class UserStatus:
     last_gap: str | None = None
     missing_since: str | None = None
     unreadable: str | None = None  # why the item's attributes cannot be read (state unreadable)
+    # When a read of the user last reached its newest event (its own, or the tenant stream's).
+    last_read: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,6 +129,7 @@ def user_status(
         gaps_total=read.count("gaps_total"),
         last_gap=gap,
         missing_since=read.text("missing_since"),
+        last_read=read.text("last_read"),
     )
     return replace(status, state=_state(status))
 
@@ -158,7 +161,51 @@ def statuses(
             checkpoints[user_id] = item
     users = sorted({*checkpoints, *watched})
     rows = [readable_status(u, checkpoints.get(u), watched.get(u), now_s) for u in users]
-    return rows, backfills
+    return _as_the_tenant_stands(rows, items), backfills
+
+
+# -- the tenant: failing for all its users, and the stream's reads ---------------------------------
+
+# What a failing tenant makes of a user's state: none of these is read while it fails.
+_BLOCKED_STATES = frozenset({"ok", "backlog", "new"})
+
+
+def _tenant_item(items: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    return next((i for i in items if i.get("user_id") == TENANT_KEY), None)
+
+
+def _as_the_tenant_stands(
+    rows: list[UserStatus], items: Iterable[Mapping[str, Any]]
+) -> list[UserStatus]:
+    """While the tenant fails (the tenant item's `tenant_error`), no user is `ok`: each one that
+    would be is `blocked`. A stream member's last read is the stream's last complete read, when
+    that is later than its own (idle members are not written on every read)."""
+    tenant = _tenant_item(items) or {}
+    failing = bool(tenant.get("tenant_error"))
+    stream_read = tenant.get("stream_read_at")
+    checkpoints = {str(i["user_id"]): i for i in items if "user_id" in i}
+    fixed = []
+    for row in rows:
+        item = checkpoints.get(row.user_id, {})
+        last_read = row.last_read
+        member = item.get("stream_position") and item.get("stream_epoch") is not None
+        if member and item.get("stream_epoch") == tenant.get("stream_epoch") and stream_read:
+            last_read = max(last_read or "", str(stream_read)) or None
+        state = "blocked" if failing and row.state in _BLOCKED_STATES and row.watched else row.state
+        fixed.append(replace(row, state=state, last_read=last_read))
+    return fixed
+
+
+def tenant_note(items: Iterable[Mapping[str, Any]]) -> str | None:
+    """The tenant failing, with the cause and the fix (None while it does not)."""
+    tenant = _tenant_item(items)
+    if tenant is None or not tenant.get("tenant_error"):
+        return None
+    return (
+        f"the tenant is failing, for all users, since {tenant.get('tenant_failing_since', '?')} "
+        f"(last at {tenant.get('tenant_error_at', '?')}): {tenant['tenant_error']}. "
+        f"Fix: {tenant.get('tenant_error_fix') or 'see the cause'}"
+    )
 
 
 def read_mode_note(items: Iterable[Mapping[str, Any]]) -> str | None:
@@ -214,6 +261,8 @@ def status_table(rows: Sequence[UserStatus]) -> Table:
     for row in rows:
         gaps = str(row.gaps_total) + (f" ({row.last_gap})" if row.last_gap else "")
         error = f"{row.last_error_at}: {row.last_error}" if row.last_error else "-"
+        if row.state == "blocked" and not row.last_error:
+            error = f"the tenant is failing (see the note); last read {row.last_read or 'never'}"
         state = row.state + (f" since {row.missing_since}" if row.missing_since else "")
         backlog = "yes" if row.backlog else "no"
         values: tuple[str, ...] = (

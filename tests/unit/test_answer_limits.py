@@ -1,0 +1,210 @@
+"""Auth0 answers are read with a limit, as a stream: over real HTTP against the simulator, whose
+oversized answers (`oversize_next`, `inflate`) are streamed and say how much of them was sent.
+
+GIVEN a client and a simulator on one fake clock (no real waits), WHEN an answer is longer than
+the client reads, THEN the client stops at the limit, names the request and the bytes read, and
+either reads the same entries as smaller pages or fails with Auth0AnswerTooLarge.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.auth0_simulator import Auth0Simulator
+from log_forwarder import auth0_client
+from log_forwarder.auth0_client import MAX_ANSWER_BYTES, Auth0Client, ClientCredentials
+from log_forwarder.events import parse_page
+from log_forwarder.exceptions import Auth0AnswerTooLarge
+from log_forwarder.pacing import Pacer
+from tests.fakes import FakeClock
+
+T0 = 1_795_600_000.0
+USER = "auth0|5f1e2d3c4b5a69788796a5b4"
+ENCODED = "auth0%7C5f1e2d3c4b5a69788796a5b4"
+# What the socket may hold past what the client read (its receive buffer, the sender's
+# 64 KiB): the client read at most the limit, so at most this much more was ever sent.
+SOCKET_SLACK = 4 * 2**20
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[Auth0Simulator]:
+    with Auth0Simulator(clock=clock, rate_limit=None) as simulator:
+        yield simulator
+
+
+def client_of(
+    sim: Auth0Simulator, clock: FakeClock, http: httpx.Client | None = None
+) -> Auth0Client:
+    return Auth0Client(
+        domain=sim.domain,
+        base_url=sim.base_url,
+        credentials=lambda _force: ClientCredentials(sim.client_id, sim.client_secret),
+        pacer=Pacer(share=1.0, per_second=1000.0, clock=clock, sleep=clock.advance),
+        http=http,
+        clock=clock,
+        sleep=clock.advance,
+    )
+
+
+def events(sim: Auth0Simulator, count: int) -> list[dict[str, Any]]:
+    """`count` events of USER, one a second, the newest a minute before T0."""
+    return sim.add_events(
+        {"date": _iso(T0 - 60 - i), "type": "s", "user_id": USER, "description": f"login {i}"}
+        for i in range(count)
+    )
+
+
+def _iso(epoch_s: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def test_a_100_mb_answer_is_cut_at_the_limit_and_named_without_a_retry(
+    sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    # GIVEN a host answering every page of the user's log with 100 MB
+    events(sim, 5)
+    sim.oversize_next(1000, megabytes=100, path_contains=ENCODED)
+    client = client_of(sim, clock)
+    # WHEN the page is read
+    with pytest.raises(Auth0AnswerTooLarge) as raised:
+        client.user_logs(USER, page=0)
+    error = raised.value
+    # THEN the error names the request by its template (no user id), its page, and the bytes
+    # read, and says the limit
+    text = str(error)
+    assert text.startswith("GET /api/v2/users/{id}/logs (page=") and "sort=date:-1" in text
+    assert "more than 8 MiB" in text and f"{error.bytes_read:,} bytes read" in text
+    assert USER not in text and ENCODED not in text
+    assert MAX_ANSWER_BYTES < error.bytes_read <= MAX_ANSWER_BYTES + 2**20
+    assert not error.tenant_wide  # one user's answers: that user's failure
+    # AND the page was asked for again in pieces (10 entries, then 1), and a second single entry
+    # over the limit ended it: four answers, none retried as transient
+    streamed = sim.stats.streamed
+    assert [a.target.split("&sort")[0].split("?")[1] for a in streamed] == [
+        "page=0&per_page=100",
+        "page=0&per_page=10",
+        "page=0&per_page=1",
+        "page=1&per_page=1",
+    ]
+    assert "a second entry of the same page is too" in text
+    assert client.stats.oversized_answers == 4 and client.stats.retries == 0
+    # AND of each 100 MB answer the simulator could send little more than the limit before the
+    # client hung up (deterministic bound: what was sent = what was read + socket buffers)
+    for answer in streamed:
+        assert answer.size > 100_000_000  # the whole answer, had it been read
+        assert MAX_ANSWER_BYTES <= answer.sent <= MAX_ANSWER_BYTES + SOCKET_SLACK, answer
+
+
+def test_a_page_with_one_huge_event_delivers_the_others_and_a_placeholder_for_it(
+    sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    # GIVEN 30 events of the user, one of them logged 20 MB long
+    stored = events(sim, 30)
+    huge = stored[12]
+    sim.inflate(huge["log_id"], megabytes=20)
+    client = client_of(sim, clock)
+    # WHEN the newest page is read, twice
+    first = client.user_logs(USER, page=0)
+    second = client.user_logs(USER, page=0)
+    # THEN it holds the 29 other events as Auth0 sent them, in order, and one placeholder in the
+    # huge one's place: no log_id, no date, so the forwarder quarantines it (a record in the
+    # destinations), and the same on every read (so it is recorded once)
+    page = parse_page(first)
+    by_id = {e["log_id"]: e for e in stored}
+    assert [e.log_id for e in page.events] == [
+        e["log_id"] for e in sorted(stored, key=lambda e: e["date"], reverse=True) if e != huge
+    ]
+    assert all(e.raw == by_id[e.log_id] for e in page.events)
+    assert len(first) == 30 and len(page.malformed) == 1
+    placeholder = page.malformed[0].raw
+    assert isinstance(placeholder, dict) and set(placeholder) == {"oversized_entry"}
+    assert first == second
+    stand_in = placeholder["oversized_entry"]
+    assert "larger than the 8 MiB an answer may hold" in stand_in["why"]
+    assert stand_in["limit_bytes"] == MAX_ANSWER_BYTES
+    # its first bytes show which event it is (Auth0 sends the date first)
+    assert stand_in["first_bytes"].startswith('[{"date":"' + huge["date"])
+    # AND only the pieces holding it were asked for again: page, its piece of 10, its entry
+    cut = [a.target.split("&sort")[0].split("?")[1] for a in sim.stats.streamed[:3]]
+    assert cut == ["page=0&per_page=100", "page=1&per_page=10", "page=12&per_page=1"]
+
+
+def test_the_tenant_log_is_read_in_pieces_and_an_entry_no_piece_holds_is_the_error(
+    sim: Auth0Simulator, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a limit of 1 MB and a tenant log of 50 events, three of them 0.6 MB long (a page of
+    # them is over the limit, a piece of 10 holding one is not)
+    monkeypatch.setattr(auth0_client, "MAX_ANSWER_BYTES", 2**20)
+    stored = events(sim, 50)
+    for index in (3, 25, 41):
+        sim.inflate(stored[index]["log_id"], megabytes=0.6)
+    client = client_of(sim, clock)
+    # WHEN the log is read from its start
+    entries = client.tenant_logs("", take=100)
+    # THEN every entry comes back, in log_id order, each once, padded as Auth0 sent it
+    assert [e["log_id"] for e in entries] == sorted(e["log_id"] for e in stored)
+    assert sum("padding" in e for e in entries) == 3
+    # AND an entry larger than the limit on its own cannot be passed (the next `from` is its
+    # log_id): the error, naming the checkpoint request
+    sim.inflate(stored[30]["log_id"], megabytes=1.5)
+    with pytest.raises(Auth0AnswerTooLarge) as raised:
+        client.tenant_logs("", take=100)
+    assert str(raised.value).startswith("GET /api/v2/logs (checkpoint) (from=")
+    assert "take=1)" in str(raised.value)
+
+
+def test_an_oversized_token_answer_fails_the_tenant(sim: Auth0Simulator, clock: FakeClock) -> None:
+    # GIVEN a token endpoint answering 5 MB
+    events(sim, 2)
+    sim.oversize_next(5, megabytes=5, path_contains="/oauth/token")
+    # WHEN a page is read
+    with pytest.raises(Auth0AnswerTooLarge) as raised:
+        client_of(sim, clock).user_logs(USER, page=0)
+    # THEN it stopped at the token's limit (64 KiB): every user's read needs that token
+    assert str(raised.value).startswith("POST /oauth/token answered more than 64 KiB")
+    assert raised.value.tenant_wide
+    assert all(a.sent <= 64 * 2**10 + SOCKET_SLACK for a in sim.stats.streamed)
+
+
+def test_a_compressed_answer_counts_at_its_decoded_size(clock: FakeClock) -> None:
+    # GIVEN an answer of 9 MiB that gzip makes 9 KB
+    decoded = json.dumps([{"log_id": "1", "date": _iso(T0), "padding": "x" * 9 * 2**20}])
+    body = gzip.compress(decoded.encode())
+    assert len(body) < 64 * 2**10
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 86400})
+        return httpx.Response(200, content=body, headers={"content-encoding": "gzip"})
+
+    http = httpx.Client(transport=httpx.MockTransport(answer))
+    client = Auth0Client(
+        domain="t.auth0.com",
+        base_url="https://t.auth0.com",
+        credentials=lambda _force: ClientCredentials("id", "secret"),
+        pacer=Pacer(share=1.0, per_second=1000.0, clock=clock, sleep=clock.advance),
+        http=http,
+        clock=clock,
+        sleep=clock.advance,
+    )
+    # WHEN the tenant's log is read (one entry: no piece can be smaller)
+    # THEN the decoded size is what counts
+    with pytest.raises(Auth0AnswerTooLarge):
+        client.tenant_logs("", take=1)
+    # AND an answer under the limit, compressed, is read whole and decoded once
+    small = json.dumps([{"log_id": "1", "date": _iso(T0)}]).encode()
+    body = gzip.compress(small)
+    assert client.tenant_logs("", take=1) == json.loads(small)
