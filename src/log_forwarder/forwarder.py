@@ -81,6 +81,7 @@ class Forwarder:
         else:
             read_users(sessions, run, tenant.state)
         read.stream_unavailable = tenant.state.refused
+        read.tenant_item_newer = tenant.refused is not None
         report = RunReport(
             users=[session.report for session in sessions],
             calls=run.scope.stats,
@@ -127,6 +128,11 @@ class Forwarder:
         now_ms = self._now_ms()
         setting = self._settings.read_mode
         state = tenant.state
+        if tenant.refused is not None:
+            # The stream's state is a newer release's: this one reads per user, and never
+            # writes over it.
+            why = f"{tenant.refused}; reading per user"
+            return Decision(PER_USER, why, state.costs(len(sessions)))
         # In per-user mode nothing else measures the tenant's event rate.
         measure = setting == AUTO and state.mode != STREAM and not state.stream_refused(now_ms)
         if measure and state.probe_due(now_ms):
@@ -137,7 +143,9 @@ class Forwarder:
     def _record(self, tenant: TenantRecord, decision: Decision, report: RunReport) -> None:
         """The tenant item after the run: the mode, why, and the figures the next run decides
         on. READ_MODE=per-user keeps no figures: the item is written only to end a stream era."""
-        if self._settings.read_mode == PER_USER and tenant.state.mode == PER_USER:
+        if tenant.refused is not None or (
+            self._settings.read_mode == PER_USER and tenant.state.mode == PER_USER
+        ):
             return
         forwarded = {u.user_id: u.forwarded for u in report.users}
         state = tenant.state.after_run(

@@ -49,6 +49,8 @@ class UserReport:
     busy: bool = False  # another run holds the user (a live lease, or it wrote first)
     backlog: bool = False
     error: str | None = None  # a ForwarderError: this user failed, the others went on
+    # Its checkpoint was written by a newer release this one cannot read (left untouched).
+    newer_state: bool = False
     bug: BaseException | None = None  # anything else: the run fails loudly once all are done
     cursor: Cursor | None = None
 
@@ -120,6 +122,7 @@ class UserReport:
             "missing": self.missing,
             "backlog": self.backlog,
             "error": self.error,
+            "newer_release": self.newer_state,
             "checkpoint": cursor.summary() if cursor else None,
         }
 
@@ -134,6 +137,8 @@ class ReadReport:
     stream_events: int = 0  # entries the tenant stream returned, every user's
     stream_complete: bool | None = None  # the stream was read to its end (None: not read)
     error: str | None = None  # the stream could not go on (its checkpoint not written)
+    # The tenant item was written by a newer release this one cannot read (left untouched).
+    tenant_item_newer: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +148,7 @@ class ReadReport:
             "stream_events": self.stream_events,
             "stream_complete": self.stream_complete,
             "stream_error": self.error,
+            "tenant_item_newer": self.tenant_item_newer,
         }
 
 
@@ -222,6 +228,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ),
     ("WatchedUsers", "Count", lambda run: len(run.users)),
     ("UsersFailed", "Count", lambda run: len(run.failed)),
+    ("NewerReleaseItems", "Count", lambda run: _newer_release_items(run)),
     ("UsersDeferred", "Count", _total("deferred")),
     ("UsersBusy", "Count", _total("busy")),
     ("UsersMissing", "Count", _total("missing")),
@@ -258,6 +265,13 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("forwarded"))),
     ("RealtimeStalled", "Count", lambda run: _if_realtime(run, lambda r: r.realtime_stalled)),
 )
+
+
+def _newer_release_items(run: RunReport) -> float:
+    """Items a newer release wrote that this one cannot read: users' checkpoints (those users
+    failed) and the tenant item (the run read per user)."""
+    tenant = run.read is not None and run.read.tenant_item_newer
+    return float(sum(u.newer_state for u in run.users) + tenant)
 
 
 def _if_realtime(run: RunReport, value_of: Callable[[RunReport], float]) -> float | None:
