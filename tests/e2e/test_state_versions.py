@@ -178,21 +178,24 @@ def newer(item: dict[str, Any], state: dict[str, Any], version: int) -> dict[str
     }
 
 
-def test_a_newer_releases_items_are_left_untouched_and_the_other_users_forwarded(
+def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwarded(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:
     # GIVEN the fixture, where a release writing v3 has rewritten one user and the tenant item
-    # in a layout readable from v3 only
+    # in a layout readable from v3 only, and someone has broken another user's state by hand
     folder = "v1/096dcca"
     world = world_of(folder)
     stack = deployed(aws, sim, folder, "auto")
     client = aws.client("dynamodb")
     table = stack.resources.table_name
-    taken = ["auth0|fixture-pending", TENANT_KEY]
-    for key in taken:
+    for key in ("auth0|fixture-pending", TENANT_KEY):
         item = raw_items(aws, stack)[key]
         future = {**state_of(item), "pushed": {"kept": "elsewhere"}}
         client.put_item(TableName=table, Item=newer(item, future, 3))
+    broken = raw_items(aws, stack)["auth0|fixture-ahead"]
+    blob = encode_state("u", {**state_of(broken), "recent": [[1, "a"], "b"]})
+    client.put_item(TableName=table, Item={**broken, "state": {"B": blob}})
+    taken = ["auth0|fixture-pending", "auth0|fixture-ahead", TENANT_KEY]
     before = raw_items(aws, stack)
     # WHEN this release runs
     invocation = stack.invoke(cold=True)
@@ -200,19 +203,28 @@ def test_a_newer_releases_items_are_left_untouched_and_the_other_users_forwarded
     after = raw_items(aws, stack)
     for key in taken:
         assert after[key] == before[key], key
-    # AND the run fails for that user alone, saying why
+    # AND the run fails for those users alone, saying why
     assert invocation.error is not None
     message = str(invocation.error)
-    assert "1 of 10 users" in message and "auth0|fixture-pending" in message
-    assert "written by a newer release (checkpoint state v3, readable from v3" in message
+    assert "2 of 10 users" in message
+    assert (
+        "auth0|fixture-pending: NewerStateError: checkpoint of 'auth0|fixture-pending' was "
+        "written by a newer release (checkpoint state v3, readable from v3" in message
+    )
+    assert (
+        "auth0|fixture-ahead: CheckpointStateError: checkpoint state is invalid (checkpoint of "
+        "'auth0|fixture-ahead', key 'recent[1]' must be a list of 2 values, not str 'b')" in message
+    )
     assert invocation.metrics()["NewerReleaseItems"] == 2
     assert invocation.metrics()["StreamMode"] == 0  # the tenant item is not this release's
     # AND every other user was forwarded, exactly once
     others = sorted(set(world["users"]) - set(taken))
-    check_exactly_once(stack, world, "a newer release's items: the other users", others)
-    assert counted(stack, "auth0|fixture-pending") == {"cloudwatch": Counter(), "s3": Counter()}
-    FAULT_LEDGER.append(FaultRow("a newer release's checkpoint and tenant item (left as they "
-                                 "were)", "both", 5, 0, 0, 0, 0, message[:90]))  # fmt: skip
+    check_exactly_once(stack, world, "newer and unreadable items: the other 8 users", others)
+    for user in taken[:2]:
+        assert counted(stack, user) == {"cloudwatch": Counter(), "s3": Counter()}
+    FAULT_LEDGER.append(FaultRow("a newer release's checkpoint and tenant item, a checkpoint "
+                                 "broken by hand: left as they were", "both", 4, 0, 0, 0, 0,
+                                 message[:90]))  # fmt: skip
     # AND `status` shows the user as not read, and why
     from log_forwarder.cli.status import scan_checkpoints, statuses
 
