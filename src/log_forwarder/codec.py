@@ -30,7 +30,7 @@ Pure: no I/O, and nothing runs at import but the declarations.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any, Generic, TypeVar
 
@@ -66,6 +66,7 @@ class Kind:
     (Not generic: a typed kind costs the cold import more than it tells mypy.)"""
 
     __slots__ = ()
+    plain = False  # dump is the identity (lists of such values are copied, not walked)
 
     def dump(self, value: Any) -> Any:
         raise NotImplementedError
@@ -75,30 +76,38 @@ class Kind:
 
 
 class _Scalar(Kind):
-    __slots__ = ("_accepts", "_read", "_what")
+    # Checked by exact type: JSON gives exactly these (and a bool is not an integer here).
+    __slots__ = ("_types", "_what")
+    plain = True
 
-    def __init__(self, what: str, accepts: Callable[[Any], bool], read: Callable[[Any], Any]):
+    def __init__(self, what: str, *types: type) -> None:
         self._what = what
-        self._accepts = accepts
-        self._read = read
+        self._types = types
 
     def dump(self, value: Any) -> Any:
         return value
 
     def load(self, stored: Any) -> Any:
-        if not self._accepts(stored):
-            raise Invalid(f"must be {self._what}, not {_shown(stored)}")
-        return self._read(stored)
+        if type(stored) in self._types:
+            return stored
+        raise Invalid(f"must be {self._what}, not {_shown(stored)}")
+
+
+class _Float(_Scalar):
+    __slots__ = ()
+
+    def load(self, stored: Any) -> Any:
+        return float(super().load(stored))
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int
 
 
-INT: Kind = _Scalar("an integer", _is_int, int)
-FLOAT: Kind = _Scalar("a number", lambda v: _is_int(v) or isinstance(v, float), float)
-STR: Kind = _Scalar("a string", lambda v: isinstance(v, str), str)
-BOOL: Kind = _Scalar("true or false", lambda v: isinstance(v, bool), bool)
+INT: Kind = _Scalar("an integer", int)
+FLOAT: Kind = _Float("a number", float, int)
+STR: Kind = _Scalar("a string", str)
+BOOL: Kind = _Scalar("true or false", bool)
 
 
 class optional(Kind):
@@ -126,11 +135,12 @@ class items(Kind):
         self._ordered = ordered
 
     def dump(self, value: Any) -> Any:
-        return [self._kind.dump(item) for item in value]
+        kind = self._kind
+        return list(value) if kind.plain else [kind.dump(item) for item in value]
 
     def load(self, stored: Any) -> Any:
-        loaded = tuple(_each(self._kind, stored))
-        return tuple(sorted(loaded)) if self._ordered else loaded
+        loaded = _each(self._kind, stored)
+        return tuple(sorted(loaded) if self._ordered else loaded)
 
 
 class set_of(Kind):
@@ -152,25 +162,39 @@ class row(Kind):
     """A fixed-length tuple stored as a list, or with `into`, a dataclass stored as the list
     of its fields in order."""
 
-    __slots__ = ("_into", "_kinds")
+    __slots__ = ("_into", "_kinds", "_scalars", "_types")
 
     def __init__(self, *kinds: Kind, into: type | None = None) -> None:
         self._kinds = kinds
         self._into = into
+        # A float stored as an integer is read as a float: through its kind.
+        self._scalars = into is None and all(
+            isinstance(kind, _Scalar) and not isinstance(kind, _Float) for kind in kinds
+        )
+        # The exact types each value may have, for the rows of scalars a cursor holds thousands
+        # of (its overlap window): read at the cost of a type check each.
+        self._types = [kind._types for kind in kinds if isinstance(kind, _Scalar)]
 
     def dump(self, value: Any) -> Any:
+        if self._scalars:
+            return list(value)
         values = value if self._into is None else [getattr(value, f.name) for f in fields(value)]
         return [kind.dump(item) for kind, item in zip(self._kinds, values, strict=True)]
 
     def load(self, stored: Any) -> Any:
-        if not isinstance(stored, list) or len(stored) != len(self._kinds):
-            raise Invalid(f"must be a list of {len(self._kinds)} values, not {_shown(stored)}")
-        values = []
-        for index, (kind, item) in enumerate(zip(self._kinds, stored, strict=True)):
-            try:
-                values.append(kind.load(item))
-            except Invalid as problem:
-                raise problem.at(f"[{index}]") from None
+        kinds = self._kinds
+        if type(stored) is not list or len(stored) != len(kinds):
+            raise Invalid(f"must be a list of {len(kinds)} values, not {_shown(stored)}")
+        if self._scalars:  # (indexing: a zip here costs the cursor's decode several times)
+            types = self._types
+            for index in range(len(types)):
+                if type(stored[index]) not in types[index]:
+                    raise _where(kinds, stored)
+            return tuple(stored)
+        try:
+            values = [kind.load(item) for kind, item in zip(kinds, stored, strict=True)]
+        except Invalid:
+            raise _where(kinds, stored) from None
         return tuple(values) if self._into is None else self._into(*values)
 
 
@@ -375,30 +399,51 @@ class Schema(Generic[T]):
 class versioned(Kind):
     """An object with a schema and versions of its own inside another record (the detection
     rules' state in a checkpoint), kept as the mapping its own module reads: checked, upgraded
-    and written in this release's layout as the outer item is read (a newer one that this
-    release cannot read: NewerStateError, and the outer item is not read either)."""
+    and written in this release's layout as the outer item is read. A newer one that this
+    release cannot read raises NewerStateError: the outer item is not read either (nor written).
+    `lenient`: one that is merely invalid reads as null (state that only advises, such as the
+    rules', starts over rather than stop the item holding it)."""
 
-    __slots__ = ("_item", "_schema")
+    __slots__ = ("_item", "_lenient", "_schema")
 
-    def __init__(self, schema: Schema[Any], item: str) -> None:
+    def __init__(self, schema: Schema[Any], item: str, *, lenient: bool = False) -> None:
         self._schema = schema
         self._item = item
+        self._lenient = lenient
 
     def dump(self, value: Mapping[str, Any]) -> Any:
         return dict(value)
 
     def load(self, stored: Any) -> Any:
-        return self._schema.encode(self._schema.decode(stored, item=self._item))
-
-
-def _each(kind: Kind, stored: Any) -> Iterable[Any]:
-    if not isinstance(stored, list):
-        raise Invalid(f"must be a list, not {_shown(stored)}")
-    for index, item in enumerate(stored):
         try:
-            yield kind.load(item)
+            return self._schema.encode(self._schema.decode(stored, item=self._item))
+        except NewerStateError:
+            raise
+        except CheckpointStateError:
+            if self._lenient:
+                return None
+            raise
+
+
+def _each(kind: Kind, stored: Any) -> list[Any]:
+    if type(stored) is not list:
+        raise Invalid(f"must be a list, not {_shown(stored)}")
+    load = kind.load
+    try:
+        return [load(item) for item in stored]
+    except Invalid:
+        raise _where([kind] * len(stored), stored) from None
+
+
+def _where(kinds: Sequence[Kind], stored: list[Any]) -> Invalid:
+    """The problem of the first value that breaks its kind, with its index (looked for only
+    once one did: the loops above stay lean)."""
+    for index, (kind, item) in enumerate(zip(kinds, stored, strict=True)):
+        try:
+            kind.load(item)
         except Invalid as problem:
-            raise problem.at(f"[{index}]") from None
+            return problem.at(f"[{index}]")
+    raise AssertionError("no value breaks its kind")
 
 
 def _shown(value: Any) -> str:

@@ -553,7 +553,9 @@ CURSOR_STATE: Schema[Cursor] = Schema(
         Key(
             "detections",
             "detections",
-            optional(versioned(DETECTION_STATE, "its detection rules' state")),
+            # Advisory: one that cannot be read starts empty, as v1 read it (a newer release's
+            # still refuses the checkpoint: writing it would lose what that release keeps).
+            optional(versioned(DETECTION_STATE, "its detection rules' state", lenient=True)),
         ),
     ),
     version=2,

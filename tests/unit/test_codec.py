@@ -190,6 +190,9 @@ def test_a_newer_detection_state_makes_the_whole_checkpoint_a_newer_releases() -
         Cursor.from_state(stored, item="checkpoint of 'u'")
     # AND one it reads comes back in this release's layout
     assert Cursor.from_state(cursor.to_state()).detections == cursor.detections
+    # AND one merely broken (by hand) starts empty, as v1 read it: the cursor is still read
+    broken = {**cursor.to_state(), "detections": {"v": 1, "fl": "x"}}
+    assert Cursor.from_state(broken) == replace(cursor, detections=None)
 
 
 def test_the_tenant_items_mode_and_roster_are_checked() -> None:
