@@ -503,27 +503,21 @@ def write(out: Path, commit: str, source: str, now_ms: int | None) -> None:
 
 def _jsonable(item: Mapping[str, Any]) -> dict[str, Any]:
     """A low-level DynamoDB item as JSON: bytes as base64, as DynamoDB's JSON export writes."""
-
-    def value(attribute: Mapping[str, Any]) -> dict[str, Any]:
-        ((kind, raw),) = attribute.items()
-        if kind == "B":
-            return {"B": base64.b64encode(bytes(raw)).decode("ascii")}
-        if kind == "M":
-            return {"M": {k: value(v) for k, v in raw.items()}}
-        if kind == "L":
-            return {"L": [value(v) for v in raw]}
-        return {kind: raw}
-
-    return {name: value(attribute) for name, attribute in item.items()}
+    return _binary(item, lambda raw: base64.b64encode(bytes(raw)).decode("ascii"))
 
 
 def loaded_item(item: Mapping[str, Any]) -> dict[str, Any]:
     """A dynamodb.json item as boto3's low-level client takes it (base64 back to bytes)."""
+    return _binary(item, base64.b64decode)
+
+
+def _binary(item: Mapping[str, Any], convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The item with each binary attribute, however deep, converted."""
 
     def value(attribute: Mapping[str, Any]) -> dict[str, Any]:
         ((kind, raw),) = attribute.items()
         if kind == "B":
-            return {"B": base64.b64decode(raw)}
+            return {"B": convert(raw)}
         if kind == "M":
             return {"M": {k: value(v) for k, v in raw.items()}}
         if kind == "L":
