@@ -8,6 +8,8 @@ An item looks like this (operators add the first two to watch a user without red
     version    N     bumped by every save; a save names the version it read
     state      B     the cursor's state: compact JSON, zlib-compressed
     updated_at S     when the last save happened (ISO-8601 UTC)
+    state_version N  the state version that wrote `state`, and the oldest whose reader can read
+    state_readable_from N   it (codec.py): what `status` tells a newer release's item by
     ...              the caller's summary (last event date, counts...), readable in the console;
                      a summary value of None removes the attribute
 
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import AWS_ERRORS, call_aws, error_code, is_transient
+from log_forwarder.codec import READABLE_FROM_KEY, WRITTEN_KEY, Schema
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, CheckpointStateError
 from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import (
@@ -65,8 +68,19 @@ BATCH_GET_LIMIT = 100
 # Unprocessed keys and throttling: DynamoDB asks to come back soon, so short, frequent retries.
 CHECKPOINT_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
+STATE_VERSION_ATTRIBUTE = "state_version"
+READABLE_FROM_ATTRIBUTE = "state_readable_from"
 RESERVED_ATTRIBUTES = frozenset(
-    {"user_id", "watch", "version", "state", "updated_at", "write_token"}
+    {
+        "user_id",
+        "watch",
+        "version",
+        "state",
+        "updated_at",
+        "write_token",
+        STATE_VERSION_ATTRIBUTE,
+        READABLE_FROM_ATTRIBUTE,
+    }
 )
 
 SummaryValue = str | int | float | bool | None
@@ -170,13 +184,14 @@ class VersionedStore(ABC):
     ) -> int:
         blob = encode_state(user_id, state)
         new_version = 1 if expected_version is None else expected_version + 1
+        attributes = {**summary, **version_attributes(state)}
         write = Write(
             self.key_prefix + user_id,
             blob,
             new_version,
             expected_version,
-            clean_summary(summary),
-            tuple(sorted(name for name, value in summary.items() if value is None)),
+            {**clean_summary(summary), **clean_summary(version_attributes(state), own=True)},
+            tuple(sorted(name for name, value in attributes.items() if value is None)),
             _iso_s(self._clock()),
         )
         current = self._put_if_version(write, deadline)
@@ -237,12 +252,38 @@ def decode_state(user_id: str, blob: bytes) -> dict[str, Any]:
     return state
 
 
-def clean_summary(summary: Mapping[str, SummaryValue]) -> dict[str, str | int | float | bool]:
-    """The summary without None values, after refusing names and values DynamoDB cannot hold."""
+def version_attributes(state: Mapping[str, Any]) -> dict[str, SummaryValue]:
+    """The state's versions (codec.py) as attributes beside it, so that `status` can tell an
+    item a newer release wrote without decoding it (None: a state with no version removes them)."""
+    readable_from = state.get(READABLE_FROM_KEY)
+    written = state.get(WRITTEN_KEY, readable_from)
+    known = all(isinstance(v, int) and not isinstance(v, bool) for v in (readable_from, written))
+    return {
+        STATE_VERSION_ATTRIBUTE: written if known else None,
+        READABLE_FROM_ATTRIBUTE: readable_from if known else None,
+    }
+
+
+def newer_release(item: Mapping[str, Any], schema: Schema[Any]) -> str | None:
+    """What `status` shows for an item, given as its attributes, whose state this release cannot
+    read because a newer release wrote it (None: this release reads it)."""
+    readable_from = item.get(READABLE_FROM_ATTRIBUTE)
+    if not isinstance(readable_from, int | float) or readable_from <= schema.version:
+        return None
+    written = item.get(STATE_VERSION_ATTRIBUTE)
+    shown = int(written) if isinstance(written, int | float) else int(readable_from)
+    return f"written by a newer release (v{shown}), not read"
+
+
+def clean_summary(
+    summary: Mapping[str, SummaryValue], *, own: bool = False
+) -> dict[str, str | int | float | bool]:
+    """The summary without None values, after refusing names and values DynamoDB cannot hold
+    (`own`: the store's attributes, which may use its reserved names)."""
     # The summary is the forwarder's own: a refusal here means a bug, reported as a state error.
     cleaned: dict[str, str | int | float | bool] = {}
     for name, value in summary.items():
-        if name in RESERVED_ATTRIBUTES:
+        if name in RESERVED_ATTRIBUTES and not own:
             raise CheckpointStateError(
                 f"summary attribute {name!r} is reserved by the checkpoint store"
             )

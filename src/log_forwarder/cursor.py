@@ -24,8 +24,22 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .codec import (
+    BOOL,
+    INT,
+    STR,
+    Inline,
+    Key,
+    Record,
+    Schema,
+    items,
+    optional,
+    row,
+    set_of,
+    versioned,
+)
+from .detections import DETECTION_STATE
 from .events import LogEvent, iso_ms
-from .exceptions import CheckpointStateError
 from .records import Gap
 
 __all__ = [
@@ -39,7 +53,6 @@ __all__ = [
     "UserStatus",
 ]
 
-STATE_VERSION = 1
 # How far ahead of the stored value a complete read must be before `verified_ms` is written again:
 # it only matters once a user has not been read for longer than the retention (a day or more),
 # so idle users cost a checkpoint write an hour rather than one a run.
@@ -430,102 +443,13 @@ class Cursor:
         return replace(self, outbox=self.outbox.released())
 
     def to_state(self) -> dict[str, Any]:
-        position, status, seat = self.position, self.status, self.seat
-        return {
-            "v": STATE_VERSION,
-            "floor": position.floor_ms,
-            "watermark": position.watermark_ms,
-            "recent": [[date, log_id] for date, log_id in position.recent],
-            "ahead": [[date, log_id] for date, log_id in position.ahead],
-            "pending": [
-                {
-                    "batch_id": p.batch_id,
-                    "log_ids": sorted(p.log_ids),
-                    "lease": p.lease_until_ms,
-                    "at": p.written_ms,
-                }
-                for p in self.outbox.pending
-            ],
-            "backlog": status.backlog,
-            "forwarded_total": status.forwarded_total,
-            "gaps_total": status.gaps_total,
-            "verified": position.verified_ms,
-            "quarantined": [[digest, seen] for digest, seen in position.quarantined],
-            "missing_since": status.missing_since_ms,
-            "detections": self.detections,
-            "last_gap": list(status.last_gap) if status.last_gap else None,
-            "last_error": status.last_error,
-            "last_error_at": status.last_error_ms,
-            "last_read": status.last_read_ms,
-            "seat": None
-            if seat is None
-            else {
-                "epoch": seat.epoch,
-                "joined": seat.joined_ms,
-                "pos": seat.pos,
-                "above": sorted(seat.above),
-            },
-        }
+        return CURSOR_STATE.encode(self)
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> Cursor:
-        if state.get("v") != STATE_VERSION:
-            raise CheckpointStateError(
-                f"checkpoint state version {state.get('v')!r} is not {STATE_VERSION}"
-            )
-        try:
-            return cls._from_valid_state(state)
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointStateError(
-                f"checkpoint state is invalid ({type(error).__name__}: {error}); delete the "
-                "item's `state` and `version` attributes to restart this user"
-            ) from error
-
-    @classmethod
-    def _from_valid_state(cls, state: Mapping[str, Any]) -> Cursor:
-        position = ReadPosition(
-            floor_ms=_optional_int(state.get("floor")),
-            watermark_ms=_optional_int(state.get("watermark")),
-            recent=tuple(
-                sorted((int(date), str(log_id)) for date, log_id in state.get("recent", []))
-            ),
-            verified_ms=_optional_int(state.get("verified")),
-            ahead=tuple(
-                sorted((int(date), str(log_id)) for date, log_id in state.get("ahead") or ())
-            ),
-            quarantined=tuple(
-                (str(digest), int(seen)) for digest, seen in state.get("quarantined") or ()
-            ),
-        )
-        outbox = Outbox(
-            tuple(
-                Pending(
-                    str(p["batch_id"]),
-                    frozenset(map(str, p["log_ids"])),
-                    int(p.get("lease", 0)),
-                    int(p.get("at", 0)),
-                )
-                for p in state.get("pending") or ()
-            )
-        )
-        status = UserStatus(
-            backlog=bool(state.get("backlog", False)),
-            forwarded_total=int(state.get("forwarded_total", 0)),
-            gaps_total=int(state.get("gaps_total", 0)),
-            missing_since_ms=_optional_int(state.get("missing_since")),
-            last_gap=_gap_of(state.get("last_gap")),
-            last_error=None if state.get("last_error") is None else str(state["last_error"]),
-            last_error_ms=_optional_int(state.get("last_error_at")),
-            last_read_ms=_optional_int(state.get("last_read")),
-        )
-        detections = state.get("detections")
-        return cls(
-            position,
-            outbox,
-            _seat(state.get("seat")),
-            status,
-            detections if isinstance(detections, dict) else None,
-        )
+    def from_state(cls, state: Mapping[str, Any], *, item: str = "checkpoint") -> Cursor:
+        """A stored cursor, upgraded from the version that wrote it (codec.py);
+        CheckpointStateError names the item and the key, NewerStateError a newer release's."""
+        return CURSOR_STATE.decode(state, item=item)
 
     def summary(self) -> dict[str, str | int | bool | None]:
         """Readable attributes stored beside the state, for operators browsing the table."""
@@ -552,20 +476,105 @@ class Cursor:
         }
 
 
-def _gap_of(value: object) -> tuple[int | None, int, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        raise ValueError(f"last_gap is {value!r}, expected [from, to, reason]")
-    return (_optional_int(value[0]), int(value[1]), str(value[2]))
+# -- the stored form ------------------------------------------------------------------------------
 
 
-def _seat(value: Any) -> StreamSeat | None:
-    if value is None:
-        return None
-    above = frozenset(str(log_id) for log_id in value.get("above") or ())
-    return StreamSeat(int(value["epoch"]), int(value["joined"]), str(value["pos"]), above)
+def _cursor_from_v1(state: dict[str, Any]) -> dict[str, Any]:
+    """v1 named more than one shape: the first releases kept the one pending intent as an object
+    (null: none), later ones a list; lists were read with null for empty, a detection state that
+    was not an object as none; keys were added without a new number (a missing one takes its
+    default, as in v2). v2 is the shape of the last v1 writers, every key always written."""
+    upgraded = dict(state)
+    pending = state.get("pending")
+    if pending is None or isinstance(pending, Mapping):
+        upgraded["pending"] = [] if pending is None else [pending]
+    for key in ("ahead", "quarantined"):
+        if key in state and state[key] is None:
+            upgraded[key] = []
+    seat = state.get("seat")
+    if isinstance(seat, Mapping) and seat.get("above", ()) is None:
+        upgraded["seat"] = {**seat, "above": []}
+    if not isinstance(state.get("detections"), Mapping):
+        upgraded["detections"] = None
+    return upgraded
 
 
-def _optional_int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
+_DATED_IDS = items(row(INT, STR), ordered=True)
+OPTIONAL_INT = optional(INT)
+
+CURSOR_STATE: Schema[Cursor] = Schema(
+    "checkpoint state",
+    Record(
+        Cursor,
+        Inline(
+            "position",
+            Record(
+                ReadPosition,
+                Key("floor", "floor_ms", OPTIONAL_INT),
+                Key("watermark", "watermark_ms", OPTIONAL_INT),
+                Key("recent", "recent", _DATED_IDS),
+                Key("verified", "verified_ms", OPTIONAL_INT),
+                Key("quarantined", "quarantined", items(row(STR, INT))),
+                Key("ahead", "ahead", _DATED_IDS),
+            ),
+        ),
+        Inline(
+            "outbox",
+            Record(
+                Outbox,
+                Key(
+                    "pending",
+                    "pending",
+                    items(
+                        Record(
+                            Pending,
+                            Key("batch_id", "batch_id", STR),
+                            Key("log_ids", "log_ids", set_of(STR)),
+                            Key("lease", "lease_until_ms", INT),
+                            Key("at", "written_ms", INT),
+                        )
+                    ),
+                ),
+            ),
+        ),
+        Key(
+            "seat",
+            "seat",
+            optional(
+                Record(
+                    StreamSeat,
+                    Key("epoch", "epoch", INT),
+                    Key("joined", "joined_ms", INT),
+                    Key("pos", "pos", STR),
+                    Key("above", "above", set_of(STR)),
+                )
+            ),
+        ),
+        Inline(
+            "status",
+            Record(
+                UserStatus,
+                Key("backlog", "backlog", BOOL),
+                Key("forwarded_total", "forwarded_total", INT),
+                Key("gaps_total", "gaps_total", INT),
+                Key("missing_since", "missing_since_ms", OPTIONAL_INT),
+                Key("last_gap", "last_gap", optional(row(OPTIONAL_INT, INT, STR))),
+                Key("last_error", "last_error", optional(STR)),
+                Key("last_error_at", "last_error_ms", OPTIONAL_INT),
+                Key("last_read", "last_read_ms", OPTIONAL_INT),
+            ),
+        ),
+        Key(
+            "detections",
+            "detections",
+            # Advisory: one that cannot be read starts empty, as v1 read it (a newer release's
+            # still refuses the checkpoint: writing it would lose what that release keeps).
+            optional(versioned(DETECTION_STATE, "its detection rules' state", lenient=True)),
+        ),
+    ),
+    version=2,
+    # v2 is v1's last shape: the releases that read only v1 read it as they always did.
+    readable_from=1,
+    upgrades={1: _cursor_from_v1},
+    hint="delete the item's `state` and `version` attributes to restart this user",
+)

@@ -52,12 +52,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
+from .codec import BOOL, INT, STR, Key, Record, Schema, items, optional, row
 from .event_types import describe
 from .events import LogEvent, iso_ms
+from .exceptions import CheckpointStateError
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
-STATE_VERSION: Final = 1
 FORMAT_VERSION: Final = 1
 RULES: Final = (
     "failed_login_burst",
@@ -198,36 +199,49 @@ class DetectionState:
     dedup: tuple[tuple[str, int, int], ...] = ()  # (rule|key, last finding ms, suppressed since)
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            "v": STATE_VERSION,
-            "fl": [[f.date_ms, f.log_id, f.ip] for f in self.failures],
-            "lf": self.last_failure_ms,
-            "b": None
-            if self.burst is None
-            else [
-                self.burst.start_ms,
-                self.burst.count,
-                self.burst.next_at,
-                self.burst.success_fired,
-            ],
-            "n": self.logins_seen,
-            "src": [[key, ms] for key, ms in self.sources],
-            "dd": [[key, ms, count] for key, ms, count in self.dedup],
-        }
+        return DETECTION_STATE.encode(self)
 
     @classmethod
     def from_state(cls, state: object) -> DetectionState:
-        """Read a stored state; missing, unreadable or over-long parts fall back to empty."""
-        if not isinstance(state, Mapping):
+        """A stored state, cut to the caps. The checkpoint holding it checked it as it was read
+        (codec.versioned); anything else that cannot be read (missing, hand-edited) is an empty
+        state: the rules are advisory, so it costs findings, never an event."""
+        try:
+            return DETECTION_STATE.decode(state, item="detection rules' state").bounded()
+        except CheckpointStateError:
             return cls()
-        return cls(
-            failures=tuple(_read_failures(state.get("fl")))[-MAX_THRESHOLD:],
-            last_failure_ms=_int_or_none(state.get("lf")),
-            burst=_read_burst(state.get("b")),
-            logins_seen=max(0, _int_or_none(state.get("n")) or 0),
-            sources=_read_pairs(state.get("src"))[-MAX_SOURCES:],
-            dedup=_read_dedup(state.get("dd"))[-MAX_DEDUP_KEYS:],
+
+    def bounded(self) -> DetectionState:
+        """Within the caps, whatever wrote it (larger caps, a hand edit)."""
+        return replace(
+            self,
+            failures=tuple(
+                replace(f, log_id=f.log_id[:200], ip=_short(f.ip, 45))
+                for f in self.failures[-MAX_THRESHOLD:]
+            ),
+            logins_seen=max(0, self.logins_seen),
+            sources=_bounded_sources({key[:MAX_KEY_CHARS]: ms for key, ms in self.sources}),
+            dedup=_bounded_dedup(
+                {key[:MAX_KEY_CHARS]: (ms, max(0, n)) for key, ms, n in self.dedup}
+            ),
         )
+
+
+DETECTION_STATE: Final[Schema[DetectionState]] = Schema(
+    "detection rules' state",
+    Record(
+        DetectionState,
+        Key("fl", "failures", items(row(INT, STR, optional(STR), into=_Failure))),
+        Key("lf", "last_failure_ms", optional(INT)),
+        Key("b", "burst", optional(row(INT, INT, INT, BOOL, into=_Burst))),
+        Key("n", "logins_seen", INT),
+        Key("src", "sources", items(row(STR, INT))),
+        Key("dd", "dedup", items(row(STR, INT, INT))),
+    ),
+    version=1,
+    readable_from=1,
+    upgrades={},
+)
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -400,10 +414,9 @@ def _on_login(
         )
     for key in keys:
         known[key] = max(known.get(key, event.date_ms), event.date_ms)
-    newest = sorted(known.items(), key=lambda item: (-item[1], item[0]))[:MAX_SOURCES]
     logins = min(state.logins_seen + 1, settings.new_source_warmup_logins)
     state = replace(
-        state, sources=tuple(sorted(newest)), logins_seen=max(logins, state.logins_seen)
+        state, sources=_bounded_sources(known), logins_seen=max(logins, state.logins_seen)
     )
     return finding, state
 
@@ -651,46 +664,9 @@ def _stored_id(log_id: str) -> str:
     return "sha256:" + hashlib.sha256(log_id.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _read_failures(value: object) -> Iterable[_Failure]:
-    for item in value if isinstance(value, list) else ():
-        if isinstance(item, list) and len(item) == 3:
-            date, log_id, ip = item
-            if _int_or_none(date) is not None and isinstance(log_id, str) and log_id:
-                yield _Failure(date, log_id[:200], ip[:45] if isinstance(ip, str) else None)
-
-
-def _read_burst(value: object) -> _Burst | None:
-    if not isinstance(value, list) or len(value) != 4:
-        return None
-    start, count, next_at, fired = value
-    if None in (_int_or_none(start), _int_or_none(count), _int_or_none(next_at)):
-        return None
-    return _Burst(start, count, next_at, bool(fired))
-
-
-def _read_pairs(value: object) -> tuple[tuple[str, int], ...]:
-    pairs = {
-        item[0][:MAX_KEY_CHARS]: item[1]
-        for item in (value if isinstance(value, list) else ())
-        if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-        if _int_or_none(item[1]) is not None
-    }
-    newest = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[:MAX_SOURCES]
+def _bounded_sources(known: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    newest = sorted(known.items(), key=lambda item: (-item[1], item[0]))[:MAX_SOURCES]
     return tuple(sorted(newest))
-
-
-def _read_dedup(value: object) -> tuple[tuple[str, int, int], ...]:
-    entries = {
-        item[0][:MAX_KEY_CHARS]: (item[1], max(0, item[2]))
-        for item in (value if isinstance(value, list) else ())
-        if isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-        if _int_or_none(item[1]) is not None and _int_or_none(item[2]) is not None
-    }
-    return _bounded_dedup(entries)
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -17,6 +17,8 @@
     ├── CheckpointError             the checkpoint table could not be read or written
     │   ├── CheckpointConflict      another run moved the checkpoint first (conditional write)
     │   └── CheckpointStateError    a stored state is unreadable, or a new one would not fit
+    │       └── NewerStateError     a stored state was written by a newer release this one cannot
+    │                               read: never written over
     ├── RunFailed                   some users were not forwarded this run (raised by the handler)
     ├── FanoutError                 the tenant queue did not take every tenant's message
     ├── PoisonMessage               a tenant queue message no run can ever process
@@ -131,6 +133,10 @@ class CheckpointConflict(CheckpointError):
 
 class CheckpointStateError(CheckpointError):
     """A stored checkpoint state cannot be read, or a new one is too large to store."""
+
+
+class NewerStateError(CheckpointStateError):
+    """A stored item was written by a newer release, in a layout this one cannot read."""
 
 
 class RunFailed(ForwarderError):

@@ -21,7 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .checkpoint_store import CheckpointStore, SummaryValue
 from .cursor import Cursor
-from .exceptions import ForwarderError
+from .exceptions import ForwarderError, NewerStateError
 from .planner import Batch
 from .records import DeliveryReport
 from .retry import UNLIMITED, Deadline
@@ -42,7 +42,10 @@ V = TypeVar("V", bound=Stored)
 class VersionedItem(Generic[V]):
     """An item of the checkpoint table as last read or written, and the conditional writes that
     move it: a user's checkpoint, or the tenant item. Every write names the version read, so a
-    run that lost a race gets CheckpointConflict instead of moving what another run moved."""
+    run that lost a race gets CheckpointConflict instead of moving what another run moved.
+
+    `refused`: the item as stored was written by a newer release that this one cannot read
+    (`value` is then only a stand-in): every write raises it, so the item is left untouched."""
 
     def __init__(
         self,
@@ -51,12 +54,15 @@ class VersionedItem(Generic[V]):
         value: V,
         version: int | None,
         deadline: Deadline = UNLIMITED,
+        *,
+        refused: NewerStateError | None = None,
     ) -> None:
         self._store = store
         self.key = key
         self._version = version
         self.value = value
         self.deadline = deadline
+        self.refused = refused
 
     @property
     def version(self) -> int | None:
@@ -64,6 +70,8 @@ class VersionedItem(Generic[V]):
         return self._version
 
     def write(self, value: V) -> None:
+        if self.refused is not None:
+            raise self.refused
         self._version = self._store.save(
             self.key,
             value.to_state(),

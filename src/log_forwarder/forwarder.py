@@ -83,6 +83,7 @@ class Forwarder:
             read_users(sessions, run, tenant.state)
         read.stream_unavailable = tenant.state.refused
         users = [session.report for session in sessions]
+        read.tenant_item_newer = tenant.refused is not None
         report = RunReport(
             users=users,
             calls=run.scope.stats,
@@ -130,6 +131,11 @@ class Forwarder:
         now_ms = self._now_ms()
         setting = self._settings.read_mode
         state = tenant.state
+        if tenant.refused is not None:
+            # The stream's state is a newer release's: this one reads per user, and never
+            # writes over it.
+            why = f"{tenant.refused}; reading per user"
+            return Decision(PER_USER, why, state.costs(len(sessions)))
         # In per-user mode nothing else measures the tenant's event rate.
         measure = setting == AUTO and state.mode != STREAM and not state.stream_refused(now_ms)
         if measure and state.probe_due(now_ms):
@@ -141,7 +147,9 @@ class Forwarder:
         """The tenant item after the run: the mode, why, the figures the next run decides on,
         and the tenant's failure (kept until a run reads a user: `status` shows it).
         READ_MODE=per-user keeps no figures: the item is written only to end a stream era, and
-        when the tenant fails or recovers."""
+        when the tenant fails or recovers. A newer release's item is never written."""
+        if tenant.refused is not None:
+            return
         now_ms = self._now_ms()
         state = tenant.state
         failure = report.tenant_failure

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from .codec import FLOAT, INT, STR, Key, Record, Schema, checked, items, one_of, optional, row
 from .cursor import StreamSeat
 from .events import iso_ms
-from .exceptions import CheckpointStateError
 from .roster import digest, unpack
 
 TENANT_KEY = "#tenant"
@@ -49,7 +49,6 @@ PROBE_EVERY_MS = 30 * 60_000
 RECHECK_REFUSED_MS = 60 * 60_000
 # Complete stream reads remembered, to know where the floor of a user who joined stops.
 COMPLETE_READS_KEPT = 24
-STATE_VERSION = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,6 @@ class TenantState:
     failure_fix: str | None = None
     failing_since_ms: int | None = None
     failed_at_ms: int | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     # -- the decision --------------------------------------------------------------------------
 
@@ -220,83 +218,13 @@ class TenantState:
     # -- storage ---------------------------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        return {
-            **self.extra,
-            "v": STATE_VERSION,
-            "mode": self.mode,
-            "reason": self.reason,
-            "epoch": self.epoch,
-            "position": self.position,
-            "verified": self.verified_ms,
-            "complete_reads": [[started, end] for started, end in self.complete_reads],
-            "roster": self.roster,
-            "read_since_complete": self.read_since_complete,
-            "rate_eps": self.rate_eps,
-            "per_user_calls": self.per_user_calls,
-            "period_s": self.period_s,
-            "last_run": self.last_run_ms,
-            "probe_position": self.probe_position,
-            "probe_since": self.probe_since_ms,
-            "probed_at": self.probed_at_ms,
-            "refused": self.refused,
-            "refused_at": self.refused_at_ms,
-            "failure": self.failure,
-            "failure_fix": self.failure_fix,
-            "failing_since": self.failing_since_ms,
-            "failed_at": self.failed_at_ms,
-        }
+        return TENANT_STATE.encode(self)
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any] | None) -> TenantState:
-        if state is None:
-            return cls()
-        if state.get("v") != STATE_VERSION:
-            raise CheckpointStateError(
-                f"tenant item state version {state.get('v')!r} is not {STATE_VERSION}; delete "
-                f"the item {TENANT_KEY!r} to start over (every user is then read per user once)"
-            )
-        try:
-            return cls._from_valid_state(state)
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointStateError(
-                f"tenant item state is invalid ({type(error).__name__}: {error}); delete the "
-                f"item {TENANT_KEY!r} to start over"
-            ) from error
-
-    @classmethod
-    def _from_valid_state(cls, state: Mapping[str, Any]) -> TenantState:
-        mode = state.get("mode", PER_USER)
-        if mode not in (PER_USER, STREAM):
-            raise ValueError(f"mode {mode!r}")
-        known = set(cls().to_state())
-        roster = _optional_str(state.get("roster"))
-        if roster is not None:
-            unpack(roster)  # unreadable: the whole item is, and the stream starts over
-        return cls(
-            mode=mode,
-            reason=str(state.get("reason", "")),
-            epoch=int(state.get("epoch", 0)),
-            position=_optional_str(state.get("position")),
-            verified_ms=_optional_int(state.get("verified")),
-            complete_reads=tuple((int(s), str(e)) for s, e in state.get("complete_reads") or ()),
-            roster=roster,
-            read_since_complete=int(state.get("read_since_complete", 0)),
-            rate_eps=_optional_float(state.get("rate_eps")),
-            per_user_calls=_optional_float(state.get("per_user_calls")),
-            period_s=_optional_float(state.get("period_s")),
-            last_run_ms=_optional_int(state.get("last_run")),
-            probe_position=_optional_str(state.get("probe_position")),
-            probe_since_ms=_optional_int(state.get("probe_since")),
-            probed_at_ms=_optional_int(state.get("probed_at")),
-            refused=_optional_str(state.get("refused")),
-            refused_at_ms=_optional_int(state.get("refused_at")),
-            failure=_optional_str(state.get("failure")),
-            failure_fix=_optional_str(state.get("failure_fix")),
-            failing_since_ms=_optional_int(state.get("failing_since")),
-            failed_at_ms=_optional_int(state.get("failed_at")),
-            # Kept as read: what a newer version of the forwarder (or the status CLI) added.
-            extra={k: v for k, v in state.items() if k not in known},
-        )
+        """The stored tenant item (None: none yet), upgraded from the version that wrote it
+        (codec.py); NewerStateError for a newer release's that this one cannot read."""
+        return cls() if state is None else TENANT_STATE.decode(state, item="the tenant item")
 
     def summary(self, users: int) -> dict[str, str | int | float | bool | None]:
         """Readable attributes beside the state, for operators and the status listing."""
@@ -371,13 +299,39 @@ def _mean(old: float | None, new: float) -> float:
     return new if old is None else (1 - EWMA_WEIGHT) * old + EWMA_WEIGHT * new
 
 
-def _optional_int(value: object) -> int | None:
-    return None if value is None else int(value)  # type: ignore[call-overload]
+OPTIONAL_INT = optional(INT)
+OPTIONAL_FLOAT = optional(FLOAT)
+OPTIONAL_STR = optional(STR)
 
-
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _optional_str(value: object) -> str | None:
-    return None if value is None else str(value)
+TENANT_STATE: Schema[TenantState] = Schema(
+    "tenant item state",
+    Record(
+        TenantState,
+        Key("mode", "mode", one_of(PER_USER, STREAM)),
+        Key("reason", "reason", STR),
+        Key("epoch", "epoch", INT),
+        Key("position", "position", OPTIONAL_STR),
+        Key("verified", "verified_ms", OPTIONAL_INT),
+        Key("complete_reads", "complete_reads", items(row(INT, STR))),
+        # Unreadable, the whole item is: the stream starts over (a new era).
+        Key("roster", "roster", optional(checked(STR, unpack))),
+        Key("read_since_complete", "read_since_complete", INT),
+        Key("rate_eps", "rate_eps", OPTIONAL_FLOAT),
+        Key("per_user_calls", "per_user_calls", OPTIONAL_FLOAT),
+        Key("period_s", "period_s", OPTIONAL_FLOAT),
+        Key("last_run", "last_run_ms", OPTIONAL_INT),
+        Key("probe_position", "probe_position", OPTIONAL_STR),
+        Key("probe_since", "probe_since_ms", OPTIONAL_INT),
+        Key("probed_at", "probed_at_ms", OPTIONAL_INT),
+        Key("refused", "refused", OPTIONAL_STR),
+        Key("refused_at", "refused_at_ms", OPTIONAL_INT),
+        Key("failure", "failure", OPTIONAL_STR),
+        Key("failure_fix", "failure_fix", OPTIONAL_STR),
+        Key("failing_since", "failing_since_ms", OPTIONAL_INT),
+        Key("failed_at", "failed_at_ms", OPTIONAL_INT),
+    ),
+    version=1,
+    readable_from=1,
+    upgrades={},
+    hint=f"delete the item {TENANT_KEY!r} to start over (every user is then read per user once)",
+)

@@ -91,6 +91,8 @@ class UserReport:
     backlog: bool = False
     error: str | None = None  # a ForwarderError: this user failed, the others went on
     failure: ForwarderError | None = None  # the error itself
+    # Its checkpoint was written by a newer release this one cannot read (left untouched).
+    newer_state: bool = False
     bug: BaseException | None = None  # anything else: the run fails loudly once all are done
     # Not read: the tenant failed (RunReport.tenant_failure says why), not this user. Its
     # `error` says so too, so that whatever counts failed users counts it.
@@ -171,6 +173,7 @@ class UserReport:
             "missing": self.missing,
             "backlog": self.backlog,
             "error": self.error,
+            "newer_release": self.newer_state,
             "checkpoint": cursor.summary() if cursor else None,
         }
 
@@ -185,6 +188,8 @@ class ReadReport:
     stream_events: int = 0  # entries the tenant stream returned, every user's
     stream_complete: bool | None = None  # the stream was read to its end (None: not read)
     error: str | None = None  # the stream could not go on (its checkpoint not written)
+    # The tenant item was written by a newer release this one cannot read (left untouched).
+    tenant_item_newer: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -194,6 +199,7 @@ class ReadReport:
             "stream_events": self.stream_events,
             "stream_complete": self.stream_complete,
             "stream_error": self.error,
+            "tenant_item_newer": self.tenant_item_newer,
         }
 
 
@@ -286,6 +292,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("WatchedUsers", "Count", lambda run: len(run.users)),
     ("UsersFailed", "Count", lambda run: len(run.failed)),
     ("TenantFailed", "Count", lambda run: float(run.tenant_failure is not None)),
+    ("NewerReleaseItems", "Count", lambda run: _newer_release_items(run)),
     ("UsersDeferred", "Count", _total("deferred")),
     ("UsersBusy", "Count", _total("busy")),
     ("UsersMissing", "Count", _total("missing")),
@@ -323,6 +330,13 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("forwarded"))),
     ("RealtimeStalled", "Count", lambda run: _if_realtime(run, lambda r: r.realtime_stalled)),
 )
+
+
+def _newer_release_items(run: RunReport) -> float:
+    """Items a newer release wrote that this one cannot read: users' checkpoints (those users
+    failed) and the tenant item (the run read per user)."""
+    tenant = run.read is not None and run.read.tenant_item_newer
+    return float(sum(u.newer_state for u in run.users) + tenant)
 
 
 def _if_realtime(run: RunReport, value_of: Callable[[RunReport], float]) -> float | None:

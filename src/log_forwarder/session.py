@@ -35,6 +35,7 @@ from .exceptions import (
     CheckpointError,
     CheckpointStateError,
     ForwarderError,
+    NewerStateError,
     OutOfTime,
 )
 from .executor import Checkpoint, execute
@@ -158,9 +159,11 @@ class UserSession:
         self.found: Cursor | None = None  # the stored cursor, decoded
         if stored is not None:
             try:
-                self.found = Cursor.from_state(stored.readable_state())
+                self.found = _decoded(stored)
             except CheckpointStateError as error:
-                self._unreadable = error  # this user's failure, said when it opens
+                # This user's failure, said when it opens; its item is never written (a newer
+                # release's is left as that release wrote it).
+                self._unreadable = error
 
     @property
     def user_id(self) -> str:
@@ -255,7 +258,7 @@ class UserSession:
         stored = self.env.store.load([self.user_id]).get(self.user_id)
         if stored is None:
             raise conflict
-        cursor = Cursor.from_state(stored.readable_state())
+        cursor = _decoded(stored)
         if _seat_of(cursor) != _seat_of(self.cursor):
             raise conflict
         self._take(cursor, stored.version)
@@ -402,6 +405,7 @@ class UserSession:
             # failures cannot be noted on it.
             report.error = f"{type(error).__name__}: {error}"
             report.failure = error if isinstance(error, ForwarderError) else None
+            report.newer_state = isinstance(error, NewerStateError)
             self._note_error = not isinstance(error, CheckpointError)
             logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
         else:
@@ -409,6 +413,10 @@ class UserSession:
             # then the run fails with this exception, traceback and all.
             report.bug = error
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+
+
+def _decoded(stored: StoredCheckpoint) -> Cursor:
+    return Cursor.from_state(stored.readable_state(), item=f"checkpoint of {stored.user_id!r}")
 
 
 def _seat_of(cursor: Cursor) -> tuple[int, int] | None:

@@ -36,7 +36,7 @@ from .checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
-from .exceptions import Auth0AnswerTooLarge, CheckpointStateError, ForwarderError
+from .exceptions import Auth0AnswerTooLarge, CheckpointStateError, ForwarderError, NewerStateError
 from .executor import VersionedItem
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
@@ -72,13 +72,19 @@ class TenantRecord(VersionedItem[TenantState]):
     def __init__(
         self, store: CheckpointStore, stored: StoredCheckpoint | None, deadline: Deadline
     ) -> None:
+        refused = None
         try:
-            state = TenantState.from_state(stored.state if stored else None)
+            state = TenantState.from_state(stored.readable_state() if stored else None)
+        except NewerStateError as error:
+            # Not this release's to write: the run reads per user, the item stays as it is.
+            logger.error("Tenant item not read; reading per user", extra={"error": str(error)})
+            state, refused = TenantState(), error
         except CheckpointStateError as error:
             # Starting over costs a new stream era (every user read per user once), not events.
             logger.error("Tenant item unreadable; starting over", extra={"error": str(error)})
             state = TenantState()
-        super().__init__(store, TENANT_KEY, state, stored.version if stored else None, deadline)
+        version = stored.version if stored else None
+        super().__init__(store, TENANT_KEY, state, version, deadline, refused=refused)
         self.users = 0  # watched users, for the item's summary
 
     @property

@@ -19,6 +19,9 @@ from devtools.sam_local.check import artifact_modules, handler_modules, modules_
 SRC = TEMPLATE_PATH.parent / "src"
 FUNCTIONS = ("ForwarderFunction", "RealtimeFunction", "TenantWorkerFunction")
 MAKE = shutil.which("make")
+# The Sigma engine (#23) is built and proven, and packaged ahead of the change that makes the
+# detection rules run on it; that change imports it from the handlers and empties this set.
+NOT_YET_IMPORTED = {"log_forwarder.sigma_plan", "log_forwarder.sigma_step"}
 
 pytestmark = pytest.mark.skipif(
     sys.version_info[:2] != (3, 12) or MAKE is None,
@@ -54,7 +57,9 @@ def test_the_artifact_holds_what_the_handlers_import_compiled(
     # THEN it holds the package's modules the handlers import, at any depth, and nothing else
     held, imported = artifact_modules(artifact), handler_modules()
     assert {"log_forwarder.worker", "log_forwarder.sinks.s3"} <= imported
-    assert sorted(held - imported) == [], "packaged, though no function imports it"
+    assert sorted(held - imported - NOT_YET_IMPORTED) == [], (
+        "packaged, though no function imports it"
+    )
     assert sorted(imported - held) == [], "imported by a handler, but not packaged"
     # AND every module ships the bytecode Lambda would otherwise compile at each cold start
     assert modules_without_bytecode(artifact) == []

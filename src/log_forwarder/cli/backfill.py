@@ -30,7 +30,7 @@ from log_forwarder.config import Settings, StartFrom
 from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
 from log_forwarder.events import iso_ms
-from log_forwarder.exceptions import ConfigError
+from log_forwarder.exceptions import CheckpointStateError, ConfigError
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.sinks import Sink
@@ -66,7 +66,8 @@ def effective_end(span: BackfillRange, live: StoredCheckpoint | None, now_ms: in
     checkpoint's floor, which the live forwarder never reads below again."""
     end = now_ms if span.until_ms is None else span.until_ms
     if live is not None:
-        floor = Cursor.from_state(live.state).position.floor_ms
+        item = f"the live checkpoint of {span.user_id!r}"
+        floor = Cursor.from_state(live.readable_state(), item=item).position.floor_ms
         if floor is not None:
             end = min(end, floor - 1)
     return end
@@ -123,9 +124,14 @@ class BackfillStore:
             return {}
         stored = found[self._span.key]
         self._progress(stored.state)
+        try:
+            cursor = Cursor.from_state(stored.readable_state(), item=f"backfill {self._span.key!r}")
+        except CheckpointStateError:
+            return {self._span.user_id: stored}  # its session says why, and writes nothing
         # Always read through search, bounded by the range: a finished backfill run again
         # (or resumed) must not read the newest events, which are the live forwarder's.
-        state = {**stored.state, "backlog": True}
+        backlog = replace(cursor, status=replace(cursor.status, backlog=True))
+        state = backlog.to_state()
         return {self._span.user_id: StoredCheckpoint(self._span.user_id, stored.version, state)}
 
     def save(

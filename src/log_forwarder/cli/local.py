@@ -24,7 +24,12 @@ from typing import IO, Any
 
 from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
 from log_forwarder.cursor import Cursor
-from log_forwarder.exceptions import CheckpointError, ConfigError, DeliveryError
+from log_forwarder.exceptions import (
+    CheckpointError,
+    CheckpointStateError,
+    ConfigError,
+    DeliveryError,
+)
 from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import Deadline
 from log_forwarder.sinks.objects import ObjectSink
@@ -167,7 +172,12 @@ class SqliteCheckpointStore(VersionedStore):
             if str(item["user_id"]).startswith(OWN_KEY_PREFIX):
                 continue  # the tenant item holds no leases
             stored = self.load([item["user_id"]])[item["user_id"]]
-            cursor = Cursor.from_state(stored.state)
+            try:
+                cursor = Cursor.from_state(
+                    stored.readable_state(), item=f"checkpoint of {stored.user_id!r}"
+                )
+            except CheckpointStateError:
+                continue  # not this release's to write (the run says why, for that user)
             if cursor.released() != cursor:
                 freed = cursor.released()
                 self.save(

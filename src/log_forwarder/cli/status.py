@@ -15,6 +15,8 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer
 from rich.table import Table
 
+from log_forwarder.checkpoint_store import newer_release
+from log_forwarder.cursor import CURSOR_STATE
 from log_forwarder.read_mode import OWN_KEY_PREFIX, TENANT_KEY
 
 from .terminal import add_safe_row
@@ -27,7 +29,7 @@ _DESERIALIZER = TypeDeserializer()
 class UserStatus:
     user_id: str
     watched: str | None  # how: "WATCHED_USER_IDS", "table", "legacy", "local"; None: not watched
-    # one word: ok, backlog, failing, blocked, missing, unknown, new, unwatched, unreadable
+    # one word: ok, backlog, failing, blocked, missing, unknown, new, unwatched, unreadable, newer
     state: str
     watermark: str | None = None
     lag_s: float | None = None
@@ -43,6 +45,8 @@ class UserStatus:
     unreadable: str | None = None  # why the item's attributes cannot be read (state unreadable)
     # When a read of the user last reached its newest event (its own, or the tenant stream's).
     last_read: str | None = None
+    # Why the checkpoint is not read: a newer release wrote it (its summary is that release's).
+    not_read: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +112,9 @@ def user_status(
     """The user's row; Unreadable when an attribute is not of the type the forwarder writes."""
     if item is None:
         return UserStatus(user_id, watched, "new")  # watched, but no run has written it yet
+    not_read = newer_release(item, CURSOR_STATE)
+    if not_read is not None:
+        return UserStatus(user_id, watched, "newer", not_read=not_read)
     read = _Attributes(item)
     watermark_s = read.instant_s("watermark")
     gap = None
@@ -275,6 +282,8 @@ def status_table(rows: Sequence[UserStatus]) -> Table:
         )
         if row.unreadable:
             state, values = f"unreadable: {row.unreadable}", ("?",) * len(values)
+        elif row.not_read:
+            state, values = row.not_read, ("?",) * len(values)
         add_safe_row(table, (row.user_id, row.watched or "no", state, *values))
     return table
 
