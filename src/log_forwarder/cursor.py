@@ -369,6 +369,10 @@ class UserStatus:
     last_gap: tuple[int | None, int, str] | None = None
     last_error: str | None = None
     last_error_ms: int | None = None
+    # What GET /api/v2/users/{id} last said of the user ("known", "unknown", "unverified: why";
+    # user_lookup.py), and when: asked when the user is new, then once a day at most.
+    lookup: str | None = None
+    looked_up_ms: int | None = None
 
     def counted(self, forwarded: int) -> UserStatus:
         return (
@@ -387,6 +391,9 @@ class UserStatus:
     def without_error(self) -> UserStatus:
         """A read reached the newest event: whatever failed before does not any more."""
         return replace(self, last_error=None, last_error_ms=None) if self.last_error else self
+
+    def looked_up(self, lookup: str, now_ms: int) -> UserStatus:
+        return replace(self, lookup=lookup[:300], looked_up_ms=now_ms)
 
     def with_missing_since(self, now_ms: int | None) -> UserStatus:
         """Auth0 says the user does not exist (since `now_ms`), or exists again (None)."""
@@ -445,6 +452,7 @@ class Cursor:
             "last_gap": list(status.last_gap) if status.last_gap else None,
             "last_error": status.last_error,
             "last_error_at": status.last_error_ms,
+            "lookup": None if status.lookup is None else [status.lookup, status.looked_up_ms],
             "seat": None
             if seat is None
             else {
@@ -504,6 +512,7 @@ class Cursor:
             last_gap=_gap_of(state.get("last_gap")),
             last_error=None if state.get("last_error") is None else str(state["last_error"]),
             last_error_ms=_optional_int(state.get("last_error_at")),
+            **_lookup_of(state.get("lookup")),
         )
         detections = state.get("detections")
         return cls(
@@ -533,6 +542,8 @@ class Cursor:
             "last_gap_reason": status.last_gap[2] if status.last_gap else None,
             "last_error": status.last_error,
             "last_error_at": iso_ms(status.last_error_ms),
+            "user_lookup": status.lookup,
+            "user_lookup_at": iso_ms(status.looked_up_ms),
             "stream_position": self.seat.pos if self.seat else None,
         }
 
@@ -543,6 +554,13 @@ def _gap_of(value: object) -> tuple[int | None, int, str] | None:
     if not isinstance(value, list | tuple) or len(value) != 3:
         raise ValueError(f"last_gap is {value!r}, expected [from, to, reason]")
     return (_optional_int(value[0]), int(value[1]), str(value[2]))
+
+
+def _lookup_of(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    lookup, at = value
+    return {"lookup": str(lookup), "looked_up_ms": _optional_int(at)}
 
 
 def _seat(value: Any) -> StreamSeat | None:

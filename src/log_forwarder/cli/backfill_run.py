@@ -84,6 +84,8 @@ def run_backfill(
             # report them again.
             output=lambda output: replace(output, detections=None),
             clients=env.aws_client,
+            # Its item is not the user's checkpoint: the live runs look the user up.
+            look_up_users=False,
         ),
     )
     forwarder = runtime.forwarder

@@ -22,7 +22,7 @@ from log_forwarder.exceptions import ConfigError, ForwarderError
 from .backfill import BackfillRange
 from .environment import Environment, local_stack_file
 from .params import CLIENT_ID, DOMAIN, REGION, TABLE, Instant, Seconds, UserId
-from .terminal import safe
+from .terminal import safe, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables keep their columns readable when the output goes to a file or a pipe (80 columns would
@@ -400,10 +400,26 @@ def watch() -> None:
 @watch.command("add")
 @click.argument("users", nargs=-1, required=True, type=UserId())
 @_LOCAL_OPTION
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Add ids Auth0 does not know (yet): a user to be created later.",
+)
 @click.pass_context
 @handled
-def watch_add(ctx: click.Context, users: tuple[str, ...], directory: Path | None) -> None:
-    """Watch USERS from the next run (a user watched before resumes from its checkpoint)."""
+def watch_add(
+    ctx: click.Context, users: tuple[str, ...], directory: Path | None, allow_unknown: bool
+) -> None:
+    """Watch USERS from the next run (a user watched before resumes from its checkpoint). Each
+    id is first looked up in Auth0: one it does not know is refused."""
+    from .watch import verify_new_ids
+
+    verify_new_ids(
+        _env(ctx),
+        users,
+        allow_unknown=allow_unknown,
+        note=lambda text: err.print(f"Note: {visible(text)}", markup=False),
+    )
 
     def add(admin: Any) -> None:
         for user_id in users:

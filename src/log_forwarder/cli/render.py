@@ -106,7 +106,12 @@ def print_check(console: Console, report: CheckReport) -> None:
         scopes.add_column(column, overflow="fold")
     granted = set(report.scopes or ())
     for scope, enables in SCOPES.items():
-        add_safe_row(scopes, (scope, "yes" if scope in granted else "NO", enables))
+        if report.scopes is None:
+            # No token, no answer: what the application is granted is not known, not "no".
+            shown = "unknown: no token was obtained (see below)"
+        else:
+            shown = "yes" if scope in granted else "NO"
+        add_safe_row(scopes, (scope, shown, enables))
     console.print(scopes)
     limits = ", ".join(f"{k}: {v}" for k, v in sorted(report.rate_limit.items())) or "none seen"
     console.print(f"Rate-limit headers: {safe(limits)}")
