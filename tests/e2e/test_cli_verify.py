@@ -22,8 +22,10 @@ import pytest
 from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
-from devtools.traffic import generate_user_events
-from tests.cli_support import CLI_LEDGER, flat, run_cli, tenant_env
+from devtools.traffic import generate_user_events, iso
+from log_forwarder.events import parse_date_ms
+from log_forwarder.sinks.batching import stream_name_for
+from tests.cli_support import CLI_LEDGER, flat, once_each, run_cli, tenant_env
 from tests.e2e.conftest import GENEROUS, stack_name
 
 pytestmark = pytest.mark.integration
@@ -41,16 +43,17 @@ def sim() -> Iterator[Auth0Simulator]:
         yield simulator
 
 
-def seed(sim: Auth0Simulator, user: str, count: int) -> set[str]:
+def seed(sim: Auth0Simulator, user: str, count: int, *, hours: float = 2) -> dict[str, int]:
+    """The user's new events: log_id → date (ms)."""
     now = datetime.now(UTC)
     events = generate_user_events(
         user,
         count=count,
-        start=now - timedelta(hours=2),
+        start=now - timedelta(hours=hours),
         end=now - timedelta(minutes=1),
         rng=random.Random(user),
     )
-    return {e["log_id"] for e in sim.add_events(events)}
+    return {e["log_id"]: parse_date_ms(e["date"]) for e in sim.add_events(events)}
 
 
 # -- check ------------------------------------------------------------------------------------
@@ -233,3 +236,61 @@ def test_without_read_users_the_run_spends_no_lookup_and_keeps_why(
     lookup, _at = (stack.checkpoint(MISTYPED) or {})["lookup"]
     assert lookup.startswith("unverified: the token lacks read:users")
     assert unknown_user_records(stack, MISTYPED) == {"cloudwatch": [], "s3": []}
+
+
+# -- backfill ---------------------------------------------------------------------------------
+
+
+def test_the_same_backfill_again_reads_the_destinations_back_and_refills_what_was_deleted(
+    aws: LocalAws, sim: Auth0Simulator
+) -> None:
+    # GIVEN a user with 40 hours of events, forwarded live from an hour ago, and backfilled
+    user = KNOWN
+    now = datetime.now(UTC)
+    dates = seed(sim, user, 400, hours=40)
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=stack_name("verify"),
+        watched_user_ids=[user],
+        START_FROM=iso(now - timedelta(hours=1)),
+    )
+    assert stack.invoke().error is None
+    backfill = ("backfill", user, "--since", iso(now - timedelta(hours=41)))
+    assert run_cli(*backfill, env=stack.env).returncode == 0
+    assert once_each(stack.s3_records(user), set(dates)) == (400, 0, 0)
+    # WHEN a day of the user's S3 objects is deleted (below the live floor: the backfill's
+    # part), and the user's CloudWatch stream with it
+    floor = (stack.checkpoint(user) or {})["floor"]
+    below = {log_id for log_id, date in dates.items() if date < floor}
+    s3, objects = aws.client("s3"), stack.s3_objects()
+    day = min(key.split("dt=")[1][:10] for key in objects)
+    for key, records in objects.items():
+        dated = [parse_date_ms(r["date"]) for r in records if "date" in r]
+        if f"dt={day}/" in key and dated and max(dated) < floor:
+            s3.delete_object(Bucket=stack.resources.bucket, Key=key)
+    lost_in_s3 = 400 - len(stack.s3_events(user))
+    assert lost_in_s3 > 0
+    aws.client("logs").delete_log_stream(
+        logGroupName=stack.resources.log_group, logStreamName=stream_name_for(user)
+    )
+    # AND the very same backfill command runs again
+    again = run_cli(*backfill, env=stack.env)
+    # THEN it read the range again and says per destination what it checked and wrote
+    assert again.returncode == 0, again.stderr
+    said = flat(again.stdout)
+    assert "backfilled before: it was read again from its start" in said, said
+    assert f"s3: checked {len(below)}, missing {lost_in_s3}, written {lost_in_s3}" in said
+    n = len(below)
+    assert f"cloudwatch: checked {n}, missing {n}, written {n}" in said
+    # AND what was deleted is back, exactly once
+    assert once_each(stack.s3_records(user), set(dates)) == (400, 0, 0)
+    assert once_each(stack.cloudwatch_records(user), below) == (n, 0, 0)
+    # AND once more: every destination checked, nothing missing, nothing written
+    third = flat(run_cli(*backfill, env=stack.env).stdout)
+    for name in ("cloudwatch", "s3"):
+        assert f"{name}: checked {n}, missing 0, written 0" in third, third
+    assert once_each(stack.s3_records(user), set(dates)) == (400, 0, 0)
+    CLI_LEDGER.append(
+        ("backfill again", "S3 refilled / CloudWatch refilled / dup", f"{lost_in_s3} / {n} / 0")
+    )

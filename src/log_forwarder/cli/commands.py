@@ -258,8 +258,10 @@ def run(ctx: click.Context, directory: Path, users: tuple[str, ...], time_limit:
 def backfill(
     ctx: click.Context, user: str, since: int, until: int | None, time_limit: float
 ) -> None:
-    """Forward USER's events of a past range again into the configured destinations, skipping
-    what they already hold; the live checkpoint is never moved. Resumable."""
+    """Forward USER's events of a past range again into the configured destinations, each
+    given only what it lacks (read back to check); the live checkpoint is never moved. An
+    interrupted backfill resumes; a finished one is read again from its start, to check the
+    destinations as they are now (e.g. after objects were deleted)."""
     from .backfill_run import run_backfill
 
     span = BackfillRange(user, since, until)

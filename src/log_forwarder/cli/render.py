@@ -146,15 +146,23 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
         state = "FAILED: " + "; ".join(map(safe, outcome.errors))
     console.print(
         f"Backfill of {user} from {iso_ms(span.since_ms)} to {end}: "
-        f"{outcome.forwarded} events read and handed to the destinations; {state}."
+        f"{outcome.forwarded} events Auth0 returned for the range, each destination compared "
+        f"with them; {state}."
     )
-    if not any(outcome.written.values()):
-        console.print("  nothing written: the destinations hold every event of the range")
-    for name in sorted(outcome.written):
+    if outcome.again:
         console.print(
-            f"  {name}: wrote {outcome.written[name]}, skipped "
-            f"{outcome.present.get(name, 0)} already there"
+            "  This range was backfilled before: it was read again from its start to check "
+            "the destinations as they are now."
         )
+    if outcome.resumed_from_ms is not None:
+        console.print(
+            f"  Resumed at {iso_ms(outcome.resumed_from_ms)}: what is older was checked by an "
+            "earlier run of this command, not by this one."
+        )
+    for name in sorted(outcome.written):
+        written = outcome.written[name]
+        checked = written + outcome.present.get(name, 0)
+        console.print(f"  {safe(name)}: checked {checked}, missing {written}, written {written}")
     if span.until_ms is None or outcome.end_ms < span.until_ms:
         console.print(
             f"The range ends at {end}: from there the live checkpoint forwards the user's events."
