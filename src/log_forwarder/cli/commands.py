@@ -465,3 +465,10 @@ def watch_list(ctx: click.Context, directory: Path | None, as_json: bool) -> Non
             out.print(watch_table(entries))
 
     _with_watch_list(directory, _env(ctx), show)
+
+
+# -- init (cli/init.py: it uses `handled`, `out` and `err` above) ---------------------------
+
+from .init import init_command  # noqa: E402
+
+cli.add_command(init_command)
