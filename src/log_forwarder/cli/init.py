@@ -274,6 +274,8 @@ def run_init(env: Environment, options: InitOptions, note: Callable[[str], None]
             f"{options.output} exists: it holds an earlier deployment's answers; pass --force "
             "to replace it (sam deploy reads it), or --output another file"
         )
+    if not options.output.parent.is_dir():
+        raise ConfigError(f"{options.output}: its directory does not exist")
     if not STACK_NAME.match(options.stack_name):
         raise click.BadParameter(
             f"{options.stack_name!r}: a letter, then letters, digits and '-' (128 at most)",
@@ -320,7 +322,10 @@ def run_init(env: Environment, options: InitOptions, note: Callable[[str], None]
     answers = Answers(
         options.stack_name, region, domain, secret_name, watched, destinations, alarm_email
     )
-    options.output.write_text(samconfig_text(answers, datetime.now(UTC)), encoding="utf-8")
+    try:
+        options.output.write_text(samconfig_text(answers, datetime.now(UTC)), encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{options.output} cannot be written: {error.strerror}") from None
     return answers
 
 
