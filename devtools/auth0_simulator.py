@@ -58,6 +58,7 @@ MAX_QUERY_CHARS: Final = 2000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _USER_LOGS_PATH: Final = re.compile(r"/api/v2/users/([^/]+)/logs")
 _LOG_PATH: Final = re.compile(r"/api/v2/logs/([^/]+)")
+_USER_PATH: Final = re.compile(r"/api/v2/users/([^/]+)")
 _SORT_PARAM: Final = re.compile(r"([A-Za-z_$][\w.$-]*):(-1|1)")
 _INTEGER: Final = re.compile(r"-?\d+")
 _PARAM_HELP: Final = {
@@ -960,10 +961,10 @@ class Auth0Simulator:
             self.stats._record("token", response.status, ())
             return response
 
-        user_match = _USER_LOGS_PATH.fullmatch(raw_path)
+        user_match = _USER_LOGS_PATH.fullmatch(raw_path) or _USER_PATH.fullmatch(raw_path)
         log_match = _LOG_PATH.fullmatch(raw_path)
         if user_match is not None:
-            endpoint = "user_logs"
+            endpoint = "user_logs" if raw_path.endswith("/logs") else "user"
         elif raw_path == "/api/v2/logs":
             endpoint = "logs"
         elif log_match is not None:
@@ -1024,6 +1025,9 @@ class Auth0Simulator:
                 if endpoint == "user_logs":
                     assert path_user is not None
                     payload = self._user_logs(path_user, query, scopes, now)
+                elif endpoint == "user":
+                    assert path_user is not None
+                    payload = self._user(path_user, query, scopes)
                 elif endpoint == "log":
                     payload = self._log(target, scopes, now)
                 else:
@@ -1102,6 +1106,26 @@ class Auth0Simulator:
             raise _ApiError(404, "The user does not exist.", "inexistent_user")
         found = [s for s in self._by_user.get(user_id, []) if self._is_visible(s, now)]
         return self._page(found, paging, fields=None)
+
+    def _user(self, user_id: str, query: Mapping[str, list[str]], scopes: frozenset[str]) -> Any:
+        """GET /api/v2/users/{id} ("Get a User", read:users): the user, or 404 "The user does
+        not exist." for an id the tenant does not know (never had, or deleted). `fields` and
+        `include_fields` choose the fields returned, as Auth0's do."""
+        if "read:users" not in scopes:
+            raise _ApiError(
+                403, "Insufficient scope; expected any of: read:users.", "insufficient_scope"
+            )
+        if user_id not in self._known_users or user_id in self._deleted_users:
+            raise _ApiError(404, "The user does not exist.", "inexistent_user")
+        provider, _, rest = user_id.partition("|")
+        user: JsonDict = {
+            "user_id": user_id,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "identities": [{"provider": provider, "user_id": rest, "isSocial": False}],
+            "logins_count": len(self._by_user.get(user_id, [])),
+        }
+        fields = _FieldFilter.parse(query)
+        return fields.apply(user) if fields is not None else user
 
     def _log(self, target: str, scopes: frozenset[str], now: float) -> Any:
         """GET /api/v2/logs/{id} (the OpenAPI extract): one retained, visible event, or 404

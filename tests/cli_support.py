@@ -22,10 +22,14 @@ CLI_LEDGER: list[tuple[str, str, str]] = []
 
 
 def run_cli(
-    *args: str, env: Mapping[str, str], timeout: float = 180, cwd: Path | None = None
+    *args: str,
+    env: Mapping[str, str],
+    timeout: float = 180,
+    cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """The console script with exactly `env` (plus PATH and HOME): no variable of the test
-    process leaks in."""
+    process leaks in. `stdin`: what the operator types at the prompts (else nothing)."""
     base = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
     return subprocess.run(
         [str(SCRIPT), *args],
@@ -34,6 +38,7 @@ def run_cli(
         text=True,
         timeout=timeout,
         cwd=cwd,
+        input=stdin if stdin is not None else "",
     )
 
 

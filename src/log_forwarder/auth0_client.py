@@ -118,6 +118,8 @@ class Auth0Client:
         self._token_lock = threading.Lock()
         self._token: str | None = None
         self._token_renew_at = 0.0
+        # The scopes the last token answer granted (None: it did not say).
+        self._granted: frozenset[str] | None = None
         self.stats = CallStats()
 
     # -- the log endpoints ---------------------------------------------------------------------
@@ -168,6 +170,26 @@ class Auth0Client:
             return _log_list(self._get(("/api/v2/logs", SEARCH), params, scope))
 
         return _paged(one, page, per_page, sort, SEARCH)
+
+    def user_exists(self, user_id: str, *, scope: CallScope | None = None) -> bool:
+        """GET /api/v2/users/{id} (read:users): True when Auth0 knows the id, False on 404.
+        Only `user_id` is asked for, so no profile data is read. A token whose answer granted
+        no read:users is Auth0ScopeError at once: a call Auth0 would refuse is not spent."""
+        call = scope or CallScope(self.stats)
+        self._access_token(call)
+        granted = self._granted
+        if granted is not None and "read:users" not in granted:
+            raise Auth0ScopeError("the token grants no read:users scope (GET /api/v2/users/{id})")
+        path = (f"/api/v2/users/{quote(user_id, safe='')}", "/api/v2/users/{id}")
+        try:
+            body = self._get(path, {"fields": "user_id", "include_fields": "true"}, call)
+        except Auth0NotFoundError:
+            return False
+        if not isinstance(body, dict):
+            raise Auth0MalformedResponse(
+                f"GET /api/v2/users/{{id}} answered a {type(body).__name__}"
+            )
+        return True
 
     def authenticate(self, scope: CallScope | None = None) -> None:
         """Get a token now, as the first call of a run would (the CLI's `check`)."""
@@ -434,6 +456,7 @@ class Auth0Client:
             status = response.status_code
             action = _classify(status, token_request=True)
             if action is _Action.OK:
+                self._granted = _granted_scopes(response)
                 return _token_answer(response)
             if action is _Action.REAUTHENTICATE and not reread:
                 # The secret may have been rotated since we cached it: read it again, once.
@@ -657,6 +680,15 @@ def _token_answer(response: httpx.Response) -> tuple[str, float]:
     expires_in = body.get("expires_in", 86400)
     lifetime = float(expires_in) if isinstance(expires_in, int | float) else 86400.0
     return token, lifetime
+
+
+def _granted_scopes(response: httpx.Response) -> frozenset[str] | None:
+    """The token answer's `scope` (space-separated), or None when it names none."""
+    try:
+        scope = response.json().get("scope")
+    except (ValueError, AttributeError):
+        return None
+    return frozenset(scope.split()) if isinstance(scope, str) else None
 
 
 def _log_list(body: Any) -> list[Any]:

@@ -12,6 +12,7 @@ so the planner has no branch on where a chunk came from:
 - `StreamSpan`: the user's events in a window of the tenant stream (stream_run.py).
 - `ReadBackSpan`: pending events read back by log_id before a seat is given up (read_back.py).
 - `RealtimeSpan`: events Auth0's log stream pushed through EventBridge (realtime.py).
+- `FactsSpan`: no events, only facts learnt beside the reads (a user lookup: user_lookup.py).
 
 Pure: no clock, no I/O.
 """
@@ -187,6 +188,24 @@ class RealtimeSpan:
             else:
                 new[log_id] = event
         return position.ordered(new.values(), duplicates, below_floor)
+
+    def gone(self, left: frozenset[str]) -> frozenset[str]:
+        return frozenset()
+
+    def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor:
+        return cursor
+
+
+@dataclass(frozen=True, slots=True)
+class FactsSpan:
+    """No events: facts learnt beside the reads (what GET /api/v2/users/{id} said), which the
+    planner records like a read's. The read position, the seat and any pending batch stay."""
+
+    gone_reason: str = "never: nothing was read"
+    confirms: bool = False
+
+    def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
+        return Selection([])
 
     def gone(self, left: frozenset[str]) -> frozenset[str]:
         return frozenset()

@@ -386,6 +386,10 @@ class UserStatus:
     # VERIFIED_STEP_MS (with `verified_ms`, so an idle user costs no more writes), exactly when
     # the checkpoint is written anyway. Unchanged by a run that could not read the user.
     last_read_ms: int | None = None
+    # What GET /api/v2/users/{id} last said of the user ("known", "unknown", "unverified: why";
+    # user_lookup.py), and when: asked when the user is new, then once a day at most.
+    lookup: str | None = None
+    looked_up_ms: int | None = None
 
     def read_at(self, started_ms: int, *, exact: bool = False) -> UserStatus:
         """A read started at `started_ms` reached the newest event."""
@@ -411,6 +415,9 @@ class UserStatus:
     def without_error(self) -> UserStatus:
         """A read reached the newest event: whatever failed before does not any more."""
         return replace(self, last_error=None, last_error_ms=None) if self.last_error else self
+
+    def looked_up(self, lookup: str, now_ms: int) -> UserStatus:
+        return replace(self, lookup=lookup[:300], looked_up_ms=now_ms)
 
     def with_missing_since(self, now_ms: int | None) -> UserStatus:
         """Auth0 says the user does not exist (since `now_ms`), or exists again (None)."""
@@ -471,6 +478,8 @@ class Cursor:
             "last_error": status.last_error,
             "last_error_at": iso_ms(status.last_error_ms),
             "last_read": iso_ms(status.last_read_ms),
+            "user_lookup": status.lookup,
+            "user_lookup_at": iso_ms(status.looked_up_ms),
             "stream_position": self.seat.pos if self.seat else None,
             "stream_epoch": self.seat.epoch if self.seat else None,
         }
@@ -562,6 +571,8 @@ CURSOR_STATE: Schema[Cursor] = Schema(
                 Key("last_error", "last_error", optional(STR)),
                 Key("last_error_at", "last_error_ms", OPTIONAL_INT),
                 Key("last_read", "last_read_ms", OPTIONAL_INT),
+                Key("lookup", "lookup", optional(STR)),
+                Key("looked_up", "looked_up_ms", OPTIONAL_INT),
             ),
         ),
         Key(

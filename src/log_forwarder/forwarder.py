@@ -33,7 +33,7 @@ from .report import ReadReport, RunReport, tenant_outage
 from .retry import Deadline
 from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
-from .source import CallScope, CallStats, LogSource
+from .source import CallScope, CallStats, LogSource, UserDirectory
 from .stream import sample_rate
 from .stream_run import StreamRun, TenantRecord
 
@@ -55,12 +55,14 @@ class Forwarder:
         sinks: Sequence[Sink],
         clock: Callable[[], float] = time.time,
         output: OutputPolicy | None = None,
+        directory: UserDirectory | None = None,
     ) -> None:
+        """`directory`: whom to ask whether Auth0 knows a watched user (user_lookup.py)."""
         self._settings = settings
         self._store = store
         self._clock = clock
         self._env = SessionEnv(
-            settings, source, store, list(sinks), output or OutputPolicy(), self._now_ms
+            settings, source, store, list(sinks), output or OutputPolicy(), self._now_ms, directory
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:

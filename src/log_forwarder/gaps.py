@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .cursor import Cursor
 from .events import LogEvent
 from .records import Gap
+
+if TYPE_CHECKING:
+    from .user_lookup import UserLookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +32,8 @@ class ReadFacts:
     saturated_ms: int | None = None
     # Whether the per-user endpoint knows the user (None: not asked by this read).
     user_exists: bool | None = None
+    # What GET /api/v2/users/{id} said of the user (user_lookup.py; None: not asked).
+    user_lookup: UserLookup | None = None
     # The tenant stream went unread for longer than the retention: events dated in
     # (start, end) may have expired before it reached them (stream.py says how both are known).
     unread_span: tuple[int, int] | None = None

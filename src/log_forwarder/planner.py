@@ -44,6 +44,7 @@ from .ocsf import OcsfVersion
 from .pseudonymise import Pseudonymiser
 from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
+from .user_lookup import UNKNOWN, unknown_user_finding
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
@@ -174,8 +175,28 @@ def _records(cursor: Cursor, chunk: Chunk, context: PlanContext) -> _Records:
         if not cursor.position.knows_quarantined(digest):
             first_seen.setdefault(digest, entry)
     return _Records(
-        tuple(gaps), tuple(first_seen.values()), tuple(first_seen), seen=tuple(set(seen))
+        tuple(gaps),
+        tuple(first_seen.values()),
+        tuple(first_seen),
+        findings=_unknown_user(cursor, chunk, context),
+        seen=tuple(set(seen)),
     )
+
+
+def _unknown_user(cursor: Cursor, chunk: Chunk, context: PlanContext) -> tuple[Finding, ...]:
+    """Auth0 says, for the first time, that it does not know the watched user: a record in the
+    destinations says so (user_lookup.py), whatever the detection rules are."""
+    facts = chunk.facts
+    if facts.user_exists is not False or cursor.status.missing_since_ms is not None:
+        return ()
+    detail = facts.user_lookup.detail if facts.user_lookup else "GET /api/v2/users/{id}/logs: 404"
+    finding = unknown_user_finding(
+        context.user_id,
+        detail=detail,
+        forwarded_before=cursor.status.forwarded_total,
+        now_ms=context.now_ms,
+    )
+    return (finding,)
 
 
 def _detect(
@@ -279,7 +300,7 @@ def _fresh_batch(
     if not new and not records:
         return None
     findings, detected = _detect(cursor, new, context)
-    records = replace(records, findings=findings)
+    records = replace(records, findings=(*records.findings, *findings))
     shown = [e for e in new if context.output.keep.keeps(e.raw)]
     ids = [e.log_id for e in shown]
     # Records alone get an id from what they report, so a retried delivery reuses its S3 keys.
@@ -316,11 +337,17 @@ def _end_of_chunk(
     )
     for gap in gaps:
         end = _with_gap(end, gap)
-    exists = chunk.facts.user_exists
+    facts, status = chunk.facts, end.status
+    exists = facts.user_exists
+    if facts.user_lookup is not None:
+        status = status.looked_up(facts.user_lookup.text, context.now_ms)
+    elif exists and status.lookup == UNKNOWN:
+        # GET /api/v2/users/{id} said 404; a log read's 200 does not overrule it (what Auth0
+        # answers for an unknown id's log is undocumented: an empty list, like a quiet user's).
+        exists = None
     if exists is not None:
-        status = end.status.with_missing_since(None if exists else context.now_ms)
-        end = replace(end, status=status)
-    return end
+        status = status.with_missing_since(None if exists else context.now_ms)
+    return replace(end, status=status) if status != end.status else end
 
 
 def _lines(

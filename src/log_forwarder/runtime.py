@@ -43,6 +43,7 @@ class Overrides:
     source: Callable[[Auth0Client], LogSource] = field(default=_same)  # wraps the Auth0 client
     output: Callable[[OutputPolicy], OutputPolicy] = field(default=_same)
     clients: ClientFactory | None = None  # boto3 clients (default: from the session)
+    look_up_users: bool = True  # ask Auth0 whether it knows each watched id (user_lookup.py)
 
 
 @dataclass(frozen=True)
@@ -88,13 +89,15 @@ def build_runtime(
         sinks = [PrefixedSink(sink, key_prefix) for sink in sinks]
     sinks = overrides.sinks(sinks)
     secrets = secrets_client(settings, client)
+    auth0 = auth0_client(settings, secrets, http)
     forwarder = Forwarder(
         settings=settings,
-        source=overrides.source(auth0_client(settings, secrets, http)),
+        source=overrides.source(auth0),
         store=store,
         sinks=sinks,
         clock=clock,
         output=overrides.output(output_policy(settings, secrets)),
+        directory=auth0 if overrides.look_up_users else None,
     )
     return Runtime(settings, forwarder, store, watch_list, tuple(sinks))
 

@@ -6,8 +6,9 @@
                                seat ends
     session.deliver(chunk)…    plan the chunk against the committed cursor, execute each batch
                                (intent → every destination → commit), count it in the report
-    session.close(settle)      give up this run's leases, or note the user's error for `status`,
-                               or write what the read settled
+    session.close(settle)      ask Auth0 whether it knows the user when that is due (a new
+                               user, then daily: user_lookup.py); give up this run's leases, or
+                               note the user's error for `status`, or write what the read settled
 
 Per-user mode drives sessions through the chunks of each user's read (per_user.py); stream mode
 through the windows of the tenant log, one chunk per member and window (stream_run.py). Neither
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
-from .chunk import Chunk
+from .chunk import Chunk, FactsSpan
 from .config import Settings
 from .cursor import Cursor
 from .events import iso_ms
@@ -39,12 +40,14 @@ from .exceptions import (
     OutOfTime,
 )
 from .executor import Checkpoint, execute
+from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
 from .read_back import read_back
 from .read_mode import TenantState
 from .report import TenantFailure, UserReport
 from .sinks import Sink
-from .source import CallScope, LogSource
+from .source import CallScope, LogSource, UserDirectory
+from .user_lookup import LookupQuota, look_up, lookup_due
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,7 @@ class RunContext:
     margin_ms: int
     out_of_time: threading.Event
     tenant: TenantOutage = field(default_factory=TenantOutage)
+    lookups: LookupQuota = field(default_factory=LookupQuota)
 
     def lease_until(self, now_ms: int) -> int:
         """Until when an intent written now is this run's: the invocation's end (a Lambda runs
@@ -105,6 +109,8 @@ class SessionEnv:
     sinks: Sequence[Sink]
     output: OutputPolicy
     now_ms: Callable[[], int]
+    # Whom to ask whether Auth0 knows a user (None: nobody, e.g. a backfill).
+    directory: UserDirectory | None = None
 
 
 class Outcome(Enum):
@@ -156,6 +162,7 @@ class UserSession:
         self._unreadable: CheckpointStateError | None = None
         self._note_error = False  # the failure goes on the checkpoint too, for `status`
         self._claimed: set[str] = set()  # batches whose intent this session wrote (its leases)
+        self._start: Start | None = None  # how it was opened
         self.found: Cursor | None = None  # the stored cursor, decoded
         if stored is not None:
             try:
@@ -206,6 +213,7 @@ class UserSession:
     def _open(self, start: Start, tenant: TenantState, out_of_time: Callable[[], bool]) -> None:
         if self._unreadable is not None:
             raise self._unreadable
+        self._start = start
         run = self.run
         stored = self._stored
         if stored is None or self.found is None:
@@ -347,6 +355,8 @@ class UserSession:
         went well, what `settle` makes of the cursor (the tenant stream read to its end). Leases
         another run holds, or that a conflict handed to it, are not this run's to touch."""
         checkpoint, report = self.checkpoint, self.report
+        if checkpoint is not None and self.ok and self._start is not Start.REALTIME:
+            self._look_up()
         if checkpoint is not None and not report.busy:
             released = checkpoint.cursor.released()
             if self._note_error and report.error is not None:
@@ -361,6 +371,21 @@ class UserSession:
         if checkpoint is not None:
             report.cursor = checkpoint.cursor
         return report
+
+    def _look_up(self) -> None:
+        """Whether Auth0 knows the user, when that is due and the run has a lookup and the time
+        to spare; the answer is delivered as a chunk of facts, so the planner records it (and a
+        user Auth0 does not know) as it records a read's."""
+        directory, now_ms = self.env.directory, self.env.now_ms()
+        looked_up_ms = self.cursor.status.looked_up_ms
+        if directory is None or not lookup_due(looked_up_ms, now_ms) or self.run.time_is_up():
+            return
+        if not self.run.lookups.take():
+            return
+        lookup = look_up(directory, self.user_id, self.run.scope)
+        if lookup is not None:
+            facts = ReadFacts(user_exists=lookup.exists, user_lookup=lookup)
+            self.guard(lambda: self._deliver(Chunk([], "user_lookup", FactsSpan(), facts), now_ms))
 
     # -- what goes wrong -------------------------------------------------------------------------
 

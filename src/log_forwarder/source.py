@@ -1,6 +1,7 @@
-"""The seam between the forwarder and Auth0: the three log reads it makes, and what they cost.
+"""The seam between the forwarder and Auth0: the log reads it makes, the one user lookup
+(whether Auth0 knows a watched id: user_lookup.py), and what they cost.
 
-`Auth0Client` is the real implementation; tests pass plain classes with the same methods.
+`Auth0Client` is the real implementation of both; tests pass plain classes with the same methods.
 Every call runs in the `CallScope` of the run that made it: it counts itself into that run's
 stats (a warm container's runs never mix their figures) and waits only as long as the run's
 deadline allows.
@@ -62,4 +63,11 @@ class LogSource(Protocol):
 
     def log_event(self, log_id: str, *, scope: CallScope) -> Any:
         """One entry by its id, GET /api/v2/logs/{id}; Auth0NotFoundError when it is gone."""
+        ...
+
+
+class UserDirectory(Protocol):
+    def user_exists(self, user_id: str, *, scope: CallScope) -> bool:
+        """GET /api/v2/users/{id} (read:users): True when Auth0 knows the id, False when it
+        answers 404; Auth0ScopeError when the token lacks read:users."""
         ...

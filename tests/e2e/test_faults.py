@@ -294,11 +294,53 @@ def test_a_deleted_user_has_its_last_events_forwarded_and_no_run_fails(
     assert ok(second)["forwarded"] == 0
     assert first.metrics()["UsersMissing"] == 1 and first.metrics()["UsersFailed"] == 0
     assert stack.checkpoint(USER)["missing_since"] is not None
+    # AND the destinations say so, once: a record of the user Auth0 no longer knows
+    for destination in ("cloudwatch", "s3"):
+        (said,) = unknown_user_records(records_of(stack, destination, USER))
+        assert said["details"]["events_forwarded_before"] == 30
+        assert "deleted since" in said["title"]
     check(
         stack,
         "watched user deleted (404)",
         events,
-        "warning: Auth0 says the user does not exist; read through tenant search; UsersMissing=1",
+        "warning: Auth0 says the user does not exist; read through tenant search; UsersMissing=1;"
+        " a watched_user_unknown finding record",
+    )
+
+
+def unknown_user_records(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in forwarder_records(records, "finding") if r["rule"] == "watched_user_unknown"]
+
+
+def test_a_mistyped_watched_id_is_said_in_the_destinations_not_silently_watched(
+    aws: LocalAws, sim: Auth0Simulator
+) -> None:
+    # GIVEN a watched id Auth0 does not know, whose log answers an empty list (undocumented
+    # either way), and a token with read:users
+    typo = USER[:-1]
+    sim.set_scopes(["read:logs", "read:logs_users", "read:users"])
+    events = sim.add_events(
+        generate_user_events(
+            USER, count=10, start=now() - timedelta(hours=1), end=now(), rng=random.Random(9)
+        )
+    )
+    stack = deploy(aws, sim, watched_user_ids=[USER, typo])
+    # WHEN two runs read it
+    first, second = stack.invoke(), stack.invoke()
+    # THEN a finding record says it in every destination, once, and the metrics count it
+    ok(first)
+    assert first.metrics()["UnknownUsers"] == 1 and ok(second)["users"]
+    for destination in ("cloudwatch", "s3"):
+        (said,) = unknown_user_records(records_of(stack, destination, typo))
+        assert "a wrong id" in said["title"]
+    delivered = {r["log_id"] for r in records_of(stack, "s3", USER) if "log_id" in r}
+    assert delivered == {e["log_id"] for e in events}
+    check(
+        stack,
+        "mistyped watched id (its log: an empty list)",
+        [],
+        "a watched_user_unknown finding record in each destination, once; UnknownUsers=1",
+        user=typo,
     )
 
 

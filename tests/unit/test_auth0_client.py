@@ -1261,3 +1261,25 @@ def test_concurrent_workers_share_one_token_and_one_refresh(h: Harness) -> None:
     assert h.simulator.stats.requests[("user_logs", 200)] == 80
     assert h.simulator.stats.requests[("token", 200)] == 2
     assert client.stats.token_requests == 2
+
+
+def test_user_exists_asks_for_the_id_alone_and_spends_no_call_without_read_users(
+    h: Harness,
+) -> None:
+    # GIVEN a tenant with one user and a token granting read:users
+    h.simulator.add_user("auth0|known")
+    h.simulator.set_scopes(["read:logs", "read:logs_users", "read:users"])
+    client = h.client()
+    # THEN a known id is True, an unknown one False, each one call asking for user_id only
+    assert client.user_exists("auth0|known") is True
+    assert client.user_exists("auth0|nobody") is False
+    (first, _second) = h.api_requests()
+    assert query_of(first) == {"fields": ["user_id"], "include_fields": ["true"]}
+    assert raw_path_of(first) == "/api/v2/users/auth0%7Cknown"
+    # WHEN the token's answer grants no read:users / THEN the scope error costs no call
+    h.simulator.set_scopes(["read:logs", "read:logs_users"])
+    h.simulator.revoke_tokens()
+    fresh = h.client()
+    with pytest.raises(Auth0ScopeError, match="read:users"):
+        fresh.user_exists("auth0|known")
+    assert h.simulator.stats.calls(endpoint="user") == 2

@@ -1032,3 +1032,34 @@ def test_schema_problems_names_what_a_types_schema_refuses(log_schemas: Path) ->
     # AND a code Auth0 defines no schema for is named, not guessed
     with pytest.raises(SchemaNotFound, match="'brand_new'"):
         events_for_type("brand_new", random.Random(1), directory=log_schemas)
+
+
+def test_get_a_user_answers_as_auth0_documents_it(
+    http: httpx.Client, sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    # GIVEN a user with an event, a user known without events, and a token with read:users
+    odd = "samlp|corp|carol/admin@example.com"
+    sim.add_event(event(odd))
+    sim.add_user("auth0|quiet")
+    sim.set_scopes(["read:logs", "read:users"])
+    headers = {"Authorization": f"Bearer {new_token(http, sim)}"}
+
+    def get(user_id: str, **params: str) -> httpx.Response:
+        return http.get(f"/api/v2/users/{quote(user_id, safe='')}", headers=headers, params=params)
+
+    # THEN known users are 200, and `fields`/`include_fields` choose what is returned
+    assert get(odd).json()["user_id"] == odd
+    assert get("auth0|quiet", fields="user_id", include_fields="true").json() == {
+        "user_id": "auth0|quiet"
+    }
+    # AND an unknown or deleted user is Auth0's 404, whatever the logs' setting
+    assert_error(get("auth0|nobody"), 404, "inexistent_user")
+    assert get("auth0|nobody").json()["message"] == "The user does not exist."
+    sim.delete_user(odd)
+    assert_error(get(odd), 404, "inexistent_user")
+    # AND without read:users it is a 403, like every endpoint's missing scope
+    sim.set_scopes(["read:logs", "read:logs_users"])
+    plain = {"Authorization": f"Bearer {new_token(http, sim)}"}
+    refused = http.get(f"/api/v2/users/{quote('auth0|quiet', safe='')}", headers=plain)
+    assert_error(refused, 403, "insufficient_scope")
+    assert sim.stats.calls(endpoint="user") == 6

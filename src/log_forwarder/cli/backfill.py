@@ -5,14 +5,16 @@ The function's own core does the work (Forwarder, planner, executor), with three
 
 - its cursor is an item of its own in the checkpoint table (`backfill#USER#SINCE#UNTIL`), so a
   backfill resumes where it stopped and the live checkpoint is never written, let alone moved
-  backwards;
+  backwards; a range backfilled to its end before is read again from its start, so running the
+  same command again checks the destinations anew (objects deleted since are written again);
 - the range ends at the live checkpoint's floor at the latest: the live forwarder never again
   forwards anything below its floor, and owns everything above it, so the two never deliver the
   same event, even while both run;
 - the destinations skip what they already hold: CloudWatch reads the stream over each batch and
   leaves out present log_ids (the sink's own redelivery), and S3 reads the user's objects of the
   batch's days and leaves out present log_ids; a repeated backfill writes the same keys, which
-  S3 refuses to overwrite.
+  S3 refuses to overwrite. Each destination's figures are what it was given (checked), and
+  what it lacked and was written: the result says no more than what was compared.
 
 It reads through tenant search (oldest first, bounded by the range), which needs read:logs.
 """
@@ -117,21 +119,39 @@ class BackfillStore:
         self._span = span
         self._end = end_ms
         self._counters = counters
+        self._first_load = True
+        # Set by the first load: the range was done before and is read again from its start
+        # (again), or an unfinished one continues from here (resumed_from_ms).
+        self.again = False
+        self.resumed_from_ms: int | None = None
 
     def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
         found = self._inner.load([self._span.key])
         if self._span.key not in found:
+            self._first_load = False
             return {}
         stored = found[self._span.key]
-        self._progress(stored.state)
         try:
             cursor = Cursor.from_state(stored.readable_state(), item=f"backfill {self._span.key!r}")
         except CheckpointStateError:
+            self._first_load = False
+            self._progress(stored.state)
             return {self._span.user_id: stored}  # its session says why, and writes nothing
-        # Always read through search, bounded by the range: a finished backfill run again
-        # (or resumed) must not read the newest events, which are the live forwarder's.
-        backlog = replace(cursor, status=replace(cursor.status, backlog=True))
-        state = backlog.to_state()
+        if self._first_load:
+            self._first_load = False
+            if not cursor.status.backlog:
+                # Done before: what the destinations held then proves nothing now (objects
+                # deleted since are the reason to backfill). From the start again, the
+                # destinations skipping what they hold; the item's version is kept, so the
+                # write that restarts it is as conditional as any.
+                self.again = True
+                cursor = Cursor.fresh(self._span.since_ms, backlog=True)
+            else:
+                self.resumed_from_ms = cursor.position.watermark_ms
+        self._progress(cursor.to_state())
+        # Always read through search, bounded by the range: a backfill resumed (or read again)
+        # must not read the newest events, which are the live forwarder's.
+        state = replace(cursor, status=replace(cursor.status, backlog=True)).to_state()
         return {self._span.user_id: StoredCheckpoint(self._span.user_id, stored.version, state)}
 
     def save(
@@ -235,6 +255,8 @@ class BackfillOutcome:
     forwarded: int = 0  # events handed to the destinations (each skips what it holds)
     written: dict[str, int] = field(default_factory=dict)  # lines written, per destination
     present: dict[str, int] = field(default_factory=dict)  # lines found already there
+    again: bool = False  # the range was done before: read again from its start, to check
+    resumed_from_ms: int | None = None  # continued an unfinished backfill from here
     done: bool = False  # the whole range is forwarded
     busy_until: str | None = None  # another backfill of this range holds it
     errors: list[str] | None = None

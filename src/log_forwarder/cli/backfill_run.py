@@ -73,10 +73,11 @@ def run_backfill(
         return outcome
     counters = Counters()
     span_ms = max(1, end_ms - span.since_ms)
+    own_store = BackfillStore(store, span, end_ms, counters)
     runtime = build_runtime(
         backfill_settings(settings, span),
         overrides=Overrides(
-            store=BackfillStore(store, span, end_ms, counters),
+            store=own_store,
             sinks=lambda sinks: wrapped(sinks, env, counters),
             source=lambda auth0: CountingSource(BoundedSource(auth0, end_ms), counters),
             # Filters, pseudonyms and OCSF as the live function writes; no detections: the
@@ -84,6 +85,8 @@ def run_backfill(
             # report them again.
             output=lambda output: replace(output, detections=None),
             clients=env.aws_client,
+            # Its item is not the user's checkpoint: the live runs look the user up.
+            look_up_users=False,
         ),
     )
     forwarder = runtime.forwarder
@@ -94,6 +97,7 @@ def run_backfill(
             counters.done = span_ms
         bar.update(counters, final=True)
     outcome.written, outcome.present = dict(counters.written), dict(counters.present)
+    outcome.again, outcome.resumed_from_ms = own_store.again, own_store.resumed_from_ms
     return outcome
 
 

@@ -1,7 +1,8 @@
 """`check`: before deploying (or after), what a scheduled run would meet at the tenant.
 
 Only Auth0 is reached, with the function's own client (token, retries, pacing): the token and
-its scopes, the rate-limit headers, and for each watched id whether Auth0 knows it, how many
+its scopes, the rate-limit headers, and for each watched id whether Auth0 knows it (asked of
+GET /api/v2/users/{id} with read:users, else of its log: user_lookup.verify_id), how many
 events it retains, and what a first run's read costs, measured by doing that very read (without
 forwarding anything). Every problem that would make a scheduled run fail or lose events is a
 `fail`; `check` then exits non-zero.
@@ -18,14 +19,18 @@ import httpx
 
 from log_forwarder.auth0_client import DEFAULT_TIMEOUT
 from log_forwarder.config import Settings
-from log_forwarder.exceptions import Auth0Error, Auth0NotFoundError, Auth0ScopeError
+from log_forwarder.exceptions import Auth0Error, Auth0ScopeError
 from log_forwarder.fetch import UserRead, read_user
-from log_forwarder.source import CallScope, CallStats, LogSource
+from log_forwarder.source import CallScope, CallStats
+from log_forwarder.user_lookup import KNOWN, UNKNOWN, verify_id
 
 SCOPES = {
     "read:logs_users": "read each watched user's log (GET /users/{id}/logs): every run's reads",
     "read:logs": "tenant search (GET /logs): first runs, backlogs, bursts past 1,000 events and "
     "deleted users; without it those are reported as gaps",
+    "read:users": "verify that each watched id exists (GET /users/{id}): a mistyped id fails "
+    "`check` and `watch add` and is reported by the run; optional, without it an id with an "
+    "empty log is unverified",
 }
 # Auth0's documented Management API limits per plan: (burst, sustained requests per second).
 PLANS = (
@@ -44,7 +49,7 @@ class Finding:
 @dataclass
 class UserCheck:
     user_id: str
-    exists: str  # "yes", "no (404)", "unknown (no events)"
+    exists: str  # "yes", "no (404)", "unverified", "refused (403)"
     retained: int | None = None  # events a first run would read (at least, when `capped`)
     first_run_calls: int | None = None
     capped: bool = False
@@ -139,28 +144,30 @@ def check_rate_limit(report: CheckReport, limits: dict[str, str], settings: Sett
 
 
 def check_user(
-    source: LogSource, user_id: str, settings: Settings, max_calls: int, report: CheckReport
+    client: Any, user_id: str, settings: Settings, max_calls: int, report: CheckReport
 ) -> UserCheck:
     try:
-        newest = source.user_logs(
-            user_id, page=0, per_page=100, sort="date:-1", scope=CallScope(CallStats())
-        )
-    except Auth0NotFoundError:
-        report.add("fail", f"{user_id!r}: Auth0 does not know this user (404): a wrong id?")
-        return UserCheck(user_id, "no (404)")
+        lookup = verify_id(client, client, user_id, CallScope(CallStats()))
     except Auth0ScopeError as error:
         report.add("fail", f"{user_id!r}: the per-user endpoint refused the token: {error}")
         return UserCheck(user_id, "refused (403)")
-    checked = UserCheck(user_id, "yes" if newest else "unknown (no events retained)")
-    if not newest:
+    if lookup.verdict == UNKNOWN:
+        report.add(
+            "fail",
+            f"{user_id!r}: Auth0 does not know this user ({lookup.detail}): a wrong id? A "
+            "scheduled run would forward nothing for it",
+        )
+        return UserCheck(user_id, "no (404)")
+    checked = UserCheck(user_id, "yes" if lookup.verdict == KNOWN else "unverified")
+    if lookup.verdict != KNOWN:
         report.add(
             "warn",
-            f"{user_id!r}: no events retained; Auth0 does not say whether such "
-            "a user exists (check the id in the dashboard)",
+            f"{user_id!r}: unverified: {lookup.detail}; grant read:users to have it checked, or "
+            "check the id in the dashboard",
         )
     stats = CallStats()
     read = UserRead(
-        source,
+        client,
         user_id,
         floor_ms=settings.start_from.floor_ms(int(time.time() * 1000)),
         backlog=True,  # a first run: oldest first, as the forwarder reads a new user
@@ -209,6 +216,13 @@ def run_check(
         except Auth0Error as error:
             report.add("fail", f"{user_id!r}: {type(error).__name__}: {error}")
     check_rate_limit(report, recorder.limits, settings)
-    if not report.failed:
+    unverified = sum(user.exists == "unverified" for user in report.users)
+    if not report.failed and unverified:
+        report.add(
+            "ok",
+            f"a scheduled run would read every id, but {unverified} of them unverified: Auth0 "
+            "may not know them (see above)",
+        )
+    elif not report.failed:
         report.add("ok", "a scheduled run would find what it needs")
     return report

@@ -22,7 +22,7 @@ from log_forwarder.exceptions import ConfigError, ForwarderError
 from .backfill import BackfillRange
 from .environment import Environment, local_stack_file
 from .params import CLIENT_ID, DOMAIN, REGION, TABLE, Instant, Seconds, UserId
-from .terminal import safe
+from .terminal import safe, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables keep their columns readable when the output goes to a file or a pipe (80 columns would
@@ -258,8 +258,10 @@ def run(ctx: click.Context, directory: Path, users: tuple[str, ...], time_limit:
 def backfill(
     ctx: click.Context, user: str, since: int, until: int | None, time_limit: float
 ) -> None:
-    """Forward USER's events of a past range again into the configured destinations, skipping
-    what they already hold; the live checkpoint is never moved. Resumable."""
+    """Forward USER's events of a past range again into the configured destinations, each
+    given only what it lacks (read back to check); the live checkpoint is never moved. An
+    interrupted backfill resumes; a finished one is read again from its start, to check the
+    destinations as they are now (e.g. after objects were deleted)."""
     from .backfill_run import run_backfill
 
     span = BackfillRange(user, since, until)
@@ -398,10 +400,26 @@ def watch() -> None:
 @watch.command("add")
 @click.argument("users", nargs=-1, required=True, type=UserId())
 @_LOCAL_OPTION
+@click.option(
+    "--allow-unknown",
+    is_flag=True,
+    help="Add ids Auth0 does not know (yet): a user to be created later.",
+)
 @click.pass_context
 @handled
-def watch_add(ctx: click.Context, users: tuple[str, ...], directory: Path | None) -> None:
-    """Watch USERS from the next run (a user watched before resumes from its checkpoint)."""
+def watch_add(
+    ctx: click.Context, users: tuple[str, ...], directory: Path | None, allow_unknown: bool
+) -> None:
+    """Watch USERS from the next run (a user watched before resumes from its checkpoint). Each
+    id is first looked up in Auth0: one it does not know is refused."""
+    from .watch import verify_new_ids
+
+    verify_new_ids(
+        _env(ctx),
+        users,
+        allow_unknown=allow_unknown,
+        note=lambda text: err.print(f"Note: {visible(text)}", markup=False),
+    )
 
     def add(admin: Any) -> None:
         for user_id in users:
@@ -445,3 +463,10 @@ def watch_list(ctx: click.Context, directory: Path | None, as_json: bool) -> Non
             out.print(watch_table(entries))
 
     _with_watch_list(directory, _env(ctx), show)
+
+
+# -- init (cli/init.py: it uses `handled`, `out` and `err` above) ---------------------------
+
+from .init import init_command  # noqa: E402
+
+cli.add_command(init_command)

@@ -106,7 +106,12 @@ def print_check(console: Console, report: CheckReport) -> None:
         scopes.add_column(column, overflow="fold")
     granted = set(report.scopes or ())
     for scope, enables in SCOPES.items():
-        add_safe_row(scopes, (scope, "yes" if scope in granted else "NO", enables))
+        if report.scopes is None:
+            # No token, no answer: what the application is granted is not known, not "no".
+            shown = "unknown: no token was obtained (see below)"
+        else:
+            shown = "yes" if scope in granted else "NO"
+        add_safe_row(scopes, (scope, shown, enables))
     console.print(scopes)
     limits = ", ".join(f"{k}: {v}" for k, v in sorted(report.rate_limit.items())) or "none seen"
     console.print(f"Rate-limit headers: {safe(limits)}")
@@ -141,15 +146,23 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
         state = "FAILED: " + "; ".join(map(safe, outcome.errors))
     console.print(
         f"Backfill of {user} from {iso_ms(span.since_ms)} to {end}: "
-        f"{outcome.forwarded} events read and handed to the destinations; {state}."
+        f"{outcome.forwarded} events Auth0 returned for the range, each destination compared "
+        f"with them; {state}."
     )
-    if not any(outcome.written.values()):
-        console.print("  nothing written: the destinations hold every event of the range")
-    for name in sorted(outcome.written):
+    if outcome.again:
         console.print(
-            f"  {name}: wrote {outcome.written[name]}, skipped "
-            f"{outcome.present.get(name, 0)} already there"
+            "  This range was backfilled before: it was read again from its start to check "
+            "the destinations as they are now."
         )
+    if outcome.resumed_from_ms is not None:
+        console.print(
+            f"  Resumed at {iso_ms(outcome.resumed_from_ms)}: what is older was checked by an "
+            "earlier run of this command, not by this one."
+        )
+    for name in sorted(outcome.written):
+        written = outcome.written[name]
+        checked = written + outcome.present.get(name, 0)
+        console.print(f"  {safe(name)}: checked {checked}, missing {written}, written {written}")
     if span.until_ms is None or outcome.end_ms < span.until_ms:
         console.print(
             f"The range ends at {end}: from there the live checkpoint forwards the user's events."

@@ -5,17 +5,26 @@ Adding writes one item `{user_id, added_at}` to the watch list table, only if it
 (`watch = true` on its checkpoint item), both also remove that one attribute, with a conditional
 update (adding thus moves the mark into the table): the checkpoint itself (version, state,
 summary) is never written here.
+
+Before anything is added, Auth0 is asked whether it knows each id (`verify_new_ids`, with
+user_lookup.verify_id): an id it does not know is refused, naming it, unless `--allow-unknown`
+(a user to be created later); an id it cannot vouch for (no read:users and an empty log, or no
+Auth0 settings here) is added with a note saying so.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from log_forwarder.config import check_user_id
-from log_forwarder.exceptions import ConfigError
+from log_forwarder.exceptions import Auth0Error, ConfigError
+from log_forwarder.source import CallScope, CallStats
+from log_forwarder.user_lookup import UNKNOWN, UNVERIFIED, verify_id
 
+from .environment import Environment
 from .local import SqliteCheckpointStore, iso_now
 
 ADDED = "added"
@@ -130,3 +139,36 @@ class LocalWatchAdmin:
 def valid_ids(user_ids: tuple[str, ...]) -> list[str]:
     """The ids as given, or ConfigError naming the first that looks mistyped."""
     return [check_user_id(user_id, "USER") for user_id in user_ids]
+
+
+def verify_new_ids(
+    env: Environment, ids: Sequence[str], *, allow_unknown: bool, note: Callable[[str], None]
+) -> None:
+    """Ask Auth0 about every id before any is added: ConfigError naming the ids it does not
+    know (unless `allow_unknown`); a note for each it could not vouch for."""
+    try:
+        settings = env.settings(aws=False)
+    except ConfigError as error:
+        note(f"the ids are not verified against Auth0 ({error})")
+        return
+    client = env.auth0_client(settings)
+    scope = CallScope(CallStats())
+    unknown: list[str] = []
+    for user_id in ids:
+        try:
+            lookup = verify_id(client, client, user_id, scope)
+        except Auth0Error as error:
+            note(f"{user_id!r} is not verified: {type(error).__name__}: {error}")
+            continue
+        if lookup.verdict == UNKNOWN:
+            unknown.append(f"{user_id!r} ({lookup.detail})")
+        elif lookup.verdict == UNVERIFIED:
+            note(f"{user_id!r} is unverified: {lookup.detail}")
+    if unknown and not allow_unknown:
+        raise ConfigError(
+            f"Auth0 does not know {'; '.join(unknown)}: a wrong id? Nothing was added. "
+            "--allow-unknown adds it anyway (a user to be created later: each run reports it "
+            "until Auth0 knows it)"
+        )
+    for said in unknown:
+        note(f"{said}: added anyway (--allow-unknown); the runs report it until Auth0 knows it")
