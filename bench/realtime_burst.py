@@ -236,7 +236,9 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def arrivals(users: Sequence[str], duration_s: float, rng: random.Random) -> list[tuple[float, str]]:
+def arrivals(
+    users: Sequence[str], duration_s: float, rng: random.Random
+) -> list[tuple[float, str]]:
     """(offset in seconds, user) of every event: the first user at HOT_RATE, the rest at
     QUIET_RATE, evenly spread with a little jitter."""
     due: list[tuple[float, str]] = []
@@ -344,10 +346,9 @@ def _handler(
 
     runtime = build_runtime(
         Settings.from_env(),
-        overrides=Overrides(sinks=lambda _real: list(sinks), clients=clients),  # type: ignore[arg-type]
+        overrides=Overrides(sinks=lambda _real: list(sinks), clients=clients),
     )
-    realtime.reset_runtime()
-    realtime._runtime = runtime  # the bench's runtime, as if built at the cold start
+    realtime.reset_runtime(runtime=runtime)
     return realtime.lambda_handler
 
 
@@ -366,7 +367,9 @@ def _direct_worker(
         _invoke(handler, event, burst)
 
 
-def _invoke(handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], burst: Burst) -> Any:
+def _invoke(
+    handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], burst: Burst
+) -> Any:
     context = FakeLambdaContext(remaining_ms=30_000, function_name="RealtimeFunction")
     started = time.monotonic()
     try:

@@ -332,12 +332,14 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
         assert scheduler == {**forwarding, **failure_queue}
         if realtime:
             # AND the real-time function does what the scheduled one does, but for Auth0's
-            # secret: it never asks Auth0 for a token
+            # secret (it never asks Auth0 for a token), and its event source reads its queue
             pushed = granted(translated, "RealtimeFunctionRole", mode)
             assert sorted(map(json.dumps, pushed.pop("dynamodb:Scan"))) == sorted(
                 map(json.dumps, scan)
             )
-            assert pushed == {**forwarding, **failure_queue}
+            queue = {"Fn::GetAtt": ["RealtimeQueue", "Arn"]}
+            polling = on(queue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+            assert pushed == {**forwarding, **failure_queue, **polling}
         return
     # GIVEN many tenants: the scheduled function reads the document and enqueues, nothing else
     assert scheduler == {
@@ -755,7 +757,12 @@ IAM_ACTION_OF_CALL = {
 SERVICE_ACTIONS = {
     "TenantWorkerFunction": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
     "ForwarderFunction": {"sqs:SendMessage"},
-    "RealtimeFunction": {"sqs:SendMessage"},
+    "RealtimeFunction": {
+        "sqs:SendMessage",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    },
 }
 # Reachable in the code, never called by the function: the real-time function builds the same
 # runtime, but never asks Auth0 for a token (its role cannot read that secret; the pseudonym
