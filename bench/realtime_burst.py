@@ -40,7 +40,7 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.harness import FakeLambdaContext, LocalDeployment, _environment
 from devtools.local_aws import LocalAws
 from devtools.log_stream import eventbridge_event
-from devtools.realtime_stack import RealtimePath
+from devtools.realtime_stack import RealtimePath, sqs_event
 from log_forwarder.records import Delivery, DeliveryReport
 
 HOT_RATE = 50.0  # events/s of the user under attack
@@ -188,6 +188,7 @@ class Burst:
     events: int
     pushed: int = 0
     left: int = 0
+    retried: int = 0  # messages handed back to the queue (delivered by a later batch)
     duplicates: int = 0
     invocations: int = 0
     invocation_s: float = 0.0
@@ -280,18 +281,34 @@ def run_burst(aws: LocalAws, *, shape: str, scale: float, seed: int = 25) -> Bur
             watched_user_ids=users,
             READ_MODE="per-user",
         )
-        path = RealtimePath(stack)
+        path = RealtimePath(stack, fifo=shape == "fifo")
         stack.invoke()  # the scheduled run fixes every user's start
         with _environment(path.env), _quiet():
             handler = _handler(aws, sinks, burst.meter)
             visible: dict[str, float] = {}
             feed: Queue[dict[str, Any] | None] = Queue()
-            workers = [
-                threading.Thread(target=_direct_worker, args=(handler, feed, burst))
-                for _ in range(CONCURRENCY)
-            ]
+            done = threading.Event()
+            if shape == "direct":
+                workers = [
+                    threading.Thread(target=_direct_worker, args=(handler, feed, burst))
+                    for _ in range(CONCURRENCY)
+                ]
+            else:
+                mapping = path.mapping
+                batch = 10 if shape == "fifo" else int(mapping["BatchSize"])
+                window = (
+                    0.0 if shape == "fifo" else float(mapping["MaximumBatchingWindowInSeconds"])
+                )
+                concurrency = int(mapping["ScalingConfig"]["MaximumConcurrency"])
+                workers = [
+                    threading.Thread(
+                        target=_queue_worker, args=(handler, path, batch, window, done, burst)
+                    )
+                    for _ in range(min(concurrency, CONCURRENCY))
+                ]
             for worker in workers:
                 worker.start()
+            emitter = path.emitter()
             started = time.monotonic()
             for n, (offset, user) in enumerate(due):
                 wait = started + offset - time.monotonic()
@@ -299,9 +316,21 @@ def run_burst(aws: LocalAws, *, shape: str, scale: float, seed: int = 25) -> Bur
                     time.sleep(wait)
                 event = _event(user, n)
                 visible[event["log_id"]] = time.monotonic()
-                feed.put(eventbridge_event(event, path.source))
+                if shape == "direct":
+                    feed.put(eventbridge_event(event, path.source))
+                elif shape == "fifo":
+                    # The best FIFO could do: a group per user (a rule's target has one group).
+                    body = json.dumps(eventbridge_event(event, path.source))
+                    path.sqs.send_message(
+                        QueueUrl=path.queue_url, MessageBody=body, MessageGroupId=user
+                    )
+                else:
+                    emitter.emit([event])  # the bus, the template's rule, the queue
+                burst.sqs_requests += shape != "direct"
             for _ in workers:
                 feed.put(None)
+            _drained(path, shape, time.monotonic() + 180)
+            done.set()
             for worker in workers:
                 worker.join()
     last = sinks[-1]
@@ -367,6 +396,40 @@ def _direct_worker(
         _invoke(handler, event, burst)
 
 
+def _queue_worker(
+    handler: Callable[[dict[str, Any], Any], Any],
+    path: RealtimePath,
+    batch: int,
+    window_s: float,
+    done: threading.Event,
+    burst: Burst,
+) -> None:
+    """One of the event source's concurrent batches: gather, invoke, delete what succeeded."""
+    while not done.is_set():
+        messages = path.receive(batch, window_s=window_s)
+        with burst.meter.lock:
+            burst.sqs_requests += max(1, math.ceil(len(messages) / 10))
+        if not messages:
+            time.sleep(0.05)
+            continue
+        summary = _invoke(handler, sqs_event(messages), burst)
+        path.settle(messages, summary)
+        with burst.meter.lock:
+            burst.sqs_requests += math.ceil(len(messages) / 10)
+
+
+def _drained(path: RealtimePath, shape: str, until: float) -> None:
+    """Until the queue holds nothing, visible or in flight (or `until`)."""
+    if shape == "direct":
+        return
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    while time.monotonic() < until:
+        counts = path.sqs.get_queue_attributes(QueueUrl=path.queue_url, AttributeNames=names)
+        if not any(int(v) for v in counts["Attributes"].values()):
+            return
+        time.sleep(0.2)
+
+
 def _invoke(
     handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], burst: Burst
 ) -> Any:
@@ -386,6 +449,7 @@ def _invoke(
             burst.pushed += summary["RealtimeEvents"]
             burst.left += summary["RealtimeLeftToReads"]
             burst.duplicates += summary["RealtimeDuplicates"]
+            burst.retried += len(summary.get("batchItemFailures", ()))
         else:
             burst.left += len(event.get("Records") or [event])
     return summary
@@ -403,7 +467,7 @@ def rows(bursts: Sequence[Burst]) -> list[Row]:
                 f"{HOT_RATE:g}/s and {QUIET_USERS} at {QUIET_RATE:g}/s, destinations 30-100 ms, "
                 f"up to {CONCURRENCY} at once",
                 f"push path **{figures['pushed_share']:.1%}** ({burst.pushed:,} pushed, "
-                f"{burst.left:,} left to reads); visible → delivered p50 "
+                f"{burst.left:,} left to reads, {burst.retried:,} retried); visible → delivered p50 "
                 f"{figures['p50_s']:.2f} s, p95 **{figures['p95_s']:.2f} s**; largest checkpoint "
                 f"item **{figures['largest_item_bytes']:,} B**; per 1,000 events "
                 f"{figures['wru_per_1000']:,.0f} write units, "

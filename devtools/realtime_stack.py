@@ -28,6 +28,7 @@ from devtools.harness import (
 )
 from devtools.local_aws import (
     ACCOUNT_ID,
+    _create_table,
     _Resolver,
     function_environment,
     handler_from_template,
@@ -72,6 +73,9 @@ class RealtimePath:
         if self.bus not in names:
             events.create_partner_event_source(Name=source, Account=ACCOUNT_ID)
             events.create_event_bus(Name=self.bus, EventSourceName=source)
+        self.pushed_table = f"{stack.resources.stack_name}-PushedEventsTable"
+        table = template["Resources"]["PushedEventsTable"]["Properties"]
+        _create_table(aws, self.pushed_table, resolver.resolve(table))
         sqs = aws.client("sqs")
         attributes = {"VisibilityTimeout": str(visibility_s)}
         if fifo:
@@ -101,11 +105,13 @@ class RealtimePath:
             ),
             **{k: v for k, v in stack.env.items() if k.startswith("AWS_")},
             "REALTIME_EVENT_SOURCE": source,
+            "PUSHED_EVENTS_TABLE": self.pushed_table,
         }
         for name in ("DETECTIONS", "FINDINGS_EVENT_BUS", "OUTPUT_FORMAT", "OCSF_VERSION"):
             if name in stack.env:
                 self.env[name] = stack.env[name]
         stack.env["REALTIME_EVENT_SOURCE"] = source
+        stack.env["PUSHED_EVENTS_TABLE"] = self.pushed_table
         self._handler: Callable[[dict[str, Any], Any], Any] | None = None
 
     def emitter(self, *, seed: int = 1, **faults: Any) -> LogStreamEmitter:

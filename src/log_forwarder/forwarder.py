@@ -28,6 +28,7 @@ from .config import Settings
 from .exceptions import OutOfTime
 from .per_user import read_users
 from .planner import OutputPolicy
+from .pushed import PushedLedger
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport
@@ -68,13 +69,14 @@ class Forwarder:
         clock: Callable[[], float] = time.time,
         output: OutputPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        pushed: PushedLedger | None = None,
     ) -> None:
         self._settings = settings
         self._sleep = sleep
         self._store = store
         self._clock = clock
         self._env = SessionEnv(
-            settings, source, store, list(sinks), output or OutputPolicy(), self._now_ms
+            settings, source, store, list(sinks), output or OutputPolicy(), self._now_ms, pushed
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
@@ -122,7 +124,9 @@ class Forwarder:
         def attempt() -> None:
             loaded = self._store.load(waiting)
             for user in list(waiting):
-                session = UserSession(user, loaded.get(user), self._env, run)
+                oldest = min((e.date_ms for e in pushed[user].events), default=None)
+                stored = loaded.get(user)
+                session = UserSession(user, stored, self._env, run, pushed_from_ms=oldest)
                 session.report.forwarded_dates = []  # for the push's latency
                 if not session.is_new and session.open(Start.REALTIME):
                     session.deliver(pushed[user], self._now_ms())

@@ -224,10 +224,10 @@ def _retried(user: UserReport) -> bool:
 
 def _taken(user: UserReport) -> bool:
     """Whether the push took the user's events (delivered, or known already): not when it had
-    no checkpoint, could not go on, or left them to the reads (a pending batch, no room)."""
+    no checkpoint, could not go on, or left them to the reads (a pending batch)."""
     cursor = user.cursor
     failed = user.error or user.bug or user.busy or user.deferred
-    return not failed and cursor is not None and not cursor.outbox and not cursor.position.full
+    return not failed and cursor is not None and not cursor.outbox
 
 
 _instrumented = observability.instrumented(

@@ -28,7 +28,8 @@ class UserReport:
     forwarded: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    # Events the real-time path delivered first that this read returned (none delivered again).
+    # Events the real-time path delivered first that a read returned for the first time
+    # (counted once its chunk is committed, and once over every read: session._confirm).
     confirmed: int = 0
     late: int = 0
     max_lateness_ms: int = 0
@@ -55,7 +56,6 @@ class UserReport:
     def add_read(self, selection: Selection) -> None:
         """What a read returned, counted as it happens (every run reads afresh)."""
         self.duplicates += selection.duplicates
-        self.confirmed += len(selection.confirmed)
         self.late += selection.late
         self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
 

@@ -25,6 +25,8 @@ from .forwarder import Forwarder
 from .outputs import output_policy
 from .pacing import Pacer
 from .planner import OutputPolicy
+from .pushed import PushedLedger
+from .pushed_store import DynamoPushedLedger
 from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .source import LogSource
 from .watch_list import DynamoWatchList
@@ -43,6 +45,7 @@ class Overrides:
     source: Callable[[Auth0Client], LogSource] = field(default=_same)  # wraps the Auth0 client
     output: Callable[[OutputPolicy], OutputPolicy] = field(default=_same)
     clients: ClientFactory | None = None  # boto3 clients (default: from the session)
+    pushed: PushedLedger | None = None  # instead of the pushed-events table
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,12 @@ def build_runtime(
         sinks = [PrefixedSink(sink, key_prefix) for sink in sinks]
     sinks = overrides.sinks(sinks)
     secrets = secrets_client(settings, client)
+    pushed = None
+    if settings.pushed_events_table and not key_prefix:
+        # One tenant only: the real-time path's partner source is one tenant's.
+        pushed = DynamoPushedLedger(
+            settings.pushed_events_table, client("dynamodb", AWS_CLIENT_CONFIG)
+        )
     forwarder = Forwarder(
         settings=settings,
         source=overrides.source(auth0_client(settings, secrets, http)),
@@ -95,6 +104,7 @@ def build_runtime(
         sinks=sinks,
         clock=clock,
         output=overrides.output(output_policy(settings, secrets)),
+        pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
     return Runtime(settings, forwarder, store, watch_list, tuple(sinks))
 

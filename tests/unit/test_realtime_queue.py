@@ -15,7 +15,7 @@ from log_forwarder.forwarder import Forwarder
 from log_forwarder.realtime import Pushed
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.runtime import Runtime
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 from tests.property.test_cursor_properties import BASE_MS, make_forwarder, make_settings
 
 USER = "auth0|under-attack"
@@ -124,3 +124,40 @@ def test_a_batch_hands_back_only_the_messages_of_a_user_it_could_not_deliver() -
     assert sorted(sink.log_ids()) == ["9000000001", "9000000003"]
     assert (answer["RealtimeEvents"], answer["RealtimeRetried"]) == (2, 1)
     assert (answer["RealtimeLeftToReads"], answer["RealtimeIgnored"]) == (0, 1)
+
+
+def test_a_burst_keeps_the_checkpoint_item_small_and_the_push_path_on() -> None:
+    # GIVEN a watched user whose start the schedule fixed
+    store = InMemoryCheckpointStore()
+    ledger = InMemoryPushedLedger()
+    sink = RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    forwarder = make_forwarder(fake, [sink], store, ledger)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    # WHEN a burst of 10,000 of its events is pushed, 20 a batch (one every 20 ms)
+    largest = delivered = 0
+    for start in range(0, 10_000, 20):
+        fake.now_ms = BASE_MS + start + 20
+        batch = [event(USER, n) for n in range(start, start + 20)]
+        chunks = Pushed.of(iter(batch), frozenset([USER])).chunks
+        report = forwarder.push(chunks, remaining_ms=lambda: 30_000)
+        delivered += sum(u.forwarded for u in report.users)
+        largest = max(largest, len(store.item(USER)["state"]))
+    # THEN every event was delivered by the push path, once, and the checkpoint item stayed
+    # small: the memory of the burst is in the pushed-events table, an item per batch
+    assert delivered == 10_000
+    assert len(set(sink.log_ids())) == len(sink.log_ids()) == 10_000
+    assert largest <= 2_048, largest
+    assert len(ledger.items) == 500 and ledger.largest() <= 1_024
+    # AND a read after the burst confirms them all, and the item stays small
+    for n in range(10_000):
+        fake.add(event(USER, n))
+    fake.now_ms = BASE_MS + 300_000
+    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    assert (run.users[0].forwarded, run.users[0].confirmed) == (0, 10_000)
+    assert len(store.item(USER)["state"]) <= 2_048
+    # AND a read after that finds them known, and confirms none again
+    fake.now_ms = BASE_MS + 310_000
+    again = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    assert (again.users[0].forwarded, again.users[0].confirmed) == (0, 0)
+    assert len(sink.log_ids()) == 10_000

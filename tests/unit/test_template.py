@@ -329,6 +329,11 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
             map(json.dumps, [table, {"Fn::GetAtt": ["WatchListTable", "Arn"]}])
         )
         forwarding.pop("dynamodb:Scan")
+        pushed_table = {"Fn::GetAtt": ["PushedEventsTable", "Arn"]}
+        if realtime:
+            # AND with the real-time path, the reads look up (and confirm) what it delivered
+            reads = scheduler.pop("dynamodb:Query"), scheduler["dynamodb:UpdateItem"].pop()
+            assert reads == ([pushed_table], pushed_table)
         assert scheduler == {**forwarding, **failure_queue}
         if realtime:
             # AND the real-time function does what the scheduled one does, but for Auth0's
@@ -339,7 +344,8 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
             )
             queue = {"Fn::GetAtt": ["RealtimeQueue", "Arn"]}
             polling = on(queue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
-            assert pushed == {**forwarding, **failure_queue, **polling}
+            memory = on(pushed_table, "dynamodb:PutItem", "dynamodb:Query")
+            assert pushed == {**forwarding, **failure_queue, **polling, **memory}
         return
     # GIVEN many tenants: the scheduled function reads the document and enqueues, nothing else
     assert scheduler == {
@@ -738,6 +744,8 @@ def test_template_path_points_at_the_repository_template() -> None:
 IAM_ACTION_OF_CALL = {
     "batch_get_item": "dynamodb:BatchGetItem",
     "update_item": "dynamodb:UpdateItem",
+    "put_item": "dynamodb:PutItem",
+    "query": "dynamodb:Query",
     "scan": "dynamodb:Scan",
     "create_log_stream": "logs:CreateLogStream",
     "put_log_events": "logs:PutLogEvents",
@@ -767,7 +775,12 @@ SERVICE_ACTIONS = {
 # Reachable in the code, never called by the function: the real-time function builds the same
 # runtime, but never asks Auth0 for a token (its role cannot read that secret; the pseudonym
 # key, when set, is granted by a statement of its own, as for the others).
-NEVER_CALLED = {"RealtimeFunction": {"secretsmanager:GetSecretValue"}}
+NEVER_CALLED = {
+    "RealtimeFunction": {"secretsmanager:GetSecretValue"},
+    # Only a push records its batch in the pushed-events table; the reads look it up.
+    "ForwarderFunction": {"dynamodb:PutItem"},
+    "TenantWorkerFunction": {"dynamodb:PutItem", "dynamodb:Query"},
+}
 PACKAGE = ROOT / "src" / "log_forwarder"
 CLIENT_SERVICES = ("dynamodb", "events", "logs", "s3", "secretsmanager", "ssm", "sqs")
 
@@ -856,6 +869,8 @@ def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
         destinations = mode[0]
         needed -= {a for a in needed if a.startswith("logs:") and "cloudwatch" not in destinations}
         needed -= {a for a in needed if a.startswith("s3:") and "s3" not in destinations}
+        # (the pushed-events table is the real-time path's: without it, never called)
+        needed -= set() if mode[2] else {"dynamodb:Query", "dynamodb:PutItem"}
         # WHEN the role's statements active in this mode are read
         role = set(granted(translated, ROLES[function], mode))
         # THEN it grants each call, and nothing else but what Lambda itself does with it
