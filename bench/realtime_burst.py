@@ -496,6 +496,12 @@ def _shown(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def burst_rows(aws: LocalAws, *, quick: bool) -> tuple[list[Row], str]:
+    """`make bench`'s burst row (the deployed shape, a standard queue) and its closing note."""
+    burst = run_burst(aws, shape="standard", scale=0.05 if quick else 1.0)
+    return rows([burst]), closing_note([burst])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--scale", type=float, default=1.0, help="share of the 10 minutes")

@@ -28,7 +28,6 @@ from devtools.harness import (
 )
 from devtools.local_aws import (
     ACCOUNT_ID,
-    _create_table,
     _Resolver,
     function_environment,
     handler_from_template,
@@ -73,9 +72,7 @@ class RealtimePath:
         if self.bus not in names:
             events.create_partner_event_source(Name=source, Account=ACCOUNT_ID)
             events.create_event_bus(Name=self.bus, EventSourceName=source)
-        self.pushed_table = f"{stack.resources.stack_name}-PushedEventsTable"
-        table = template["Resources"]["PushedEventsTable"]["Properties"]
-        _create_table(aws, self.pushed_table, resolver.resolve(table))
+        self.pushed_table = stack.resources.pushed_table or ""
         sqs = aws.client("sqs")
         attributes = {"VisibilityTimeout": str(visibility_s)}
         if fifo:

@@ -32,7 +32,7 @@ from .pushed import PushedLedger
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport
-from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy, retry_call
+from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
 from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource
@@ -49,13 +49,6 @@ FINISH_RESERVE_MS = 5_000
 # average, at most 7): another invocation holds the user's checkpoint only from its intent to
 # its commit, a few hundred milliseconds.
 PUSH_BUSY_RETRY = RetryPolicy(attempts=8, base_s=0.1, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
-
-
-class _StillBusy(Exception):
-    """Users a push could not deliver yet: another invocation holds their checkpoint."""
-
-    def __init__(self, users: Sequence[str]) -> None:
-        super().__init__(f"{len(users)} user(s) busy")
 
 
 class Forwarder:
@@ -133,20 +126,16 @@ class Forwarder:
                 reports[user] = session.close()
                 if not reports[user].busy:
                     waiting.remove(user)
-            if waiting:
-                raise _StillBusy(waiting)
 
+        attempt()  # once whatever time is left: every user pushed gets a report
         attempts = Attempts(PUSH_BUSY_RETRY, sleep=self._sleep, deadline=run.scope.deadline)
-        with contextlib.suppress(_StillBusy, OutOfTime):
-            retry_call(
-                attempt,
-                attempts=attempts,
-                errors=(_StillBusy,),
-                retryable=lambda _error: True,
-                fail=lambda error, _made: error,
-            )
+        attempts.made = 1
+        with contextlib.suppress(OutOfTime):
+            while waiting and attempts.retry_after():
+                attempts.start()
+                attempt()
         return RunReport(
-            users=[reports[user] for user in pushed if user in reports],
+            users=[reports[user] for user in pushed],
             calls=run.scope.stats,
             finished_ms=self._now_ms(),
             realtime=True,

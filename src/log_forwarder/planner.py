@@ -48,6 +48,10 @@ from .retry import Deadline
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
+# An event a read delivers counts as one the real-time path could have delivered first (it is
+# reconciled, ReconciledEvents) when dated within the overlap window and this much more before
+# the read: older ones are history (a backlog, a user just watched), which no push could have had.
+RECONCILE_HORIZON_MS = 15 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +98,8 @@ class Batch:
     # A push's batch: (date, log_id) of its events, recorded in the pushed-events table once
     # every destination took them, before the commit (executor.py).
     pushed: tuple[tuple[int, str], ...] = ()
+    # A read's batch: its events the real-time path could have delivered first (not history).
+    reconciled: int = 0
 
     since_ms: int | None = None  # a redelivery: when the interrupted run wrote the intent
 
@@ -157,6 +163,15 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
     elif not batches and end != cursor:
         batches.append(Batch("", (), (), intent=None, after=end))
     return Plan(tuple(batches), selection)
+
+
+def _reconciled(events: Sequence[LogEvent], chunk: Chunk, context: PlanContext) -> int:
+    """How many of a read's events the real-time path could have delivered first: dated within
+    the overlap window and RECONCILE_HORIZON_MS before the read (a push's own: none)."""
+    if not chunk.span.confirms:
+        return 0
+    since = context.read_started_ms - context.overlap_ms - RECONCILE_HORIZON_MS
+    return sum(e.date_ms >= since for e in events)
 
 
 def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
@@ -257,6 +272,7 @@ def _redeliveries(
                     findings=findings,
                     abandoned=len(gone),
                     future_dated=_future_dated(again, context),
+                    reconciled=_reconciled(again, chunk, context),
                 )
             )
             state = after
@@ -323,6 +339,7 @@ def _fresh_batch(
         filtered=len(new) - len(shown),
         future_dated=_future_dated(new, context),
         pushed=tuple(e.key for e in new) if pushed else (),
+        reconciled=_reconciled(shown, chunk, context),
     )
 
 

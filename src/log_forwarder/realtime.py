@@ -1,18 +1,20 @@
-"""The real-time function: Auth0's log stream, pushed through Amazon EventBridge, delivered in
-seconds; the scheduled runs reconcile whatever it missed.
+"""The real-time function: Auth0's log stream, pushed through Amazon EventBridge and an SQS
+queue, delivered in seconds; the scheduled runs reconcile whatever it missed.
 
     Auth0 log stream ─► partner event bus ─► rule (the watched users, when WATCHED_USER_IDS
                                               is short enough for the event pattern)
-                                              └─► this function, an event per invocation
-    (or an SQS batch whose bodies are such events: the local path, tests and `sam local`)
+                                              └─► RealtimeQueue ─► this function, in batches
+    (or one EventBridge event invoking it directly: the rule's target before the queue)
 
-Auth0's stream is at least once, unordered, and drops what it sends while it is paused. So this
-path decides nothing alone: each watched user's events go through the user's session with a
+Auth0's stream is at least once, unordered, and loses events (a pending source, a disabled
+stream, a paused one past the retention window). So this path decides nothing alone: each
+watched user's events of a batch go through the user's session as one chunk with a
 RealtimeSpan, against the checkpoint the scheduled reads use (dedupe by log_id, conditional
-writes, the same destinations and detections), and are remembered ahead of the reads
-(cursor.ReadPosition.ahead). The reads then confirm them, or deliver what the stream dropped
-(ReconciledEvents). What this function cannot deliver (a user with no checkpoint yet, one another
-run holds, a destination that fails) is left to the next scheduled run, which reads it anyway.
+writes, the same destinations and detections), and are recorded in the pushed-events table
+(pushed.py), not in the checkpoint item. The reads then confirm them, or deliver what the stream
+dropped (ReconciledEvents). A user another invocation holds is waited for (Forwarder.push); one
+still busy, or whose destination fails, goes back to the queue (batchItemFailures); only a user
+with no checkpoint yet or with a pending batch is left to the next scheduled run.
 """
 
 from __future__ import annotations

@@ -603,7 +603,8 @@ def test_env_json_sets_only_variables_the_template_declares(template: dict[str, 
     assert "not-a-real-secret" in env["ForwarderFunction"]["AUTH0_CLIENT_SECRET"]
     # The real-time function never calls Auth0: no client secret, local or not.
     assert "AUTH0_CLIENT_SECRET" not in env["RealtimeFunction"]
-    realtime = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+    batch = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+    realtime = json.loads(batch["Records"][0]["body"])  # an SQS batch of the rule's events
     assert realtime["source"] == env["RealtimeFunction"]["REALTIME_EVENT_SOURCE"]
     assert realtime["detail"]["log_id"] == realtime["detail"]["data"]["log_id"]
 
