@@ -12,9 +12,11 @@ AWS adds on the way: Auth0's push to EventBridge and EventBridge's own delivery 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bench.footprint import Row
@@ -25,7 +27,28 @@ from devtools.realtime_stack import RealtimePath
 from devtools.traffic import generate_user_events
 
 
-def percentile(values: list[float], share: float) -> float:
+@contextlib.contextmanager
+def started_stack(
+    aws: LocalAws, users: Sequence[str], name: str, *, fifo: bool = False
+) -> Iterator[RealtimePath]:
+    """A stack with the real-time path on, every user's start fixed by a first scheduled run,
+    against an Auth0 simulator that lives as long as the block."""
+    with Auth0Simulator(rate_limit=RateLimit(burst=50, per_second=16)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"{name}-{int(time.time())}",
+            watched_user_ids=users,
+            READ_MODE="per-user",
+        )
+        path = RealtimePath(stack, fifo=fifo)
+        stack.invoke()  # the scheduled run fixes every user's start
+        yield path
+
+
+def percentile(values: Sequence[float], share: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
@@ -34,16 +57,8 @@ def realtime_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
     count = 40 if quick else 300
     users = [f"auth0|bench-rt-{i}" for i in range(5)]
     rng = random.Random(9)
-    with Auth0Simulator(rate_limit=RateLimit(burst=50, per_second=16)) as sim:
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"bench-rt-{int(time.time())}",
-            watched_user_ids=users,
-            READ_MODE="per-user",
-        )
-        path = RealtimePath(stack)
-        stack.invoke()  # the scheduled run fixes every user's start
+    with started_stack(aws, users, "bench-rt") as path:
+        sim = path.stack.simulator
         emitter = path.emitter()
         latencies: list[float] = []
         durations: list[float] = []

@@ -36,8 +36,8 @@ from queue import Empty, Queue
 from typing import Any
 
 from bench.footprint import Row
-from devtools.auth0_simulator import Auth0Simulator, RateLimit
-from devtools.harness import FakeLambdaContext, LocalDeployment, _environment
+from bench.realtime import percentile, started_stack
+from devtools.harness import FakeLambdaContext, _environment
 from devtools.local_aws import LocalAws
 from devtools.log_stream import eventbridge_event
 from devtools.realtime_stack import RealtimePath, sqs_event
@@ -230,13 +230,6 @@ class Burst:
         }
 
 
-def percentile(values: Sequence[float], share: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def arrivals(
     users: Sequence[str], duration_s: float, rng: random.Random
 ) -> list[tuple[float, str]]:
@@ -273,66 +266,55 @@ def run_burst(aws: LocalAws, *, shape: str, scale: float, seed: int = 25) -> Bur
     due = arrivals(users, DURATION_S * scale, rng)
     burst = Burst(shape, events=len(due))
     sinks = [DelayedSink("cloudwatch", random.Random(seed + 1)), DelayedSink("s3", rng)]
-    with Auth0Simulator(rate_limit=RateLimit(burst=50, per_second=16)) as sim:
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"bench-burst-{shape}-{int(time.time())}",
-            watched_user_ids=users,
-            READ_MODE="per-user",
-        )
-        path = RealtimePath(stack, fifo=shape == "fifo")
-        stack.invoke()  # the scheduled run fixes every user's start
-        with _environment(path.env), _quiet():
-            handler = _handler(aws, sinks, burst.meter)
-            visible: dict[str, float] = {}
-            feed: Queue[dict[str, Any] | None] = Queue()
-            done = threading.Event()
-            if shape == "direct":
-                workers = [
-                    threading.Thread(target=_direct_worker, args=(handler, feed, burst))
-                    for _ in range(CONCURRENCY)
-                ]
-            else:
-                mapping = path.mapping
-                batch = 10 if shape == "fifo" else int(mapping["BatchSize"])
-                window = (
-                    0.0 if shape == "fifo" else float(mapping["MaximumBatchingWindowInSeconds"])
+    shape_stack = started_stack(aws, users, f"bench-burst-{shape}", fifo=shape == "fifo")
+    with shape_stack as path, _environment(path.env), _quiet():
+        handler = _handler(aws, sinks, burst.meter)
+        visible: dict[str, float] = {}
+        feed: Queue[dict[str, Any] | None] = Queue()
+        done = threading.Event()
+        if shape == "direct":
+            workers = [
+                threading.Thread(target=_direct_worker, args=(handler, feed, burst))
+                for _ in range(CONCURRENCY)
+            ]
+        else:
+            mapping = path.mapping
+            batch = 10 if shape == "fifo" else int(mapping["BatchSize"])
+            window = 0.0 if shape == "fifo" else float(mapping["MaximumBatchingWindowInSeconds"])
+            concurrency = int(mapping["ScalingConfig"]["MaximumConcurrency"])
+            workers = [
+                threading.Thread(
+                    target=_queue_worker, args=(handler, path, batch, window, done, burst)
                 )
-                concurrency = int(mapping["ScalingConfig"]["MaximumConcurrency"])
-                workers = [
-                    threading.Thread(
-                        target=_queue_worker, args=(handler, path, batch, window, done, burst)
-                    )
-                    for _ in range(min(concurrency, CONCURRENCY))
-                ]
-            for worker in workers:
-                worker.start()
-            emitter = path.emitter()
-            started = time.monotonic()
-            for n, (offset, user) in enumerate(due):
-                wait = started + offset - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                event = _event(user, n)
-                visible[event["log_id"]] = time.monotonic()
-                if shape == "direct":
-                    feed.put(eventbridge_event(event, path.source))
-                elif shape == "fifo":
-                    # The best FIFO could do: a group per user (a rule's target has one group).
-                    body = json.dumps(eventbridge_event(event, path.source))
-                    path.sqs.send_message(
-                        QueueUrl=path.queue_url, MessageBody=body, MessageGroupId=user
-                    )
-                else:
-                    emitter.emit([event])  # the bus, the template's rule, the queue
-                burst.sqs_requests += shape != "direct"
-            for _ in workers:
-                feed.put(None)
-            _drained(path, shape, time.monotonic() + 180)
-            done.set()
-            for worker in workers:
-                worker.join()
+                for _ in range(min(concurrency, CONCURRENCY))
+            ]
+        for worker in workers:
+            worker.start()
+        emitter = path.emitter()
+        started = time.monotonic()
+        for n, (offset, user) in enumerate(due):
+            wait = started + offset - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            event = _event(user, n)
+            visible[event["log_id"]] = time.monotonic()
+            if shape == "direct":
+                feed.put(eventbridge_event(event, path.source))
+            elif shape == "fifo":
+                # The best FIFO could do: a group per user (a rule's target has one group).
+                body = json.dumps(eventbridge_event(event, path.source))
+                path.sqs.send_message(
+                    QueueUrl=path.queue_url, MessageBody=body, MessageGroupId=user
+                )
+            else:
+                emitter.emit([event])  # the bus, the template's rule, the queue
+            burst.sqs_requests += shape != "direct"
+        for _ in workers:
+            feed.put(None)
+        _drained(path, shape, time.monotonic() + 180)
+        done.set()
+        for worker in workers:
+            worker.join()
     last = sinks[-1]
     burst.latencies = [at - visible[i] for i, at in last.accepted_at.items() if i in visible]
     burst.s3_objects = sinks[1].deliveries
