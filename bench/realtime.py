@@ -1,9 +1,10 @@
-"""`make bench`, the real-time path: latency from an event becoming visible to delivered, and
-what a million events cost with the path on.
+"""`make bench`, the real-time path: latency from an event becoming visible to delivered, one
+event at a time.
 
 Each event is pushed as Auth0's stream would (devtools/log_stream.py) onto the partner bus on
-moto's server, routed by the template's rule to the local stand-in of its Lambda target, and
-delivered by the real handler, one event per invocation as EventBridge invokes the function.
+moto's server, routed by the template's rule to the real-time queue, and delivered by the real
+handler, one event at a time (a batch of one message). The cost, and a burst, are
+bench/realtime_burst.py's.
 Latency is measured from the moment the simulator holds the event (visible) to the end of the
 invocation that delivered it (both destinations and the checkpoint written). It leaves out what
 AWS adds on the way: Auth0's push to EventBridge and EventBridge's own delivery to Lambda.
@@ -11,10 +12,11 @@ AWS adds on the way: Auth0's push to EventBridge and EventBridge's own delivery 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import random
 import statistics
 import time
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 from bench.footprint import Row
@@ -24,18 +26,29 @@ from devtools.local_aws import LocalAws
 from devtools.realtime_stack import RealtimePath
 from devtools.traffic import generate_user_events
 
-# Prices (us-east-1, December 2026 list prices): Lambda arm64, EventBridge partner events,
-# DynamoDB on-demand, S3 Standard PUT.
-LAMBDA_REQUEST = 0.20 / 1e6
-LAMBDA_GB_S = 0.0000133334
-EVENTBRIDGE_EVENT = 1.00 / 1e6
-DYNAMODB_WRU = 1.25 / 1e6
-DYNAMODB_RRU = 0.25 / 1e6
-S3_PUT = 0.005 / 1000
-MEMORY_GB = 0.25  # template.yaml's MemorySize
+
+@contextlib.contextmanager
+def started_stack(
+    aws: LocalAws, users: Sequence[str], name: str, *, fifo: bool = False
+) -> Iterator[RealtimePath]:
+    """A stack with the real-time path on, every user's start fixed by a first scheduled run,
+    against an Auth0 simulator that lives as long as the block."""
+    with Auth0Simulator(rate_limit=RateLimit(burst=50, per_second=16)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"{name}-{int(time.time())}",
+            watched_user_ids=users,
+            READ_MODE="per-user",
+        )
+        path = RealtimePath(stack, fifo=fifo)
+        stack.invoke()  # the scheduled run fixes every user's start
+        yield path
 
 
-def percentile(values: list[float], share: float) -> float:
+def percentile(values: Sequence[float], share: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
@@ -44,16 +57,8 @@ def realtime_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
     count = 40 if quick else 300
     users = [f"auth0|bench-rt-{i}" for i in range(5)]
     rng = random.Random(9)
-    with Auth0Simulator(rate_limit=RateLimit(burst=50, per_second=16)) as sim:
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"bench-rt-{int(time.time())}",
-            watched_user_ids=users,
-            READ_MODE="per-user",
-        )
-        path = RealtimePath(stack)
-        stack.invoke()  # the scheduled run fixes every user's start
+    with started_stack(aws, users, "bench-rt") as path:
+        sim = path.stack.simulator
         emitter = path.emitter()
         latencies: list[float] = []
         durations: list[float] = []
@@ -71,50 +76,14 @@ def realtime_rows(aws: LocalAws, *, quick: bool) -> list[Row]:
             if invocations and invocations[0].error is None:
                 latencies.append(done - visible)
                 durations.append(done - started)
-        sizes = [_item_bytes(aws, stack, user) for user in users]
-    item_kb = statistics.mean(sizes) / 1024
     duration_s = statistics.median(durations)
-    per_event = {
-        "Lambda requests": LAMBDA_REQUEST,
-        "Lambda duration": duration_s * MEMORY_GB * LAMBDA_GB_S,
-        "EventBridge": EVENTBRIDGE_EVENT,
-        # A push reads the checkpoint once and writes it twice (intent, commit), whole.
-        "DynamoDB": 2 * max(1, round(item_kb + 0.5)) * DYNAMODB_WRU
-        + max(1, round(item_kb / 4 + 0.5)) * DYNAMODB_RRU,
-        "S3 PUT": S3_PUT,  # an object per push (the scheduled runs write one per batch)
-    }
-    total = sum(per_event.values()) * 1e6
-    parts = ", ".join(f"{name} ${value * 1e6:.2f}" for name, value in per_event.items())
     return [
         Row(
-            f"Real time: visible → delivered, {len(latencies)} events pushed one per invocation "
-            "through moto's bus, the template's rule and the handler (Auth0's push and "
-            "EventBridge's delivery not included)",
+            f"Real time: visible → delivered, {len(latencies)} events pushed one at a time "
+            "through moto's bus, the template's rule, the queue and the handler (Auth0's push, "
+            "EventBridge's delivery and the queue's batching window not included)",
             f"p50 **{percentile(latencies, 0.5):.2f} s**, p95 **{percentile(latencies, 0.95):.2f} "
             f"s**, max {max(latencies):.2f} s; handler {duration_s * 1000:.0f} ms median",
             "p95 ≤ 5 s",
         ),
-        Row(
-            "Real time: cost per million watched events, one invocation each (arm64, 256 MB, "
-            f"checkpoint item {item_kb:.1f} KB after the run)",
-            f"**${total:.2f}** ({parts}); EventBridge bills every tenant event the stream "
-            "pushes, watched or not; CloudWatch ingestion is what the scheduled runs pay anyway",
-            "known, per million",
-        ),
     ]
-
-
-def _item_bytes(aws: LocalAws, stack: LocalDeployment, user: str) -> int:
-    item = (
-        aws.client("dynamodb")
-        .get_item(
-            TableName=stack.resources.table_name, Key={"user_id": {"S": user}}, ConsistentRead=True
-        )
-        .get("Item", {})
-    )
-    # DynamoDB's item size: attribute names plus values (binary as stored, the rest as text).
-    size = 0
-    for name, value in item.items():
-        ((kind, raw),) = value.items()
-        size += len(name) + (len(raw) if kind == "B" else len(json.dumps(raw)))
-    return size

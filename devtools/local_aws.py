@@ -386,6 +386,8 @@ class DeployedResources:
     tenants_parameter: str | None = None
     # Every queue created, by logical id (FailureQueue, and TenantQueue... in multi-tenant mode).
     queue_urls: dict[str, str] = field(default_factory=dict)
+    # What the real-time path delivered (created whatever the mode: a local stack may run it).
+    pushed_table: str | None = None
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -420,6 +422,11 @@ def deploy_template(
     if "WatchListTable" in resources:
         watch_table = f"{stack_name}-WatchListTable"
         _create_table(aws, watch_table, resolver.resolve(resources["WatchListTable"]["Properties"]))
+    pushed_table: str | None = None
+    if "PushedEventsTable" in resources:
+        pushed_table = f"{stack_name}-PushedEventsTable"
+        properties = resolver.resolve(resources["PushedEventsTable"]["Properties"])
+        _create_table(aws, pushed_table, properties)
 
     log_group: str | None = None
     if resolver.active("ForwardedLogGroup"):
@@ -466,6 +473,7 @@ def deploy_template(
         watch_table=watch_table,
         tenants_parameter=tenants_parameter,
         queue_urls=queue_urls,
+        pushed_table=pushed_table,
     )
 
 

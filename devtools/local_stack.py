@@ -308,6 +308,7 @@ class LocalStack:
             "WATCH_TABLE": resources.watch_table or "",
             "LOG_GROUP_NAME": resources.log_group or "",
             "S3_BUCKET": resources.bucket or "",
+            "PUSHED_EVENTS_TABLE": resources.pushed_table or "",
         }
         wrong = {
             name: (self.env.variables.get(name, ""), value)

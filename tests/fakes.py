@@ -21,6 +21,13 @@ from log_forwarder.exceptions import (
     Auth0SearchCapError,
     DeliveryError,
 )
+from log_forwarder.pushed import (
+    PushedMemory,
+    batch_key,
+    encode_events,
+    memory_of,
+    unconfirmed_by_batch,
+)
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import Deadline
 from log_forwarder.source import CallScope
@@ -272,3 +279,42 @@ def interleave(sinks: Sequence[RecordingSink], before_deliver: Callable[[], None
             return original(delivery)
 
         sink.deliver = interleaved  # type: ignore[method-assign]
+
+
+class InMemoryPushedLedger:
+    """The pushed-events table (pushed.py) in a dict, for unit and property tests."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], tuple[bytes, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self, user_id: str, batch_id: str, events: Sequence[tuple[int, str]], **_: Any
+    ) -> None:
+        key = batch_key(max(date for date, _ in events), batch_id)
+        with self._lock:
+            confirmed = self.items.get((user_id, key), (b"", set()))[1]
+            self.items[(user_id, key)] = (encode_events(events), confirmed)
+
+    def since(self, user_id: str, from_ms: int | None) -> PushedMemory:
+        start = "" if from_ms is None else f"{max(0, from_ms):013d}"
+        with self._lock:
+            found = [
+                (key, blob, frozenset(confirmed))
+                for (user, key), (blob, confirmed) in sorted(self.items.items())
+                if user == user_id and key >= start
+            ]
+        return memory_of(found)
+
+    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int:
+        added = 0
+        with self._lock:
+            for key, ids in unconfirmed_by_batch(memory, log_ids).items():
+                confirmed = self.items[(user_id, key)][1]
+                added += len(ids - confirmed)
+                confirmed |= ids
+        return added
+
+    def largest(self) -> int:
+        """The largest item's events blob, in bytes."""
+        return max((len(blob) for blob, _ in self.items.values()), default=0)

@@ -117,7 +117,12 @@ def tenant_v1(state: TenantState) -> dict[str, Any]:
 # Keys added to a layout since v1 without a new reader floor (codec.py: an absent key takes its
 # default), at the value an item v1 wrote reads as. Today's encoder writes them beside v1's keys;
 # a v1 reader ignores them. Extend these when a key is added; never remove one.
-CURSOR_KEYS_ADDED_SINCE_V1: dict[str, Any] = {"last_read": None, "lookup": None, "looked_up": None}
+CURSOR_KEYS_ADDED_SINCE_V1: dict[str, Any] = {
+    "last_read": None,
+    "lookup": None,
+    "looked_up": None,
+    "pushed_until": None,
+}
 TENANT_KEYS_ADDED_SINCE_V1: dict[str, Any] = {
     "failure": None,
     "failure_fix": None,

@@ -3,9 +3,9 @@ Docker, against the stack `make local-stack` starts (devtools/local_stack.py).
 
 Three invocations of the scheduled function: a first run over the seeded history (one user past
 Auth0's 1,000-result cap), a run after new events, and an idle run; then the real-time function
-with a partner event (events/realtime-event.json, freshly dated: a new event of a watched user),
-and a scheduled run that confirms it instead of forwarding it again. Then it checks that every
-event reached both destinations exactly once, that the checkpoint items say so, and that no
+with a batch of its queue (events/realtime-event.json, freshly dated: a new event of a watched
+user), and a scheduled run that confirms it instead of forwarding it again. Then it checks that
+every event reached both destinations exactly once, that the checkpoint items say so, and that no
 secret (the client secret, an access token) appears in anything the function or SAM CLI printed.
 
 It prints the figures (wall times, REPORT lines, deliveries per user and destination, the
@@ -16,6 +16,7 @@ devtools/sam_local/run.sh sets up Docker and the stand-in runtime image, then ru
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import modulefinder
 import os
@@ -223,13 +224,18 @@ def _counts(per_user: Mapping[str, int]) -> str:
 
 
 REALTIME_EVENT = ROOT / "events" / "realtime-event.json"
-REALTIME_SOURCE = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))["source"]
+# An SQS batch of the real-time queue, as its event source hands it to the function.
+REALTIME_BATCH = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))
+REALTIME_SOURCE = json.loads(REALTIME_BATCH["Records"][0]["body"])["source"]
 
 
 def pushed_event(stack: LocalStack, state_dir: Path) -> Path:
-    """events/realtime-event.json for the first watched user, dated now, with a log_id Auth0
-    (the simulator) holds too: the next scheduled run reads it back."""
-    event = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))
+    """events/realtime-event.json (a batch of the real-time queue) for the first watched user,
+    dated now, with a log_id Auth0 (the simulator) holds too: the next scheduled run reads it
+    back."""
+    batch = json.loads(REALTIME_EVENT.read_text(encoding="utf-8"))
+    record = batch["Records"][0]
+    event = json.loads(record["body"])
     data = dict(event["detail"]["data"])
     data.pop("log_id", None)
     data["user_id"] = stack.users[0]
@@ -237,8 +243,10 @@ def pushed_event(stack: LocalStack, state_dir: Path) -> Path:
     (added,) = stack.simulator.add_events([data])
     event["detail"] = {"log_id": added["log_id"], "data": added}
     event["time"] = data["date"][:19] + "Z"
+    record["body"] = json.dumps(event)
+    record["md5OfBody"] = hashlib.md5(record["body"].encode("utf-8")).hexdigest()  # noqa: S324
     path = state_dir / "realtime-event.json"
-    path.write_text(json.dumps(event, indent=2), encoding="utf-8")
+    path.write_text(json.dumps(batch, indent=2), encoding="utf-8")
     return path
 
 
@@ -332,6 +340,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         checks.check(
             confirmed == 1, f"invocation 5 confirmed {confirmed} pushed event (1 expected)"
+        )
+        handed_back = (invocations[3].summary or {}).get("batchItemFailures")
+        checks.check(
+            handed_back == [],
+            f"invocation 4 (an SQS batch) hands no message back to the queue ({handed_back})",
         )
 
         print("\nChecks")

@@ -162,9 +162,10 @@ class RealtimeSpan:
     New is what nothing delivered yet (no read, no earlier push, no seat) and what a read would
     still return (at or above the floor: below it, a read may have delivered it and forgotten
     it); nothing while a batch is pending (the reads redeliver it first). What it delivers is
-    remembered ahead of the reads (ReadPosition.ahead): the floor and the watermark stay, so the
-    reads that follow still find whatever the stream dropped. It judges nothing gone and ends
-    nothing: the reads do both.
+    recorded in the pushed-events table (pushed.py, ReadPosition.pushed), not in the checkpoint
+    item, however long the burst: the floor and the watermark stay, so the reads that follow
+    still find whatever the stream dropped. It judges nothing gone and ends nothing: the reads
+    do both.
     """
 
     gone_reason: str = "never: the real-time path gives nothing up"
@@ -172,7 +173,7 @@ class RealtimeSpan:
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         position, seat = cursor.position, cursor.seat
-        if position.full or cursor.outbox:
+        if cursor.outbox:
             # Left to the reads: a pending batch is redelivered first, with the rules' state
             # from before it (a push after it would make its findings anew, under other ids).
             return Selection([])

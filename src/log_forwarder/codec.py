@@ -317,6 +317,7 @@ class Schema(Generic[T]):
         readable_from: int,
         upgrades: Mapping[int, Upgrade],
         hint: str = "",
+        needs_reader: Callable[[T], int] | None = None,
     ) -> None:
         self.name = name
         self.record = record
@@ -324,6 +325,10 @@ class Schema(Generic[T]):
         self.readable_from = readable_from
         self.upgrades = upgrades
         self.hint = hint
+        # The oldest reader one value needs, when it depends on what it holds (at least
+        # readable_from): a layout whose new key only matters once set leaves every item that
+        # does not set it readable by the releases before it.
+        self._needs_reader = needs_reader
         # Checked once, at import: a version with no way up from an earlier one is a bug.
         if set(self.upgrades) != set(range(1, self.version)):
             raise AssertionError(f"{self.name}: an upgrade step from every version before v"
@@ -331,13 +336,16 @@ class Schema(Generic[T]):
         if not 1 <= self.readable_from <= self.version:
             raise AssertionError(f"{self.name}: readable_from must be within 1..{self.version}")
 
-    def header(self) -> dict[str, int]:
-        if self.readable_from == self.version:
+    def header(self, value: T) -> dict[str, int]:
+        floor = self.readable_from
+        if self._needs_reader is not None:
+            floor = max(floor, self._needs_reader(value))
+        if floor == self.version:
             return {READABLE_FROM_KEY: self.version}
-        return {READABLE_FROM_KEY: self.readable_from, WRITTEN_KEY: self.version}
+        return {READABLE_FROM_KEY: floor, WRITTEN_KEY: self.version}
 
     def encode(self, value: T) -> dict[str, Any]:
-        return {**self.record.dump(value), **self.header()}
+        return {**self.record.dump(value), **self.header(value)}
 
     def decode(self, stored: object, *, item: str) -> T:
         """The value of a stored object, upgraded from the version that wrote it; `item` names

@@ -75,6 +75,8 @@ class Settings:
     # The partner event source of Auth0's log stream (template parameter): the real-time path
     # is on, and the scheduled runs reconcile what it missed. None: off.
     realtime_event_source: str | None = None
+    # The real-time path's memory of what it delivered (pushed.py); set with it.
+    pushed_events_table: str | None = None
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -166,6 +168,7 @@ class Settings:
             output=OutputSettings.from_env(env),
             read_mode=_read_mode(env),
             realtime_event_source=_optional(env, "REALTIME_EVENT_SOURCE"),
+            pushed_events_table=_optional(env, "PUSHED_EVENTS_TABLE"),
         )
 
 

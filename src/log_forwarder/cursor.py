@@ -5,8 +5,9 @@
   the next read covers [floor, now]), `recent` (every (date, log_id) forwarded at or after the
   floor: a re-read finds late events, not in it, and drops repeats) and `watermark_ms` (the
   newest date forwarded; the floor follows it at `watermark - overlap`, so an event visible up to
-  `overlap` late is still caught), and `ahead` (what the real-time path delivered before any
-  read returned it: known, but it moves neither the floor nor the watermark).
+  `overlap` late is still caught), and what the real-time path delivered before any read
+  returned it (`pushed`, read from its own table, pushed.py; `ahead` for what an earlier release
+  kept in the item): known, but it moves neither the floor nor the watermark.
 - `Outbox`: batches handed to the destinations and not yet committed (write-ahead intents), each
   leased to the run delivering it.
 - `StreamSeat`: the user's place on the tenant stream, while the tenant is read by checkpoint.
@@ -40,6 +41,7 @@ from .codec import (
 )
 from .detections import DETECTION_STATE
 from .events import LogEvent, iso_ms
+from .pushed import PushedMemory
 from .records import Gap
 
 __all__ = [
@@ -93,22 +95,30 @@ class ReadPosition:
     verified_ms: int | None = None
     # (digest, first seen) of malformed entries already written to the destinations.
     quarantined: tuple[tuple[str, int], ...] = ()
-    # (date, log_id) of events the real-time path delivered (realtime.py) that no read has
-    # returned yet. A read that returns one confirms it: it joins `recent` as if that read had
-    # delivered it. The floor and the watermark stay where the reads left them, since Auth0's
-    # stream drops events and an event it dropped may be dated before these.
+    # (date, log_id) of events the real-time path delivered that no read has returned yet, as
+    # an earlier release kept them in the item (pushes now remember theirs in `pushed`). A read
+    # that returns one confirms it: it joins `recent`. The floor and the watermark stay where
+    # the reads left them, since Auth0's stream drops events and an event it dropped may be
+    # dated before these.
     ahead: tuple[tuple[int, str], ...] = ()
+    # The newest date the real-time path recorded in the pushed-events table for this user: a
+    # read whose floor is past it has nothing pushed to look up there.
+    pushed_until_ms: int | None = None
+    # What the real-time path delivered from the floor on, as read from that table when the
+    # cursor was loaded (never stored in the item): known to every read and push, whatever the
+    # burst; those a read returned are confirmed there and stay known.
+    pushed: PushedMemory = field(default_factory=PushedMemory, compare=False)
 
     @property
     def at_capacity(self) -> bool:
         """`recent` hit its cap, so the overlap window for this user is narrower than configured."""
         return len(self.recent) >= MAX_RECENT
 
-    @property
-    def full(self) -> bool:
-        """No room to remember more events without narrowing the overlap window: the real-time
-        path leaves what it is pushed to the reads."""
-        return len(self.recent) + len(self.ahead) >= MAX_RECENT
+    def pushed_since(self, from_ms: int | None) -> bool:
+        """Whether the pushed-events table may hold this user's events dated at or after
+        `from_ms`: a read whose floor is past the newest recorded there looks nothing up."""
+        until = self.pushed_until_ms
+        return until is not None and (from_ms is None or until >= from_ms)
 
     @property
     def anchor(self) -> tuple[int, str] | None:
@@ -124,10 +134,13 @@ class ReadPosition:
         return self.floor_ms is not None and event.date_ms < self.floor_ms
 
     def known_ids(self) -> set[str]:
-        return {log_id for _, log_id in self.recent} | self.ahead_ids()
+        known = {log_id for _, log_id in self.recent} | {log_id for _, log_id in self.ahead}
+        return known | set(self.pushed.batches)
 
     def ahead_ids(self) -> set[str]:
-        return {log_id for _, log_id in self.ahead}
+        """What a read returning it confirms: delivered by a push, and by no read yet."""
+        pushed = set(self.pushed.batches) - self.pushed.confirmed
+        return {log_id for _, log_id in self.ahead} | pushed
 
     def select(self, events: Iterable[LogEvent]) -> Selection:
         """The events of a read from the floor that are new: at or above the floor, and not
@@ -182,7 +195,12 @@ class ReadPosition:
         floor = watermark - overlap_ms
         if self.floor_ms is not None:
             floor = max(floor, self.floor_ms)
-        recent = sorted({*self.recent, *(e.key for e in delivered)})
+        # What the pushed-events table remembers stays there; the newest such event joins
+        # `recent` alone, as the anchor a later read looks for (gaps.py).
+        pushed = self.pushed.batches
+        kept = [e.key for e in delivered if e.log_id not in pushed]
+        anchor = max((e.key for e in delivered if e.log_id in pushed), default=None)
+        recent = sorted({*self.recent, *kept, *([anchor] if anchor else [])})
         recent = [entry for entry in recent if entry[0] >= floor]
         if len(recent) > MAX_RECENT:
             floor, recent = _narrow(recent)
@@ -192,12 +210,33 @@ class ReadPosition:
             self, floor_ms=floor, watermark_ms=watermark, recent=tuple(recent), ahead=ahead
         )
 
-    def delivered_ahead(self, delivered: Sequence[LogEvent]) -> ReadPosition:
-        """`delivered` is remembered, the read position unmoved (a push; or a batch of a read,
-        until the read's whole chunk is delivered)."""
+    def delivered_by_read(self, delivered: Sequence[LogEvent]) -> ReadPosition:
+        """A batch of a read is delivered: remembered in `recent`, the floor and the watermark
+        unmoved until the read's whole chunk is delivered (advance)."""
         if not delivered:
             return self
-        return replace(self, ahead=tuple(sorted({*self.ahead, *(e.key for e in delivered)})))
+        return replace(self, recent=tuple(sorted({*self.recent, *(e.key for e in delivered)})))
+
+    def delivered_by_push(self, delivered: Sequence[LogEvent], batch: str) -> ReadPosition:
+        """A push's batch is delivered and recorded in the pushed-events table under `batch`
+        (its key there): known from now on, the read position unmoved."""
+        if not delivered:
+            return self
+        memory = self.pushed
+        pushed = PushedMemory(
+            tuple(sorted({*memory.entries, *(e.key for e in delivered)})),
+            {**memory.batches, **{e.log_id: batch for e in delivered}},
+            memory.confirmed,
+        )
+        return replace(self.pushing(delivered), pushed=pushed)
+
+    def pushing(self, events: Sequence[LogEvent]) -> ReadPosition:
+        """About to record `events` in the pushed-events table: reads must look there."""
+        newest = max((e.date_ms for e in events), default=None)
+        until = self.pushed_until_ms
+        if newest is None or (until is not None and until >= newest):
+            return self
+        return replace(self, pushed_until_ms=newest)
 
     def past(self, to_ms: int) -> ReadPosition:
         """Nothing dated before `to_ms` is read again (a gap ends there)."""
@@ -449,6 +488,14 @@ class Cursor:
     def released(self) -> Cursor:
         return replace(self, outbox=self.outbox.released())
 
+    def with_pushed(self, memory: PushedMemory) -> Cursor:
+        """The cursor with what the pushed-events table holds from its floor on. A pending batch
+        recorded there was delivered (a push died between that record and its commit): it is
+        done, not pending."""
+        done = memory.batch_ids
+        outbox = Outbox(tuple(p for p in self.outbox.pending if p.batch_id not in done))
+        return replace(self, position=replace(self.position, pushed=memory), outbox=outbox)
+
     def to_state(self) -> dict[str, Any]:
         return CURSOR_STATE.encode(self)
 
@@ -508,6 +555,11 @@ def _cursor_from_v1(state: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
+def _cursor_from_v2(state: dict[str, Any]) -> dict[str, Any]:
+    """v3 only adds `pushed_until` (absent: nothing recorded in the pushed-events table)."""
+    return state
+
+
 _DATED_IDS = items(row(INT, STR), ordered=True)
 OPTIONAL_INT = optional(INT)
 
@@ -525,6 +577,7 @@ CURSOR_STATE: Schema[Cursor] = Schema(
                 Key("verified", "verified_ms", OPTIONAL_INT),
                 Key("quarantined", "quarantined", items(row(STR, INT))),
                 Key("ahead", "ahead", _DATED_IDS),
+                Key("pushed_until", "pushed_until_ms", OPTIONAL_INT),
             ),
         ),
         Inline(
@@ -583,9 +636,13 @@ CURSOR_STATE: Schema[Cursor] = Schema(
             optional(versioned(DETECTION_STATE, "its detection rules' state", lenient=True)),
         ),
     ),
-    version=2,
-    # v2 is v1's last shape: the releases that read only v1 read it as they always did.
+    version=3,
+    # v2 is v1's last shape: the releases that read only v1 read it as they always did. v3 adds
+    # `pushed_until`: once set, what the real-time path delivered is known only from the
+    # pushed-events table, which a release before v3 does not read (it would deliver those
+    # events again), so such an item needs a v3 reader; one that never met a push does not.
     readable_from=1,
-    upgrades={1: _cursor_from_v1},
+    upgrades={1: _cursor_from_v1, 2: _cursor_from_v2},
+    needs_reader=lambda cursor: 1 if cursor.position.pushed_until_ms is None else 3,
     hint="delete the item's `state` and `version` attributes to restart this user",
 )

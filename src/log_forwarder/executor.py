@@ -5,7 +5,9 @@
          ✗ crash here: once the lease ends, the next run redelivers the batch
       2. every sink ← batch.lines      (each accepts all of them or raises)
          ✗ crash here: some sinks hold the batch; the redelivery skips what they hold
-      3. checkpoint ← batch.after      (the cursor past the batch, intent cleared)
+      3. a push's batch: the pushed-events table ← its events (pushed.py)
+         ✗ crash here: the next load finds the batch recorded there: done, not pending
+      4. checkpoint ← batch.after      (the cursor past the batch, intent cleared)
          ✗ crash here: nothing to redo
 
 Checkpoint writes: two per batch that hands events over (a redelivery's intent is its claim),
@@ -21,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from .checkpoint_store import CheckpointStore, SummaryValue
 from .cursor import Cursor
-from .exceptions import ForwarderError, NewerStateError
+from .exceptions import ConfigError, ForwarderError, NewerStateError
 from .planner import Batch
 from .records import DeliveryReport
 from .retry import UNLIMITED, Deadline
@@ -119,13 +121,19 @@ def execute(
     checkpoint: Checkpoint,
     sinks: Sequence[Sink],
     accepted: Callable[[DeliveryReport], None] = lambda _report: None,
+    record_pushed: Callable[[Batch], None] | None = None,
 ) -> None:
     """Deliver one batch to every sink between its two checkpoint writes; `accepted` hears of
-    each destination that took it, as it does."""
+    each destination that took it, as it does; `record_pushed` records a push's batch in the
+    pushed-events table once they all did."""
     if batch.intent is not None:
         checkpoint.write(batch.intent)
     delivery = batch.delivery(checkpoint.user_id, checkpoint.deadline)
     for sink in sinks if batch.lines else ():
         accepted(sink.deliver(delivery))
+    if batch.pushed:
+        if record_pushed is None:
+            raise ConfigError("a push's batch, and no pushed-events table (PUSHED_EVENTS_TABLE)")
+        record_pushed(batch)
     if batch.after != checkpoint.cursor:
         checkpoint.write(batch.after)

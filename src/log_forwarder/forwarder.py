@@ -17,6 +17,7 @@ reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,12 +26,14 @@ from collections.abc import Callable, Mapping, Sequence
 from .checkpoint_store import CheckpointStore
 from .chunk import Chunk
 from .config import Settings
+from .exceptions import OutOfTime
 from .per_user import read_users
 from .planner import OutputPolicy
+from .pushed import PushedLedger
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
 from .read_mode import per_user_calls as per_user_calls_for
-from .report import ReadReport, RunReport, tenant_outage
-from .retry import Deadline
+from .report import ReadReport, RunReport, UserReport, tenant_outage
+from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
 from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
@@ -43,6 +46,10 @@ logger = logging.getLogger(__name__)
 # Kept back from the invocation's timeout for what comes after the last wait: releasing leases,
 # publishing the metrics, returning. Waits and retries end before it.
 FINISH_RESERVE_MS = 5_000
+# A push that finds its user busy waits this way before it tries again (about 3.5 s in all, on
+# average, at most 7): another invocation holds the user's checkpoint only from its intent to
+# its commit, a few hundred milliseconds.
+PUSH_BUSY_RETRY = RetryPolicy(attempts=8, base_s=0.1, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 
 
 class Forwarder:
@@ -56,13 +63,23 @@ class Forwarder:
         clock: Callable[[], float] = time.time,
         output: OutputPolicy | None = None,
         directory: UserDirectory | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        pushed: PushedLedger | None = None,
     ) -> None:
         """`directory`: whom to ask whether Auth0 knows a watched user (user_lookup.py)."""
         self._settings = settings
+        self._sleep = sleep
         self._store = store
         self._clock = clock
         self._env = SessionEnv(
-            settings, source, store, list(sinks), output or OutputPolicy(), self._now_ms, directory
+            settings,
+            source,
+            store,
+            list(sinks),
+            output or OutputPolicy(),
+            self._now_ms,
+            directory=directory,
+            pushed=pushed,
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
@@ -100,17 +117,38 @@ class Forwarder:
     def push(self, pushed: Mapping[str, Chunk], *, remaining_ms: Callable[[], int]) -> RunReport:
         """Events Auth0's log stream pushed, a chunk per watched user (chunk.RealtimeSpan), each
         through the user's session against the checkpoint the reads use. A user with no
-        checkpoint yet is left to the reads: they fix where it starts (START_FROM)."""
-        loaded = self._store.load(list(pushed))
+        checkpoint yet is left to the reads: they fix where it starts (START_FROM).
+
+        A user found busy (another push or a run between its intent and its commit, for a few
+        hundred milliseconds) is tried again after a short wait, within the invocation's time;
+        what is still busy after PUSH_BUSY_RETRY is said so in its report, and the caller hands
+        it back to the queue rather than to the schedule."""
         run = self._new_run(remaining_ms)
-        sessions = [UserSession(user, loaded.get(user), self._env, run) for user in pushed]
-        for session in sessions:
-            session.report.forwarded_dates = []  # for the push's latency
-            if not session.is_new and session.open(Start.REALTIME):
-                session.deliver(pushed[session.user_id], self._now_ms())
-            session.close()
+        reports: dict[str, UserReport] = {}
+        waiting = list(pushed)
+
+        def attempt() -> None:
+            loaded = self._store.load(waiting)
+            for user in list(waiting):
+                oldest = min((e.date_ms for e in pushed[user].events), default=None)
+                stored = loaded.get(user)
+                session = UserSession(user, stored, self._env, run, pushed_from_ms=oldest)
+                session.report.forwarded_dates = []  # for the push's latency
+                if not session.is_new and session.open(Start.REALTIME):
+                    session.deliver(pushed[user], self._now_ms())
+                reports[user] = session.close()
+                if not reports[user].busy:
+                    waiting.remove(user)
+
+        attempt()  # once whatever time is left: every user pushed gets a report
+        attempts = Attempts(PUSH_BUSY_RETRY, sleep=self._sleep, deadline=run.scope.deadline)
+        attempts.made = 1
+        with contextlib.suppress(OutOfTime):
+            while waiting and attempts.retry_after():
+                attempts.start()
+                attempt()
         return RunReport(
-            users=[session.report for session in sessions],
+            users=[reports[user] for user in pushed],
             calls=run.scope.stats,
             finished_ms=self._now_ms(),
             realtime=True,

@@ -42,12 +42,17 @@ from .filters import EventFilter
 from .gaps import gaps_in
 from .ocsf import OcsfVersion
 from .pseudonymise import Pseudonymiser
+from .pushed import batch_key
 from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
 from .user_lookup import UNKNOWN, unknown_user_finding
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
+# An event a read delivers counts as one the real-time path could have delivered first (it is
+# reconciled, ReconciledEvents) when dated within the overlap window and this much more before
+# the read: older ones are history (a backlog, a user just watched), which no push could have had.
+RECONCILE_HORIZON_MS = 15 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +96,11 @@ class Batch:
     # can tell any more, and nothing is waited for.
     abandoned: int = 0
     future_dated: int = 0  # new events dated after the read that returned them
+    # A push's batch: (date, log_id) of its events, recorded in the pushed-events table once
+    # every destination took them, before the commit (executor.py).
+    pushed: tuple[tuple[int, str], ...] = ()
+    # A read's batch: its events the real-time path could have delivered first (not history).
+    reconciled: int = 0
 
     since_ms: int | None = None  # a redelivery: when the interrupted run wrote the intent
 
@@ -156,6 +166,15 @@ def plan_chunk(cursor: Cursor, chunk: Chunk, context: PlanContext) -> Plan:
     return Plan(tuple(batches), selection)
 
 
+def _reconciled(events: Sequence[LogEvent], chunk: Chunk, context: PlanContext) -> int:
+    """How many of a read's events the real-time path could have delivered first: dated within
+    the overlap window and RECONCILE_HORIZON_MS before the read (a push's own: none)."""
+    if not chunk.span.confirms:
+        return 0
+    since = context.read_started_ms - context.overlap_ms - RECONCILE_HORIZON_MS
+    return sum(e.date_ms >= since for e in events)
+
+
 def _future_dated(events: Sequence[LogEvent], context: PlanContext) -> int:
     return sum(e.date_ms > context.read_started_ms + FUTURE_TOLERANCE_MS for e in events)
 
@@ -212,12 +231,18 @@ def _detect(
     return tuple(findings), replace(cursor, detections=state.to_state())
 
 
-def _delivered(cursor: Cursor, events: Sequence[LogEvent], *, forwarded: int) -> Cursor:
+def _delivered(
+    cursor: Cursor, events: Sequence[LogEvent], *, forwarded: int, pushed: str | None = None
+) -> Cursor:
     """The cursor once every destination accepted `events` (`forwarded` of them were written;
-    the others were kept out by the filter, and are remembered all the same): remembered ahead
-    of the read position, which a read moves at the end of its chunk (plan_chunk)."""
+    the others were kept out by the filter, and are remembered all the same). A read's are
+    remembered in `recent`, the read position moved at the end of its chunk (plan_chunk); a
+    push's in the pushed-events table, under the batch key `pushed`."""
     seat = cursor.seat.with_delivered(e.log_id for e in events) if cursor.seat else None
-    position = cursor.position.delivered_ahead(events)
+    if pushed is None:
+        position = cursor.position.delivered_by_read(events)
+    else:
+        position = cursor.position.delivered_by_push(events, pushed)
     return replace(cursor, position=position, status=cursor.status.counted(forwarded), seat=seat)
 
 
@@ -268,6 +293,7 @@ def _redeliveries(
                     findings=findings,
                     abandoned=len(gone),
                     future_dated=_future_dated(again, context),
+                    reconciled=_reconciled(again, chunk, context),
                 )
             )
             state = after
@@ -309,8 +335,15 @@ def _fresh_batch(
     # none (a repeated gap record is a documented corner, not a repeated event). It holds the
     # rules' state from before these events, so a redelivery finds the same findings again.
     pending = Pending(batch_id, frozenset(ids), context.lease_until_ms, context.now_ms)
-    intent = replace(cursor, outbox=cursor.outbox.with_pending(pending)) if shown else None
-    after = _delivered(detected, new, forwarded=len(shown))
+    # A push records its events in the pushed-events table; its intent already says so, for a
+    # read that finds the batch pending to look there.
+    pushed = not chunk.span.confirms and bool(new)
+    key = batch_key(max(e.date_ms for e in new), batch_id) if pushed else None
+    start = replace(cursor, position=cursor.position.pushing(new)) if pushed else cursor
+    intent = replace(start, outbox=start.outbox.with_pending(pending)) if shown else None
+    after = _delivered(
+        replace(detected, position=start.position), new, forwarded=len(shown), pushed=key
+    )
     position = after.position.with_quarantined(
         records.digests, now_ms=context.now_ms, seen=records.seen
     )
@@ -326,6 +359,8 @@ def _fresh_batch(
         findings=findings,
         filtered=len(new) - len(shown),
         future_dated=_future_dated(new, context),
+        pushed=tuple(e.key for e in new) if pushed else (),
+        reconciled=_reconciled(shown, chunk, context),
     )
 
 

@@ -1,18 +1,20 @@
-"""The real-time function: Auth0's log stream, pushed through Amazon EventBridge, delivered in
-seconds; the scheduled runs reconcile whatever it missed.
+"""The real-time function: Auth0's log stream, pushed through Amazon EventBridge and an SQS
+queue, delivered in seconds; the scheduled runs reconcile whatever it missed.
 
     Auth0 log stream ─► partner event bus ─► rule (the watched users, when WATCHED_USER_IDS
                                               is short enough for the event pattern)
-                                              └─► this function, an event per invocation
-    (or an SQS batch whose bodies are such events: the local path, tests and `sam local`)
+                                              └─► RealtimeQueue ─► this function, in batches
+    (or one EventBridge event invoking it directly: the rule's target before the queue)
 
-Auth0's stream is at least once, unordered, and drops what it sends while it is paused. So this
-path decides nothing alone: each watched user's events go through the user's session with a
+Auth0's stream is at least once, unordered, and loses events (a pending source, a disabled
+stream, a paused one past the retention window). So this path decides nothing alone: each
+watched user's events of a batch go through the user's session as one chunk with a
 RealtimeSpan, against the checkpoint the scheduled reads use (dedupe by log_id, conditional
-writes, the same destinations and detections), and are remembered ahead of the reads
-(cursor.ReadPosition.ahead). The reads then confirm them, or deliver what the stream dropped
-(ReconciledEvents). What this function cannot deliver (a user with no checkpoint yet, one another
-run holds, a destination that fails) is left to the next scheduled run, which reads it anyway.
+writes, the same destinations and detections), and are recorded in the pushed-events table
+(pushed.py), not in the checkpoint item. The reads then confirm them, or deliver what the stream
+dropped (ReconciledEvents). A user another invocation holds is waited for (Forwarder.push); one
+still busy, or whose destination fails, goes back to the queue (batchItemFailures); only a user
+with no checkpoint yet or with a pending batch is left to the next scheduled run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +52,14 @@ _watch_list: tuple[float, frozenset[str]] | None = None
 _lock = threading.Lock()
 
 
-def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
-    """Forget the container's runtime and watch list (tests and local runs; see app.py)."""
+def reset_runtime(
+    *, clock: Callable[[], float] = time.time, runtime: Runtime | None = None
+) -> None:
+    """Forget the container's runtime and watch list (tests and local runs; see app.py); with
+    `runtime`, use that one (built by build_runtime with overrides: tests and the bench)."""
     global _runtime, _runtime_clock, _watch_list
     with _lock:
-        _runtime, _runtime_clock, _watch_list = None, clock, None
+        _runtime, _runtime_clock, _watch_list = runtime, clock, None
 
 
 def _get_runtime() -> tuple[Runtime, frozenset[str]]:
@@ -69,18 +74,31 @@ def _get_runtime() -> tuple[Runtime, frozenset[str]]:
 
 
 def pushed_entries(event: Mapping[str, Any]) -> Iterator[object]:
-    """The Auth0 log entries an invocation carries: one EventBridge event of Auth0's stream,
-    whose `detail` is `{"log_id", "data": <the log event>}` (a `detail` that is the log event
-    itself is taken too), or an SQS batch whose bodies are such events."""
+    """The Auth0 log entries an invocation carries (see `pushed_messages`)."""
+    return (entry for _, entry in pushed_messages(event))
+
+
+def pushed_messages(event: Mapping[str, Any]) -> Iterator[tuple[str | None, object]]:
+    """(SQS message id, Auth0 log entry) of each event an invocation carries: an SQS batch of
+    the queue the rule feeds (realtime queue), whose bodies are EventBridge events of Auth0's
+    stream, or one such event invoking the function directly (no message id: the shape of the
+    rule's Lambda target before the queue, still taken during an upgrade). An event's `detail`
+    is `{"log_id", "data": <the log event>}`; a `detail` that is the log event itself is taken
+    too."""
     records = event.get("Records")
     if isinstance(records, list) and records:
-        events = [_body(record) for record in records]
+        events = [(_message_id(record), _body(record)) for record in records]
     else:
-        events = [event]
-    for pushed in events:
+        events = [(None, event)]
+    for message_id, pushed in events:
         detail = pushed.get("detail") if isinstance(pushed, Mapping) else None
         data = detail.get("data") if isinstance(detail, Mapping) else None
-        yield data if isinstance(data, Mapping) else detail
+        yield message_id, data if isinstance(data, Mapping) else detail
+
+
+def _message_id(record: object) -> str | None:
+    message_id = record.get("messageId") if isinstance(record, Mapping) else None
+    return message_id if isinstance(message_id, str) else None
 
 
 def _body(record: object) -> object:
@@ -97,22 +115,32 @@ class Pushed:
 
     chunks: dict[str, Chunk] = field(default_factory=dict)
     ignored: int = 0  # entries of users not watched, or of no user
+    # The SQS messages that carried each user's entries: handed back to the queue when the
+    # user could not be delivered now but can be soon (busy, a destination failing).
+    messages: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, entries: Iterator[object], watched: frozenset[str]) -> Pushed:
-        page = parse_page(entries)
+    def of(
+        cls,
+        entries: Iterable[object],
+        watched: frozenset[str],
+        message_ids: Iterable[str | None] = (),
+    ) -> Pushed:
+        ids = iter(message_ids)
         mine: dict[str, tuple[list[LogEvent], list[Malformed]]] = {}
         pushed = cls()
-        for event in page.events:
-            if event.user_id in watched:
-                mine.setdefault(event.user_id, ([], []))[0].append(event)
-            else:
+        for entry in entries:
+            message_id = next(ids, None)
+            page = parse_page([entry])
+            user = page.events[0].user_id if page.events else page.malformed[0].owner
+            if user not in watched:
                 pushed.ignored += 1
-        for entry in page.malformed:
-            if entry.owner in watched:
-                mine.setdefault(entry.owner, ([], []))[1].append(entry)
-            else:
-                pushed.ignored += 1
+                continue
+            events, malformed = mine.setdefault(user, ([], []))
+            events += page.events
+            malformed += page.malformed
+            if message_id is not None:
+                pushed.messages.setdefault(user, []).append(message_id)
         for user, (events, malformed) in mine.items():
             pushed.chunks[user] = Chunk(
                 events,
@@ -131,27 +159,42 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runtime, watched = _get_runtime()
-    pushed = Pushed.of(pushed_entries(event), watched)
+    messages = list(pushed_messages(event))
+    pushed = Pushed.of((entry for _, entry in messages), watched, (i for i, _ in messages))
     report = runtime.forwarder.push(
         pushed.chunks, remaining_ms=context.get_remaining_time_in_millis
     )
-    summary = _publish(report, pushed)
+    queued = any(message_id is not None for message_id, _ in messages)
+    summary = _publish(report, pushed, queued=queued)
     observability.logger().info("Push delivered", extra={"summary": summary})
-    # What failed is left to the next scheduled run, which reads these users anyway.
-    report.raise_failures("not delivered in real time")
-    return summary
+    if not queued:
+        # Invoked directly (an event of the rule's old Lambda target): what failed is left to
+        # Lambda's retry of the invocation, then to the next scheduled run.
+        report.raise_failures("not delivered in real time")
+        return summary
+    if report.bugs:
+        raise report.bugs[0]  # the whole batch comes back: delivery is idempotent by log_id
+    # Lambda's SQS event source deletes every other message of the batch; these come back once
+    # their visibility ends (after maxReceiveCount receives, to the dead-letter queue).
+    retried = [m for u in report.users if _retried(u) for m in pushed.messages.get(u.user_id, ())]
+    return {**summary, "batchItemFailures": [{"itemIdentifier": m} for m in retried]}
 
 
-def _publish(report: RunReport, pushed: Pushed) -> dict[str, Any]:
+def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, Any]:
     """The invocation's metrics; returns them as its summary."""
-    left = [u for u in report.users if not _taken(u)]
+    left = [u for u in report.users if not _taken(u) and not (queued and _retried(u))]
+    retried = [u for u in report.users if queued and _retried(u)]
     counts = {
         "RealtimeEvents": sum(u.forwarded for u in report.users),
         "RealtimeDuplicates": sum(u.duplicates for u in report.users),
         "RealtimeIgnored": pushed.ignored,
-        # Pushed for a watched user this invocation could not deliver (no checkpoint yet,
-        # another run holds it, a destination failed): the reads deliver them.
+        # Pushed for a watched user this invocation leaves to the reads: no checkpoint yet, a
+        # pending batch of an interrupted run (or, invoked directly, a user still busy or a
+        # destination failing).
         "RealtimeLeftToReads": sum(pushed.chunks[u.user_id].returned for u in left),
+        # Handed back to the queue: the user was still busy after the waits, or a destination
+        # failed; the queue delivers them again in a moment.
+        "RealtimeRetried": sum(pushed.chunks[u.user_id].returned for u in retried),
         "Quarantined": sum(u.quarantined for u in report.users),
     }
     metrics = observability.metrics()
@@ -175,12 +218,18 @@ def _publish(report: RunReport, pushed: Pushed) -> dict[str, Any]:
     }
 
 
+def _retried(user: UserReport) -> bool:
+    """Whether the user's messages go back to the queue: it could not be delivered now but
+    can be soon (still busy after the waits, a destination failing, out of time)."""
+    return bool(user.busy or user.error or user.deferred)
+
+
 def _taken(user: UserReport) -> bool:
     """Whether the push took the user's events (delivered, or known already): not when it had
-    no checkpoint, could not go on, or left them to the reads (a pending batch, no room)."""
+    no checkpoint, could not go on, or left them to the reads (a pending batch)."""
     cursor = user.cursor
     failed = user.error or user.bug or user.busy or user.deferred
-    return not failed and cursor is not None and not cursor.outbox and not cursor.position.full
+    return not failed and cursor is not None and not cursor.outbox
 
 
 _instrumented = observability.instrumented(

@@ -69,8 +69,12 @@ class UserReport:
     forwarded: int = 0
     delivered: dict[str, int] = field(default_factory=dict)
     duplicates: int = 0
-    # Events the real-time path delivered first that this read returned (none delivered again).
+    # Events the real-time path delivered first that a read returned for the first time
+    # (counted once its chunk is committed, and once over every read: session._confirm).
     confirmed: int = 0
+    # Events a read delivered that the real-time path could have delivered first (not history):
+    # what the stream dropped, or had not pushed yet (planner.RECONCILE_HORIZON_MS).
+    reconciled: int = 0
     late: int = 0
     max_lateness_ms: int = 0
     quarantined: int = 0  # malformed entries recorded for the first time
@@ -107,7 +111,6 @@ class UserReport:
     def add_read(self, selection: Selection) -> None:
         """What a read returned, counted as it happens (every run reads afresh)."""
         self.duplicates += selection.duplicates
-        self.confirmed += len(selection.confirmed)
         self.late += selection.late
         self.max_lateness_ms = max(self.max_lateness_ms, selection.max_lateness_ms)
 
@@ -127,6 +130,7 @@ class UserReport:
         self.findings.update(finding.rule for finding in batch.findings)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
+        self.reconciled += batch.reconciled
         if self.forwarded_dates is not None:
             self.forwarded_dates.extend(event.date_ms for event in batch.events)
         if batch.redelivery:
@@ -154,6 +158,7 @@ class UserReport:
             "delivered": dict(self.delivered),
             "duplicates_dropped": self.duplicates,
             "realtime_confirmed": self.confirmed,
+            "reconciled": self.reconciled,
             "late_events": self.late,
             "quarantined": self.quarantined,
             "filtered": self.filtered,
@@ -215,10 +220,11 @@ class RunReport:
 
     @property
     def realtime_stalled(self) -> bool:
-        """The reads found events to forward and not one the real-time path had delivered:
-        Auth0's stream is paused, broken, or not associated with the event bus."""
-        forwarded = sum(u.forwarded for u in self.users)
-        return self.realtime and forwarded > 0 and not any(u.confirmed for u in self.users)
+        """The reads delivered events the real-time path could have delivered first (not a
+        backlog or history), and found not one it had: Auth0's stream is paused, broken, or not
+        associated with the event bus."""
+        reconciled = sum(u.reconciled for u in self.users)
+        return self.realtime and reconciled > 0 and not any(u.confirmed for u in self.users)
 
     @property
     def lag_s(self) -> float | None:
@@ -324,10 +330,11 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("LagSeconds", "Seconds", lambda run: run.lag_s),
     ("StreamMode", "Count", lambda run: float(run.read is not None and run.read.mode == "stream")),
     ("StreamEventsRead", "Count", lambda run: run.read.stream_events if run.read else 0),
-    # With the real-time path on: what it delivered first, what only the reads delivered (what
-    # the stream dropped, or had not pushed yet), and whether it delivered nothing at all.
+    # With the real-time path on: what it delivered first, what only the reads delivered that it
+    # could have (what the stream dropped, or had not pushed yet; not history), and whether it
+    # delivered nothing at all. Their ratio is RealtimeLeftToReadsAlarm's share.
     ("RealtimeConfirmedEvents", "Count", lambda run: _if_realtime(run, _total("confirmed"))),
-    ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("forwarded"))),
+    ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("reconciled"))),
     ("RealtimeStalled", "Count", lambda run: _if_realtime(run, lambda r: r.realtime_stalled)),
 )
 

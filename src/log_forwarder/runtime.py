@@ -25,6 +25,8 @@ from .forwarder import Forwarder
 from .outputs import output_policy
 from .pacing import Pacer
 from .planner import OutputPolicy
+from .pushed import PushedLedger
+from .pushed_store import DynamoPushedLedger
 from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .source import LogSource
 from .watch_list import DynamoWatchList
@@ -44,6 +46,7 @@ class Overrides:
     output: Callable[[OutputPolicy], OutputPolicy] = field(default=_same)
     clients: ClientFactory | None = None  # boto3 clients (default: from the session)
     look_up_users: bool = True  # ask Auth0 whether it knows each watched id (user_lookup.py)
+    pushed: PushedLedger | None = None  # instead of the pushed-events table
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ def build_runtime(
     sinks = overrides.sinks(sinks)
     secrets = secrets_client(settings, client)
     auth0 = auth0_client(settings, secrets, http)
+    pushed = None
+    if settings.pushed_events_table and not key_prefix:
+        # One tenant only: the real-time path's partner source is one tenant's.
+        pushed = DynamoPushedLedger(
+            settings.pushed_events_table, client("dynamodb", AWS_CLIENT_CONFIG)
+        )
     forwarder = Forwarder(
         settings=settings,
         source=overrides.source(auth0),
@@ -98,6 +107,7 @@ def build_runtime(
         clock=clock,
         output=overrides.output(output_policy(settings, secrets)),
         directory=auth0 if overrides.look_up_users else None,
+        pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
     return Runtime(settings, forwarder, store, watch_list, tuple(sinks))
 

@@ -28,7 +28,7 @@ from enum import Enum
 from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .chunk import Chunk, FactsSpan
 from .config import Settings
-from .cursor import Cursor
+from .cursor import Cursor, Selection
 from .events import iso_ms
 from .exceptions import (
     Auth0Error,
@@ -42,6 +42,7 @@ from .exceptions import (
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
+from .pushed import PushedLedger
 from .read_back import read_back
 from .read_mode import TenantState
 from .report import TenantFailure, UserReport
@@ -111,6 +112,8 @@ class SessionEnv:
     now_ms: Callable[[], int]
     # Whom to ask whether Auth0 knows a user (None: nobody, e.g. a backfill).
     directory: UserDirectory | None = None
+    # What the real-time path delivered (pushed.py): None when it is off.
+    pushed: PushedLedger | None = None
 
 
 class Outcome(Enum):
@@ -152,9 +155,18 @@ REPLANS = 3
 
 class UserSession:
     def __init__(
-        self, user_id: str, stored: StoredCheckpoint | None, env: SessionEnv, run: RunContext
+        self,
+        user_id: str,
+        stored: StoredCheckpoint | None,
+        env: SessionEnv,
+        run: RunContext,
+        *,
+        pushed_from_ms: int | None = None,
     ) -> None:
+        """`pushed_from_ms`: a push's oldest event, from which it looks up what was pushed
+        before (a read looks from its floor)."""
         self.env = env
+        self._pushed_from_ms = pushed_from_ms
         self.run = run
         self.report = UserReport(user_id)
         self.checkpoint: Checkpoint | None = None
@@ -246,6 +258,7 @@ class UserSession:
 
     def _take(self, cursor: Cursor, version: int | None) -> Checkpoint:
         """Deliver from this stored cursor, unless another run holds its pending events."""
+        cursor = self._with_pushed(cursor)
         checkpoint = Checkpoint(
             self.env.store, self.user_id, cursor, version, self.run.scope.deadline
         )
@@ -259,6 +272,36 @@ class UserSession:
                 f"{iso_ms(leased_until)}"
             )
         return checkpoint
+
+    def _with_pushed(self, cursor: Cursor) -> Cursor:
+        """The cursor with what the real-time path delivered from its floor (or from a push's
+        oldest event) on, when the pushed-events table may hold any."""
+        ledger, position = self.env.pushed, cursor.position
+        floor = position.floor_ms
+        start = self._pushed_from_ms if floor is None else max(floor, self._pushed_from_ms or floor)
+        if ledger is None or not position.pushed_since(start):
+            return cursor
+        return cursor.with_pushed(ledger.since(self.user_id, start))
+
+    def _confirm(self, selection: Selection) -> None:
+        """A read's chunk is committed: what it found pushed first is counted, once over every
+        read (RealtimeConfirmedEvents): marked in the pushed-events table, and counted only where
+        no read marked it before; those an earlier release kept in the item moved to `recent`."""
+        if not selection.confirmed:
+            return
+        memory = self.cursor.position.pushed
+        in_table = [e.log_id for e in selection.confirmed if e.log_id in memory.batches]
+        self.report.confirmed += len(selection.confirmed) - len(in_table)
+        if not in_table or self.env.pushed is None:
+            return
+        try:
+            self.report.confirmed += self.env.pushed.confirm(self.user_id, memory, in_table)
+        except ForwarderError as error:
+            # Delivery is unaffected: the next read returning them counts them instead.
+            logger.warning(
+                "Confirmations not recorded",
+                extra={"user_id": self.user_id, "error": f"{type(error).__name__}: {error}"},
+            )
 
     def _reload(self, conflict: CheckpointConflict) -> None:
         """The checkpoint as another writer left it, to plan the chunk again: only if it still
@@ -309,6 +352,7 @@ class UserSession:
                 self.report.add_read(plan.selection)  # what the read returned, counted once
             try:
                 self._execute(plan)
+                self._confirm(plan.selection)
                 return
             except _Untouched as untouched:
                 # Nothing of the batch reached a destination: what the other writer delivered
@@ -325,7 +369,8 @@ class UserSession:
             if batch.intent is not None:
                 self._claimed.add(batch.batch_id)
             try:
-                execute(batch, checkpoint, self.env.sinks, report.add_delivery)
+                record = self._record if self.env.pushed is not None else None
+                execute(batch, checkpoint, self.env.sinks, report.add_delivery, record)
             except CheckpointConflict as conflict:
                 # Refused at its first write: the intent, or a checkpoint-only batch's cursor.
                 if checkpoint.version == version and (batch.intent is not None or not batch.lines):
@@ -333,6 +378,11 @@ class UserSession:
                 raise
             report.add_batch(batch)
             _log_batch(self.user_id, batch)
+
+    def _record(self, batch: Batch) -> None:
+        if self.env.pushed is not None:
+            deadline = self.run.scope.deadline
+            self.env.pushed.record(self.user_id, batch.batch_id, batch.pushed, deadline=deadline)
 
     def _context(self, read_started_ms: int) -> PlanContext:
         settings, now_ms = self.env.settings, self.env.now_ms()

@@ -171,6 +171,9 @@ def test_every_earlier_versions_items_are_upgraded_and_forwarded_from_exactly_on
 # -- a newer release's items -----------------------------------------------------------------
 
 
+NEWER = CURSOR_STATE.version + 1  # a layout this release cannot read
+
+
 def newer(item: dict[str, Any], state: dict[str, Any], version: int) -> dict[str, Any]:
     """The item as a release writing `version`, readable only from there, would leave it."""
     blob = encode_state(item["user_id"]["S"], {**state, "v": version, "written_v": version})
@@ -185,8 +188,8 @@ def newer(item: dict[str, Any], state: dict[str, Any], version: int) -> dict[str
 def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwarded(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:
-    # GIVEN the fixture, where a release writing v3 has rewritten one user and the tenant item
-    # in a layout readable from v3 only, and someone has broken another user's state by hand
+    # GIVEN the fixture, where a later release has rewritten one user and the tenant item in a
+    # layout readable from that release only, and someone has broken another user's state by hand
     folder = "v1/096dcca"
     world = world_of(folder)
     stack = deployed(aws, sim, folder, "auto")
@@ -195,7 +198,7 @@ def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwa
     for key in ("auth0|fixture-pending", TENANT_KEY):
         item = raw_items(aws, stack)[key]
         future = {**state_of(item), "pushed": {"kept": "elsewhere"}}
-        client.put_item(TableName=table, Item=newer(item, future, 3))
+        client.put_item(TableName=table, Item=newer(item, future, NEWER))
     broken = raw_items(aws, stack)["auth0|fixture-ahead"]
     blob = encode_state("u", {**state_of(broken), "recent": [[1, "a"], "b"]})
     client.put_item(TableName=table, Item={**broken, "state": {"B": blob}})
@@ -213,7 +216,7 @@ def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwa
     assert "2 of 10 users" in message
     assert (
         "auth0|fixture-pending: NewerStateError: checkpoint of 'auth0|fixture-pending' was "
-        "written by a newer release (checkpoint state v3, readable from v3" in message
+        f"written by a newer release (checkpoint state v{NEWER}, readable from v{NEWER}" in message
     )
     assert (
         "auth0|fixture-ahead: CheckpointStateError: checkpoint state is invalid (checkpoint of "
@@ -235,7 +238,10 @@ def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwa
     rows, _ = statuses(scan_checkpoints(client, table), {}, 0.0)
     shown = {row.user_id: row for row in rows}
     assert shown["auth0|fixture-pending"].state == "newer"
-    assert shown["auth0|fixture-pending"].not_read == "written by a newer release (v3), not read"
+    assert (
+        shown["auth0|fixture-pending"].not_read
+        == f"written by a newer release (v{NEWER}), not read"
+    )
     assert shown["auth0|fixture-overlap"].not_read is None
 
 
@@ -257,13 +263,16 @@ print(json.dumps({"error": repr(done.error) if done.error else None, "result": d
 def test_the_previous_release_forwards_on_from_what_this_one_wrote(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:
-    # GIVEN the fixture read and written by this release (every item now v2, readable from v1)
+    # GIVEN the fixture read and written by this release (every item now in its layout, readable
+    # from v1: none of them met a push)
     folder = "v1/096dcca"
     world = world_of(folder)
     stack = deployed(aws, sim, folder, "per-user")
     ok(stack.invoke(cold=True))
     written = [state_of(raw_items(aws, stack)[user]) for user in world["users"]]
-    assert {(state["v"], state.get("written_v")) for state in written} == {(1, 2)}
+    assert {(state["v"], state.get("written_v")) for state in written} == {
+        (1, CURSOR_STATE.version)
+    }
     # AND each user's next events
     later: dict[str, list[str]] = {}
     now = datetime.now(UTC)

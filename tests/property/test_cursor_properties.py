@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from log_forwarder.config import Settings
 from log_forwarder.events import iso_ms, parse_date_ms, parse_event
 from log_forwarder.forwarder import Forwarder
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 
 # PROPERTY_SCALE=10 multiplies the examples for a longer hunt than `make test` affords.
 SCALE = int(os.environ.get("PROPERTY_SCALE", "1"))
@@ -48,7 +48,11 @@ def make_settings(**overrides: str) -> Settings:
 
 
 def make_forwarder(
-    fake: FakeAuth0, sinks: list[RecordingSink], store: InMemoryCheckpointStore, **overrides: str
+    fake: FakeAuth0,
+    sinks: list[RecordingSink],
+    store: InMemoryCheckpointStore,
+    pushed: InMemoryPushedLedger | None = None,
+    **overrides: str,
 ) -> Forwarder:
     return Forwarder(
         settings=make_settings(**overrides),
@@ -56,6 +60,7 @@ def make_forwarder(
         store=store,
         sinks=sinks,
         clock=lambda: fake.now_ms / 1000,
+        pushed=pushed if pushed is not None else InMemoryPushedLedger(),
     )
 
 

@@ -15,7 +15,15 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from log_forwarder.cursor import Cursor, Outbox, Pending, ReadPosition, StreamSeat, UserStatus
+from log_forwarder.cursor import (
+    CURSOR_STATE,
+    Cursor,
+    Outbox,
+    Pending,
+    ReadPosition,
+    StreamSeat,
+    UserStatus,
+)
 from log_forwarder.detections import DetectionState, _Burst, _Failure
 from log_forwarder.read_mode import PER_USER, STREAM, TenantState
 from log_forwarder.roster import pack
@@ -127,7 +135,11 @@ def test_any_cursor_survives_storage_and_one_v1_wrote_is_written_as_built_today(
     # encode(v1 upgraded) == encode of the same state built today == what v1 wrote, with the
     # version that wrote it added (`v` stays 1: v1's readers read it)
     assert upgraded.to_state() == cursor.to_state()
-    assert cursor.to_state() == {**stored, **CURSOR_KEYS_ADDED_SINCE_V1, "written_v": 2}
+    assert cursor.to_state() == {
+        **stored,
+        **CURSOR_KEYS_ADDED_SINCE_V1,
+        "written_v": CURSOR_STATE.version,
+    }
 
 
 @EXAMPLES

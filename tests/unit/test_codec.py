@@ -21,7 +21,7 @@ from log_forwarder.codec import (
     row,
     set_of,
 )
-from log_forwarder.cursor import CURSOR_STATE, Cursor, Outbox, Pending, StreamSeat
+from log_forwarder.cursor import CURSOR_STATE, Cursor, Outbox, Pending, ReadPosition, StreamSeat
 from log_forwarder.detections import DETECTION_STATE, DetectionState
 from log_forwarder.exceptions import CheckpointStateError, NewerStateError
 from log_forwarder.read_mode import TENANT_STATE, TenantState
@@ -155,8 +155,29 @@ def test_every_stored_kind_has_a_version_and_the_steps_up_to_it() -> None:
     for declared in (CURSOR_STATE, TENANT_STATE, DETECTION_STATE):
         assert set(declared.upgrades) == set(range(1, declared.version))
         assert 1 <= declared.readable_from <= declared.version
-    # The cursor's v2 is v1's last shape: releases that read only v1 (`v` == 1) still read it
-    assert Cursor().to_state()["v"] == 1 and Cursor().to_state()["written_v"] == 2
+    # A cursor that never met a push is v1's last shape: releases that read only v1 (`v` == 1)
+    # still read it
+    assert Cursor().to_state()["v"] == 1 and Cursor().to_state()["written_v"] == 3
+
+
+def test_a_cursor_that_met_a_push_needs_a_reader_of_the_pushed_events_table() -> None:
+    # GIVEN a cursor whose pushed events are recorded in the pushed-events table (v3)
+    pushed = Cursor(position=ReadPosition(pushed_until_ms=1_000))
+    stored = pushed.to_state()
+    # THEN only a v3 reader may read it: an older release would deliver those events again
+    assert stored["v"] == 3 and "written_v" not in stored  # written by the version it needs
+    assert Cursor.from_state(stored) == pushed
+    # AND a release reading up to v2 refuses it (and so never writes it)
+    older = Schema(
+        "checkpoint state", CURSOR_STATE.record, version=2, readable_from=1,
+        upgrades=dict(list(CURSOR_STATE.upgrades.items())[:1]),
+    )  # fmt: skip
+    with pytest.raises(NewerStateError, match="readable from v3"):
+        older.decode(stored, item="checkpoint of 'u'")
+    # AND the same cursor without it goes back to every reader
+    assert Cursor.from_state(replace(pushed, position=ReadPosition()).to_state()).position == (
+        ReadPosition()
+    )
 
 
 def test_the_first_releases_single_pending_intent_is_upgraded_to_the_list() -> None:

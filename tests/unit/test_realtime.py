@@ -9,7 +9,8 @@ from log_forwarder.chunk import RealtimeSpan
 from log_forwarder.realtime import Pushed, pushed_entries
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLE = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+BATCH = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+SAMPLE = json.loads(BATCH["Records"][0]["body"])  # the EventBridge event the queue carries
 WATCHED = frozenset({"auth0|64b7f0c2e4a1d9a3c1f00a11", "auth0|b"})
 
 
@@ -19,8 +20,8 @@ def event_for(user: str, log_id: str, **data: object) -> dict[str, object]:
     return {**SAMPLE, "detail": detail}
 
 
-def test_the_sample_partner_event_is_one_watched_users_event() -> None:
-    pushed = Pushed.of(pushed_entries(SAMPLE), WATCHED)
+def test_the_sample_batch_is_one_watched_users_event() -> None:
+    pushed = Pushed.of(pushed_entries(BATCH), WATCHED)
     (user,) = pushed.chunks
     chunk = pushed.chunks[user]
     assert user == SAMPLE["detail"]["data"]["user_id"]

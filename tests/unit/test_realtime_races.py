@@ -15,7 +15,7 @@ from log_forwarder.forwarder import Forwarder
 from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
 from log_forwarder.session import Start, UserSession
-from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
+from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 from tests.property.test_cursor_properties import BASE_MS, make_forwarder, make_settings
 
 USER = "auth0|u1"
@@ -66,6 +66,7 @@ def test_a_push_while_a_batch_is_pending_does_not_raise_its_finding_again() -> N
         sinks=[sink],
         clock=lambda: fake.now_ms / 1000,
         output=output,
+        pushed=InMemoryPushedLedger(),
     )
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     for n in (1, 2, 3):

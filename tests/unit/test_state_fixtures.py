@@ -14,7 +14,7 @@ from devtools.state_fixtures import fixture_items
 from log_forwarder.checkpoint_store import decode_state
 from log_forwarder.cli.local import SqliteCheckpointStore
 from log_forwarder.cli.status import statuses
-from log_forwarder.cursor import Cursor
+from log_forwarder.cursor import CURSOR_STATE, Cursor
 from log_forwarder.exceptions import NewerStateError
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
@@ -43,7 +43,7 @@ def test_every_item_the_last_v1_release_wrote_reads_and_is_written_as_it_was() -
             assert cursor.to_state() == {
                 **state,
                 **CURSOR_KEYS_ADDED_SINCE_V1,
-                "written_v": 2,
+                "written_v": CURSOR_STATE.version,
             }, key
 
 
@@ -58,7 +58,7 @@ def test_every_item_the_first_releases_wrote_reads_its_single_intent_a_list() ->
     assert pending[0].lease_until_ms == 0  # no lease then: free to redeliver
     assert not cursors["auth0|fixture-first-fresh"].outbox
     stored = cursors["auth0|fixture-first-pending"].to_state()
-    assert isinstance(stored["pending"], list) and stored["written_v"] == 2
+    assert isinstance(stored["pending"], list) and stored["written_v"] == CURSOR_STATE.version
 
 
 @pytest.fixture
@@ -77,7 +77,11 @@ def test_the_sqlite_store_it_left_is_read_and_a_newer_releases_item_left_as_it_i
     assert len(users) == 10
     loaded = local_store.load([*users, TENANT_KEY])
     assert {Cursor.from_state(loaded[u].state, item=u).to_state()["v"] for u in users} == {1}
-    newer = {**loaded["auth0|fixture-ahead"].state, "v": 4, "written_v": 4}
+    newer = {
+        **loaded["auth0|fixture-ahead"].state,
+        "v": CURSOR_STATE.version + 1,
+        "written_v": CURSOR_STATE.version + 1,
+    }
     local_store.save(
         "auth0|fixture-ahead", newer, expected_version=loaded["auth0|fixture-ahead"].version
     )
@@ -100,14 +104,15 @@ def test_the_sqlite_store_it_left_is_read_and_a_newer_releases_item_left_as_it_i
 
 
 def test_a_push_leaves_a_newer_releases_checkpoint_untouched_and_says_so() -> None:
-    # GIVEN a user whose checkpoint a newer release wrote, readable from v3 only
+    # GIVEN a user whose checkpoint a newer release wrote, readable from that release on
     from log_forwarder.chunk import Chunk, RealtimeSpan
     from log_forwarder.events import iso_ms, parse_event
     from log_forwarder.gaps import ReadFacts
 
     store = InMemoryCheckpointStore()
     user = "auth0|u1"
-    store.save(user, {**Cursor().to_state(), "v": 3, "written_v": 3}, expected_version=None)
+    newer = CURSOR_STATE.version + 1
+    store.save(user, {**Cursor().to_state(), "v": newer, "written_v": newer}, expected_version=None)
     before = store.item(user)
     sink = RecordingSink("s3")
     forwarder = make_forwarder(FakeAuth0(now_ms=BASE_MS), [sink], store)

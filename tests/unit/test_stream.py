@@ -142,15 +142,15 @@ def test_what_a_window_delivered_before_a_later_batch_failed_is_not_delivered_ag
     chunk = window_chunk(events, "9000", "9010", "9000")
     redelivery, _failed = plan_chunk(cursor, chunk, context()).batches
     # WHEN the redelivery commits and the new event's batch fails: the seat stays before the
-    # window, and `recent` has forgotten 9002 (older than the overlap window below 9004)
+    # window
     committed = redelivery.after
     assert committed.seat is not None and committed.seat.pos == "9000"
-    assert "9002" not in {log_id for _, log_id in committed.position.recent}
     # THEN the window read again yields only the event that was not delivered: the two
-    # redelivered ones are known (remembered ahead of the read, and held by the seat)
+    # redelivered ones are known (remembered as this read's, and held by the seat), and not
+    # taken for events the real-time path delivered first (RealtimeConfirmedEvents)
     again = plan_chunk(committed, chunk, context())
     assert [e.log_id for b in again.batches for e in b.events] == ["9006"]
-    assert again.selection.duplicates + len(again.selection.confirmed) == 2
+    assert (again.selection.duplicates, len(again.selection.confirmed)) == (2, 0)
     # AND once the seat passes the window, it forgets them
     assert again.batches[-1].after.seat == StreamSeat(1, BASE, "9010")
 

@@ -329,15 +329,23 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
             map(json.dumps, [table, {"Fn::GetAtt": ["WatchListTable", "Arn"]}])
         )
         forwarding.pop("dynamodb:Scan")
+        pushed_table = {"Fn::GetAtt": ["PushedEventsTable", "Arn"]}
+        if realtime:
+            # AND with the real-time path, the reads look up (and confirm) what it delivered
+            reads = scheduler.pop("dynamodb:Query"), scheduler["dynamodb:UpdateItem"].pop()
+            assert reads == ([pushed_table], pushed_table)
         assert scheduler == {**forwarding, **failure_queue}
         if realtime:
             # AND the real-time function does what the scheduled one does, but for Auth0's
-            # secret: it never asks Auth0 for a token
+            # secret (it never asks Auth0 for a token), and its event source reads its queue
             pushed = granted(translated, "RealtimeFunctionRole", mode)
             assert sorted(map(json.dumps, pushed.pop("dynamodb:Scan"))) == sorted(
                 map(json.dumps, scan)
             )
-            assert pushed == {**forwarding, **failure_queue}
+            queue = {"Fn::GetAtt": ["RealtimeQueue", "Arn"]}
+            polling = on(queue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+            memory = on(pushed_table, "dynamodb:PutItem", "dynamodb:Query")
+            assert pushed == {**forwarding, **failure_queue, **polling, **memory}
         return
     # GIVEN many tenants: the scheduled function reads the document and enqueues, nothing else
     assert scheduler == {
@@ -595,7 +603,8 @@ def test_env_json_sets_only_variables_the_template_declares(template: dict[str, 
     assert "not-a-real-secret" in env["ForwarderFunction"]["AUTH0_CLIENT_SECRET"]
     # The real-time function never calls Auth0: no client secret, local or not.
     assert "AUTH0_CLIENT_SECRET" not in env["RealtimeFunction"]
-    realtime = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+    batch = json.loads((ROOT / "events" / "realtime-event.json").read_text(encoding="utf-8"))
+    realtime = json.loads(batch["Records"][0]["body"])  # an SQS batch of the rule's events
     assert realtime["source"] == env["RealtimeFunction"]["REALTIME_EVENT_SOURCE"]
     assert realtime["detail"]["log_id"] == realtime["detail"]["data"]["log_id"]
 
@@ -736,6 +745,8 @@ def test_template_path_points_at_the_repository_template() -> None:
 IAM_ACTION_OF_CALL = {
     "batch_get_item": "dynamodb:BatchGetItem",
     "update_item": "dynamodb:UpdateItem",
+    "put_item": "dynamodb:PutItem",
+    "query": "dynamodb:Query",
     "scan": "dynamodb:Scan",
     "create_log_stream": "logs:CreateLogStream",
     "put_log_events": "logs:PutLogEvents",
@@ -755,12 +766,22 @@ IAM_ACTION_OF_CALL = {
 SERVICE_ACTIONS = {
     "TenantWorkerFunction": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"},
     "ForwarderFunction": {"sqs:SendMessage"},
-    "RealtimeFunction": {"sqs:SendMessage"},
+    "RealtimeFunction": {
+        "sqs:SendMessage",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+    },
 }
 # Reachable in the code, never called by the function: the real-time function builds the same
 # runtime, but never asks Auth0 for a token (its role cannot read that secret; the pseudonym
 # key, when set, is granted by a statement of its own, as for the others).
-NEVER_CALLED = {"RealtimeFunction": {"secretsmanager:GetSecretValue"}}
+NEVER_CALLED = {
+    "RealtimeFunction": {"secretsmanager:GetSecretValue"},
+    # Only a push records its batch in the pushed-events table; the reads look it up.
+    "ForwarderFunction": {"dynamodb:PutItem"},
+    "TenantWorkerFunction": {"dynamodb:PutItem", "dynamodb:Query"},
+}
 PACKAGE = ROOT / "src" / "log_forwarder"
 CLIENT_SERVICES = ("dynamodb", "events", "logs", "s3", "secretsmanager", "ssm", "sqs")
 
@@ -849,6 +870,8 @@ def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
         destinations = mode[0]
         needed -= {a for a in needed if a.startswith("logs:") and "cloudwatch" not in destinations}
         needed -= {a for a in needed if a.startswith("s3:") and "s3" not in destinations}
+        # (the pushed-events table is the real-time path's: without it, never called)
+        needed -= set() if mode[2] else {"dynamodb:Query", "dynamodb:PutItem"}
         # WHEN the role's statements active in this mode are read
         role = set(granted(translated, ROLES[function], mode))
         # THEN it grants each call, and nothing else but what Lambda itself does with it
