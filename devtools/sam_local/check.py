@@ -130,6 +130,11 @@ def modules_without_bytecode(artifact: Path) -> list[str]:
     return missing
 
 
+# The Sigma engine (#23) is built and proven, and packaged ahead of the change that makes the
+# detection rules run on it; that change imports it from the handlers and empties this set.
+PACKAGED_AHEAD_OF_USE = frozenset({"log_forwarder.sigma_plan", "log_forwarder.sigma_step"})
+
+
 def handler_modules() -> set[str]:
     """The package's modules the template's handlers import, at any depth (modulefinder reads
     every import statement, those inside functions included)."""
@@ -281,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each function is its own makefile build (SAM shares none of them): all three are checked.
     imported = handler_modules()
     for function in ("ForwarderFunction", "RealtimeFunction", "TenantWorkerFunction"):
-        held = artifact_modules(artifact.parent / function)
+        held = artifact_modules(artifact.parent / function) - PACKAGED_AHEAD_OF_USE
         checks.check(
             held == imported,
             f"{function}'s artifact holds the modules the handlers import, and no other"

@@ -14,14 +14,16 @@ from pathlib import Path
 import pytest
 
 from devtools.local_aws import TEMPLATE_PATH
-from devtools.sam_local.check import artifact_modules, handler_modules, modules_without_bytecode
+from devtools.sam_local.check import (
+    PACKAGED_AHEAD_OF_USE,
+    artifact_modules,
+    handler_modules,
+    modules_without_bytecode,
+)
 
 SRC = TEMPLATE_PATH.parent / "src"
 FUNCTIONS = ("ForwarderFunction", "RealtimeFunction", "TenantWorkerFunction")
 MAKE = shutil.which("make")
-# The Sigma engine (#23) is built and proven, and packaged ahead of the change that makes the
-# detection rules run on it; that change imports it from the handlers and empties this set.
-NOT_YET_IMPORTED = {"log_forwarder.sigma_plan", "log_forwarder.sigma_step"}
 
 pytestmark = pytest.mark.skipif(
     sys.version_info[:2] != (3, 12) or MAKE is None,
@@ -57,7 +59,7 @@ def test_the_artifact_holds_what_the_handlers_import_compiled(
     # THEN it holds the package's modules the handlers import, at any depth, and nothing else
     held, imported = artifact_modules(artifact), handler_modules()
     assert {"log_forwarder.worker", "log_forwarder.sinks.s3"} <= imported
-    assert sorted(held - imported - NOT_YET_IMPORTED) == [], (
+    assert sorted(held - imported - PACKAGED_AHEAD_OF_USE) == [], (
         "packaged, though no function imports it"
     )
     assert sorted(imported - held) == [], "imported by a handler, but not packaged"
