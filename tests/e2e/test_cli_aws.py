@@ -8,6 +8,8 @@ import json
 import random
 import re
 import shlex
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -25,6 +27,7 @@ from log_forwarder.events import parse_date_ms
 from tests.cli_support import (
     CLI_LEDGER,
     HOSTILE,
+    SCRIPT,
     assert_shown_not_obeyed,
     flat,
     once_each,
@@ -385,6 +388,44 @@ def test_backfill_forwards_a_past_range_once_and_never_moves_the_live_checkpoint
             f"{300 - live} / {lost} / 0 / {elapsed:.1f} s",
         )
     )
+
+
+def test_a_backfill_stopped_by_ctrl_c_exits_130_and_the_same_command_finishes_it(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN a user with a long past, forwarded live only from now, and a slow Auth0
+    user = ODD
+    now = datetime.now(UTC)
+    expected = add(sim, user, 1500, hours=5)
+    stack = deploy(START_FROM=iso(now))
+    cli(stack, "watch", "add", user)
+    assert invoke(stack)[user]["forwarded"] == 0
+    sim.latency_s = 0.15
+    since = iso(now - timedelta(hours=6))
+    # WHEN a backfill of the past is stopped by Ctrl-C once it has written something
+    process = subprocess.Popen(
+        [str(SCRIPT), "backfill", user, "--since", since],
+        env={**stack.env, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not stack.s3_objects() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _stdout, stderr = process.communicate(timeout=60)
+    # THEN it stops after the batches under way and exits 130, as a shell expects of Ctrl-C
+    assert "Stopping after the batches under way" in stderr
+    assert process.returncode == 130, stderr
+    assert "Stopped by Ctrl-C: run the same command to continue" in stderr
+    stopped_at = len(stack.s3_events(user))
+    assert 0 < stopped_at < len(expected)
+    # AND the same command finishes the range, every event once
+    sim.latency_s = 0.0
+    again = cli(stack, "backfill", user, "--since", since)
+    assert again.returncode == 0, again.stderr
+    assert_once(stack, {user: expected})
 
 
 def test_a_backfill_running_beside_live_runs_delivers_nothing_twice(

@@ -258,5 +258,6 @@ class BackfillOutcome:
     again: bool = False  # the range was done before: read again from its start, to check
     resumed_from_ms: int | None = None  # continued an unfinished backfill from here
     done: bool = False  # the whole range is forwarded
+    interrupted: bool = False  # stopped by Ctrl-C before the range was done
     busy_until: str | None = None  # another backfill of this range holds it
     errors: list[str] | None = None

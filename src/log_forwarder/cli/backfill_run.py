@@ -98,6 +98,7 @@ def run_backfill(
         bar.update(counters, final=True)
     outcome.written, outcome.present = dict(counters.written), dict(counters.present)
     outcome.again, outcome.resumed_from_ms = own_store.again, own_store.resumed_from_ms
+    outcome.interrupted = stopper.stopped and not outcome.done
     return outcome
 
 

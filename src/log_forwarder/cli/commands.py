@@ -271,6 +271,9 @@ def backfill(
     from .render import print_backfill
 
     print_backfill(out, outcome)
+    if outcome.interrupted:
+        err.print("Stopped by Ctrl-C: run the same command to continue where it stopped.")
+        raise SystemExit(INTERRUPTED)
     raise SystemExit(0 if outcome.done else PROBLEM)
 
 
