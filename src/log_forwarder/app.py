@@ -21,6 +21,7 @@ from . import observability
 from .config import Settings, check_user_id
 from .exceptions import ConfigError, RunFailed
 from .report import RunReport, findings_by_rule, metric_values
+from .retry import Deadline
 from .runtime import Runtime, build_runtime
 
 __all__ = ["build_runtime", "forward", "lambda_handler", "reset_runtime", "watched_users"]
@@ -73,7 +74,13 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
             f"({context.get_remaining_time_in_millis() // 1000} s left at the start of this run)"
         )
     user_ids = watched_users(runtime)
+    # Read before the run (at most every RULE_PACKS_MAX_AGE_SECONDS): the report names the plan.
+    packs = None
+    if runtime.rule_packs is not None:
+        left_ms = context.get_remaining_time_in_millis
+        packs = runtime.rule_packs.active(Deadline(lambda: left_ms() - margin_ms))
     report = runtime.forwarder.run(user_ids, remaining_ms=context.get_remaining_time_in_millis)
+    report.rule_packs = packs
     _publish(report)
     summary = report.as_dict()
     observability.logger().info(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .cursor import Cursor, Selection
 from .events import iso_ms
@@ -25,6 +25,9 @@ from .exceptions import (
 from .planner import Batch
 from .records import DeliveryReport, Gap
 from .source import CallStats
+
+if TYPE_CHECKING:
+    from .rule_packs import ActivePlan
 
 DESTINATIONS = ("cloudwatch", "s3")
 
@@ -217,6 +220,8 @@ class RunReport:
     # The real-time path is on (REALTIME_EVENT_SOURCE): this run reconciles what it missed.
     realtime: bool = False
     tenant_failure: TenantFailure | None = None  # every user's read failed the same way
+    # The detection plan the run evaluated, and the installed packs left out of it, with why.
+    rule_packs: ActivePlan | None = None
 
     @property
     def realtime_stalled(self) -> bool:
@@ -281,6 +286,7 @@ class RunReport:
             "failed_users": [u.user_id for u in self.failed],
             "tenant_failure": self.tenant_failure.as_dict() if self.tenant_failure else None,
             **(self.read.as_dict() if self.read else {}),
+            **(self.rule_packs.as_dict() if self.rule_packs else {}),
         }
 
 
@@ -336,6 +342,12 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("RealtimeConfirmedEvents", "Count", lambda run: _if_realtime(run, _total("confirmed"))),
     ("ReconciledEvents", "Count", lambda run: _if_realtime(run, _total("reconciled"))),
     ("RealtimeStalled", "Count", lambda run: _if_realtime(run, lambda r: r.realtime_stalled)),
+    # With RULE_PACKS_TABLE: installed packs that did not run (each named in the report).
+    (
+        "RulePackErrors",
+        "Count",
+        lambda run: len(run.rule_packs.problems) if run.rule_packs else None,
+    ),
 )
 
 

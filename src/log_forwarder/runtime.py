@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import httpx
@@ -31,6 +31,9 @@ from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
 from .source import LogSource
 from .watch_list import DynamoWatchList
 
+if TYPE_CHECKING:
+    from .rule_packs import PackSource, RulePacks
+
 
 def _same(value: Any) -> Any:
     return value
@@ -47,6 +50,7 @@ class Overrides:
     clients: ClientFactory | None = None  # boto3 clients (default: from the session)
     look_up_users: bool = True  # ask Auth0 whether it knows each watched id (user_lookup.py)
     pushed: PushedLedger | None = None  # instead of the pushed-events table
+    rule_packs: PackSource | None = None  # instead of the rule packs table
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Runtime:
     store: CheckpointStore
     watch_list: DynamoWatchList | None = None
     sinks: tuple[Sink, ...] = ()
+    # The active detection plan: the default pack and the installed ones (None: no store).
+    rule_packs: RulePacks | None = None
 
 
 def build_runtime(
@@ -109,7 +115,28 @@ def build_runtime(
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
-    return Runtime(settings, forwarder, store, watch_list, tuple(sinks))
+    packs = rule_packs(settings, client, clock, overrides.rule_packs)
+    return Runtime(settings, forwarder, store, watch_list, tuple(sinks), packs)
+
+
+def rule_packs(
+    settings: Settings,
+    client: ClientFactory,
+    clock: Callable[[], float],
+    source: PackSource | None = None,
+) -> RulePacks | None:
+    """The provider of the active plan, when packs are installed somewhere (RULE_PACKS_TABLE).
+    Imported only then: the engine is not part of a cold start that does not use it."""
+    if source is None and not settings.rule_packs_table:
+        return None
+    from .rule_packs import DynamoPackStore, RulePacks
+    from .sigma_plan import merge
+
+    if source is None:
+        assert settings.rule_packs_table
+        source = DynamoPackStore(settings.rule_packs_table, client("dynamodb", AWS_CLIENT_CONFIG))
+    # The shipped default pack (task sigma-wire) is not there yet: an empty plan stands for it.
+    return RulePacks(source, lambda: merge(()), settings.rule_packs_max_age_s, clock)
 
 
 def destinations(settings: Settings, client: ClientFactory) -> list[Sink]:

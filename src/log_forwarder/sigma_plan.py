@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -119,6 +119,16 @@ class Plan:
         else:  # absent, or not text: a list of types is multi-valued like any other field
             candidates = self._any_type if code is None else self.rules
         return tuple(rule for rule in candidates if rule.matches(event))
+
+    def ids(self) -> tuple[str, ...]:
+        """The ids of its rules, then of its correlations."""
+        return (*(r.id for r in self.rules), *(c.id for c in self.correlations))
+
+    def event_types(self, rule: PlanRule) -> frozenset[str] | None:
+        """The (lower-case) event types `rule` can match; None when its condition names none."""
+        if rule in self._any_type:
+            return None
+        return frozenset(code for code, rules in self._by_type.items() if rule in rules)
 
     def rule(self, rule_id: str) -> PlanRule:
         for rule in self.rules:
@@ -299,6 +309,51 @@ def _type_bound(expr: Any, fields: list[Path]) -> frozenset[str] | None:
     if op == "const" and expr[1] is False:
         return frozenset()
     return None
+
+
+def merge(plans: Sequence[Plan], disabled: Collection[str] = ()) -> Plan:
+    """One plan of `plans`' rules and correlations, in order, less the `disabled` ids.
+
+    A correlation is dropped with any rule it counts (it could no longer count what it was
+    written to count), and so is a rule only dropped correlations used: a rule that was
+    `standalone: false` gives no findings of its own. Two plans naming one id raise
+    RulePackError, naming it: ids are what findings, state and `disabled` refer to.
+    """
+    off = frozenset(disabled)
+    seen: dict[str, int] = {}
+    for index, plan in enumerate(plans):
+        for item_id in plan.ids():
+            if seen.setdefault(item_id, index) != index:
+                raise RulePackError(f"Sigma plans {seen[item_id]} and {index} both hold {item_id}")
+    correlations = tuple(
+        c
+        for plan in plans
+        for c in plan.correlations
+        if c.id not in off and not off.intersection(c.rule_ids)
+    )
+    needed = {rule_id for c in correlations for rule_id in c.rule_ids}
+    kept = {
+        rule.id
+        for plan in plans
+        for rule in plan.rules
+        if rule.id not in off and (rule.standalone or rule.id in needed)
+    }
+    codes = {code for plan in plans for code in plan._by_type}
+    return Plan(
+        rules=tuple(rule for plan in plans for rule in plan.rules if rule.id in kept),
+        correlations=correlations,
+        compiled_by={k: v for plan in plans for k, v in plan.compiled_by.items()},
+        _by_type={
+            code: tuple(
+                rule
+                for plan in plans
+                for rule in plan._by_type.get(code, plan._any_type)
+                if rule.id in kept
+            )
+            for code in codes
+        },
+        _any_type=tuple(rule for plan in plans for rule in plan._any_type if rule.id in kept),
+    )
 
 
 # -- conditions -> closures ------------------------------------------------------------------
