@@ -388,6 +388,8 @@ class DeployedResources:
     queue_urls: dict[str, str] = field(default_factory=dict)
     # What the real-time path delivered (created whatever the mode: a local stack may run it).
     pushed_table: str | None = None
+    # The Sigma rule packs the CLI installs (rule_packs.py), when the template declares them.
+    rule_packs_table: str | None = None
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -422,6 +424,11 @@ def deploy_template(
     if "WatchListTable" in resources:
         watch_table = f"{stack_name}-WatchListTable"
         _create_table(aws, watch_table, resolver.resolve(resources["WatchListTable"]["Properties"]))
+    rule_packs_table: str | None = None
+    if "RulePacksTable" in resources:
+        rule_packs_table = f"{stack_name}-RulePacksTable"
+        properties = resolver.resolve(resources["RulePacksTable"]["Properties"])
+        _create_table(aws, rule_packs_table, properties)
     pushed_table: str | None = None
     if "PushedEventsTable" in resources:
         pushed_table = f"{stack_name}-PushedEventsTable"
@@ -474,6 +481,7 @@ def deploy_template(
         tenants_parameter=tenants_parameter,
         queue_urls=queue_urls,
         pushed_table=pushed_table,
+        rule_packs_table=rule_packs_table,
     )
 
 
@@ -684,6 +692,7 @@ def function_environment(
     refs = {"CheckpointTable": resources.table_name, **resources.queue_urls}
     # Empty (unset) for resources recorded before the template had a watch list table.
     refs["WatchListTable"] = resources.watch_table or ""
+    refs["RulePacksTable"] = resources.rule_packs_table or ""
     if resources.log_group is not None:
         refs["ForwardedLogGroup"] = resources.log_group
     if resources.bucket is not None:

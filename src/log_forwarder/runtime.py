@@ -127,8 +127,8 @@ def rule_packs(
 ) -> RulePacks | None:
     """The provider of the active plan, when packs are installed somewhere (RULE_PACKS_TABLE).
     Imported only then: the engine is not part of a cold start that does not use it."""
-    if source is None and not settings.rule_packs_table:
-        return None
+    if settings.output.detections is None or (source is None and not settings.rule_packs_table):
+        return None  # no rule runs, or none is installed anywhere
     from .rule_packs import DynamoPackStore, RulePacks
     from .sigma_plan import merge
 

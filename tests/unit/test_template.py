@@ -297,6 +297,8 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
         ":parameter${TenantsParameterName}"
     }
     tenant_queue = {"Fn::GetAtt": ["TenantQueue", "Arn"]}
+    # Every function that runs rules may read the rule packs, and do nothing else with them.
+    rule_packs = {"Fn::GetAtt": ["RulePacksTable", "Arn"]}
 
     def on(resource: Any, *actions: str) -> dict[str, list[Any]]:
         return {action: [resource] for action in actions}
@@ -326,7 +328,7 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
         assert "secret:${Auth0CredentialsSecretName}-??????" in json.dumps(secret)
         scan = scheduler.pop("dynamodb:Scan")
         assert sorted(map(json.dumps, scan)) == sorted(
-            map(json.dumps, [table, {"Fn::GetAtt": ["WatchListTable", "Arn"]}])
+            map(json.dumps, [table, {"Fn::GetAtt": ["WatchListTable", "Arn"]}, rule_packs])
         )
         forwarding.pop("dynamodb:Scan")
         pushed_table = {"Fn::GetAtt": ["PushedEventsTable", "Arn"]}
@@ -358,6 +360,7 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
     assert json.dumps(secrets).endswith(':secret:${TenantSecretsPrefix}*"}]')
     assert worker == {
         **forwarding,
+        "dynamodb:Scan": [table, rule_packs],
         "ssm:GetParameter": [parameter],
         **on(
             tenant_queue,
@@ -380,6 +383,15 @@ def test_the_tables_are_kept_recoverable_and_encrypted(
     properties = table["Properties"]
     assert properties["BillingMode"] == "PAY_PER_REQUEST"
     assert properties["KeySchema"] == [{"AttributeName": "user_id", "KeyType": "HASH"}]
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_the_rule_packs_table_is_kept_recoverable_and_encrypted(resources: dict[str, Any]) -> None:
+    table = resources["RulePacksTable"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    properties = table["Properties"]
+    assert properties["KeySchema"] == [{"AttributeName": "pack", "KeyType": "HASH"}]
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}
 

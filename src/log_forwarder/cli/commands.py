@@ -473,3 +473,9 @@ def watch_list(ctx: click.Context, directory: Path | None, as_json: bool) -> Non
 from .init import init_command  # noqa: E402
 
 cli.add_command(init_command)
+
+# -- rules (cli/rules.py: Sigma rule packs and hunting) --------------------------------------
+
+from .rules import rules_group  # noqa: E402
+
+cli.add_command(rules_group)

@@ -47,6 +47,7 @@ CONTAINER_HOST = "host.docker.internal"
 RESOURCE_VARIABLES = {
     "CHECKPOINT_TABLE": "output CheckpointTableName",
     "WATCH_TABLE": "output WatchListTableName",
+    "RULE_PACKS_TABLE": "output RulePacksTableName",
     "LOG_GROUP_NAME": "output ForwardedLogGroupName",
     "S3_BUCKET": "output ForwardedBucketName",
     "AUTH0_CREDENTIALS_SECRET": "parameter Auth0CredentialsSecretName",
