@@ -160,3 +160,51 @@ def test_the_function_reads_a_change_within_the_max_age_and_leaves_a_damaged_pac
     # AND `rules list` says so too, and exits 1
     shown = cli(stack, "list")
     assert shown.returncode == 1 and "pack mine does not run" in flat(shown.stdout)
+
+
+def test_hunt_prints_an_installed_rule_as_both_queries_and_runs_logs_insights(
+    deploy: Callable[..., LocalDeployment],
+) -> None:
+    stack = deploy(destinations="cloudwatch")
+    assert cli(stack, "install", str(CATALOG), "--pack", "auth0-catalog").returncode == 0
+    # WHEN a rule is hunted by its file's name
+    shown = cli(
+        stack,
+        "hunt",
+        SMS_BOMBING,
+        "--since",
+        "2026-12-01T00:00:00Z",
+        "--until",
+        "2026-12-02T00:00:00Z",
+    )
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    # THEN both queries are printed, the Athena one bounded to the range's days and dates
+    assert "FROM auth0_user_logs" in shown.stdout
+    assert "AND dt BETWEEN '2026-12-01' AND '2026-12-02'" in shown.stdout
+    assert "lower(type) = 'gd_send_sms'" in shown.stdout
+    assert "| filter ispresent(log_id)" in shown.stdout
+    # WHEN it is run in Logs Insights (moto's server: the query is started, with its range)
+    group = stack.resources.log_group or ""
+    done = cli(
+        stack,
+        "hunt",
+        SMS_BOMBING,
+        "--run",
+        "insights",
+        "--log-group",
+        group,
+        "--since",
+        "2026-12-01T00:00:00Z",
+        "--until",
+        "2026-12-02T00:00:00Z",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 found" in flat(done.stdout)
+    (query,) = stack.aws.client("logs").describe_queries(logGroupName=group)["queries"]
+    assert query["queryString"].startswith("fields @timestamp, type")
+    assert "/(?i)^gd_send_sms$/" in query["queryString"]
+    # AND a correlation is hunted as its groups
+    grouped = cli(stack, "hunt", "credential_stuffing_signals")
+    assert grouped.returncode == 0, grouped.stderr
+    assert "GROUP BY group_0" in grouped.stdout and "HAVING count(*) > 1" in grouped.stdout
+    assert "not per sliding window" in flat(grouped.stdout)

@@ -32,7 +32,7 @@ It cannot run here (no local Logs Insights): tests/unit/test_hunt.py holds its t
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -169,22 +169,42 @@ def _value(path: Sequence[str]) -> _Value:
     return _Value()  # no such column: absent from every row
 
 
-def _sql(expr: Sequence[Any], fields: Sequence[tuple[str, ...]]) -> str:
+@dataclass(frozen=True, slots=True)
+class _Dialect:
+    """How a query language writes the boolean structure; `atom` writes one test of a field."""
+
+    true: str
+    false: str
+    conjunctions: Mapping[str, str]  # "and"/"or" -> the keyword
+    negation: str
+    atom: Callable[[Sequence[Any], tuple[str, ...]], str]
+
+
+def _render(expr: Sequence[Any], fields: Sequence[tuple[str, ...]], dialect: _Dialect) -> str:
     op = expr[0]
     if op in ("and", "or"):
-        parts = [_sql(arg, fields) for arg in expr[1:]]
+        parts = [_render(arg, fields, dialect) for arg in expr[1:]]
         if not parts:
-            return "true" if op == "and" else "false"
-        return "(" + f" {op.upper()} ".join(parts) + ")"
+            return dialect.true if op == "and" else dialect.false
+        return "(" + f" {dialect.conjunctions[op]} ".join(parts) + ")"
     if op == "not":
-        return f"NOT {_sql(expr[1], fields)}"
+        return f"{dialect.negation} {_render(expr[1], fields, dialect)}"
     if op == "const":
-        return "true" if expr[1] else "false"
+        return dialect.true if expr[1] else dialect.false
     if op not in ("str", "glob", "re", "null") or expr[1] is None:
         raise RulePackError(
             f"hunting cannot translate {_what(expr)} yet (the function evaluates it)"
         )
-    value = _value(fields[expr[1]])
+    return dialect.atom(expr, fields[expr[1]])
+
+
+def _sql(expr: Sequence[Any], fields: Sequence[tuple[str, ...]]) -> str:
+    return _render(expr, fields, _ATHENA)
+
+
+def _sql_atom(expr: Sequence[Any], path: tuple[str, ...]) -> str:
+    op = expr[0]
+    value = _value(path)
     if op == "null":
         if value.elements is not None:
             return (
@@ -274,21 +294,12 @@ def _insights_name(name: str) -> str:
 
 
 def _insights(expr: Sequence[Any], fields: Sequence[tuple[str, ...]]) -> str:
+    return _render(expr, fields, _INSIGHTS)
+
+
+def _insights_atom(expr: Sequence[Any], path: tuple[str, ...]) -> str:
     op = expr[0]
-    if op in ("and", "or"):
-        parts = [_insights(arg, fields) for arg in expr[1:]]
-        if not parts:
-            return "(1 = 1)" if op == "and" else "(1 = 0)"
-        return "(" + f" {op} ".join(parts) + ")"
-    if op == "not":
-        return f"not {_insights(expr[1], fields)}"
-    if op == "const":
-        return "(1 = 1)" if expr[1] else "(1 = 0)"
-    if op not in ("str", "glob", "re", "null") or expr[1] is None:
-        raise RulePackError(
-            f"hunting cannot translate {_what(expr)} yet (the function evaluates it)"
-        )
-    names = _insights_fields(fields[expr[1]])
+    names = _insights_fields(path)
     if op == "null":
         present = " or ".join(f"ispresent({n})" for n in names)
         return f"not ({present})"
@@ -389,3 +400,7 @@ def _correlation_athena(keys: str, groups: int, where: str, metric: str, having:
         f"HAVING {having.replace('metric', metric)}\n"
         "ORDER BY metric DESC"
     )
+
+
+_ATHENA: Final = _Dialect("true", "false", {"and": "AND", "or": "OR"}, "NOT", _sql_atom)
+_INSIGHTS: Final = _Dialect("(1 = 1)", "(1 = 0)", {"and": "and", "or": "or"}, "not", _insights_atom)

@@ -147,3 +147,33 @@ CLIENT_ID = Pattern(
     "an Auth0 client id (no spaces)",
     "the Client ID on the application's Settings page",
 )
+# rules (cli/rules.py): a pack's name as the store allows it (rule_packs.PACK_NAME), and the
+# names `rules hunt --run` passes to Athena and Logs Insights, by their services' rules.
+PACK = Pattern(
+    "pack",
+    r"[a-z0-9][a-z0-9_-]{0,63}",
+    "a pack name (1 to 64 of a-z, 0-9, '_' and '-', a letter or digit first)",
+    "auth0-catalog",
+)
+ATHENA_DATABASE = Pattern(
+    "database", r"[a-z0-9_]{1,255}", "an Athena (Glue) database name", "my_stack"
+)
+WORKGROUP = Pattern("workgroup", r"[A-Za-z0-9._-]{1,128}", "an Athena workgroup name", "primary")
+
+
+class _Location(Pattern):
+    """A URI: its scheme belongs to it (Pattern's hint would say to drop it)."""
+
+    def _hint(self, text: str) -> str:
+        return ""
+
+
+S3_LOCATION = _Location(
+    "s3_uri",
+    r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?",
+    "an s3:// location",
+    "s3://my-athena-results/hunts/",
+)
+LOG_GROUP = Pattern(
+    "log_group", r"[A-Za-z0-9._/#-]{1,512}", "a log group name", "/auth0/my-stack/events"
+)

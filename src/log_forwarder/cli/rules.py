@@ -44,7 +44,16 @@ from log_forwarder.rule_packs import (
 from log_forwarder.sigma_plan import Plan, PlanCorrelation, PlanRule, merge
 
 from .environment import Environment
-from .params import Instant, Seconds
+from .params import (
+    ATHENA_DATABASE,
+    LOG_GROUP,
+    PACK,
+    S3_LOCATION,
+    TABLE,
+    WORKGROUP,
+    Instant,
+    Seconds,
+)
 from .terminal import add_safe_row, safe
 
 # An item holds 400 KB; the rest of the item (name, digest, dates) is small.
@@ -325,7 +334,7 @@ def resolve(packs: Sequence[InstalledPack], names: Sequence[str]) -> list[str]:
 # -- the commands --------------------------------------------------------------------------------
 
 _TABLE_OPTION = click.option(
-    "--table", help="RULE_PACKS_TABLE: the stack's RulePacksTableName output."
+    "--table", type=TABLE, help="RULE_PACKS_TABLE: the stack's RulePacksTableName output."
 )
 _VAR_OPTION = click.option(
     "--var",
@@ -366,7 +375,9 @@ def rules_validate(folder: Path, variables: tuple[str, ...]) -> None:
 
 @rules_group.command("install")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--pack", "name", required=True, help="The pack's name, e.g. auth0-catalog.")
+@click.option(
+    "--pack", "name", type=PACK, required=True, help="The pack's name, e.g. auth0-catalog."
+)
 @_VAR_OPTION
 @click.option(
     "--allow-refused", is_flag=True, help="Install the rules that compile, if some do not."
@@ -502,33 +513,28 @@ def _switch(
     _command(work)()
 
 
-@rules_group.command("disable")
-@click.argument("names", nargs=-1, metavar="[RULE]...")
-@click.option("--pack", help="Disable a whole pack instead.")
-@_TABLE_OPTION
-@click.pass_context
-def rules_disable(
-    ctx: click.Context, names: tuple[str, ...], pack: str | None, table: str | None
-) -> None:
-    """Stop RULE (an id, or a rule file's name) from running; a correlation stops with its
-    rules."""
-    _switch(ctx, names, pack, table, disable=True)
+def _switch_command(verb: str, disable: bool, doc: str) -> None:
+    @rules_group.command(verb, help=doc)
+    @click.argument("names", nargs=-1, metavar="[RULE]...")
+    @click.option("--pack", type=PACK, help=f"{verb.capitalize()} a whole pack instead.")
+    @_TABLE_OPTION
+    @click.pass_context
+    def switch(
+        ctx: click.Context, names: tuple[str, ...], pack: str | None, table: str | None
+    ) -> None:
+        _switch(ctx, names, pack, table, disable=disable)
 
 
-@rules_group.command("enable")
-@click.argument("names", nargs=-1, metavar="[RULE]...")
-@click.option("--pack", help="Enable a whole pack instead.")
-@_TABLE_OPTION
-@click.pass_context
-def rules_enable(
-    ctx: click.Context, names: tuple[str, ...], pack: str | None, table: str | None
-) -> None:
-    """Run RULE (an id, or a rule file's name) again."""
-    _switch(ctx, names, pack, table, disable=False)
+_switch_command(
+    "disable",
+    True,
+    "Stop RULE (an id, or a rule file's name) from running; a correlation stops with its rules.",
+)
+_switch_command("enable", False, "Run RULE (an id, or a rule file's name) again.")
 
 
 @rules_group.command("remove")
-@click.option("--pack", "name", required=True, help="The pack to remove.")
+@click.option("--pack", "name", type=PACK, required=True, help="The pack to remove.")
 @_TABLE_OPTION
 @click.pass_context
 def rules_remove(ctx: click.Context, name: str, table: str | None) -> None:
@@ -565,12 +571,20 @@ def rules_remove(ctx: click.Context, name: str, table: str | None) -> None:
     "--since", type=Instant(), help="From this instant (ISO-8601 with a zone); default: a day ago."
 )
 @click.option("--until", type=Instant(), help="Until this instant; default: now.")
-@click.option("--database", help="Athena: the stack's AthenaDatabaseName output.")
-@click.option("--workgroup", default="primary", show_default=True, help="Athena workgroup.")
 @click.option(
-    "--output-location", help="Athena: s3://… for the results, if the workgroup has none."
+    "--database", type=ATHENA_DATABASE, help="Athena: the stack's AthenaDatabaseName output."
 )
-@click.option("--log-group", help="Logs Insights: the log group (default LOG_GROUP_NAME).")
+@click.option(
+    "--workgroup", type=WORKGROUP, default="primary", show_default=True, help="Athena workgroup."
+)
+@click.option(
+    "--output-location",
+    type=S3_LOCATION,
+    help="Athena: s3://… for the results, if the workgroup has none.",
+)
+@click.option(
+    "--log-group", type=LOG_GROUP, help="Logs Insights: the log group (default LOG_GROUP_NAME)."
+)
 @click.option(
     "--timeout",
     type=Seconds(),
@@ -743,6 +757,9 @@ def _run_insights(
 
 
 def _print_rows(out: Any, rows: Sequence[Mapping[str, str]], title: str) -> None:
+    if not rows:
+        out.print(f"{safe(title)}: 0 found")
+        return
     table = Table(title=f"{safe(title)}: {len(rows)} found", title_justify="left")
     columns = list(dict.fromkeys(key for row in rows for key in row))
     for column in columns:
