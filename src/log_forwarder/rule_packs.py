@@ -266,6 +266,9 @@ class RulePacks:
     _next_read: float = field(default=float("-inf"), init=False, repr=False)
     # Plans already verified and loaded, by digest: an unchanged pack is not parsed again.
     _loaded: dict[str, Plan] = field(default_factory=dict, init=False, repr=False)
+    # What the active plan was made of: a read that finds the same gives the same Plan object,
+    # so whatever a caller derived from it (detections.py's split of it) stays valid.
+    _made_of: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     def __call__(self) -> Plan:
         return self.active().plan
@@ -300,8 +303,17 @@ class RulePacks:
             if kept is None:
                 return ActivePlan(default, (DEFAULT_PACK,), tuple(problems))
             return ActivePlan(kept.plan, kept.packs, tuple(problems), kept.disabled)
-        loaded = [self._load(pack) for pack in stored.packs if pack.enabled]
+        enabled = [pack for pack in stored.packs if pack.enabled]
+        made_of = (
+            id(default),
+            tuple(sorted((p.name, p.sha256) for p in enabled)),
+            stored.disabled,
+        )
+        loaded = [self._load(pack) for pack in enabled]
         plan, names, assembled = assemble(default, loaded, stored.disabled)
+        if self._active is not None and made_of == self._made_of:
+            plan = self._active.plan
+        self._made_of = made_of
         problems.extend(stored.unreadable)
         problems.extend(assembled)
         for problem in problems:

@@ -291,3 +291,8 @@ def test_what_hunting_cannot_translate_is_refused_by_name(condition: list[Any], 
 def test_a_hostile_value_stays_inside_its_literal() -> None:
     queries = hunt(plan_document(["str", 0, "eq", "x' OR '1'='1", True], "data.ip"), "r")
     assert "COALESCE(ip = 'x'' OR ''1''=''1', false)" in queries.athena
+
+
+def test_a_field_logs_insights_cannot_quote_is_refused_not_guessed() -> None:
+    with pytest.raises(RulePackError, match="cannot be named in Logs Insights"):
+        hunt(plan_document(["str", 0, "eq", "x", False], "data.details.a`b"), "r")

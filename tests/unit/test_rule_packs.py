@@ -272,3 +272,17 @@ def test_a_default_pack_that_does_not_load_is_reported_not_raised() -> None:
     active = RulePacks(store, broken, max_age_s=60, clock=Clock()).active()
     assert ids(active.plan.matching({"type": "fp"})) == [FAILED]
     assert [p.pack for p in active.problems] == [DEFAULT_PACK]
+
+
+def test_a_read_that_finds_nothing_changed_gives_the_same_plan_object() -> None:
+    store = FakeStore(
+        [pack_item("mine", document(("a.yml", rule(FAILED, "fp"))), installed_at="t")]
+    )
+    clock = Clock()
+    packs = provider(store, clock)
+    first = packs()
+    clock.now += 60
+    assert packs() is first and store.reads == 2
+    store.items.append({"pack": {"S": DISABLED_KEY}, "rule_ids": {"SS": [FAILED]}})
+    clock.now += 60
+    assert packs() is not first

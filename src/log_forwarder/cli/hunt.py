@@ -290,7 +290,14 @@ def _insights_fields(path: Sequence[str]) -> list[str]:
 
 
 def _insights_name(name: str) -> str:
-    return name if re.fullmatch(r"[A-Za-z0-9_.@$]+", name) else "`" + name + "`"
+    if re.fullmatch(r"[A-Za-z0-9_.@$]+", name):
+        return name
+    if re.search(r"[`\x00-\x1f\x7f]", name):
+        # No quoting is documented for a backtick inside backticks: refused, not guessed.
+        raise RulePackError(
+            f"field {name!r} cannot be named in Logs Insights (a backtick or control)"
+        )
+    return "`" + name + "`"
 
 
 def _insights(expr: Sequence[Any], fields: Sequence[tuple[str, ...]]) -> str:
