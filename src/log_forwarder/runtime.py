@@ -105,6 +105,9 @@ def build_runtime(
         pushed = DynamoPushedLedger(
             settings.pushed_events_table, client("dynamodb", AWS_CLIENT_CONFIG)
         )
+    # The active detection plan's provider (rule_packs.py); the detection path takes its plan
+    # from it once that path evaluates Sigma plans (task sigma-wire's seam).
+    packs = rule_packs(settings, client, clock, overrides.rule_packs)
     forwarder = Forwarder(
         settings=settings,
         source=overrides.source(auth0),
@@ -115,7 +118,6 @@ def build_runtime(
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
-    packs = rule_packs(settings, client, clock, overrides.rule_packs)
     return Runtime(settings, forwarder, store, watch_list, tuple(sinks), packs)
 
 
