@@ -130,9 +130,10 @@ def modules_without_bytecode(artifact: Path) -> list[str]:
     return missing
 
 
-# The Sigma engine (#23) is built and proven, and packaged ahead of the change that makes the
-# detection rules run on it; that change imports it from the handlers and empties this set.
-PACKAGED_AHEAD_OF_USE = frozenset({"log_forwarder.sigma_plan", "log_forwarder.sigma_step"})
+# The rule packs' provider imports the plan evaluator (sigma_plan); the correlation step is
+# packaged ahead of the change that makes the detection rules run on the engine, which imports it
+# from the handlers and empties this set.
+PACKAGED_AHEAD_OF_USE = frozenset({"log_forwarder.sigma_step"})
 
 
 def handler_modules() -> set[str]:
