@@ -408,7 +408,7 @@ def _watch(
 ) -> None:
     """The watch list as table items (WATCHED_USER_IDS holds 4 KB at most in Lambda), each with
     a checkpoint `state` if given."""
-    from log_forwarder.checkpoint_store import encode_state
+    from log_forwarder.store import encode_state
 
     table = aws.client("dynamodb")
     extra: dict[str, Any] = {}

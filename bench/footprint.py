@@ -353,12 +353,12 @@ def _sink_calls(drain: Drain) -> str:
 
 def cpu_per_thousand(repeat: int = 20) -> list[Row]:
     """CPU of the pure steps for 1,000 realistic events: the best of `repeat` rounds each."""
-    from log_forwarder.checkpoint_store import encode_state
     from log_forwarder.convert import ConvertContext, event_line
     from log_forwarder.cursor import Cursor, ReadPosition
     from log_forwarder.events import parse_event
     from log_forwarder.records import batch_id_for
     from log_forwarder.sinks.batching import cloudwatch_batches, s3_objects
+    from log_forwarder.store import encode_state
 
     now = datetime.now(UTC)
     raw = generate_user_events(

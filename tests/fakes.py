@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
 from log_forwarder.events import parse_date_ms
 from log_forwarder.exceptions import (
     Auth0NotFoundError,
@@ -31,6 +30,7 @@ from log_forwarder.pushed import (
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import Deadline
 from log_forwarder.source import CallScope
+from log_forwarder.store import RawItem, VersionedStore, Write
 
 _QUERY = re.compile(r'^user_id:"((?:[^"\\]|\\.)*)"(?: AND date:\[(\S+) TO (\S+)\])?$')
 # Tenant-wide queries without a user (where the stream starts): a date range or nothing.
@@ -185,7 +185,7 @@ class RecordingSink:
 
 
 class InMemoryCheckpointStore(VersionedStore):
-    """The checkpoint protocol (checkpoint_store.VersionedStore) in a dict, for unit tests."""
+    """The checkpoint protocol (store.VersionedStore) in a dict, for unit tests."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -41,15 +41,13 @@ from .exceptions import (
 )
 from .pacing import Pacer, RateLimitHeaders
 from .retry import MIN_ATTEMPT_S, Attempts, RetryPolicy, retry_call
-from .source import CallScope, CallStats
+from .source import PER_PAGE_MAX, CallScope, CallStats
 
 __all__ = ["Auth0Client", "CallScope", "CallStats", "ClientCredentials"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-PER_PAGE_MAX = 100
-SEARCH_CAP = 1000
 # Renew this long before expiry so a token never dies in the middle of a run; a short-lived token
 # renews this fraction of its lifetime early instead (else it would be renewed on every call).
 TOKEN_RENEW_MARGIN_S = 300

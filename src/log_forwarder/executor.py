@@ -21,13 +21,13 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from .checkpoint_store import CheckpointStore, SummaryValue
 from .cursor import Cursor
 from .exceptions import ConfigError, ForwarderError, NewerStateError
 from .planner import Batch
 from .records import DeliveryReport
 from .retry import UNLIMITED, Deadline
 from .sinks import Sink
+from .store import CheckpointStore, SummaryValue
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from .auth0_client import PER_PAGE_MAX, SEARCH_CAP
 from .chunk import Chunk, UserSpan
 from .events import LogEvent, Malformed, iso_ms, parse_page
 from .exceptions import (
@@ -33,7 +32,7 @@ from .exceptions import (
     OutOfTime,
 )
 from .gaps import ReadFacts
-from .source import CallScope, LogSource
+from .source import PER_PAGE_MAX, SEARCH_CAP, CallScope, LogSource
 
 logger = logging.getLogger(__name__)
 

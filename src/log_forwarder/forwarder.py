@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from .checkpoint_store import CheckpointStore
 from .chunk import Chunk
 from .config import Settings
 from .exceptions import OutOfTime
@@ -37,6 +36,7 @@ from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
 from .session import RunContext, SessionEnv, Start, UserSession
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
+from .store import CheckpointStore
 from .stream import sample_rate
 from .stream_run import StreamRun, TenantRecord
 

@@ -18,7 +18,7 @@ import httpx
 
 from .auth0_client import Auth0Client
 from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG, ClientFactory, session_clients
-from .checkpoint_store import CheckpointStore, DynamoCheckpointStore
+from .checkpoint_store import DynamoCheckpointStore
 from .config import Settings
 from .credentials import credentials_source
 from .forwarder import Forwarder
@@ -27,8 +27,12 @@ from .pacing import Pacer
 from .planner import OutputPolicy
 from .pushed import PushedLedger
 from .pushed_store import DynamoPushedLedger
-from .sinks import CloudWatchSink, EventBridgeSink, PrefixedSink, S3Sink, Sink
+from .sinks import PrefixedSink, Sink
+from .sinks.cloudwatch import CloudWatchSink
+from .sinks.eventbridge import EventBridgeSink
+from .sinks.s3 import S3Sink
 from .source import LogSource
+from .store import CheckpointStore
 from .watch_list import DynamoWatchList
 
 if TYPE_CHECKING:

@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from .checkpoint_store import CheckpointStore, StoredCheckpoint
 from .chunk import Chunk, FactsSpan
 from .config import Settings
 from .cursor import Cursor, Selection
@@ -48,6 +47,7 @@ from .read_mode import TenantState
 from .report import TenantFailure, UserReport
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
+from .store import CheckpointStore, StoredCheckpoint
 from .user_lookup import LookupQuota, look_up, lookup_due
 
 logger = logging.getLogger(__name__)

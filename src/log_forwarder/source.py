@@ -15,6 +15,11 @@ from typing import Any, Protocol
 
 from .retry import UNLIMITED, Deadline
 
+# What Auth0's log endpoints allow (docs: auth0-logs-api.md): at most 100 entries a page, and no
+# page past the first 1,000 results of a query.
+PER_PAGE_MAX = 100
+SEARCH_CAP = 1000
+
 
 @dataclass(slots=True)
 class CallStats:

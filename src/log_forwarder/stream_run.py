@@ -32,7 +32,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from .checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
@@ -45,6 +44,7 @@ from .report import TenantFailure
 from .retry import Deadline
 from .roster import digest, pack
 from .session import Outcome, RunContext, SessionEnv, Start, UserSession, outcome_of
+from .store import CheckpointStore, StoredCheckpoint, SummaryValue
 from .stream import (
     STREAM_SOURCE,
     CheckpointUnknown,

@@ -21,8 +21,8 @@ from log_forwarder.cli.local import LocalDir, SqliteCheckpointStore
 from log_forwarder.cli.progress import Stopper
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, ConfigError
 from log_forwarder.records import Delivery, OutputLine, batch_id_for
-from log_forwarder.sinks import S3Sink
 from log_forwarder.sinks.batching import s3_objects
+from log_forwarder.sinks.s3 import S3Sink
 
 ROOT = Path(__file__).resolve().parents[2]
 USER = "samlp|corp|carol/admin@example.com"

@@ -267,7 +267,7 @@ class Killed(BaseException):
 def test_a_worker_killed_mid_tenant_is_retried_after_its_timeout_and_loses_nothing(
     aws: LocalAws, simulators: Callable[[str], Auth0Simulator], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from log_forwarder.sinks import S3Sink
+    from log_forwarder.sinks.s3 import S3Sink
 
     rng = random.Random(13)
     acme = simulators("acme")

@@ -27,9 +27,9 @@ from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.state_fixtures import fixture_items, release, release_env
-from log_forwarder.checkpoint_store import encode_state
 from log_forwarder.cursor import CURSOR_STATE
 from log_forwarder.read_mode import TENANT_KEY, TENANT_STATE
+from log_forwarder.store import encode_state
 from tests.e2e.conftest import ok, stack_name
 from tests.e2e.test_faults import FAULT_LEDGER, FaultRow
 

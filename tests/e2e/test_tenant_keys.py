@@ -11,8 +11,10 @@ import pytest
 from devtools.local_aws import DeployedResources, LocalAws, deploy_template
 from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.sinks import CloudWatchSink, PrefixedSink, S3Sink
+from log_forwarder.sinks import PrefixedSink
 from log_forwarder.sinks.batching import stream_name_for, user_slug
+from log_forwarder.sinks.cloudwatch import CloudWatchSink
+from log_forwarder.sinks.s3 import S3Sink
 from log_forwarder.tenants import Tenant
 
 USER = "auth0|5f7c8ec7c33c6c004bbafe82"

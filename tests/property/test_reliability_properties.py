@@ -17,7 +17,7 @@ from log_forwarder.exceptions import DeliveryError
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.records import Delivery, OutputLine
 from log_forwarder.retry import RetryPolicy
-from log_forwarder.sinks import CloudWatchSink
+from log_forwarder.sinks.cloudwatch import CloudWatchSink
 from tests.fakes import (
     FakeAuth0,
     InMemoryCheckpointStore,

@@ -18,12 +18,9 @@ import pytest
 from botocore.stub import Stubber
 
 from devtools.local_aws import LocalAws, deploy_template
-from log_forwarder.checkpoint_store import (
-    MAX_STATE_BYTES,
-    CheckpointStore,
-    DynamoCheckpointStore,
-)
+from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.exceptions import CheckpointConflict, CheckpointStateError
+from log_forwarder.store import MAX_STATE_BYTES, CheckpointStore
 from tests.fakes import InMemoryCheckpointStore
 
 
@@ -295,8 +292,8 @@ def test_a_save_repeated_after_its_answer_was_lost_is_not_a_conflict(
 
 def test_every_backend_is_the_one_base_class_over_a_raw_seam() -> None:
     # The protocol's rules live once, in VersionedStore; a backend overrides only the raw I/O.
-    from log_forwarder.checkpoint_store import VersionedStore
     from log_forwarder.cli.local import SqliteCheckpointStore
+    from log_forwarder.store import VersionedStore
 
     seam = {"_get", "_put_if_version", "_watched_keys"}
     for backend in (DynamoCheckpointStore, SqliteCheckpointStore, InMemoryCheckpointStore):

@@ -18,7 +18,9 @@ from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.config import Settings
 from log_forwarder.credentials import credentials_source, pseudonym_key
 from log_forwarder.runtime import build_runtime
-from log_forwarder.sinks import CloudWatchSink, EventBridgeSink, S3Sink
+from log_forwarder.sinks.cloudwatch import CloudWatchSink
+from log_forwarder.sinks.eventbridge import EventBridgeSink
+from log_forwarder.sinks.s3 import S3Sink
 from log_forwarder.watch_list import DynamoWatchList
 
 ENV = {

@@ -246,8 +246,8 @@ def test_an_event_dated_ahead_does_not_hide_an_expiry_gap() -> None:
 
 def test_an_unreadable_checkpoint_item_fails_only_its_user() -> None:
     # GIVEN a store whose item for one user cannot be decoded
-    from log_forwarder.checkpoint_store import StoredCheckpoint
     from log_forwarder.exceptions import CheckpointStateError
+    from log_forwarder.store import StoredCheckpoint
 
     class OneBadItem(InMemoryCheckpointStore):
         def load(self, user_ids: Any) -> dict[str, StoredCheckpoint]:

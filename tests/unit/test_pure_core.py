@@ -1,5 +1,6 @@
-"""The pure core imports nothing that does I/O: the planner and the cursor load in a fresh
-interpreter where httpx, boto3 and botocore cannot be imported at all."""
+"""What does no I/O imports nothing that does: the pure core, the ports (the seams the adapters
+implement) and the orchestration over them load in a fresh interpreter where httpx, boto3 and
+botocore cannot be imported at all."""
 
 from __future__ import annotations
 
@@ -8,52 +9,86 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
+
+PURE_CORE = ("planner", "cursor", "chunk", "convert", "sinks.batching")
+# The seams: a destination, the checkpoint protocol, Auth0's reads, the pushed-events ledger.
+PORTS = ("sinks", "store", "source", "pushed")
+# One run's drivers: they do I/O only through the ports.
+ORCHESTRATION = (
+    "session",
+    "executor",
+    "forwarder",
+    "per_user",
+    "stream_run",
+    "fetch",
+    "stream",
+)
 
 BLOCKED_IMPORT = textwrap.dedent(
     """
-    import sys
+    import importlib, sys
+
+    IO = {"httpx", "boto3", "botocore"}
 
     class Blocked:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in {"httpx", "boto3", "botocore"}:
+            if name.split(".")[0] in IO:
                 raise ImportError(f"{name} is blocked: the pure core must not import it")
             return None
 
     sys.meta_path.insert(0, Blocked())
-    import log_forwarder.planner, log_forwarder.cursor, log_forwarder.chunk
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in {"httpx", "boto3", "botocore"})
+    refused = []
+    for module in sys.argv[1:]:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            refused.append(f"{module}: {error}")
+    assert not refused, refused
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in IO)
     assert not loaded, loaded
     print("pure")
     """
 )
 
 
-def test_the_planner_and_the_cursor_import_with_httpx_and_boto3_blocked() -> None:
-    done = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", BLOCKED_IMPORT],
+def _import_blocked(*modules: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", BLOCKED_IMPORT, *modules],
         env={"PYTHONPATH": str(SRC)},
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@pytest.mark.parametrize(
+    "modules",
+    [PURE_CORE, PORTS, ORCHESTRATION],
+    ids=["the pure core", "the ports", "the orchestration"],
+)
+def test_imports_with_httpx_boto3_and_botocore_blocked(modules: tuple[str, ...]) -> None:
+    done = _import_blocked(*(f"log_forwarder.{module}" for module in modules))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "pure"
 
 
 def test_the_blocker_itself_refuses_an_io_module() -> None:
-    # The check above means something only if the blocker really refuses what it names.
-    code = BLOCKED_IMPORT.replace(
-        "import log_forwarder.planner,", "import httpx, log_forwarder.planner,"
-    )
-    done = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": str(SRC)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode != 0 and "httpx is blocked" in done.stderr
+    # The checks above mean something only if the blocker really refuses what it names.
+    for io_module in ("httpx", "boto3", "botocore.exceptions"):
+        done = _import_blocked("log_forwarder.planner", io_module)
+        assert done.returncode != 0
+        assert f"{io_module}: {io_module.split('.')[0]} is blocked" in done.stderr
+
+
+def test_the_blocker_refuses_an_adapter() -> None:
+    # An adapter imports its I/O library: the same check fails for it, naming the module.
+    done = _import_blocked("log_forwarder.sinks.cloudwatch", "log_forwarder.checkpoint_store")
+    assert done.returncode != 0
+    assert "log_forwarder.sinks.cloudwatch: botocore" in done.stderr
+    assert "log_forwarder.checkpoint_store: botocore" in done.stderr
 
 
 NO_SIDE_EFFECTS = textwrap.dedent(

@@ -19,8 +19,9 @@ from devtools.local_aws import DeployedResources, LocalAws, deploy_template
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine, batch_id_for
 from log_forwarder.retry import RetryPolicy
-from log_forwarder.sinks import CloudWatchSink, S3Sink, rejected_indices
 from log_forwarder.sinks.batching import CW_MAX_EVENT_BYTES, stream_name_for, user_slug
+from log_forwarder.sinks.cloudwatch import CloudWatchSink, rejected_indices
+from log_forwarder.sinks.s3 import S3Sink
 
 HOUR_MS = 3600 * 1000
 DAY_MS = 24 * HOUR_MS

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from devtools.state_fixtures import fixture_items
-from log_forwarder.checkpoint_store import decode_state
 from log_forwarder.cli.local import SqliteCheckpointStore
 from log_forwarder.cli.status import statuses
 from log_forwarder.cursor import CURSOR_STATE, Cursor
 from log_forwarder.exceptions import NewerStateError
 from log_forwarder.read_mode import TENANT_KEY, TenantState
+from log_forwarder.store import decode_state
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from tests.property.test_cursor_properties import BASE_MS, make_forwarder
 from tests.state_v1 import CURSOR_KEYS_ADDED_SINCE_V1, TENANT_KEYS_ADDED_SINCE_V1

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from log_forwarder.checkpoint_store import decode_state
 from log_forwarder.exceptions import Auth0UnavailableError, OutOfTime
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.report import metric_values
+from log_forwarder.store import decode_state
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from tests.property.test_cursor_properties import make_forwarder
 from tests.unit.test_stream_overlaps import BASE, MIN, U, V, event

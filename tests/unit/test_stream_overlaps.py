@@ -25,13 +25,13 @@ from typing import Any
 
 import pytest
 
-from log_forwarder.checkpoint_store import decode_state
 from log_forwarder.cursor import Cursor
 from log_forwarder.events import iso_ms
 from log_forwarder.exceptions import DeliveryError, OutOfTime
 from log_forwarder.read_back import read_back
 from log_forwarder.read_mode import TENANT_KEY
 from log_forwarder.records import Delivery, DeliveryReport
+from log_forwarder.store import decode_state
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, RecordingSink
 from tests.property.test_cursor_properties import make_forwarder
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from log_forwarder.checkpoint_store import CheckpointStore, StoredCheckpoint, SummaryValue
 from log_forwarder.config import Settings, StartFrom
 from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
@@ -38,6 +37,7 @@ from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.sinks import Sink
 from log_forwarder.sinks.batching import normalise_prefix, user_slug
 from log_forwarder.source import CallScope, LogSource
+from log_forwarder.store import CheckpointStore, StoredCheckpoint, SummaryValue
 
 from .progress import Counters
 from .status import BACKFILL_PREFIX

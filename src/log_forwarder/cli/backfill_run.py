@@ -14,7 +14,9 @@ from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.runtime import Overrides, build_runtime
-from log_forwarder.sinks import CloudWatchSink, S3Sink, Sink
+from log_forwarder.sinks import Sink
+from log_forwarder.sinks.cloudwatch import CloudWatchSink
+from log_forwarder.sinks.s3 import S3Sink
 
 from .backfill import (
     BackfillOutcome,

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from log_forwarder.checkpoint_store import RawItem, VersionedStore, Write
 from log_forwarder.cursor import Cursor
 from log_forwarder.exceptions import (
     CheckpointError,
@@ -33,6 +32,7 @@ from log_forwarder.exceptions import (
 from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import Deadline
 from log_forwarder.sinks.objects import ObjectSink
+from log_forwarder.store import RawItem, VersionedStore, Write
 
 from .status import UNREADABLE_SUMMARY
 
@@ -50,7 +50,7 @@ def iso_now(clock_s: float) -> str:
 
 
 class SqliteCheckpointStore(VersionedStore):
-    """The checkpoint protocol (checkpoint_store.VersionedStore) in one SQLite file: SQL only.
+    """The checkpoint protocol (store.VersionedStore) in one SQLite file: SQL only.
     Also holds a local watch list."""
 
     def __init__(self, path: Path, *, timeout_s: float = 10.0) -> None:

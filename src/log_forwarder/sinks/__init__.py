@@ -1,8 +1,12 @@
-"""Destinations: CloudWatch Logs (one stream per user) and S3 (gzipped JSON lines per UTC day).
+"""Destinations: the port every destination implements, and nothing that does I/O.
 
 A sink takes one Delivery and either accepts every line or raises DeliveryError, so the caller
 moves the checkpoint only after every destination has acknowledged the batch. Line contents are
 personal data: log messages here carry counts, ids and names, never lines.
+
+The adapters are modules of their own, imported by whoever builds them (runtime.py):
+cloudwatch.py, s3.py (over objects.py), eventbridge.py; batching.py is their pure arithmetic.
+Importing this package, or the orchestration that names `Sink`, loads no AWS library.
 """
 
 from __future__ import annotations
@@ -11,18 +15,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from log_forwarder.records import Delivery, DeliveryReport
-from log_forwarder.sinks.cloudwatch import CloudWatchSink, rejected_indices
-from log_forwarder.sinks.eventbridge import EventBridgeSink
-from log_forwarder.sinks.s3 import S3Sink
 
-__all__ = [
-    "CloudWatchSink",
-    "EventBridgeSink",
-    "PrefixedSink",
-    "S3Sink",
-    "Sink",
-    "rejected_indices",
-]
+__all__ = ["PrefixedSink", "Sink"]
 
 
 class Sink(Protocol):
