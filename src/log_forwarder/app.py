@@ -7,7 +7,6 @@ by warm ones, with its clients and the Auth0 token.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,37 +17,22 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import observability
-from .config import Settings, check_user_id
+from .config import Settings
 from .exceptions import ConfigError, RunFailed
 from .report import RunReport, findings_by_rule, metric_values
 from .retry import Deadline
 from .runtime import Runtime, build_runtime
+from .watch_list import watched_users
 
-__all__ = ["build_runtime", "forward", "lambda_handler", "reset_runtime", "watched_users"]
+__all__ = ["build_runtime", "forward", "lambda_handler", "reset_runtime"]
 
-_runtime: Runtime | None = None
-_runtime_clock: Callable[[], float] = time.time
-_runtime_lock = threading.Lock()
+_runtime = observability.Lazy(lambda clock: build_runtime(Settings.from_env(), clock=clock))
 
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
-    """Forget the runtime earlier invocations built, as a new container starts without one.
-
-    The next invocation builds a fresh one from the environment, with `clock` as its wall clock
-    (the benchmark replays a day in seconds). For tests and local runs; Lambda never calls it.
-    """
-    global _runtime, _runtime_clock
-    with _runtime_lock:
-        _runtime = None
-        _runtime_clock = clock
-
-
-def _get_runtime() -> Runtime:
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None:
-            _runtime = build_runtime(Settings.from_env(), clock=_runtime_clock)
-        return _runtime
+    """Forget the runtime earlier invocations built, as a new container starts without one
+    (observability.Lazy): the next invocation builds one from the environment, on `clock`."""
+    _runtime.reset(clock=clock)
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -57,7 +41,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return forward(_get_runtime(), context)
+    return forward(_runtime.get(), context)
 
 
 def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
@@ -73,7 +57,7 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
             f"TIME_MARGIN_SECONDS={margin_ms // 1000} must be below the function timeout "
             f"({context.get_remaining_time_in_millis() // 1000} s left at the start of this run)"
         )
-    user_ids = watched_users(runtime)
+    user_ids = watched_users(runtime.settings, runtime.watch_list, runtime.store)
     # Read before the run (at most every RULE_PACKS_MAX_AGE_SECONDS): the report names the plan.
     packs = None
     if runtime.rule_packs is not None:
@@ -91,28 +75,6 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
         # The tenant stream stopped: its checkpoint could not be written.
         raise RunFailed(f"tenant stream stopped: {report.read.error}")
     return summary
-
-
-def watched_users(runtime: Runtime) -> list[str]:
-    """WATCHED_USER_IDS when set; else the watch list table and, from before it existed, the
-    checkpoint items marked `watch = true`. A warning says what looks wrong (the metrics
-    WatchedUsers and UnknownUsers count it)."""
-    if runtime.settings.watched_user_ids:
-        return list(runtime.settings.watched_user_ids)
-    listed = runtime.watch_list.users() if runtime.watch_list is not None else []
-    users = list(dict.fromkeys([*listed, *runtime.store.watched_users()]))
-    if not users:
-        observability.logger().warning(
-            "No watched users: set WATCHED_USER_IDS, or add users with "
-            "`auth0-log-forwarder watch add USER` (the WatchListTable)"
-        )
-    for user_id in users:
-        try:
-            check_user_id(user_id, "the watch list table")
-        except ConfigError as error:
-            # Still forwarded: Auth0 decides, and a 404 is reported as an unknown user.
-            observability.logger().warning(str(error), extra={"user_id": user_id})
-    return users
 
 
 def _publish(report: RunReport) -> None:

@@ -13,7 +13,6 @@ from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import AWS_ERRORS, call_aws, error_code, is_transient
 from log_forwarder.exceptions import CheckpointError
-from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import (
     AWS_ATTEMPT_S,
     UNLIMITED,
@@ -23,7 +22,7 @@ from log_forwarder.retry import (
     Settled,
     retry_call,
 )
-from log_forwarder.store import RawItem, VersionedStore, Write
+from log_forwarder.store import OWN_KEY_PREFIX, RawItem, VersionedStore, Write
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient

@@ -18,7 +18,8 @@ from .detections import MAX_THRESHOLD, RULES, SOURCE_KINDS, DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
 from .ocsf import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
-from .read_mode import OWN_KEY_PREFIX, READ_MODES, ReadMode
+from .read_mode import READ_MODES, ReadMode
+from .store import OWN_KEY_PREFIX
 
 Destination = Literal["cloudwatch", "s3"]
 _DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")

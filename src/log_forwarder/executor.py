@@ -17,88 +17,14 @@ version read, so a run that lost a race raises CheckpointConflict before it deli
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Generic, Protocol, TypeVar
 
 from .cursor import Cursor
-from .exceptions import ConfigError, ForwarderError, NewerStateError
+from .exceptions import ConfigError
 from .planner import Batch
 from .records import DeliveryReport
-from .retry import UNLIMITED, Deadline
 from .sinks import Sink
-from .store import CheckpointStore, SummaryValue
-
-logger = logging.getLogger(__name__)
-
-
-class Stored(Protocol):
-    """A value kept in the checkpoint table."""
-
-    def to_state(self) -> dict[str, Any]: ...
-
-
-V = TypeVar("V", bound=Stored)
-
-
-class VersionedItem(Generic[V]):
-    """An item of the checkpoint table as last read or written, and the conditional writes that
-    move it: a user's checkpoint, or the tenant item. Every write names the version read, so a
-    run that lost a race gets CheckpointConflict instead of moving what another run moved.
-
-    `refused`: the item as stored was written by a newer release that this one cannot read
-    (`value` is then only a stand-in): every write raises it, so the item is left untouched."""
-
-    def __init__(
-        self,
-        store: CheckpointStore,
-        key: str,
-        value: V,
-        version: int | None,
-        deadline: Deadline = UNLIMITED,
-        *,
-        refused: NewerStateError | None = None,
-    ) -> None:
-        self._store = store
-        self.key = key
-        self._version = version
-        self.value = value
-        self.deadline = deadline
-        self.refused = refused
-
-    @property
-    def version(self) -> int | None:
-        """The version last read or written (None: the item does not exist yet)."""
-        return self._version
-
-    def write(self, value: V) -> None:
-        if self.refused is not None:
-            raise self.refused
-        self._version = self._store.save(
-            self.key,
-            value.to_state(),
-            expected_version=self._version,
-            summary=self.summary_of(value),
-            deadline=self.deadline,
-        )
-        self.value = value
-
-    def summary_of(self, value: V) -> Mapping[str, SummaryValue]:
-        """What operators read beside the state (attributes of the item)."""
-        raise NotImplementedError
-
-    def write_best_effort(self, value: V, what: str) -> None:
-        """Write `value` if it differs; losing it to a failure or a race costs nothing but what
-        `what` says (logged)."""
-        if value == self.value:
-            return
-        try:
-            self.write(value)
-        except ForwarderError as error:
-            logger.warning(
-                f"Could not update the item; {what}",
-                extra={"key": self.key, "error": f"{type(error).__name__}: {error}"},
-            )
+from .store import SummaryValue, VersionedItem
 
 
 class Checkpoint(VersionedItem[Cursor]):

@@ -13,7 +13,6 @@ after the others are enqueued, so the Errors alarm and the failure queue see it.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,8 +123,7 @@ class Scheduler:
     queue: TenantQueue
 
 
-_scheduler: Scheduler | None = None
-_scheduler_lock = threading.Lock()
+_scheduler = observability.Lazy(lambda _clock: build_scheduler())
 
 
 def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
@@ -149,17 +147,7 @@ def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
 
 def reset_runtime(**_ignored: Any) -> None:
     """Forget the scheduler built so far, as a new container would (tests and local runs)."""
-    global _scheduler
-    with _scheduler_lock:
-        _scheduler = None
-
-
-def _get_scheduler() -> Scheduler:
-    global _scheduler
-    with _scheduler_lock:
-        if _scheduler is None:
-            _scheduler = build_scheduler()
-        return _scheduler
+    _scheduler.reset()
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -168,7 +156,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    scheduler = _get_scheduler()
+    scheduler = _scheduler.get()
     config = scheduler.tenants.load(force=True)
     tick = str(event.get("id") or context.aws_request_id)
     now = datetime.fromtimestamp(time.time(), tz=UTC).isoformat(timespec="milliseconds")

@@ -29,7 +29,7 @@ from .exceptions import OutOfTime
 from .per_user import read_users
 from .planner import OutputPolicy
 from .pushed import PushedLedger
-from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, decide
+from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantRecord, decide
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport, tenant_outage
 from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
@@ -38,7 +38,7 @@ from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
 from .store import CheckpointStore
 from .stream import sample_rate
-from .stream_run import StreamRun, TenantRecord
+from .stream_run import StreamRun
 
 logger = logging.getLogger(__name__)
 

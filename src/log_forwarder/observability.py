@@ -1,8 +1,10 @@
-"""The functions' logger and metrics (Powertools), set up on first use.
+"""What a handler module sets up on first use: the functions' logger and metrics (Powertools),
+and what it builds from the environment (its `Lazy`: a runtime, the worker, the scheduler).
 
-Importing a handler module sets nothing up: no handler on any logger, no metrics buffer. The
-first invocation builds both, once per container, and wraps the handler with Powertools'
-decorators (the correlation id, the EMF flush, the cold-start metric) the same way every time.
+Importing a handler module sets nothing up: no handler on any logger, no metrics buffer, no
+client. The first invocation builds them, once per container, and wraps the handler with
+Powertools' decorators (the correlation id, the EMF flush, the cold-start metric) the same way
+every time.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 SERVICE = "auth0-user-log-forwarder"
 NAMESPACE = "Auth0LogForwarder"
 
 Handler = Callable[[dict[str, Any], Any], Any]
+T = TypeVar("T")
 
 
 def service() -> str:
@@ -66,3 +71,27 @@ def instrumented(
         return wrapped_once()(event, context)
 
     return call
+
+
+class Lazy(Generic[T]):
+    """What a handler module builds from the environment on its first invocation and keeps for
+    the warm ones (its clients, the Auth0 token): `build(clock)`, `clock` the wall clock it is
+    built with. `reset` forgets it, as a new container starts without it: tests, local runs and
+    the benchmark (which replays a day in seconds on its own clock); Lambda never calls it."""
+
+    def __init__(self, build: Callable[[Callable[[], float]], T]) -> None:
+        self._build = build
+        self._clock: Callable[[], float] = time.time
+        self._built: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._built is None:
+                self._built = self._build(self._clock)
+            return self._built
+
+    def reset(self, *, clock: Callable[[], float] = time.time, built: T | None = None) -> None:
+        """Build again on the next `get`, with `clock`; or use `built` (made by the caller)."""
+        with self._lock:
+            self._clock, self._built = clock, built

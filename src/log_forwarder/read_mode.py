@@ -7,8 +7,9 @@ READ_MODE=auto every run estimates both from what the last runs saw and takes th
 switching only when the other is clearly cheaper (by SWITCH_MARGIN), and never while some
 user's events are pending (an interrupted batch is finished in the mode that started it).
 
-Pure, like the planner: the tenant state, the estimates and the decision. stream_run.py reads
-the stream and forwarder.py measures; both hand their figures here.
+Pure, like the planner: the tenant state, the estimates and the decision, and the tenant item
+that holds the state (TenantRecord, written through the checkpoint store's port). stream_run.py
+reads the stream and forwarder.py measures; both hand their figures here.
 
 The tenant item lives in the checkpoint table under TENANT_KEY. Auth0 user ids are
 `<provider>|<id>`, so a key starting with "#" is never one; it has no `watch` attribute, so the
@@ -17,6 +18,7 @@ watch-list scan never returns it (the scan also skips every key starting with "#
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -25,10 +27,20 @@ from typing import Any, Literal
 from .codec import FLOAT, INT, STR, Key, Record, Schema, checked, items, one_of, optional, row
 from .cursor import StreamSeat
 from .events import iso_ms
+from .exceptions import CheckpointStateError, NewerStateError
+from .retry import Deadline
 from .roster import digest, unpack
+from .store import (
+    OWN_KEY_PREFIX,
+    CheckpointStore,
+    StoredCheckpoint,
+    SummaryValue,
+    VersionedItem,
+)
 
-TENANT_KEY = "#tenant"
-OWN_KEY_PREFIX = "#"
+logger = logging.getLogger(__name__)
+
+TENANT_KEY = OWN_KEY_PREFIX + "tenant"
 
 ReadMode = Literal["auto", "per-user", "stream"]
 AUTO: ReadMode = "auto"
@@ -249,6 +261,39 @@ class TenantState:
             "tenant_failing_since": iso_ms(self.failing_since_ms),
             "tenant_error_at": iso_ms(self.failed_at_ms),
         }
+
+
+class TenantRecord(VersionedItem[TenantState]):
+    """The tenant item as last read or written."""
+
+    def __init__(
+        self, store: CheckpointStore, stored: StoredCheckpoint | None, deadline: Deadline
+    ) -> None:
+        refused = None
+        try:
+            state = TenantState.from_state(stored.readable_state() if stored else None)
+        except NewerStateError as error:
+            # Not this release's to write: the run reads per user, the item stays as it is.
+            logger.error("Tenant item not read; reading per user", extra={"error": str(error)})
+            state, refused = TenantState(), error
+        except CheckpointStateError as error:
+            # Starting over costs a new stream era (every user read per user once), not events.
+            logger.error("Tenant item unreadable; starting over", extra={"error": str(error)})
+            state = TenantState()
+        version = stored.version if stored else None
+        super().__init__(store, TENANT_KEY, state, version, deadline, refused=refused)
+        self.users = 0  # watched users, for the item's summary
+
+    @property
+    def state(self) -> TenantState:
+        return self.value
+
+    @state.setter
+    def state(self, state: TenantState) -> None:
+        self.value = state
+
+    def summary_of(self, value: TenantState) -> Mapping[str, SummaryValue]:
+        return value.summary(self.users)
 
 
 def decide(

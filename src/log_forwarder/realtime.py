@@ -20,7 +20,6 @@ with no checkpoint yet or with a pending batch is left to the next scheduled run
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +30,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import observability
-from .app import watched_users
 from .chunk import Chunk, RealtimeSpan
 from .config import Settings
 from .events import LogEvent, Malformed, parse_page
 from .report import RunReport, UserReport
 from .runtime import Runtime, build_runtime
+from .watch_list import RecentWatchList
 
 __all__ = ["Pushed", "lambda_handler", "pushed_entries", "reset_runtime"]
 
@@ -46,31 +45,34 @@ REALTIME_SOURCE = "log_stream_push"
 # from their next run.
 WATCH_LIST_TTL_S = 60.0
 
-_runtime: Runtime | None = None
-_runtime_clock: Callable[[], float] = time.time
-_watch_list: tuple[float, frozenset[str]] | None = None
-_lock = threading.Lock()
+
+@dataclass(frozen=True)
+class _Container:
+    """What a warm container keeps: the runtime, and who is watched (asked at most every
+    WATCH_LIST_TTL_S)."""
+
+    runtime: Runtime
+    watched: RecentWatchList
+
+    @classmethod
+    def of(cls, runtime: Runtime) -> _Container:
+        watched = RecentWatchList(
+            runtime.settings, runtime.watch_list, runtime.store, ttl_s=WATCH_LIST_TTL_S
+        )
+        return cls(runtime, watched)
+
+
+_container = observability.Lazy(
+    lambda clock: _Container.of(build_runtime(Settings.from_env(), clock=clock))
+)
 
 
 def reset_runtime(
     *, clock: Callable[[], float] = time.time, runtime: Runtime | None = None
 ) -> None:
-    """Forget the container's runtime and watch list (tests and local runs; see app.py); with
-    `runtime`, use that one (built by build_runtime with overrides: tests and the bench)."""
-    global _runtime, _runtime_clock, _watch_list
-    with _lock:
-        _runtime, _runtime_clock, _watch_list = runtime, clock, None
-
-
-def _get_runtime() -> tuple[Runtime, frozenset[str]]:
-    global _runtime, _watch_list
-    with _lock:
-        if _runtime is None:
-            _runtime = build_runtime(Settings.from_env(), clock=_runtime_clock)
-        now = time.monotonic()
-        if _watch_list is None or now >= _watch_list[0]:
-            _watch_list = (now + WATCH_LIST_TTL_S, frozenset(watched_users(_runtime)))
-        return _runtime, _watch_list[1]
+    """Forget the container's runtime and watch list (observability.Lazy); with `runtime`, use
+    that one (built by build_runtime with overrides: tests and the bench)."""
+    _container.reset(clock=clock, built=_Container.of(runtime) if runtime is not None else None)
 
 
 def pushed_entries(event: Mapping[str, Any]) -> Iterator[object]:
@@ -158,7 +160,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    runtime, watched = _get_runtime()
+    container = _container.get()
+    runtime, watched = container.runtime, container.watched.users()
     messages = list(pushed_messages(event))
     pushed = Pushed.of((entry for _, entry in messages), watched, (i for i, _ in messages))
     report = runtime.forwarder.push(

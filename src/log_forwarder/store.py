@@ -32,6 +32,7 @@ A single-tenant store has no prefix: its items are exactly what they always were
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
@@ -40,13 +41,17 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .codec import READABLE_FROM_KEY, WRITTEN_KEY, Schema
-from .exceptions import CheckpointConflict, CheckpointStateError
-from .read_mode import OWN_KEY_PREFIX
+from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, NewerStateError
 from .retry import UNLIMITED, Deadline
 
+logger = logging.getLogger(__name__)
+
+# Keys of the forwarder's own items (the tenant item, a backfill's): Auth0 user ids are
+# `<provider>|<id>`, so such a key is never one, and the watch-list scan skips them all.
+OWN_KEY_PREFIX = "#"
 # DynamoDB items are limited to 400 KB; keep room for the key and the summary attributes.
 MAX_STATE_BYTES = 350 * 1024
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
@@ -206,6 +211,75 @@ class VersionedStore(ABC):
     @abstractmethod
     def _watched_keys(self) -> list[str]:
         """The keys (with this store's prefix) of the items marked as watched."""
+
+
+class Stored(Protocol):
+    """A value kept in the checkpoint table."""
+
+    def to_state(self) -> dict[str, Any]: ...
+
+
+V = TypeVar("V", bound=Stored)
+
+
+class VersionedItem(Generic[V]):
+    """An item of the checkpoint table as last read or written, and the conditional writes that
+    move it: a user's checkpoint, or the tenant item. Every write names the version read, so a
+    run that lost a race gets CheckpointConflict instead of moving what another run moved.
+
+    `refused`: the item as stored was written by a newer release that this one cannot read
+    (`value` is then only a stand-in): every write raises it, so the item is left untouched."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        key: str,
+        value: V,
+        version: int | None,
+        deadline: Deadline = UNLIMITED,
+        *,
+        refused: NewerStateError | None = None,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self._version = version
+        self.value = value
+        self.deadline = deadline
+        self.refused = refused
+
+    @property
+    def version(self) -> int | None:
+        """The version last read or written (None: the item does not exist yet)."""
+        return self._version
+
+    def write(self, value: V) -> None:
+        if self.refused is not None:
+            raise self.refused
+        self._version = self._store.save(
+            self.key,
+            value.to_state(),
+            expected_version=self._version,
+            summary=self.summary_of(value),
+            deadline=self.deadline,
+        )
+        self.value = value
+
+    def summary_of(self, value: V) -> Mapping[str, SummaryValue]:
+        """What operators read beside the state (attributes of the item)."""
+        raise NotImplementedError
+
+    def write_best_effort(self, value: V, what: str) -> None:
+        """Write `value` if it differs; losing it to a failure or a race costs nothing but what
+        `what` says (logged)."""
+        if value == self.value:
+            return
+        try:
+            self.write(value)
+        except ForwarderError as error:
+            logger.warning(
+                f"Could not update the item; {what}",
+                extra={"key": self.key, "error": f"{type(error).__name__}: {error}"},
+            )
 
 
 def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:

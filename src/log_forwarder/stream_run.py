@@ -35,16 +35,13 @@ from typing import TypeVar
 from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
-from .exceptions import Auth0AnswerTooLarge, CheckpointStateError, ForwarderError, NewerStateError
-from .executor import VersionedItem
+from .exceptions import Auth0AnswerTooLarge, ForwarderError
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
-from .read_mode import PER_USER, STREAM, TENANT_KEY, Decision, TenantState
+from .read_mode import PER_USER, STREAM, Decision, TenantRecord, TenantState
 from .report import TenantFailure
-from .retry import Deadline
 from .roster import digest, pack
 from .session import Outcome, RunContext, SessionEnv, Start, UserSession, outcome_of
-from .store import CheckpointStore, StoredCheckpoint, SummaryValue
 from .stream import (
     STREAM_SOURCE,
     CheckpointUnknown,
@@ -64,39 +61,6 @@ R = TypeVar("R")
 JOIN_LOOKBACK_MS = 3 * 3_600_000
 # Share of the run's time the per-user reads of joining users may take: the stream needs the rest.
 JOIN_SHARE = 0.5
-
-
-class TenantRecord(VersionedItem[TenantState]):
-    """The tenant item as last read or written."""
-
-    def __init__(
-        self, store: CheckpointStore, stored: StoredCheckpoint | None, deadline: Deadline
-    ) -> None:
-        refused = None
-        try:
-            state = TenantState.from_state(stored.readable_state() if stored else None)
-        except NewerStateError as error:
-            # Not this release's to write: the run reads per user, the item stays as it is.
-            logger.error("Tenant item not read; reading per user", extra={"error": str(error)})
-            state, refused = TenantState(), error
-        except CheckpointStateError as error:
-            # Starting over costs a new stream era (every user read per user once), not events.
-            logger.error("Tenant item unreadable; starting over", extra={"error": str(error)})
-            state = TenantState()
-        version = stored.version if stored else None
-        super().__init__(store, TENANT_KEY, state, version, deadline, refused=refused)
-        self.users = 0  # watched users, for the item's summary
-
-    @property
-    def state(self) -> TenantState:
-        return self.value
-
-    @state.setter
-    def state(self, state: TenantState) -> None:
-        self.value = state
-
-    def summary_of(self, value: TenantState) -> Mapping[str, SummaryValue]:
-        return value.summary(self.users)
 
 
 @dataclass

@@ -122,9 +122,7 @@ class Worker:
         return True
 
 
-_worker: Worker | None = None
-_worker_clock: Callable[[], float] = time.time
-_worker_lock = threading.Lock()
+_worker = observability.Lazy(lambda clock: build_worker(clock=clock))
 
 
 def build_worker(
@@ -146,18 +144,7 @@ def build_worker(
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
     """Forget the worker and its tenants' runtimes, as a new container starts without them."""
-    global _worker, _worker_clock
-    with _worker_lock:
-        _worker = None
-        _worker_clock = clock
-
-
-def _get_worker() -> Worker:
-    global _worker
-    with _worker_lock:
-        if _worker is None:
-            _worker = build_worker(clock=_worker_clock)
-        return _worker
+    _worker.reset(clock=clock)
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -166,7 +153,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    worker = _get_worker()
+    worker = _worker.get()
     failures: list[str] = []
     for record in event.get("Records", []):
         message_id = str(record.get("messageId", ""))

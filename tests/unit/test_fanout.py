@@ -139,7 +139,7 @@ def test_after_a_failed_record_the_rest_of_the_batch_goes_back_unprocessed(
         processed.append(rec["messageId"])
         return rec["messageId"] != "m2"
 
-    monkeypatch.setattr(worker, "_get_worker", lambda: object())
+    monkeypatch.setattr(worker._worker, "get", lambda: object())
     monkeypatch.setattr(worker, "_process", process)
     event = {"Records": [record(MESSAGE.body(), message_id=f"m{i}") for i in range(1, 5)]}
     # WHEN the worker handles it

@@ -29,10 +29,9 @@ from log_forwarder.exceptions import (
     ConfigError,
     DeliveryError,
 )
-from log_forwarder.read_mode import OWN_KEY_PREFIX
 from log_forwarder.retry import Deadline
 from log_forwarder.sinks.objects import ObjectSink
-from log_forwarder.store import RawItem, VersionedStore, Write
+from log_forwarder.store import OWN_KEY_PREFIX, RawItem, VersionedStore, Write
 
 from .status import UNREADABLE_SUMMARY
 

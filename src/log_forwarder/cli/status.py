@@ -16,8 +16,8 @@ from boto3.dynamodb.types import TypeDeserializer
 from rich.table import Table
 
 from log_forwarder.cursor import CURSOR_STATE
-from log_forwarder.read_mode import OWN_KEY_PREFIX, TENANT_KEY
-from log_forwarder.store import newer_release
+from log_forwarder.read_mode import TENANT_KEY
+from log_forwarder.store import OWN_KEY_PREFIX, newer_release
 
 from .terminal import add_safe_row
 
