@@ -33,7 +33,7 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantRecor
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport, tenant_outage
 from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
-from .session import RunContext, SessionEnv, Start, UserSession
+from .session import Opening, RunContext, SessionEnv, UserSession
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
 from .store import CheckpointStore
@@ -50,6 +50,9 @@ FINISH_RESERVE_MS = 5_000
 # average, at most 7): another invocation holds the user's checkpoint only from its intent to
 # its commit, a few hundred milliseconds.
 PUSH_BUSY_RETRY = RetryPolicy(attempts=8, base_s=0.1, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
+# Opening a user's session for a push: its state is taken as it stands, the reads look it up,
+# and its report keeps the dates it forwarded (the push's latency).
+PUSH = Opening(looks_up=False, keeps_dates=True)
 
 
 class Forwarder:
@@ -133,8 +136,7 @@ class Forwarder:
                 oldest = min((e.date_ms for e in pushed[user].events), default=None)
                 stored = loaded.get(user)
                 session = UserSession(user, stored, self._env, run, pushed_from_ms=oldest)
-                session.report.forwarded_dates = []  # for the push's latency
-                if not session.is_new and session.open(Start.REALTIME):
+                if not session.is_new and session.open(PUSH):
                     session.deliver(pushed[user], self._now_ms())
                 reports[user] = session.close()
                 if not reports[user].busy:

@@ -10,15 +10,50 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from .events import iso_ms
+from .exceptions import OutOfTime
 from .fetch import UserRead, read_user
+from .read_back import read_back
 from .read_mode import TenantState
-from .session import RunContext, Start, UserSession
+from .session import Opening, RunContext, UserSession
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PerUser(Opening):
+    """Opening a user read per user: a new user's start is fixed at first sight, and a user
+    leaving the stream has its pending events read back by id (read_back.py) and its seat ends.
+    `tenant`: the tenant item, which says what the stream verified for whom."""
+
+    tenant: TenantState = field(default_factory=TenantState)
+
+    def new(self, session: UserSession) -> None:
+        # With START_FROM=now, a user who stays quiet must not see "now" move forward with
+        # every run. (A user joining the stream has its start written with its seat.)
+        checkpoint = session.checkpoint
+        assert checkpoint is not None
+        checkpoint.write(checkpoint.cursor)
+
+    def taken(self, session: UserSession, out_of_time: Callable[[], bool]) -> None:
+        cursor, tenant = session.cursor, self.tenant
+        if cursor.seat is None:
+            return
+        # What the stream verified counts as verified for a user it moved with (gaps.py reads
+        # it); not for one it moved without (off the watch list meanwhile), whose expired
+        # events are a gap.
+        moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(session.user_id)
+        verified = tenant.verified_ms if moved_with else None
+        scope = session.run.scope
+        chunk = read_back(
+            session.env.source, cursor, scope, verified_ms=verified, out_of_time=out_of_time
+        )
+        if session.deliver(chunk, session.env.now_ms()) and session.cursor.seat is not None:
+            raise OutOfTime("reading back the pending events of a seat: the rest next run")
 
 
 def read_users(sessions: Sequence[UserSession], run: RunContext, tenant: TenantState) -> None:
@@ -33,15 +68,14 @@ def read_first(sessions: Sequence[UserSession], run: RunContext, tenant: TenantS
 
 def read_user_session(session: UserSession, run: RunContext, tenant: TenantState) -> None:
     """Open the session and deliver the user's new events, oldest first, as far as time allows."""
-    report = session.report
     if run.tenant.failure is not None:
-        report.block(run.tenant.failure)
+        session.block(run.tenant.failure)
         return
     if run.out_of_time.is_set() or run.time_is_up():
         run.out_of_time.set()
-        report.deferred = True
+        session.defer("reading the user", logged=False)  # the run's UsersDeferred says it
         return
-    if session.open(Start.PER_USER, tenant, within=run):
+    if session.open(PerUser(tenant=tenant), within=run):
         cursor = session.cursor
         read = UserRead(
             session.env.source,
@@ -53,10 +87,9 @@ def read_user_session(session: UserSession, run: RunContext, tenant: TenantState
             missing=cursor.status.missing_since_ms is not None,
         )
         complete = session.deliver_all(read_user(read), session.env.now_ms())
-        if session.ok:
+        if session.ok and not complete and run.time_is_up():
             # The read stopped before the newest events (here, or inside fetch between pages).
-            report.deferred = not complete and run.time_is_up()
-        report.backlog = session.cursor.status.backlog
+            session.defer("reading the user's new events", logged=False)
         if session.cursor.position.at_capacity:
             logger.warning(
                 "Overlap window narrowed: too many recent events to remember",
@@ -65,7 +98,7 @@ def read_user_session(session: UserSession, run: RunContext, tenant: TenantState
                     "floor": iso_ms(session.cursor.position.floor_ms),
                 },
             )
-    if report.deferred:
+    if session.report.deferred:
         run.out_of_time.set()
 
 

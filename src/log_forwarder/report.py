@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cursor import Cursor, Selection
@@ -20,6 +21,7 @@ from .exceptions import (
     Auth0UnavailableError,
     CheckpointError,
     ForwarderError,
+    NewerStateError,
     RunFailed,
 )
 from .planner import Batch
@@ -30,6 +32,18 @@ if TYPE_CHECKING:
     from .rule_packs import ActivePlan
 
 DESTINATIONS = ("cloudwatch", "s3")
+
+
+class Outcome(Enum):
+    """How a user's work in a run ended: one value, set by its session (session.outcome_of
+    decides what an exception means)."""
+
+    DONE = "done"
+    DEFERRED = "deferred"  # out of time: resumes next run
+    BUSY = "busy"  # another run wrote first: it owns the user (or the item) now
+    TENANT = "tenant"  # the tenant's failure (the token, its scopes): no user's read can work
+    FAILED = "failed"  # a ForwarderError: this work failed, the rest goes on
+    BUG = "bug"  # anything else: the run fails loudly once the rest is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +107,52 @@ class UserReport:
     # The date of each event forwarded, kept for a push's latency only (None: not kept, so a
     # scheduled run's report does not grow with its backlog).
     forwarded_dates: list[int] | None = None
-    deferred: bool = False  # stopped by the time budget; resumes next run
-    busy: bool = False  # another run holds the user (a live lease, or it wrote first)
-    backlog: bool = False
-    error: str | None = None  # a ForwarderError: this user failed, the others went on
+    # How the user's work ended (the first thing that stopped it, or DONE); its session sets
+    # it, once (`end`), and the details below with it.
+    outcome: Outcome = Outcome.DONE
+    backlog: bool = False  # its history is not read to the end yet
+    # FAILED: the ForwarderError, said; TENANT: "the tenant failed: …", so that whatever counts
+    # failed users counts it (RunReport.tenant_failure says why, once).
+    error: str | None = None
     failure: ForwarderError | None = None  # the error itself
     # Its checkpoint was written by a newer release this one cannot read (left untouched).
     newer_state: bool = False
-    bug: BaseException | None = None  # anything else: the run fails loudly once all are done
-    # Not read: the tenant failed (RunReport.tenant_failure says why), not this user. Its
-    # `error` says so too, so that whatever counts failed users counts it.
-    blocked: bool = False
+    bug: BaseException | None = None  # BUG: the run fails loudly once all are done
     cursor: Cursor | None = None
 
-    def block(self, failure: TenantFailure) -> None:
-        """This user was not read (further): the tenant failed."""
-        self.blocked = True
-        self.error = self.error or f"the tenant failed: {failure.cause}"
+    def end(
+        self,
+        outcome: Outcome,
+        *,
+        error: str | None = None,
+        failure: ForwarderError | None = None,
+        bug: BaseException | None = None,
+    ) -> bool:
+        """The user's work ended so (the session says it); False when it had ended already:
+        the first end is the outcome, but for a bug, which always is (the run fails with it)."""
+        if outcome is Outcome.BUG:
+            self.outcome, self.bug = outcome, bug
+            return True
+        if self.outcome is not Outcome.DONE:
+            return False
+        self.outcome, self.error, self.failure = outcome, error, failure
+        self.newer_state = isinstance(failure, NewerStateError)
+        return True
+
+    @property
+    def deferred(self) -> bool:
+        """Stopped by the time budget; resumes next run."""
+        return self.outcome is Outcome.DEFERRED
+
+    @property
+    def busy(self) -> bool:
+        """Another run holds the user (a live lease, or it wrote first)."""
+        return self.outcome is Outcome.BUSY
+
+    @property
+    def blocked(self) -> bool:
+        """Not read (further): the tenant failed, not this user."""
+        return self.outcome is Outcome.TENANT
 
     def add_read(self, selection: Selection) -> None:
         """What a read returned, counted as it happens (every run reads afresh)."""
@@ -156,6 +199,7 @@ class UserReport:
         cursor = self.cursor
         return {
             "user_id": self.user_id,
+            "outcome": self.outcome.value,
             "fetched": self.fetched,
             "forwarded": self.forwarded,
             "delivered": dict(self.delivered),

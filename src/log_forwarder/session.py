@@ -1,9 +1,9 @@
 """One user's life in one run, written once, whichever way Auth0 is read.
 
     session = UserSession(user_id, stored, env, run)
-    session.open(start)        decode the state (or start a new user), check the lease; a user
-                               leaving the stream has its pending events read back and its
-                               seat ends
+    session.open(opening)      decode the state (or start a new user), check the lease, then
+                               what the driver's Opening does (per user: a user leaving the
+                               stream has its pending events read back and its seat ends)
     session.deliver(chunk)…    plan the chunk against the committed cursor, execute each batch
                                (intent → every destination → commit), count it in the report
     session.close(settle)      ask Auth0 whether it knows the user when that is due (a new
@@ -11,10 +11,11 @@
                                note the user's error for `status`, or write what the read settled
 
 Per-user mode drives sessions through the chunks of each user's read (per_user.py); stream mode
-through the windows of the tenant log, one chunk per member and window (stream_run.py). Neither
-repeats any of the above. What goes wrong is the user's alone: every exception the session meets
-becomes an `Outcome` here (outcome_of, the one place that decides what an error means), said in
-the user's report, and the other users go on.
+through the windows of the tenant log, one chunk per member and window (stream_run.py); a push
+through what Auth0's stream pushed (forwarder.py). Each passes the Opening of its read mode;
+none repeats any of the above. What goes wrong is the user's alone: every exception the session
+meets becomes the user's `Outcome` here (outcome_of, the one place that decides what an error
+means), one value in its report, and the other users go on.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
 
 from .chunk import Chunk, FactsSpan
 from .config import Settings
@@ -35,16 +35,13 @@ from .exceptions import (
     CheckpointError,
     CheckpointStateError,
     ForwarderError,
-    NewerStateError,
     OutOfTime,
 )
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
 from .pushed import PushedLedger
-from .read_back import read_back
-from .read_mode import TenantState
-from .report import TenantFailure, UserReport
+from .report import Outcome, TenantFailure, UserReport
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
 from .store import CheckpointStore, StoredCheckpoint
@@ -116,15 +113,6 @@ class SessionEnv:
     pushed: PushedLedger | None = None
 
 
-class Outcome(Enum):
-    DONE = "done"
-    DEFERRED = "deferred"  # out of time: resumes next run
-    BUSY = "busy"  # another run wrote first: it owns the user (or the item) now
-    TENANT = "tenant"  # the tenant's failure (the token, its scopes): no user's read can work
-    FAILED = "failed"  # a ForwarderError: this work failed, the rest goes on
-    BUG = "bug"  # anything else: the run fails loudly once the rest is done
-
-
 def outcome_of(error: BaseException) -> Outcome:
     """What an exception means for the work it stopped: the one place that decides it."""
     if isinstance(error, OutOfTime):
@@ -138,13 +126,24 @@ def outcome_of(error: BaseException) -> Outcome:
     return Outcome.BUG
 
 
-class Start(Enum):
-    """How a session opens."""
+@dataclass(frozen=True)
+class Opening:
+    """How a driver opens its users' sessions: its read mode's rules, which the session runs
+    without knowing the modes. As it stands, this one takes the stored cursor and leaves a new
+    user's start unwritten (a stream member; a push, which skips new users). Drivers subclass it
+    (per_user.PerUser, stream_run.JOIN) or set its flags (forwarder.PUSH)."""
 
-    PER_USER = "per-user"  # read per user: a new user's start is fixed now, a seat ends
-    MEMBER = "member"  # on the stream already: the seat holds
-    JOIN = "join"  # about to be seated: the caller writes the seat
-    REALTIME = "realtime"  # events pushed by Auth0's stream: the state is taken as it stands
+    # Whether close asks Auth0 whether it knows the user, when that is due (user_lookup.py).
+    looks_up: bool = True
+    # Whether the report keeps each forwarded event's date (a push's latency metric).
+    keeps_dates: bool = False
+
+    def new(self, session: UserSession) -> None:
+        """A user with no checkpoint yet: its session holds the start cursor, unwritten."""
+
+    def taken(self, session: UserSession, out_of_time: Callable[[], bool]) -> None:
+        """The user's stored cursor, taken (nobody else holds its pending events); raises what
+        stops the user. `out_of_time`: when to stop reading (the opening's share of the time)."""
 
 
 # A chunk planned against a checkpoint that another writer moved first (a real-time
@@ -174,7 +173,8 @@ class UserSession:
         self._unreadable: CheckpointStateError | None = None
         self._note_error = False  # the failure goes on the checkpoint too, for `status`
         self._claimed: set[str] = set()  # batches whose intent this session wrote (its leases)
-        self._start: Start | None = None  # how it was opened
+        self._opening: Opening | None = None  # how it was opened (None: not yet)
+        self._opened = False  # open went through
         self.found: Cursor | None = None  # the stored cursor, decoded
         if stored is not None:
             try:
@@ -207,54 +207,33 @@ class UserSession:
     @property
     def ok(self) -> bool:
         """Nothing stopped this user's work in this run (yet)."""
-        report = self.report
-        return not (report.error or report.bug or report.busy or report.deferred or report.blocked)
+        return self.report.outcome is Outcome.DONE
 
     # -- open ------------------------------------------------------------------------------------
 
-    def open(
-        self, start: Start, tenant: TenantState | None = None, within: RunContext | None = None
-    ) -> bool:
+    def open(self, opening: Opening, within: RunContext | None = None) -> bool:
         """Ready to deliver: False when the user cannot be delivered this run (its report says
         why: another run holds it, its state is unreadable, time ran out). `within`: the part of
-        the run's time the opening keeps to (the stream's share for the users it reads first),
-        which reading a seat's pending events back stops at."""
+        the run's time the opening keeps to (the stream's share for the users it reads first)."""
+        self._opening = opening
+        if opening.keeps_dates:
+            self.report.forwarded_dates = []
         out_of_time = (within or self.run).time_is_up
-        return self.guard(lambda: self._open(start, tenant or TenantState(), out_of_time))
+        self._opened = self.guard(lambda: self._open(opening, out_of_time)) and self.ok
+        return self._opened
 
-    def _open(self, start: Start, tenant: TenantState, out_of_time: Callable[[], bool]) -> None:
+    def _open(self, opening: Opening, out_of_time: Callable[[], bool]) -> None:
         if self._unreadable is not None:
             raise self._unreadable
-        self._start = start
-        run = self.run
         stored = self._stored
         if stored is None or self.found is None:
-            checkpoint = Checkpoint(
-                self.env.store, self.user_id, self.start_cursor(), None, run.scope.deadline
+            self.checkpoint = Checkpoint(
+                self.env.store, self.user_id, self.start_cursor(), None, self.run.scope.deadline
             )
-            self.checkpoint = checkpoint
-            if start is Start.PER_USER:
-                # Fix the starting point at first sight: with START_FROM=now, a user who stays
-                # quiet must not see "now" move forward with every run. (A joining user's start
-                # is written with its seat.)
-                checkpoint.write(checkpoint.cursor)
+            opening.new(self)
             return
-        cursor = self.found
-        checkpoint = self._take(cursor, stored.version)
-        if start is Start.JOIN:
-            checkpoint.value = replace(cursor, seat=None)
-        elif start is Start.PER_USER and cursor.seat is not None:
-            # What the stream verified counts as verified for a user it moved with (gaps.py
-            # reads it); not for one it moved without (off the watch list meanwhile), whose
-            # expired events are a gap.
-            moved_with = cursor.on_stream(tenant.epoch) and tenant.moved_for(self.user_id)
-            verified = tenant.verified_ms if moved_with else None
-            chunk = read_back(
-                self.env.source, cursor, run.scope, verified_ms=verified, out_of_time=out_of_time
-            )
-            self._deliver(chunk, self.env.now_ms())
-            if self.cursor.seat is not None:
-                raise OutOfTime("reading back the pending events of a seat: the rest next run")
+        self._take(self.found, stored.version)
+        opening.taken(self, out_of_time)
 
     def _take(self, cursor: Cursor, version: int | None) -> Checkpoint:
         """Deliver from this stored cursor, unless another run holds its pending events."""
@@ -399,13 +378,20 @@ class UserSession:
 
     # -- close -----------------------------------------------------------------------------------
 
-    def close(self, settle: Callable[[Cursor], Cursor] | None = None) -> UserReport:
+    def close(
+        self, settle: Callable[[Cursor], Cursor] | None = None, *, behind: bool | None = None
+    ) -> UserReport:
         """After the user's last chunk of the run: its leases given up (the next run need not
         wait for them), or its error noted on the checkpoint for `status`, or, when the read
         went well, what `settle` makes of the cursor (the tenant stream read to its end). Leases
-        another run holds, or that a conflict handed to it, are not this run's to touch."""
+        another run holds, or that a conflict handed to it, are not this run's to touch.
+
+        The report's backlog is the cursor's (its history read to the end or not) once the
+        session opened; `behind` says it instead where the read is the driver's (a stream
+        member: the stream read to its end, or not)."""
         checkpoint, report = self.checkpoint, self.report
-        if checkpoint is not None and self.ok and self._start is not Start.REALTIME:
+        looks_up = self._opening is not None and self._opening.looks_up
+        if checkpoint is not None and self.ok and looks_up:
             self._look_up()
         if checkpoint is not None and not report.busy:
             released = checkpoint.cursor.released()
@@ -420,6 +406,10 @@ class UserSession:
                 checkpoint.write_best_effort(released, _NOT_RELEASED)
         if checkpoint is not None:
             report.cursor = checkpoint.cursor
+        if behind is not None:
+            report.backlog = behind
+        elif self._opened:
+            report.backlog = self.cursor.status.backlog
         return report
 
     def _look_up(self) -> None:
@@ -439,9 +429,18 @@ class UserSession:
 
     # -- what goes wrong -------------------------------------------------------------------------
 
-    def defer(self, doing: str) -> None:
-        """The run's time is up before this user's work began: it resumes next run."""
-        self._said(OutOfTime(f"{doing}: the run's time is up; next run"), Outcome.DEFERRED)
+    def defer(self, doing: str, *, logged: bool = True) -> None:
+        """The run's time is up before this user's work began, or before its read reached the
+        newest event: it resumes next run. `logged=False`: the run says it once for all."""
+        why = OutOfTime(f"{doing}: the run's time is up; next run")
+        if logged:
+            self._said(why, Outcome.DEFERRED)
+        else:
+            self.report.end(Outcome.DEFERRED)
+
+    def block(self, failure: TenantFailure) -> None:
+        """This user is not read (further): the tenant failed (said once, for the tenant)."""
+        self.report.end(Outcome.TENANT, error=f"the tenant failed: {failure.cause}")
 
     def guard(self, work: Callable[[], None]) -> bool:
         """Run some of this user's work; what goes wrong is said in its report. True when the
@@ -454,22 +453,24 @@ class UserSession:
         return True
 
     def _said(self, error: Exception, outcome: Outcome) -> None:
+        """The user's outcome, from what stopped it (the first thing that did: later ones, the
+        consequences of the first, are not said again)."""
         report, user_id = self.report, self.user_id
         if outcome is Outcome.DEFERRED:
-            report.deferred = True
-            logger.warning(
-                "User deferred: out of time", extra={"user_id": user_id, "why": str(error)}
-            )
+            if report.end(outcome):
+                logger.warning(
+                    "User deferred: out of time", extra={"user_id": user_id, "why": str(error)}
+                )
         elif outcome is Outcome.BUSY:
             # Another run moved this user's checkpoint first, or holds its pending events:
             # conditional writes kept this run from delivering anything twice.
-            report.busy = True
-            logger.warning("User skipped: " + str(error), extra={"user_id": user_id})
+            if report.end(outcome):
+                logger.warning("User skipped: " + str(error), extra={"user_id": user_id})
         elif outcome is Outcome.TENANT:
             # Not this user's: said once for the tenant (the run's report, the tenant item), and
             # nothing is noted on the user's checkpoint, whose last read stays what it was.
             failure = TenantFailure.of(error)
-            report.block(failure)
+            self.block(failure)
             if self.run.tenant.note(failure):
                 logger.error(
                     "Tenant failed: no user can be read",
@@ -478,15 +479,14 @@ class UserSession:
         elif outcome is Outcome.FAILED:
             # One user's failure must not cost the others their run. The checkpoint table's own
             # failures cannot be noted on it.
-            report.error = f"{type(error).__name__}: {error}"
-            report.failure = error if isinstance(error, ForwarderError) else None
-            report.newer_state = isinstance(error, NewerStateError)
-            self._note_error = not isinstance(error, CheckpointError)
-            logger.error("User not forwarded", extra={"user_id": user_id, "error": report.error})
-        else:
+            said = f"{type(error).__name__}: {error}"
+            cause = error if isinstance(error, ForwarderError) else None
+            if report.end(outcome, error=said, failure=cause):
+                self._note_error = not isinstance(error, CheckpointError)
+                logger.error("User not forwarded", extra={"user_id": user_id, "error": said})
+        elif report.end(outcome, bug=error):
             # A bug. The other users still finish (their deliveries must not be cut in half);
             # then the run fails with this exception, traceback and all.
-            report.bug = error
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
 
 

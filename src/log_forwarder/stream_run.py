@@ -39,9 +39,9 @@ from .exceptions import Auth0AnswerTooLarge, ForwarderError
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
 from .read_mode import PER_USER, STREAM, Decision, TenantRecord, TenantState
-from .report import TenantFailure
+from .report import Outcome, TenantFailure
 from .roster import digest, pack
-from .session import Outcome, RunContext, SessionEnv, Start, UserSession, outcome_of
+from .session import Opening, RunContext, SessionEnv, UserSession, outcome_of
 from .stream import (
     STREAM_SOURCE,
     CheckpointUnknown,
@@ -61,6 +61,24 @@ R = TypeVar("R")
 JOIN_LOOKBACK_MS = 3 * 3_600_000
 # Share of the run's time the per-user reads of joining users may take: the stream needs the rest.
 JOIN_SHARE = 0.5
+
+
+# Opening a member's session: its seat holds, and the stream's windows are its reads.
+MEMBER = Opening()
+
+
+@dataclass(frozen=True)
+class _Join(Opening):
+    """Opening a user about to be seated: the caller writes its seat (and a new user's start
+    with it)."""
+
+    def taken(self, session: UserSession, out_of_time: Callable[[], bool]) -> None:
+        checkpoint = session.checkpoint
+        assert checkpoint is not None
+        checkpoint.value = replace(checkpoint.cursor, seat=None)
+
+
+JOIN = _Join()
 
 
 @dataclass
@@ -118,7 +136,7 @@ class StreamRun:
             for member in roster.members:
                 # A member another run holds stays one (the roster keeps it), but delivers
                 # nothing: the first window with its events holds the stream checkpoint back.
-                member.open(Start.MEMBER)
+                member.open(MEMBER)
                 self._members[member.user_id] = member
             self._read_first(roster.read_first)
             if self._adopt_roster():
@@ -214,7 +232,7 @@ class StreamRun:
         """Fix new users' start at first sight, seatless: with START_FROM=now, a user must not
         see "now" move on while the era waits for a first event (they join once it starts)."""
         for session in sessions:
-            if session.is_new and session.open(Start.JOIN):
+            if session.is_new and session.open(JOIN):
                 session.write(session.cursor)
 
     # -- 2. joins --------------------------------------------------------------------------------
@@ -231,7 +249,7 @@ class StreamRun:
                 # before the run ends, or the next run cannot trust the seats written here.
                 session.defer("joining the tenant stream")
                 return
-            opened = session.checkpoint is not None or session.open(Start.JOIN)
+            opened = session.checkpoint is not None or session.open(JOIN)
             if opened and session.write(replace(session.cursor, seat=seat)):
                 self._members[session.user_id] = session
 
@@ -436,7 +454,7 @@ class StreamRun:
                            extra={"why": str(error)})  # fmt: skip
             if defer:
                 for session in self._sessions:
-                    session.report.deferred = True
+                    session.defer(doing, logged=False)  # said once, above
         else:
             self._result.error = f"{doing}: {type(error).__name__}: {error}"
             logger.error("The tenant stream stopped", extra={"error": self._result.error})
@@ -460,11 +478,9 @@ class StreamRun:
         def close(session: UserSession) -> None:
             member = session.user_id in members
             if failure and session.ok and session.user_id not in self._read_per_user:
-                session.report.block(failure)  # nothing read it this run: the tenant failed
+                session.block(failure)  # nothing read it this run: the tenant failed
             settle = self._settled if member and complete is True else None
-            session.close(settle)
-            if member:
-                session.report.backlog = complete is False
+            session.close(settle, behind=complete is False if member else None)
 
         self._each(close, self._sessions)
 

@@ -14,7 +14,8 @@ from log_forwarder.events import iso_ms, parse_page
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
-from log_forwarder.session import Start, UserSession
+from log_forwarder.session import UserSession
+from log_forwarder.stream_run import MEMBER
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 from tests.property.test_cursor_properties import BASE_MS, make_forwarder, make_settings
 
@@ -120,7 +121,7 @@ def test_a_stream_chunk_whose_seat_another_run_ended_leaves_the_user_busy_not_a_
     session = UserSession(
         USER, store.load([USER])[USER], forwarder._env, forwarder._new_run(lambda: 10**9)
     )
-    assert session.open(Start.MEMBER)
+    assert session.open(MEMBER)
     window = StreamSpan("900000000", "900000009", "900000000")
     events = parse_page([event(5, BASE_MS + 1000)]).events
     # WHEN the window's chunk is delivered
