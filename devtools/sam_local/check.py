@@ -138,7 +138,8 @@ PACKAGED_AHEAD_OF_USE = frozenset({"log_forwarder.sigma_step"})
 
 def handler_modules() -> set[str]:
     """The package's modules the template's handlers import, at any depth (modulefinder reads
-    every import statement, those inside functions included)."""
+    every import statement, those inside functions included), and the destinations' adapters,
+    which runtime.py builds through the registry (sinks/registry.py imports each by its name)."""
     template = json.dumps(
         [
             resource.get("Properties", {}).get("Handler")
@@ -149,6 +150,11 @@ def handler_modules() -> set[str]:
     finder = modulefinder.ModuleFinder(path=[str(ROOT / "src")])
     for handler in sorted(handlers):
         finder.import_hook(handler)
+    if "log_forwarder.runtime" in finder.modules:
+        from log_forwarder.sinks.registry import REGISTRY
+
+        for destination in REGISTRY:
+            finder.import_hook(destination.adapter)
     return {name for name in finder.modules if name.split(".")[0] == "log_forwarder"}
 
 

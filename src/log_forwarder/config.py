@@ -19,10 +19,9 @@ from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
 from .ocsf import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
 from .read_mode import READ_MODES, ReadMode
+from .sinks.registry import BY_NAME, NAMES, REGISTRY
 from .store import OWN_KEY_PREFIX
 
-Destination = Literal["cloudwatch", "s3"]
-_DESTINATIONS: tuple[Destination, ...] = ("cloudwatch", "s3")
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "host.docker.internal"})
 # Characters no Auth0 user id holds but a mistyped list does: another separator, a JSON or YAML
 # list pasted whole, quotes a shell kept, control characters from a copied file.
@@ -59,10 +58,11 @@ class Settings:
     # The watch list table (WatchListTable); read when WATCHED_USER_IDS is unset.
     watch_table: str | None
     checkpoint_table: str
-    destinations: tuple[Destination, ...]
-    log_group_name: str | None
-    s3_bucket: str | None
-    s3_prefix: str
+    # The destinations chosen (sinks/registry.py names them), in the registry's order.
+    destinations: tuple[str, ...]
+    # The destinations' settings (sinks/registry.py), by variable: every one of the chosen
+    # destinations, and those with a default of the others (S3_PREFIX: `run --local` too).
+    destination_settings: Mapping[str, str]
     start_from: StartFrom
     overlap_window_ms: int
     rate_limit_share: float
@@ -82,6 +82,10 @@ class Settings:
     # default pack alone.
     rule_packs_table: str | None = None
     rule_packs_max_age_s: int = 300
+
+    def setting(self, variable: str) -> str | None:
+        """A destination's setting (sinks/registry.py), None when it has no value."""
+        return self.destination_settings.get(variable)
 
     def __repr__(self) -> str:
         # The local client secret must never reach a log line through a repr.
@@ -140,12 +144,6 @@ class Settings:
             raise ConfigError("AUTH0_CLIENT_ID and AUTH0_CLIENT_SECRET must be set together")
 
         destinations = _destinations(env) if aws else ()
-        log_group = _optional(env, "LOG_GROUP_NAME")
-        bucket = _optional(env, "S3_BUCKET")
-        if "cloudwatch" in destinations and not log_group:
-            raise ConfigError("LOG_GROUP_NAME is required when DESTINATIONS includes cloudwatch")
-        if "s3" in destinations and not bucket:
-            raise ConfigError("S3_BUCKET is required when DESTINATIONS includes s3")
 
         return cls(
             auth0_domain=domain,
@@ -159,9 +157,7 @@ class Settings:
             if aws
             else _optional(env, "CHECKPOINT_TABLE") or "",
             destinations=destinations,
-            log_group_name=log_group if "cloudwatch" in destinations else None,
-            s3_bucket=bucket if "s3" in destinations else None,
-            s3_prefix=_s3_prefix(env),
+            destination_settings=_destination_settings(env, destinations),
             start_from=parse_start_from(_optional(env, "START_FROM") or "earliest"),
             overlap_window_ms=_integer(env, "OVERLAP_WINDOW_SECONDS", 600, 0, 7 * 86400) * 1000,
             rate_limit_share=_number(env, "AUTH0_RATE_LIMIT_SHARE", 0.5, 0.01, 1.0),
@@ -289,15 +285,39 @@ def _required(env: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
-def _destinations(env: Mapping[str, str]) -> tuple[Destination, ...]:
-    raw = _required(env, "DESTINATIONS", "'cloudwatch', 's3' or 'cloudwatch,s3'")
+def _destinations(env: Mapping[str, str]) -> tuple[str, ...]:
+    allowed = (
+        f"one or more of {', '.join(map(repr, NAMES))}, comma-separated, each once "
+        f"(such as {','.join(NAMES)!r})"
+    )
+    raw = _required(env, "DESTINATIONS", allowed)
     chosen = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    unknown = [part for part in chosen if part not in _DESTINATIONS]
+    unknown = [part for part in chosen if part not in BY_NAME]
     if unknown or not chosen or len(set(chosen)) != len(chosen):
-        raise ConfigError(
-            f"DESTINATIONS={raw!r} is not allowed; use 'cloudwatch', 's3' or 'cloudwatch,s3'"
-        )
-    return tuple(d for d in _DESTINATIONS if d in chosen)
+        raise ConfigError(f"DESTINATIONS={raw!r} is not allowed; use {allowed}")
+    return tuple(name for name in NAMES if name in chosen)
+
+
+def _destination_settings(env: Mapping[str, str], chosen: tuple[str, ...]) -> dict[str, str]:
+    """The chosen destinations' settings, and the others' that have a default; ConfigError
+    naming a chosen one's that is missing. One with a default may be set empty (S3_PREFIX: no
+    prefix)."""
+    values: dict[str, str] = {}
+    for destination in REGISTRY:
+        for setting in destination.settings:
+            if setting.default is not None:
+                value = env.get(setting.variable, setting.default)
+            elif destination.name not in chosen:
+                continue
+            elif (set_value := _optional(env, setting.variable)) is not None:
+                value = set_value
+            else:
+                raise ConfigError(
+                    f"{setting.variable} is required when DESTINATIONS includes "
+                    f"{destination.name}: {setting.meaning}"
+                )
+            values[setting.variable] = setting.normalise(value) if setting.normalise else value
+    return values
 
 
 def _watch_list(env: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -348,13 +368,6 @@ def _read_mode(env: Mapping[str, str]) -> ReadMode:
         f"READ_MODE={raw!r} is not allowed; use 'auto' (the cheaper of the two, run by run), "
         "'per-user' or 'stream'"
     )
-
-
-def _s3_prefix(env: Mapping[str, str]) -> str:
-    prefix = env.get("S3_PREFIX", "auth0-logs/").strip().lstrip("/")
-    if prefix and not prefix.endswith("/"):
-        prefix += "/"
-    return prefix
 
 
 def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:

@@ -55,6 +55,9 @@ class DeliveryReport:
     oversized: int = 0
     # Recovery after a crash: lines found already delivered and therefore not written again.
     already_present: int = 0
+    # Recovery after a crash, at a destination that cannot be read back (it may repeat,
+    # sinks/registry.py): lines sent again that the interrupted run may have delivered already.
+    repeated: int = 0
     objects: tuple[str, ...] = field(default_factory=tuple)
 
 

@@ -26,12 +26,11 @@ from .exceptions import (
 )
 from .planner import Batch
 from .records import DeliveryReport, Gap
+from .sinks.registry import NAMES
 from .source import CallStats
 
 if TYPE_CHECKING:
     from .rule_packs import ActivePlan
-
-DESTINATIONS = ("cloudwatch", "s3")
 
 
 class Outcome(Enum):
@@ -101,6 +100,9 @@ class UserReport:
     restamped: int = 0
     oversized: int = 0
     recovered: int = 0
+    # Lines a redelivery sent again to a destination that cannot be read back: each may now be
+    # there twice (DeliveryReport.repeated).
+    possible_repeats: int = 0
     abandoned: int = 0
     gaps: list[Gap] = field(default_factory=list)
     newest_forwarded_ms: int | None = None
@@ -166,6 +168,7 @@ class UserReport:
         self.delivered[name] = self.delivered.get(name, 0) + outcome.accepted
         self.restamped += outcome.restamped
         self.oversized += outcome.oversized
+        self.possible_repeats += outcome.repeated
 
     def add_batch(self, batch: Batch) -> None:
         """A batch committed: what it forwarded and reported is now true, and counted once."""
@@ -214,6 +217,7 @@ class UserReport:
             "restamped": self.restamped,
             "oversized": self.oversized,
             "recovered": self.recovered,
+            "possible_repeats": self.possible_repeats,
             "abandoned": self.abandoned,
             "gaps": [
                 {"from": iso_ms(g.from_ms), "to": iso_ms(g.to_ms), "reason": g.reason}
@@ -356,7 +360,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("UsersInBacklog", "Count", _total("backlog")),
     ("EventsFetched", "Count", _total("fetched")),
     ("EventsForwarded", "Count", _total("forwarded")),
-    *((f"EventsDelivered_{d}", "Count", _delivered(d)) for d in DESTINATIONS),
+    *((f"EventsDelivered_{d}", "Count", _delivered(d)) for d in NAMES),
     ("DuplicatesDropped", "Count", _total("duplicates")),
     ("LateEvents", "Count", _total("late")),
     ("Quarantined", "Count", _total("quarantined")),
@@ -365,6 +369,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("RestampedEvents", "Count", _total("restamped")),
     ("OversizedEvents", "Count", _total("oversized")),
     ("RecoveredEvents", "Count", _total("recovered")),
+    ("PossibleRepeats", "Count", _total("possible_repeats")),
     ("AbandonedPendingEvents", "Count", _total("abandoned")),
     ("Gaps", "Count", lambda run: sum(len(u.gaps) for u in run.users)),
     ("Auth0ApiCalls", "Count", lambda run: run.calls.api_calls),

@@ -28,9 +28,8 @@ from .planner import OutputPolicy
 from .pushed import PushedLedger
 from .pushed_store import DynamoPushedLedger
 from .sinks import PrefixedSink, Sink
-from .sinks.cloudwatch import CloudWatchSink
 from .sinks.eventbridge import EventBridgeSink
-from .sinks.s3 import S3Sink
+from .sinks.registry import BY_NAME
 from .source import LogSource
 from .store import CheckpointStore
 from .watch_list import DynamoWatchList
@@ -146,14 +145,9 @@ def rule_packs(
 
 
 def destinations(settings: Settings, client: ClientFactory) -> list[Sink]:
-    """The sinks the settings name, in delivery order."""
-    sinks: list[Sink] = []
-    if settings.log_group_name:
-        logs = client("logs", AWS_CLIENT_CONFIG)
-        sinks.append(CloudWatchSink(settings.log_group_name, client=logs))
-    if settings.s3_bucket:
-        s3 = client("s3", AWS_CLIENT_CONFIG)
-        sinks.append(S3Sink(settings.s3_bucket, settings.s3_prefix, client=s3))
+    """The sinks the settings name (sinks/registry.py builds them), in delivery order."""
+    values = settings.destination_settings
+    sinks = [BY_NAME[name].build(values, client) for name in settings.destinations]
     output = settings.output
     if output.detections is not None and output.findings_event_bus:
         events = client("events", AWS_CLIENT_CONFIG)

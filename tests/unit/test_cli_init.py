@@ -13,7 +13,6 @@ from devtools.local_aws import load_template
 from log_forwarder.cli.init import (
     DEFAULT_SECRET,
     DEFAULT_STACK,
-    DESTINATIONS,
     RULES,
     Answers,
     parse_watched,
@@ -29,7 +28,9 @@ def test_each_rule_is_the_template_parameters_own() -> None:
     for name, (pattern, what) in RULES.items():
         assert parameters[name]["AllowedPattern"] == pattern, name
         assert parameters[name]["ConstraintDescription"] == what, name
-    assert tuple(parameters["Destinations"]["AllowedValues"]) == DESTINATIONS
+    # Every choice the template allows is an answer, spelt as the template spells it.
+    allowed = parameters["Destinations"]["AllowedValues"]
+    assert [valid_destinations(value) for value in allowed] == allowed
     assert parameters["Auth0CredentialsSecretName"]["Default"] == DEFAULT_SECRET
     # A stack name the file writes is one CloudFormation and the README's commands use.
     assert DEFAULT_STACK == "auth0-user-log-forwarder"

@@ -26,7 +26,7 @@ def test_defaults_for_a_minimal_deployment() -> None:
     s = settings()
     assert s.auth0_base_url == "https://example.eu.auth0.com"
     assert s.destinations == ("cloudwatch", "s3")
-    assert s.s3_prefix == "auth0-logs/"
+    assert s.setting("S3_PREFIX") == "auth0-logs/"
     assert s.start_from.mode == "earliest"
     assert s.overlap_window_ms == 600_000
     assert s.rate_limit_share == 0.5
@@ -108,7 +108,7 @@ def test_the_cli_reads_auth0_settings_without_any_aws_variable() -> None:
         ({"AUTH0_CREDENTIALS_SECRET": None}, "AUTH0_CREDENTIALS_SECRET"),
         ({"AUTH0_CREDENTIALS_SECRET": None, "AUTH0_CLIENT_ID": "id"}, "AUTH0_CLIENT_SECRET"),
         ({"CHECKPOINT_TABLE": ""}, "CHECKPOINT_TABLE"),
-        ({"DESTINATIONS": "cloudwatch,kinesis"}, "'cloudwatch', 's3' or 'cloudwatch,s3'"),
+        ({"DESTINATIONS": "cloudwatch,kinesis"}, "one or more of 'cloudwatch', 's3'"),
         ({"DESTINATIONS": "s3,s3"}, "DESTINATIONS"),
         ({"LOG_GROUP_NAME": None}, "LOG_GROUP_NAME"),
         ({"DESTINATIONS": "s3", "S3_BUCKET": None}, "S3_BUCKET"),
@@ -140,7 +140,8 @@ def test_each_bad_value_names_its_variable_and_allowed_values(
 def test_only_the_chosen_destinations_are_configured() -> None:
     s = settings(DESTINATIONS="s3", LOG_GROUP_NAME="/ignored")
     assert s.destinations == ("s3",)
-    assert s.log_group_name is None
+    assert s.setting("LOG_GROUP_NAME") is None
+    assert s.setting("S3_BUCKET") == "bucket"
 
 
 def test_local_credentials_are_never_shown_by_repr() -> None:

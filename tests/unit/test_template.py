@@ -23,17 +23,21 @@ from devtools.local_aws import (
     function_environment,
     load_template,
 )
+from log_forwarder.sinks.registry import NAMES, REGISTRY, combinations, setting_variables
 
 ROOT = TEMPLATE_PATH.parent
-DESTINATIONS = ["cloudwatch", "s3", "cloudwatch,s3"]
+# Every choice of the destinations the registry declares (the Destinations parameter allows
+# each); the modes below deploy each destination alone, and all of them at once.
+DESTINATIONS = combinations()
+EACH_AND_ALL = [*NAMES, ",".join(NAMES)]
 TENANTS_PARAMETER = "/auth0-user-log-forwarder/tenants"
 REALTIME_SOURCE = "aws.partner/auth0.com/acme-7b2c9f0e-0d3a-4c1e-9a55-1f2e3d4c5b6a/auth0.logs"
 # (Destinations, TenantsParameterName, RealtimeEventSourceName): one tenant with each destination
 # choice, then many, then one with the real-time path.
 MODES = (
-    [(d, "", "") for d in DESTINATIONS]
-    + [(d, TENANTS_PARAMETER, "") for d in DESTINATIONS]
-    + [("cloudwatch,s3", "", REALTIME_SOURCE)]
+    [(d, "", "") for d in EACH_AND_ALL]
+    + [(d, TENANTS_PARAMETER, "") for d in EACH_AND_ALL]
+    + [(",".join(NAMES), "", REALTIME_SOURCE)]
 )
 FUNCTIONS = ["ForwarderFunction", "TenantWorkerFunction", "RealtimeFunction"]
 LOCAL_ONLY_VARIABLES = {
@@ -551,6 +555,29 @@ def test_the_readme_lists_every_parameter_with_its_default(template: dict[str, A
             assert default == ("empty" if expected == "" else str(expected)), name
 
 
+def test_each_destination_s_condition_holds_exactly_where_destinations_names_it(
+    template: dict[str, Any],
+) -> None:
+    for destination in REGISTRY:
+        for choice in DESTINATIONS:
+            resolver = _Resolver(template, {"Destinations": choice}, stack_name="tpl")
+            holds = resolver.condition(destination.template_condition)
+            assert holds is (destination.name in choice.split(",")), (destination.name, choice)
+
+
+def test_every_destination_setting_is_declared_for_every_function(
+    template: dict[str, Any],
+) -> None:
+    declared = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert {"DESTINATIONS", *setting_variables()} <= set(declared)
+
+
+def test_the_dashboard_draws_what_each_destination_accepted(template: dict[str, Any]) -> None:
+    body = json.dumps(template["Resources"]["Dashboard"]["Properties"]["DashboardBody"])
+    for destination in REGISTRY:
+        assert f'\\"EventsDelivered_{destination.name}\\"' in body, destination.name
+
+
 def test_the_functions_declare_every_documented_variable(template: dict[str, Any]) -> None:
     expected = documented_variables()
     assert {"CHECKPOINT_TABLE", "AUTH0_CLIENT_SECRET", "AWS_ENDPOINT_URL"} <= expected
@@ -818,7 +845,9 @@ def module_path(module: str) -> Path:
 
 
 def imported_modules(module: str) -> set[str]:
-    """The package's modules `module` imports, at any depth (itself included)."""
+    """The package's modules `module` imports, at any depth (itself included). runtime.py
+    imports every destination's adapter too: the registry names them, and runtime builds the
+    chosen ones (sinks/registry.py imports an adapter by its name only when it builds it)."""
     seen: set[str] = set()
     pending = [module]
     while pending:
@@ -826,6 +855,8 @@ def imported_modules(module: str) -> set[str]:
         if current in seen:
             continue
         seen.add(current)
+        if current == "log_forwarder.runtime":
+            pending.extend(destination.adapter for destination in REGISTRY)
         path = module_path(current)
         package = current if path.name == "__init__.py" else current.rpartition(".")[0]
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -867,6 +898,14 @@ def test_the_import_walk_sees_each_function_s_calls() -> None:
     assert "send_message_batch" not in worker
 
 
+# The IAM service of each destination's calls (what a stack without it never grants).
+DESTINATION_SERVICES = {"cloudwatch": "logs:", "s3": "s3:"}
+
+
+def test_every_destination_has_its_iam_service_named() -> None:
+    assert set(DESTINATION_SERVICES) == set(NAMES)
+
+
 def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
     translated: dict[str, Any], mode: Mode
 ) -> None:
@@ -879,9 +918,10 @@ def test_each_role_grants_exactly_the_aws_calls_its_function_makes(
         assert not unknown, f"add the IAM action of {sorted(unknown)} to IAM_ACTION_OF_CALL"
         needed = {IAM_ACTION_OF_CALL[call] for call in calls} - NEVER_CALLED.get(function, set())
         # (a destination not chosen is never called)
-        destinations = mode[0]
-        needed -= {a for a in needed if a.startswith("logs:") and "cloudwatch" not in destinations}
-        needed -= {a for a in needed if a.startswith("s3:") and "s3" not in destinations}
+        chosen = mode[0].split(",")
+        for name, service in DESTINATION_SERVICES.items():
+            if name not in chosen:
+                needed -= {a for a in needed if a.startswith(service)}
         # (the pushed-events table is the real-time path's: without it, never called)
         needed -= set() if mode[2] else {"dynamodb:Query", "dynamodb:PutItem"}
         # WHEN the role's statements active in this mode are read

@@ -267,7 +267,7 @@ def test_tenant_settings_are_the_deployment_s_with_the_tenant_s_own_fields() -> 
     assert settings.watched_user_ids == ("auth0|a",)
     assert settings.rate_limit_per_second == 15.0
     assert settings.log_retention_ms == 240 * 3_600_000
-    assert (settings.checkpoint_table, settings.s3_bucket) == ("table", "bucket")
+    assert (settings.checkpoint_table, settings.setting("S3_BUCKET")) == ("table", "bucket")
     # AND a tenant without its own fields gets the deployment's
     plain = tenant_settings(env, Tenant("b.auth0.com", PREFIX + "b"))
     assert plain.rate_limit_per_second == 2.0 and plain.watched_user_ids is None

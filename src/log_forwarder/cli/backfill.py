@@ -261,3 +261,5 @@ class BackfillOutcome:
     interrupted: bool = False  # stopped by Ctrl-C before the range was done
     busy_until: str | None = None  # another backfill of this range holds it
     errors: list[str] | None = None
+    # Destinations it did not write: they cannot be read back (backfill_run.left_out)
+    left_out: list[str] = field(default_factory=list)

@@ -15,8 +15,7 @@ from log_forwarder.exceptions import ConfigError
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.runtime import Overrides, build_runtime
 from log_forwarder.sinks import Sink
-from log_forwarder.sinks.cloudwatch import CloudWatchSink
-from log_forwarder.sinks.s3 import S3Sink
+from log_forwarder.sinks.registry import BY_NAME, Redelivery
 
 from .backfill import (
     BackfillOutcome,
@@ -36,20 +35,31 @@ from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, S
 SLICE_S = 240.0
 
 
+def left_out(destinations: tuple[str, ...]) -> list[str]:
+    """The chosen destinations a backfill leaves out: those that cannot be read back (the
+    registry: they may repeat), where the range would be delivered again over what they hold."""
+    return [name for name in destinations if BY_NAME[name].redelivery is Redelivery.MAY_REPEAT]
+
+
 def wrapped(sinks: list[Sink], env: Environment, counters: Counters) -> list[Sink]:
-    """The function's destinations, told what a backfill needs: CloudWatch reads the stream
-    before writing (every batch may be there in part), S3 skips what a live run wrote. Only the
-    first counts events (each event goes to every destination)."""
+    """The function's destinations, told what a backfill needs: each that skips what it holds
+    is told every batch may be there in part (CloudWatch then reads the stream before writing),
+    S3 skips what a live run wrote (its own redelivery compares only the batch's keys, and a
+    live run wrote the range under other batch ids); the rest (left_out, and the findings: a
+    backfill raises none) are left out. Only the first counts events (each event goes to every
+    destination)."""
     settings = env.settings()
     backfilling: list[Sink] = []
     for sink in sinks:
-        if isinstance(sink, CloudWatchSink):
-            backfilling.append(Redelivering(sink))
-        elif isinstance(sink, S3Sink):
+        destination = BY_NAME.get(sink.name)
+        if destination is None or destination.redelivery is not Redelivery.SKIPS_HELD:
+            continue
+        if destination.name == "s3":
             s3 = env.aws_client("s3", AWS_CLIENT_CONFIG)
-            backfilling.append(
-                SkippingPresentInS3(sink, s3, settings.s3_bucket or "", settings.s3_prefix)
-            )
+            bucket, prefix = settings.setting("S3_BUCKET"), settings.setting("S3_PREFIX")
+            backfilling.append(SkippingPresentInS3(sink, s3, bucket or "", prefix or ""))
+        else:
+            backfilling.append(Redelivering(sink))
     return [CountingSink(sink, counters, events=i == 0) for i, sink in enumerate(backfilling)]
 
 
@@ -69,7 +79,7 @@ def run_backfill(
             "write its checkpoint (START_FROM=now forwards nothing older), then backfill"
         )
     end_ms = effective_end(span, live, int(time.time() * 1000))
-    outcome = BackfillOutcome(span, end_ms)
+    outcome = BackfillOutcome(span, end_ms, left_out=left_out(settings.destinations))
     if end_ms < span.since_ms:
         outcome.done = True
         return outcome

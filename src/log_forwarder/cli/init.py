@@ -30,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from log_forwarder.config import check_user_id
 from log_forwarder.exceptions import Auth0AuthError, Auth0Error, ConfigError
+from log_forwarder.sinks.registry import NAMES
 from log_forwarder.source import CallScope, CallStats
 from log_forwarder.user_lookup import UNKNOWN, verify_id
 
@@ -37,7 +38,8 @@ from .environment import Environment
 
 DEFAULT_STACK = "auth0-user-log-forwarder"
 DEFAULT_SECRET = "auth0-user-log-forwarder/management-api"  # noqa: S105 - its name
-DESTINATIONS = ("cloudwatch", "s3", "cloudwatch,s3")
+# The template's Destinations parameter allows each choice of the registry's names.
+DESTINATIONS_TOLD = f"one or more of {', '.join(map(repr, NAMES))}, comma-separated"
 # The template's AllowedPattern and ConstraintDescription of each parameter asked for.
 RULES: Mapping[str, tuple[str, str]] = {
     "Auth0Domain": (
@@ -151,12 +153,11 @@ def parse_watched(value: str) -> tuple[str, ...]:
 
 
 def valid_destinations(value: str) -> str:
-    value = value.strip().replace(" ", "")
-    if value == "s3,cloudwatch":
-        value = "cloudwatch,s3"
-    if value not in DESTINATIONS:
-        raise click.BadParameter(f"{value!r}: use {', '.join(map(repr, DESTINATIONS))}")
-    return value
+    """The destinations in any order, as the template spells the choice (the registry's)."""
+    chosen = value.strip().replace(" ", "").split(",")
+    if len(set(chosen)) != len(chosen) or not set(chosen) <= set(NAMES):
+        raise click.BadParameter(f"{value.strip()!r}: use {DESTINATIONS_TOLD}")
+    return ",".join(name for name in NAMES if name in chosen)
 
 
 def valid_email(value: str) -> str:
@@ -306,7 +307,7 @@ def run_init(env: Environment, options: InitOptions, note: Callable[[str], None]
         default=env.get("WATCHED_USER_IDS") or "",
     )
     destinations = ask.ask(
-        "Destinations (cloudwatch, s3 or cloudwatch,s3)",
+        f"Destinations ({DESTINATIONS_TOLD})",
         options.destinations,
         valid_destinations,
         flag="--destinations",
@@ -445,7 +446,7 @@ def _non_empty(what: str) -> Callable[[str], str]:
     help="Create the secret when it does not exist (AUTH0_CLIENT_ID, AUTH0_CLIENT_SECRET).",
 )
 @click.option("--watched-user-ids", help="Comma-separated ids; empty: the watch list table.")
-@click.option("--destinations", help="cloudwatch, s3 or cloudwatch,s3 [cloudwatch].")
+@click.option("--destinations", help=f"{DESTINATIONS_TOLD} [cloudwatch].")
 @click.option("--alarm-email", help="Address the alarms notify; empty: none.")
 @click.option("--allow-unknown", is_flag=True, help="Accept ids Auth0 does not know (yet).")
 @click.pass_context

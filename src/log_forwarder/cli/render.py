@@ -163,6 +163,11 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
         written = outcome.written[name]
         checked = written + outcome.present.get(name, 0)
         console.print(f"  {safe(name)}: checked {checked}, missing {written}, written {written}")
+    for name in outcome.left_out:
+        console.print(
+            f"  {safe(name)}: left out: it cannot be read back, so a backfill could not skip "
+            "what it already holds (it would deliver the range again)"
+        )
     if span.until_ms is None or outcome.end_ms < span.until_ms:
         console.print(
             f"The range ends at {end}: from there the live checkpoint forwards the user's events."

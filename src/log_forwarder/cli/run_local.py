@@ -37,7 +37,7 @@ def run_local(
 ) -> LocalRun:
     # Nothing goes to AWS: the table and destinations of the function's variables are ignored.
     settings = env.settings(aws=False)
-    with LocalDir(directory, settings.s3_prefix) as local:
+    with LocalDir(directory, settings.setting("S3_PREFIX") or "") as local:
         assert local.store is not None
         watched = list(users or settings.watched_user_ids or local.store.watched_users())
         if not watched:

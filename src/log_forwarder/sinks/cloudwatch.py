@@ -12,14 +12,16 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from botocore.exceptions import ClientError
 
 from log_forwarder.aws_errors import (
+    AWS_CLIENT_CONFIG,
     AWS_ERRORS,
+    ClientFactory,
     call_aws,
     error_code,
     is_transient,
@@ -365,3 +367,8 @@ def rejected_indices(info: RejectedLogEventsInfoTypeDef, count: int) -> list[int
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build(settings: Mapping[str, str], client: ClientFactory) -> CloudWatchSink:
+    """The sink DESTINATIONS' `cloudwatch` names (sinks/registry.py), from its settings."""
+    return CloudWatchSink(settings["LOG_GROUP_NAME"], client=client("logs", AWS_CLIENT_CONFIG))

@@ -53,7 +53,9 @@ class EventBridgeSink:
         ]
         for start in range(0, len(entries), ENTRIES_PER_CALL):
             self._put(entries[start : start + ENTRIES_PER_CALL], delivery)
-        return DeliveryReport(destination=self.name, accepted=len(entries))
+        # EventBridge cannot be read back: a redelivery sends its findings again.
+        repeated = len(entries) if delivery.redelivery else 0
+        return DeliveryReport(destination=self.name, accepted=len(entries), repeated=repeated)
 
     def _put(self, entries: list[dict[str, Any]], delivery: Delivery) -> None:
         """PutEvents, sending again only the entries EventBridge reports as failed."""

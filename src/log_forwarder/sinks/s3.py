@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import ClientError
 
-from log_forwarder.aws_errors import call_aws, error_code, http_status
+from log_forwarder.aws_errors import (
+    AWS_CLIENT_CONFIG,
+    ClientFactory,
+    call_aws,
+    error_code,
+    http_status,
+)
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy
 from log_forwarder.sinks.objects import ObjectSink
@@ -89,3 +95,9 @@ class S3Sink(ObjectSink):
     ) -> None:
         super().__init__(S3Objects(bucket, client, sleep=sleep, retry=retry), prefix, "s3")
         self.bucket = bucket
+
+
+def build(settings: Mapping[str, str], client: ClientFactory) -> S3Sink:
+    """The sink DESTINATIONS' `s3` names (sinks/registry.py), from its settings."""
+    s3 = client("s3", AWS_CLIENT_CONFIG)
+    return S3Sink(settings["S3_BUCKET"], settings["S3_PREFIX"], client=s3)
