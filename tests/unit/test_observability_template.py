@@ -216,3 +216,24 @@ def test_the_alarm_email_parameter_accepts_an_address_or_nothing(template: dict[
         assert re.fullmatch(pattern, good), good
     for bad in ("ops", "ops@", "two words@example.com", "ops@example"):
         assert not re.fullmatch(pattern, bad), bad
+
+
+def test_every_field_of_auth0s_log_schemas_is_a_column_of_the_table(
+    template: dict[str, Any],
+) -> None:
+    from devtools.schema_events import SCHEMA_DIR, event_codes, schema_for
+
+    if not SCHEMA_DIR.is_dir():
+        pytest.skip(f"Auth0's log schemas not found at {SCHEMA_DIR} (../shared is not checked out)")
+    # GIVEN the top-level fields Auth0's own log schemas define (166 types)
+    fields = {name for code in event_codes() for name in schema_for(code).get("properties", {})}
+    storage = template["Resources"]["AthenaTable"]["Properties"]["TableInput"]["StorageDescriptor"]
+    mappings = {
+        v: k.removeprefix("mapping.")
+        for k, v in storage["SerdeInfo"]["Parameters"].items()
+        if k.startswith("mapping.")
+    }
+    columns = {column["Name"] for column in storage["Columns"]}
+    # THEN each is a column under its own name, or under the column its mapping names: a field
+    # without one is in the objects but invisible to Athena
+    assert sorted(f for f in fields if mappings.get(f, f) not in columns) == []
