@@ -237,3 +237,30 @@ def test_every_field_of_auth0s_log_schemas_is_a_column_of_the_table(
     # THEN each is a column under its own name, or under the column its mapping names: a field
     # without one is in the objects but invisible to Athena
     assert sorted(f for f in fields if mappings.get(f, f) not in columns) == []
+
+
+@pytest.mark.parametrize(
+    ("metric", "alarm"),
+    [
+        ("Gaps", "GapsAlarm"),
+        ("TenantFailed", "NoUserReadAlarm"),
+        ("UsersMissing", "MissingUsersAlarm"),
+        ("RulePackErrors", "RulePacksAlarm"),
+    ],
+)
+def test_a_metric_that_asks_the_operator_to_act_has_an_alarm_over_it(
+    template: dict[str, Any], metric: str, alarm: str
+) -> None:
+    from log_forwarder.report import METRICS
+
+    # GIVEN a metric the function publishes, whose any value above zero needs someone
+    assert metric in {name for name, _, _ in METRICS}
+    # THEN an alarm watches it in the function's namespace, under the service dimension
+    properties = alarms(template)[alarm]["Properties"]
+    assert properties["MetricName"] == metric
+    assert properties["Namespace"] == {"Ref": "MetricsNamespace"}
+    assert properties["Dimensions"] == [{"Name": "service", "Value": "auth0-user-log-forwarder"}]
+    assert (properties["Threshold"], properties["ComparisonOperator"]) == (
+        0,
+        "GreaterThanThreshold",
+    )
