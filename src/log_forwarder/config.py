@@ -6,9 +6,11 @@ invocation with a message an operator can act on.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +25,27 @@ from .sinks.registry import BY_NAME, NAMES, REGISTRY
 from .store import OWN_KEY_PREFIX
 
 _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "host.docker.internal"})
+
+
+def _is_local_host(host: str) -> bool:
+    """A name for this machine, or an IP address one of its interfaces holds (Docker's bridge,
+    where `make local-stack` listens on Linux): what is sent there never leaves the machine.
+    An address is this machine's if a socket can be bound to it; a name is never resolved."""
+    if host.lower() in _LOCAL_HOSTS:
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
 # Characters no Auth0 user id holds but a mistyped list does: another separator, a JSON or YAML
 # list pasted whole, quotes a shell kept, control characters from a copied file.
 _MISTYPED = re.compile(r"[;\[\]\"'`\x00-\x1f\x7f]")
@@ -113,14 +136,14 @@ class Settings:
             raise ConfigError(
                 f"AUTH0_BASE_URL={base_url!r} must be an http(s) URL such as http://127.0.0.1:8080"
             )
-        if url.group(1) == "http" and url.group(2).lower() not in _LOCAL_HOSTS:
+        local = _is_local_host(url.group(2))
+        if url.group(1) == "http" and not local:
             # The client secret travels in the token request: plain HTTP only to this machine.
             raise ConfigError(
                 f"AUTH0_BASE_URL={base_url!r} must use https unless it points at a local host "
-                f"({', '.join(sorted(_LOCAL_HOSTS))})"
+                f"({', '.join(sorted(_LOCAL_HOSTS))}, or an address of this machine)"
             )
 
-        local = url.group(2).lower() in _LOCAL_HOSTS
         if aws and local and not _optional(env, "AWS_ENDPOINT_URL"):
             # A local Auth0 means a local run (the simulator). Without a local AWS endpoint it
             # would read and write the real account of whatever credentials the host has.

@@ -153,6 +153,15 @@ def test_adding_re_adding_and_removing_users_between_runs_loses_and_repeats_noth
     assert_once(stack, expected)
     listed = json.loads(cli(stack, "watch", "list", "--json").stdout)
     assert [(e["user_id"], e["source"]) for e in listed] == [(ALPHA, "table"), (ODD, "table")]
+    # AND with WATCHED_USER_IDS set, the list shown is the one the function reads, and the
+    # table is said to be ignored
+    env = {**stack.env, "WATCHED_USER_IDS": f"{ANA},{ALPHA}"}
+    shown = run_cli("watch", "list", "--json", env=env)
+    assert [(e["user_id"], e["source"]) for e in json.loads(shown.stdout)] == [
+        (ANA, "WATCHED_USER_IDS"),
+        (ALPHA, "WATCHED_USER_IDS"),
+    ]
+    assert "WATCHED_USER_IDS is set: it is the watch list" in shown.stderr
     CLI_LEDGER.append(
         ("watch", "add, re-add, remove, add back, README put/delete: dup / lost", "0 / 0")
     )

@@ -344,6 +344,8 @@ def test_status_local_after_run_local_dir_user_shows_the_user_watched(
         ("2026-12-05T00:00:00", "has no time zone"),
         ("yesterday", "is not an ISO-8601 instant"),
         ("earliest", "is not an ISO-8601 instant"),
+        ("9999-12-31T23:59:59-05:00", "outside the instants this command can read"),
+        ("0001-01-01T00:00:00+01:00", "outside the instants this command can read"),
     ],
 )
 def test_a_bad_since_is_refused_by_its_own_name_with_a_suggestion_that_works(

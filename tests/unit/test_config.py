@@ -211,3 +211,31 @@ def test_a_real_tenant_needs_no_aws_endpoint() -> None:
     # The real-tenant run (events/env.real-tenant.json.example) and every AWS deployment.
     assert settings(AUTH0_BASE_URL="").auth0_base_url == "https://example.eu.auth0.com"
     assert settings(AUTH0_BASE_URL="https://proxy.example.com").auth0_base_url.startswith("https")
+
+
+@pytest.mark.parametrize(
+    ("host", "accepted"),
+    [
+        ("127.0.0.2", True),  # the loopback network: an address this machine holds
+        ("[::1]", True),
+        ("192.0.2.10", False),  # TEST-NET-1: no interface here holds it
+        ("10.255.255.254", False),
+        ("tenant.example.com", False),  # a name is never resolved: it could point anywhere
+    ],
+)
+def test_plain_http_goes_only_to_an_address_this_machine_holds(host: str, accepted: bool) -> None:
+    # GIVEN a local Auth0 over plain HTTP at this host (make local-stack binds Docker's bridge
+    # address on Linux, which the CLI on the same machine reaches)
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_BASE_URL": f"http://{host}:8080",
+        "AUTH0_CLIENT_ID": "id",
+        "AUTH0_CLIENT_SECRET": "secret",
+    }
+    # WHEN the CLI reads it / THEN an address of this machine is accepted (the secret stays on
+    # the machine), any other host refused by name
+    if accepted:
+        assert Settings.from_env(env, aws=False).auth0_base_url == f"http://{host}:8080"
+    else:
+        with pytest.raises(ConfigError, match="must use https unless it points at a local host"):
+            Settings.from_env(env, aws=False)

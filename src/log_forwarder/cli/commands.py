@@ -458,14 +458,27 @@ def watch_list(ctx: click.Context, directory: Path | None, as_json: bool) -> Non
     """The watched users, and where each is listed."""
     from .render import watch_table
 
+    env = _env(ctx)
+    # With WATCHED_USER_IDS set, the function reads that list and no table (config.py): listing
+    # the table instead would show who is not watched.
+    settings_ids = env.settings(aws=False).watched_user_ids if env.get("WATCHED_USER_IDS") else None
+
     def show(admin: Any) -> None:
-        entries = admin.entries()
+        from .watch import WatchEntry
+
+        if settings_ids is None:
+            entries = admin.entries()
+        else:
+            entries = [WatchEntry(user_id, "WATCHED_USER_IDS") for user_id in settings_ids]
         if as_json:
             _print_json([vars(e) for e in entries])
         else:
             out.print(watch_table(entries))
+        if settings_ids is not None:
+            ignored = "DIR's watch list" if directory is not None else "the watch list table"
+            err.print(f"Note: WATCHED_USER_IDS is set: it is the watch list, {ignored} is not read")
 
-    _with_watch_list(directory, _env(ctx), show)
+    _with_watch_list(directory, env, show)
 
 
 # -- init (cli/init.py: it uses `handled`, `out` and `err` above) ---------------------------

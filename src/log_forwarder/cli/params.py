@@ -65,7 +65,16 @@ class Instant(_ParamType):
                 param,
                 ctx,
             )
-        return int(parsed.astimezone(UTC).timestamp() * 1000)
+        try:
+            return int(parsed.astimezone(UTC).timestamp() * 1000)
+        except (OverflowError, ValueError, OSError):
+            # An offset that moves 0001-01-01 or 9999-12-31 out of the calendar.
+            self.fail(
+                f"{text!r} is outside the instants this command can read (years 1 to 9999 in "
+                f"UTC); give one, e.g. {_example_instant()}",
+                param,
+                ctx,
+            )
 
 
 class Seconds(_ParamType):

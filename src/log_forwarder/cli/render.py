@@ -84,6 +84,7 @@ def watch_table(entries: Sequence[WatchEntry]) -> Table:
         "table": "watch list table",
         "legacy": "checkpoint item (watch = true)",
         "local": "local directory",
+        "WATCHED_USER_IDS": "WATCHED_USER_IDS",
     }
     for entry in entries:
         add_safe_row(
