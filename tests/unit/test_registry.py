@@ -10,9 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
+from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.local_aws import TEMPLATE_PATH, LocalAws, deploy_template
+from log_forwarder.aws_errors import AWS_CLIENT_CONFIG
 from log_forwarder.config import Settings
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
@@ -35,10 +38,18 @@ def provision_cloudwatch_and_s3(aws: LocalAws) -> dict[str, str]:
     return {"LOG_GROUP_NAME": deployed.log_group, "S3_BUCKET": deployed.bucket}
 
 
+def provision_firehose(aws: LocalAws) -> dict[str, str]:
+    # The template's own stream, into the stack's bucket
+    deployed = deploy_template(aws, stack_name="registry-firehose", destinations="firehose")
+    assert deployed.delivery_stream is not None
+    return {"FIREHOSE_STREAM_NAME": deployed.delivery_stream}
+
+
 # What each destination needs on moto's server before its sink can deliver: its settings.
 PROVISION: dict[str, Callable[[LocalAws], dict[str, str]]] = {
     "cloudwatch": provision_cloudwatch_and_s3,
     "s3": provision_cloudwatch_and_s3,
+    "firehose": provision_firehose,
 }
 
 
@@ -96,6 +107,23 @@ def test_eventbridge_sends_a_redeliverys_findings_again_and_counts_them(aws: Loc
     first = sink.deliver(Delivery("auth0|u", "b", (finding,)))
     again = sink.deliver(Delivery("auth0|u", "b", (finding,), redelivery=True))
     assert (first.accepted, first.repeated, again.accepted, again.repeated) == (1, 0, 1, 1)
+
+
+def test_eventbridge_counts_a_finding_sent_again_after_a_lost_answer(aws: LocalAws) -> None:
+    # GIVEN a bus whose first PutEvents answer is lost after EventBridge took the finding
+    body = {"record_type": "finding", "finding_id": "f2", "rule": "r", "log_ids": ["1"]}
+    finding = OutputLine(0, json.dumps({"_forwarder": body}), record_key="finding:f2")
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        proxy.add("AWSEvents.PutEvents", "lose")
+        client = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("events", endpoint_url=proxy.url, config=AWS_CLIENT_CONFIG)
+        sink = EventBridgeSink("default", client=client, sleep=lambda _s: None)
+        # WHEN it is delivered (no redelivery: a run of its own)
+        report = sink.deliver(Delivery("auth0|u", "b2", (finding,)))
+    # THEN it was sent twice, and the second counts as a possible repeat
+    assert proxy.seen.count("AWSEvents.PutEvents") == 2
+    assert (report.accepted, report.repeated) == (1, 1)
 
 
 def test_possible_repeats_are_a_metric_of_the_run() -> None:

@@ -102,6 +102,14 @@ REGISTRY: tuple[Destination, ...] = (
         adapter="log_forwarder.sinks.s3",
         template_condition="UseS3",
     ),
+    Destination(
+        name="firehose",
+        title="Kinesis Data Firehose",
+        settings=(Setting("FIREHOSE_STREAM_NAME", "the Firehose stream the events are put to"),),
+        redelivery=Redelivery.MAY_REPEAT,
+        adapter="log_forwarder.sinks.firehose",
+        template_condition="UseFirehose",
+    ),
 )
 BY_NAME: Mapping[str, Destination] = {destination.name: destination for destination in REGISTRY}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
