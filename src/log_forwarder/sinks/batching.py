@@ -10,10 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from log_forwarder.convert import oversized_marker
 from log_forwarder.records import OutputLine
 
 CW_MAX_BATCH_BYTES = 1_048_576
@@ -102,6 +103,22 @@ def cloudwatch_batches(
     if current:
         batches.append(current)
     return batches
+
+
+def replace_oversized(
+    lines: Iterable[OutputLine], max_bytes: int
+) -> tuple[list[OutputLine], list[str | None]]:
+    """The lines in order, each whose UTF-8 text is over `max_bytes` replaced by its marker
+    (convert.oversized_marker), and the log ids of those replaced."""
+    fitting: list[OutputLine] = []
+    replaced: list[str | None] = []
+    for item in lines:
+        if len(item.line.encode("utf-8")) > max_bytes:
+            fitting.append(oversized_marker(item))
+            replaced.append(item.log_id)
+        else:
+            fitting.append(item)
+    return fitting, replaced
 
 
 def firehose_batches(

@@ -15,13 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from log_forwarder.aws_errors import AWS_CLIENT_CONFIG, ClientFactory
-from log_forwarder.convert import oversized_marker
-from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, Deadline, RetryPolicy
-from log_forwarder.sinks.batching import FIREHOSE_MAX_RECORD_BYTES, firehose_batches
+from log_forwarder.records import Delivery, DeliveryReport
+from log_forwarder.retry import SINK_RETRY, RetryPolicy
+from log_forwarder.sinks.batching import (
+    FIREHOSE_MAX_RECORD_BYTES,
+    firehose_batches,
+    replace_oversized,
+)
 from log_forwarder.sinks.partial import send_until_taken
 
 logger = logging.getLogger(__name__)
@@ -35,24 +39,24 @@ class FirehoseClient(Protocol):
     ) -> Mapping[str, Any]: ...
 
 
+@dataclass
 class FirehoseSink:
-    name = "firehose"
-
-    def __init__(
-        self,
-        stream: str,
-        client: FirehoseClient,
-        *,
-        sleep: Callable[[float], None] = time.sleep,
-        retry: RetryPolicy = SINK_RETRY,
-    ) -> None:
-        self.stream = stream
-        self._client = client
-        self._sleep = sleep
-        self._retry_policy = retry
+    stream: str
+    client: FirehoseClient
+    sleep: Callable[[float], None] = time.sleep
+    retry: RetryPolicy = SINK_RETRY
+    name: ClassVar[str] = "firehose"
 
     def deliver(self, delivery: Delivery) -> DeliveryReport:
-        records, oversized = self._records(delivery)
+        # A record is the line and its newline: one over the limit is replaced by its marker.
+        lines, oversized = replace_oversized(delivery.lines, FIREHOSE_MAX_RECORD_BYTES - 1)
+        if oversized:
+            where = {"stream": self.stream, "batch_id": delivery.batch_id}
+            logger.warning(
+                "Replaced events too large for a Firehose record with marker records",
+                extra={**where, "oversized": len(oversized), "log_ids": oversized},
+            )
+        records = [(item.line + "\n").encode("utf-8") for item in lines]
         # A redelivery puts again what the interrupted run may have put: Firehose cannot say.
         repeated = len(records) if delivery.redelivery else 0
 
@@ -61,47 +65,24 @@ class FirehoseSink:
             repeated += count
 
         for batch in firehose_batches(records):
-            self._put(batch, delivery, delivery.deadline, resent)
+            self._put(batch, delivery, resent)
         if repeated:
             logger.warning(
                 "Records put to Firehose again: each may now be there twice",
                 extra={"stream": self.stream, "batch_id": delivery.batch_id, "records": repeated},
             )
         return DeliveryReport(
-            destination=self.name, accepted=len(records), oversized=oversized, repeated=repeated
+            destination=self.name,
+            accepted=len(records),
+            oversized=len(oversized),
+            repeated=repeated,
         )
 
-    def _records(self, delivery: Delivery) -> tuple[list[bytes], int]:
-        """Each line and its newline, a line too large for a record replaced by a marker."""
-        records: list[bytes] = []
-        oversized: list[str | None] = []
-        for item in delivery.lines:
-            data = _record(item)
-            if len(data) > FIREHOSE_MAX_RECORD_BYTES:
-                data = _record(oversized_marker(item))
-                oversized.append(item.log_id)
-            records.append(data)
-        if oversized:
-            logger.warning(
-                "Replaced events too large for a Firehose record with marker records",
-                extra={
-                    "stream": self.stream,
-                    "batch_id": delivery.batch_id,
-                    "oversized": len(oversized),
-                    "log_ids": oversized,
-                },
-            )
-        return records, len(oversized)
-
     def _put(
-        self,
-        batch: Sequence[bytes],
-        delivery: Delivery,
-        deadline: Deadline,
-        resent: Callable[[int], None],
+        self, batch: Sequence[bytes], delivery: Delivery, resent: Callable[[int], None]
     ) -> None:
         def send(records: Sequence[bytes]) -> list[str | None]:
-            answer = self._client.put_record_batch(
+            answer = self.client.put_record_batch(
                 DeliveryStreamName=self.stream, Records=[{"Data": data} for data in records]
             )
             responses = answer.get("RequestResponses", [])
@@ -119,20 +100,16 @@ class FirehoseSink:
                 f"Firehose stream {self.stream!r} refused {count} record(s) for user "
                 f"{delivery.user_id!r}: {codes}"
             ),
-            policy=self._retry_policy,
-            deadline=deadline,
-            sleep=self._sleep,
+            policy=self.retry,
+            deadline=delivery.deadline,
+            sleep=self.sleep,
             resent=resent,
             # "the number of records that might have failed processing" (FailedPutCount)
             refused_may_be_taken=True,
         )
 
 
-def _record(item: OutputLine) -> bytes:
-    return (item.line + "\n").encode("utf-8")
-
-
 def build(settings: Mapping[str, str], client: ClientFactory) -> FirehoseSink:
     """The sink DESTINATIONS' `firehose` names (sinks/registry.py), from its settings."""
     firehose = client("firehose", AWS_CLIENT_CONFIG)
-    return FirehoseSink(settings["FIREHOSE_STREAM_NAME"], client=firehose)
+    return FirehoseSink(settings["FIREHOSE_STREAM_NAME"], firehose)
