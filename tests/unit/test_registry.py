@@ -183,3 +183,33 @@ def test_the_guarantees_state_each_destinations_redelivery() -> None:
     assert {name: rows.get(name, "").strip() for name in NAMES} == {
         d.name: d.redelivery.value for d in REGISTRY
     }
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        "arn:aws:firehose:us-east-1:123456789012:deliverystream/mine",
+        "my stream",
+        "x" * 65,
+    ],
+)
+def test_a_firehose_stream_name_firehose_would_refuse_is_refused_naming_the_rule(
+    stream: str,
+) -> None:
+    # (botocore's service model: DeliveryStreamName is 1 to 64 of [a-zA-Z0-9_.-])
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_CLIENT_ID": "id",
+        "AUTH0_CLIENT_SECRET": "secret",
+        "CHECKPOINT_TABLE": "table",
+        "DESTINATIONS": "firehose",
+        "FIREHOSE_STREAM_NAME": stream,
+    }
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == (
+        f"FIREHOSE_STREAM_NAME={stream!r} is not a Firehose stream name: 1 to 64 letters, "
+        "digits, '_', '.' or '-' (the stream's name, not its ARN)"
+    )
+    env["FIREHOSE_STREAM_NAME"] = "x" * 64
+    assert Settings.from_env(env).destination_settings["FIREHOSE_STREAM_NAME"] == "x" * 64
