@@ -89,11 +89,19 @@ def sink_on(client: Any, stack: DeployedResources, attempts: int = 5) -> Firehos
 
 class RefusingProxy(AwsFaultProxy):
     """Keeps back from moto the records `refuse` picks, for the first `rounds` calls, and
-    answers them failed as a Firehose under load does; everything else goes through."""
+    answers them failed as a Firehose under load does; everything else goes through. The first
+    `short_answers` calls are answered with an entry fewer than their records (an answer that
+    cannot say which record it left out)."""
 
-    def __init__(self, upstream_url: str, refuse: Callable[[bytes], bool], rounds: int) -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        refuse: Callable[[bytes], bool],
+        rounds: int,
+        short_answers: int = 0,  # the first calls answered with an entry too few
+    ) -> None:
         super().__init__(upstream_url)
-        self.refuse, self.rounds = refuse, rounds
+        self.refuse, self.rounds, self.short_answers = refuse, rounds, short_answers
         self.calls: list[int] = []  # records per PutRecordBatch
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
@@ -117,6 +125,8 @@ class RefusingProxy(AwsFaultProxy):
             "Encrypted": False,
             "RequestResponses": [next(taken) if k else refused for k in kept],
         }
+        if len(self.calls) <= self.short_answers:
+            reply["RequestResponses"] = reply["RequestResponses"][:-1]
         self._reply(request, status, headers, json.dumps(reply).encode())
 
 
@@ -197,36 +207,13 @@ def test_a_redelivery_puts_every_line_again_and_says_so(
     assert len([line for line in stored_lines(aws, stack) if user in line]) == 6
 
 
-class ShortAnswerProxy(AwsFaultProxy):
-    """Passes PutRecordBatch to moto, then answers its first call with one RequestResponses
-    entry fewer than the records: an answer that cannot say which record it left out."""
-
-    def __init__(self, upstream_url: str) -> None:
-        super().__init__(upstream_url)
-        self.calls: list[int] = []
-
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        if request.headers.get("X-Amz-Target") != PUT_RECORD_BATCH:
-            super()._handle(request)
-            return
-        payload = request.rfile.read(int(request.headers["Content-Length"]))
-        self.calls.append(len(json.loads(payload)["Records"]))
-        status, headers, answer = self._forward(request, payload)
-        if len(self.calls) == 1:
-            body = json.loads(answer)
-            answer = json.dumps(
-                {**body, "RequestResponses": body["RequestResponses"][:-1]}
-            ).encode()
-        self._reply(request, status, headers, answer)
-
-
 def test_an_answer_that_does_not_name_every_record_puts_them_all_again_and_counts_them(
     aws: LocalAws, stack: DeployedResources
 ) -> None:
     # GIVEN a stream whose first answer has an entry fewer than the records it was put
     user = f"auth0|{uuid.uuid4().hex}"
     sent = lines_of(user, 3)
-    with ShortAnswerProxy(aws.endpoint_url) as proxy:
+    with RefusingProxy(aws.endpoint_url, naming(), rounds=0, short_answers=1) as proxy:
         # WHEN a batch is delivered
         report = sink_on(client_through(aws, proxy.url), stack).deliver(Delivery(user, "b8", sent))
     # THEN all three went again (which one was left out cannot be told), each a possible repeat

@@ -26,6 +26,15 @@ from log_forwarder.sinks.registry import BY_NAME, NAMES, REGISTRY, Redelivery, c
 GUARANTEES = TEMPLATE_PATH.parent / "docs" / "guarantees.md"
 
 
+# What every function reads besides its destinations (local credentials: no secret to fetch).
+FUNCTION_ENV = {
+    "AUTH0_DOMAIN": "example.eu.auth0.com",
+    "AUTH0_CLIENT_ID": "id",
+    "AUTH0_CLIENT_SECRET": "secret",
+    "CHECKPOINT_TABLE": "table",
+}
+
+
 @pytest.fixture(scope="module")
 def aws() -> Iterator[LocalAws]:
     with LocalAws() as server:
@@ -55,10 +64,7 @@ PROVISION: dict[str, Callable[[LocalAws], dict[str, str]]] = {
 
 def settings_for(aws: LocalAws, name: str) -> Settings:
     env = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         "DESTINATIONS": name,
         **aws.env(),
         **PROVISION[name](aws),
@@ -143,10 +149,7 @@ def test_a_chosen_destination_without_a_required_setting_is_refused_naming_it(
     destination: Any,
 ) -> None:
     env = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         "DESTINATIONS": destination.name,
     }
     required = [s for s in destination.settings if s.default is None]
@@ -160,10 +163,7 @@ def test_a_chosen_destination_without_a_required_setting_is_refused_naming_it(
 
 def test_every_choice_of_destinations_is_read_in_any_order() -> None:
     base = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         **{s.variable: "x" for d in REGISTRY for s in d.settings},
     }
     for choice in combinations():
@@ -198,10 +198,7 @@ def test_a_firehose_stream_name_firehose_would_refuse_is_refused_naming_the_rule
 ) -> None:
     # (botocore's service model: DeliveryStreamName is 1 to 64 of [a-zA-Z0-9_.-])
     env = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         "DESTINATIONS": "firehose",
         "FIREHOSE_STREAM_NAME": stream,
     }
