@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.local_aws import DeployedResources, LocalAws, deploy_template
 from log_forwarder.aws_errors import AWS_CLIENT_CONFIG
-from log_forwarder.exceptions import DeliveryError
+from log_forwarder.exceptions import DeliveryError, OutOfTime
 from log_forwarder.records import Delivery, OutputLine
-from log_forwarder.retry import RetryPolicy
+from log_forwarder.retry import Deadline, RetryPolicy
 from log_forwarder.sinks.batching import (
     FIREHOSE_MAX_BATCH_BYTES,
     FIREHOSE_MAX_BATCH_RECORDS,
@@ -178,6 +178,28 @@ def test_a_record_refused_every_time_fails_the_delivery_naming_the_stream_and_th
         "ServiceUnavailableException after 3 attempts"
     )
     assert proxy.calls == [2, 1, 1]
+
+
+def test_refused_records_are_not_retried_past_the_invocations_deadline(
+    aws: LocalAws, stack: DeployedResources
+) -> None:
+    # GIVEN a stream that refuses a record every time, and an invocation with half a second
+    # left once the first call is answered
+    user = f"auth0|{uuid.uuid4().hex}"
+    slept: list[float] = []
+    with RefusingProxy(aws.endpoint_url, naming(f"{user}-0"), rounds=99) as proxy:
+        deadline = Deadline(lambda: 500 if proxy.calls else 60_000)
+        policy = RetryPolicy(attempts=5, base_s=1.0, cap_s=1.0, attempt_s=1.0)
+        assert stack.delivery_stream is not None
+        sink = FirehoseSink(
+            stack.delivery_stream, client_through(aws, proxy.url), sleep=slept.append, retry=policy
+        )
+        # WHEN a batch is delivered
+        with pytest.raises(OutOfTime) as stopped:
+            sink.deliver(Delivery(user, "b9", lines_of(user, 2), deadline=deadline))
+    # THEN no retry was waited for: the user resumes next run, its intent redelivered then
+    assert (proxy.calls, slept) == ([2], [])
+    assert "the work resumes next run" in str(stopped.value)
 
 
 def test_a_lost_answer_puts_the_batch_again_and_counts_each_record_as_a_possible_repeat(
