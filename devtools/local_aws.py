@@ -390,6 +390,8 @@ class DeployedResources:
     pushed_table: str | None = None
     # The Sigma rule packs the CLI installs (rule_packs.py), when the template declares them.
     rule_packs_table: str | None = None
+    # The stack's own Firehose stream (Destinations with firehose, no FirehoseStreamName).
+    delivery_stream: str | None = None
 
 
 def _bucket_name(stack_name: str, logical_id: str) -> str:
@@ -459,6 +461,16 @@ def deploy_template(
 
     queue_urls = _create_queues(aws, template, resolver, stack_name)
 
+    delivery_stream: str | None = None
+    if resolver.active("ForwardedDeliveryStream") and bucket is not None:
+        delivery_stream = f"{stack_name}-ForwardedDeliveryStream"[:64]
+        resolver.attributes[("ForwardedBucket", "Arn")] = f"arn:aws:s3:::{bucket}"
+        # moto takes any role; CloudFormation would pass the stack's FirehoseDeliveryRole.
+        role = f"arn:aws:iam::{ACCOUNT_ID}:role/{stack_name}-FirehoseDeliveryRole"
+        resolver.attributes[("FirehoseDeliveryRole", "Arn")] = role
+        properties = resolver.resolve(resources["ForwardedDeliveryStream"]["Properties"])
+        _create_delivery_stream(aws, delivery_stream, properties)
+
     secret_id = resolver.parameters["Auth0CredentialsSecretName"]
     secrets = aws.client("secretsmanager")
     try:
@@ -482,6 +494,7 @@ def deploy_template(
         queue_urls=queue_urls,
         pushed_table=pushed_table,
         rule_packs_table=rule_packs_table,
+        delivery_stream=delivery_stream,
     )
 
 
@@ -606,6 +619,13 @@ def _create_table(aws: LocalAws, table_name: str, properties: Mapping[str, Any])
         dynamodb.update_time_to_live(TableName=table_name, TimeToLiveSpecification=ttl)
 
 
+def _create_delivery_stream(aws: LocalAws, name: str, properties: Mapping[str, Any]) -> None:
+    """A Firehose stream as the template declares it (moto's delivers to its S3 at once)."""
+    firehose = aws.client("firehose")
+    with contextlib.suppress(firehose.exceptions.ResourceInUseException):
+        firehose.create_delivery_stream(DeliveryStreamName=name, **properties)
+
+
 def _create_log_group(aws: LocalAws, name: str, properties: Mapping[str, Any]) -> None:
     logs = aws.client("logs")
     with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
@@ -697,6 +717,8 @@ def function_environment(
         refs["ForwardedLogGroup"] = resources.log_group
     if resources.bucket is not None:
         refs["ForwardedBucket"] = resources.bucket
+    if resources.delivery_stream is not None:
+        refs["ForwardedDeliveryStream"] = resources.delivery_stream
     if resources.queue_url is not None:
         refs["FailureQueue"] = resources.queue_url
     parameters = {

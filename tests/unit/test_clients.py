@@ -20,6 +20,7 @@ from log_forwarder.credentials import credentials_source, pseudonym_key
 from log_forwarder.runtime import build_runtime
 from log_forwarder.sinks.cloudwatch import CloudWatchSink
 from log_forwarder.sinks.eventbridge import EventBridgeSink
+from log_forwarder.sinks.firehose import FirehoseSink
 from log_forwarder.sinks.s3 import S3Sink
 from log_forwarder.watch_list import DynamoWatchList
 
@@ -28,9 +29,10 @@ ENV = {
     "AUTH0_CREDENTIALS_SECRET": "auth0-user-log-forwarder/management-api",
     "CHECKPOINT_TABLE": "checkpoints",
     "WATCH_TABLE": "watch-list",
-    "DESTINATIONS": "cloudwatch,s3",
+    "DESTINATIONS": "cloudwatch,s3,firehose",
     "LOG_GROUP_NAME": "/forwarded",
     "S3_BUCKET": "bucket",
+    "FIREHOSE_STREAM_NAME": "stream",
     "FINDINGS_EVENT_BUS": "default",
 }
 
@@ -61,6 +63,7 @@ ADAPTERS: list[tuple[str, Callable[[], Any]]] = [
     ("CloudWatchSink", lambda: CloudWatchSink("/forwarded")),  # type: ignore[call-arg]
     ("S3Sink", lambda: S3Sink("bucket", "auth0-logs/")),  # type: ignore[call-arg]
     ("EventBridgeSink", lambda: EventBridgeSink("default")),  # type: ignore[call-arg]
+    ("FirehoseSink", lambda: FirehoseSink("stream")),  # type: ignore[call-arg]
     ("DynamoCheckpointStore", lambda: DynamoCheckpointStore("checkpoints")),  # type: ignore[call-arg]
     ("DynamoWatchList", lambda: DynamoWatchList("watch-list")),  # type: ignore[call-arg]
     ("credentials_source", lambda: credentials_source(Settings.from_env(ENV), None)),
@@ -94,10 +97,21 @@ def test_no_client_is_built_but_by_the_composition_root_with_the_project_s_retri
     # THEN every client has one of the project's configurations: delivery clients retry
     # nothing themselves (retry_call does), the idempotent reads a little
     assert sorted(service for service, _ in session.made) == sorted(
-        ["dynamodb", "logs", "s3", "events", "secretsmanager", "ssm", "sqs", "ssm", "sqs"]
+        [
+            "dynamodb",
+            "logs",
+            "s3",
+            "firehose",
+            "events",
+            "secretsmanager",
+            "ssm",
+            "sqs",
+            "ssm",
+            "sqs",
+        ]
     )
     configs = {service: config for service, config in session.made}
-    for service in ("dynamodb", "logs", "s3", "events"):
+    for service in ("dynamodb", "logs", "s3", "firehose", "events"):
         assert configs[service] is AWS_CLIENT_CONFIG, service
         assert AWS_CLIENT_CONFIG.retries == {"mode": "standard", "total_max_attempts": 1}
     for service in ("secretsmanager", "ssm", "sqs"):

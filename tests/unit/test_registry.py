@@ -10,9 +10,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import boto3
 import pytest
 
+from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.local_aws import TEMPLATE_PATH, LocalAws, deploy_template
+from log_forwarder.aws_errors import AWS_CLIENT_CONFIG
 from log_forwarder.config import Settings
 from log_forwarder.exceptions import ConfigError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
@@ -21,6 +24,15 @@ from log_forwarder.sinks.eventbridge import EventBridgeSink
 from log_forwarder.sinks.registry import BY_NAME, NAMES, REGISTRY, Redelivery, combinations
 
 GUARANTEES = TEMPLATE_PATH.parent / "docs" / "guarantees.md"
+
+
+# What every function reads besides its destinations (local credentials: no secret to fetch).
+FUNCTION_ENV = {
+    "AUTH0_DOMAIN": "example.eu.auth0.com",
+    "AUTH0_CLIENT_ID": "id",
+    "AUTH0_CLIENT_SECRET": "secret",
+    "CHECKPOINT_TABLE": "table",
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +47,24 @@ def provision_cloudwatch_and_s3(aws: LocalAws) -> dict[str, str]:
     return {"LOG_GROUP_NAME": deployed.log_group, "S3_BUCKET": deployed.bucket}
 
 
+def provision_firehose(aws: LocalAws) -> dict[str, str]:
+    # The template's own stream, into the stack's bucket
+    deployed = deploy_template(aws, stack_name="registry-firehose", destinations="firehose")
+    assert deployed.delivery_stream is not None
+    return {"FIREHOSE_STREAM_NAME": deployed.delivery_stream}
+
+
 # What each destination needs on moto's server before its sink can deliver: its settings.
 PROVISION: dict[str, Callable[[LocalAws], dict[str, str]]] = {
     "cloudwatch": provision_cloudwatch_and_s3,
     "s3": provision_cloudwatch_and_s3,
+    "firehose": provision_firehose,
 }
 
 
 def settings_for(aws: LocalAws, name: str) -> Settings:
     env = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         "DESTINATIONS": name,
         **aws.env(),
         **PROVISION[name](aws),
@@ -98,6 +115,23 @@ def test_eventbridge_sends_a_redeliverys_findings_again_and_counts_them(aws: Loc
     assert (first.accepted, first.repeated, again.accepted, again.repeated) == (1, 0, 1, 1)
 
 
+def test_eventbridge_counts_a_finding_sent_again_after_a_lost_answer(aws: LocalAws) -> None:
+    # GIVEN a bus whose first PutEvents answer is lost after EventBridge took the finding
+    body = {"record_type": "finding", "finding_id": "f2", "rule": "r", "log_ids": ["1"]}
+    finding = OutputLine(0, json.dumps({"_forwarder": body}), record_key="finding:f2")
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        proxy.add("AWSEvents.PutEvents", "lose")
+        client = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+        ).client("events", endpoint_url=proxy.url, config=AWS_CLIENT_CONFIG)
+        sink = EventBridgeSink("default", client=client, sleep=lambda _s: None)
+        # WHEN it is delivered (no redelivery: a run of its own)
+        report = sink.deliver(Delivery("auth0|u", "b2", (finding,)))
+    # THEN it was sent twice, and the second counts as a possible repeat
+    assert proxy.seen.count("AWSEvents.PutEvents") == 2
+    assert (report.accepted, report.repeated) == (1, 1)
+
+
 def test_possible_repeats_are_a_metric_of_the_run() -> None:
     user = UserReport("auth0|u")
     user.add_delivery(DeliveryReport("eventbridge", accepted=3, repeated=3))
@@ -115,10 +149,7 @@ def test_a_chosen_destination_without_a_required_setting_is_refused_naming_it(
     destination: Any,
 ) -> None:
     env = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         "DESTINATIONS": destination.name,
     }
     required = [s for s in destination.settings if s.default is None]
@@ -132,10 +163,7 @@ def test_a_chosen_destination_without_a_required_setting_is_refused_naming_it(
 
 def test_every_choice_of_destinations_is_read_in_any_order() -> None:
     base = {
-        "AUTH0_DOMAIN": "example.eu.auth0.com",
-        "AUTH0_CLIENT_ID": "id",
-        "AUTH0_CLIENT_SECRET": "secret",
-        "CHECKPOINT_TABLE": "table",
+        **FUNCTION_ENV,
         **{s.variable: "x" for d in REGISTRY for s in d.settings},
     }
     for choice in combinations():
@@ -155,3 +183,30 @@ def test_the_guarantees_state_each_destinations_redelivery() -> None:
     assert {name: rows.get(name, "").strip() for name in NAMES} == {
         d.name: d.redelivery.value for d in REGISTRY
     }
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        "arn:aws:firehose:us-east-1:123456789012:deliverystream/mine",
+        "my stream",
+        "x" * 65,
+    ],
+)
+def test_a_firehose_stream_name_firehose_would_refuse_is_refused_naming_the_rule(
+    stream: str,
+) -> None:
+    # (botocore's service model: DeliveryStreamName is 1 to 64 of [a-zA-Z0-9_.-])
+    env = {
+        **FUNCTION_ENV,
+        "DESTINATIONS": "firehose",
+        "FIREHOSE_STREAM_NAME": stream,
+    }
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert str(refused.value) == (
+        f"FIREHOSE_STREAM_NAME={stream!r} is not a Firehose stream name: 1 to 64 letters, "
+        "digits, '_', '.' or '-' (the stream's name, not its ARN)"
+    )
+    env["FIREHOSE_STREAM_NAME"] = "x" * 64
+    assert Settings.from_env(env).destination_settings["FIREHOSE_STREAM_NAME"] == "x" * 64

@@ -314,6 +314,21 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
         )
     if "s3" in destinations:
         forwarding |= on(bucket, "s3:PutObject", "s3:GetObject")
+    if "firehose" in destinations:
+        # The stack's own stream, or the one FirehoseStreamName names
+        forwarding |= on(
+            {
+                "Fn::If": [
+                    "OwnFirehoseStream",
+                    {"Fn::GetAtt": ["ForwardedDeliveryStream", "Arn"]},
+                    {
+                        "Fn::Sub": "arn:${AWS::Partition}:firehose:${AWS::Region}:"
+                        "${AWS::AccountId}:deliverystream/${FirehoseStreamName}"
+                    },
+                ]
+            },
+            "firehose:PutRecordBatch",
+        )
     # Findings go to the bus the stack names (the default one, by default)
     forwarding |= on(
         {
@@ -402,7 +417,8 @@ def test_the_rule_packs_table_is_kept_recoverable_and_encrypted(resources: dict[
 
 def test_the_bucket_is_private_versioned_encrypted_and_tls_only(resources: dict[str, Any]) -> None:
     bucket = resources["ForwardedBucket"]
-    assert bucket["Condition"] == "UseS3"
+    # (the s3 destination's, and the stack's own Firehose stream's)
+    assert bucket["Condition"] == "HasBucket"
     assert bucket["DeletionPolicy"] == bucket["UpdateReplacePolicy"] == "Retain"
     properties = bucket["Properties"]
     assert properties["PublicAccessBlockConfiguration"] == {
@@ -419,7 +435,7 @@ def test_the_bucket_is_private_versioned_encrypted_and_tls_only(resources: dict[
     assert rule["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
 
     policy = resources["ForwardedBucketPolicy"]
-    assert policy["Condition"] == "UseS3"
+    assert policy["Condition"] == "HasBucket"
     assert policy["Properties"]["Bucket"] == {"Ref": "ForwardedBucket"}
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Deny"
@@ -428,6 +444,62 @@ def test_the_bucket_is_private_versioned_encrypted_and_tls_only(resources: dict[
     assert statement["Resource"] == [
         {"Fn::GetAtt": ["ForwardedBucket", "Arn"]},
         {"Fn::Sub": "${ForwardedBucket.Arn}/*"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("destinations", "stream_name", "bucket", "own_stream"),
+    [
+        ("s3", "", True, False),
+        ("firehose", "", True, True),
+        ("cloudwatch,firehose", "operators-stream", False, False),
+        ("s3,firehose", "operators-stream", True, False),
+        ("cloudwatch", "operators-stream", False, False),
+    ],
+)
+def test_a_bucket_and_a_stream_exist_where_a_destination_writes_there(
+    template: dict[str, Any], destinations: str, stream_name: str, bucket: bool, own_stream: bool
+) -> None:
+    # The stack's own Firehose stream (no FirehoseStreamName) delivers into the stack's bucket;
+    # an operator's stream is theirs: no bucket, no stream, no delivery role for it.
+    parameters = {"Destinations": destinations, "FirehoseStreamName": stream_name}
+    resolver = _Resolver(template, parameters, stack_name="tpl")
+    assert resolver.active("ForwardedBucket") is bucket
+    assert resolver.active("ForwardedDeliveryStream") is own_stream
+    assert resolver.active("FirehoseDeliveryRole") is own_stream
+
+
+def test_the_stacks_firehose_stream_is_encrypted_and_writes_gzipped_lines_under_its_prefix(
+    resources: dict[str, Any],
+) -> None:
+    stream = resources["ForwardedDeliveryStream"]["Properties"]
+    assert stream["DeliveryStreamType"] == "DirectPut"
+    assert stream["DeliveryStreamEncryptionConfigurationInput"] == {"KeyType": "AWS_OWNED_CMK"}
+    s3 = stream["ExtendedS3DestinationConfiguration"]
+    assert s3["BucketARN"] == {"Fn::GetAtt": ["ForwardedBucket", "Arn"]}
+    assert s3["RoleARN"] == {"Fn::GetAtt": ["FirehoseDeliveryRole", "Arn"]}
+    assert s3["CompressionFormat"] == "GZIP"
+    assert s3["Prefix"] == {"Ref": "FirehoseS3Prefix"}
+    assert s3["ErrorOutputPrefix"] == {"Fn::Sub": "${FirehoseS3Prefix}errors/"}
+
+
+def test_the_firehose_delivery_role_writes_under_its_prefix_only(
+    resources: dict[str, Any],
+) -> None:
+    role = resources["FirehoseDeliveryRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "firehose.amazonaws.com"}
+    # Only this account's Firehose (AWS's guide: the account id as the external id)
+    assert trust["Condition"] == {"StringEquals": {"sts:ExternalId": {"Ref": "AWS::AccountId"}}}
+    (policy,) = role["Policies"]
+    objects, bucket = policy["PolicyDocument"]["Statement"]
+    assert objects["Resource"] == {"Fn::Sub": "${ForwardedBucket.Arn}/${FirehoseS3Prefix}*"}
+    assert sorted(objects["Action"]) == ["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"]
+    assert bucket["Resource"] == {"Fn::GetAtt": ["ForwardedBucket", "Arn"]}
+    assert sorted(bucket["Action"]) == [
+        "s3:GetBucketLocation",
+        "s3:ListBucket",
+        "s3:ListBucketMultipartUploads",
     ]
 
 
@@ -793,6 +865,7 @@ IAM_ACTION_OF_CALL = {
     "put_object": "s3:PutObject",
     "get_object": "s3:GetObject",
     "put_events": "events:PutEvents",
+    "put_record_batch": "firehose:PutRecordBatch",
     "get_parameter": "ssm:GetParameter",
     "send_message_batch": "sqs:SendMessage",
     "send_message": "sqs:SendMessage",
@@ -822,7 +895,7 @@ NEVER_CALLED = {
     "TenantWorkerFunction": {"dynamodb:PutItem", "dynamodb:Query"},
 }
 PACKAGE = ROOT / "src" / "log_forwarder"
-CLIENT_SERVICES = ("dynamodb", "events", "logs", "s3", "secretsmanager", "ssm", "sqs")
+CLIENT_SERVICES = ("dynamodb", "events", "firehose", "logs", "s3", "secretsmanager", "ssm", "sqs")
 
 
 def aws_operations() -> set[str]:
@@ -899,7 +972,7 @@ def test_the_import_walk_sees_each_function_s_calls() -> None:
 
 
 # The IAM service of each destination's calls (what a stack without it never grants).
-DESTINATION_SERVICES = {"cloudwatch": "logs:", "s3": "s3:"}
+DESTINATION_SERVICES = {"cloudwatch": "logs:", "s3": "s3:", "firehose": "firehose:"}
 
 
 def test_every_destination_has_its_iam_service_named() -> None:

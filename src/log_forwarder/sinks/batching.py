@@ -1,5 +1,5 @@
 """Pure batching and naming for the sinks: PutLogEvents batches, stream names, S3 objects and keys
-(a batch's id, which the intent names too, is records.batch_id_for).
+(a batch's id, which the intent names too, is records.batch_id_for), PutRecordBatch batches.
 
 Nothing here does I/O, so the limits are proven by property tests rather than by a server (moto
 does not enforce the CloudWatch batch limits).
@@ -10,10 +10,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from log_forwarder.convert import oversized_marker
 from log_forwarder.records import OutputLine
 
 CW_MAX_BATCH_BYTES = 1_048_576
@@ -23,6 +24,14 @@ CW_MAX_BATCH_SPAN_MS = 24 * 3600 * 1000
 CW_MAX_EVENT_BYTES = CW_MAX_BATCH_BYTES - CW_EVENT_OVERHEAD_BYTES
 
 CW_MAX_STREAM_NAME_CHARS = 512
+
+# PutRecordBatch: at most 500 records and 4 MB a call, a record at most 1,000 KB before base64
+# (AWS's API reference; these limits cannot be changed). Read as decimal units, the smaller
+# reading, and the call's 4 MB as its base64 (4/3 of the raw bytes) and JSON: 2,990,000 raw
+# bytes encode to under 4,000,000 with room for the JSON of 500 records.
+FIREHOSE_MAX_BATCH_RECORDS = 500
+FIREHOSE_MAX_BATCH_BYTES = 2_990_000
+FIREHOSE_MAX_RECORD_BYTES = 1_000_000
 
 _DAY_MS = 24 * 3600 * 1000
 _HASH_CHARS = 16
@@ -91,6 +100,47 @@ def cloudwatch_batches(
             first_ts = item.timestamp_ms
         current.append(item)
         current_bytes += cost
+    if current:
+        batches.append(current)
+    return batches
+
+
+def replace_oversized(
+    lines: Iterable[OutputLine], max_bytes: int
+) -> tuple[list[OutputLine], list[str | None]]:
+    """The lines in order, each whose UTF-8 text is over `max_bytes` replaced by its marker
+    (convert.oversized_marker), and the log ids of those replaced."""
+    fitting: list[OutputLine] = []
+    replaced: list[str | None] = []
+    for item in lines:
+        if len(item.line.encode("utf-8")) > max_bytes:
+            fitting.append(oversized_marker(item))
+            replaced.append(item.log_id)
+        else:
+            fitting.append(item)
+    return fitting, replaced
+
+
+def firehose_batches(
+    records: Sequence[bytes],
+    *,
+    max_records: int = FIREHOSE_MAX_BATCH_RECORDS,
+    max_bytes: int = FIREHOSE_MAX_BATCH_BYTES,
+) -> list[list[bytes]]:
+    """Records in order, in the fewest PutRecordBatch calls: each at most `max_records` records
+    and `max_bytes` in all. ValueError for a record over `max_bytes` alone: the caller replaces
+    such records first (FIREHOSE_MAX_RECORD_BYTES is below it)."""
+    batches: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for index, record in enumerate(records):
+        if len(record) > max_bytes:
+            raise ValueError(f"record {index} is {len(record)} bytes, over {max_bytes} a call")
+        if current and (len(current) >= max_records or size + len(record) > max_bytes):
+            batches.append(current)
+            current, size = [], 0
+        current.append(record)
+        size += len(record)
     if current:
         batches.append(current)
     return batches

@@ -27,11 +27,16 @@ from log_forwarder.aws_errors import (
     is_transient,
     outcome_unknown,
 )
-from log_forwarder.convert import oversized_marker, record_key
+from log_forwarder.convert import record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
 from log_forwarder.retry import SINK_RETRY, Attempts, Deadline, RetryPolicy, Settled, retry_call
-from log_forwarder.sinks.batching import CW_MAX_EVENT_BYTES, cloudwatch_batches, stream_name_for
+from log_forwarder.sinks.batching import (
+    CW_MAX_EVENT_BYTES,
+    cloudwatch_batches,
+    replace_oversized,
+    stream_name_for,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_logs.client import CloudWatchLogsClient
@@ -104,14 +109,9 @@ class CloudWatchSink:
 
     def _fit(self, stream: str, delivery: Delivery) -> tuple[list[OutputLine], int]:
         """The lines in timestamp order, those too large for CloudWatch replaced by markers."""
-        fitting: list[OutputLine] = []
-        oversized_ids: list[str | None] = []
-        for item in sorted(delivery.lines, key=lambda line: line.timestamp_ms):
-            if len(item.line.encode("utf-8")) > CW_MAX_EVENT_BYTES:
-                fitting.append(oversized_marker(item))
-                oversized_ids.append(item.log_id)
-            else:
-                fitting.append(item)
+        fitting, oversized_ids = replace_oversized(
+            sorted(delivery.lines, key=lambda line: line.timestamp_ms), CW_MAX_EVENT_BYTES
+        )
         if oversized_ids:
             logger.warning(
                 "Replaced events too large for CloudWatch Logs with marker records",

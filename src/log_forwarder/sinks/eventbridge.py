@@ -13,11 +13,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from log_forwarder.aws_errors import AWS_ERRORS, error_code, is_transient
 from log_forwarder.detections import MAX_TEXT_CHARS, Finding, finding_record
-from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine
-from log_forwarder.retry import SINK_RETRY, Attempts, RetryPolicy, Settled, retry_call
+from log_forwarder.retry import SINK_RETRY, RetryPolicy
+from log_forwarder.sinks.partial import send_until_taken
 
 if TYPE_CHECKING:
     from mypy_boto3_events.client import EventBridgeClient
@@ -51,58 +50,41 @@ class EventBridgeSink:
         entries = [
             eventbridge_entry_for(body, self.event_bus) for body in _findings(delivery.lines)
         ]
-        for start in range(0, len(entries), ENTRIES_PER_CALL):
-            self._put(entries[start : start + ENTRIES_PER_CALL], delivery)
         # EventBridge cannot be read back: a redelivery sends its findings again.
         repeated = len(entries) if delivery.redelivery else 0
+
+        def resent(count: int) -> None:
+            nonlocal repeated
+            repeated += count
+
+        for start in range(0, len(entries), ENTRIES_PER_CALL):
+            self._put(entries[start : start + ENTRIES_PER_CALL], delivery, resent)
         return DeliveryReport(destination=self.name, accepted=len(entries), repeated=repeated)
 
-    def _put(self, entries: list[dict[str, Any]], delivery: Delivery) -> None:
+    def _put(
+        self, entries: list[dict[str, Any]], delivery: Delivery, resent: Callable[[int], None]
+    ) -> None:
         """PutEvents, sending again only the entries EventBridge reports as failed."""
-        left = entries
 
-        def put() -> None:
-            response = self._client.put_events(Entries=left)  # type: ignore[arg-type]
-            results = response.get("Entries", [])
-            failed = [e for e, r in zip(left, results, strict=False) if r.get("ErrorCode")]
-            if failed:
-                codes = sorted({str(r.get("ErrorCode")) for r in results if r.get("ErrorCode")})
-                raise _Refused(failed, codes)
+        def send(left: Sequence[dict[str, Any]]) -> list[str | None]:
+            response = self._client.put_events(Entries=list(left))  # type: ignore[arg-type]
+            results = list(response.get("Entries", []))
+            results += [{}] * (len(left) - len(results))  # an entry not answered: taken
+            return [str(r.get("ErrorCode")) if r.get("ErrorCode") else None for r in results]
 
-        def resume(error: Exception) -> Settled[None] | None:
-            nonlocal left
-            if isinstance(error, _Refused):
-                left = error.entries  # only what EventBridge refused goes again
-            return None
-
-        def fail(error: Exception, made: int) -> Exception:
-            tries = f" after {made} attempts" if made > 1 else ""
-            if isinstance(error, _Refused):
-                return DeliveryError(
-                    f"EventBridge refused {len(error.entries)} finding(s) on bus "
-                    f"{self.event_bus!r} for user {delivery.user_id!r}: "
-                    f"{', '.join(error.codes)}{tries}"
-                )
-            what = f"EventBridge PutEvents on bus {self.event_bus!r}"
-            return DeliveryError(f"{what} failed: {error_code(error)}{tries}")
-
-        retry_call(
-            put,
-            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=delivery.deadline),
-            errors=(*AWS_ERRORS, _Refused),
-            retryable=lambda error: isinstance(error, _Refused) or is_transient(error),
-            fail=fail,
-            resume=resume,
+        send_until_taken(
+            entries,
+            send,
+            what=f"EventBridge PutEvents on bus {self.event_bus!r}",
+            refused=lambda count, codes: (
+                f"EventBridge refused {count} finding(s) on bus {self.event_bus!r} for user "
+                f"{delivery.user_id!r}: {codes}"
+            ),
+            policy=self._retry_policy,
+            deadline=delivery.deadline,
+            sleep=self._sleep,
+            resent=resent,
         )
-
-
-class _Refused(Exception):
-    """Some entries of a PutEvents call failed (the call itself went through)."""
-
-    def __init__(self, entries: list[dict[str, Any]], codes: list[str]) -> None:
-        super().__init__(", ".join(codes))
-        self.entries = entries
-        self.codes = codes
 
 
 def _findings(lines: Sequence[OutputLine]) -> list[dict[str, Any]]:

@@ -29,10 +29,13 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, cast
+
+from log_forwarder.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from log_forwarder.aws_errors import ClientFactory
@@ -81,6 +84,21 @@ def _prefix(raw: str) -> str:
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
+# Firehose's rule for a stream name (its API reference: 1 to 64, [a-zA-Z0-9_.-]+).
+_FIREHOSE_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,64}")
+
+
+def _firehose_stream_name(raw: str) -> str:
+    """The name as given; ConfigError for anything Firehose would refuse (an ARN, say), before
+    the first event is read rather than at its first delivery."""
+    if not _FIREHOSE_STREAM_NAME.fullmatch(raw):
+        raise ConfigError(
+            f"FIREHOSE_STREAM_NAME={raw!r} is not a Firehose stream name: 1 to 64 letters, "
+            "digits, '_', '.' or '-' (the stream's name, not its ARN)"
+        )
+    return raw
+
+
 # In delivery order: a finding (EventBridge, not a destination of DESTINATIONS) goes out last.
 REGISTRY: tuple[Destination, ...] = (
     Destination(
@@ -101,6 +119,20 @@ REGISTRY: tuple[Destination, ...] = (
         redelivery=Redelivery.SKIPS_HELD,
         adapter="log_forwarder.sinks.s3",
         template_condition="UseS3",
+    ),
+    Destination(
+        name="firehose",
+        title="Kinesis Data Firehose",
+        settings=(
+            Setting(
+                "FIREHOSE_STREAM_NAME",
+                "the Firehose stream the events are put to",
+                normalise=_firehose_stream_name,
+            ),
+        ),
+        redelivery=Redelivery.MAY_REPEAT,
+        adapter="log_forwarder.sinks.firehose",
+        template_condition="UseFirehose",
     ),
 )
 BY_NAME: Mapping[str, Destination] = {destination.name: destination for destination in REGISTRY}
