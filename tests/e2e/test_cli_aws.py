@@ -262,11 +262,13 @@ def test_status_says_per_user_what_is_up_and_what_is_wrong(
     # Per user: unknown users and per-user read failures are what status is shown reporting.
     stack = deploy(READ_MODE="per-user")
     empty = cli(stack, "status", "--json")
-    assert empty.returncode == 0, empty.stderr
+    assert empty.returncode == 1, empty.stderr  # a problem found: nobody is forwarded
     assert json.loads(empty.stdout) == {
         "users": [],
         "backfills": [],
         "notes": ["no watched users: a scheduled run forwards nothing"],
+        "tenant_failing": False,
+        "problems": ["no watched users"],
     }
     # AND users: a quiet one, one that will fail, one that will hit a gap, a wrong id, and
     # one that is removed after its first run

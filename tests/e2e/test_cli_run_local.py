@@ -307,7 +307,7 @@ def test_auth0_text_in_check_run_and_status_prints_literally_and_never_reaches_t
     assert_shown_not_obeyed(forwarded)
     # AND status shows the checkpoint's stored last error the same way
     shown = run_cli("status", "--local", str(out_dir), env=env)
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == 1, shown.stderr  # a watched user failing: a problem found
     assert "failing" in shown.stdout
     assert_shown_not_obeyed(shown)
 

@@ -38,10 +38,14 @@ def deploy(aws: LocalAws, sim: Auth0Simulator) -> Callable[..., LocalDeployment]
     return make
 
 
-def status(stack: LocalDeployment) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def status(
+    stack: LocalDeployment, *, exits: int = 0
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """status --json's rows and notes; `exits` 1 while the tenant fails (a problem found)."""
     shown = run_cli("status", "--json", env=stack.env)
-    assert shown.returncode == 0, shown.stderr
+    assert shown.returncode == exits, shown.stderr
     parsed = json.loads(shown.stdout)
+    assert parsed["tenant_failing"] is bool(exits)
     return {row["user_id"]: row for row in parsed["users"]}, parsed["notes"]
 
 
@@ -85,7 +89,7 @@ def test_a_refused_secret_fails_the_tenant_for_all_users_and_status_shows_it(
     assert (metrics["TenantFailed"], metrics["UsersProcessed"], metrics["UsersFailed"]) == (1, 0, 3)
     # AND status shows the tenant failing with the cause and the fix, and no user as ok: each is
     # blocked, its last real read what it was before the outage
-    rows, notes = status(stack)
+    rows, notes = status(stack, exits=1)
     assert {u: r["state"] for u, r in rows.items()} == {u: "blocked" for u in (ALICE, BOB, CAROL)}
     tenant = [n for n in notes if n.startswith("the tenant is failing, for all users")]
     assert len(tenant) == 1, notes
@@ -152,7 +156,7 @@ def test_a_token_without_either_logs_scope_fails_the_tenant_once_not_each_user(
     assert not any(user in message for user in expected)
     asked = [user for user in expected if sim.stats.calls("user_logs", user_id=user)]
     assert len(asked) == 1, asked
-    _rows, notes = status(stack)
+    _rows, notes = status(stack, exits=1)
     assert any("Fix: grant the application read:logs_users" in n for n in notes)
     # AND once granted again, everything comes, once
     sim.set_scopes(["read:logs", "read:logs_users"])

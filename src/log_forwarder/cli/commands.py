@@ -292,12 +292,21 @@ def backfill(
 @handled
 def status(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
     """Per user: watched?, state, watermark and lag, backlog, last run, gaps, last error."""
-    from .status import backfill_table, read_mode_note, status_table, statuses, tenant_note
+    from .status import (
+        backfill_table,
+        problems,
+        read_mode_note,
+        status_table,
+        statuses,
+        tenant_note,
+    )
 
     env = _env(ctx)
     items, watched, notes = _status_inputs(env, directory)
     rows, backfills = statuses(items, watched, time.time())
-    notes.extend(note for note in (tenant_note(items), read_mode_note(items)) if note)
+    failing = tenant_note(items)
+    notes.extend(note for note in (failing, read_mode_note(items)) if note)
+    found = problems(rows, tenant_failing=failing is not None)
     if not watched:
         notes.append("no watched users: a scheduled run forwards nothing")
     unreadable = [row for row in rows if row.unreadable]
@@ -308,14 +317,16 @@ def status(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
             "Runs do not read those attributes, and rewrite them at the user's next checkpoint"
         )
     if as_json:
-        _print_json({"users": [r.as_dict() for r in rows], "backfills": backfills, "notes": notes})
+        document = {"users": [r.as_dict() for r in rows], "backfills": backfills, "notes": notes}
+        _print_json({**document, "tenant_failing": failing is not None, "problems": found})
     else:
         out.print(status_table(rows))
         if backfills:
             out.print(backfill_table(backfills))
         for note in notes:
             out.print(f"Note: {safe(note)}")
-    raise SystemExit(PROBLEM if unreadable else 0)
+    # A script or a monitor reads the exit code: 1 whenever a watched user is not forwarded.
+    raise SystemExit(PROBLEM if found else 0)
 
 
 def _status_inputs(

@@ -203,6 +203,25 @@ def _as_the_tenant_stands(
     return fixed
 
 
+# A watched user in one of these states is not being forwarded as it should: `status` exits 1.
+PROBLEM_STATES = frozenset({"failing", "blocked", "missing", "unknown", "unreadable", "newer"})
+
+
+def problems(rows: Iterable[UserStatus], *, tenant_failing: bool) -> list[str]:
+    """What `status` exits 1 for, one line each: the tenant failing, no user watched, and each
+    watched user in a problem state (an unreadable row too, watched or not)."""
+    rows = list(rows)
+    found = ["the tenant is failing"] if tenant_failing else []
+    if not any(row.watched for row in rows):
+        found.append("no watched users")
+    found += [
+        f"{row.user_id}: {row.state}"
+        for row in rows
+        if (row.watched and row.state in PROBLEM_STATES) or row.unreadable
+    ]
+    return found
+
+
 def tenant_note(items: Iterable[Mapping[str, Any]]) -> str | None:
     """The tenant failing, with the cause and the fix (None while it does not)."""
     tenant = _tenant_item(items)
