@@ -375,6 +375,7 @@ def test_a_bad_since_is_refused_by_its_own_name_with_a_suggestion_that_works(
             "positive number of seconds",
         ),
         (("run", "--local", "DIR", "--time-limit", "inf"), "--time-limit", "positive number"),
+        (("run", "--local", "DIR", "--time-limit", "1e308"), "--time-limit", "up to 604,800"),
         (("check", "--max-calls", "0"), "--max-calls", "x>=1"),
         (("--region", "us-east1", "status"), "--region", "not an AWS region"),
         (("--domain", "https://t.eu.auth0.com/", "check"), "--domain", "'t.eu.auth0.com'?"),
@@ -393,3 +394,34 @@ def test_every_option_is_refused_by_its_own_name(
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"Invalid value for '{option}" in done.stderr and said in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["run", "backfill"])
+def test_a_time_limit_within_the_finish_margin_is_refused_before_anything_runs(
+    command: str, tmp_path: Path
+) -> None:
+    # GIVEN a tenant nothing answers for (nothing may be asked: the refusal comes first)
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_BASE_URL": "http://127.0.0.1:9",
+        "AUTH0_CLIENT_ID": "id",
+        "AUTH0_CLIENT_SECRET": "not-a-real-secret",
+        "TIME_MARGIN_SECONDS": "60",
+        # backfill reads the function's whole configuration: an AWS that nothing serves
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "CHECKPOINT_TABLE": "checkpoints",
+        "DESTINATIONS": "s3",
+        "S3_BUCKET": "bucket",
+    }
+    args = {
+        "run": ("run", "--local", str(tmp_path / "out"), "auth0|a"),
+        "backfill": ("backfill", "auth0|a", "--since", "2026-01-01T00:00:00Z"),
+    }[command]
+    # WHEN the time limit is no longer than the margin the forwarder keeps to finish in
+    done = run_cli(*args, "--time-limit", "45", env=env, cwd=tmp_path)
+    # THEN it is refused by its own name, saying why, instead of reading nothing and saying
+    # "run the same command again to continue"
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Invalid value for '--time-limit'" in done.stderr, done.stderr
+    assert "TIME_MARGIN_SECONDS (60 s)" in done.stderr
+    assert "run the same command" not in done.stdout + done.stderr

@@ -28,7 +28,15 @@ from .backfill import (
     effective_end,
 )
 from .environment import Environment
-from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
+from .progress import (
+    Counters,
+    CountingSink,
+    CountingSource,
+    ProgressDisplay,
+    Stopper,
+    check_time_limit,
+    watch_thread,
+)
 
 # Each slice is one forwarder run, as one invocation of the function is: its leases end with
 # it, so a backfill that was killed is free to resume a slice later at the most.
@@ -67,6 +75,7 @@ def run_backfill(
     env: Environment, span: BackfillRange, console: Console, limit_s: float
 ) -> BackfillOutcome:
     settings = env.settings()
+    check_time_limit(limit_s, settings.time_margin_ms)
     store = DynamoCheckpointStore(
         settings.checkpoint_table, client=env.aws_client("dynamodb", AWS_CLIENT_CONFIG)
     )

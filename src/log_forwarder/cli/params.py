@@ -78,9 +78,13 @@ class Instant(_ParamType):
 
 
 class Seconds(_ParamType):
-    """A finite, positive number of seconds (click's float takes 'nan' and 'inf')."""
+    """A finite, positive number of seconds (click's float takes 'nan' and 'inf'), at most
+    `maximum`: a time limit far past any run would only overflow the clock's arithmetic."""
 
     name = "seconds"
+
+    def __init__(self, maximum: float = 7 * 86_400) -> None:
+        self.maximum = maximum
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
@@ -89,9 +93,10 @@ class Seconds(_ParamType):
             seconds = float(value)
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number of seconds, e.g. 3600", param, ctx)
-        if not math.isfinite(seconds) or seconds <= 0:
+        if not math.isfinite(seconds) or not 0 < seconds <= self.maximum:
             self.fail(
-                f"{value!r} is not allowed; give a positive number of seconds, e.g. 3600",
+                f"{value!r} is not allowed; give a positive number of seconds up to "
+                f"{self.maximum:,.0f}, e.g. 3600",
                 param,
                 ctx,
             )

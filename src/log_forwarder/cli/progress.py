@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -99,6 +100,18 @@ class CountingSink:
         return report
 
 
+def check_time_limit(limit_s: float, margin_ms: int) -> None:
+    """Refuse a --time-limit no longer than the margin, before anything is read or written: no
+    chunk starts with less than the margin left, so such a limit would read nothing, every
+    time, while saying "run the same command again to continue"."""
+    if limit_s * 1000 <= margin_ms:
+        raise click.BadParameter(
+            f"{limit_s:g} s leaves no time to read: the forwarder keeps TIME_MARGIN_SECONDS "
+            f"({margin_ms / 1000:g} s) in hand to finish; give more than that",
+            param_hint="'--time-limit'",
+        )
+
+
 class Stopper:
     """The forwarder's `remaining_ms`: a time limit, cut short by Ctrl-C.
 
@@ -107,6 +120,7 @@ class Stopper:
     finish in. A second Ctrl-C stops at once; a run killed outright resumes too."""
 
     def __init__(self, limit_s: float, margin_ms: int, clock: Callable[[], float] = time.time):
+        check_time_limit(limit_s, margin_ms)
         self._clock = clock
         self._end = clock() + limit_s
         self._margin_ms = margin_ms

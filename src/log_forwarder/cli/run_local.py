@@ -22,7 +22,15 @@ from log_forwarder.runtime import Overrides, build_runtime
 
 from .environment import Environment
 from .local import LocalDir
-from .progress import Counters, CountingSink, CountingSource, ProgressDisplay, Stopper, watch_thread
+from .progress import (
+    Counters,
+    CountingSink,
+    CountingSource,
+    ProgressDisplay,
+    Stopper,
+    check_time_limit,
+    watch_thread,
+)
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ def run_local(
 ) -> LocalRun:
     # Nothing goes to AWS: the table and destinations of the function's variables are ignored.
     settings = env.settings(aws=False)
+    check_time_limit(limit_s, settings.time_margin_ms)
     with LocalDir(directory, settings.setting("S3_PREFIX") or "") as local:
         assert local.store is not None
         watched = list(users or settings.watched_user_ids or local.store.watched_users())
