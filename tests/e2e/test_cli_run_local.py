@@ -385,6 +385,7 @@ def test_a_bad_since_is_refused_by_its_own_name_with_a_suggestion_that_works(
             "'T-1'?",
         ),
         (("watch", "add", "auth0|a", "auth0|b;auth0|c"), "USERS", "';'"),
+        (("watch", "add", "auth0|a,auth0|b"), "USERS", "holds a comma"),
     ],
 )
 def test_every_option_is_refused_by_its_own_name(

@@ -109,6 +109,14 @@ class UserId(_ParamType):
     name = "user_id"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if "," in str(value):
+            # WATCHED_USER_IDS is comma-separated: the function could never watch such an id.
+            self.fail(
+                f"{str(value)!r} holds a comma; give each user id as its own argument "
+                f"({' '.join(repr(part.strip()) for part in str(value).split(','))})",
+                param,
+                ctx,
+            )
         try:
             return check_user_id(str(value), "USER")
         except ConfigError as error:
