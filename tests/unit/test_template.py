@@ -627,6 +627,21 @@ def test_the_readme_lists_every_parameter_with_its_default(template: dict[str, A
             assert default == ("empty" if expected == "" else str(expected)), name
 
 
+def test_the_readme_counts_what_sam_deploy_guided_asks(template: dict[str, Any]) -> None:
+    # GIVEN the README's comparison of `init` with `sam deploy --guided`
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(
+        r"`sam deploy --guided` asks (\d+): the stack name and region, the (\d+) parameters "
+        r"below in template order, bare, and (\d+) of its own",
+        readme,
+    )
+    assert said is not None
+    asked, parameters, own = (int(n) for n in said.groups())
+    # THEN it counts the template's parameters as they are (SAM asks every one)
+    assert parameters == len(template["Parameters"])
+    assert asked == 2 + parameters + own
+
+
 def test_each_destination_s_condition_holds_exactly_where_destinations_names_it(
     template: dict[str, Any],
 ) -> None:
