@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.local_stack import ENV_FILE, LocalStack
+from devtools.local_stack import ENV_FILE, LocalStack, choose_host
 from log_forwarder.cli.environment import LOCAL_STACK_FILE
 from tests.cli_support import flat, run_cli
 from tests.e2e.test_local_stack import env_copy  # noqa: F401 (a fixture: env.json on free ports)
@@ -30,7 +30,13 @@ def stack(request: pytest.FixtureRequest) -> Iterator[LocalStack]:
     """The local stack as `make local-stack` starts it, on free ports (a running one would
     hold 8080 and 8081), seeded small: its tenant allows 2 requests/s."""
     env_file = request.getfixturevalue("env_copy")
-    with LocalStack(host="127.0.0.1", env_file=env_file) as local:
+    host = getattr(request, "param", "127.0.0.1")
+    if host == "auto":
+        # make local-stack's default: Docker's bridge on Linux when it exists
+        host = choose_host("auto")[0]
+        if host == "127.0.0.1":
+            pytest.skip("no Docker bridge on this machine: the default is the loopback")
+    with LocalStack(host=host, env_file=env_file) as local:
         local.seed_history(sizes=(40, 20, 10))
         yield local
         forget(local)
@@ -54,6 +60,7 @@ def forget(local: LocalStack) -> None:
         s3.delete_bucket(Bucket=resources.bucket)
 
 
+@pytest.mark.parametrize("stack", ["127.0.0.1", "auto"], indirect=True)
 def test_local_stack_points_every_command_at_the_running_stack(
     stack: LocalStack, tmp_path: Path
 ) -> None:
