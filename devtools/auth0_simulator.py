@@ -5,7 +5,9 @@ unpleasant parts: the 1,000-result search cap, a global token-bucket rate limit,
 or are revoked, scopes, events that become visible late, events that expire, gateway errors with
 HTML bodies, and log ids that follow ingestion rather than event date. Beyond what Auth0 does, it
 can answer megabytes where kilobytes are due (`oversize_next`, `inflate`), streamed without ever
-being held in memory, and says how much of each it sent before the client hung up.
+being held in memory, and says how much of each it sent before the client hung up; it can answer
+with a compression bomb (`bomb_next`: a few hundred KB that decode to 100 MB, or a chain of
+encodings) and drip an answer a byte at a time (`drip_next`).
 
 Only the standard library is used, and nothing outside this file is read at run time, so the demo
 runs from a bare clone. The clock is injectable: tests move time forward instead of sleeping.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import math
 import random
@@ -30,6 +33,7 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -558,6 +562,25 @@ class _OversizeRule:
 
 
 @dataclass(slots=True)
+class _BombRule:
+    remaining: int
+    path_contains: str | None
+    status: int
+    encoding: str
+    megabytes: int
+
+
+@dataclass(slots=True)
+class _DripRule:
+    remaining: int
+    path_contains: str | None
+    interval_s: float
+
+
+_AnyRule = _OversizeRule | _BombRule | _DripRule
+
+
+@dataclass(slots=True)
 class _Response:
     status: int
     body: bytes
@@ -566,6 +589,8 @@ class _Response:
     # A streamed body instead: bytes as they are, and runs of that many padding bytes, written
     # a chunk at a time so that no answer of any size is ever held whole.
     parts: tuple[bytes | int, ...] | None = None
+    # Written one byte at a time, this long apart (a server dripping its answer).
+    drip_s: float | None = None
 
     @property
     def length(self) -> int:
@@ -606,6 +631,27 @@ def _streamed_json(
         at = match.end()
     parts.append(text[at:].encode())
     return _Response(status, b"", headers=dict(headers), parts=tuple(parts))
+
+
+@functools.cache
+def _bomb_body(encoding: str, megabytes: int) -> bytes:
+    """A JSON array of one event whose `padding` is `megabytes` MB of zeros, compressed with
+    each coding of `encoding` in turn ("gzip, gzip": gzip twice); made once per shape."""
+    layers = [coding.strip() for coding in encoding.split(",")]
+    head = b'[{"date":"2026-01-01T00:00:00.000Z","type":"sapi","log_id":"' + b"9" * 56
+    compressor = zlib.compressobj(9, zlib.DEFLATED, _WBITS[layers[0]])
+    body = [compressor.compress(head + b'","padding":"')]
+    zeros = b"0" * 2**20
+    body += [compressor.compress(zeros) for _ in range(megabytes)]
+    body += [compressor.compress(b'"}]'), compressor.flush()]
+    data = b"".join(body)
+    for coding in layers[1:]:
+        outer = zlib.compressobj(9, zlib.DEFLATED, _WBITS[coding])
+        data = outer.compress(data) + outer.flush()
+    return data
+
+
+_WBITS: Final = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def _json_response(
@@ -672,6 +718,7 @@ class Auth0Simulator:
         self._fault_rules: list[_FaultRule] = []
         self._oversize_rules: list[_OversizeRule] = []
         self._inflated: dict[str, int] = {}
+        self._hostile_rules: list[_BombRule | _DripRule] = []
         self._random_fault_p = 0.0
         self._random_fault_statuses: tuple[int, ...] = (500, 502, 503)
         self._rate_limit = rate_limit
@@ -851,6 +898,33 @@ class Auth0Simulator:
                 _OversizeRule(count, round(megabytes * 1_000_000), path_contains)
             )
 
+    def bomb_next(
+        self,
+        count: int,
+        *,
+        encoding: str = "gzip",
+        megabytes: int = 100,
+        status: int = 200,
+        path_contains: str | None = None,
+    ) -> None:
+        """The next `count` requests (as `oversize_next` picks them) answer `status` with a
+        compression bomb: one event `megabytes` MB long (2**20 bytes each) of zeros, compressed
+        with each coding of `encoding` ("gzip", "deflate", or a chain such as "gzip, gzip") and
+        sent with that content-encoding, whatever the client asked for. 100 MB is about 100 KB
+        of gzip, and gzip of that gzip a few hundred bytes."""
+        for coding in encoding.split(","):
+            if coding.strip() not in _WBITS:
+                raise ValueError(f"bomb_next: unknown coding {coding.strip()!r}")
+        _bomb_body(encoding, megabytes)  # made now, not while a client waits for it
+        with self._lock:
+            self._hostile_rules.append(_BombRule(count, path_contains, status, encoding, megabytes))
+
+    def drip_next(self, count: int, *, interval_s: float, path_contains: str | None = None) -> None:
+        """The next `count` requests (as `oversize_next` picks them) get their real answer, its
+        headers at once and its body one byte every `interval_s` seconds of real time."""
+        with self._lock:
+            self._hostile_rules.append(_DripRule(count, path_contains, interval_s))
+
     def inflate(self, log_id: str, *, megabytes: float) -> None:
         """Every answer that holds this event holds it `megabytes` MB longer (a `padding`
         field), streamed: an event logged far larger than any Auth0 documents."""
@@ -911,13 +985,22 @@ class Auth0Simulator:
         return status, status != 500, None
 
     def _take_oversize(self, target: str, *, token_endpoint: bool) -> int | None:
-        for rule in self._oversize_rules:
-            if rule.path_contains is None and token_endpoint:
-                continue
-            if rule.remaining > 0 and (rule.path_contains is None or rule.path_contains in target):
-                rule.remaining -= 1
-                return rule.size
-        return None
+        rule = _take_rule(self._oversize_rules, target, token_endpoint=token_endpoint)
+        return rule.size if isinstance(rule, _OversizeRule) else None
+
+    def _hostile(self, target: str, response: _Response, *, token_endpoint: bool) -> _Response:
+        """`response`, or what a hostile rule (`bomb_next`, `drip_next`) makes of it."""
+        with self._lock:
+            rule = _take_rule(self._hostile_rules, target, token_endpoint=token_endpoint)
+        if isinstance(rule, _BombRule):
+            return _Response(
+                rule.status,
+                _bomb_body(rule.encoding, rule.megabytes),
+                headers={"content-encoding": rule.encoding},
+            )
+        if isinstance(rule, _DripRule):
+            response.drip_s = rule.interval_s
+        return response
 
     def _take_rate_token(self, now: float) -> tuple[dict[str, str], bool]:
         """Refill, then take one token. Returns the x-ratelimit-* headers and whether limited."""
@@ -958,6 +1041,7 @@ class Auth0Simulator:
                 response = _streamed_json(200, token, {"token": oversize}, {})
             else:
                 response = self._token(headers, body)
+            response = self._hostile(target, response, token_endpoint=True)
             self.stats._record("token", response.status, ())
             return response
 
@@ -980,6 +1064,7 @@ class Auth0Simulator:
             if self.latency_s > 0:
                 time.sleep(self.latency_s)
             response = self._api(endpoint, path_user, query, target, headers)
+            response = self._hostile(target, response, token_endpoint=False)
         self.stats._record(endpoint, response.status, user_ids)
         return response
 
@@ -1328,6 +1413,18 @@ def _fault_response(
     return _json_response(status, _ApiError(status, message or phrase, code).body, limit_headers)
 
 
+def _take_rule(rules: Sequence[_AnyRule], target: str, *, token_endpoint: bool) -> _AnyRule | None:
+    """The first rule with uses left whose `path_contains` is in the target (only a rule that
+    names it reaches the token endpoint), one use of it taken."""
+    for rule in rules:
+        if rule.path_contains is None and token_endpoint:
+            continue
+        if rule.remaining > 0 and (rule.path_contains is None or rule.path_contains in target):
+            rule.remaining -= 1
+            return rule
+    return None
+
+
 def _holds_any(payload: Any, log_ids: Mapping[str, int]) -> bool:
     entries = payload.get("logs", [payload]) if isinstance(payload, dict) else payload
     return any(isinstance(e, dict) and e.get("log_id") in log_ids for e in entries or ())
@@ -1430,10 +1527,22 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        if response.parts is None:
+        if response.drip_s is not None:
+            self._drip(response.body, response.drip_s)
+        elif response.parts is None:
             self.wfile.write(response.body)
         else:
             self._stream(response)
+
+    def _drip(self, body: bytes, interval_s: float) -> None:
+        """Write `body` a byte at a time, `interval_s` apart, until the client hangs up."""
+        try:
+            for byte in body:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(interval_s)
+        except OSError:
+            self.close_connection = True
 
     def _stream(self, response: _Response) -> None:
         """Write a streamed answer until its end or until the client hangs up, and record how

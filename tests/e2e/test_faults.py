@@ -449,6 +449,56 @@ def test_a_100_mb_answer_fails_the_user_by_name_in_bounded_memory_and_moves_noth
     )
 
 
+@pytest.mark.parametrize(
+    ("encoding", "status", "said"),
+    [
+        ("gzip", 200, f"{USER}: Auth0AnswerTooLarge: GET /api/v2/users/{{id}}/logs"),
+        # Every user failing on 5xx is the tenant's outage (the run says so), not the user's.
+        ("gzip", 500, "Auth0UnavailableError: HTTP 500 from /api/v2/users/{id}/logs"),
+        ("gzip, gzip", 200, f"{USER}: Auth0MalformedResponse: GET /api/v2/users/{{id}}/logs"),
+    ],
+)
+def test_a_compression_bomb_fails_the_user_by_name_in_bounded_memory(
+    aws: LocalAws, sim: Auth0Simulator, encoding: str, status: int, said: str
+) -> None:
+    # GIVEN a forwarded user, then new events, and a host answering each of the user's pages
+    # with 100 MB of JSON compressed to 100 KB (a chain of two gzips: 436 bytes)
+    rng = random.Random(16)
+    events = sim.add_events(
+        generate_user_events(USER, count=10, start=now() - timedelta(hours=1), end=now(), rng=rng)
+    )
+    stack = deploy(aws, sim)
+    ok(stack.invoke())
+    before = stack.checkpoint(USER)
+    events += sim.add_events(
+        generate_user_events(USER, count=5, start=now() - timedelta(seconds=30), end=now(), rng=rng)
+    )
+    sim.bomb_next(100, encoding=encoding, status=status, path_contains="6a1f00c0ffee00000000fa17")
+    # WHEN the handler runs in a process of its own (its memory alone is measured)
+    output, _ = _invoke_in_process(stack, 120_000).communicate(timeout=120)
+    lines = output.strip().splitlines()
+    error = next(line for line in lines if line.startswith("ERROR "))
+    peak_mb = float(next(line for line in lines if line.startswith("PEAK_RSS_MB ")).split()[1])
+    print(f"\n{encoding} bomb ({status}): peak RSS {peak_mb:.0f} MB; {error[:200]}")
+    # THEN the run fails naming the user and what was wrong with the answer, far below the
+    # function's memory, and the checkpoint did not move
+    assert said in error
+    assert peak_mb < RSS_BOUND_MB
+    after = stack.checkpoint(USER)
+    assert after is not None and before is not None
+    assert {k for k in before if before[k] != after[k]} == {"last_error", "last_error_at"}
+    # AND once the host answers as Auth0 does, the events come, once each
+    sim._hostile_rules.clear()
+    ok(stack.invoke())
+    check(
+        stack,
+        f"every page of the user a {encoding} bomb ({status})",
+        events,
+        f"user failed: '{said} …'; checkpoint unmoved; peak RSS {peak_mb:.0f} MB; next run "
+        "forwards all",
+    )
+
+
 def test_an_event_logged_100_mb_long_is_quarantined_once_and_the_rest_forwarded(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:

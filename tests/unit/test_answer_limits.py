@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,15 @@ from devtools.auth0_simulator import Auth0Simulator
 from log_forwarder import auth0_client
 from log_forwarder.auth0_client import MAX_ANSWER_BYTES, Auth0Client, ClientCredentials
 from log_forwarder.events import parse_page
-from log_forwarder.exceptions import Auth0AnswerTooLarge
+from log_forwarder.exceptions import (
+    Auth0AnswerTooLarge,
+    Auth0MalformedResponse,
+    Auth0UnavailableError,
+    OutOfTime,
+)
 from log_forwarder.pacing import Pacer
+from log_forwarder.retry import Deadline
+from log_forwarder.source import CallScope, CallStats
 from tests.fakes import FakeClock
 
 T0 = 1_795_600_000.0
@@ -80,6 +89,14 @@ def events(sim: Auth0Simulator, count: int) -> list[dict[str, Any]]:
     )
 
 
+def _streamed_when(sim: Auth0Simulator, count: int) -> list[Any]:
+    """The simulator's streamed answers once it has recorded `count` of them (2 s at most)."""
+    until = time.monotonic() + 2
+    while len(sim.stats.streamed) < count and time.monotonic() < until:
+        time.sleep(0.01)
+    return sim.stats.streamed
+
+
 def _iso(epoch_s: float) -> str:
     from datetime import UTC, datetime
 
@@ -106,8 +123,9 @@ def test_a_100_mb_answer_is_cut_at_the_limit_and_named_without_a_retry(
     assert MAX_ANSWER_BYTES < error.bytes_read <= MAX_ANSWER_BYTES + 2**20
     assert not error.tenant_wide  # one user's answers: that user's failure
     # AND the page was asked for again in pieces (10 entries, then 1), and a second single entry
-    # over the limit ended it: four answers, none retried as transient
-    streamed = sim.stats.streamed
+    # over the limit ended it: four answers, none retried as transient (the simulator records
+    # an answer when its handler notices the hang-up, which may be just after the client raised)
+    streamed = _streamed_when(sim, 4)
     assert [a.target.split("&sort")[0].split("?")[1] for a in streamed] == [
         "page=0&per_page=100",
         "page=0&per_page=10",
@@ -223,3 +241,86 @@ def test_a_compressed_answer_counts_at_its_decoded_size(clock: FakeClock) -> Non
     small = json.dumps([{"log_id": "1", "date": _iso(T0)}]).encode()
     body = gzip.compress(small)
     assert client.tenant_logs("", take=1) == json.loads(small)
+
+
+# -- compression bombs and drips (issue #21 review) ------------------------------------------
+
+# What reading a bomb may allocate at its peak (Python's own allocations, tracemalloc): the
+# 8 MiB limit, the bytes of the rebuilt answer and the decoder's window, never the 100 MB.
+BOMB_PEAK_BOUND_MB = 40
+
+
+def _peak_mb(call: Callable[[], Any]) -> tuple[float, BaseException | None]:
+    tracemalloc.start()
+    try:
+        call()
+    except Exception as error:  # what the call raised, for the test to judge
+        raised: BaseException | None = error
+    else:
+        raised = None
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak / 2**20, raised
+
+
+@pytest.mark.parametrize(
+    ("encoding", "status", "expected", "said"),
+    [
+        # A page of one entry that decodes past the limit: the piece reads end in a placeholder,
+        # and the second such entry of one page is these answers not being Auth0 log events.
+        ("gzip", 200, Auth0AnswerTooLarge, "these answers are not Auth0 log events"),
+        ("deflate", 200, Auth0AnswerTooLarge, "these answers are not Auth0 log events"),
+        # An error answer is read for its message only (64 KiB): retried, then given up.
+        ("gzip", 500, Auth0UnavailableError, "HTTP 500 from /api/v2/users/{id}/logs"),
+        # A chain of codings is refused before a byte of it is decoded.
+        ("gzip, gzip", 200, Auth0MalformedResponse, "content-encoding 'gzip, gzip'"),
+    ],
+)
+def test_a_compression_bomb_is_decoded_no_further_than_the_limit(
+    sim: Auth0Simulator,
+    clock: FakeClock,
+    encoding: str,
+    status: int,
+    expected: type[Exception],
+    said: str,
+) -> None:
+    # GIVEN a host answering every page of the user with 100 MB that compress to 100 KB (or, in
+    # a chain of two gzips, to 436 bytes)
+    sim.bomb_next(1000, encoding=encoding, status=status, path_contains=ENCODED)
+    client = client_of(sim, clock)
+    # WHEN the user's page is read
+    peak_mb, raised = _peak_mb(lambda: client.user_logs(USER, page=0))
+    # THEN a named error, and the client never held more than about the limit
+    assert isinstance(raised, expected), raised
+    assert said in str(raised)
+    assert peak_mb < BOMB_PEAK_BOUND_MB, f"{peak_mb:.0f} MB allocated at the peak"
+
+
+def test_a_compression_bomb_as_the_token_answer_fails_the_tenant_at_the_token_limit(
+    sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    sim.bomb_next(5, path_contains="/oauth/token")
+    peak_mb, raised = _peak_mb(lambda: client_of(sim, clock).user_logs(USER, page=0))
+    assert isinstance(raised, Auth0AnswerTooLarge) and raised.tenant_wide
+    assert str(raised).startswith("POST /oauth/token answered more than 64 KiB")
+    assert peak_mb < BOMB_PEAK_BOUND_MB
+
+
+def test_an_answer_dripped_a_byte_at_a_time_is_cut_at_the_deadline(
+    sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    # GIVEN a user's page dripped one byte every 0.5 s (a minute or more in all), each byte well
+    # within the client's 15 s read timeout
+    events(sim, 3)
+    sim.drip_next(1, interval_s=0.5, path_contains=ENCODED)
+    client = client_of(sim, clock)
+    client.authenticate()  # the token first: only the page's answer is timed
+    # WHEN it is read with 3 s left before the deadline
+    started = time.monotonic()
+    scope = CallScope(CallStats(), Deadline(lambda: int((started + 3 - time.monotonic()) * 1000)))
+    with pytest.raises(OutOfTime, match="still answering at the invocation's deadline"):
+        client.user_logs(USER, page=0, scope=scope)
+    # THEN the call ended at the deadline, not a read timeout (or the whole answer) later
+    elapsed = time.monotonic() - started
+    assert elapsed < 3.5, f"the call ended {elapsed:.1f} s after it began, for a 3 s deadline"
