@@ -30,6 +30,7 @@ Pure: no I/O, and nothing runs at import but the declarations.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, fields
 from typing import Any, Generic, TypeVar
@@ -110,6 +111,27 @@ STR: Kind = _Scalar("a string", str)
 BOOL: Kind = _Scalar("true or false", bool)
 
 
+class _Text(_Scalar):
+    """A string of at most `most` characters: what its writer cuts it to."""
+
+    __slots__ = ("_most",)
+
+    def __init__(self, most: int) -> None:
+        super().__init__("a string", str)
+        self._most = most
+
+    def load(self, stored: Any) -> Any:
+        value = super().load(stored)
+        if len(value) > self._most:
+            raise Invalid(f"holds {len(value):,} characters, more than the {self._most:,} it may")
+        return value
+
+
+def text(most: int) -> Kind:
+    """A string no longer than `most` characters, on read as on write."""
+    return _Text(most)
+
+
 class optional(Kind):
     """The value, or null."""
 
@@ -126,19 +148,23 @@ class optional(Kind):
 
 
 class items(Kind):
-    """A tuple stored as a list; `ordered`: read back sorted, whatever order was stored."""
+    """A tuple stored as a list; `ordered`: read back sorted, whatever order was stored; `most`:
+    the most values its writer keeps, refused on read beyond it (a stored item is not trusted to
+    be one this code wrote)."""
 
-    __slots__ = ("_kind", "_ordered")
+    __slots__ = ("_kind", "_most", "_ordered")
 
-    def __init__(self, kind: Kind, *, ordered: bool = False) -> None:
+    def __init__(self, kind: Kind, *, ordered: bool = False, most: int | None = None) -> None:
         self._kind = kind
         self._ordered = ordered
+        self._most = most
 
     def dump(self, value: Any) -> Any:
         kind = self._kind
         return list(value) if kind.plain else [kind.dump(item) for item in value]
 
     def load(self, stored: Any) -> Any:
+        _at_most(self._most, stored)
         loaded = _each(self._kind, stored)
         return tuple(sorted(loaded) if self._ordered else loaded)
 
@@ -431,6 +457,25 @@ class versioned(Kind):
             if self._lenient:
                 return None
             raise
+
+
+class TooLarge(ValueError):
+    """A stored blob decodes to more than it may (`inflated`)."""
+
+
+def _at_most(most: int | None, stored: Any) -> None:
+    if most is not None and type(stored) is list and len(stored) > most:
+        raise Invalid(f"holds {len(stored):,} values, more than the {most:,} it may")
+
+
+def inflated(blob: bytes, most: int) -> bytes:
+    """A zlib blob's bytes, refused (ValueError) once they pass `most`: a stored blob a few KB
+    long may decode to gigabytes, and no more than `most` of it is ever produced."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(blob, most + 1)
+    if len(data) > most:
+        raise TooLarge(f"it decodes to more than {most:,} bytes, the most a state may")
+    return data + inflater.flush()
 
 
 def _each(kind: Kind, stored: Any) -> list[Any]:

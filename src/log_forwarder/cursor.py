@@ -37,6 +37,7 @@ from .codec import (
     optional,
     row,
     set_of,
+    text,
     versioned,
 )
 from .detections import DETECTION_STATE
@@ -67,6 +68,14 @@ MAX_RECENT = 6_000
 # each is recorded once; capped so that a flood of them cannot outgrow the item.
 QUARANTINE_MEMORY_MS = 31 * 86_400_000
 MAX_QUARANTINED = 500
+# The most entries `recent` (and `ahead`) may hold on read. The writer narrows to MAX_RECENT at
+# each advance, but a chunk's batches join `recent` before it (and a cut never splits a date),
+# so a stored state may hold more; what bounds it is MAX_STATE_BYTES: 350 KB of log-id rows
+# hold about 17,000 (measured: 3.7 bytes of JSON per compressed byte, 75 bytes a row). Past
+# this, the item is not one a release wrote.
+MAX_RECENT_STORED = 5 * MAX_RECENT
+# What `last_error` is cut to when it is written (UserStatus.failed).
+MAX_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +458,7 @@ class UserStatus:
 
     def with_error(self, error: str, now_ms: int) -> UserStatus:
         """The user's run failed (`error` names why): kept until a read completes."""
-        return replace(self, last_error=error[:500], last_error_ms=now_ms)
+        return replace(self, last_error=error[:MAX_ERROR_CHARS], last_error_ms=now_ms)
 
     def without_error(self) -> UserStatus:
         """A read reached the newest event: whatever failed before does not any more."""
@@ -560,7 +569,7 @@ def _cursor_from_v2(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
-_DATED_IDS = items(row(INT, STR), ordered=True)
+_DATED_IDS = items(row(INT, STR), ordered=True, most=MAX_RECENT_STORED)
 OPTIONAL_INT = optional(INT)
 
 CURSOR_STATE: Schema[Cursor] = Schema(
@@ -575,7 +584,7 @@ CURSOR_STATE: Schema[Cursor] = Schema(
                 Key("watermark", "watermark_ms", OPTIONAL_INT),
                 Key("recent", "recent", _DATED_IDS),
                 Key("verified", "verified_ms", OPTIONAL_INT),
-                Key("quarantined", "quarantined", items(row(STR, INT))),
+                Key("quarantined", "quarantined", items(row(STR, INT), most=MAX_QUARANTINED)),
                 Key("ahead", "ahead", _DATED_IDS),
                 Key("pushed_until", "pushed_until_ms", OPTIONAL_INT),
             ),
@@ -621,7 +630,7 @@ CURSOR_STATE: Schema[Cursor] = Schema(
                 Key("gaps_total", "gaps_total", INT),
                 Key("missing_since", "missing_since_ms", OPTIONAL_INT),
                 Key("last_gap", "last_gap", optional(row(OPTIONAL_INT, INT, STR))),
-                Key("last_error", "last_error", optional(STR)),
+                Key("last_error", "last_error", optional(text(MAX_ERROR_CHARS))),
                 Key("last_error_at", "last_error_ms", OPTIONAL_INT),
                 Key("last_read", "last_read_ms", OPTIONAL_INT),
                 Key("lookup", "lookup", optional(STR)),

@@ -30,8 +30,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .codec import TooLarge, inflated
 from .exceptions import CheckpointError
 from .retry import Deadline
+from .store import MAX_DECODED_STATE_BYTES
 
 # Auth0 keeps logs 30 days on its longest plan: no read can return an event older than this.
 PUSHED_MEMORY_MS = 31 * 86_400_000
@@ -93,12 +95,11 @@ def memory_of(items: Iterable[tuple[str, bytes, frozenset[str]]]) -> PushedMemor
     confirmed: set[str] = set()
     for key, blob, marked in items:
         try:
-            decoded = json.loads(zlib.decompress(blob).decode("utf-8"))
+            decoded = json.loads(inflated(blob, MAX_DECODED_STATE_BYTES).decode("utf-8"))
             pairs = [(int(date), str(log_id)) for date, log_id in decoded]
-        except (zlib.error, UnicodeDecodeError, ValueError, TypeError) as error:
-            raise CheckpointError(
-                f"pushed-events item {key!r} is unreadable ({type(error).__name__})"
-            ) from error
+        except (zlib.error, UnicodeDecodeError, ValueError, TypeError, RecursionError) as error:
+            why = str(error) if isinstance(error, TooLarge) else type(error).__name__
+            raise CheckpointError(f"pushed-events item {key!r} is unreadable ({why})") from error
         entries.update(pairs)
         batches.update((log_id, key) for _, log_id in pairs)
         confirmed |= marked

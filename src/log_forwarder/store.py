@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
-from .codec import READABLE_FROM_KEY, WRITTEN_KEY, Schema
+from .codec import READABLE_FROM_KEY, WRITTEN_KEY, Schema, TooLarge, inflated
 from .exceptions import CheckpointConflict, CheckpointStateError, ForwarderError, NewerStateError
 from .retry import UNLIMITED, Deadline
 
@@ -54,6 +54,12 @@ logger = logging.getLogger(__name__)
 OWN_KEY_PREFIX = "#"
 # DynamoDB items are limited to 400 KB; keep room for the key and the summary attributes.
 MAX_STATE_BYTES = 350 * 1024
+# The most a state may decode to, on write as on read, so that a small stored blob cannot decode
+# to gigabytes. The densest legitimate state is its compressed limit full of log ids: 6,000
+# `recent` rows compress 3.7 to 1 (measured), so 350 KB hold about 1.3 MB of JSON; this is three
+# times that, and parsed (at worst ~10 bytes of Python objects per byte, for rows of tiny
+# values) stays near 40 MB of the function's 256 MB.
+MAX_DECODED_STATE_BYTES = 4 * 2**20
 # Attributes the store owns (or, for `watch`, that operators own); summaries may not use them.
 STATE_VERSION_ATTRIBUTE = "state_version"
 READABLE_FROM_ATTRIBUTE = "state_readable_from"
@@ -286,6 +292,12 @@ def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:
     """Compact, key-sorted JSON, zlib-compressed; CheckpointStateError if it would not fit."""
     text = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
     blob = zlib.compress(text.encode("utf-8"), level=6)
+    if len(text) > MAX_DECODED_STATE_BYTES:  # (characters: at least as many bytes)
+        raise CheckpointStateError(
+            f"checkpoint state for {user_id!r} is {len(text):,} characters of JSON, over the "
+            f"{MAX_DECODED_STATE_BYTES:,}-byte limit of what a state may decode to; the cursor "
+            "state must be kept smaller"
+        )
     if len(blob) > MAX_STATE_BYTES:
         raise CheckpointStateError(
             f"checkpoint state for {user_id!r} is {len(blob)} bytes compressed, over the "
@@ -297,10 +309,12 @@ def encode_state(user_id: str, state: Mapping[str, Any]) -> bytes:
 
 def decode_state(user_id: str, blob: bytes) -> dict[str, Any]:
     try:
-        state = json.loads(zlib.decompress(blob).decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, ValueError) as error:
+        state = json.loads(inflated(blob, MAX_DECODED_STATE_BYTES).decode("utf-8"))
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as error:
+        # RecursionError: JSON nested deeper than the stack (a few hundred bytes of zlib).
+        why = str(error) if isinstance(error, TooLarge) else type(error).__name__
         raise CheckpointStateError(
-            f"checkpoint state for {user_id!r} is unreadable ({type(error).__name__}); "
+            f"checkpoint state for {user_id!r} is unreadable ({why}); "
             "delete the item's `state` and `version` attributes to restart this user"
         ) from error
     if not isinstance(state, dict):

@@ -245,6 +245,63 @@ def test_newer_and_unreadable_items_are_left_untouched_and_the_other_users_forwa
     assert shown["auth0|fixture-overlap"].not_read is None
 
 
+def _zlib(*parts: bytes) -> bytes:
+    compressor = zlib.compressobj(9)
+    return b"".join(compressor.compress(part) for part in parts) + compressor.flush()
+
+
+# Stored blobs no release wrote (issue #21's review): each a few hundred bytes to 400 KB.
+HOSTILE_BLOBS = {
+    # JSON nested 200,000 deep in 436 bytes: a RecursionError stopped every user, every run
+    "auth0|fixture-overlap": (
+        _zlib(b'{"v":1,"recent":', b"[" * 200_000, b"]" * 200_000, b"}"),
+        "checkpoint state for 'auth0|fixture-overlap' is unreadable (RecursionError)",
+    ),
+    # 92 KB decoding to 7.8 million `recent` rows (1.5 GB once parsed)
+    "auth0|fixture-ahead": (
+        _zlib(b'{"v":1,"recent":[', *[b'[1,"a"],' * 131_072] * 60, b'[1,"a"]]}'),
+        "unreadable (it decodes to more than 4,194,304 bytes, the most a state may)",
+    ),
+    # under the decoding bound, a `last_error` longer than its writer ever keeps
+    "auth0|fixture-pending": (
+        _zlib(b'{"v":1,"last_error":"', b"x" * 100_000, b'"}'),
+        "key 'last_error' holds 100,000 characters, more than the 500 it may",
+    ),
+}
+
+
+def test_hostile_stored_blobs_fail_their_users_alone_and_the_others_are_forwarded(
+    aws: LocalAws, sim: Auth0Simulator
+) -> None:
+    # GIVEN the fixture, where three users' state blobs were replaced by hand with blobs that
+    # decode to a stack overflow, to gigabytes, or past a key's bound
+    folder = "v1/096dcca"
+    world = world_of(folder)
+    stack = deployed(aws, sim, folder, "per-user")
+    client = aws.client("dynamodb")
+    for user, (blob, _) in HOSTILE_BLOBS.items():
+        item = raw_items(aws, stack)[user]
+        client.put_item(TableName=stack.resources.table_name, Item={**item, "state": {"B": blob}})
+    before = raw_items(aws, stack)
+    # WHEN this release runs
+    invocation = stack.invoke(cold=True)
+    # THEN the run fails for those three users alone, each saying why, and its report is written
+    assert invocation.error is not None
+    message = str(invocation.error)
+    assert "3 of 10 users" in message, message[:300]
+    for user, (_, said) in HOSTILE_BLOBS.items():
+        assert f"{user}: CheckpointStateError: " in message and said in message, user
+    assert invocation.metrics()["UsersFailed"] == 3
+    # AND their items are left as they were, and nothing of theirs was forwarded
+    after = raw_items(aws, stack)
+    for user in HOSTILE_BLOBS:
+        assert after[user] == before[user], user
+        assert counted(stack, user) == {"cloudwatch": Counter(), "s3": Counter()}
+    # AND every other user was forwarded, exactly once
+    others = sorted(set(world["users"]) - set(HOSTILE_BLOBS))
+    check_exactly_once(stack, world, "hostile state blobs: the other 7 users", others)
+
+
 # -- a rollback ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,8 @@ that name the item and the key, versions read for what they promise, upgrade ste
 from __future__ import annotations
 
 import json
+import tracemalloc
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,10 +23,25 @@ from log_forwarder.codec import (
     row,
     set_of,
 )
-from log_forwarder.cursor import CURSOR_STATE, Cursor, Outbox, Pending, ReadPosition, StreamSeat
+from log_forwarder.cursor import (
+    CURSOR_STATE,
+    MAX_ERROR_CHARS,
+    MAX_QUARANTINED,
+    MAX_RECENT_STORED,
+    Cursor,
+    Outbox,
+    Pending,
+    ReadPosition,
+    StreamSeat,
+)
 from log_forwarder.detections import DETECTION_STATE, DetectionState
 from log_forwarder.exceptions import CheckpointStateError, NewerStateError
 from log_forwarder.read_mode import TENANT_STATE, TenantState
+from log_forwarder.store import (
+    MAX_DECODED_STATE_BYTES,
+    decode_state,
+    encode_state,
+)
 
 
 @dataclass(frozen=True)
@@ -222,3 +239,92 @@ def test_the_tenant_items_mode_and_roster_are_checked() -> None:
         TenantState.from_state({**stored, "mode": "sideways"})
     with pytest.raises(CheckpointStateError, match="key 'roster' the tenant item's roster holds"):
         TenantState.from_state({**stored, "roster": "AAAA"})
+
+
+# -- bounds on read (issue #21 review: a stored item is not trusted to be one a release wrote) --
+
+MB = 2**20
+
+
+def _zlib(*parts: bytes) -> bytes:
+    compressor = zlib.compressobj(9)
+    return b"".join(compressor.compress(part) for part in parts) + compressor.flush()
+
+
+def _decoded(blob: bytes) -> tuple[float, BaseException | None]:
+    """Peak MB allocated while the blob is read as a checkpoint state, and what was raised."""
+    tracemalloc.start()
+    try:
+        CURSOR_STATE.decode(decode_state("auth0|u", blob), item="checkpoint of 'auth0|u'")
+    except Exception as error:  # judged by the caller
+        raised: BaseException | None = error
+    else:
+        raised = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / MB
+        tracemalloc.stop()
+    return peak, raised
+
+
+@pytest.mark.parametrize(
+    ("parts", "said"),
+    [
+        # 92 KB of zlib that decode to 7.8 million `recent` rows (was 1.5 GB)
+        (
+            [b'{"v":1,"recent":[', *[b'[1,"a"],' * 131072] * 60, b'[1,"a"]]}'],
+            "decodes to more than 4,194,304 bytes",
+        ),
+        # 387 KB of zlib that decode to one `last_error` of 380 MB (was 797 MB)
+        ([b'{"v":1,"last_error":"', *[b"x" * MB] * 380, b'"}'], "decodes to more than"),
+        # 436 bytes of zlib that decode to JSON nested 200,000 deep (was a RecursionError that
+        # stopped every user of the run)
+        ([b'{"v":1,"recent":', b"[" * 200_000, b"]" * 200_000, b"}"], "RecursionError"),
+    ],
+)
+def test_a_small_stored_blob_is_refused_before_it_decodes_to_gigabytes(
+    parts: list[bytes], said: str
+) -> None:
+    blob = _zlib(*parts)
+    assert len(blob) < 400_000  # what one DynamoDB item holds
+    peak_mb, raised = _decoded(blob)
+    assert isinstance(raised, CheckpointStateError), raised
+    assert said in str(raised) and "checkpoint state for 'auth0|u' is unreadable" in str(raised)
+    assert peak_mb < 40, f"{peak_mb:.0f} MB allocated at the peak"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("recent", [[1, f"id{i}"] for i in range(MAX_RECENT_STORED + 1)], "key 'recent' holds"),
+        ("ahead", [[1, f"id{i}"] for i in range(MAX_RECENT_STORED + 1)], "key 'ahead' holds"),
+        ("quarantined", [[f"d{i}", 1] for i in range(MAX_QUARANTINED + 1)], "'quarantined' holds"),
+        ("last_error", "x" * (MAX_ERROR_CHARS + 1), "key 'last_error' holds 501 characters"),
+    ],
+)
+def test_a_key_past_the_bound_its_writer_keeps_is_refused_on_read(
+    key: str, value: Any, said: str
+) -> None:
+    state = {**CURSOR_STATE.encode(Cursor()), key: value}
+    with pytest.raises(CheckpointStateError, match="checkpoint state is invalid") as raised:
+        CURSOR_STATE.decode(decode_state("auth0|u", encode_state("auth0|u", state)), item="c")
+    assert said in str(raised.value)
+    # AND the bound itself is readable: what the writer keeps, it can read again
+    at_bound = {**state, key: value[:-1]}
+    CURSOR_STATE.decode(at_bound, item="c")
+
+
+def test_a_state_that_would_decode_past_the_bound_is_never_written() -> None:
+    state = {**CURSOR_STATE.encode(Cursor()), "lookup": "0" * MAX_DECODED_STATE_BYTES}
+    with pytest.raises(CheckpointStateError, match="over the 4,194,304-byte limit"):
+        encode_state("auth0|u", state)
+
+
+def test_a_pushed_events_item_that_decodes_past_the_bound_is_refused_by_name() -> None:
+    from log_forwarder.exceptions import CheckpointError
+    from log_forwarder.pushed import memory_of
+
+    bomb = _zlib(b"[", *[b'[1,"a"],' * 131_072] * 60, b'[1,"a"]]')
+    deep = _zlib(b"[" * 200_000, b"]" * 200_000)
+    for blob, said in ((bomb, "decodes to more than 4,194,304 bytes"), (deep, "RecursionError")):
+        with pytest.raises(CheckpointError, match=f"pushed-events item 'k' is unreadable .*{said}"):
+            memory_of([("k", blob, frozenset())])
