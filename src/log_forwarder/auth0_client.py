@@ -56,6 +56,15 @@ T = TypeVar("T")
 # renews this fraction of its lifetime early instead (else it would be renewed on every call).
 TOKEN_RENEW_MARGIN_S = 300
 TOKEN_RENEW_FRACTION = 0.1
+# The lifetimes a token answer's `expires_in` is held to. Auth0's default is 86,400 s and its
+# maximum 2,592,000 s (30 days: "Update Access Token Lifetime"); it documents no minimum. An
+# answer outside this (0, negative, a 401-digit integer) is odd: clamped and counted
+# (OddTokenLifetimes). A minute at the least keeps a token answering 0 from costing one token
+# request a call (the tenant's rate limit, and its M2M token quota); a token that dies sooner
+# is renewed after its first 401, as a revoked one is.
+MIN_TOKEN_LIFETIME_S = 60
+MAX_TOKEN_LIFETIME_S = 2_592_000
+DEFAULT_TOKEN_LIFETIME_S = 86_400
 MAX_429_WAIT_S = 60.0
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 # The most an answer of the log endpoints may hold, decoded. A page is at most 100 entries; the
@@ -483,7 +492,14 @@ class Auth0Client:
             action = _classify(status, token_request=True)
             if action is _Action.OK:
                 self._granted = _granted_scopes(response)
-                return _token_answer(response)
+                token, lifetime, odd = _token_answer(response)
+                if odd is not None:
+                    scope.stats.count("odd_token_lifetimes")
+                    logger.warning(
+                        "Token answer with an odd expires_in: clamped",
+                        extra={"expires_in": odd, "lifetime_s": lifetime},
+                    )
+                return token, lifetime
             if action is _Action.REAUTHENTICATE and not reread:
                 # The secret may have been rotated since we cached it: read it again, once.
                 reread = True
@@ -768,7 +784,12 @@ def _json(response: httpx.Response, path: str) -> Any:
         # NaN, Infinity and numbers too large for a float (1e400) are not JSON numbers a line
         # can carry: kept as the text they were, so every forwarded line stays valid JSON and
         # the event keeps what it said.
-        return json.loads(response.content, parse_constant=str, parse_float=_finite_or_text)
+        return json.loads(
+            response.content,
+            parse_constant=str,
+            parse_float=_finite_or_text,
+            parse_int=_int_or_text,
+        )
     except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than a stack
         raise Auth0MalformedResponse(
             f"{path} answered HTTP {response.status_code} with a body that is not JSON "
@@ -782,14 +803,31 @@ def _finite_or_text(text: str) -> float | str:
     return value if math.isfinite(value) else text
 
 
-def _token_answer(response: httpx.Response) -> tuple[str, float]:
+# Python refuses to read an integer of more digits than this (a ValueError, which would make the
+# whole page unreadable, every run): such a number is kept as its text, as 1e400 is.
+_MAX_INT_DIGITS = 4000
+
+
+def _int_or_text(text: str) -> int | str:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else text
+
+
+def _token_answer(response: httpx.Response) -> tuple[str, float, str | None]:
+    """The token, its lifetime in seconds, and the `expires_in` shown shortened when it was odd
+    (not a number, or outside MIN/MAX_TOKEN_LIFETIME_S: clamped)."""
     body = _json(response, "/oauth/token")
     token = body.get("access_token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:
         raise Auth0MalformedResponse("token answer has no access_token")
-    expires_in = body.get("expires_in", 86400)
-    lifetime = float(expires_in) if isinstance(expires_in, int | float) else 86400.0
-    return token, lifetime
+    if "expires_in" not in body:
+        return token, float(DEFAULT_TOKEN_LIFETIME_S), None
+    expires_in = body["expires_in"]
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int | float):
+        return token, float(DEFAULT_TOKEN_LIFETIME_S), repr(expires_in)[:40]
+    # Compared before any conversion: an integer too large for a float is valid JSON.
+    lifetime = min(max(expires_in, MIN_TOKEN_LIFETIME_S), MAX_TOKEN_LIFETIME_S)
+    odd = None if lifetime == expires_in else repr(expires_in)[:40]
+    return token, float(lifetime), odd
 
 
 def _granted_scopes(response: httpx.Response) -> frozenset[str] | None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -583,7 +582,7 @@ def _api_activity(
     request = _request(raw)
     method = (_text(request.get("method")) or "").upper()
     path = _text(request.get("path"))
-    status = _int(_mapping(_mapping(raw.get("details")).get("response")).get("statusCode"))
+    status = _http_status(_mapping(_mapping(raw.get("details")).get("response")).get("statusCode"))
     operation = _text(raw.get("description")) or f"{method} {path or ''}".strip()
     api: dict[str, Any] = {
         "operation": operation or describe(code).name,
@@ -642,11 +641,15 @@ def _actor(raw: Mapping[str, Any], watched_user_id: str) -> dict[str, Any]:
     auth_user = _mapping(auth.get("user"))
     uid = _text(auth_user.get("user_id")) or _text(auth.get("subject")) or _text(raw.get("user_id"))
     email = _text(auth_user.get("email"))
+    email = email if email and _EMAIL.match(email) else None
+    name = _text(auth_user.get("name"))
     user = _drop_empty(
         {
             "uid": uid,
-            "name": _text(auth_user.get("name")),
-            "email_addr": email if email and _EMAIL.match(email) else None,
+            # OCSF's user names at least an account, a name or a uid: one known by its email
+            # alone is named by it.
+            "name": name or (email if uid is None else None),
+            "email_addr": email,
         }
     )
     actor = _drop_empty(
@@ -695,11 +698,13 @@ def _location(value: object) -> dict[str, Any]:
     )
     if not location:
         return {}  # OCSF: a location names at least a city, country, region or postal code
-    for ours, theirs in (("lat", "latitude"), ("long", "longitude")):
+    for ours, theirs, bound in (("lat", "latitude", 90), ("long", "longitude", 180)):
         number = info.get(theirs)
         if isinstance(number, bool) or not isinstance(number, int | float):
             continue
-        if math.isfinite(number):
+        # Compared before any conversion: an integer too large for a float (10**400 is valid
+        # JSON) is refused here like any other value off the globe, never an OverflowError.
+        if -bound <= number <= bound:
             location[ours] = float(number)
     return location
 
@@ -753,8 +758,12 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def _http_status(value: object) -> int | None:
+    """An HTTP status code (100 to 599), else None: OCSF's `code` is an integer_t (32 bits), and
+    a value no HTTP answer has is no status (the whole event stays in `raw_data`)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+        return value
+    return None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:

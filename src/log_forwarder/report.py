@@ -377,6 +377,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("Auth0Retries", "Count", lambda run: run.calls.retries),
     ("Auth0PacingWaitSeconds", "Seconds", lambda run: run.calls.pacing_wait_s),
     ("OversizedAnswers", "Count", lambda run: run.calls.oversized_answers),
+    ("OddTokenLifetimes", "Count", lambda run: run.calls.odd_token_lifetimes),
     (
         "MaxLatenessSeconds",
         "Seconds",

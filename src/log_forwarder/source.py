@@ -31,6 +31,7 @@ class CallStats:
     retries: int = 0
     pacing_wait_s: float = 0.0
     oversized_answers: int = 0  # answers over the client's limit (auth0_client.py)
+    odd_token_lifetimes: int = 0  # token answers whose expires_in was clamped (auth0_client.py)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )

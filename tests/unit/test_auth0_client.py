@@ -1283,3 +1283,58 @@ def test_user_exists_asks_for_the_id_alone_and_spends_no_call_without_read_users
     with pytest.raises(Auth0ScopeError, match="read:users"):
         fresh.user_exists("auth0|known")
     assert h.simulator.stats.calls(endpoint="user") == 2
+
+
+# -- odd numbers in answers (issue #21 review) -----------------------------------------------
+
+
+def _mock_client(answer: Callable[[httpx.Request], httpx.Response]) -> Auth0Client:
+    return Auth0Client(
+        domain="t.auth0.com",
+        base_url="https://t.auth0.com",
+        credentials=lambda _force: ClientCredentials("id", "s"),
+        pacer=Pacer(share=1.0, per_second=1000.0),
+        http=httpx.Client(transport=httpx.MockTransport(answer)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "tokens", "odd"),
+    [
+        ("1" + "0" * 400, 1, 1),  # was OverflowError on every read
+        ("0", 1, 1),  # was a token request before every call
+        ("-60", 1, 1),
+        ("true", 1, 1),
+        ('"3600"', 1, 1),
+        ("3600", 1, 0),
+    ],
+)
+def test_an_odd_token_lifetime_is_clamped_and_counted(
+    expires_in: str, tokens: int, odd: int
+) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            body = '{"access_token":"t","expires_in":' + expires_in + "}"
+            return httpx.Response(200, content=body.encode(), headers={"content-type": "json"})
+        return httpx.Response(200, json=[])
+
+    client = _mock_client(answer)
+    for _ in range(5):
+        assert client.user_logs(USER, page=0) == []
+    assert (client.stats.token_requests, client.stats.odd_token_lifetimes) == (tokens, odd)
+
+
+def test_an_integer_python_cannot_read_is_kept_as_its_text_and_the_page_read() -> None:
+    # GIVEN a page whose one event holds an integer of 5,000 digits (valid JSON; Python's int()
+    # refuses more than 4,300 digits, which made the whole page unreadable every run)
+    huge = "9" * 5000
+    page = '[{"log_id":"1","date":"2026-01-01T00:00:00.000Z","n":' + huge + ',"m":10}]'
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            return httpx.Response(200, json={"access_token": "t", "expires_in": 86400})
+        return httpx.Response(200, content=page.encode())
+
+    # WHEN it is read THEN the page is read, the number kept as the text it was, the rest as is
+    [entry] = _mock_client(answer).user_logs(USER, page=0)
+    assert entry["n"] == huge and entry["m"] == 10

@@ -610,3 +610,110 @@ def test_the_readme_shows_the_mapping_by_class_of_the_code() -> None:
         encoding="utf-8"
     )
     assert class_summary_markdown() in readme
+
+
+# -- hostile values in the places the mapping reads (issue #21 review: attack/ocsf_fuzz.py) ----
+
+# Where the mapping reads a value, as a path into the event.
+READ_PLACES = [
+    ("details", "response", "statusCode"),
+    ("location_info", "latitude"),
+    ("location_info", "longitude"),
+    ("location_info", "country_code"),
+    ("location_info", "city_name"),
+    ("details", "request", "method"),
+    ("details", "request", "path"),
+    ("details", "request", "auth"),
+    ("details", "request", "auth", "user"),
+    ("details", "request", "auth", "user", "email"),
+    ("details", "request", "auth", "user", "user_id"),
+    ("details", "request", "auth", "user", "name"),
+    ("details", "authenticator", "type"),
+    ("ip",),
+    ("user_name",),
+    ("user_id",),
+    ("client_id",),
+    ("client_name",),
+    ("strategy",),
+    ("hostname",),
+    ("description",),
+    ("log_id",),
+]
+# Values no Auth0 event should hold, each valid JSON: numbers past every integer and float type
+# OCSF has (10**400 reads as a Python int), off the globe, not a status; odd strings and types.
+HOSTILE = st.sampled_from(
+    [10**20, 10**400, -(10**400), 2**31, -(2**63) - 1, -5, 0, 1e308, -1e308, 91.5, -200.0,
+     "", "x" * 300, "fe80::1%eth0", "fe80::1%" + "x" * 40, "::ffff:1.2.3.4", "a@b.co\n",
+     "a@b..c", "patch", "PROPFIND", "FRA", None, True, [], {}, ["n"], {"email": "x@y.z"}]
+) | JSON  # fmt: skip
+
+
+def _bases() -> list[dict[str, Any]]:
+    """The real sample events and an event of each type Auth0's schemas define (those present)."""
+    from devtools.schema_events import SCHEMA_DIR, event_codes, events_for_type
+    from tests.conftest import SAMPLE_EVENTS
+
+    bases = []
+    if SAMPLE_EVENTS.exists():
+        lines = SAMPLE_EVENTS.read_text(encoding="utf-8").splitlines()
+        bases += [json.loads(line) for line in lines if line]
+    if SCHEMA_DIR.is_dir():
+        rng = random.Random(7)
+        bases += [e for code in event_codes() for e in events_for_type(code, rng, count=1)]
+    return bases or [synthetic_event("sapi", random.Random(1))]
+
+
+BASES = _bases()
+
+
+def _put(event: dict[str, Any], path: tuple[str, ...], value: object) -> dict[str, Any]:
+    mutated = json.loads(json.dumps(event))
+    at = mutated
+    for key in path[:-1]:
+        if not isinstance(at.get(key), dict):
+            at[key] = {}
+        at = at[key]
+    at[path[-1]] = value
+    return mutated
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from(range(len(BASES))),
+    changes=st.lists(st.tuples(st.sampled_from(READ_PLACES), HOSTILE), min_size=1, max_size=3),
+)
+def test_hostile_values_where_the_mapping_reads_still_give_a_valid_event(
+    base: int, changes: list[tuple[tuple[str, ...], object]]
+) -> None:
+    raw = BASES[base]
+    for path, value in changes:
+        raw = _put(raw, path, value)
+    for release in RELEASES:
+        event = convert(raw, release)
+        validate_ocsf(event)
+        # AND nothing of the event is lost: it is all in raw_data
+        assert json.loads(event["raw_data"]) == raw
+
+
+@pytest.mark.parametrize("release", RELEASES)
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("location_info", "latitude"), 10**400),
+        (("location_info", "longitude"), -(10**400)),
+        (("details", "response", "statusCode"), 10**20),
+        (("details", "response", "statusCode"), -5),
+        (("details", "request", "auth", "user"), {"email": "x@y.z", "user_id": 5, "name": ["n"]}),
+    ],
+)
+def test_the_reviewers_hostile_values_are_refused_by_the_mapping_not_copied(
+    release: str, path: tuple[str, ...], value: object
+) -> None:
+    raw = _put({**synthetic_event("sapi", random.Random(3)), "user_id": None}, path, value)
+    event = convert(raw, release)
+    validate_ocsf(event)
+    location = event.get("src_endpoint", {}).get("location", {})
+    assert "lat" not in location or -90 <= location["lat"] <= 90
+    assert "long" not in location or -180 <= location["long"] <= 180
+    for code in (event.get("api", {}).get("response", {}), event.get("http_response", {})):
+        assert code.get("code", 200) in range(100, 600)
