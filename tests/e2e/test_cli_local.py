@@ -219,3 +219,39 @@ def test_on_a_terminal_the_backfill_bar_shows_events_calls_and_time_left() -> No
     assert "backfill" in drawn and " 25%" in drawn
     assert "1,234 events, 7 calls" in drawn
     assert "left" in drawn
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e999", "-Infinity", "2.5"])
+def test_status_local_shows_one_unreadable_row_for_a_version_no_json_writer_gives(
+    tmp_path: Path, number: str
+) -> None:
+    # GIVEN a local directory of 21 users, one of whose summaries was edited by hand to hold a
+    # number Python's JSON reads but no writer gives (NaN, Infinity, 1e999) as its state version
+    from tests.cli_support import run_cli
+
+    SqliteCheckpointStore(tmp_path / "checkpoints.sqlite3").close()
+    users = [f"auth0|u{n:02d}" for n in range(21)]
+    with sqlite3.connect(tmp_path / "checkpoints.sqlite3") as db:
+        for n, user in enumerate(users):
+            summary = '{"watermark": "2026-01-01T00:00:00.000Z", "forwarded_total": 1}'
+            if n == 7:
+                summary = '{"watermark": "2026-01-01T00:00:00.000Z", "state_readable_from": %s}'
+                summary %= number
+            db.execute(
+                "INSERT OR REPLACE INTO checkpoints (user_id, version, state, summary, updated_at)"
+                " VALUES (?, 3, x'', ?, '2026-01-01T00:00:00.000Z')",
+                (user, summary),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO watch VALUES (?, '2026-01-01T00:00:00.000Z')", (user,)
+            )
+    # WHEN status reads it
+    done = run_cli("status", "--local", str(tmp_path), "--json", env={})
+    # THEN the 20 others are shown, that one unreadable with the reason, no traceback
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
+    rows = {r["user_id"]: r for r in json.loads(done.stdout)["users"]}
+    assert sorted(rows) == users and done.returncode == 1
+    assert rows[users[7]]["state"] == "unreadable"
+    assert rows[users[7]]["unreadable"].startswith("state_readable_from is ")
+    assert "not a state version" in rows[users[7]]["unreadable"]
+    assert sum(r["state"] != "unreadable" for r in rows.values()) == 20

@@ -6,6 +6,7 @@ the compressed state is never decoded, so status works on any item the forwarder
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -17,7 +18,12 @@ from rich.table import Table
 
 from log_forwarder.cursor import CURSOR_STATE
 from log_forwarder.read_mode import TENANT_KEY
-from log_forwarder.store import OWN_KEY_PREFIX, newer_release
+from log_forwarder.store import (
+    OWN_KEY_PREFIX,
+    READABLE_FROM_ATTRIBUTE,
+    STATE_VERSION_ATTRIBUTE,
+    newer_release,
+)
 
 from .terminal import add_safe_row
 
@@ -96,6 +102,17 @@ class _Attributes:
             raise Unreadable(f"{name} is {text!r}, not an ISO-8601 instant") from None
 
 
+def _state_version(item: Mapping[str, Any], name: str) -> None:
+    """A version attribute is absent or a whole number from 1 (a local item's JSON may say NaN,
+    Infinity or 1e999, which Python's JSON reads as floats)."""
+    value = item.get(name)
+    if value is None:
+        return
+    whole = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+    if not whole or not math.isfinite(value) or value < 1 or value != int(value):
+        raise Unreadable(f"{name} is {value!r}, not a state version (1, 2, ...)")
+
+
 def _state(status: UserStatus) -> str:
     if status.missing_since:
         return "unknown" if not status.forwarded_total else "missing"
@@ -112,6 +129,8 @@ def user_status(
     """The user's row; Unreadable when an attribute is not of the type the forwarder writes."""
     if item is None:
         return UserStatus(user_id, watched, "new")  # watched, but no run has written it yet
+    for name in (STATE_VERSION_ATTRIBUTE, READABLE_FROM_ATTRIBUTE):
+        _state_version(item, name)
     not_read = newer_release(item, CURSOR_STATE)
     if not_read is not None:
         return UserStatus(user_id, watched, "newer", not_read=not_read)
