@@ -455,15 +455,17 @@ def init_command(ctx: click.Context, /, no_input: bool, **given: Any) -> None:
     tenant, the secret, the watched ids, the destinations, the alarm e-mail); then `sam build
     && sam deploy` deploys with no --guided session."""
     from .commands import err, handled, out
+    from .terminal import safe
 
     env = ctx.obj
     assert isinstance(env, Environment)
     options = InitOptions(interactive=not no_input, **given)
 
     def work() -> None:
-        answers = run_init(env, options, lambda text: err.print(f"Note: {text}", markup=False))
+        # The notes hold AWS's and Auth0's own words, the steps what the operator typed.
+        answers = run_init(env, options, lambda text: err.print(f"Note: {safe(text)}"))
         for line in next_steps(answers, options.output, answers.watched_user_ids):
-            out.print(line, markup=False)
+            out.print(safe(line))
 
     handled(work)()
 

@@ -4,35 +4,42 @@ for the terminal: the one place every command passes such text through before pr
 Two dangers, both seen: rich reads `[...]` as markup (`[/x]` crashed `run`, `status` and
 `check` with a MarkupError; `[bold]` restyled what followed), and control characters reach the
 terminal as commands (`ESC ] 0 ; … BEL` sets the window title, `ESC [ 2 J` clears the screen; a
-newline forges a line of output). Markup is escaped, so it prints literally; every C0 and C1
-control, DEL, the Unicode line separators and the bidirectional overrides (which can make text
-read backwards) are shown as escapes (`\\x1b`, `\\n`, `\\u202e`): visible, and inert.
+newline forges a line of output). A third, also seen: characters that print as nothing, so that
+`auth0|adm\u200bin`, `auth0|admin\u200f` and `auth0|admin` look the same. Markup is escaped, so
+it prints literally; every character Python does not call printable is shown as an escape
+(`\\x1b`, `\\n`, `\\u202e`, `\\U000e0041`): visible, and inert. That is every Unicode
+control (Cc), format character (Cf: zero-width spaces and joiners, the bidirectional marks,
+overrides and isolates, the BOM, U+2060-2064, the tag characters, the soft hyphen), line and
+paragraph separator (Zl, Zp), private-use, surrogate and unassigned code point (Co, Cs, Cn), and
+space but the ASCII one (Zs: a no-break space is not a space).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from rich.markup import escape
 from rich.table import Table
 
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _shown(match: re.Match[str]) -> str:
-    char = match.group()
+def _shown(char: str) -> str:
+    if char.isprintable():
+        return char
     if char in _NAMED:
         return _NAMED[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def visible(text: object) -> str:
-    """`text` with every control character shown as an escape (for output rich does not parse
-    as markup)."""
-    return _CONTROLS.sub(_shown, str(text))
+    """`text` with every character that is not printable shown as an escape (for output rich
+    does not parse as markup)."""
+    shown = str(text)
+    return shown if shown.isprintable() else "".join(map(_shown, shown))
 
 
 def safe(text: object) -> str:
