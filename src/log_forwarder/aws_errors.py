@@ -32,8 +32,8 @@ AWS_CLIENT_CONFIG = Config(
     connect_timeout=AWS_CONNECT_TIMEOUT_S,
     read_timeout=AWS_READ_TIMEOUT_S,
 )
-# For calls that are idempotent and outside any delivery (a secret, the tenants parameter, SQS
-# sends with deduplication ids): botocore may retry them.
+# For calls that are idempotent, outside any delivery and under no retry_call (a secret, the
+# tenants parameter): botocore may retry them.
 IDEMPOTENT_CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
 )

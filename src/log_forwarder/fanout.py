@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import observability
-from .aws_errors import IDEMPOTENT_CLIENT_CONFIG, error_code, session_clients
+from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG, error_code, session_clients
 from .exceptions import ConfigError, FanoutError
 from .retry import AWS_ATTEMPT_S, Attempts, RetryPolicy, Settled, retry_call
 from .tenant_message import TenantMessage, dedup_id, group_id
@@ -142,7 +142,8 @@ def build_scheduler(session: boto3.session.Session | None = None) -> Scheduler:
         max_age_s=0,  # every tick reads it: a changed document applies at the next tick
     )
     queue_url = os.environ["TENANT_QUEUE_URL"].strip()
-    return Scheduler(tenants, TenantQueue(queue_url, clients("sqs", IDEMPOTENT_CLIENT_CONFIG)))
+    # No botocore retries under SEND_RETRY's: one loop, and its count is the one said.
+    return Scheduler(tenants, TenantQueue(queue_url, clients("sqs", AWS_CLIENT_CONFIG)))
 
 
 def reset_runtime(**_ignored: Any) -> None:

@@ -500,3 +500,24 @@ def test_hostile_entries_get_no_secret_and_the_other_tenants_are_forwarded(
     secrets = [acme.client_secret, beta.client_secret, "elsewhere-secret"]
     outputs = tick.output + "".join(r.invocation.output for rs in runs.values() for r in rs)
     assert not any(secret in outputs + dropped.invocation.output for secret in secrets)
+
+
+def test_a_batch_the_queue_keeps_refusing_costs_three_requests_and_says_so(
+    aws: LocalAws, simulators: Callable[[str], Auth0Simulator]
+) -> None:
+    # GIVEN a tenant queue that answers every send 503 (issue #21's review: botocore's own 3
+    # attempts under the scheduler's 3 cost 9 requests, and the error said 3)
+    from devtools.aws_fault_proxy import AwsFaultProxy
+
+    acme = simulators("acme")
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        stack = deploy(aws, [LocalTenant(acme, [SHARED_USER])], AWS_ENDPOINT_URL=proxy.url)
+        proxy.add("AmazonSQS.SendMessageBatch", "refuse", times=100)
+        # WHEN the schedule fires
+        tick = stack.tick()
+        # THEN it fails naming the tenant, after the attempts it says, one request each
+        sent = [f for f in proxy.faults if f[0] == "AmazonSQS.SendMessageBatch"]
+    assert tick.error is not None
+    assert "refused the messages of 1 tenant(s) after 3 attempts" in str(tick.error)
+    assert "acme" in str(tick.error)
+    assert len(sent) == 3, sent
