@@ -17,6 +17,7 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -371,5 +372,74 @@ def test_the_previous_release_forwards_on_from_what_this_one_wrote(
                if k in world["users"])  # fmt: skip
     again = ok(stack.invoke(cold=True))
     assert again["failed_users"] == [] and again["forwarded"] == 0
-    FAULT_LEDGER.append(FaultRow(f"rollback to {PREVIOUS_RELEASE} after this release wrote v2",
-                                 "both", 0, 0, 0, 0, 0, "none: it reads v2 (`v` = 1)"))  # fmt: skip
+    FAULT_LEDGER.append(FaultRow(f"rollback to {PREVIOUS_RELEASE} after this release wrote "
+                                 f"v{CURSOR_STATE.version} readable from v1", "both", 0, 0, 0, 0,
+                                 0, "none: it reads them (`v` = 1)"))  # fmt: skip
+
+
+def _run_release(commit: str, stack: LocalDeployment) -> tuple[int, str]:
+    """One scheduled run of `commit`'s own handler, in a process of its own, on the stack."""
+    event = {"id": "rollback", "detail-type": "Scheduled Event", "source": "aws.events"}
+    with release(commit) as (_sha, tree):
+        done = subprocess.run(  # noqa: S603 - our own interpreter, the release's own code
+            [sys.executable, "-c", _PREVIOUS_RUN, json.dumps(stack.env), json.dumps(event)],
+            env=release_env(tree),
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    return done.returncode, done.stdout + done.stderr
+
+
+# 096dcca reads `v` == 1 only; 4cc5e5c is the codec at v2 (readable from v1), the last release
+# before the real-time path's v3.
+@pytest.mark.parametrize("previous", [PREVIOUS_RELEASE, "4cc5e5c"])
+def test_a_release_before_v3_leaves_a_checkpoint_that_met_a_push_untouched(
+    aws: LocalAws, sim: Auth0Simulator, previous: str
+) -> None:
+    # GIVEN the fixture read and written by this release, one user's item then marked as having
+    # met a push (`pushed_until` set: what the real-time path delivered is known only from the
+    # pushed-events table, so the item is readable from v3 only), and a new event for each user
+    folder = "v1/096dcca"
+    world = world_of(folder)
+    stack = deployed(aws, sim, folder, "per-user")
+    ok(stack.invoke(cold=True))
+    user = "auth0|fixture-overlap"
+    item = raw_items(aws, stack)[user]
+    cursor = CURSOR_STATE.decode(state_of(item), item="c")
+    met = replace(cursor, position=replace(cursor.position, pushed_until_ms=1))
+    state = CURSOR_STATE.encode(met)
+    assert state["v"] == 3
+    client = aws.client("dynamodb")
+    client.put_item(
+        TableName=stack.resources.table_name,
+        Item={
+            **item,
+            "state": {"B": encode_state(user, state)},
+            "state_version": {"N": "3"},
+            "state_readable_from": {"N": "3"},
+        },
+    )
+    before = raw_items(aws, stack)
+    delivered = counted(stack, user)
+    newest = max(world["users"][user]["events"], key=lambda e: e["date"])
+    when = datetime.now(UTC) - timedelta(seconds=30)
+    sim.add_event({**{k: v for k, v in newest.items() if k != "log_id"}, "type": "s",
+                   "date": when.isoformat(timespec="milliseconds")})  # fmt: skip
+    # WHEN the earlier release runs on that table, through its own handler
+    returncode, output = _run_release(previous, stack)
+    assert returncode == 0, output[-3000:]
+    # THEN it leaves that item byte for byte as it was, and delivers nothing of that user's
+    after = raw_items(aws, stack)
+    assert after[user] == before[user], output[-2000:]
+    assert counted(stack, user) == delivered
+    # AND it says so for that user alone: the other users' items were read and written
+    outcome = json.loads(output.strip().splitlines()[-1]) if output.strip() else {}
+    assert user in str(outcome.get("error")), output[-2000:]
+    print(f"\n{previous}: {str(outcome.get('error'))[:300]}")
+    assert any(after[u] != before[u] for u in world["users"] if u != user)
+    FAULT_LEDGER.append(FaultRow(f"rollback to {previous}: a checkpoint that met a push (v3, "
+                                 "readable from v3)", "both", 0, 0, 0, 0, 0,
+                                 "that user fails, its item untouched; nothing of it delivered "
+                                 "again"))  # fmt: skip
