@@ -621,7 +621,7 @@ class _Watchdog:
     def __init__(self, response: httpx.Response, seconds: float) -> None:
         stream = response.extensions.get("network_stream")
         self._socket = stream.get_extra_info("socket") if stream is not None else None
-        self._timer = threading.Timer(max(seconds, 0.0), self._cut)
+        self._timer = threading.Timer(min(max(seconds, 0.0), threading.TIMEOUT_MAX), self._cut)
         self._timer.daemon = True
         self.fired = False
 

@@ -397,12 +397,10 @@ SOCKET_SLACK = 4 * 2**20
 RSS_BOUND_MB = 150
 
 
-def test_a_100_mb_answer_fails_the_user_by_name_in_bounded_memory_and_moves_nothing(
-    aws: LocalAws, sim: Auth0Simulator
-) -> None:
-    # GIVEN a forwarded user, then new events, and a host answering each of the user's pages
-    # with 100 MB (streamed by the simulator, never held whole)
-    rng = random.Random(15)
+def _forwarded_then_five_new(
+    aws: LocalAws, sim: Auth0Simulator, rng: random.Random
+) -> tuple[LocalDeployment, list[dict[str, Any]], dict[str, Any] | None]:
+    """A stack that forwarded USER's 10 events, then 5 new ones: (stack, all 15, checkpoint)."""
     events = sim.add_events(
         generate_user_events(USER, count=10, start=now() - timedelta(hours=1), end=now(), rng=rng)
     )
@@ -412,12 +410,26 @@ def test_a_100_mb_answer_fails_the_user_by_name_in_bounded_memory_and_moves_noth
     events += sim.add_events(
         generate_user_events(USER, count=5, start=now() - timedelta(seconds=30), end=now(), rng=rng)
     )
-    sim.oversize_next(100, megabytes=100, path_contains="6a1f00c0ffee00000000fa17")
-    # WHEN the handler runs in a process of its own (its memory alone is measured)
+    return stack, events, before
+
+
+def _run_measured(stack: LocalDeployment) -> tuple[str, float]:
+    """The handler once, in a process of its own: (its ERROR line, its peak RSS in MB)."""
     output, _ = _invoke_in_process(stack, 120_000).communicate(timeout=120)
     lines = output.strip().splitlines()
     error = next(line for line in lines if line.startswith("ERROR "))
-    peak_mb = float(next(line for line in lines if line.startswith("PEAK_RSS_MB ")).split()[1])
+    return error, float(next(line for line in lines if line.startswith("PEAK_RSS_MB ")).split()[1])
+
+
+def test_a_100_mb_answer_fails_the_user_by_name_in_bounded_memory_and_moves_nothing(
+    aws: LocalAws, sim: Auth0Simulator
+) -> None:
+    # GIVEN a forwarded user, then new events, and a host answering each of the user's pages
+    # with 100 MB (streamed by the simulator, never held whole)
+    stack, events, before = _forwarded_then_five_new(aws, sim, random.Random(15))
+    sim.oversize_next(100, megabytes=100, path_contains="6a1f00c0ffee00000000fa17")
+    # WHEN the handler runs in a process of its own (its memory alone is measured)
+    error, peak_mb = _run_measured(stack)
     print(f"\n100 MB answers: peak RSS {peak_mb:.0f} MB; {error[:200]}")
     # THEN the run fails naming the user, the request (its template: no id), the bytes read and
     # the limit, and the process stayed far below the function's memory
@@ -463,22 +475,10 @@ def test_a_compression_bomb_fails_the_user_by_name_in_bounded_memory(
 ) -> None:
     # GIVEN a forwarded user, then new events, and a host answering each of the user's pages
     # with 100 MB of JSON compressed to 100 KB (a chain of two gzips: 436 bytes)
-    rng = random.Random(16)
-    events = sim.add_events(
-        generate_user_events(USER, count=10, start=now() - timedelta(hours=1), end=now(), rng=rng)
-    )
-    stack = deploy(aws, sim)
-    ok(stack.invoke())
-    before = stack.checkpoint(USER)
-    events += sim.add_events(
-        generate_user_events(USER, count=5, start=now() - timedelta(seconds=30), end=now(), rng=rng)
-    )
+    stack, events, before = _forwarded_then_five_new(aws, sim, random.Random(16))
     sim.bomb_next(100, encoding=encoding, status=status, path_contains="6a1f00c0ffee00000000fa17")
     # WHEN the handler runs in a process of its own (its memory alone is measured)
-    output, _ = _invoke_in_process(stack, 120_000).communicate(timeout=120)
-    lines = output.strip().splitlines()
-    error = next(line for line in lines if line.startswith("ERROR "))
-    peak_mb = float(next(line for line in lines if line.startswith("PEAK_RSS_MB ")).split()[1])
+    error, peak_mb = _run_measured(stack)
     print(f"\n{encoding} bomb ({status}): peak RSS {peak_mb:.0f} MB; {error[:200]}")
     # THEN the run fails naming the user and what was wrong with the answer, far below the
     # function's memory, and the checkpoint did not move

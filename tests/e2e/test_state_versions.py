@@ -343,16 +343,7 @@ def test_the_previous_release_forwards_on_from_what_this_one_wrote(
         later[user] = [sim.add_event(event)["log_id"]]
     # WHEN the release before this one runs on that table (a rollback): its own code, in a
     # process of its own, through its own handler
-    event = {"id": "rollback", "detail-type": "Scheduled Event", "source": "aws.events"}
-    with release(PREVIOUS_RELEASE) as (_sha, tree):
-        done = subprocess.run(  # noqa: S603 - our own interpreter, the release's own code
-            [sys.executable, "-c", _PREVIOUS_RUN, json.dumps(stack.env), json.dumps(event)],
-            env=release_env(tree),
-            cwd=tree,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    done = _run_release(PREVIOUS_RELEASE, stack)
     assert done.returncode == 0, done.stderr[-3000:]
     outcome = json.loads(done.stdout.splitlines()[-1])
     # THEN it read every item and forwarded each user's new event, and nothing again
@@ -377,7 +368,7 @@ def test_the_previous_release_forwards_on_from_what_this_one_wrote(
                                  0, "none: it reads them (`v` = 1)"))  # fmt: skip
 
 
-def _run_release(commit: str, stack: LocalDeployment) -> tuple[int, str]:
+def _run_release(commit: str, stack: LocalDeployment) -> subprocess.CompletedProcess[str]:
     """One scheduled run of `commit`'s own handler, in a process of its own, on the stack."""
     event = {"id": "rollback", "detail-type": "Scheduled Event", "source": "aws.events"}
     with release(commit) as (_sha, tree):
@@ -389,7 +380,7 @@ def _run_release(commit: str, stack: LocalDeployment) -> tuple[int, str]:
             text=True,
             check=False,
         )
-    return done.returncode, done.stdout + done.stderr
+    return done
 
 
 # 096dcca reads `v` == 1 only; 4cc5e5c is the codec at v2 (readable from v1), the last release
@@ -400,7 +391,7 @@ def test_a_release_before_v3_leaves_a_checkpoint_that_met_a_push_untouched(
 ) -> None:
     # GIVEN the fixture read and written by this release, one user's item then marked as having
     # met a push (`pushed_until` set: what the real-time path delivered is known only from the
-    # pushed-events table, so the item is readable from v3 only), and a new event for each user
+    # pushed-events table, so the item is readable from v3 only), and a new event for that user
     folder = "v1/096dcca"
     world = world_of(folder)
     stack = deployed(aws, sim, folder, "per-user")
@@ -428,8 +419,9 @@ def test_a_release_before_v3_leaves_a_checkpoint_that_met_a_push_untouched(
     sim.add_event({**{k: v for k, v in newest.items() if k != "log_id"}, "type": "s",
                    "date": when.isoformat(timespec="milliseconds")})  # fmt: skip
     # WHEN the earlier release runs on that table, through its own handler
-    returncode, output = _run_release(previous, stack)
-    assert returncode == 0, output[-3000:]
+    done = _run_release(previous, stack)
+    assert done.returncode == 0, done.stderr[-3000:]
+    output = done.stdout
     # THEN it leaves that item byte for byte as it was, and delivers nothing of that user's
     after = raw_items(aws, stack)
     assert after[user] == before[user], output[-2000:]
