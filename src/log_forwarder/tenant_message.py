@@ -59,7 +59,7 @@ class TenantMessage:
         """The message an SQS event record carries; PoisonMessage when it is not one of ours."""
         try:
             body = json.loads(record.get("body") or "")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise PoisonMessage("its body is not JSON") from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise PoisonMessage(f"its body is not a format-{FORMAT} tenant message")

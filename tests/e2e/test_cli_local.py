@@ -221,7 +221,7 @@ def test_on_a_terminal_the_backfill_bar_shows_events_calls_and_time_left() -> No
     assert "left" in drawn
 
 
-@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e999", "-Infinity", "2.5"])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e999", "-Infinity", "2.5", "deep"])
 def test_status_local_shows_one_unreadable_row_for_a_version_no_json_writer_gives(
     tmp_path: Path, number: str
 ) -> None:
@@ -236,7 +236,7 @@ def test_status_local_shows_one_unreadable_row_for_a_version_no_json_writer_give
             summary = '{"watermark": "2026-01-01T00:00:00.000Z", "forwarded_total": 1}'
             if n == 7:
                 summary = '{"watermark": "2026-01-01T00:00:00.000Z", "state_readable_from": %s}'
-                summary %= number
+                summary %= "[" * 100_000 + "]" * 100_000 if number == "deep" else number
             db.execute(
                 "INSERT OR REPLACE INTO checkpoints (user_id, version, state, summary, updated_at)"
                 " VALUES (?, 3, x'', ?, '2026-01-01T00:00:00.000Z')",
@@ -252,6 +252,11 @@ def test_status_local_shows_one_unreadable_row_for_a_version_no_json_writer_give
     rows = {r["user_id"]: r for r in json.loads(done.stdout)["users"]}
     assert sorted(rows) == users and done.returncode == 1
     assert rows[users[7]]["state"] == "unreadable"
-    assert rows[users[7]]["unreadable"].startswith("state_readable_from is ")
-    assert "not a state version" in rows[users[7]]["unreadable"]
+    if number == "deep":  # a summary nested past Python's stack
+        assert (
+            rows[users[7]]["unreadable"] == "the summary is JSON nested deeper than Python's stack"
+        )
+    else:
+        assert rows[users[7]]["unreadable"].startswith("state_readable_from is ")
+        assert "not a state version" in rows[users[7]]["unreadable"]
     assert sum(r["state"] != "unreadable" for r in rows.values()) == 20

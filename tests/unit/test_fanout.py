@@ -36,6 +36,7 @@ def test_a_message_round_trips_through_its_record() -> None:
     ("body", "group", "says"),
     [
         ("not json", "acme.eu.auth0.com", "not JSON"),
+        ("[" * 100_000 + "]" * 100_000, "acme.eu.auth0.com", "not JSON"),  # past the stack
         ("[1]", "acme.eu.auth0.com", "not a format-1 tenant message"),
         (MESSAGE.body().replace('"format":1', '"format":2'), "acme.eu.auth0.com", "format-1"),
         (json.dumps({"format": 1, "tenant": "acme.eu.auth0.com"}), "acme.eu.auth0.com", "lacks"),

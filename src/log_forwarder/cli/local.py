@@ -195,6 +195,8 @@ def _summary(text: str) -> dict[str, Any]:
         summary = json.loads(text)
     except ValueError as error:
         return {UNREADABLE_SUMMARY: f"the summary is not JSON ({error})"}
+    except RecursionError:
+        return {UNREADABLE_SUMMARY: "the summary is JSON nested deeper than Python's stack"}
     if not isinstance(summary, dict):
         return {UNREADABLE_SUMMARY: f"the summary is {type(summary).__name__}, not an object"}
     return summary
