@@ -394,7 +394,14 @@ class Auth0Client:
                         len(response.content), response.content[:OVERSIZED_DIGEST_BYTES]
                     )
                 return response
-            inflater = _Inflater.of(response.headers.get("content-encoding"))
+            try:
+                inflater = _Inflater.of(response.headers.get("content-encoding"))
+            except _UnreadableEncoding:
+                if response.status_code == 200:
+                    raise
+                # An error answer is read for its message only: its status still says what
+                # happened (a gateway's 503 is retried as any other).
+                return httpx.Response(response.status_code, request=response.request)
             body = bytearray()
             with _Watchdog(response, scope.deadline.left_s()) as watchdog:
                 try:
