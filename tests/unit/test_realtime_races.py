@@ -129,3 +129,29 @@ def test_a_stream_chunk_whose_seat_another_run_ended_leaves_the_user_busy_not_a_
     # THEN the user is left to the next run (busy), not planned against a cursor with no seat
     assert not delivered
     assert session.report.busy and session.report.bug is None
+
+
+def test_a_user_joining_the_tenant_stream_after_a_push_keeps_its_pushed_events_known() -> None:
+    # GIVEN a user read per user, then one of its events pushed
+    fake, store, ledger = (
+        FakeAuth0(now_ms=BASE_MS),
+        InMemoryCheckpointStore(),
+        InMemoryPushedLedger(),
+    )
+    sink = RecordingSink("s3")
+
+    def forwarder(mode: str) -> Forwarder:
+        return make_forwarder(fake, [sink], store, ledger, READ_MODE=mode)
+
+    forwarder("per-user").run([USER], remaining_ms=lambda: 10**9)
+    fake.now_ms += 10_000
+    pushed = event(1, fake.now_ms - 2_000)
+    fake.add(pushed)
+    push(forwarder("per-user"), pushed)
+    # WHEN a stream run seats the user (it joins from its stored cursor) and reads the window
+    fake.now_ms += 300_000
+    run = forwarder("stream").run([USER], remaining_ms=lambda: 10**9)
+    # THEN the join kept what the pushed-events table holds: the event is not delivered again
+    assert run.read is not None and run.read.mode == "stream"
+    assert sink.log_ids() == ["900000001"]
+    assert run.users[0].forwarded == 0
