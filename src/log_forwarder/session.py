@@ -36,6 +36,7 @@ from .exceptions import (
     CheckpointStateError,
     ForwarderError,
     OutOfTime,
+    PushedMemoryMissing,
 )
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
@@ -258,9 +259,28 @@ class UserSession:
         ledger, position = self.env.pushed, cursor.position
         floor = position.floor_ms
         start = self._pushed_from_ms if floor is None else max(floor, self._pushed_from_ms or floor)
-        if ledger is None or not position.pushed_since(start):
+        if not position.pushed_since(start):
             return cursor
-        return cursor.with_pushed(ledger.since(self.user_id, start))
+        if ledger is None:
+            raise PushedMemoryMissing(
+                f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
+                f"up to {iso_ms(position.pushed_until_ms)} in the pushed-events table, and this "
+                "deployment has none (PUSHED_EVENTS_TABLE is empty): reading the user would "
+                "deliver them again. Set PUSHED_EVENTS_TABLE to the table that holds them "
+                "(docs/realtime.md, Turning real time off)"
+            )
+        loaded = cursor.with_pushed(ledger.since(self.user_id, start), start)
+        if loaded.missing_pushed(start, self.env.now_ms()):
+            table = getattr(ledger, "table_name", None)
+            raise PushedMemoryMissing(
+                f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
+                f"up to {iso_ms(position.pushed_until_ms)} in the pushed-events table"
+                f"{f' {table!r}' if table else ''}, which holds none of this user's from "
+                f"{iso_ms(start)} on (a new, empty table?): reading the user would deliver them "
+                "again. Point PUSHED_EVENTS_TABLE at the table that holds them, or restore it "
+                "(docs/realtime.md, Turning real time off)"
+            )
+        return loaded
 
     def _confirm(self, selection: Selection) -> None:
         """A read's chunk is committed: what it found pushed first is counted, once over every
