@@ -13,8 +13,9 @@ RealtimeSpan, against the checkpoint the scheduled reads use (dedupe by log_id, 
 writes, the same destinations and detections), and are recorded in the pushed-events table
 (pushed.py), not in the checkpoint item. The reads then confirm them, or deliver what the stream
 dropped (ReconciledEvents). A user another invocation holds is waited for (Forwarder.push); one
-still busy, or whose destination fails, goes back to the queue (batchItemFailures); only a user
-with no checkpoint yet or with a pending batch is left to the next scheduled run.
+still busy, whose destination fails, or whose pending batch this push holds only part of goes
+back to the queue (batchItemFailures), and the push that brings a pending batch back whole
+redelivers it; only a user with no checkpoint yet is left to the next scheduled run.
 """
 
 from __future__ import annotations
@@ -191,12 +192,11 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
         "RealtimeEvents": sum(u.forwarded for u in report.users),
         "RealtimeDuplicates": sum(u.duplicates for u in report.users),
         "RealtimeIgnored": pushed.ignored,
-        # Pushed for a watched user this invocation leaves to the reads: no checkpoint yet, a
-        # pending batch of an interrupted run (or, invoked directly, a user still busy or a
-        # destination failing).
+        # Pushed for a watched user this invocation leaves to the reads: no checkpoint yet (or,
+        # invoked directly, a user still busy, a destination failing, a pending batch).
         "RealtimeLeftToReads": sum(pushed.chunks[u.user_id].returned for u in left),
-        # Handed back to the queue: the user was still busy after the waits, or a destination
-        # failed; the queue delivers them again in a moment.
+        # Handed back to the queue: the user was still busy after the waits, a destination
+        # failed, or a pending batch must go whole first; the queue delivers them again soon.
         "RealtimeRetried": sum(pushed.chunks[u.user_id].returned for u in retried),
         "Quarantined": sum(u.quarantined for u in report.users),
     }
@@ -223,13 +223,15 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
 
 def _retried(user: UserReport) -> bool:
     """Whether the user's messages go back to the queue: it could not be delivered now but
-    can be soon (still busy after the waits, a destination failing, out of time)."""
-    return bool(user.busy or user.error or user.deferred)
+    can be soon (still busy after the waits, a destination failing, out of time, a pending
+    batch this push could not redeliver whole)."""
+    pending = user.cursor is not None and bool(user.cursor.outbox)
+    return bool(user.busy or user.error or user.deferred or pending)
 
 
 def _taken(user: UserReport) -> bool:
     """Whether the push took the user's events (delivered, or known already): not when it had
-    no checkpoint, could not go on, or left them to the reads (a pending batch)."""
+    no checkpoint, could not go on, or left a pending batch."""
     cursor = user.cursor
     failed = user.error or user.bug or user.busy or user.deferred
     return not failed and cursor is not None and not cursor.outbox

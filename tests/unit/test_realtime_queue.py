@@ -297,3 +297,33 @@ def test_a_push_with_little_time_left_still_delivers_once_and_reports_every_user
     # THEN both are tried once and reported (none silently dropped from the answer)
     assert [u.user_id for u in report.users] == [USER, OTHER]
     assert sorted(sink.log_ids()) == ["9000000001", "9000000002"]
+
+
+def test_a_push_handed_back_after_a_destination_failure_is_delivered_by_its_redelivery() -> None:
+    # GIVEN a push whose destination fails: its messages go back to the queue
+    failing = {"on": True}
+    sink = RecordingSink("s3", crash=lambda _i: "before" if failing["on"] else None)
+    forwarder, fake = started([USER, OTHER], [sink])
+    settings = make_settings(WATCHED_USER_IDS=f"{USER},{OTHER}")
+    realtime.reset_runtime(runtime=Runtime(settings, forwarder, forwarder._store))
+    try:
+        batch = sqs_batch(event(USER, 1), event(USER, 2))
+        first = realtime.lambda_handler(batch, Context())  # type: ignore[arg-type]
+        # WHEN the destination is healthy again and the queue delivers the messages again
+        failing["on"] = False
+        fake.now_ms += 60_000
+        part = realtime.lambda_handler(sqs_batch(event(USER, 1)), Context())  # type: ignore[arg-type]
+        again = realtime.lambda_handler(batch, Context())  # type: ignore[arg-type]
+        later = realtime.lambda_handler(sqs_batch(event(USER, 3)), Context())  # type: ignore[arg-type]
+    finally:
+        realtime.reset_runtime()
+    # THEN the first invocation handed both back; a redelivery holding only part of the failed
+    # batch hands its message back again (the batch goes whole, before anything newer); the
+    # whole redelivery delivers it, and the next push its own event: nothing left to the reads
+    assert (first["RealtimeRetried"], len(first["batchItemFailures"])) == (2, 2)
+    assert (part["RealtimeEvents"], part["RealtimeRetried"]) == (0, 1)
+    assert part["batchItemFailures"] == [{"itemIdentifier": "m-9000000001"}]
+    assert (again["RealtimeEvents"], again["batchItemFailures"]) == (2, [])
+    assert (later["RealtimeEvents"], later["batchItemFailures"]) == (1, [])
+    assert [a["RealtimeLeftToReads"] for a in (first, part, again, later)] == [0, 0, 0, 0]
+    assert sink.log_ids() == ["9000000001", "9000000002", "9000000003"]
