@@ -296,7 +296,7 @@ class InMemoryPushedLedger:
             confirmed = self.items.get((user_id, key), (b"", set()))[1]
             self.items[(user_id, key)] = (encode_events(events), confirmed)
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory:
+    def since(self, user_id: str, from_ms: int | None, **_: Any) -> PushedMemory:
         start = "" if from_ms is None else f"{max(0, from_ms):013d}"
         with self._lock:
             found = [
@@ -306,7 +306,9 @@ class InMemoryPushedLedger:
             ]
         return memory_of(found)
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int:
+    def confirm(
+        self, user_id: str, memory: PushedMemory, log_ids: Iterable[str], **_: Any
+    ) -> int:
         added = 0
         with self._lock:
             for key, ids in unconfirmed_by_batch(memory, log_ids).items():

@@ -65,9 +65,18 @@ class PushedLedger(Protocol):
         deadline: Deadline = ...,
     ) -> None: ...
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory: ...
+    def since(
+        self, user_id: str, from_ms: int | None, *, deadline: Deadline = ...
+    ) -> PushedMemory: ...
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int: ...
+    def confirm(
+        self,
+        user_id: str,
+        memory: PushedMemory,
+        log_ids: Iterable[str],
+        *,
+        deadline: Deadline = ...,
+    ) -> int: ...
 
 
 def unconfirmed_by_batch(memory: PushedMemory, log_ids: Iterable[str]) -> dict[str, set[str]]:

@@ -15,13 +15,14 @@ from .pushed import (
     memory_of,
     unconfirmed_by_batch,
 )
-from .retry import UNLIMITED, Attempts, Deadline, RetryPolicy
+from .retry import AWS_ATTEMPT_S, UNLIMITED, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 T = TypeVar("T")
-LEDGER_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0)
+# As the checkpoint table's: an attempt starts only with the time its client may take left.
+LEDGER_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 
 
 class DynamoPushedLedger:
@@ -61,8 +62,11 @@ class DynamoPushedLedger:
             deadline,
         )
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory:
-        """Every batch holding an event dated at or after `from_ms` (all of them: None)."""
+    def since(
+        self, user_id: str, from_ms: int | None, *, deadline: Deadline = UNLIMITED
+    ) -> PushedMemory:
+        """Every batch holding an event dated at or after `from_ms` (all of them: None); every
+        page's call within `deadline`."""
         names = {"#u": "user_id"}
         values: dict[str, Any] = {":u": {"S": user_id}}
         condition = "#u = :u"
@@ -79,7 +83,7 @@ class DynamoPushedLedger:
         }
         items: list[dict[str, Any]] = []
         while True:
-            page = self._call("Query", lambda: self._client.query(**kwargs), UNLIMITED)
+            page = self._call("Query", lambda: self._client.query(**kwargs), deadline)
             items += page.get("Items", [])
             if not page.get("LastEvaluatedKey"):
                 return memory_of(
@@ -92,7 +96,14 @@ class DynamoPushedLedger:
                 )
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int:
+    def confirm(
+        self,
+        user_id: str,
+        memory: PushedMemory,
+        log_ids: Iterable[str],
+        *,
+        deadline: Deadline = UNLIMITED,
+    ) -> int:
         """A read returned these pushed events: mark them, and return how many no read had
         returned before (each is counted once, whatever reads race)."""
         added = 0
@@ -108,7 +119,7 @@ class DynamoPushedLedger:
                     ExpressionAttributeValues={":ids": {"SS": sorted(ids)}},
                     ReturnValues="UPDATED_OLD",
                 ),
-                UNLIMITED,
+                deadline,
             )
             before = set(answer.get("Attributes", {}).get("confirmed", {}).get("SS", ()))
             added += len(ids - before)

@@ -269,7 +269,8 @@ class UserSession:
                 "deliver them again. Set PUSHED_EVENTS_TABLE to the table that holds them "
                 "(docs/realtime.md, Turning real time off)"
             )
-        loaded = cursor.with_pushed(ledger.since(self.user_id, start), start)
+        memory = ledger.since(self.user_id, start, deadline=self.run.scope.deadline)
+        loaded = cursor.with_pushed(memory, start)
         if loaded.missing_pushed(start, self.env.now_ms()):
             table = getattr(ledger, "table_name", None)
             raise PushedMemoryMissing(
@@ -294,7 +295,10 @@ class UserSession:
         if not in_table or self.env.pushed is None:
             return
         try:
-            self.report.confirmed += self.env.pushed.confirm(self.user_id, memory, in_table)
+            deadline = self.run.scope.deadline
+            self.report.confirmed += self.env.pushed.confirm(
+                self.user_id, memory, in_table, deadline=deadline
+            )
         except ForwarderError as error:
             # Delivery is unaffected: the next read returning them counts them instead.
             logger.warning(
