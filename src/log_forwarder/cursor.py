@@ -497,7 +497,12 @@ class Cursor:
         nothing it says it holds is told apart from one such push (missing_pushed)."""
         done = memory.batch_ids
         outbox = Outbox(tuple(p for p in self.outbox.pending if p.batch_id not in done))
-        position = replace(self.position, pushed=memory)
+        cursor = self
+        for pending in self.outbox.pending:
+            settled = memory.settled.get(pending.batch_id)
+            if pending.batch_id in done and settled is not None:
+                cursor = cursor.settled(settled)
+        position = replace(cursor.position, pushed=memory)
         if outbox.pending:
             newest = max((date for date, _ in memory.entries), default=None)
             if newest is None and from_ms is not None:
@@ -505,7 +510,15 @@ class Cursor:
             until = position.pushed_until_ms
             if until is not None and (newest is None or newest < until):
                 position = replace(position, pushed_until_ms=newest)
-        return replace(self, position=position, outbox=outbox)
+        return replace(cursor, position=position, outbox=outbox)
+
+    def settled(self, settled: Mapping[str, Any]) -> Cursor:
+        """The cursor with what a push's lost commit would have settled (settled_by): the load
+        that finds the batch recorded stands where that commit would have left it."""
+        quarantined = tuple((str(d), int(t)) for d, t in settled.get("quarantined", ()))
+        position = replace(self.position, quarantined=quarantined)
+        status = replace(self.status, forwarded_total=int(settled["forwarded_total"]))
+        return replace(self, position=position, status=status, detections=settled["detections"])
 
     def missing_pushed(self, from_ms: int | None, now_ms: int) -> bool:
         """Whether the pushed-events table, read from `from_ms` on (with_pushed), lacks what the
@@ -556,6 +569,18 @@ class Cursor:
             "stream_position": self.seat.pos if self.seat else None,
             "stream_epoch": self.seat.epoch if self.seat else None,
         }
+
+
+def settled_by(after: Cursor) -> dict[str, Any]:
+    """What a push's commit settles besides its events, for the pushed-events table to carry
+    (pushed.py): written with the batch's record, it lets a load that finds the batch recorded
+    and its commit lost stand where the commit would have (Cursor.settled). The rules' state is
+    opaque here, and is carried whole."""
+    return {
+        "detections": after.detections,
+        "forwarded_total": after.status.forwarded_total,
+        "quarantined": [list(entry) for entry in after.position.quarantined],
+    }
 
 
 # -- the stored form ------------------------------------------------------------------------------

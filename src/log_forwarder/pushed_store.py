@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .aws_errors import call_aws
@@ -12,6 +12,7 @@ from .pushed import (
     PushedMemory,
     batch_key,
     encode_events,
+    encode_settled,
     memory_of,
     unconfirmed_by_batch,
 )
@@ -46,9 +47,10 @@ class DynamoPushedLedger:
         events: Sequence[tuple[int, str]],
         *,
         deadline: Deadline = UNLIMITED,
+        settled: Mapping[str, Any] | None = None,
     ) -> None:
-        """The batch is delivered: remember its events. Written again after a lost answer, the
-        same item (its key and content are the batch's)."""
+        """The batch is delivered: remember its events, and what its commit settles. Written
+        again after a lost answer, the same item (its key and content are the batch's)."""
         newest = max(date for date, _ in events)
         item: dict[str, Any] = {
             "user_id": {"S": user_id},
@@ -56,6 +58,8 @@ class DynamoPushedLedger:
             "events": {"B": encode_events(events)},
             "expires_at": {"N": str((newest + PUSHED_MEMORY_MS) // 1000)},
         }
+        if settled is not None:
+            item["settled"] = {"B": encode_settled(settled)}
         self._call(
             "PutItem",
             lambda: self._client.put_item(TableName=self.table_name, Item=item),
@@ -91,6 +95,7 @@ class DynamoPushedLedger:
                         str(i["batch"]["S"]),
                         bytes(i["events"]["B"]),
                         frozenset(i.get("confirmed", {}).get("SS", ())),
+                        bytes(i["settled"]["B"]) if "settled" in i else None,
                     )
                     for i in items
                 )
