@@ -87,7 +87,8 @@ def pushed_messages(event: Mapping[str, Any]) -> Iterator[tuple[str | None, obje
     stream, or one such event invoking the function directly (no message id: the shape of the
     rule's Lambda target before the queue, still taken during an upgrade). An event's `detail`
     is `{"log_id", "data": <the log event>}`; a `detail` that is the log event itself is taken
-    too."""
+    too. The log event's own `log_id` is its id; one that has none takes the envelope's
+    `detail.log_id` (Auth0 names the event there too; nothing says `data` always repeats it)."""
     records = event.get("Records")
     if isinstance(records, list) and records:
         events = [(_message_id(record), _body(record)) for record in records]
@@ -96,7 +97,13 @@ def pushed_messages(event: Mapping[str, Any]) -> Iterator[tuple[str | None, obje
     for message_id, pushed in events:
         detail = pushed.get("detail") if isinstance(pushed, Mapping) else None
         data = detail.get("data") if isinstance(detail, Mapping) else None
-        yield message_id, data if isinstance(data, Mapping) else detail
+        if not isinstance(data, Mapping):
+            yield message_id, detail
+            continue
+        log_id = detail.get("log_id") if isinstance(detail, Mapping) else None
+        if "log_id" not in data and isinstance(log_id, str) and log_id:
+            data = {**data, "log_id": log_id}
+        yield message_id, data
 
 
 def _message_id(record: object) -> str | None:
@@ -237,6 +244,8 @@ def _taken(user: UserReport) -> bool:
     return not failed and cursor is not None and not cursor.outbox
 
 
-_instrumented = observability.instrumented(
-    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE
-)
+# An SQS batch has no id of its own: its first message's stands for it (each message's id is
+# in the answer's batchItemFailures); an EventBridge event invoking the function directly, its id.
+SQS_BATCH_OR_EVENT = f"Records[0].messageId || {correlation_paths.EVENT_BRIDGE}"
+
+_instrumented = observability.instrumented(_handle, correlation_id_path=SQS_BATCH_OR_EVENT)
