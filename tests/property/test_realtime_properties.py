@@ -37,7 +37,7 @@ from tests.property.test_cursor_properties import (
     USERS,
     assert_exactly_once,
     final_runs,
-    make_settings,
+    make_forwarder,
 )
 from tests.property.test_stream_properties import MODES, ingested_traffic, watched
 
@@ -158,14 +158,14 @@ def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
 
     def forwarder(mode: str) -> Forwarder:
         # One user at a time: the draw alone decides the interleaving, so a failure replays.
-        return Forwarder(
-            settings=make_settings(MAX_CONCURRENT_USERS="1", READ_MODE=mode),
-            source=fake,
-            store=store,
-            sinks=sinks,
-            clock=lambda: fake.now_ms / 1000,
+        return make_forwarder(
+            fake,
+            sinks,  # type: ignore[arg-type]
+            store,
+            ledger,
             output=OutputPolicy(keep=keep),
-            pushed=ledger,
+            MAX_CONCURRENT_USERS="1",
+            READ_MODE=mode,
         )
 
     pusher = forwarder("per-user")

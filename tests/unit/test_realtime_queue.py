@@ -340,15 +340,7 @@ def test_a_push_whose_commit_was_lost_leaves_the_rules_state_and_counters_of_aft
     store, ledger, sink = FailingCommit(), InMemoryPushedLedger(), RecordingSink("s3")
     fake = FakeAuth0(now_ms=BASE_MS)
     output = OutputPolicy(detections=detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"}))
-    forwarder = Forwarder(
-        settings=make_settings(),
-        source=fake,
-        store=store,
-        sinks=[sink],
-        clock=lambda: fake.now_ms / 1000,
-        output=output,
-        pushed=ledger,
-    )
+    forwarder = make_forwarder(fake, [sink], store, ledger, output=output)
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     store.armed, fake.now_ms = True, BASE_MS + 1_000
     push_of = lambda *n: Pushed.of(iter([event(USER, i) for i in n]), frozenset([USER])).chunks  # noqa: E731
@@ -371,15 +363,7 @@ def forwarded_alone(output: OutputPolicy, numbers: list[int]) -> object:
     """The rules' state after these events, pushed with nothing lost."""
     store, sink = InMemoryCheckpointStore(), RecordingSink("s3")
     fake = FakeAuth0(now_ms=BASE_MS)
-    forwarder = Forwarder(
-        settings=make_settings(),
-        source=fake,
-        store=store,
-        sinks=[sink],
-        clock=lambda: fake.now_ms / 1000,
-        output=output,
-        pushed=InMemoryPushedLedger(),
-    )
+    forwarder = make_forwarder(fake, [sink], store, InMemoryPushedLedger(), output=output)
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     fake.now_ms = BASE_MS + 1_000
     chunks = Pushed.of(iter([event(USER, n) for n in numbers[:-1]]), frozenset([USER])).chunks
@@ -395,14 +379,8 @@ def test_confirmations_never_count_pushed_events_the_output_filter_kept_out() ->
     # GIVEN an output filter keeping failed logins out, and 10 events pushed, 5 of them failures
     store, ledger, sink = InMemoryCheckpointStore(), InMemoryPushedLedger(), RecordingSink("s3")
     fake = FakeAuth0(now_ms=BASE_MS)
-    forwarder = Forwarder(
-        settings=make_settings(),
-        source=fake,
-        store=store,
-        sinks=[sink],
-        clock=lambda: fake.now_ms / 1000,
-        output=OutputPolicy(keep=EventFilter(exclude=frozenset({"f"}))),
-        pushed=ledger,
+    forwarder = make_forwarder(
+        fake, [sink], store, ledger, output=OutputPolicy(keep=EventFilter(exclude=frozenset({"f"})))
     )
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     events = [{**event(USER, n), "type": "f" if n % 2 else "s"} for n in range(10)]
