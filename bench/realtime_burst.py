@@ -38,7 +38,7 @@ from typing import Any
 from bench.footprint import Row
 from bench.realtime import percentile, started_stack
 from devtools.harness import FakeLambdaContext, _environment
-from devtools.local_aws import LocalAws
+from devtools.local_aws import LocalAws, load_template
 from devtools.log_stream import eventbridge_event
 from devtools.realtime_stack import RealtimePath, sqs_event
 from log_forwarder.records import Delivery, DeliveryReport
@@ -62,6 +62,10 @@ SQS_REQUEST = 0.40 / 1e6
 DYNAMODB_WRU = 0.625 / 1e6
 DYNAMODB_RRU = 0.125 / 1e6
 S3_PUT = 0.005 / 1000
+
+# The real-time function's timeout, as the template sets it: what each invocation has.
+_FUNCTION = load_template()["Resources"]["RealtimeFunction"]["Properties"]
+FUNCTION_TIMEOUT_MS = int(_FUNCTION["Timeout"]) * 1000
 
 # Measured with `--shape direct --scale 1` at 096dcca, the code before the queued path (#25).
 TODAY = {
@@ -419,7 +423,7 @@ def _drained(path: RealtimePath, shape: str, until: float) -> None:
 def _invoke(
     handler: Callable[[dict[str, Any], Any], Any], event: dict[str, Any], burst: Burst
 ) -> Any:
-    context = FakeLambdaContext(remaining_ms=30_000, function_name="RealtimeFunction")
+    context = FakeLambdaContext(remaining_ms=FUNCTION_TIMEOUT_MS, function_name="RealtimeFunction")
     started = time.monotonic()
     try:
         summary = handler(event, context)
