@@ -713,6 +713,7 @@ def function_environment(
     # Empty (unset) for resources recorded before the template had a watch list table.
     refs["WatchListTable"] = resources.watch_table or ""
     refs["RulePacksTable"] = resources.rule_packs_table or ""
+    refs["PushedEventsTable"] = resources.pushed_table or ""
     if resources.log_group is not None:
         refs["ForwardedLogGroup"] = resources.log_group
     if resources.bucket is not None:

@@ -28,6 +28,7 @@ from devtools.harness import (
 )
 from devtools.local_aws import (
     ACCOUNT_ID,
+    _create_queues,
     _Resolver,
     function_environment,
     handler_from_template,
@@ -36,6 +37,7 @@ from devtools.local_aws import (
 from devtools.log_stream import LogStreamEmitter
 
 REALTIME = "RealtimeFunction"
+REAL_QUEUE = "RealtimeQueue"
 SOURCE_PREFIX = "aws.partner/auth0.com/demo-tenant-7b2c9f0e-0d3a-4c1e-9a55-1f2e3d4c5b6a/"
 
 
@@ -45,11 +47,13 @@ class RealtimePath:
         stack: LocalDeployment,
         *,
         source: str | None = None,
-        visibility_s: int = 60,
+        visibility_s: int | None = None,
         fifo: bool = False,
     ) -> None:
-        """`visibility_s`: the queue's visibility timeout (the template's 60 s; tests shorten
-        it); `fifo`: a FIFO queue instead, for bench/realtime_burst.py's comparison."""
+        """The queue and its dead-letter queue as the template declares them (encryption, the
+        redrive policy, retention, visibility). `visibility_s`: another visibility timeout
+        (tests shorten it); `fifo`: a FIFO queue instead, for bench/realtime_burst.py's
+        comparison (no dead-letter queue)."""
         self.stack = stack
         source = source or SOURCE_PREFIX + stack.resources.stack_name
         self.source = source
@@ -63,9 +67,8 @@ class RealtimePath:
             raise ValueError("the template does not create the real-time path for these parameters")
         rule = template["Resources"]["RealtimeRule"]["Properties"]
         self.pattern: dict[str, Any] = resolver.resolve(rule["EventPattern"])
-        self.mapping = template["Resources"][REALTIME]["Properties"]["Events"]["Pushed"][
-            "Properties"
-        ]
+        self.function_properties = template["Resources"][REALTIME]["Properties"]
+        self.mapping = self.function_properties["Events"]["Pushed"]["Properties"]
         events = aws.client("events")
         self.events = events
         names = {b["Name"] for b in events.list_event_buses()["EventBuses"]}
@@ -74,11 +77,19 @@ class RealtimePath:
             events.create_event_bus(Name=self.bus, EventSourceName=source)
         self.pushed_table = stack.resources.pushed_table or ""
         sqs = aws.client("sqs")
-        attributes = {"VisibilityTimeout": str(visibility_s)}
+        self.dead_letter_url: str | None = None
         if fifo:
-            attributes |= {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
-        name = f"{stack.resources.stack_name}-realtime" + (".fifo" if fifo else "")
-        self.queue_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+            attributes = {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+            name = f"{stack.resources.stack_name}-realtime.fifo"
+            self.queue_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+        else:
+            queues = {q: template["Resources"][q] for q in ("RealtimeDeadLetterQueue", REAL_QUEUE)}
+            stack_name = stack.resources.stack_name
+            urls = _create_queues(aws, {"Resources": queues}, resolver, stack_name)
+            self.queue_url, self.dead_letter_url = urls[REAL_QUEUE], urls["RealtimeDeadLetterQueue"]
+        if visibility_s is not None:
+            attributes = {"VisibilityTimeout": str(visibility_s)}
+            sqs.set_queue_attributes(QueueUrl=self.queue_url, Attributes=attributes)
         arn = sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
         rule_name = f"{stack.resources.stack_name}-auth0-log-stream"[:64]
         events.put_rule(
@@ -139,7 +150,8 @@ class RealtimePath:
             messages = self.receive(batch or int(self.mapping["BatchSize"]))
             if not messages:
                 return invocations
-            context = FakeLambdaContext(remaining_ms=30_000, function_name=REALTIME)
+            timeout_ms = int(self.function_properties.get("Timeout", 30)) * 1000
+            context = FakeLambdaContext(remaining_ms=timeout_ms, function_name=REALTIME)
             invocation = invoke_handler(function, sqs_event(messages), context, cold=False)
             invocations.append(invocation)
             self.settle(messages, invocation.result if invocation.error is None else None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ from log_forwarder.pushed import (
     PushedMemory,
     batch_key,
     encode_events,
+    encode_settled,
     memory_of,
     unconfirmed_by_batch,
 )
@@ -285,28 +286,35 @@ class InMemoryPushedLedger:
     """The pushed-events table (pushed.py) in a dict, for unit and property tests."""
 
     def __init__(self) -> None:
-        self.items: dict[tuple[str, str], tuple[bytes, set[str]]] = {}
+        self.items: dict[tuple[str, str], tuple[bytes, set[str], bytes | None]] = {}
         self._lock = threading.Lock()
 
     def record(
-        self, user_id: str, batch_id: str, events: Sequence[tuple[int, str]], **_: Any
+        self,
+        user_id: str,
+        batch_id: str,
+        events: Sequence[tuple[int, str]],
+        *,
+        settled: Mapping[str, Any] | None = None,
+        **_: Any,
     ) -> None:
         key = batch_key(max(date for date, _ in events), batch_id)
+        after = encode_settled(settled) if settled is not None else None
         with self._lock:
-            confirmed = self.items.get((user_id, key), (b"", set()))[1]
-            self.items[(user_id, key)] = (encode_events(events), confirmed)
+            confirmed = self.items.get((user_id, key), (b"", set(), None))[1]
+            self.items[(user_id, key)] = (encode_events(events), confirmed, after)
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory:
+    def since(self, user_id: str, from_ms: int | None, **_: Any) -> PushedMemory:
         start = "" if from_ms is None else f"{max(0, from_ms):013d}"
         with self._lock:
             found = [
-                (key, blob, frozenset(confirmed))
-                for (user, key), (blob, confirmed) in sorted(self.items.items())
+                (key, blob, frozenset(confirmed), after)
+                for (user, key), (blob, confirmed, after) in sorted(self.items.items())
                 if user == user_id and key >= start
             ]
         return memory_of(found)
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int:
+    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str], **_: Any) -> int:
         added = 0
         with self._lock:
             for key, ids in unconfirmed_by_batch(memory, log_ids).items():
@@ -317,4 +325,4 @@ class InMemoryPushedLedger:
 
     def largest(self) -> int:
         """The largest item's events blob, in bytes."""
-        return max((len(blob) for blob, _ in self.items.values()), default=0)
+        return max((len(blob) for blob, _, _ in self.items.values()), default=0)

@@ -161,7 +161,11 @@ class RealtimeSpan:
 
     New is what nothing delivered yet (no read, no earlier push, no seat) and what a read would
     still return (at or above the floor: below it, a read may have delivered it and forgotten
-    it); nothing while a batch is pending (the reads redeliver it first). What it delivers is
+    it). A pending batch (a push or a run that failed mid-delivery) goes first, as on a read:
+    the planner redelivers what the chunk holds of it. A push holding only part of a pending
+    batch takes nothing (`waits_for_pending`): the rest would follow events its rules had not
+    seen yet (a push after it would make its findings anew, under other ids); its messages go
+    back to the queue, and a read or a later push redelivers the batch. What it delivers is
     recorded in the pushed-events table (pushed.py, ReadPosition.pushed), not in the checkpoint
     item, however long the burst: the floor and the watermark stay, so the reads that follow
     still find whatever the stream dropped. It judges nothing gone and ends nothing: the reads
@@ -173,10 +177,6 @@ class RealtimeSpan:
 
     def select(self, cursor: Cursor, events: Iterable[LogEvent]) -> Selection:
         position, seat = cursor.position, cursor.seat
-        if cursor.outbox:
-            # Left to the reads: a pending batch is redelivered first, with the rules' state
-            # from before it (a push after it would make its findings anew, under other ids).
-            return Selection([])
         known = position.known_ids()
         new: dict[str, LogEvent] = {}
         duplicates = below_floor = 0
@@ -188,6 +188,8 @@ class RealtimeSpan:
                 below_floor += 1
             else:
                 new[log_id] = event
+        if waits_for_pending(cursor, new):
+            return Selection([])
         return position.ordered(new.values(), duplicates, below_floor)
 
     def gone(self, left: frozenset[str]) -> frozenset[str]:
@@ -195,6 +197,14 @@ class RealtimeSpan:
 
     def end(self, cursor: Cursor, *, read_started_ms: int, overlap_ms: int) -> Cursor:
         return cursor
+
+
+def waits_for_pending(cursor: Cursor, pushed: Iterable[str]) -> bool:
+    """Whether a push of these log_ids must leave the user to a later delivery: it holds only
+    part of a pending batch (or none of it), which must be redelivered whole before anything
+    newer."""
+    ids = set(pushed)
+    return any(not pending.log_ids <= ids for pending in cursor.outbox.pending)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,7 @@ from .codec import (
 )
 from .detections import DETECTION_STATE
 from .events import LogEvent, iso_ms
-from .pushed import PushedMemory
+from .pushed import PUSHED_MEMORY_MS, PushedMemory
 from .records import Gap
 
 __all__ = [
@@ -497,13 +497,52 @@ class Cursor:
     def released(self) -> Cursor:
         return replace(self, outbox=self.outbox.released())
 
-    def with_pushed(self, memory: PushedMemory) -> Cursor:
-        """The cursor with what the pushed-events table holds from its floor on. A pending batch
-        recorded there was delivered (a push died between that record and its commit): it is
-        done, not pending."""
+    def with_pushed(self, memory: PushedMemory, from_ms: int | None = None) -> Cursor:
+        """The cursor with what the pushed-events table holds from `from_ms` (its floor) on. A
+        pending batch recorded there was delivered (a push died between that record and its
+        commit): it is done, not pending. A pending batch not recorded there is not the
+        table's: a push's intent raised `pushed_until` for it before it died, so `pushed_until`
+        comes back to the newest date the table holds (what it means), and a table holding
+        nothing it says it holds is told apart from one such push (missing_pushed)."""
         done = memory.batch_ids
         outbox = Outbox(tuple(p for p in self.outbox.pending if p.batch_id not in done))
-        return replace(self, position=replace(self.position, pushed=memory), outbox=outbox)
+        cursor = self
+        for pending in self.outbox.pending:
+            settled = memory.settled.get(pending.batch_id)
+            if pending.batch_id in done and settled is not None:
+                cursor = cursor.settled(settled)
+        position = replace(cursor.position, pushed=memory)
+        if outbox.pending:
+            newest = max((date for date, _ in memory.entries), default=None)
+            if newest is None and from_ms is not None:
+                newest = from_ms - 1
+            until = position.pushed_until_ms
+            if until is not None and (newest is None or newest < until):
+                position = replace(position, pushed_until_ms=newest)
+        return replace(cursor, position=position, outbox=outbox)
+
+    def settled(self, settled: Mapping[str, Any]) -> Cursor:
+        """The cursor with what a push's lost commit would have settled (settled_by): the load
+        that finds the batch recorded stands where that commit would have left it."""
+        quarantined = tuple((str(d), int(t)) for d, t in settled.get("quarantined", ()))
+        position = replace(self.position, quarantined=quarantined)
+        status = replace(self.status, forwarded_total=int(settled["forwarded_total"]))
+        return replace(self, position=position, status=status, detections=settled["detections"])
+
+    def missing_pushed(self, from_ms: int | None, now_ms: int) -> bool:
+        """Whether the pushed-events table, read from `from_ms` on (with_pushed), lacks what the
+        checkpoint says it holds: `pushed_until` at or past `from_ms`, not expired yet (DynamoDB's
+        TTL deletes a batch PUSHED_MEMORY_MS after its newest event), no pending batch to
+        explain it, and not one batch there. A table replaced by a new one answers that way."""
+        position = self.position
+        until = position.pushed_until_ms
+        return (
+            until is not None
+            and position.pushed_since(from_ms)
+            and until > now_ms - PUSHED_MEMORY_MS
+            and not self.outbox.pending
+            and not position.pushed.entries
+        )
 
     def to_state(self) -> dict[str, Any]:
         return CURSOR_STATE.encode(self)
@@ -539,6 +578,18 @@ class Cursor:
             "stream_position": self.seat.pos if self.seat else None,
             "stream_epoch": self.seat.epoch if self.seat else None,
         }
+
+
+def settled_by(after: Cursor) -> dict[str, Any]:
+    """What a push's commit settles besides its events, for the pushed-events table to carry
+    (pushed.py): written with the batch's record, it lets a load that finds the batch recorded
+    and its commit lost stand where the commit would have (Cursor.settled). The rules' state is
+    opaque here, and is carried whole."""
+    return {
+        "detections": after.detections,
+        "forwarded_total": after.status.forwarded_total,
+        "quarantined": [list(entry) for entry in after.position.quarantined],
+    }
 
 
 # -- the stored form ------------------------------------------------------------------------------

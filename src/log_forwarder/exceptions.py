@@ -139,6 +139,12 @@ class NewerStateError(CheckpointStateError):
     """A stored item was written by a newer release, in a layout this one cannot read."""
 
 
+class PushedMemoryMissing(CheckpointStateError):
+    """A checkpoint says the real-time path recorded events in the pushed-events table that the
+    table does not hold (no table configured, or a new empty one): delivering the user would
+    deliver those events again, so it is not delivered."""
+
+
 class RunFailed(ForwarderError):
     """Some users could not be forwarded this run; their checkpoints did not move past anything."""
 

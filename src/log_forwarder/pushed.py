@@ -6,6 +6,8 @@ its own, so that a burst never grows the user's checkpoint item.
       batch       S   sort key: "<newest event date, 13 digits of ms>#<batch id>"
       events      B   [[date_ms, log_id], ...] of the batch: compact JSON, zlib-compressed
       confirmed   SS  the log_ids a scheduled read has returned since (RealtimeConfirmedEvents)
+      settled     B   what the batch's commit settles (the rules' state, the counters, the
+                      quarantine memory: cursor.settled_by), compact JSON, zlib-compressed
       expires_at  N   DynamoDB's TTL: the newest date + 31 days, past Auth0's longest retention
 
 A push writes its batch's item after every destination took the batch and before its checkpoint
@@ -28,7 +30,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .codec import TooLarge, inflated
 from .exceptions import CheckpointError
@@ -51,6 +53,9 @@ class PushedMemory:
     entries: tuple[tuple[int, str], ...] = ()
     batches: Mapping[str, str] = field(default_factory=dict)  # log_id → batch key
     confirmed: frozenset[str] = frozenset()
+    # batch id → what its commit settles (cursor.settled_by), for a load that finds the batch
+    # pending: its commit was lost, and this is the cursor's state after it.
+    settled: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def batch_ids(self) -> frozenset[str]:
@@ -65,11 +70,21 @@ class PushedLedger(Protocol):
         events: Sequence[tuple[int, str]],
         *,
         deadline: Deadline = ...,
+        settled: Mapping[str, Any] | None = None,
     ) -> None: ...
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory: ...
+    def since(
+        self, user_id: str, from_ms: int | None, *, deadline: Deadline = ...
+    ) -> PushedMemory: ...
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int: ...
+    def confirm(
+        self,
+        user_id: str,
+        memory: PushedMemory,
+        log_ids: Iterable[str],
+        *,
+        deadline: Deadline = ...,
+    ) -> int: ...
 
 
 def unconfirmed_by_batch(memory: PushedMemory, log_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -83,24 +98,46 @@ def unconfirmed_by_batch(memory: PushedMemory, log_ids: Iterable[str]) -> dict[s
 
 
 def encode_events(events: Sequence[tuple[int, str]]) -> bytes:
-    text = json.dumps(sorted([date, log_id] for date, log_id in events), separators=(",", ":"))
+    return _packed(sorted([date, log_id] for date, log_id in events))
+
+
+def encode_settled(settled: Mapping[str, Any]) -> bytes:
+    return _packed(settled)
+
+
+def _packed(value: object) -> bytes:
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True)
     return zlib.compress(text.encode("utf-8"), level=6)
 
 
-def memory_of(items: Iterable[tuple[str, bytes, frozenset[str]]]) -> PushedMemory:
-    """(batch key, events blob, confirmed ids) of each item, as one user's memory. An item that
-    cannot be read is a bug of this module's writer, raised as a checkpoint error naming it."""
+def _unpacked(blob: bytes) -> Any:
+    # A stored blob is inflated no further than a checkpoint's state may be (store.py).
+    return json.loads(inflated(blob, MAX_DECODED_STATE_BYTES).decode("utf-8"))
+
+
+# (batch key, events blob, confirmed ids, settled blob or None) of one item.
+StoredBatch = tuple[str, bytes, frozenset[str], bytes | None]
+
+
+def memory_of(items: Iterable[StoredBatch]) -> PushedMemory:
+    """Each item, as one user's memory. An item that cannot be read is a bug of this module's
+    writer, raised as a checkpoint error naming it."""
     entries: set[tuple[int, str]] = set()
     batches: dict[str, str] = {}
     confirmed: set[str] = set()
-    for key, blob, marked in items:
+    settled: dict[str, Mapping[str, Any]] = {}
+    for key, blob, marked, after in items:
         try:
-            decoded = json.loads(inflated(blob, MAX_DECODED_STATE_BYTES).decode("utf-8"))
-            pairs = [(int(date), str(log_id)) for date, log_id in decoded]
+            pairs = [(int(date), str(log_id)) for date, log_id in _unpacked(blob)]
+            state = _unpacked(after) if after is not None else None
+            if state is not None and not isinstance(state, dict):
+                raise TypeError("settled is not an object")
         except (zlib.error, UnicodeDecodeError, ValueError, TypeError, RecursionError) as error:
             why = str(error) if isinstance(error, TooLarge) else type(error).__name__
             raise CheckpointError(f"pushed-events item {key!r} is unreadable ({why})") from error
         entries.update(pairs)
         batches.update((log_id, key) for _, log_id in pairs)
         confirmed |= marked
-    return PushedMemory(tuple(sorted(entries)), batches, frozenset(confirmed))
+        if state is not None:
+            settled[key.split("#", 1)[1]] = state
+    return PushedMemory(tuple(sorted(entries)), batches, frozenset(confirmed), settled)

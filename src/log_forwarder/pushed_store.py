@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .aws_errors import call_aws
@@ -12,16 +12,18 @@ from .pushed import (
     PushedMemory,
     batch_key,
     encode_events,
+    encode_settled,
     memory_of,
     unconfirmed_by_batch,
 )
-from .retry import UNLIMITED, Attempts, Deadline, RetryPolicy
+from .retry import AWS_ATTEMPT_S, UNLIMITED, Attempts, Deadline, RetryPolicy
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
 T = TypeVar("T")
-LEDGER_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0)
+# As the checkpoint table's: an attempt starts only with the time its client may take left.
+LEDGER_RETRY = RetryPolicy(attempts=8, base_s=0.05, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
 
 
 class DynamoPushedLedger:
@@ -45,9 +47,10 @@ class DynamoPushedLedger:
         events: Sequence[tuple[int, str]],
         *,
         deadline: Deadline = UNLIMITED,
+        settled: Mapping[str, Any] | None = None,
     ) -> None:
-        """The batch is delivered: remember its events. Written again after a lost answer, the
-        same item (its key and content are the batch's)."""
+        """The batch is delivered: remember its events, and what its commit settles. Written
+        again after a lost answer, the same item (its key and content are the batch's)."""
         newest = max(date for date, _ in events)
         item: dict[str, Any] = {
             "user_id": {"S": user_id},
@@ -55,14 +58,19 @@ class DynamoPushedLedger:
             "events": {"B": encode_events(events)},
             "expires_at": {"N": str((newest + PUSHED_MEMORY_MS) // 1000)},
         }
+        if settled is not None:
+            item["settled"] = {"B": encode_settled(settled)}
         self._call(
             "PutItem",
             lambda: self._client.put_item(TableName=self.table_name, Item=item),
             deadline,
         )
 
-    def since(self, user_id: str, from_ms: int | None) -> PushedMemory:
-        """Every batch holding an event dated at or after `from_ms` (all of them: None)."""
+    def since(
+        self, user_id: str, from_ms: int | None, *, deadline: Deadline = UNLIMITED
+    ) -> PushedMemory:
+        """Every batch holding an event dated at or after `from_ms` (all of them: None); every
+        page's call within `deadline`."""
         names = {"#u": "user_id"}
         values: dict[str, Any] = {":u": {"S": user_id}}
         condition = "#u = :u"
@@ -79,7 +87,7 @@ class DynamoPushedLedger:
         }
         items: list[dict[str, Any]] = []
         while True:
-            page = self._call("Query", lambda: self._client.query(**kwargs), UNLIMITED)
+            page = self._call("Query", lambda: self._client.query(**kwargs), deadline)
             items += page.get("Items", [])
             if not page.get("LastEvaluatedKey"):
                 return memory_of(
@@ -87,12 +95,20 @@ class DynamoPushedLedger:
                         str(i["batch"]["S"]),
                         bytes(i["events"]["B"]),
                         frozenset(i.get("confirmed", {}).get("SS", ())),
+                        bytes(i["settled"]["B"]) if "settled" in i else None,
                     )
                     for i in items
                 )
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
-    def confirm(self, user_id: str, memory: PushedMemory, log_ids: Iterable[str]) -> int:
+    def confirm(
+        self,
+        user_id: str,
+        memory: PushedMemory,
+        log_ids: Iterable[str],
+        *,
+        deadline: Deadline = UNLIMITED,
+    ) -> int:
         """A read returned these pushed events: mark them, and return how many no read had
         returned before (each is counted once, whatever reads race)."""
         added = 0
@@ -108,7 +124,7 @@ class DynamoPushedLedger:
                     ExpressionAttributeValues={":ids": {"SS": sorted(ids)}},
                     ReturnValues="UPDATED_OLD",
                 ),
-                UNLIMITED,
+                deadline,
             )
             before = set(answer.get("Attributes", {}).get("confirmed", {}).get("SS", ()))
             added += len(ids - before)

@@ -13,8 +13,9 @@ RealtimeSpan, against the checkpoint the scheduled reads use (dedupe by log_id, 
 writes, the same destinations and detections), and are recorded in the pushed-events table
 (pushed.py), not in the checkpoint item. The reads then confirm them, or deliver what the stream
 dropped (ReconciledEvents). A user another invocation holds is waited for (Forwarder.push); one
-still busy, or whose destination fails, goes back to the queue (batchItemFailures); only a user
-with no checkpoint yet or with a pending batch is left to the next scheduled run.
+still busy, whose destination fails, or whose pending batch this push holds only part of goes
+back to the queue (batchItemFailures), and the push that brings a pending batch back whole
+redelivers it; only a user with no checkpoint yet is left to the next scheduled run.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def pushed_messages(event: Mapping[str, Any]) -> Iterator[tuple[str | None, obje
     stream, or one such event invoking the function directly (no message id: the shape of the
     rule's Lambda target before the queue, still taken during an upgrade). An event's `detail`
     is `{"log_id", "data": <the log event>}`; a `detail` that is the log event itself is taken
-    too."""
+    too. The log event's own `log_id` is its id; one that has none takes the envelope's
+    `detail.log_id` (Auth0 names the event there too; nothing says `data` always repeats it)."""
     records = event.get("Records")
     if isinstance(records, list) and records:
         events = [(_message_id(record), _body(record)) for record in records]
@@ -95,7 +97,13 @@ def pushed_messages(event: Mapping[str, Any]) -> Iterator[tuple[str | None, obje
     for message_id, pushed in events:
         detail = pushed.get("detail") if isinstance(pushed, Mapping) else None
         data = detail.get("data") if isinstance(detail, Mapping) else None
-        yield message_id, data if isinstance(data, Mapping) else detail
+        if not isinstance(data, Mapping):
+            yield message_id, detail
+            continue
+        log_id = detail.get("log_id") if isinstance(detail, Mapping) else None
+        if "log_id" not in data and isinstance(log_id, str) and log_id:
+            data = {**data, "log_id": log_id}
+        yield message_id, data
 
 
 def _message_id(record: object) -> str | None:
@@ -191,12 +199,11 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
         "RealtimeEvents": sum(u.forwarded for u in report.users),
         "RealtimeDuplicates": sum(u.duplicates for u in report.users),
         "RealtimeIgnored": pushed.ignored,
-        # Pushed for a watched user this invocation leaves to the reads: no checkpoint yet, a
-        # pending batch of an interrupted run (or, invoked directly, a user still busy or a
-        # destination failing).
+        # Pushed for a watched user this invocation leaves to the reads: no checkpoint yet (or,
+        # invoked directly, a user still busy, a destination failing, a pending batch).
         "RealtimeLeftToReads": sum(pushed.chunks[u.user_id].returned for u in left),
-        # Handed back to the queue: the user was still busy after the waits, or a destination
-        # failed; the queue delivers them again in a moment.
+        # Handed back to the queue: the user was still busy after the waits, a destination
+        # failed, or a pending batch must go whole first; the queue delivers them again soon.
         "RealtimeRetried": sum(pushed.chunks[u.user_id].returned for u in retried),
         "Quarantined": sum(u.quarantined for u in report.users),
     }
@@ -223,18 +230,22 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
 
 def _retried(user: UserReport) -> bool:
     """Whether the user's messages go back to the queue: it could not be delivered now but
-    can be soon (still busy after the waits, a destination failing, out of time)."""
-    return bool(user.busy or user.error or user.deferred)
+    can be soon (still busy after the waits, a destination failing, out of time, a pending
+    batch this push could not redeliver whole)."""
+    pending = user.cursor is not None and bool(user.cursor.outbox)
+    return bool(user.busy or user.error or user.deferred or pending)
 
 
 def _taken(user: UserReport) -> bool:
     """Whether the push took the user's events (delivered, or known already): not when it had
-    no checkpoint, could not go on, or left them to the reads (a pending batch)."""
+    no checkpoint, could not go on, or left a pending batch."""
     cursor = user.cursor
     failed = user.error or user.bug or user.busy or user.deferred
     return not failed and cursor is not None and not cursor.outbox
 
 
-_instrumented = observability.instrumented(
-    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE
-)
+# An SQS batch has no id of its own: its first message's stands for it (each message's id is
+# in the answer's batchItemFailures); an EventBridge event invoking the function directly, its id.
+SQS_BATCH_OR_EVENT = f"Records[0].messageId || {correlation_paths.EVENT_BRIDGE}"
+
+_instrumented = observability.instrumented(_handle, correlation_id_path=SQS_BATCH_OR_EVENT)

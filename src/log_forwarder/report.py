@@ -22,6 +22,7 @@ from .exceptions import (
     CheckpointError,
     ForwarderError,
     NewerStateError,
+    PushedMemoryMissing,
     RunFailed,
 )
 from .planner import Batch
@@ -353,6 +354,7 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("UsersFailed", "Count", lambda run: len(run.failed)),
     ("TenantFailed", "Count", lambda run: float(run.tenant_failure is not None)),
     ("NewerReleaseItems", "Count", lambda run: _newer_release_items(run)),
+    ("PushedMemoryMissing", "Count", lambda run: _failed_with(run, PushedMemoryMissing)),
     ("UsersDeferred", "Count", _total("deferred")),
     ("UsersBusy", "Count", _total("busy")),
     ("UsersMissing", "Count", _total("missing")),
@@ -406,6 +408,11 @@ def _newer_release_items(run: RunReport) -> float:
     failed) and the tenant item (the run read per user)."""
     tenant = run.read is not None and run.read.tenant_item_newer
     return float(sum(u.newer_state for u in run.users) + tenant)
+
+
+def _failed_with(run: RunReport, kind: type[ForwarderError]) -> float:
+    """Users that failed with this error."""
+    return float(sum(isinstance(u.failure, kind) for u in run.users))
 
 
 def _if_realtime(run: RunReport, value_of: Callable[[RunReport], float]) -> float | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 
 from .chunk import Chunk, FactsSpan
 from .config import Settings
-from .cursor import Cursor, Selection
+from .cursor import Cursor, Selection, settled_by
 from .events import iso_ms
 from .exceptions import (
     Auth0Error,
@@ -36,6 +36,7 @@ from .exceptions import (
     CheckpointStateError,
     ForwarderError,
     OutOfTime,
+    PushedMemoryMissing,
 )
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
@@ -173,6 +174,7 @@ class UserSession:
         self._unreadable: CheckpointStateError | None = None
         self._note_error = False  # the failure goes on the checkpoint too, for `status`
         self._claimed: set[str] = set()  # batches whose intent this session wrote (its leases)
+        self._recorded = False  # the batch under way is in the pushed-events table
         self._opening: Opening | None = None  # how it was opened (None: not yet)
         self._opened = False  # open went through
         self.found: Cursor | None = None  # the stored cursor, decoded
@@ -257,24 +259,54 @@ class UserSession:
         oldest event) on, when the pushed-events table may hold any."""
         ledger, position = self.env.pushed, cursor.position
         floor = position.floor_ms
-        start = self._pushed_from_ms if floor is None else max(floor, self._pushed_from_ms or floor)
-        if ledger is None or not position.pushed_since(start):
+        # A pending batch may be one the table recorded, dated before the push's events: then
+        # the push looks from the floor, as a read does, to find it done.
+        pushed_from = None if cursor.outbox else self._pushed_from_ms
+        start = pushed_from if floor is None else max(floor, pushed_from or floor)
+        if not position.pushed_since(start):
             return cursor
-        return cursor.with_pushed(ledger.since(self.user_id, start))
+        if ledger is None:
+            raise PushedMemoryMissing(
+                f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
+                f"up to {iso_ms(position.pushed_until_ms)} in the pushed-events table, and this "
+                "deployment has none (PUSHED_EVENTS_TABLE is empty): reading the user would "
+                "deliver them again. Set PUSHED_EVENTS_TABLE to the table that holds them "
+                "(docs/realtime.md, Turning real time off)"
+            )
+        memory = ledger.since(self.user_id, start, deadline=self.run.scope.deadline)
+        loaded = cursor.with_pushed(memory, start)
+        if loaded.missing_pushed(start, self.env.now_ms()):
+            table = getattr(ledger, "table_name", None)
+            raise PushedMemoryMissing(
+                f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
+                f"up to {iso_ms(position.pushed_until_ms)} in the pushed-events table"
+                f"{f' {table!r}' if table else ''}, which holds none of this user's from "
+                f"{iso_ms(start)} on (a new, empty table?): reading the user would deliver them "
+                "again. Point PUSHED_EVENTS_TABLE at the table that holds them, or restore it "
+                "(docs/realtime.md, Turning real time off)"
+            )
+        return loaded
 
     def _confirm(self, selection: Selection) -> None:
         """A read's chunk is committed: what it found pushed first is counted, once over every
         read (RealtimeConfirmedEvents): marked in the pushed-events table, and counted only where
         no read marked it before; those an earlier release kept in the item moved to `recent`."""
-        if not selection.confirmed:
+        # Only what the push wrote counts: one the output filter kept out was recorded, not
+        # forwarded (RealtimeEvents leaves it out too).
+        keeps = self.env.output.keep.keeps
+        confirmed = [e for e in selection.confirmed if keeps(e.raw)]
+        if not confirmed:
             return
         memory = self.cursor.position.pushed
-        in_table = [e.log_id for e in selection.confirmed if e.log_id in memory.batches]
-        self.report.confirmed += len(selection.confirmed) - len(in_table)
+        in_table = [e.log_id for e in confirmed if e.log_id in memory.batches]
+        self.report.confirmed += len(confirmed) - len(in_table)
         if not in_table or self.env.pushed is None:
             return
         try:
-            self.report.confirmed += self.env.pushed.confirm(self.user_id, memory, in_table)
+            deadline = self.run.scope.deadline
+            self.report.confirmed += self.env.pushed.confirm(
+                self.user_id, memory, in_table, deadline=deadline
+            )
         except ForwarderError as error:
             # Delivery is unaffected: the next read returning them counts them instead.
             logger.warning(
@@ -343,25 +375,43 @@ class UserSession:
     def _execute(self, plan: Plan) -> None:
         checkpoint, report = self.checkpoint, self.report
         assert checkpoint is not None
+        record = self._record if self.env.pushed is not None else None
         for batch in plan.batches:
             version = checkpoint.version
             if batch.intent is not None:
                 self._claimed.add(batch.batch_id)
+            self._recorded = False
             try:
-                record = self._record if self.env.pushed is not None else None
                 execute(batch, checkpoint, self.env.sinks, report.add_delivery, record)
             except CheckpointConflict as conflict:
                 # Refused at its first write: the intent, or a checkpoint-only batch's cursor.
                 if checkpoint.version == version and (batch.intent is not None or not batch.lines):
                     raise _Untouched(conflict) from conflict
+                self._count_recorded(batch)
+                raise
+            except Exception:
+                self._count_recorded(batch)
                 raise
             report.add_batch(batch)
             _log_batch(self.user_id, batch)
 
     def _record(self, batch: Batch) -> None:
+        """A push's batch into the pushed-events table, with what its commit settles (the
+        rules' state, the counters, the quarantine memory): a load that finds the batch there
+        takes it as done with that state, should the commit be lost (Cursor.with_pushed)."""
         if self.env.pushed is not None:
             deadline = self.run.scope.deadline
-            self.env.pushed.record(self.user_id, batch.batch_id, batch.pushed, deadline=deadline)
+            settled = settled_by(batch.after)
+            self.env.pushed.record(
+                self.user_id, batch.batch_id, batch.pushed, deadline=deadline, settled=settled
+            )
+            self._recorded = True
+
+    def _count_recorded(self, batch: Batch) -> None:
+        """A push's batch the table recorded is delivered, its commit lost or not: the next load
+        takes it as done, so the push counts it (what the reads confirm never exceeds it)."""
+        if self._recorded:
+            self.report.add_batch(batch)
 
     def _context(self, read_started_ms: int) -> PlanContext:
         settings, now_ms = self.env.settings, self.env.now_ms()

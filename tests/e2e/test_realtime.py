@@ -216,3 +216,39 @@ def test_a_push_for_a_user_the_schedule_has_not_started_is_left_to_it(
     run = stack.invoke()
     assert run.metrics()["RealtimeConfirmedEvents"] == 1
     assert_delivered_once(stack, WATCHED[0], [later["log_id"]])
+
+
+def test_a_push_whose_destination_keeps_failing_ends_in_the_template_s_dead_letter_queue(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator, clock: Clock
+) -> None:
+    # GIVEN the template's real-time queue and dead-letter queue (its redrive policy, SSE), a
+    # watched user started by the schedule, and its S3 bucket gone (every S3 write fails)
+    stack = deploy()
+    realtime = RealtimePath(stack, visibility_s=0)  # handed-back messages come back at once
+    attributes = realtime.sqs.get_queue_attributes(
+        QueueUrl=realtime.queue_url, AttributeNames=["All"]
+    )["Attributes"]
+    assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == 5
+    assert attributes["SqsManagedSseEnabled"] == "true"
+    ok(stack.invoke())
+    s3 = stack.aws.client("s3")
+    bucket = stack.resources.bucket
+    assert bucket is not None
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    now = clock.now()
+    (pushed,) = sim.add_events(
+        generate_user_events(WATCHED[0], count=1, start=now, end=now, rng=random.Random(5))
+    )
+    # WHEN the stream pushes its event and the function is handed it again and again
+    realtime.emitter().emit([pushed])
+    answers = [i.result for i in realtime.deliver_pushed(batch=1)]
+    # THEN each invocation handed it back (RealtimeRetried), and after 5 receives it is in the
+    # dead-letter queue, where RealtimeDeadLetterAlarm looks
+    assert [a["RealtimeRetried"] for a in answers] == [1] * 5
+    assert realtime.dead_letter_url is not None
+    dead = realtime.sqs.receive_message(QueueUrl=realtime.dead_letter_url, MaxNumberOfMessages=10)
+    bodies = [json.loads(m["Body"]) for m in dead.get("Messages", [])]
+    assert [b["detail"]["log_id"] for b in bodies] == [pushed["log_id"]]

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from log_forwarder.config import Settings
 from log_forwarder.events import iso_ms, parse_date_ms, parse_event
 from log_forwarder.forwarder import Forwarder
+from log_forwarder.planner import OutputPolicy
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 
 # PROPERTY_SCALE=10 multiplies the examples for a longer hunt than `make test` affords.
@@ -52,6 +53,8 @@ def make_forwarder(
     sinks: list[RecordingSink],
     store: InMemoryCheckpointStore,
     pushed: InMemoryPushedLedger | None = None,
+    *,
+    output: OutputPolicy | None = None,
     **overrides: str,
 ) -> Forwarder:
     return Forwarder(
@@ -60,6 +63,7 @@ def make_forwarder(
         store=store,
         sinks=sinks,
         clock=lambda: fake.now_ms / 1000,
+        output=output,
         pushed=pushed if pushed is not None else InMemoryPushedLedger(),
     )
 

@@ -1,7 +1,8 @@
 """Property tests of the two paths together: Auth0's log stream pushing events (realtime.py,
 Forwarder.push) and the scheduled reads, on the same checkpoints and destinations.
 
-Whatever hypothesis draws (pushes late, lost, repeated, in any order; pushes in the middle of a
+Whatever hypothesis draws (pushes late, lost, repeated, in any order; runs in any read mode, so
+that users join and leave the tenant stream between pushes; pushes in the middle of a
 run's checkpoint writes and deliveries; destinations failing before or after they accept a
 batch, on either path), every event reaches every destination exactly once, and the reads never
 count more events as confirmed (delivered by a push first) than the pushes delivered.
@@ -11,14 +12,24 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from log_forwarder.events import parse_date_ms
+from log_forwarder.exceptions import CheckpointError
+from log_forwarder.filters import EventFilter
 from log_forwarder.forwarder import Forwarder
+from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
-from tests.fakes import FakeAuth0, InterleavingStore, RecordingSink, interleave
+from tests.fakes import (
+    FakeAuth0,
+    InMemoryPushedLedger,
+    InterleavingStore,
+    RecordingSink,
+    interleave,
+)
 from tests.property.test_cursor_properties import (
     BASE_MS,
     OVERLAP_MS,
@@ -27,8 +38,8 @@ from tests.property.test_cursor_properties import (
     assert_exactly_once,
     final_runs,
     make_forwarder,
-    traffic,
 )
+from tests.property.test_stream_properties import MODES, ingested_traffic, watched
 
 HOUR_MS = 3_600_000
 
@@ -81,10 +92,38 @@ class Concurrent:
             self.busy = False
 
 
+class LosingStore(InterleavingStore):
+    """Loses, now and then, the checkpoint save right after a pushed-events record: a push's
+    commit, after every destination took its batch and the table recorded it."""
+
+    def __init__(self, before_save: Callable[[], None], rng: random.Random) -> None:
+        super().__init__(before_save)
+        self.rng, self.losing, self.after_record = rng, False, False
+
+    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
+        if self.losing and self.after_record:
+            self.after_record = False
+            if self.rng.random() < 0.3:
+                raise CheckpointError("simulated: a push's commit lost")
+        return super().save(user_id, state, **kwargs)
+
+
+class RecordingLedger(InMemoryPushedLedger):
+    """Tells the store when a record was written (the next save is that batch's commit)."""
+
+    def __init__(self, store: LosingStore) -> None:
+        super().__init__()
+        self.store = store
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        super().record(*args, **kwargs)
+        self.store.after_record = True
+
+
 @settings(max_examples=50 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.data(),
-    events=traffic(max_events=120),
+    events=ingested_traffic(max_events=120),
     poll_offsets=st.lists(st.integers(0, HOUR_MS + OVERLAP_MS), max_size=10),
     seed=st.integers(0, 2**32),
 )
@@ -94,8 +133,11 @@ def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
     poll_offsets: list[int],
     seed: int,
 ) -> None:
-    # GIVEN traffic for two users, the stream's pushes of it (late, lost, repeated, reordered),
-    # and destinations that fail before or after accepting a batch, on either path
+    # GIVEN traffic for two watched users among others, some of it failed logins an output
+    # filter may keep out, the stream's pushes of it (late, lost,
+    # repeated, reordered), destinations that fail before or after accepting a batch, on either
+    # path, and runs in read modes drawn at random (per user, the tenant stream, auto): a user
+    # can join the stream, or leave it, between pushes
     rng = random.Random(seed)
     crashing = True
 
@@ -103,31 +145,45 @@ def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
         return rng.choice([None, None, None, None, "before", "after"]) if crashing else None
 
     concurrent = Concurrent(seed)
+    for event, _ in events:
+        event["type"] = data.draw(st.sampled_from(["s", "s", "f"]))
     fake = FakeAuth0.serving(events)
-    store = InterleavingStore(concurrent.maybe)
+    store = LosingStore(concurrent.maybe, random.Random(seed + 1))
+    store.losing = data.draw(st.booleans())
+    ledger = RecordingLedger(store)
     sinks = [RecordingSink("cloudwatch", crash=crash), RecordingSink("s3", crash=crash)]
     interleave(sinks, concurrent.maybe)
-    # One user at a time: the draw alone decides the interleaving, so a failure replays.
-    forwarder: Forwarder = make_forwarder(
-        fake,
-        sinks,  # type: ignore[arg-type]
-        store,
-        MAX_CONCURRENT_USERS="1",
-    )
+    modes = data.draw(st.lists(st.sampled_from(MODES), min_size=1, max_size=4))
+    keep = data.draw(st.sampled_from([EventFilter(), EventFilter(exclude=frozenset({"f"}))]))
 
-    counted = {"pushed": 0, "confirmed": 0}
+    def forwarder(mode: str) -> Forwarder:
+        # One user at a time: the draw alone decides the interleaving, so a failure replays.
+        return make_forwarder(
+            fake,
+            sinks,  # type: ignore[arg-type]
+            store,
+            ledger,
+            output=OutputPolicy(keep=keep),
+            MAX_CONCURRENT_USERS="1",
+            READ_MODE=mode,
+        )
+
+    pusher = forwarder("per-user")
+    counted = {"pushed": 0, "confirmed": 0, "runs": 0}
 
     def push(batch: list[dict[str, str]]) -> None:
         pushed = Pushed.of(iter(batch), frozenset(USERS))
-        report = forwarder.push(pushed.chunks, remaining_ms=lambda: 30_000)
+        report = pusher.push(pushed.chunks, remaining_ms=lambda: 30_000)
         counted["pushed"] += sum(u.forwarded for u in report.users)
 
     def poll() -> None:
-        report = forwarder.run(list(USERS), remaining_ms=lambda: 10**9)
+        mode = modes[counted["runs"] % len(modes)]
+        counted["runs"] += 1
+        report = forwarder(mode).run(list(USERS), remaining_ms=lambda: 10**9)
         counted["confirmed"] += sum(u.confirmed for u in report.users)
 
     concurrent.push = push
-    concurrent.queue = data.draw(pushes(events))
+    concurrent.queue = data.draw(pushes([(e, v) for e, v in events if e["user_id"] in USERS]))
     timeline = sorted(
         [(BASE_MS + offset, "poll", None) for offset in [0, *poll_offsets]]
         + [(at, "push", index) for index, (at, _) in enumerate(concurrent.queue)],
@@ -141,14 +197,16 @@ def test_any_interleaving_of_pushes_and_runs_delivers_each_event_once(
         elif concurrent.queue and concurrent.queue[0][0] <= at:
             push(concurrent.queue.pop(0)[1])
     # AND the schedule goes on alone, with healthy destinations
-    crashing = False
+    crashing = store.losing = False
     concurrent.push = None
     for at in final_runs():
         fake.now_ms = at
         poll()
-    # THEN each destination holds every event exactly once
+    # THEN each destination holds every watched event the filter keeps exactly once
+    kept = [(e, v) for e, v in events if keep.keeps(e)]
     for sink in sinks:
-        assert_exactly_once(sink, [e["log_id"] for e, _ in events])
+        assert_exactly_once(sink, watched(kept))
     # AND the reads confirmed no more than the pushes delivered (RealtimeConfirmedEvents never
-    # counts what a read delivered itself, nor an event twice)
+    # counts what a read delivered itself, nor an event twice, nor one the filter kept out, nor
+    # one of a push that lost its commit: that push counted it)
     assert counted["confirmed"] <= counted["pushed"], counted

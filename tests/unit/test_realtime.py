@@ -69,3 +69,27 @@ def test_an_invocation_with_nothing_usable_is_empty_not_an_error() -> None:
     for event in ({}, {"detail": None}, {"detail": "text"}, {"Records": []}, *odd):
         pushed = Pushed.of(pushed_entries(event), WATCHED)
         assert pushed.chunks == {}
+
+
+def test_an_event_whose_data_has_no_log_id_takes_the_envelopes() -> None:
+    # GIVEN envelopes naming the event in detail.log_id only, and one in both places
+    bare = event_for("auth0|b", "11")
+    del bare["detail"]["data"]["log_id"]  # type: ignore[index]
+    both = event_for("auth0|b", "12")
+    batch = {"Records": [{"body": json.dumps(body)} for body in (bare, both)]}
+    # WHEN pushed
+    pushed = Pushed.of(pushed_entries(batch), WATCHED)
+    # THEN both are events of the user (not malformed), each under its id
+    chunk = pushed.chunks["auth0|b"]
+    assert [e.log_id for e in chunk.events] == ["11", "12"]
+    assert chunk.malformed == []
+
+
+def test_the_real_time_function_logs_under_the_sqs_batchs_message_id() -> None:
+    from jmespath import search
+
+    from log_forwarder.realtime import SQS_BATCH_OR_EVENT
+
+    batch = {"Records": [{"messageId": "m-1", "body": "{}"}, {"messageId": "m-2", "body": "{}"}]}
+    assert search(SQS_BATCH_OR_EVENT, batch) == "m-1"
+    assert search(SQS_BATCH_OR_EVENT, SAMPLE) == SAMPLE["id"]

@@ -13,6 +13,7 @@ from log_forwarder import realtime
 from log_forwarder.config import detection_settings
 from log_forwarder.cursor import Cursor
 from log_forwarder.events import iso_ms
+from log_forwarder.filters import EventFilter
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
@@ -275,14 +276,18 @@ def test_a_push_that_dies_between_its_record_and_its_commit_is_done_not_pending(
     report = forwarder.push(chunks, remaining_ms=lambda: 30_000)
     store.armed = False
     assert report.users[0].error is not None and len(ledger.items) == 1
+    # (delivered and recorded: the push counts them, RealtimeEvents, though its commit was lost)
+    assert report.users[0].forwarded == 3
     # WHEN a read returns them once the batch could be judged (its lease and the overlap past)
     for copy in events:
         fake.add(copy)
     fake.now_ms = BASE_MS + 900_000
     run = forwarder.run([USER], remaining_ms=lambda: 10**9)
-    # THEN the batch is done: no gap, nothing given up, nothing delivered twice, all confirmed
+    # THEN the batch is done: no gap, nothing given up, nothing delivered twice, and confirmed
+    # no more than the push counted
     user = run.users[0]
-    assert (user.gaps, user.abandoned, user.forwarded, user.confirmed) == ([], 0, 0, 3)
+    assert (user.gaps, user.abandoned, user.forwarded) == ([], 0, 0)
+    assert user.confirmed == 3 <= report.users[0].forwarded
     assert sorted(sink.log_ids()) == [e["log_id"] for e in events]
     assert user.cursor is not None and not user.cursor.outbox
 
@@ -297,3 +302,98 @@ def test_a_push_with_little_time_left_still_delivers_once_and_reports_every_user
     # THEN both are tried once and reported (none silently dropped from the answer)
     assert [u.user_id for u in report.users] == [USER, OTHER]
     assert sorted(sink.log_ids()) == ["9000000001", "9000000002"]
+
+
+def test_a_push_handed_back_after_a_destination_failure_is_delivered_by_its_redelivery() -> None:
+    # GIVEN a push whose destination fails: its messages go back to the queue
+    failing = {"on": True}
+    sink = RecordingSink("s3", crash=lambda _i: "before" if failing["on"] else None)
+    forwarder, fake = started([USER, OTHER], [sink])
+    settings = make_settings(WATCHED_USER_IDS=f"{USER},{OTHER}")
+    realtime.reset_runtime(runtime=Runtime(settings, forwarder, forwarder._store))
+    try:
+        batch = sqs_batch(event(USER, 1), event(USER, 2))
+        first = realtime.lambda_handler(batch, Context())  # type: ignore[arg-type]
+        # WHEN the destination is healthy again and the queue delivers the messages again
+        failing["on"] = False
+        fake.now_ms += 60_000
+        part = realtime.lambda_handler(sqs_batch(event(USER, 1)), Context())  # type: ignore[arg-type]
+        again = realtime.lambda_handler(batch, Context())  # type: ignore[arg-type]
+        later = realtime.lambda_handler(sqs_batch(event(USER, 3)), Context())  # type: ignore[arg-type]
+    finally:
+        realtime.reset_runtime()
+    # THEN the first invocation handed both back; a redelivery holding only part of the failed
+    # batch hands its message back again (the batch goes whole, before anything newer); the
+    # whole redelivery delivers it, and the next push its own event: nothing left to the reads
+    assert (first["RealtimeRetried"], len(first["batchItemFailures"])) == (2, 2)
+    assert (part["RealtimeEvents"], part["RealtimeRetried"]) == (0, 1)
+    assert part["batchItemFailures"] == [{"itemIdentifier": "m-9000000001"}]
+    assert (again["RealtimeEvents"], again["batchItemFailures"]) == (2, [])
+    assert (later["RealtimeEvents"], later["batchItemFailures"]) == (1, [])
+    assert [a["RealtimeLeftToReads"] for a in (first, part, again, later)] == [0, 0, 0, 0]
+    assert sink.log_ids() == ["9000000001", "9000000002", "9000000003"]
+
+
+def test_a_push_whose_commit_was_lost_leaves_the_rules_state_and_counters_of_after_it() -> None:
+    # GIVEN the failed-login rule (3 in its window), and a push of 3 failed logins that every
+    # destination took and the table recorded, its commit lost
+    store, ledger, sink = FailingCommit(), InMemoryPushedLedger(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    output = OutputPolicy(detections=detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"}))
+    forwarder = make_forwarder(fake, [sink], store, ledger, output=output)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    store.armed, fake.now_ms = True, BASE_MS + 1_000
+    push_of = lambda *n: Pushed.of(iter([event(USER, i) for i in n]), frozenset([USER])).chunks  # noqa: E731
+    forwarder.push(push_of(1, 2, 3), remaining_ms=lambda: 30_000)
+    store.armed = False
+    # WHEN the next push of the user finds the batch recorded (done), with one more failure
+    fake.now_ms = BASE_MS + 2_000
+    report = forwarder.push(push_of(4), remaining_ms=lambda: 30_000)
+    # THEN the user stands where the lost commit would have left it: 4 forwarded in all, and
+    # the rules saw the first three (the fourth adds to that burst, no new finding of it)
+    user = report.users[0]
+    assert user.error is None and user.cursor is not None
+    assert user.cursor.status.forwarded_total == 4
+    assert user.cursor.detections == forwarded_alone(output, [1, 2, 3, 4])
+    findings = [line for line in sink.lines if line.log_id is None]
+    assert len(findings) == len({line.line for line in findings}) == 1
+
+
+def forwarded_alone(output: OutputPolicy, numbers: list[int]) -> object:
+    """The rules' state after these events, pushed with nothing lost."""
+    store, sink = InMemoryCheckpointStore(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    forwarder = make_forwarder(fake, [sink], store, InMemoryPushedLedger(), output=output)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    fake.now_ms = BASE_MS + 1_000
+    chunks = Pushed.of(iter([event(USER, n) for n in numbers[:-1]]), frozenset([USER])).chunks
+    forwarder.push(chunks, remaining_ms=lambda: 30_000)
+    fake.now_ms = BASE_MS + 2_000
+    chunks = Pushed.of(iter([event(USER, numbers[-1])]), frozenset([USER])).chunks
+    report = forwarder.push(chunks, remaining_ms=lambda: 30_000)
+    assert report.users[0].cursor is not None
+    return report.users[0].cursor.detections
+
+
+def test_confirmations_never_count_pushed_events_the_output_filter_kept_out() -> None:
+    # GIVEN an output filter keeping failed logins out, and 10 events pushed, 5 of them failures
+    store, ledger, sink = InMemoryCheckpointStore(), InMemoryPushedLedger(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    forwarder = make_forwarder(
+        fake, [sink], store, ledger, output=OutputPolicy(keep=EventFilter(exclude=frozenset({"f"})))
+    )
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    events = [{**event(USER, n), "type": "f" if n % 2 else "s"} for n in range(10)]
+    fake.now_ms = BASE_MS + 1_000
+    report = forwarder.push(
+        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
+    )
+    # WHEN a read returns all ten
+    for copy in events:
+        fake.add(copy)
+    fake.now_ms = BASE_MS + 300_000
+    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    # THEN it confirms the five the push forwarded, not the five it kept out (was 10 against 5)
+    assert report.users[0].forwarded == 5
+    assert run.users[0].confirmed == 5
+    assert sorted(sink.log_ids()) == [e["log_id"] for e in events if e["type"] == "s"]

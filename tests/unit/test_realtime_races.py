@@ -7,13 +7,17 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from log_forwarder.chunk import Chunk, StreamSpan
 from log_forwarder.config import detection_settings
 from log_forwarder.cursor import Cursor, StreamSeat
 from log_forwarder.events import iso_ms, parse_page
+from log_forwarder.exceptions import PushedMemoryMissing
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
+from log_forwarder.report import metric_values
 from log_forwarder.session import UserSession
 from log_forwarder.stream_run import MEMBER
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
@@ -129,3 +133,103 @@ def test_a_stream_chunk_whose_seat_another_run_ended_leaves_the_user_busy_not_a_
     # THEN the user is left to the next run (busy), not planned against a cursor with no seat
     assert not delivered
     assert session.report.busy and session.report.bug is None
+
+
+def test_a_user_joining_the_tenant_stream_after_a_push_keeps_its_pushed_events_known() -> None:
+    # GIVEN a user read per user, then one of its events pushed
+    fake, store, ledger = (
+        FakeAuth0(now_ms=BASE_MS),
+        InMemoryCheckpointStore(),
+        InMemoryPushedLedger(),
+    )
+    sink = RecordingSink("s3")
+
+    def forwarder(mode: str) -> Forwarder:
+        return make_forwarder(fake, [sink], store, ledger, READ_MODE=mode)
+
+    forwarder("per-user").run([USER], remaining_ms=lambda: 10**9)
+    fake.now_ms += 10_000
+    pushed = event(1, fake.now_ms - 2_000)
+    fake.add(pushed)
+    push(forwarder("per-user"), pushed)
+    # WHEN a stream run seats the user (it joins from its stored cursor) and reads the window
+    fake.now_ms += 300_000
+    run = forwarder("stream").run([USER], remaining_ms=lambda: 10**9)
+    # THEN the join kept what the pushed-events table holds: the event is not delivered again
+    assert run.read is not None and run.read.mode == "stream"
+    assert sink.log_ids() == ["900000001"]
+    assert run.users[0].forwarded == 0
+
+
+def pushed_then_confirmed(
+    fake: FakeAuth0, store: InMemoryCheckpointStore, sink: RecordingSink
+) -> list[dict[str, str]]:
+    """Six events pushed, then confirmed by a run: the user's checkpoint points into the
+    pushed-events table for those still within the overlap window."""
+    on = make_forwarder(fake, [sink], store, InMemoryPushedLedger())
+    on.run([USER], remaining_ms=lambda: 10**9)
+    events = [event(n, BASE_MS + 10_000 + n * 1000) for n in range(6)]
+    for pushed in events:
+        fake.add(pushed)
+    fake.now_ms = BASE_MS + 20_000
+    push(on, *events)
+    fake.now_ms = BASE_MS + 300_000
+    on.run([USER], remaining_ms=lambda: 10**9)
+    return events
+
+
+@pytest.mark.parametrize("table", ["none", "new and empty"])
+def test_a_run_without_the_table_the_push_path_recorded_in_delivers_nothing_again(
+    table: str,
+) -> None:
+    # GIVEN a user whose pushed events a run confirmed
+    fake, store, sink = FakeAuth0(now_ms=BASE_MS), InMemoryCheckpointStore(), RecordingSink("s3")
+    pushed_then_confirmed(fake, store, sink)
+    # WHEN a run finds no pushed-events table (real time turned off before the table was kept
+    # with it), or a new, empty one (the stack rolled back past it and forward again)
+    ledger = None if table == "none" else InMemoryPushedLedger()
+    later = Forwarder(
+        settings=make_settings(),
+        source=fake,
+        store=store,
+        sinks=[sink],
+        clock=lambda: fake.now_ms / 1000,
+        pushed=ledger,
+    )
+    fake.now_ms = BASE_MS + 360_000
+    run = later.run([USER], remaining_ms=lambda: 10**9)
+    # THEN the user fails with an error naming the table and the rule, counted in its metric,
+    # and nothing is delivered again
+    user = run.users[0]
+    assert isinstance(user.failure, PushedMemoryMissing), user.error
+    assert "pushed-events table" in (user.error or "") and "deliver them again" in (
+        user.error or ""
+    )
+    assert dict((n, v) for n, _u, v in metric_values(run))["PushedMemoryMissing"] == 1
+    assert sorted(sink.log_ids()) == sorted(set(sink.log_ids())) and len(sink.log_ids()) == 6
+
+
+def test_a_push_that_died_before_its_record_does_not_make_the_table_look_lost() -> None:
+    # GIVEN the first push of a user, dying after its intent and before its pushed-events record
+    fake, store, ledger = (
+        FakeAuth0(now_ms=BASE_MS),
+        InMemoryCheckpointStore(),
+        InMemoryPushedLedger(),
+    )
+    crash: dict[str, Any] = {"mode": None}
+    sink = RecordingSink("s3", crash=lambda _i: crash["mode"])
+    forwarder = make_forwarder(fake, [sink], store, ledger)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    pushed = event(1, BASE_MS + 10_000)
+    fake.add(pushed)
+    fake.now_ms, crash["mode"] = BASE_MS + 11_000, "before"
+    push(forwarder, pushed)
+    crash["mode"] = None
+    # WHEN the reads redeliver the pending batch, and later runs read the user again
+    reports = []
+    for minutes in (20, 25, 30):
+        fake.now_ms = BASE_MS + minutes * 60_000
+        reports.append(forwarder.run([USER], remaining_ms=lambda: 10**9).users[0])
+    # THEN no run takes the empty table for a lost one: the event is there once, nobody failed
+    assert [r.error for r in reports] == [None, None, None]
+    assert sink.log_ids() == ["900000001"]
