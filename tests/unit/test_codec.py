@@ -327,4 +327,7 @@ def test_a_pushed_events_item_that_decodes_past_the_bound_is_refused_by_name() -
     deep = _zlib(b"[" * 200_000, b"]" * 200_000)
     for blob, said in ((bomb, "decodes to more than 4,194,304 bytes"), (deep, "RecursionError")):
         with pytest.raises(CheckpointError, match=f"pushed-events item 'k' is unreadable .*{said}"):
-            memory_of([("k", blob, frozenset())])
+            memory_of([("k", blob, frozenset(), None)])
+        # AND the state a push settled, stored beside its events, is read with the same bound
+        with pytest.raises(CheckpointError, match=f"pushed-events item 'k' is unreadable .*{said}"):
+            memory_of([("k", _zlib(b'[[1,"a"]]'), frozenset(), blob)])
