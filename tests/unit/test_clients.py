@@ -114,5 +114,9 @@ def test_no_client_is_built_but_by_the_composition_root_with_the_project_s_retri
     for service in ("dynamodb", "logs", "s3", "firehose", "events"):
         assert configs[service] is AWS_CLIENT_CONFIG, service
         assert AWS_CLIENT_CONFIG.retries == {"mode": "standard", "total_max_attempts": 1}
-    for service in ("secretsmanager", "ssm", "sqs"):
+    for service in ("secretsmanager", "ssm"):
         assert configs[service] is IDEMPOTENT_CLIENT_CONFIG, service
+    # the worker's SQS client only extends visibility (idempotent); the scheduler's sends under
+    # its own retry loop (SEND_RETRY), so botocore retries nothing there
+    sqs = [config for service, config in session.made if service == "sqs"]
+    assert sqs == [IDEMPOTENT_CLIENT_CONFIG, AWS_CLIENT_CONFIG]
