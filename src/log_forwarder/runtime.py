@@ -21,6 +21,7 @@ from .aws_errors import AWS_CLIENT_CONFIG, IDEMPOTENT_CLIENT_CONFIG, ClientFacto
 from .checkpoint_store import DynamoCheckpointStore
 from .config import Settings
 from .credentials import credentials_source
+from .detections import PlanSource
 from .forwarder import Forwarder
 from .outputs import output_policy
 from .pacing import Pacer
@@ -54,6 +55,9 @@ class Overrides:
     look_up_users: bool = True  # ask Auth0 whether it knows each watched id (user_lookup.py)
     pushed: PushedLedger | None = None  # instead of the pushed-events table
     rule_packs: PackSource | None = None  # instead of the rule packs table
+    # Where the detection rules come from: a callable returning the active plan (default: the
+    # pack the function ships with, detections.default_plan).
+    plans: PlanSource | None = None
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ def build_runtime(
         store=store,
         sinks=sinks,
         clock=clock,
-        output=overrides.output(output_policy(settings, secrets)),
+        output=overrides.output(output_policy(settings, secrets, overrides.plans)),
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )

@@ -12,6 +12,7 @@ from typing import Any
 from log_forwarder import realtime
 from log_forwarder.config import detection_settings
 from log_forwarder.cursor import Cursor
+from log_forwarder.detections import Detections
 from log_forwarder.events import iso_ms
 from log_forwarder.filters import EventFilter
 from log_forwarder.forwarder import Forwarder
@@ -218,7 +219,7 @@ def test_the_first_copy_delivered_is_the_one_stored_and_findings_do_not_depend_o
             sinks=[sink],
             clock=lambda fake=fake: fake.now_ms / 1000,
             output=OutputPolicy(
-                detections=detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"})
+                detections=Detections(detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"}))
             ),
             pushed=InMemoryPushedLedger(),
         )
