@@ -39,8 +39,8 @@ from .records import Delivery, OutputLine, batch_id_for
 from .retry import UNLIMITED, Deadline
 
 if TYPE_CHECKING:
-    from .store import CheckpointStore
     from .sigma_plan import Plan
+    from .store import CheckpointStore
 
 logger = logging.getLogger(__name__)
 

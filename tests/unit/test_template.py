@@ -683,9 +683,10 @@ def test_every_detection_setting_is_a_parameter_of_the_stack(template: dict[str,
         assert len(detection) == 7, function
         for name, value in detection.items():
             assert isinstance(value, dict) and value.get("Ref") in parameters, (function, name)
-    assert parameters["NewSourceBy"]["AllowedValues"] == ["country", "network", "country,network"]
+    assert parameters["NewSourceBy"]["AllowedValues"] == ["country"]
+    assert parameters["DetectionsTenantWide"]["AllowedValues"] == ["true", "false"]
+    assert "DETECTION_NEW_SOURCE_WARMUP_LOGINS" not in variables  # not read: refused by name
     bounds = {
-        "NewSourceWarmupLogins": (5, 1, 1000),
         "DetectionDedupMinutes": (60, 0, 1440),
     }
     for name, (default, low, high) in bounds.items():
