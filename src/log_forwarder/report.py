@@ -7,13 +7,13 @@ template's alarms and docs/operations.md's list read from the same names).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cursor import Cursor, Selection
-from .detections import NO_GROUP_KEY, REGEX_INPUT_CUT, TOO_LATE
+from .detections import NO_GROUP_KEY, REGEX_INPUT_CUT, TOO_LATE, Skipped
 from .events import iso_ms
 from .exceptions import (
     Auth0AnswerTooLarge,
@@ -101,6 +101,7 @@ class UserReport:
     findings: Counter[str] = field(default_factory=Counter)  # by rule
     # Events the detection rules did not see whole, by reason (detections.SKIPPED_REASONS).
     detection_skipped: Counter[str] = field(default_factory=Counter)
+    skipped_records: int = 0  # the `detection_skipped` records written for them
     # Why the shared detection state could not be used (a newer release's, unreadable).
     detection_state_unavailable: str | None = None
     future_dated: int = 0
@@ -184,8 +185,7 @@ class UserReport:
         self.quarantined += len(batch.quarantined)
         self.filtered += batch.filtered
         self.findings.update(finding.rule for finding in batch.findings)
-        for skipped in batch.skipped:
-            self.detection_skipped[skipped.reason] += skipped.count
+        self._add_skipped(batch.skipped)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
         self.reconciled += batch.reconciled
@@ -200,10 +200,14 @@ class UserReport:
     def add_shared(self, applied: Applied) -> None:
         """What the shared correlations found in a batch of this user's, delivered already."""
         self.findings.update(finding.rule for finding in applied.findings)
-        for skipped in applied.skipped:
-            self.detection_skipped[skipped.reason] += skipped.count
+        self._add_skipped(applied.skipped)
         if applied.unavailable is not None:
             self.detection_state_unavailable = applied.unavailable
+
+    def _add_skipped(self, records: Sequence[Skipped]) -> None:
+        self.skipped_records += len(records)
+        for skipped in records:
+            self.detection_skipped[skipped.reason] += skipped.count
 
     @property
     def missing(self) -> bool:
@@ -490,6 +494,7 @@ def merged(first: UserReport | None, second: UserReport) -> UserReport:
         return second
     first.findings.update(second.findings)
     first.detection_skipped.update(second.detection_skipped)
+    first.skipped_records += second.skipped_records
     for name, count in second.delivered.items():
         first.delivered[name] = first.delivered.get(name, 0) + count
     first.detection_state_unavailable = (
