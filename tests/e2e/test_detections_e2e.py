@@ -207,3 +207,75 @@ def test_a_finding_redelivered_after_a_crash_is_not_written_twice(aws: LocalAws)
             if r["_forwarder"].get("record_type") == "finding"
         ]
         assert len(ids) == 1 == len(set(ids))
+
+
+# How the first run dies: S3 refuses every put (the batch is never committed, the shared
+# item never applied), or the finding's own CloudWatch put is applied and its answer lost (the
+# shared item holds it pending: the next run delivers it again, the destination skips it).
+CRASHES = {
+    "batch-refused": ("S3.PUT", "refuse", None, True),
+    "finding-answer-lost": ("Logs_20140328.PutLogEvents", "lose", b"credential_stuffing", False),
+}
+
+
+@pytest.mark.parametrize("crash", sorted(CRASHES))
+@pytest.mark.parametrize("read_mode", ["per-user", "stream"])
+def test_credential_stuffing_against_two_users_is_one_finding_through_a_crash(
+    aws: LocalAws,
+    findings_queue: Callable[[], list[dict[str, Any]]],
+    read_mode: str,
+    crash: str,
+) -> None:
+    # GIVEN one IP failing to log in as two watched users within the hour (3 failures each:
+    # far from a user's own burst), and a third user failing from elsewhere
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(11)
+    first, second, other = "auth0|stuffed-a", "auth0|stuffed-b", "auth0|elsewhere"
+    attacker, elsewhere = "198.51.100.7", "203.0.113.9"
+    failures = [
+        event(user, "fp", start + timedelta(minutes=2 * i + offset), rng, ip=attacker)
+        for i in range(3)
+        for user, offset in ((first, 0), (second, 1))
+    ] + [event(other, "fp", start + timedelta(minutes=3), rng, ip=elsewhere)]
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stored = sim.add_events(failures)
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-stuffing-{read_mode}-{crash}-{int(time.time())}",
+            watched_user_ids=[first, second, other],
+            READ_MODE=read_mode,
+        )
+        # WHEN the first run dies mid-delivery, the next run redelivers what it left, and a
+        # third run finds nothing new
+        operation, action, body, fails = CRASHES[crash]
+        with AwsFaultProxy(aws.endpoint_url) as proxy:
+            stack.env["AWS_ENDPOINT_URL"] = proxy.url
+            proxy.add(operation, action, times=1000, body_contains=body)
+            assert (stack.invoke().error is not None) == fails
+            assert proxy.faults, "the fault was never met"
+            proxy.clear()
+            assert stack.invoke().error is None
+            assert stack.invoke().error is None
+    # THEN each destination holds one credential_stuffing finding, naming the attacker's
+    # failures of both users and only them
+    attacked = {e["log_id"] for e in stored if e.get("ip") == attacker}
+    for records in (
+        [r for user in (first, second, other) for r in stack.cloudwatch_records(user)],
+        [r for user in (first, second, other) for r in stack.s3_records(user)],
+    ):
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and r["_forwarder"]["rule"] == "credential_stuffing"
+        ]
+        assert len(found) == 1, found
+        (finding,) = found
+        assert set(finding["log_ids"]) <= attacked and len(finding["log_ids"]) >= 2
+        assert finding["details"]["group"] == {"data.ip": attacker}
+        assert finding["level"] == "high" and "attack.t1110.004" in finding["tags"]
+        assert finding["rule_id"] == "715e9bdc-3ba0-430e-96a8-31215e69c3d8"
+    # AND EventBridge got it once
+    bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
+    assert len(bus) == 1, bus
