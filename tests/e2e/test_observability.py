@@ -510,7 +510,7 @@ def test_every_record_is_readable_through_the_table(data: DataSet) -> None:
     )
     # The cross-user correlation (credential_stuffing) keeps one watermark for every watched
     # user: a user's backlog read after another's newer events is too late for it, and said so
-    # (docs/detections.md, "Differences from the hand-written rules").
+    # (docs/detections.md, "What changed with Sigma").
     skipped = [
         r["_forwarder"]
         for r in data.stack.s3_records()
