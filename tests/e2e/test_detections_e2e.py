@@ -22,7 +22,9 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
+from devtools.realtime_stack import RealtimePath
 from devtools.traffic import generate_user_events
+from tests.e2e.conftest import Clock, deployer, ok
 
 pytestmark = pytest.mark.integration
 
@@ -277,5 +279,55 @@ def test_credential_stuffing_against_two_users_is_one_finding_through_a_crash(
         assert finding["level"] == "high" and "attack.t1110.004" in finding["tags"]
         assert finding["rule_id"] == "715e9bdc-3ba0-430e-96a8-31215e69c3d8"
     # AND EventBridge got it once
+    bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
+    assert len(bus) == 1, bus
+
+
+def test_credential_stuffing_pushed_in_real_time_is_one_finding_and_the_schedule_adds_none(
+    aws: LocalAws, findings_queue: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # GIVEN the real-time path on, and two watched users the schedule has started
+    clock = Clock()
+    first, second = "auth0|rt-stuffed-a", "auth0|rt-stuffed-b"
+    attacker = "198.51.100.77"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500), clock=clock) as sim:
+        stack = deployer(aws, sim, clock, "detect-rt", watched_user_ids=[first, second])()
+        realtime = RealtimePath(stack)
+        ok(stack.invoke())
+        rng = random.Random(5)
+        now = clock.now()
+        failures = sim.add_events(
+            [
+                event(user, "fp", now - timedelta(seconds=60 - 5 * i), rng, ip=attacker)
+                for i in range(3)
+                for user in (first, second)
+            ]
+        )
+        # WHEN Auth0's stream pushes the failures, some of them twice, and a run follows
+        emitter = realtime.emitter()
+        emitter.emit(failures)
+        emitter.emit(failures[:3])
+        summaries = [ok(invocation) for invocation in realtime.deliver_pushed()]
+        assert sum(s["RealtimeEvents"] for s in summaries) == len(failures)
+
+        def stuffing(read: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [
+                r["_forwarder"]
+                for user in (first, second)
+                for r in read(user)
+                if r["_forwarder"].get("rule") == "credential_stuffing"
+                and r["_forwarder"].get("record_type") == "finding"
+            ]
+
+        # THEN the push path wrote the finding, before any scheduled run
+        assert len(stuffing(stack.cloudwatch_records)) == 1
+        clock.offset += 300
+        ok(stack.invoke())
+    # AND after the run that confirms the pushed events, the destinations still hold it once,
+    # and EventBridge got it once
+    for read in (stack.cloudwatch_records, stack.s3_records):
+        found = stuffing(read)
+        assert len(found) == 1, found
+        assert set(found[0]["log_ids"]) <= {e["log_id"] for e in failures}
     bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
     assert len(bus) == 1, bus
