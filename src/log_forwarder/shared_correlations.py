@@ -124,6 +124,19 @@ class Applied:
     unavailable: str | None = None  # the item is a newer release's, or unreadable: not run
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One apply's arguments besides its events."""
+
+    plan: Plan
+    plan_whole: Plan
+    user_id: str
+    render: Render
+    deliver: Deliver
+    lease_until_ms: int
+    deadline: Deadline
+
+
 class SharedCorrelations:
     """The shared item, through the checkpoint store (any: DynamoDB, the CLI's SQLite file)."""
 
@@ -151,21 +164,14 @@ class SharedCorrelations:
         taken = [e for e in stored_ids(events) if plan.matching(e.raw)]
         if not taken:
             return Applied()
+        call = _Call(plan, plan_whole, user_id, render, deliver, lease_until_ms, deadline)
         with self._lock:
-            return self._apply(plan, plan_whole, taken, user_id, render, deliver,
-                               lease_until_ms, deadline)  # fmt: skip
+            return self._apply(call, taken)
 
-    def _apply(
-        self,
-        plan: Plan,
-        plan_whole: Plan,
-        events: Sequence[LogEvent],
-        user_id: str,
-        render: Render,
-        deliver: Deliver,
-        lease_until_ms: int,
-        deadline: Deadline,
-    ) -> Applied:
+    def _apply(self, call: _Call, events: Sequence[LogEvent]) -> Applied:
+        plan, plan_whole, user_id = call.plan, call.plan_whole, call.user_id
+        render, deliver = call.render, call.deliver
+        lease_until_ms, deadline = call.lease_until_ms, call.deadline
         ours: PendingFindings | None = None  # this apply's findings, once written
         found: tuple[Finding, ...] = ()
         skipped: tuple[Skipped, ...] = ()
@@ -252,10 +258,7 @@ class SharedCorrelations:
             return SharedState(), None
         try:
             state = SHARED_STATE.decode(stored.readable_state(), item=f"item {SHARED_KEY!r}")
-        except NewerStateError as error:
-            logger.error("Shared correlations not run", extra={"error": str(error)})
-            return str(error)
-        except CheckpointStateError as error:
+        except (NewerStateError, CheckpointStateError) as error:
             logger.error("Shared correlations not run", extra={"error": str(error)})
             return str(error)
         return state, stored.version
