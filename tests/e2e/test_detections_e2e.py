@@ -331,3 +331,56 @@ def test_credential_stuffing_pushed_in_real_time_is_one_finding_and_the_schedule
         assert set(found[0]["log_ids"]) <= {e["log_id"] for e in failures}
     bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
     assert len(bus) == 1, bus
+
+
+@pytest.mark.parametrize("tenant_wide", ["true", "false"])
+def test_tenant_wide_rules_find_an_unwatched_admin_in_stream_mode_and_forward_no_event(
+    aws: LocalAws, tenant_wide: str
+) -> None:
+    # GIVEN an administrator nobody watches changing MFA through the Management API, and a
+    # watched user's ordinary traffic, read from the tenant stream
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(13)
+    watched, admin = "auth0|tw-watched", "auth0|tw-unwatched-admin"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        sim.add_events(generate_user_events(watched, count=5, start=start, end=start, rng=rng))
+        (call,) = sim.add_events([management(admin, admin, start + timedelta(minutes=1), rng)])
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-tw-{tenant_wide}-{int(time.time())}",
+            watched_user_ids=[watched],
+            READ_MODE="stream",
+            DETECTIONS_TENANT_WIDE=tenant_wide,
+            FINDINGS_EVENT_BUS="none",
+        )
+        # WHEN the function runs, twice (the second reads nothing new)
+        first_run = ok(stack.invoke())
+        ok(stack.invoke())
+    # THEN with the option on, the admin's call is one admin_action finding of nobody watched
+    # (CloudWatch's stream `#tenant`, S3's records without a watched user), naming the call;
+    # off, nothing. The call itself is never forwarded.
+    tenant_records = {
+        "cloudwatch": stack.cloudwatch_records("#tenant"),
+        "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
+    }
+    for records in tenant_records.values():
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and call["log_id"] in r["_forwarder"]["log_ids"]
+        ]
+        if tenant_wide == "true":
+            assert [(f["rule"], f["log_ids"]) for f in found] == [
+                ("admin_action", [call["log_id"]])
+            ]
+            assert found[0]["details"]["group"]["data.user_id"] == admin
+        else:
+            assert found == []
+        assert all(r.get("log_id") != call["log_id"] for r in records)
+    forwarded = [r for r in stack.s3_records() if "log_id" in r]
+    assert call["log_id"] not in {r["log_id"] for r in forwarded}
+    assert first_run["tenant_wide_findings"] == (
+        {"admin_action": 1} if tenant_wide == "true" else None
+    )
