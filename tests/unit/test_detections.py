@@ -717,3 +717,48 @@ def test_bad_settings_name_the_variable_and_what_it_allows(env: dict[str, str], 
     message = str(caught.value)
     assert named in message
     assert "use" in message or "expected" in message or "unset" in message
+
+
+# -- where the plan comes from ----------------------------------------------------------------
+
+PROVIDER_ENV = {
+    "AUTH0_DOMAIN": "acme.eu.auth0.com",
+    "AUTH0_CREDENTIALS_SECRET": "auth0-user-log-forwarder/management-api",
+    "CHECKPOINT_TABLE": "checkpoints",
+    "WATCHED_USER_IDS": "auth0|a",
+    "DESTINATIONS": "s3",
+    "S3_BUCKET": "bucket",
+}
+
+
+def test_the_detection_path_takes_its_plan_from_the_rule_packs_provider() -> None:
+    import boto3
+
+    from log_forwarder.config import Settings
+    from log_forwarder.rule_packs import StoredPacks
+    from log_forwarder.runtime import Overrides, build_runtime
+
+    class NoPacks:
+        def read(self, deadline: object = None) -> StoredPacks:
+            return StoredPacks()
+
+    session = boto3.session.Session(region_name="eu-west-1")
+    # GIVEN no rule packs table: the provider is the shipped default pack, tuned
+    settings = Settings.from_env({**PROVIDER_ENV, "DETECTION_FAILED_LOGIN_THRESHOLD": "3"})
+    runtime = build_runtime(settings, session=session)
+    assert runtime.rule_packs is not None
+    active = runtime.rule_packs.active()
+    assert active.packs == ("default",)
+    burst = next(c for c in active.plan.correlations if c.name == "failed_login_burst")
+    assert burst.conditions == (("gte", 3),)
+    # AND the forwarder's detections read that same provider: one source, the same Plan object
+    detections = runtime.forwarder._env.output.detections
+    assert detections is not None and detections.rules().plan is active.plan
+    # AND with packs installed somewhere (a store given), still that one provider
+    installed = build_runtime(settings, session=session, overrides=Overrides(rule_packs=NoPacks()))
+    assert installed.rule_packs is not None
+    assert installed.forwarder._env.output.detections is not None
+    assert installed.forwarder._env.output.detections.plans == installed.rule_packs
+    # AND with DETECTIONS=none there is no provider and no detection path
+    off = build_runtime(Settings.from_env({**PROVIDER_ENV, "DETECTIONS": "none"}), session=session)
+    assert off.rule_packs is None and off.forwarder._env.output.detections is None
