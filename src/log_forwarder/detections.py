@@ -3,7 +3,8 @@ attention. This module is the engine's glue: where the rules come from, where ea
 lives, and the findings as records. The engine itself is sigma_plan.py (matching) and
 sigma_step.py (correlations); docs/detections.md has the rules, docs/sigma.md the engine.
 
-- **The plan** comes from one provider (`PlanSource`: a callable returning the active `Plan`),
+- **The plan** comes from one provider (`PlanSource`: a callable returning the active `Plan`
+  within the run's deadline: a provider that reads a store must not wait past it),
   passed in by the composition root (runtime.build_runtime). The default is the pack the
   function ships with: `rules/default/*.yml`, compiled into `default_plan.json` (the function
   cannot import pySigma; tests/unit/test_default_pack.py keeps the two equal), tuned by the
@@ -42,11 +43,12 @@ from .events import LogEvent, iso_ms
 from .exceptions import CheckpointStateError
 
 if TYPE_CHECKING:
+    from .retry import Deadline
     from .sigma_plan import Plan, PlanCorrelation, PlanRule
     from .sigma_step import SigmaFinding, StepResult
 
 Severity = Literal["info", "low", "medium", "high", "critical"]
-PlanSource = Callable[[], "Plan"]
+PlanSource = Callable[["Deadline"], "Plan"]
 
 FORMAT_VERSION: Final = 1
 DEFAULT_PLAN_PATH: Final = Path(__file__).with_name("default_plan.json")
@@ -284,11 +286,11 @@ class Detections:
 
     def __init__(self, settings: DetectionSettings, plans: PlanSource | None = None) -> None:
         self.settings = settings
-        self.plans: PlanSource = plans or functools.partial(default_plan, settings)
+        self.plans: PlanSource = plans or (lambda _deadline: default_plan(settings))
         self._last: tuple[Plan, RuleSet] | None = None
 
-    def rules(self) -> RuleSet:
-        plan = self.plans()
+    def rules(self, deadline: Deadline) -> RuleSet:
+        plan = self.plans(deadline)
         last = self._last
         if last is not None and last[0] is plan:
             return last[1]

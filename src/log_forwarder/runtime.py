@@ -118,7 +118,7 @@ def build_runtime(
         store=store,
         sinks=sinks,
         clock=clock,
-        output=overrides.output(output_policy(settings, secrets, packs)),
+        output=overrides.output(output_policy(settings, secrets, packs.plan if packs else None)),
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )

@@ -47,6 +47,7 @@ from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, pl
 from .pushed import PushedLedger
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
+from .retry import Deadline
 from .shared_correlations import TENANT_FINDINGS, Applied, SharedCorrelations
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
@@ -123,10 +124,11 @@ class SessionEnv:
     # The detection state no single checkpoint holds (shared_correlations.py).
     shared: SharedCorrelations | None = None
 
-    def rules(self) -> RuleSet | None:
-        """The detection rules now (their source may have changed since the last chunk)."""
+    def rules(self, deadline: Deadline) -> RuleSet | None:
+        """The detection rules now (their source may have changed since the last chunk); a
+        provider that reads its store does so within `deadline`."""
         detections = self.output.detections
-        return detections.rules() if detections is not None else None
+        return detections.rules(deadline) if detections is not None else None
 
 
 def outcome_of(error: BaseException) -> Outcome:
@@ -444,7 +446,7 @@ class UserSession:
 
     def _context(self, read_started_ms: int) -> PlanContext:
         settings, now_ms = self.env.settings, self.env.now_ms()
-        self._rules = self.env.rules()
+        self._rules = self.env.rules(self.run.scope.deadline)
         return PlanContext(
             user_id=self.user_id,
             tenant=settings.auth0_domain,
@@ -607,7 +609,7 @@ def evaluate_tenant_wide(
     """The tenant-wide rules (DETECTIONS_TENANT_WIDE) on events of users nobody watches: their
     findings are written (as the destinations' "#tenant" user), the events are not. None when
     there is nothing to run; a report of what they found otherwise."""
-    rules = env.rules()
+    rules = env.rules(run.scope.deadline)
     if rules is None or rules.tenant is None or env.shared is None or not events:
         return None
     report = UserReport(TENANT_FINDINGS)

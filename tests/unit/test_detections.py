@@ -735,11 +735,16 @@ def test_the_detection_path_takes_its_plan_from_the_rule_packs_provider() -> Non
     import boto3
 
     from log_forwarder.config import Settings
+    from log_forwarder.retry import UNLIMITED, Deadline
     from log_forwarder.rule_packs import StoredPacks
     from log_forwarder.runtime import Overrides, build_runtime
 
     class NoPacks:
+        def __init__(self) -> None:
+            self.deadlines: list[object] = []
+
         def read(self, deadline: object = None) -> StoredPacks:
+            self.deadlines.append(deadline)
             return StoredPacks()
 
     session = boto3.session.Session(region_name="eu-west-1")
@@ -753,12 +758,22 @@ def test_the_detection_path_takes_its_plan_from_the_rule_packs_provider() -> Non
     assert burst.conditions == (("gte", 3),)
     # AND the forwarder's detections read that same provider: one source, the same Plan object
     detections = runtime.forwarder._env.output.detections
-    assert detections is not None and detections.rules().plan is active.plan
+    assert detections is not None and detections.rules(UNLIMITED).plan is active.plan
     # AND with packs installed somewhere (a store given), still that one provider
-    installed = build_runtime(settings, session=session, overrides=Overrides(rule_packs=NoPacks()))
+    store, now = NoPacks(), [1_000.0]
+    installed = build_runtime(
+        settings, session=session, clock=lambda: now[0], overrides=Overrides(rule_packs=store)
+    )
     assert installed.rule_packs is not None
-    assert installed.forwarder._env.output.detections is not None
-    assert installed.forwarder._env.output.detections.plans == installed.rule_packs
+    installed_detections = installed.forwarder._env.output.detections
+    assert installed_detections is not None
+    assert installed_detections.plans == installed.rule_packs.plan
+    # AND a read of the store in the middle of a run (the max age passed) keeps to its deadline
+    run_deadline = Deadline(lambda: 5_000)
+    installed_detections.rules(run_deadline)
+    now[0] += settings.rule_packs_max_age_s + 1
+    installed_detections.rules(run_deadline)
+    assert store.deadlines == [run_deadline, run_deadline]
     # AND with DETECTIONS=none there is no provider and no detection path
     off = build_runtime(Settings.from_env({**PROVIDER_ENV, "DETECTIONS": "none"}), session=session)
     assert off.rule_packs is None and off.forwarder._env.output.detections is None
