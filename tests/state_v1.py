@@ -1,16 +1,43 @@
 """What v1 wrote, frozen: the hand-written encoders the codec replaced, copied from 096dcca
 (`Cursor.to_state`, `DetectionState.to_state`, `TenantState.to_state`) and from dc04f1d (the
-first releases' `Cursor.to_state`), over today's values. The property tests check that a v1 item
+first releases' `Cursor.to_state`), over today's values (v1's detection state over a copy of its
+record, which the Sigma rules replaced). The property tests check that a v1 item
 made of any value reads back as that value, and that what today writes for it is what v1 wrote,
 its version header aside. Never change them: they are evidence, like tests/fixtures/state/."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from log_forwarder.cursor import Cursor
-from log_forwarder.detections import DetectionState
 from log_forwarder.read_mode import TenantState
+
+
+# 096dcca's detection state (the seven hand-written rules'), which detections.py no longer has.
+@dataclass(frozen=True, slots=True)
+class FailureV1:
+    date_ms: int
+    log_id: str
+    ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BurstV1:
+    start_ms: int
+    count: int
+    next_at: int
+    success_fired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionStateV1:
+    failures: tuple[FailureV1, ...] = ()
+    last_failure_ms: int | None = None
+    burst: BurstV1 | None = None
+    logins_seen: int = 0
+    sources: tuple[tuple[str, int], ...] = ()
+    dedup: tuple[tuple[str, int, int], ...] = ()
 
 
 def cursor_v1(cursor: Cursor) -> dict[str, Any]:
@@ -70,7 +97,7 @@ def cursor_first_v1(cursor: Cursor) -> dict[str, Any]:
     }
 
 
-def detections_v1(state: DetectionState) -> dict[str, Any]:
+def detections_v1(state: DetectionStateV1) -> dict[str, Any]:
     """096dcca's DetectionState.to_state."""
     return {
         "v": 1,

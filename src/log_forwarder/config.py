@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from .detections import MAX_THRESHOLD, RULES, SOURCE_KINDS, DetectionSettings
+from .detections import MAX_THRESHOLD, RULES, DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
 from .ocsf import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
@@ -435,7 +435,9 @@ def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: in
 
 
 def detection_settings(env: Mapping[str, str]) -> DetectionSettings:
-    """Which detection rules run, and their thresholds (the DETECTION* variables)."""
+    """Which of the default pack's detections run, their thresholds (the DETECTION* variables),
+    and whether rules of unwatched users run tenant-wide (DETECTIONS_TENANT_WIDE)."""
+    _no_longer_read(env)
     return DetectionSettings(
         rules=_rules(env),
         failed_login_threshold=_integer(
@@ -444,9 +446,8 @@ def detection_settings(env: Mapping[str, str]) -> DetectionSettings:
         failed_login_window_ms=_integer(env, "DETECTION_FAILED_LOGIN_WINDOW_MINUTES", 60, 1, 1440)
         * 60_000,
         new_source_window_ms=_integer(env, "DETECTION_NEW_SOURCE_DAYS", 30, 1, 365) * 86_400_000,
-        new_source_warmup_logins=_integer(env, "DETECTION_NEW_SOURCE_WARMUP_LOGINS", 5, 1, 1000),
-        new_source_by=_source_kinds(env),
         dedup_ms=_integer(env, "DETECTION_DEDUP_MINUTES", 60, 0, 1440) * 60_000,
+        tenant_wide=_switch(env, "DETECTIONS_TENANT_WIDE"),
     )
 
 
@@ -468,14 +469,27 @@ def _rules(env: Mapping[str, str]) -> frozenset[str]:
     return frozenset(chosen)
 
 
-def _source_kinds(env: Mapping[str, str]) -> tuple[str, ...]:
-    name = "DETECTION_NEW_SOURCE_BY"
-    raw = env.get(name, "").strip()
-    if not raw:
-        return ("country",)
-    chosen = [part.strip().lower() for part in raw.split(",")]
-    if not chosen or any(part not in SOURCE_KINDS for part in chosen):
+def _no_longer_read(env: Mapping[str, str]) -> None:
+    """What the hand-written rules took and their Sigma versions cannot (docs/detections.md):
+    refused by name rather than silently ignored."""
+    warmup = _optional(env, "DETECTION_NEW_SOURCE_WARMUP_LOGINS")
+    if warmup is not None:
         raise ConfigError(
-            f"{name}={raw!r} is not allowed; use 'country', 'network' or 'country,network'"
+            f"DETECTION_NEW_SOURCE_WARMUP_LOGINS={warmup!r} is no longer read: the Sigma rule "
+            "new_source has no warm-up (a Sigma correlation counts a window, not a user's "
+            "history); unset it"
         )
-    return tuple(kind for kind in SOURCE_KINDS if kind in chosen)
+    source = _optional(env, "DETECTION_NEW_SOURCE_BY")
+    if source is not None and source.lower() != "country":
+        raise ConfigError(
+            f"DETECTION_NEW_SOURCE_BY={source!r} is not allowed: new_source counts countries "
+            "only (a Sigma correlation counts a field's values, and no event field holds a "
+            "network); use 'country' or unset it"
+        )
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = (_optional(env, name) or "false").lower()
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{name}={raw!r} is not allowed; use 'true' or 'false' (the default)")
+    return raw == "true"

@@ -4,23 +4,25 @@ The event's own fields stay at the top level exactly as Auth0 sent them, unknown
 everything the forwarder adds lives under the single key `_forwarder`, which Auth0 does not use.
 Two options change that, both off by default: chosen fields replaced by keyed pseudonyms
 (`PII_FIELDS`), and OCSF events instead of Auth0's (`OUTPUT_FORMAT=ocsf`, of the release
-`OCSF_VERSION` names). The forwarder's own records (gap, quarantine, finding) keep their format
-either way.
+`OCSF_VERSION` names). The forwarder's own records (gap, quarantine, what the detection rules
+did not see) keep their format either way; a finding becomes an OCSF Detection Finding (2004),
+its record inside.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .detections import Finding, finding_record
+from .detections import Finding, Skipped, finding_record, skipped_record
 from .event_types import describe
 from .events import LogEvent, iso_ms
-from .ocsf import OcsfVersion, to_ocsf
+from .ocsf import DETECTION_FINDING, OcsfVersion, detection_finding, to_ocsf
 from .pseudonymise import Pseudonymiser
-from .records import Gap, OutputLine
+from .records import Gap, OutputLine, batch_id_for
 
 FORWARDER_KEY = "_forwarder"
 FORMAT_VERSION = 1
@@ -101,11 +103,41 @@ def finding_line(finding: Finding, context: ConvertContext) -> OutputLine:
     if context.pseudonymiser is not None:
         body = record[FORWARDER_KEY]
         body["details"] = context.pseudonymiser.apply(body["details"])
+    if context.ocsf is not None:
+        record = detection_finding(
+            finding,
+            record[FORWARDER_KEY],
+            tenant=context.tenant,
+            detected_at_ms=context.forwarded_at_ms,
+            version=context.ocsf,
+        )
     return OutputLine(
         timestamp_ms=context.forwarded_at_ms,
         line=_dumps(record),
         record_key=f"finding:{finding.finding_id}",
     )
+
+
+def skipped_line(skipped: Skipped, context: ConvertContext) -> OutputLine:
+    """Events a detection rule did not see whole, as a record; keyed like a finding, so that a
+    redelivery does not write it twice."""
+    record = skipped_record(
+        skipped,
+        tenant=context.tenant,
+        watched_user_id=context.watched_user_id,
+        detected_at_ms=context.forwarded_at_ms,
+    )
+    return OutputLine(
+        timestamp_ms=context.forwarded_at_ms, line=_dumps(record), record_key=skipped_key(skipped)
+    )
+
+
+def skipped_key(skipped: Skipped) -> str:
+    return _skipped_key(skipped.rule_id, skipped.reason, skipped.log_ids)
+
+
+def _skipped_key(rule_id: str, reason: str, log_ids: Iterable[str]) -> str:
+    return f"detection_skipped:{rule_id}:{reason}:{batch_id_for(log_ids)}"
 
 
 def quarantine_line(raw: object, reason: str, context: ConvertContext) -> OutputLine:
@@ -168,13 +200,21 @@ def record_key(line: str) -> str | None:
     if not isinstance(record, dict):
         return None
     log_id = record.get("log_id")
-    if log_id is None and isinstance(record.get("metadata"), dict) and "class_uid" in record:
+    if record.get("class_uid") == DETECTION_FINDING and isinstance(record.get("unmapped"), dict):
+        record = record["unmapped"]  # a finding in OCSF: the forwarder's record inside
+    elif log_id is None and isinstance(record.get("metadata"), dict) and "class_uid" in record:
         log_id = record["metadata"].get("uid")
     if isinstance(log_id, str):
         return log_id
     added = record.get(FORWARDER_KEY)
-    if isinstance(added, dict) and isinstance(added.get("finding_id"), str):
+    if not isinstance(added, dict):
+        return None
+    if isinstance(added.get("finding_id"), str):
         return f"finding:{added['finding_id']}"
+    if added.get("record_type") == "detection_skipped":
+        log_ids = added.get("log_ids")
+        if isinstance(log_ids, list) and all(isinstance(i, str) for i in log_ids):
+            return _skipped_key(str(added.get("rule_id")), str(added.get("reason")), log_ids)
     return None
 
 

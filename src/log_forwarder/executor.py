@@ -5,6 +5,8 @@
          ✗ crash here: once the lease ends, the next run redelivers the batch
       2. every sink ← batch.lines      (each accepts all of them or raises)
          ✗ crash here: some sinks hold the batch; the redelivery skips what they hold
+         the shared correlations ← batch.shared  (shared_correlations.py: once per event, with
+                                          an outbox of their own for what they find)
       3. a push's batch: the pushed-events table ← its events (pushed.py)
          ✗ crash here: the next load finds the batch recorded there: done, not pending
       4. checkpoint ← batch.after      (the cursor past the batch, intent cleared)
@@ -48,15 +50,21 @@ def execute(
     sinks: Sequence[Sink],
     accepted: Callable[[DeliveryReport], None] = lambda _report: None,
     record_pushed: Callable[[Batch], None] | None = None,
+    share: Callable[[Batch], None] | None = None,
 ) -> None:
     """Deliver one batch to every sink between its two checkpoint writes; `accepted` hears of
-    each destination that took it, as it does; `record_pushed` records a push's batch in the
-    pushed-events table once they all did."""
+    each destination that took it, as it does; `share` gives its events to the shared
+    correlations, and `record_pushed` records a push's batch in the pushed-events table, once
+    they all did."""
     if batch.intent is not None:
         checkpoint.write(batch.intent)
     delivery = batch.delivery(checkpoint.user_id, checkpoint.deadline)
     for sink in sinks if batch.lines else ():
         accepted(sink.deliver(delivery))
+    if batch.shared:
+        if share is None:
+            raise ConfigError("a batch for the shared correlations, and no shared state to use")
+        share(batch)
     if batch.pushed:
         if record_pushed is None:
             raise ConfigError("a push's batch, and no pushed-events table (PUSHED_EVENTS_TABLE)")

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from .chunk import Chunk
 from .config import Settings
+from .events import LogEvent
 from .exceptions import OutOfTime
 from .per_user import read_users
 from .planner import OutputPolicy
@@ -33,7 +34,8 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantRecor
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import ReadReport, RunReport, UserReport, tenant_outage
 from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
-from .session import Opening, RunContext, SessionEnv, UserSession
+from .session import Opening, RunContext, SessionEnv, UserSession, evaluate_tenant_wide
+from .shared_correlations import SharedCorrelations
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
 from .store import CheckpointStore
@@ -74,15 +76,17 @@ class Forwarder:
         self._sleep = sleep
         self._store = store
         self._clock = clock
+        output = output or OutputPolicy()
         self._env = SessionEnv(
             settings,
             source,
             store,
             list(sinks),
-            output or OutputPolicy(),
+            output,
             self._now_ms,
             directory=directory,
             pushed=pushed,
+            shared=SharedCorrelations(store, self._now_ms) if output.detections else None,
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
@@ -93,8 +97,10 @@ class Forwarder:
         decision = self._decide(tenant, sessions, run)
         logger.info("Read mode", extra={"read_mode": decision.mode, "why": decision.reason})
         read = ReadReport(decision.mode, decision.reason)
+        tenant_wide = None
         if decision.mode == STREAM:
             stream = StreamRun(self._env, run, tenant).run(sessions)
+            tenant_wide = stream.tenant_wide
             if stream.fallback is not None:  # read per user after all (no read:logs)
                 decision, read = stream.fallback, ReadReport(PER_USER, stream.fallback.reason)
             else:
@@ -113,11 +119,18 @@ class Forwarder:
             read=read,
             realtime=self._settings.realtime_event_source is not None,
             tenant_failure=run.tenant.failure or tenant_outage(users),
+            tenant_wide=tenant_wide,
         )
         self._record(tenant, decision, report)
         return report
 
-    def push(self, pushed: Mapping[str, Chunk], *, remaining_ms: Callable[[], int]) -> RunReport:
+    def push(
+        self,
+        pushed: Mapping[str, Chunk],
+        *,
+        remaining_ms: Callable[[], int],
+        others: Sequence[LogEvent] = (),
+    ) -> RunReport:
         """Events Auth0's log stream pushed, a chunk per watched user (chunk.RealtimeSpan), each
         through the user's session against the checkpoint the reads use. A user with no
         checkpoint yet is left to the reads: they fix where it starts (START_FROM).
@@ -125,7 +138,11 @@ class Forwarder:
         A user found busy (another push or a run between its intent and its commit, for a few
         hundred milliseconds) is tried again after a short wait, within the invocation's time;
         what is still busy after PUSH_BUSY_RETRY is said so in its report, and the caller hands
-        it back to the queue rather than to the schedule."""
+        it back to the queue rather than to the schedule.
+
+        `others`: what was pushed of users nobody watches, for the tenant-wide rules
+        (DETECTIONS_TENANT_WIDE); a failure of theirs is raised, for the queue to hand the
+        batch back (the rules skip what they saw)."""
         run = self._new_run(remaining_ms)
         reports: dict[str, UserReport] = {}
         waiting = list(pushed)
@@ -149,11 +166,13 @@ class Forwarder:
             while waiting and attempts.retry_after():
                 attempts.start()
                 attempt()
+        tenant_wide = evaluate_tenant_wide(self._env, run, others, "log_stream_push")
         return RunReport(
             users=[reports[user] for user in pushed],
             calls=run.scope.stats,
             finished_ms=self._now_ms(),
             realtime=True,
+            tenant_wide=tenant_wide,
         )
 
     def _new_run(self, remaining_ms: Callable[[], int]) -> RunContext:

@@ -33,10 +33,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .event_types import describe
 from .events import parse_date_ms
+
+if TYPE_CHECKING:
+    from .detections import Finding
 
 FORMAT_VERSION: Final = 1
 PRODUCT: Final = MappingProxyType({"name": "Auth0", "vendor_name": "Okta"})
@@ -772,3 +775,116 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
+
+
+# -- the forwarder's findings: Detection Finding (2004) ------------------------------------------
+
+DETECTION_FINDING: Final = 2004
+FINDING_SEVERITIES: Final = MappingProxyType(
+    {
+        "info": (1, "Informational"),
+        "low": (2, "Low"),
+        "medium": (3, "Medium"),
+        "high": (4, "High"),
+        "critical": (5, "Critical"),
+    }
+)
+# The finding's product is this forwarder, which ran the rule; the events it names are Auth0's.
+FINDING_PRODUCT: Final = MappingProxyType(
+    {"name": "auth0-user-log-forwarder", "vendor_name": "auth0-user-log-forwarder"}
+)
+# Sigma's ATT&CK tags name tactics by MITRE's short names (attack.credential-access).
+_TACTICS: Final = MappingProxyType(
+    {
+        "reconnaissance": "Reconnaissance",
+        "resource-development": "Resource Development",
+        "initial-access": "Initial Access",
+        "execution": "Execution",
+        "persistence": "Persistence",
+        "privilege-escalation": "Privilege Escalation",
+        "defense-evasion": "Defense Evasion",
+        "credential-access": "Credential Access",
+        "discovery": "Discovery",
+        "lateral-movement": "Lateral Movement",
+        "collection": "Collection",
+        "command-and-control": "Command and Control",
+        "exfiltration": "Exfiltration",
+        "impact": "Impact",
+    }
+)
+_TECHNIQUE = re.compile(r"^attack\.(t\d{4})(?:\.(\d{3}))?$")
+
+
+def detection_finding(
+    finding: Finding,
+    forwarder: Mapping[str, Any],
+    *,
+    tenant: str,
+    detected_at_ms: int,
+    version: OcsfVersion = DEFAULT_OCSF_VERSION,
+) -> dict[str, Any]:
+    """A finding of the detection rules as an OCSF Detection Finding (2004) of `version`, with
+    the forwarder's own record of it (`forwarder`) in `unmapped._forwarder`. Sigma's level is the
+    severity (the same five captions), the rule the analytic, its ATT&CK tags the attacks, the
+    events it names the related events."""
+    severity_id, caption = FINDING_SEVERITIES.get(finding.severity, (99, finding.severity))
+    rule = finding.rule
+    info: dict[str, Any] = {
+        "uid": finding.finding_id,
+        "title": finding.title,
+        "analytic": {"uid": finding.rule_id or rule, "name": rule, "type_id": 1, "type": "Rule"},
+        "created_time": detected_at_ms,
+        "first_seen_time": finding.first_ms,
+        "last_seen_time": finding.last_ms,
+        "related_events": [{"uid": log_id} for log_id in finding.log_ids],
+    }
+    attacks = _attacks(finding.tags)
+    if attacks:
+        info["attacks"] = attacks
+    return {
+        "class_uid": DETECTION_FINDING,
+        "class_name": "Detection Finding",
+        "category_uid": 2,
+        "category_name": "Findings",
+        "activity_id": 1,
+        "activity_name": "Create",
+        "type_uid": DETECTION_FINDING * 100 + 1,
+        "type_name": "Detection Finding: Create",
+        "time": detected_at_ms,
+        "severity_id": severity_id,
+        "severity": caption,
+        "status_id": 1,
+        "status": "New",
+        "is_alert": True,
+        "message": finding.title,
+        "count": len(finding.log_ids),
+        "start_time": finding.first_ms,
+        "end_time": finding.last_ms,
+        "finding_info": info,
+        "metadata": {
+            "version": version.name,
+            "product": dict(FINDING_PRODUCT),
+            "log_provider": "Auth0",
+            "tenant_uid": tenant,
+            "uid": finding.finding_id,
+        },
+        "unmapped": {"_forwarder": dict(forwarder)},
+    }
+
+
+def _attacks(tags: tuple[str, ...]) -> list[dict[str, Any]]:
+    """ATT&CK tactics and techniques from Sigma's tags (`attack.t1110.004`: technique T1110,
+    sub-technique T1110.004); other tags are not ATT&CK's."""
+    attacks: list[dict[str, Any]] = []
+    for tag in tags:
+        lowered = tag.lower()
+        technique = _TECHNIQUE.match(lowered)
+        if technique is not None:
+            base = technique.group(1).upper()
+            attack: dict[str, Any] = {"technique": {"uid": base}}
+            if technique.group(2):
+                attack["sub_technique"] = {"uid": f"{base}.{technique.group(2)}"}
+            attacks.append(attack)
+        elif lowered.removeprefix("attack.") in _TACTICS and lowered.startswith("attack."):
+            attacks.append({"tactic": {"name": _TACTICS[lowered.removeprefix("attack.")]}})
+    return attacks

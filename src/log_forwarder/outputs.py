@@ -7,13 +7,17 @@ from typing import Any
 
 from .config import Settings
 from .credentials import pseudonym_key
+from .detections import Detections, PlanSource
 from .planner import OutputPolicy
 from .pseudonymise import Pseudonymiser
 
 
-def output_policy(settings: Settings, secrets: Any) -> OutputPolicy:
+def output_policy(
+    settings: Settings, secrets: Any, plans: PlanSource | None = None
+) -> OutputPolicy:
     """What the configuration asks to be written besides the events; reads the pseudonym key
-    (from `secrets`, a Secrets Manager client) when pseudonyms are asked for."""
+    (from `secrets`, a Secrets Manager client) when pseudonyms are asked for. `plans`: where the
+    detection rules come from (default: the pack the function ships with)."""
     output = settings.output
     pseudonymiser = None
     if output.pii_key_secret and output.pii_paths:
@@ -23,5 +27,5 @@ def output_policy(settings: Settings, secrets: Any) -> OutputPolicy:
         ocsf=output.ocsf_version if output.format == "ocsf" else None,
         keep=output.events,
         pseudonymiser=pseudonymiser,
-        detections=output.detections,
+        detections=None if output.detections is None else Detections(output.detections, plans),
     )

@@ -34,9 +34,11 @@ from .convert import (
     gap_line,
     quarantine_digest,
     quarantine_line,
+    skipped_key,
+    skipped_line,
 )
 from .cursor import Cursor, Pending, Selection
-from .detections import DetectionSettings, DetectionState, Finding, evaluate
+from .detections import Detections, DetectionState, Finding, RuleSet, Skipped, detect
 from .events import LogEvent, Malformed
 from .filters import EventFilter
 from .gaps import gaps_in
@@ -62,7 +64,7 @@ class OutputPolicy:
     ocsf: OcsfVersion | None = None  # OCSF events of this release instead of Auth0's
     keep: EventFilter = field(default_factory=EventFilter)  # which events are forwarded
     pseudonymiser: Pseudonymiser | None = None  # keyed pseudonyms for chosen fields
-    detections: DetectionSettings | None = None  # which rules run, if any
+    detections: Detections | None = None  # which rules run (their plan's source), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,8 @@ class PlanContext:
     # Until when this run may hold an intent: the end of its invocation.
     lease_until_ms: int
     output: OutputPolicy = field(default_factory=OutputPolicy)
+    # The detection rules of this chunk (the session resolves `output.detections`' plan).
+    rules: RuleSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,11 @@ class Batch:
     gaps: tuple[Gap, ...] = ()
     quarantined: tuple[Malformed, ...] = ()
     findings: tuple[Finding, ...] = ()
+    skipped: tuple[Skipped, ...] = ()  # what the rules did not see whole (records too)
+    # Its events the shared correlations take (shared_correlations.py: applied by the executor
+    # after the destinations took the batch, before its commit), and how their records read.
+    shared: tuple[LogEvent, ...] = ()
+    convert: ConvertContext | None = field(default=None, compare=False)
     filtered: int = 0  # new events the filter kept out: remembered, not forwarded
     # Events of an interrupted batch that Auth0 no longer returns: delivered or not, nobody
     # can tell any more, and nothing is waited for.
@@ -125,9 +134,10 @@ class _Records:
     digests: tuple[str, ...] = ()  # of the quarantined entries
     findings: tuple[Finding, ...] = ()
     seen: tuple[str, ...] = ()  # digests of every malformed entry the read returned
+    skipped: tuple[Skipped, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.gaps or self.quarantined or self.findings or self.seen)
+        return bool(self.gaps or self.quarantined or self.findings or self.seen or self.skipped)
 
     def keys(self) -> list[str]:
         """What identifies these records, for a batch id when no event is handed over."""
@@ -135,6 +145,7 @@ class _Records:
             *(f"gap:{gap.from_ms}:{gap.to_ms}" for gap in self.gaps),
             *(f"quarantine:{digest}" for digest in self.digests),
             *(f"finding:{finding.finding_id}" for finding in self.findings),
+            *(skipped_key(skipped) for skipped in self.skipped),
         ]
 
 
@@ -218,17 +229,25 @@ def _unknown_user(cursor: Cursor, chunk: Chunk, context: PlanContext) -> tuple[F
     return (finding,)
 
 
+@dataclass(frozen=True, slots=True)
+class _Detected:
+    findings: tuple[Finding, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    shared: tuple[LogEvent, ...] = ()
+
+
 def _detect(
     cursor: Cursor, events: Sequence[LogEvent], context: PlanContext
-) -> tuple[tuple[Finding, ...], Cursor]:
+) -> tuple[_Detected, Cursor]:
     """The rules' findings on `events` (all of them: a filter chooses what is written, not what
-    is watched), and the cursor carrying the rules' state after them."""
-    settings = context.output.detections
-    if settings is None or not events:
-        return (), cursor
-    state = DetectionState.from_state(cursor.detections)
-    findings, state = evaluate(context.user_id, events, state, settings)
-    return tuple(findings), replace(cursor, detections=state.to_state())
+    is watched), what they did not see whole, the events left to the shared correlations, and
+    the cursor carrying the user's rules' state after them."""
+    rules = context.rules
+    if rules is None or not events:
+        return _Detected(), cursor
+    detected = detect(rules, context.user_id, events, DetectionState.from_state(cursor.detections))
+    found = _Detected(detected.findings, detected.skipped, detected.shared)
+    return found, replace(cursor, detections=detected.state.to_state())
 
 
 def _delivered(
@@ -274,10 +293,11 @@ def _redeliveries(
             claim = replace(state, outbox=state.outbox.with_pending(leased))
             # The rules see these events again from the state before them: the same findings,
             # with the same ids, which the destinations that hold them already skip.
-            findings, after = _detect(claim, again, context)
+            found, after = _detect(claim, again, context)
             after = _delivered(after, again, forwarded=len(again))
             after = replace(after, outbox=after.outbox.with_pending(replace(leased, log_ids=left)))
-            records = _Records(gaps=_abandoned(pending, gone, chunk, context), findings=findings)
+            gaps = _abandoned(pending, gone, chunk, context)
+            records = _Records(gaps=gaps, findings=found.findings, skipped=found.skipped)
             for gap in records.gaps:
                 after = _with_gap(after, gap)
             batches.append(
@@ -290,7 +310,10 @@ def _redeliveries(
                     redelivery=True,
                     since_ms=pending.written_ms or None,
                     gaps=records.gaps,
-                    findings=findings,
+                    findings=found.findings,
+                    skipped=found.skipped,
+                    shared=found.shared,
+                    convert=_convert(chunk.source, context),
                     abandoned=len(gone),
                     future_dated=_future_dated(again, context),
                     reconciled=_reconciled(again, chunk, context),
@@ -325,8 +348,8 @@ def _fresh_batch(
 ) -> Batch | None:
     if not new and not records:
         return None
-    findings, detected = _detect(cursor, new, context)
-    records = replace(records, findings=(*records.findings, *findings))
+    found, detected = _detect(cursor, new, context)
+    records = replace(records, findings=(*records.findings, *found.findings), skipped=found.skipped)
     shown = [e for e in new if context.output.keep.keeps(e.raw)]
     ids = [e.log_id for e in shown]
     # Records alone get an id from what they report, so a retried delivery reuses its S3 keys.
@@ -356,7 +379,10 @@ def _fresh_batch(
         replace(after, position=position, outbox=outbox),
         gaps=records.gaps,
         quarantined=records.quarantined,
-        findings=findings,
+        findings=found.findings,
+        skipped=found.skipped,
+        shared=found.shared,
+        convert=_convert(chunk.source, context),
         filtered=len(new) - len(shown),
         future_dated=_future_dated(new, context),
         pushed=tuple(e.key for e in new) if pushed else (),
@@ -385,10 +411,8 @@ def _end_of_chunk(
     return replace(end, status=status) if status != end.status else end
 
 
-def _lines(
-    events: Sequence[LogEvent], records: _Records, source: str, context: PlanContext
-) -> tuple[OutputLine, ...]:
-    convert = ConvertContext(
+def _convert(source: str, context: PlanContext) -> ConvertContext:
+    return ConvertContext(
         tenant=context.tenant,
         watched_user_id=context.user_id,
         forwarded_at_ms=context.now_ms,
@@ -396,8 +420,23 @@ def _lines(
         ocsf=context.output.ocsf,
         pseudonymiser=context.output.pseudonymiser,
     )
+
+
+def _lines(
+    events: Sequence[LogEvent], records: _Records, source: str, context: PlanContext
+) -> tuple[OutputLine, ...]:
+    convert = _convert(source, context)
     lines = [event_line(e, convert) for e in events]
     lines.extend(gap_line(gap, convert) for gap in records.gaps)
     lines.extend(quarantine_line(entry.raw, entry.reason, convert) for entry in records.quarantined)
-    lines.extend(finding_line(finding, convert) for finding in records.findings)
+    lines.extend(detection_lines(records.findings, records.skipped, convert))
     return tuple(sorted(lines, key=lambda line: line.timestamp_ms))
+
+
+def detection_lines(
+    findings: Sequence[Finding], skipped: Sequence[Skipped], convert: ConvertContext
+) -> list[OutputLine]:
+    """The records of what the detection rules found, and did not see whole."""
+    lines = [finding_line(finding, convert) for finding in findings]
+    lines.extend(skipped_line(one, convert) for one in skipped)
+    return lines

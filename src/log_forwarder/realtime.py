@@ -125,6 +125,8 @@ class Pushed:
 
     chunks: dict[str, Chunk] = field(default_factory=dict)
     ignored: int = 0  # entries of users not watched, or of no user
+    # Those entries' events, for the tenant-wide rules (DETECTIONS_TENANT_WIDE); not forwarded.
+    others: list[LogEvent] = field(default_factory=list)
     # The SQS messages that carried each user's entries: handed back to the queue when the
     # user could not be delivered now but can be soon (busy, a destination failing).
     messages: dict[str, list[str]] = field(default_factory=dict)
@@ -145,6 +147,7 @@ class Pushed:
             user = page.events[0].user_id if page.events else page.malformed[0].owner
             if user not in watched:
                 pushed.ignored += 1
+                pushed.others += page.events
                 continue
             events, malformed = mine.setdefault(user, ([], []))
             events += page.events
@@ -173,7 +176,7 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     messages = list(pushed_messages(event))
     pushed = Pushed.of((entry for _, entry in messages), watched, (i for i, _ in messages))
     report = runtime.forwarder.push(
-        pushed.chunks, remaining_ms=context.get_remaining_time_in_millis
+        pushed.chunks, remaining_ms=context.get_remaining_time_in_millis, others=pushed.others
     )
     queued = any(message_id is not None for message_id, _ in messages)
     summary = _publish(report, pushed, queued=queued)

@@ -7,12 +7,13 @@ template's alarms and docs/operations.md's list read from the same names).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from .cursor import Cursor, Selection
+from .detections import NO_GROUP_KEY, REGEX_INPUT_CUT, TOO_LATE, Skipped
 from .events import iso_ms
 from .exceptions import (
     Auth0AnswerTooLarge,
@@ -27,6 +28,7 @@ from .exceptions import (
 )
 from .planner import Batch
 from .records import DeliveryReport, Gap
+from .shared_correlations import Applied
 from .sinks.registry import NAMES
 from .source import CallStats
 
@@ -97,6 +99,11 @@ class UserReport:
     quarantined: int = 0  # malformed entries recorded for the first time
     filtered: int = 0  # new events the filter kept out (remembered, not forwarded)
     findings: Counter[str] = field(default_factory=Counter)  # by rule
+    # Events the detection rules did not see whole, by reason (detections.SKIPPED_REASONS).
+    detection_skipped: Counter[str] = field(default_factory=Counter)
+    skipped_records: int = 0  # the `detection_skipped` records written for them
+    # Why the shared detection state could not be used (a newer release's, unreadable).
+    detection_state_unavailable: str | None = None
     future_dated: int = 0
     restamped: int = 0
     oversized: int = 0
@@ -178,6 +185,7 @@ class UserReport:
         self.quarantined += len(batch.quarantined)
         self.filtered += batch.filtered
         self.findings.update(finding.rule for finding in batch.findings)
+        self._add_skipped(batch.skipped)
         self.future_dated += batch.future_dated
         self.forwarded += len(batch.events)
         self.reconciled += batch.reconciled
@@ -188,6 +196,18 @@ class UserReport:
         if batch.events:
             newest = batch.events[-1].date_ms
             self.newest_forwarded_ms = max(self.newest_forwarded_ms or newest, newest)
+
+    def add_shared(self, applied: Applied) -> None:
+        """What the shared correlations found in a batch of this user's, delivered already."""
+        self.findings.update(finding.rule for finding in applied.findings)
+        self._add_skipped(applied.skipped)
+        if applied.unavailable is not None:
+            self.detection_state_unavailable = applied.unavailable
+
+    def _add_skipped(self, records: Sequence[Skipped]) -> None:
+        self.skipped_records += len(records)
+        for skipped in records:
+            self.detection_skipped[skipped.reason] += skipped.count
 
     @property
     def missing(self) -> bool:
@@ -214,6 +234,7 @@ class UserReport:
             "quarantined": self.quarantined,
             "filtered": self.filtered,
             "findings": dict(self.findings),
+            "detection_skipped": dict(self.detection_skipped),
             "future_dated": self.future_dated,
             "restamped": self.restamped,
             "oversized": self.oversized,
@@ -271,6 +292,13 @@ class RunReport:
     tenant_failure: TenantFailure | None = None  # every user's read failed the same way
     # The detection plan the run evaluated, and the installed packs left out of it, with why.
     rule_packs: ActivePlan | None = None
+    # DETECTIONS_TENANT_WIDE: findings in events of users nobody watches (not a watched user).
+    tenant_wide: UserReport | None = None
+
+    @property
+    def detection_reports(self) -> list[UserReport]:
+        """The reports whose findings and skipped events the detection metrics count."""
+        return [*self.users, *([self.tenant_wide] if self.tenant_wide else [])]
 
     @property
     def realtime_stalled(self) -> bool:
@@ -334,6 +362,7 @@ class RunReport:
             "gaps": sum(len(u.gaps) for u in self.users),
             "failed_users": [u.user_id for u in self.failed],
             "tenant_failure": self.tenant_failure.as_dict() if self.tenant_failure else None,
+            "tenant_wide_findings": dict(self.tenant_wide.findings) if self.tenant_wide else None,
             **(self.read.as_dict() if self.read else {}),
             **(self.rule_packs.as_dict() if self.rule_packs else {}),
         }
@@ -341,6 +370,10 @@ class RunReport:
 
 def _total(attribute: str) -> Callable[[RunReport], float]:
     return lambda run: sum(getattr(u, attribute) for u in run.users)
+
+
+def _skipped(reason: str) -> Callable[[RunReport], float]:
+    return lambda run: sum(u.detection_skipped[reason] for u in run.detection_reports)
 
 
 def _delivered(destination: str) -> Callable[[RunReport], float]:
@@ -374,6 +407,20 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
     ("PossibleRepeats", "Count", _total("possible_repeats")),
     ("AbandonedPendingEvents", "Count", _total("abandoned")),
     ("Gaps", "Count", lambda run: sum(len(u.gaps) for u in run.users)),
+    # Events the detection rules did not see whole (a record in the destinations says which).
+    *(
+        (name, "Count", _skipped(reason))
+        for name, reason in (
+            ("DetectionTooLate", TOO_LATE),
+            ("DetectionNoGroupKey", NO_GROUP_KEY),
+            ("DetectionRegexInputCut", REGEX_INPUT_CUT),
+        )
+    ),
+    (
+        "DetectionStateUnavailable",
+        "Count",
+        lambda run: sum(u.detection_state_unavailable is not None for u in run.detection_reports),
+    ),
     ("Auth0ApiCalls", "Count", lambda run: run.calls.api_calls),
     ("Auth0RateLimited", "Count", lambda run: run.calls.rate_limited),
     ("Auth0Retries", "Count", lambda run: run.calls.retries),
@@ -436,9 +483,24 @@ def tenant_outage(users: list[UserReport]) -> TenantFailure | None:
 def findings_by_rule(run: RunReport) -> Counter[str]:
     """`Findings`, published per rule (dimension `rule`) beside the metrics above."""
     total: Counter[str] = Counter()
-    for user in run.users:
+    for user in run.detection_reports:
         total.update(user.findings)
     return total
+
+
+def merged(first: UserReport | None, second: UserReport) -> UserReport:
+    """Two reports of the tenant-wide rules (windows of one run) as one."""
+    if first is None:
+        return second
+    first.findings.update(second.findings)
+    first.detection_skipped.update(second.detection_skipped)
+    first.skipped_records += second.skipped_records
+    for name, count in second.delivered.items():
+        first.delivered[name] = first.delivered.get(name, 0) + count
+    first.detection_state_unavailable = (
+        first.detection_state_unavailable or second.detection_state_unavailable
+    )
+    return first
 
 
 def metric_values(run: RunReport) -> Iterator[tuple[str, str, float]]:

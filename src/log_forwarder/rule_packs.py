@@ -273,6 +273,11 @@ class RulePacks:
     def __call__(self) -> Plan:
         return self.active().plan
 
+    def plan(self, deadline: Deadline | None = None) -> Plan:
+        """The active plan, a read of the store kept within `deadline` (the detection path's
+        provider, detections.PlanSource)."""
+        return self.active(deadline).plan
+
     def active(self, deadline: Deadline | None = None) -> ActivePlan:
         now = self.clock()
         if self._active is None or now >= self._next_read:

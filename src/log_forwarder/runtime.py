@@ -8,6 +8,7 @@ redelivering wrappers, a backfill's bounded source) is an `Overrides` of it.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class Runtime:
     store: CheckpointStore
     watch_list: DynamoWatchList | None = None
     sinks: tuple[Sink, ...] = ()
-    # The active detection plan: the default pack and the installed ones (None: no store).
+    # The active detection plan: the default pack and the installed ones (None: no rule runs).
     rule_packs: RulePacks | None = None
 
 
@@ -108,8 +109,8 @@ def build_runtime(
         pushed = DynamoPushedLedger(
             settings.pushed_events_table, client("dynamodb", AWS_CLIENT_CONFIG)
         )
-    # The active detection plan's provider (rule_packs.py); the detection path takes its plan
-    # from it once that path evaluates Sigma plans (task sigma-wire's seam).
+    # The active detection plan's provider (rule_packs.py): the one place the detection path
+    # takes its plan from, the shipped default pack when no pack is installed.
     packs = rule_packs(settings, client, clock, overrides.rule_packs)
     forwarder = Forwarder(
         settings=settings,
@@ -117,7 +118,7 @@ def build_runtime(
         store=store,
         sinks=sinks,
         clock=clock,
-        output=overrides.output(output_policy(settings, secrets)),
+        output=overrides.output(output_policy(settings, secrets, packs.plan if packs else None)),
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
@@ -130,18 +131,19 @@ def rule_packs(
     clock: Callable[[], float],
     source: PackSource | None = None,
 ) -> RulePacks | None:
-    """The provider of the active plan, when packs are installed somewhere (RULE_PACKS_TABLE).
-    Imported only then: the engine is not part of a cold start that does not use it."""
-    if settings.output.detections is None or (source is None and not settings.rule_packs_table):
-        return None  # no rule runs, or none is installed anywhere
+    """The provider of the active plan: the shipped default pack (tuned by the DETECTION_*
+    settings), and the packs installed in RULE_PACKS_TABLE when it is set. None when no rule
+    runs: the engine is imported only then, so a cold start that does not use it pays nothing."""
+    detections = settings.output.detections
+    if detections is None:
+        return None
+    from .detections import default_plan
     from .rule_packs import DynamoPackStore, RulePacks
-    from .sigma_plan import merge
 
-    if source is None:
-        assert settings.rule_packs_table
+    if source is None and settings.rule_packs_table:
         source = DynamoPackStore(settings.rule_packs_table, client("dynamodb", AWS_CLIENT_CONFIG))
-    # The shipped default pack (task sigma-wire) is not there yet: an empty plan stands for it.
-    return RulePacks(source, lambda: merge(()), settings.rule_packs_max_age_s, clock)
+    default = functools.partial(default_plan, detections)
+    return RulePacks(source, default, settings.rule_packs_max_age_s, clock)
 
 
 def destinations(settings: Settings, client: ClientFactory) -> list[Sink]:

@@ -24,11 +24,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .chunk import Chunk, FactsSpan
 from .config import Settings
+from .convert import ConvertContext
 from .cursor import Cursor, Selection, settled_by
-from .events import iso_ms
+from .detections import RuleSet
+from .events import LogEvent, iso_ms
 from .exceptions import (
     Auth0Error,
     CheckpointConflict,
@@ -40,13 +43,19 @@ from .exceptions import (
 )
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
-from .planner import Batch, OutputPolicy, Plan, PlanContext, plan_chunk
+from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, plan_chunk
 from .pushed import PushedLedger
+from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
+from .retry import Deadline
+from .shared_correlations import TENANT_FINDINGS, Applied, SharedCorrelations
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
 from .store import CheckpointStore, StoredCheckpoint
 from .user_lookup import LookupQuota, look_up, lookup_due
+
+if TYPE_CHECKING:
+    from .sigma_plan import Plan as SigmaPlan
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +121,14 @@ class SessionEnv:
     directory: UserDirectory | None = None
     # What the real-time path delivered (pushed.py): None when it is off.
     pushed: PushedLedger | None = None
+    # The detection state no single checkpoint holds (shared_correlations.py).
+    shared: SharedCorrelations | None = None
+
+    def rules(self, deadline: Deadline) -> RuleSet | None:
+        """The detection rules now (their source may have changed since the last chunk); a
+        provider that reads its store does so within `deadline`."""
+        detections = self.output.detections
+        return detections.rules(deadline) if detections is not None else None
 
 
 def outcome_of(error: BaseException) -> Outcome:
@@ -177,6 +194,7 @@ class UserSession:
         self._recorded = False  # the batch under way is in the pushed-events table
         self._opening: Opening | None = None  # how it was opened (None: not yet)
         self._opened = False  # open went through
+        self._rules: RuleSet | None = None  # the detection rules the current chunk is planned with
         self.found: Cursor | None = None  # the stored cursor, decoded
         if stored is not None:
             try:
@@ -382,7 +400,8 @@ class UserSession:
                 self._claimed.add(batch.batch_id)
             self._recorded = False
             try:
-                execute(batch, checkpoint, self.env.sinks, report.add_delivery, record)
+                share = self._share if self.env.shared is not None else None
+                execute(batch, checkpoint, self.env.sinks, report.add_delivery, record, share)
             except CheckpointConflict as conflict:
                 # Refused at its first write: the intent, or a checkpoint-only batch's cursor.
                 if checkpoint.version == version and (batch.intent is not None or not batch.lines):
@@ -394,6 +413,18 @@ class UserSession:
                 raise
             report.add_batch(batch)
             _log_batch(self.user_id, batch)
+
+    def _share(self, batch: Batch) -> None:
+        """The batch's events to the correlations whose groups span users, once; what they find
+        goes to this user's destinations (shared_correlations.py)."""
+        rules, shared = self._rules, self.env.shared
+        if rules is None or rules.shared is None or shared is None or batch.convert is None:
+            return
+        applied = apply_shared(
+            self.env, self.run, rules.shared, rules, batch.shared, self.user_id, batch.convert,
+            self.report,
+        )  # fmt: skip
+        self.report.add_shared(applied)
 
     def _record(self, batch: Batch) -> None:
         """A push's batch into the pushed-events table, with what its commit settles (the
@@ -415,6 +446,7 @@ class UserSession:
 
     def _context(self, read_started_ms: int) -> PlanContext:
         settings, now_ms = self.env.settings, self.env.now_ms()
+        self._rules = self.env.rules(self.run.scope.deadline)
         return PlanContext(
             user_id=self.user_id,
             tenant=settings.auth0_domain,
@@ -424,6 +456,7 @@ class UserSession:
             min_retention_ms=settings.log_retention_ms,
             lease_until_ms=self.run.lease_until(now_ms),
             output=self.env.output,
+            rules=self._rules,
         )
 
     # -- close -----------------------------------------------------------------------------------
@@ -538,6 +571,59 @@ class UserSession:
             # A bug. The other users still finish (their deliveries must not be cut in half);
             # then the run fails with this exception, traceback and all.
             logger.exception("User not forwarded: unexpected error", extra={"user_id": user_id})
+
+
+def apply_shared(
+    env: SessionEnv,
+    run: RunContext,
+    part: SigmaPlan,
+    rules: RuleSet,
+    events: Sequence[LogEvent],
+    user_id: str,
+    convert: ConvertContext,
+    report: UserReport,
+) -> Applied:
+    """`events` to the shared item's `part` of the rules; what they find is written to
+    `user_id`'s destinations (counted in `report`), exactly once."""
+    assert env.shared is not None
+
+    def deliver(delivery: Delivery) -> None:
+        for sink in env.sinks:
+            report.add_delivery(sink.deliver(delivery))
+
+    return env.shared.apply(
+        part,
+        rules.plan,
+        events,
+        user_id=user_id,
+        render=lambda findings, skipped: detection_lines(findings, skipped, convert),
+        deliver=deliver,
+        lease_until_ms=run.lease_until(env.now_ms()),
+        deadline=run.scope.deadline,
+    )
+
+
+def evaluate_tenant_wide(
+    env: SessionEnv, run: RunContext, events: Sequence[LogEvent], source: str
+) -> UserReport | None:
+    """The tenant-wide rules (DETECTIONS_TENANT_WIDE) on events of users nobody watches: their
+    findings are written (as the destinations' "#tenant" user), the events are not. None when
+    there is nothing to run; a report of what they found otherwise."""
+    rules = env.rules(run.scope.deadline)
+    if rules is None or rules.tenant is None or env.shared is None or not events:
+        return None
+    report = UserReport(TENANT_FINDINGS)
+    convert = ConvertContext(
+        tenant=env.settings.auth0_domain,
+        watched_user_id="",
+        forwarded_at_ms=env.now_ms(),
+        source=source,
+        ocsf=env.output.ocsf,
+        pseudonymiser=env.output.pseudonymiser,
+    )
+    applied = apply_shared(env, run, rules.tenant, rules, events, TENANT_FINDINGS, convert, report)
+    report.add_shared(applied)
+    return report
 
 
 def _decoded(stored: StoredCheckpoint) -> Cursor:

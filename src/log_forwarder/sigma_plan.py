@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from .exceptions import RulePackError
@@ -37,6 +37,27 @@ MAX_REGEX_INPUT: Final = 1024
 CORRELATION_KINDS: Final = ("event_count", "value_count", "temporal", "temporal_ordered")
 CONDITION_OPERATORS: Final = ("gt", "gte", "lt", "lte", "eq")
 LEVELS: Final = ("informational", "low", "medium", "high", "critical")
+USER_PATH: Final = ("user_id",)
+# Event types whose `user_id` is not an end user's own account at work: Management API calls and
+# key operations (the administrator or machine client making them), signups and their
+# verification (an account nobody watches yet), a machine's client-credentials token.
+UNWATCHED_TYPES: Final = frozenset(
+    {
+        "sapi",
+        "fapi",
+        "mgmt_api_read",
+        "gd_tenant_update",
+        "kms_key_management_success",
+        "kms_key_management_failure",
+        "ss",
+        "fs",
+        "signup_pwd_leak",
+        "sv",
+        "fv",
+        "seccft",
+        "feccft",
+    }
+)
 
 Matcher = Callable[[Mapping[str, Any]], bool]
 Path = tuple[str, ...]
@@ -77,6 +98,15 @@ class PlanRule:
     placeholders: tuple[str, ...]  # catalog `{name}` texts nobody filled in
     matches: Matcher = field(compare=False, repr=False)
     regex_paths: tuple[Path, ...] = ()
+    # The `type` values its condition provably requires (lowercase); None: not bounded.
+    types: frozenset[str] | None = None
+
+    @property
+    def sees_unwatched_users(self) -> bool:
+        """Whether every event it can match is one whose user is nobody's watched account: a
+        Management API call (its user is the administrator or machine client making it), a
+        signup (an account nobody watches yet), a machine's token (docs/detections.md)."""
+        return self.types is not None and bool(self.types) and self.types <= UNWATCHED_TYPES
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +126,16 @@ class PlanCorrelation:
     value_paths: Mapping[str, Path]  # value_count: per referenced rule, the counted field
     timespan_ms: int
     conditions: tuple[tuple[str, float], ...]  # all must hold: (operator, count)
+    name: str | None = None
 
     def holds(self, count: int) -> bool:
         return all(_compare(op, count, bound) for op, bound in self.conditions)
+
+    @property
+    def per_user(self) -> bool:
+        """Whether its groups stay within one user (a group-by field is the event's user_id):
+        its state can live in that user's checkpoint; any other spans users."""
+        return all(USER_PATH in paths for paths in self.group_paths.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +150,15 @@ class Plan:
 
     def matching(self, event: Mapping[str, Any]) -> tuple[PlanRule, ...]:
         """The rules `event` matches, in plan order."""
+        return tuple(rule for rule in self._candidates(event) if rule.matches(event))
+
+    def _candidates(self, event: Mapping[str, Any]) -> tuple[PlanRule, ...]:
+        """The rules that can match `event`, by its type."""
         code = event.get("type")
         if isinstance(code, str):
-            candidates = self._by_type.get(fold_case(code), self._any_type)
-        else:  # absent, or not text: a list of types is multi-valued like any other field
-            candidates = self._any_type if code is None else self.rules
-        return tuple(rule for rule in candidates if rule.matches(event))
+            return self._by_type.get(fold_case(code), self._any_type)
+        # Absent, or not text: a list of types is multi-valued like any other field.
+        return self._any_type if code is None else self.rules
 
     def ids(self) -> tuple[str, ...]:
         """The ids of its rules, then of its correlations."""
@@ -136,10 +176,34 @@ class Plan:
                 return rule
         raise KeyError(rule_id)
 
+    def part(self, correlations: Iterable[PlanCorrelation], *, findings_of: Iterable[str]) -> Plan:
+        """The plan cut down to `correlations` and the rules they use, plus the rules whose ids
+        are in `findings_of` giving their own findings (if standalone here): the part of the
+        rules one state holds (a user's checkpoint, the shared item)."""
+        kept = tuple(correlations)
+        standalone = set(findings_of)
+        used = {rid for correlation in kept for rid in correlation.rule_ids}
+        rules = {
+            rule.id: replace(rule, standalone=rule.standalone and rule.id in standalone)
+            for rule in self.rules
+            if rule.id in used or (rule.standalone and rule.id in standalone)
+        }
+
+        def cut(candidates: Iterable[PlanRule]) -> tuple[PlanRule, ...]:
+            return tuple(rules[rule.id] for rule in candidates if rule.id in rules)
+
+        return Plan(
+            rules=tuple(rules.values()),
+            correlations=kept,
+            compiled_by=self.compiled_by,
+            _by_type={code: cut(found) for code, found in self._by_type.items()},
+            _any_type=cut(self._any_type),
+        )
+
     def regex_inputs_cut(self, event: Mapping[str, Any]) -> tuple[str, ...]:
         """Rules whose regex saw only part of a field's values here (MAX_REGEX_INPUT in all)."""
         cut = []
-        for rule in self.rules:
+        for rule in self._candidates(event):
             for path in rule.regex_paths:
                 texts = (json_text(v) for v in _values(_resolve(event, path)))
                 if sum(len(t) for t in texts if t is not None) > MAX_REGEX_INPUT:
@@ -163,7 +227,11 @@ def load_plan(document: object) -> Plan:
             f"reads ({PLAN_VERSION}): compile the rules again with this release's CLI"
         )
     fields = _read_fields(document.get("fields"))
-    rules = tuple(_read_rule(item, fields) for item in _list(document.get("rules"), "rules"))
+    items = _list(document.get("rules"), "rules")
+    rules = tuple(
+        replace(_read_rule(item, fields), types=_type_bound(item.get("condition"), fields))
+        for item in items
+    )
     ids = [rule.id for rule in rules]
     if len(set(ids)) != len(ids):
         raise RulePackError("Sigma plan: two rules share an id")
@@ -172,7 +240,7 @@ def load_plan(document: object) -> Plan:
         for item in _list(document.get("correlations", []), "correlations")
     )
     compiled_by = document.get("compiled_by", {})
-    by_type, any_type = _type_index(rules, _list(document.get("rules"), "rules"), fields)
+    by_type, any_type = _type_index(rules)
     return Plan(
         rules=rules,
         correlations=correlations,
@@ -260,6 +328,7 @@ def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> P
         value_paths=value_paths,
         timespan_ms=timespan,
         conditions=tuple(conditions),
+        name=_str(item.get("name")),
     )
 
 
@@ -276,18 +345,13 @@ def _header(item: Mapping[str, Any], owner: str) -> dict[str, Any]:
 
 
 def _type_index(
-    rules: Sequence[PlanRule], items: Sequence[Any], fields: list[Path]
+    rules: Sequence[PlanRule],
 ) -> tuple[dict[str, tuple[PlanRule, ...]], tuple[PlanRule, ...]]:
     """Rules by the event types they can match; most catalog rules name their `type`."""
-    bounds = [_type_bound(item.get("condition"), fields) for item in items]
-    any_type = tuple(rule for rule, bound in zip(rules, bounds, strict=True) if bound is None)
-    codes = {code for bound in bounds if bound for code in bound}
+    any_type = tuple(rule for rule in rules if rule.types is None)
+    codes = {code for rule in rules if rule.types for code in rule.types}
     by_type = {
-        code: tuple(
-            rule
-            for rule, bound in zip(rules, bounds, strict=True)
-            if bound is None or code in bound
-        )
+        code: tuple(rule for rule in rules if rule.types is None or code in rule.types)
         for code in codes
     }
     return by_type, any_type

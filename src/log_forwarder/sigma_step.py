@@ -41,6 +41,8 @@ from .events import LogEvent
 from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, values_at
 
 STATE_VERSION: Final = 1
+TOO_LATE: Final = "too_late"
+NO_GROUP_KEY: Final = "no_group_key"
 MAX_FINDING_LOG_IDS: Final = 50
 MAX_GROUP_EVENTS: Final = 50
 
@@ -123,11 +125,29 @@ class CorrelationState:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """An event a correlation did not count: `too_late` (older than the watermark less the
+    timespan) or `no_group_key` (a group-by field missing, or holding a list)."""
+
+    correlation_id: str
+    reason: str
+    log_id: str
+    date_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class StepResult:
     findings: list[SigmaFinding]
     state: CorrelationState
-    too_late: int = 0  # correlation events older than watermark - timespan, not counted
-    no_group_key: int = 0  # correlation events without every group-by field, not counted
+    skipped: tuple[Skipped, ...] = ()
+
+    @property
+    def too_late(self) -> int:
+        return sum(s.reason == TOO_LATE for s in self.skipped)
+
+    @property
+    def no_group_key(self) -> int:
+        return sum(s.reason == NO_GROUP_KEY for s in self.skipped)
 
 
 def step(
@@ -141,7 +161,7 @@ def step(
     watermark = state.watermark_ms
     findings: list[SigmaFinding] = []
     seen: set[str] = set()
-    too_late = no_key = 0
+    skipped: list[Skipped] = []
     ordered = sorted(events, key=lambda e: e.key)
     # Events of one millisecond are all in a window that ends then (SQL's RANGE frame includes
     # its peers), so windows are judged once the whole millisecond is in.
@@ -159,12 +179,12 @@ def step(
                 if not slots:
                     continue
                 if watermark is not None and date_ms < watermark - correlation.timespan_ms:
-                    too_late += 1
+                    skipped.append(Skipped(correlation.id, TOO_LATE, event.log_id, date_ms))
                     continue
                 groups = work.setdefault(correlation.id, {})
                 added = _add(correlation, groups, event, slots, limits)
                 if added is None:
-                    no_key += 1
+                    skipped.append(Skipped(correlation.id, NO_GROUP_KEY, event.log_id, date_ms))
                 elif added[1]:
                     touched[(correlation.id, added[0])] = (correlation, added[2], event.log_id)
         for (cid, key), (correlation, key_values, log_id) in touched.items():
@@ -176,7 +196,7 @@ def step(
                 _expire(correlation, work[correlation.id], watermark, limits)
     _within_total(work, limits.max_entries)
     kept = {cid: groups for cid, groups in work.items() if groups}
-    return StepResult(findings, CorrelationState(watermark, kept), too_late, no_key)
+    return StepResult(findings, CorrelationState(watermark, kept), tuple(skipped))
 
 
 # -- correlations ----------------------------------------------------------------------------

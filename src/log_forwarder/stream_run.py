@@ -39,9 +39,9 @@ from .exceptions import Auth0AnswerTooLarge, ForwarderError
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
 from .read_mode import PER_USER, STREAM, Decision, TenantRecord, TenantState
-from .report import Outcome, TenantFailure
+from .report import Outcome, TenantFailure, UserReport, merged
 from .roster import digest, pack
-from .session import Opening, RunContext, SessionEnv, UserSession, outcome_of
+from .session import Opening, RunContext, SessionEnv, UserSession, evaluate_tenant_wide, outcome_of
 from .stream import (
     STREAM_SOURCE,
     CheckpointUnknown,
@@ -100,6 +100,8 @@ class StreamResult:
     complete: bool | None = None  # read to the end of the log (None: the stream was not read)
     fallback: Decision | None = None  # set when the run read per user after all
     error: str | None = None  # the stream could not go on: the run fails after its report
+    # DETECTIONS_TENANT_WIDE: what the rules found in events of users nobody watches.
+    tenant_wide: UserReport | None = None
 
 
 class StreamRun:
@@ -309,7 +311,8 @@ class StreamRun:
             self._result.events_read += window.returned
             unread = self._unread(window) if first else None
             first = False
-            if not self._deliver(self._chunks(window, unread), started_ms) and hold is None:
+            delivered = self._deliver(self._chunks(window, unread), started_ms)
+            if not (delivered and self._tenant_wide(window)) and hold is None:
                 hold = window.after
             if not self._move(hold or window.to, window.returned):
                 self._result.complete = False
@@ -409,6 +412,25 @@ class StreamRun:
         failed = {user for user, ok in zip(chunks, done, strict=True) if not ok}
         self._left_out |= failed
         return not failed
+
+    def _tenant_wide(self, window: Window) -> bool:
+        """DETECTIONS_TENANT_WIDE: the window's events of users nobody watches through the rules
+        of such users, before the checkpoint moves past them; False when that failed (the
+        checkpoint stays before the window, which is read again: the rules skip what they saw)."""
+        watched = {session.user_id for session in self._sessions}
+        others = [e for e in window.events if e.user_id not in watched]
+        try:
+            found = evaluate_tenant_wide(self._env, self._run, others, STREAM_SOURCE)
+        except ForwarderError as error:
+            logger.error(
+                "Tenant-wide detections failed; the stream waits for them",
+                extra={"error": f"{type(error).__name__}: {error}"},
+            )
+            self._result.error = self._result.error or f"tenant-wide detections: {error}"
+            return False
+        if found is not None:
+            self._result.tenant_wide = merged(self._result.tenant_wide, found)
+        return True
 
     def _move(self, position: str, returned: int) -> bool:
         """Write the stream checkpoint; False if another run moved it first (it owns the

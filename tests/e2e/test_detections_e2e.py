@@ -22,7 +22,9 @@ from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.aws_fault_proxy import AwsFaultProxy
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
+from devtools.realtime_stack import RealtimePath
 from devtools.traffic import generate_user_events
+from tests.e2e.conftest import Clock, deployer, ok
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +209,178 @@ def test_a_finding_redelivered_after_a_crash_is_not_written_twice(aws: LocalAws)
             if r["_forwarder"].get("record_type") == "finding"
         ]
         assert len(ids) == 1 == len(set(ids))
+
+
+# How the first run dies: S3 refuses every put (the batch is never committed, the shared
+# item never applied), or the finding's own CloudWatch put is applied and its answer lost (the
+# shared item holds it pending: the next run delivers it again, the destination skips it).
+CRASHES = {
+    "batch-refused": ("S3.PUT", "refuse", None, True),
+    "finding-answer-lost": ("Logs_20140328.PutLogEvents", "lose", b"credential_stuffing", False),
+}
+
+
+@pytest.mark.parametrize("crash", sorted(CRASHES))
+@pytest.mark.parametrize("read_mode", ["per-user", "stream"])
+def test_credential_stuffing_against_two_users_is_one_finding_through_a_crash(
+    aws: LocalAws,
+    findings_queue: Callable[[], list[dict[str, Any]]],
+    read_mode: str,
+    crash: str,
+) -> None:
+    # GIVEN one IP failing to log in as two watched users within the hour (3 failures each:
+    # far from a user's own burst), and a third user failing from elsewhere
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(11)
+    first, second, other = "auth0|stuffed-a", "auth0|stuffed-b", "auth0|elsewhere"
+    attacker, elsewhere = "198.51.100.7", "203.0.113.9"
+    failures = [
+        event(user, "fp", start + timedelta(minutes=2 * i + offset), rng, ip=attacker)
+        for i in range(3)
+        for user, offset in ((first, 0), (second, 1))
+    ] + [event(other, "fp", start + timedelta(minutes=3), rng, ip=elsewhere)]
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stored = sim.add_events(failures)
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-stuffing-{read_mode}-{crash}-{int(time.time())}",
+            watched_user_ids=[first, second, other],
+            READ_MODE=read_mode,
+        )
+        # WHEN the first run dies mid-delivery, the next run redelivers what it left, and a
+        # third run finds nothing new
+        operation, action, body, fails = CRASHES[crash]
+        with AwsFaultProxy(aws.endpoint_url) as proxy:
+            stack.env["AWS_ENDPOINT_URL"] = proxy.url
+            proxy.add(operation, action, times=1000, body_contains=body)
+            assert (stack.invoke().error is not None) == fails
+            assert proxy.faults, "the fault was never met"
+            proxy.clear()
+            assert stack.invoke().error is None
+            assert stack.invoke().error is None
+    # THEN each destination holds one credential_stuffing finding, naming the attacker's
+    # failures of both users and only them
+    attacked = {e["log_id"] for e in stored if e.get("ip") == attacker}
+    for records in (
+        [r for user in (first, second, other) for r in stack.cloudwatch_records(user)],
+        [r for user in (first, second, other) for r in stack.s3_records(user)],
+    ):
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and r["_forwarder"]["rule"] == "credential_stuffing"
+        ]
+        assert len(found) == 1, found
+        (finding,) = found
+        assert set(finding["log_ids"]) <= attacked and len(finding["log_ids"]) >= 2
+        assert finding["details"]["group"] == {"data.ip": attacker}
+        assert finding["level"] == "high" and "attack.t1110.004" in finding["tags"]
+        assert finding["rule_id"] == "715e9bdc-3ba0-430e-96a8-31215e69c3d8"
+    # AND EventBridge got it once
+    bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
+    assert len(bus) == 1, bus
+
+
+def test_credential_stuffing_pushed_in_real_time_is_one_finding_and_the_schedule_adds_none(
+    aws: LocalAws, findings_queue: Callable[[], list[dict[str, Any]]]
+) -> None:
+    # GIVEN the real-time path on, and two watched users the schedule has started
+    clock = Clock()
+    first, second = "auth0|rt-stuffed-a", "auth0|rt-stuffed-b"
+    attacker = "198.51.100.77"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500), clock=clock) as sim:
+        stack = deployer(aws, sim, clock, "detect-rt", watched_user_ids=[first, second])()
+        realtime = RealtimePath(stack)
+        ok(stack.invoke())
+        rng = random.Random(5)
+        now = clock.now()
+        failures = sim.add_events(
+            [
+                event(user, "fp", now - timedelta(seconds=60 - 5 * i), rng, ip=attacker)
+                for i in range(3)
+                for user in (first, second)
+            ]
+        )
+        # WHEN Auth0's stream pushes the failures, some of them twice, and a run follows
+        emitter = realtime.emitter()
+        emitter.emit(failures)
+        emitter.emit(failures[:3])
+        summaries = [ok(invocation) for invocation in realtime.deliver_pushed()]
+        assert sum(s["RealtimeEvents"] for s in summaries) == len(failures)
+
+        def stuffing(read: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [
+                r["_forwarder"]
+                for user in (first, second)
+                for r in read(user)
+                if r["_forwarder"].get("rule") == "credential_stuffing"
+                and r["_forwarder"].get("record_type") == "finding"
+            ]
+
+        # THEN the push path wrote the finding, before any scheduled run
+        assert len(stuffing(stack.cloudwatch_records)) == 1
+        clock.offset += 300
+        ok(stack.invoke())
+    # AND after the run that confirms the pushed events, the destinations still hold it once,
+    # and EventBridge got it once
+    for read in (stack.cloudwatch_records, stack.s3_records):
+        found = stuffing(read)
+        assert len(found) == 1, found
+        assert set(found[0]["log_ids"]) <= {e["log_id"] for e in failures}
+    bus = [m["detail"] for m in findings_queue() if m["detail"]["rule"] == "credential_stuffing"]
+    assert len(bus) == 1, bus
+
+
+@pytest.mark.parametrize("tenant_wide", ["true", "false"])
+def test_tenant_wide_rules_find_an_unwatched_admin_in_stream_mode_and_forward_no_event(
+    aws: LocalAws, tenant_wide: str
+) -> None:
+    # GIVEN an administrator nobody watches changing MFA through the Management API, and a
+    # watched user's ordinary traffic, read from the tenant stream
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(13)
+    watched, admin = "auth0|tw-watched", "auth0|tw-unwatched-admin"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        sim.add_events(generate_user_events(watched, count=5, start=start, end=start, rng=rng))
+        (call,) = sim.add_events([management(admin, admin, start + timedelta(minutes=1), rng)])
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-tw-{tenant_wide}-{int(time.time())}",
+            watched_user_ids=[watched],
+            READ_MODE="stream",
+            DETECTIONS_TENANT_WIDE=tenant_wide,
+            FINDINGS_EVENT_BUS="none",
+        )
+        # WHEN the function runs, twice (the second reads nothing new)
+        first_run = ok(stack.invoke())
+        ok(stack.invoke())
+    # THEN with the option on, the admin's call is one admin_action finding of nobody watched
+    # (CloudWatch's stream `#tenant`, S3's records without a watched user), naming the call;
+    # off, nothing. The call itself is never forwarded.
+    tenant_records = {
+        "cloudwatch": stack.cloudwatch_records("#tenant"),
+        "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
+    }
+    for records in tenant_records.values():
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and call["log_id"] in r["_forwarder"]["log_ids"]
+        ]
+        if tenant_wide == "true":
+            assert [(f["rule"], f["log_ids"]) for f in found] == [
+                ("admin_action", [call["log_id"]])
+            ]
+            assert found[0]["details"]["group"]["data.user_id"] == admin
+        else:
+            assert found == []
+        assert all(r.get("log_id") != call["log_id"] for r in records)
+    forwarded = [r for r in stack.s3_records() if "log_id" in r]
+    assert call["log_id"] not in {r["log_id"] for r in forwarded}
+    assert first_run["tenant_wide_findings"] == (
+        {"admin_action": 1} if tenant_wide == "true" else None
+    )

@@ -11,6 +11,7 @@ from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from log_forwarder.exceptions import ConfigError
+from log_forwarder.ocsf import DETECTION_FINDING
 from tests.e2e.conftest import stack_name
 from tests.e2e.test_output_options import deploy, events_in, seed
 from tests.unit.test_ocsf import validate_ocsf
@@ -29,8 +30,17 @@ def test_each_release_is_written_as_that_release_accepts_it(
     assert stack.invoke().error is None
     # THEN every event line says that release and is valid against it, once per Auth0 event
     methods: Counter[object] = Counter()
+    findings = 0
     for user, events in seeded.items():
         for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
+            # AND the rules' findings are Detection Findings (2004) that release accepts
+            for finding in (r for r in records if r.get("class_uid") == DETECTION_FINDING):
+                finding.pop("@timestamp", None)
+                assert finding["metadata"]["version"] == release
+                validate_ocsf(finding, corpus="end to end (OCSF_VERSION), findings")
+                assert finding["finding_info"]["analytic"]["uid"]
+                assert finding["finding_info"]["related_events"]
+                findings += 1
             lines = events_in(records)
             for line in lines:
                 line.pop("@timestamp", None)
@@ -41,6 +51,7 @@ def test_each_release_is_written_as_that_release_accepts_it(
             assert Counter(x["metadata"]["uid"] for x in lines) == Counter(
                 e["log_id"] for e in events
             )
+    assert findings > 0
     # AND a PATCH is http_method PATCH only where the release defines it
     assert methods["GET"] > 0
     assert (methods["PATCH"] > 0, methods[None] > 0) == (

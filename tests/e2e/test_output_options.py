@@ -16,6 +16,7 @@ from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
 from devtools.traffic import generate_user_events
 from log_forwarder.filters import CATEGORIES
+from log_forwarder.ocsf import DETECTION_FINDING
 from tests.unit.test_ocsf import validate_ocsf
 
 pytestmark = pytest.mark.integration
@@ -50,8 +51,13 @@ def deploy(aws: LocalAws, sim: Auth0Simulator, **env: str) -> LocalDeployment:
 
 
 def events_in(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Event lines (not the forwarder's own records), in either format."""
-    return [r for r in records if "log_id" in r or "class_uid" in r]
+    """Event lines (not the forwarder's own records: an OCSF Detection Finding is one), in
+    either format."""
+    return [
+        r
+        for r in records
+        if "log_id" in r or r.get("class_uid", DETECTION_FINDING) != DETECTION_FINDING
+    ]
 
 
 def test_ocsf_output_is_valid_ocsf_once_per_event(aws: LocalAws, sim: Auth0Simulator) -> None:

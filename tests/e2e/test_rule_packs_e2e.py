@@ -20,6 +20,7 @@ import pytest
 from devtools.auth0_simulator import Auth0Simulator
 from devtools.harness import LocalDeployment
 from devtools.local_aws import LocalAws
+from log_forwarder.detections import DetectionSettings, default_plan
 from log_forwarder.rule_packs import pack_item
 from tests.cli_support import HOSTILE, assert_shown_not_obeyed, flat, run_cli
 from tests.e2e.conftest import Clock, deployer, ok, simulator_on
@@ -34,6 +35,9 @@ pytestmark = [
 ]
 
 SMS_BOMBING = "sms_bombarding"
+# The pack the function ships with (rules/default), listed and run beside every installed one.
+SHIPPED = default_plan(DetectionSettings())
+SHIPPED_RULES, SHIPPED_CORRELATIONS = len(SHIPPED.rules), len(SHIPPED.correlations)
 
 
 @pytest.fixture
@@ -46,8 +50,10 @@ def deploy(aws: LocalAws, sim: Auth0Simulator, clock: Clock) -> Callable[..., Lo
     return deployer(aws, sim, clock, "packs", watched_user_ids=["auth0|quiet"], destinations="s3")
 
 
-def cli(stack: LocalDeployment, *args: str) -> Any:
+def cli(stack: LocalDeployment, *args: str, columns: int | None = None) -> Any:
     env = {**stack.aws.env(), "RULE_PACKS_TABLE": stack.resources.rule_packs_table or ""}
+    if columns is not None:  # the table's width: wide enough, a title is not wrapped
+        env["COLUMNS"] = str(columns)
     return run_cli("rules", *args, env=env)
 
 
@@ -68,7 +74,9 @@ def test_the_catalog_installs_with_one_command_and_lists_with_its_status(
     assert "33 rules and 8 correlations compiled" in done.stdout
     assert "Installed pack auth0-catalog" in flat(done.stdout)
     # THEN every rule and correlation is listed, in its pack, running
-    rows = listed(stack)
+    shipped = [r for r in listed(stack) if r["pack"] == "default"]
+    assert len(shipped) == SHIPPED_RULES + SHIPPED_CORRELATIONS
+    rows = [r for r in listed(stack) if r["pack"] != "default"]
     assert len([r for r in rows if r["kind"] == "rule"]) == 33
     assert len([r for r in rows if r["kind"] == "correlation"]) == 8
     assert {r["pack"] for r in rows} == {"auth0-catalog"}
@@ -101,9 +109,9 @@ def test_the_catalog_installs_with_one_command_and_lists_with_its_status(
     # AND a rule that does not exist is refused by name, nothing written
     unknown = cli(stack, "disable", "no_such_rule")
     assert unknown.returncode == 2 and "no_such_rule" in unknown.stderr
-    # AND a removed pack is gone
+    # AND a removed pack is gone: the shipped one is left
     assert cli(stack, "remove", "--pack", "auth0-catalog").returncode == 0
-    assert listed(stack) == []
+    assert listed(stack) == shipped
 
 
 def test_a_pack_title_from_outside_is_shown_not_obeyed(
@@ -117,7 +125,7 @@ def test_a_pack_title_from_outside_is_shown_not_obeyed(
     )
     (tmp_path / "hostile.yml").write_text(rule, encoding="utf-8")
     assert cli(stack, "install", str(tmp_path), "--pack", "odd").returncode == 0
-    assert_shown_not_obeyed(cli(stack, "list"))
+    assert_shown_not_obeyed(cli(stack, "list", columns=400))
 
 
 def test_the_function_reads_a_change_within_the_max_age_and_leaves_a_damaged_pack_out(
@@ -129,16 +137,19 @@ def test_the_function_reads_a_change_within_the_max_age_and_leaves_a_damaged_pac
     first = stack.invoke(cold=True)
     summary = ok(first)
     assert summary["rule_packs"] == ["default", "auth0-catalog"]
-    assert (summary["rules"], summary["correlations"]) == (33, 8)
+    assert (summary["rules"], summary["correlations"]) == (
+        SHIPPED_RULES + 33,
+        SHIPPED_CORRELATIONS + 8,
+    )
     assert summary["rule_pack_errors"] == [] and first.metrics()["RulePackErrors"] == 0
     # WHEN a rule is disabled, THEN the runs within the max age still hold it (cached) ...
     assert cli(stack, "disable", SMS_BOMBING).returncode == 0
     clock.offset += 30
-    assert ok(stack.invoke())["rules"] == 33
+    assert ok(stack.invoke())["rules"] == SHIPPED_RULES + 33
     # ... and the first run after it has dropped it
     clock.offset += 31
     later = ok(stack.invoke())
-    assert (later["rules"], later["disabled_rules"]) == (32, 1)
+    assert (later["rules"], later["disabled_rules"]) == (SHIPPED_RULES + 32, 1)
 
     # WHEN another pack's item is damaged in the table (its plan no longer its digest)
     item = pack_item(
@@ -156,7 +167,10 @@ def test_the_function_reads_a_change_within_the_max_age_and_leaves_a_damaged_pac
     (error,) = report["rule_pack_errors"]
     assert "'mine'" in error and "sha256" in error
     assert damaged.metrics()["RulePackErrors"] == 1
-    assert report["rule_packs"] == ["default", "auth0-catalog"] and report["rules"] == 32
+    assert (
+        report["rule_packs"] == ["default", "auth0-catalog"]
+        and report["rules"] == SHIPPED_RULES + 32
+    )
     # AND `rules list` says so too, and exits 1
     shown = cli(stack, "list")
     assert shown.returncode == 1 and "pack mine does not run" in flat(shown.stdout)

@@ -24,12 +24,15 @@ from log_forwarder.cursor import (
     StreamSeat,
     UserStatus,
 )
-from log_forwarder.detections import DetectionState, _Burst, _Failure
+from log_forwarder.detections import DETECTION_STATE, DetectionState
 from log_forwarder.read_mode import PER_USER, STREAM, TenantState
 from log_forwarder.roster import pack
 from tests.state_v1 import (
     CURSOR_KEYS_ADDED_SINCE_V1,
     TENANT_KEYS_ADDED_SINCE_V1,
+    BurstV1,
+    DetectionStateV1,
+    FailureV1,
     cursor_first_v1,
     cursor_v1,
     detections_v1,
@@ -49,16 +52,16 @@ dated_ids = st.lists(st.tuples(ms, log_id), max_size=12, unique=True).map(
 
 
 @st.composite
-def detection_states(draw: st.DrawFn) -> DetectionState:
+def detection_states_v1(draw: st.DrawFn) -> DetectionStateV1:
     failures = draw(
-        st.lists(st.builds(_Failure, ms, log_id, st.none() | st.text(max_size=45)), max_size=8)
+        st.lists(st.builds(FailureV1, ms, log_id, st.none() | st.text(max_size=45)), max_size=8)
     )
-    burst = draw(st.none() | st.builds(_Burst, ms, st.integers(0, 99), st.integers(0, 99),
+    burst = draw(st.none() | st.builds(BurstV1, ms, st.integers(0, 99), st.integers(0, 99),
                                        st.booleans()))  # fmt: skip
     sources = draw(st.dictionaries(st.text(max_size=20), ms, max_size=5))
     dedup = draw(st.dictionaries(st.text(max_size=20), st.tuples(ms, st.integers(0, 9)),
                                  max_size=5))  # fmt: skip
-    return DetectionState(
+    return DetectionStateV1(
         failures=tuple(failures),
         last_failure_ms=draw(maybe_ms),
         burst=burst,
@@ -66,6 +69,15 @@ def detection_states(draw: st.DrawFn) -> DetectionState:
         sources=tuple(sorted(sources.items())),
         dedup=tuple(sorted((k, m, n) for k, (m, n) in dedup.items())),
     )
+
+
+# Today's: the engine's correlation state, stored as it is (sigma_step.CorrelationState).
+detection_states = st.builds(
+    DetectionState,
+    st.fixed_dictionaries(
+        {"v": st.just(1), "wm": maybe_ms, "c": st.dictionaries(text, st.just({}), max_size=2)}
+    ),
+)
 
 
 @st.composite
@@ -114,7 +126,7 @@ def cursors(draw: st.DrawFn, *, first_shape: bool = False) -> Cursor:
     seat = draw(
         st.none() | st.builds(StreamSeat, ms, ms, log_id, st.frozensets(log_id, max_size=3))
     )
-    detections = draw(st.none() | detection_states().map(DetectionState.to_state))
+    detections = draw(st.none() | detection_states.map(DetectionState.to_state))
     return Cursor(position, cursor.outbox, seat, status, detections)
 
 
@@ -152,11 +164,22 @@ def test_a_cursor_the_first_releases_wrote_reads_as_itself(cursor: Cursor) -> No
 
 
 @EXAMPLES
-@given(detection_states())
-def test_a_detection_state_v1_wrote_reads_as_itself(state: DetectionState) -> None:
+@given(detection_states_v1())
+def test_a_detection_state_v1_wrote_starts_afresh(state: DetectionStateV1) -> None:
+    # The hand-written rules' state means nothing to the Sigma rules (detections._state_from_v1)
     stored = through_json(detections_v1(state))
-    assert DetectionState.from_state(stored) == state
-    assert state.to_state() == stored
+    assert DetectionState.from_state(stored) == DetectionState()
+    assert DETECTION_STATE.encode(DetectionState.from_state(stored)) == {
+        "v": 1,
+        "written_v": 2,
+        "c": {},
+    }
+
+
+@EXAMPLES
+@given(detection_states)
+def test_a_detection_state_survives_storage(state: DetectionState) -> None:
+    assert DetectionState.from_state(through_json(state.to_state())) == state
 
 
 @EXAMPLES

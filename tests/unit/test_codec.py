@@ -219,7 +219,8 @@ def test_the_first_releases_single_pending_intent_is_upgraded_to_the_list() -> N
 
 def test_a_newer_detection_state_makes_the_whole_checkpoint_a_newer_releases() -> None:
     # GIVEN a checkpoint whose own layout this release reads, holding a detection state it cannot
-    cursor = Cursor(seat=StreamSeat(1, 2, "9"), detections=DetectionState(logins_seen=2).to_state())
+    counted = DetectionState({"v": 1, "wm": 5, "c": {}})
+    cursor = Cursor(seat=StreamSeat(1, 2, "9"), detections=counted.to_state())
     stored = {**cursor.to_state(), "detections": {"v": 5, "rules": "sigma"}}
     # THEN the checkpoint is refused as a newer release's (its writers must leave it untouched)
     with pytest.raises(
@@ -229,7 +230,7 @@ def test_a_newer_detection_state_makes_the_whole_checkpoint_a_newer_releases() -
     # AND one it reads comes back in this release's layout
     assert Cursor.from_state(cursor.to_state()).detections == cursor.detections
     # AND one merely broken (by hand) starts empty, as v1 read it: the cursor is still read
-    broken = {**cursor.to_state(), "detections": {"v": 1, "fl": "x"}}
+    broken = {**cursor.to_state(), "detections": {"v": 1, "written_v": 2, "c": "x"}}
     assert Cursor.from_state(broken) == replace(cursor, detections=None)
 
 

@@ -12,6 +12,7 @@ import pytest
 from log_forwarder.chunk import Chunk, StreamSpan
 from log_forwarder.config import detection_settings
 from log_forwarder.cursor import Cursor, StreamSeat
+from log_forwarder.detections import Detections
 from log_forwarder.events import iso_ms, parse_page
 from log_forwarder.exceptions import PushedMemoryMissing
 from log_forwarder.forwarder import Forwarder
@@ -63,7 +64,9 @@ def test_a_push_while_a_batch_is_pending_does_not_raise_its_finding_again() -> N
     fake = FakeAuth0(now_ms=BASE_MS)
     crash: dict[str, Any] = {"mode": None}
     sink = RecordingSink("s3", crash=lambda _i: crash["mode"])
-    output = OutputPolicy(detections=detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"}))
+    output = OutputPolicy(
+        detections=Detections(detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"}))
+    )
     forwarder = Forwarder(
         settings=make_settings(),
         source=fake,

@@ -14,6 +14,7 @@ from devtools.state_fixtures import fixture_items
 from log_forwarder.cli.local import SqliteCheckpointStore
 from log_forwarder.cli.status import statuses
 from log_forwarder.cursor import CURSOR_STATE, Cursor
+from log_forwarder.detections import DETECTION_STATE
 from log_forwarder.exceptions import NewerStateError
 from log_forwarder.read_mode import TENANT_KEY, TenantState
 from log_forwarder.store import decode_state
@@ -24,6 +25,8 @@ from tests.state_v1 import CURSOR_KEYS_ADDED_SINCE_V1, TENANT_KEYS_ADDED_SINCE_V
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "state"
 LAST_V1 = FIXTURES / "v1" / "096dcca"
 FIRST_V1 = FIXTURES / "v1" / "dc04f1d"
+# A v1 detection state (the hand-written rules'), as this release writes it back: empty v2.
+RESTARTED_DETECTIONS = {"v": 1, "written_v": DETECTION_STATE.version, "c": {}}
 
 
 def test_every_item_the_last_v1_release_wrote_reads_and_is_written_as_it_was() -> None:
@@ -38,13 +41,13 @@ def test_every_item_the_last_v1_release_wrote_reads_and_is_written_as_it_was() -
                 **TENANT_KEYS_ADDED_SINCE_V1,
             }
         else:
-            # v2 is v1's last shape: the same keys, and the version that wrote it
+            # v2 is v1's last shape: the same keys, and the version that wrote it; the detection
+            # rules' state of the hand-written rules starts afresh (detections._state_from_v1)
             cursor = Cursor.from_state(state, item=key)
-            assert cursor.to_state() == {
-                **state,
-                **CURSOR_KEYS_ADDED_SINCE_V1,
-                "written_v": CURSOR_STATE.version,
-            }, key
+            expected = {**state, **CURSOR_KEYS_ADDED_SINCE_V1, "written_v": CURSOR_STATE.version}
+            if state.get("detections"):
+                expected["detections"] = RESTARTED_DETECTIONS
+            assert cursor.to_state() == expected, key
 
 
 def test_every_item_the_first_releases_wrote_reads_its_single_intent_a_list() -> None:

@@ -683,9 +683,10 @@ def test_every_detection_setting_is_a_parameter_of_the_stack(template: dict[str,
         assert len(detection) == 7, function
         for name, value in detection.items():
             assert isinstance(value, dict) and value.get("Ref") in parameters, (function, name)
-    assert parameters["NewSourceBy"]["AllowedValues"] == ["country", "network", "country,network"]
+    assert parameters["NewSourceBy"]["AllowedValues"] == ["country"]
+    assert parameters["DetectionsTenantWide"]["AllowedValues"] == ["true", "false"]
+    assert "DETECTION_NEW_SOURCE_WARMUP_LOGINS" not in variables  # not read: refused by name
     bounds = {
-        "NewSourceWarmupLogins": (5, 1, 1000),
         "DetectionDedupMinutes": (60, 0, 1440),
     }
     for name, (default, low, high) in bounds.items():
@@ -1088,3 +1089,23 @@ def test_the_watched_user_ids_parameter_refuses_what_the_function_would(
         accepted = False
     # THEN CloudFormation refuses at deploy time exactly what the function would refuse later
     assert bool(re.fullmatch(pattern, value)) == accepted
+
+
+def test_tenant_wide_rules_widen_the_real_time_rule_to_every_user(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the real-time path on with a watch list in the pattern
+    base = {
+        "Auth0Domain": "t.eu.auth0.com",
+        "RealtimeEventSourceName": "aws.partner/auth0.com/t/logs",
+        "WatchedUserIds": "auth0|a,auth0|b",
+    }
+
+    def filtered(**extra: str) -> bool:
+        resolver = _Resolver(template, {**base, **extra}, stack_name="tpl")
+        return resolver.condition("RealtimeFiltersInPattern")
+
+    # THEN the pattern names the watched users by default, and with DetectionsTenantWide=true
+    # it takes every user's events (the tenant-wide rules need the unwatched users' too)
+    assert filtered()
+    assert not filtered(DetectionsTenantWide="true")

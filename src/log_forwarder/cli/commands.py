@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,9 +27,10 @@ from .terminal import safe, visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 # Tables keep their columns readable when the output goes to a file or a pipe (80 columns would
-# fold every id); on a terminal, rich uses its width.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# fold every id); on a terminal, or with COLUMNS set, rich uses that width.
+_SIZED = "COLUMNS" in os.environ
+out = Console(highlight=False, width=None if _SIZED or sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if _SIZED or sys.stderr.isatty() else 160)
 
 # Exit codes: 0 fine; 1 the command found (or met) a problem; 2 it could not run as asked;
 # 130 stopped by Ctrl-C (128 + SIGINT, as a shell reports it).

@@ -36,13 +36,15 @@ def user_state(user: UserReport) -> str:
 # `delivered` is their sum; it is less only when a redelivery found lines already there.
 RUN_COUNTS_NOTE = (
     "delivered (per destination) = forwarded events + findings + gap records + quarantine "
-    "records, less lines a redelivery found already there"
+    "records + skipped (records of events a rule did not see whole), less lines a redelivery "
+    "found already there"
 )
 
 
 def run_table(report: RunReport, title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    columns = ("user", "fetched", "forwarded", "findings", "gap records", "quarantined")
+    # "skipped": the detection_skipped records (events a rule did not see whole)
+    columns = ("user", "fetched", "forwarded", "findings", "gap records", "quarantined", "skipped")
     for column in (*columns, "delivered", "dupes dropped", "state"):
         table.add_column(column, overflow="fold")
     for user in report.users:
@@ -56,6 +58,7 @@ def run_table(report: RunReport, title: str) -> Table:
                 sum(user.findings.values()),
                 len(user.gaps),
                 user.quarantined,
+                user.skipped_records,
                 delivered,
                 user.duplicates,
                 user_state(user),

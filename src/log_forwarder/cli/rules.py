@@ -29,6 +29,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from log_forwarder.detections import DetectionSettings, default_plan
 from log_forwarder.exceptions import ConfigError, RulePackError
 from log_forwarder.rule_packs import (
     DEFAULT_MAX_AGE_S,
@@ -41,7 +42,7 @@ from log_forwarder.rule_packs import (
     pack_item,
     plan_bytes,
 )
-from log_forwarder.sigma_plan import Plan, PlanCorrelation, PlanRule, merge
+from log_forwarder.sigma_plan import Plan, PlanCorrelation, PlanRule
 
 from .environment import Environment
 from .params import (
@@ -80,8 +81,9 @@ TENANT_WIDE_NOTE = (
 
 
 def _default_pack() -> Plan:
-    """The pack that ships with the function (task sigma-wire); empty until it lands."""
-    return merge(())
+    """The pack that ships with the function, at its default tuning (a deployment's DETECTION_*
+    settings tune its windows and thresholds; the rule ids are the same)."""
+    return default_plan(DetectionSettings())
 
 
 @dataclass(frozen=True)

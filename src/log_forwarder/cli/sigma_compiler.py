@@ -351,6 +351,7 @@ class _PlanBuilder:
         return {
             "id": correlation_id,
             "title": rule.title,
+            "name": rule.name,
             "type": kind,
             "level": rule.level.name.lower() if rule.level else first["level"],
             "status": rule.status.name.lower() if rule.status else first["status"],

@@ -92,7 +92,9 @@ def _findings(lines: Sequence[OutputLine]) -> list[dict[str, Any]]:
     for line in lines:
         if line.record_key is None or not line.record_key.startswith("finding:"):
             continue
-        body = json.loads(line.line).get("_forwarder")
+        record = json.loads(line.line)
+        # A finding in OCSF (a Detection Finding) holds the forwarder's record in `unmapped`.
+        body = record.get("_forwarder") or record.get("unmapped", {}).get("_forwarder")
         if isinstance(body, dict):
             bodies.append(body)
     return bodies
