@@ -295,3 +295,34 @@ def test_the_real_limits_hold_a_full_call_of_the_largest_records() -> None:
     assert FIREHOSE_MAX_BATCH_RECORDS == 500
     # The call's 4 MB read as base64 (4/3 of the raw bytes) with the JSON of 500 records.
     assert FIREHOSE_MAX_BATCH_BYTES * 4 / 3 + 500 * len('{"Data":""},') < 4_000_000
+
+
+class _LostAnswers:
+    """Firehose taking every record while its answers are lost: the sink cannot know."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def put_record_batch(self, **_: Any) -> dict[str, Any]:
+        from botocore.exceptions import ReadTimeoutError
+
+        self.calls += 1
+        raise ReadTimeoutError(endpoint_url="https://firehose.test")
+
+
+def test_a_delivery_that_fails_after_resending_still_says_how_many_it_resent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN a stream that takes every record but whose every answer is lost, three attempts
+    client = _LostAnswers()
+    sink = FirehoseSink(
+        "s", client, sleep=lambda _s: None, retry=RetryPolicy(attempts=3, base_s=0, cap_s=0)
+    )
+    # WHEN a batch of 10 lines is delivered and the attempts run out
+    with caplog.at_level("WARNING"), pytest.raises(DeliveryError):
+        sink.deliver(Delivery("auth0|u", "b1", lines_of("auth0|u", 10)))
+    # THEN the 20 records put again (each now possibly there twice or three times) are said,
+    # with the delivery marked failed: the exception alone would have dropped the count
+    assert client.calls == 3
+    said = [r for r in caplog.records if "put to Firehose again" in r.getMessage()]
+    assert [(r.__dict__["records"], r.__dict__["delivered"]) for r in said] == [(20, "no")]

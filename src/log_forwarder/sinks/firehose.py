@@ -13,6 +13,7 @@ Consumers deduplicate by `log_id` (or the record key of the forwarder's own reco
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,13 +65,23 @@ class FirehoseSink:
             nonlocal repeated
             repeated += count
 
-        for batch in firehose_batches(records):
-            self._put(batch, delivery, resent)
-        if repeated:
-            logger.warning(
-                "Records put to Firehose again: each may now be there twice",
-                extra={"stream": self.stream, "batch_id": delivery.batch_id, "records": repeated},
-            )
+        try:
+            for batch in firehose_batches(records):
+                self._put(batch, delivery, resent)
+        finally:
+            # Also when the delivery fails (refused, out of time): what was resent before it is
+            # in the stream already, and only this line says how much; the batch's redelivery
+            # is then counted in PossibleRepeats by the next run.
+            if repeated:
+                logger.warning(
+                    "Records put to Firehose again: each may now be there twice",
+                    extra={
+                        "stream": self.stream,
+                        "batch_id": delivery.batch_id,
+                        "records": repeated,
+                        "delivered": "no" if sys.exc_info()[0] else "yes",
+                    },
+                )
         return DeliveryReport(
             destination=self.name,
             accepted=len(records),
