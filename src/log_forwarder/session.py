@@ -44,7 +44,7 @@ from .exceptions import (
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, plan_chunk
-from .pushed import PushedLedger
+from .pushed import PUSHED_MEMORY_MS, PushedLedger
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
 from .retry import Deadline
@@ -284,6 +284,11 @@ class UserSession:
         if not position.pushed_since(start):
             return cursor
         if ledger is None:
+            until = position.pushed_until_ms
+            if until is not None and until <= self.env.now_ms() - PUSHED_MEMORY_MS:
+                # Past the table's memory: Auth0 no longer returns events that old, so a read
+                # cannot deliver them again (the same expiry missing_pushed applies).
+                return cursor
             raise PushedMemoryMissing(
                 f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
                 f"up to {iso_ms(position.pushed_until_ms)} in the pushed-events table, and this "

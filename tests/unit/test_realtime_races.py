@@ -236,3 +236,31 @@ def test_a_push_that_died_before_its_record_does_not_make_the_table_look_lost() 
     # THEN no run takes the empty table for a lost one: the event is there once, nobody failed
     assert [r.error for r in reports] == [None, None, None]
     assert sink.log_ids() == ["900000001"]
+
+
+def test_a_run_without_the_table_reads_the_user_again_once_auth0_cannot_hold_the_pushed_events() -> (
+    None
+):
+    from log_forwarder.pushed import PUSHED_MEMORY_MS
+
+    # GIVEN a user whose pushed events a run confirmed, and Auth0 keeping 30 days of logs
+    fake, store, sink = FakeAuth0(now_ms=BASE_MS), InMemoryCheckpointStore(), RecordingSink("s3")
+    pushed_then_confirmed(fake, store, sink)
+    fake.retention_ms = 30 * 86_400_000
+    # WHEN, past the table's memory, a run finds no pushed-events table, and the user has a
+    # new event
+    fake.now_ms = BASE_MS + PUSHED_MEMORY_MS + 86_400_000
+    fake.add(event(99, fake.now_ms - 60_000))
+    later = Forwarder(
+        settings=make_settings(),
+        source=fake,
+        store=store,
+        sinks=[sink],
+        clock=lambda: fake.now_ms / 1000,
+        pushed=None,
+    )
+    run = later.run([USER], remaining_ms=lambda: 10**9)
+    # THEN the user is read again (Auth0 no longer returns what was pushed, so nothing can be
+    # delivered twice) and the new event is forwarded, instead of the user failing for good
+    assert run.users[0].failure is None, run.users[0].error
+    assert len(sink.log_ids()) == 7 and sorted(sink.log_ids()) == sorted(set(sink.log_ids()))
