@@ -10,6 +10,7 @@ with nothing lost or repeated.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -217,3 +218,34 @@ def test_a_grant_revoked_during_a_stream_era_fails_the_tenant_in_that_run(
             "… Fix: grant the application …; status: 2 blocked + the tenant note; TenantFailed=1",
         )
     )
+
+
+def test_an_auth0_that_hangs_until_a_short_deadline_is_a_tenant_failure_status_shows(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN two users forwarded per user, and a function with 40 s to live (margin 30 s): the
+    # reads may use 20 of them, one whole attempt (the client's 15 s read timeout) and a bit
+    expected = {ALICE: add(sim, ALICE, 5, hours=0.5), BOB: add(sim, BOB, 5, hours=0.5)}
+    stack = deploy(watched_user_ids=[ALICE, BOB], READ_MODE="per-user", TIME_MARGIN_SECONDS="30")
+    assert stack.invoke(cold=True).error is None
+    # WHEN Auth0 answers after 16 s (past the client's 15 s read timeout), every call
+    sim.latency_s = 16
+    ends = time.monotonic() + 40
+    failed = stack.invoke(cold=True, remaining_ms=lambda: int((ends - time.monotonic()) * 1000))
+    left_s = ends - time.monotonic()
+    sim.latency_s = 0
+    # THEN the run ends before its deadline, as the tenant's failure (Auth0 did not answer), not
+    # as users merely deferred
+    assert left_s > 0, f"the run ended {-left_s:.1f} s after its deadline"
+    message = str(failed.error)
+    assert message.startswith("the tenant failed: all users failed (2 of 2 not read this run)")
+    assert "ReadTimeout" in message and "no time left for another" in message
+    assert failed.metrics()["TenantFailed"] == 1
+    # AND the failure is recorded where status reads it: no user ok, the tenant note
+    rows, notes = status(stack, exits=1)
+    assert {u: r["state"] for u, r in rows.items()} == {ALICE: "blocked", BOB: "blocked"}
+    assert any(n.startswith("the tenant is failing, for all users") for n in notes), notes
+    # AND once Auth0 answers, every event comes, once
+    assert stack.invoke(cold=True).error is None
+    for user, ids in expected.items():
+        assert once_each(stack.s3_records(user), ids) == (len(ids), 0, 0), user
