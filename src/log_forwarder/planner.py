@@ -379,7 +379,7 @@ def _fresh_batch(
         replace(after, position=position, outbox=outbox),
         gaps=records.gaps,
         quarantined=records.quarantined,
-        findings=found.findings,
+        findings=records.findings,
         skipped=found.skipped,
         shared=found.shared,
         convert=_convert(chunk.source, context),
