@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -221,6 +222,39 @@ def test_a_watched_id_auth0_does_not_know_is_said_in_the_destinations_once(
     CLI_LEDGER.append(
         (f"unknown id ({read_mode})", "records per destination / lookups in 3 runs", "1 / 2")
     )
+
+
+@pytest.mark.parametrize("read_mode", ["per-user", "stream"])
+def test_an_id_created_after_auth0_said_404_is_known_once_its_log_returns_events(
+    aws: LocalAws, sim: Auth0Simulator, read_mode: str
+) -> None:
+    # GIVEN a watched id Auth0 does not know yet (a token with read:users): missing after a run
+    sim.set_scopes(ALL_SCOPES)
+    stack = LocalDeployment(
+        aws, sim, stack_name=stack_name("verify"), watched_user_ids=[KNOWN, MISTYPED],
+        READ_MODE=read_mode,
+    )  # fmt: skip
+    seed(sim, KNOWN, 3)
+    first = stack.invoke()
+    assert first.error is None, first.error
+    assert first.metrics()["UsersMissing"] == 1
+    # WHEN the user is created and logs in, after that answer
+    time.sleep(1.5)
+    now = datetime.now(UTC)
+    later = generate_user_events(
+        MISTYPED, count=4, start=now - timedelta(seconds=1), end=now, rng=random.Random(7)
+    )
+    ids = {e["log_id"] for e in sim.add_events(later)}
+    second = stack.invoke()
+    # THEN the run that forwards its events no longer calls it missing, without a lookup
+    assert second.error is None, second.error
+    assert second.metrics()["EventsForwarded"] >= 4
+    assert second.metrics()["UsersMissing"] == 0
+    assert once_each(stack.s3_records(MISTYPED), ids) == (4, 0, 0)
+    state = stack.checkpoint(MISTYPED) or {}
+    assert state["missing_since"] is None and state["lookup"] == "known"
+    rows = json.loads(run_cli("status", "--json", env=stack.env).stdout)["users"]
+    assert {r["user_id"]: r["state"] for r in rows}[MISTYPED] not in ("missing", "unknown")
 
 
 def test_without_read_users_the_run_spends_no_lookup_and_keeps_why(
