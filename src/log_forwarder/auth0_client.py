@@ -292,9 +292,11 @@ class Auth0Client:
     def _retried(self, attempt: Callable[[], T], scope: CallScope) -> T:
         """`attempt` through the one retry loop: what Auth0 or the network said is transient
         (`_Again`) is retried with the client's backoff, or the wait the answer asked for."""
+        failed: list[_Again] = []  # each failure retried, the last one last
 
         def on_retry(error: Exception) -> float | None:
             assert isinstance(error, _Again)
+            failed.append(error)
             if error.counted:
                 scope.stats.count("retries")
                 logger.warning(
@@ -307,16 +309,29 @@ class Auth0Client:
             return Auth0UnavailableError(f"{error}; gave up after {made} attempts")
 
         attempts = self._attempts(scope)
-        return retry_call(
-            attempt,
-            attempts=attempts,
-            errors=(_Again,),
-            retryable=lambda _error: True,
-            fail=fail,
-            on_retry=on_retry,
-            # A new token or a fresh read of the secret, once per call (the attempts bound it).
-            spared=lambda error: isinstance(error, _Again) and not error.counted,
-        )
+        try:
+            return retry_call(
+                attempt,
+                attempts=attempts,
+                errors=(_Again,),
+                retryable=lambda _error: True,
+                fail=fail,
+                on_retry=on_retry,
+                # A new token or a fresh read of the secret, once per call (the attempts bound it).
+                spared=lambda error: isinstance(error, _Again) and not error.counted,
+            )
+        except OutOfTime:
+            # Auth0 failed (5xx, the network, no answer within the client's whole timeout) and
+            # no time is left to try again: that is Auth0 unavailable, said as such (the
+            # tenant's failure when it is every user's), not a user merely deferred. A 429's
+            # wait is the pacer's, and a timeout the deadline shortened only ran out of time:
+            # deferred.
+            failures = [e for e in failed if e.counted and e.wait_s is None and not e.cut_short]
+            if not failures or failed[-1].wait_s is not None:
+                raise
+            raise Auth0UnavailableError(
+                f"{failures[-1]}; gave up after {attempts.made} attempts (no time left for another)"
+            ) from failures[-1]
 
     def _send(
         self, scope: CallScope, target: tuple[str, str, str], limit: int, **request: Any
@@ -338,7 +353,13 @@ class Auth0Client:
         except httpx.RequestError as exc:
             # Transport failures, timeouts, and bodies that cannot be decoded (DecodingError
             # is not a TransportError).
-            raise _Again(f"{type(exc).__name__} calling {self._host}{name}") from exc
+            # A timeout the deadline shortened says only that time ran out, not that Auth0 failed.
+            cut_short = isinstance(exc, httpx.TimeoutException) and left < (
+                DEFAULT_TIMEOUT.read or left
+            )
+            raise _Again(
+                f"{type(exc).__name__} calling {self._host}{name}", cut_short=cut_short
+            ) from exc
         except _CutAtDeadline as cut:
             raise OutOfTime(
                 f"{self._host}{name} was still answering at the invocation's deadline ("
@@ -777,12 +798,20 @@ def _mib(size: int) -> str:
 class _Again(Exception):
     """Try the call again: Auth0 or the network failed in a way that may pass. `wait_s`
     replaces the backoff; `counted`: a retry for the stats and the logs (a token refreshed
-    after a 401 is not)."""
+    after a 401 is not); `cut_short`: a timeout shorter than the client's, for the time left."""
 
-    def __init__(self, reason: str, *, wait_s: float | None = None, counted: bool = True) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        wait_s: float | None = None,
+        counted: bool = True,
+        cut_short: bool = False,
+    ) -> None:
         super().__init__(reason)
         self.wait_s = wait_s
         self.counted = counted
+        self.cut_short = cut_short  # a timeout the deadline shortened
 
 
 def _json(response: httpx.Response, path: str) -> Any:

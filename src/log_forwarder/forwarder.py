@@ -48,6 +48,12 @@ logger = logging.getLogger(__name__)
 # Kept back from the invocation's timeout for what comes after the last wait: releasing leases,
 # publishing the metrics, returning. Waits and retries end before it.
 FINISH_RESERVE_MS = 5_000
+# A scheduled run's waits and retries also end one AWS call before that: the tenant item, which
+# `status` reads, must still be writable once every user's read failed (an Auth0 that hangs
+# until the deadline would leave the failure the run reports recorded nowhere).
+# Never more than TIME_MARGIN_SECONDS, the time the operator keeps for finishing: a margin
+# below 20 s (the template allows 10) leaves the tenant item a write only if it fits.
+RECORD_RESERVE_MS = FINISH_RESERVE_MS + int(AWS_ATTEMPT_S * 1000) + 2_000
 # A push that finds its user busy waits this way before it tries again (about 3.5 s in all, on
 # average, at most 7): another invocation holds the user's checkpoint only from its intent to
 # its commit, a few hundred milliseconds.
@@ -91,7 +97,8 @@ class Forwarder:
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
         loaded = self._store.load([*user_ids, TENANT_KEY])
-        run = self._new_run(remaining_ms)
+        reserve_ms = min(RECORD_RESERVE_MS, self._settings.time_margin_ms)
+        run = self._new_run(remaining_ms, reserve_ms=reserve_ms)
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
         sessions = [UserSession(user, loaded.get(user), self._env, run) for user in user_ids]
         decision = self._decide(tenant, sessions, run)
@@ -121,6 +128,8 @@ class Forwarder:
             tenant_failure=run.tenant.failure or tenant_outage(users),
             tenant_wide=tenant_wide,
         )
+        # The reads' deadline is past; the tenant item may use the time kept for it.
+        tenant.deadline = Deadline(lambda: remaining_ms() - FINISH_RESERVE_MS)
         self._record(tenant, decision, report)
         return report
 
@@ -175,9 +184,12 @@ class Forwarder:
             tenant_wide=tenant_wide,
         )
 
-    def _new_run(self, remaining_ms: Callable[[], int]) -> RunContext:
+    def _new_run(
+        self, remaining_ms: Callable[[], int], *, reserve_ms: int | None = None
+    ) -> RunContext:
         margin_ms = self._settings.time_margin_ms
-        reserve_ms = min(FINISH_RESERVE_MS, margin_ms // 2)
+        if reserve_ms is None:
+            reserve_ms = min(FINISH_RESERVE_MS, margin_ms // 2)
         deadline = Deadline(lambda: remaining_ms() - reserve_ms)
         return RunContext(
             CallScope(CallStats(), deadline),

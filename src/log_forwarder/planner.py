@@ -47,7 +47,7 @@ from .pseudonymise import Pseudonymiser
 from .pushed import batch_key
 from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
-from .user_lookup import UNKNOWN, unknown_user_finding
+from .user_lookup import UNKNOWN, logged_since, unknown_user_finding
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000
@@ -379,7 +379,7 @@ def _fresh_batch(
         replace(after, position=position, outbox=outbox),
         gaps=records.gaps,
         quarantined=records.quarantined,
-        findings=found.findings,
+        findings=records.findings,
         skipped=found.skipped,
         shared=found.shared,
         convert=_convert(chunk.source, context),
@@ -400,8 +400,11 @@ def _end_of_chunk(
         end = _with_gap(end, gap)
     facts, status = chunk.facts, end.status
     exists = facts.user_exists
+    logged = logged_since(chunk.events, status.looked_up_ms) if status.lookup == UNKNOWN else None
     if facts.user_lookup is not None:
         status = status.looked_up(facts.user_lookup.text, context.now_ms)
+    elif logged is not None:
+        status, exists = status.looked_up(logged.text, context.now_ms), True
     elif exists and status.lookup == UNKNOWN:
         # GET /api/v2/users/{id} said 404; a log read's 200 does not overrule it (what Auth0
         # answers for an unknown id's log is undocumented: an empty list, like a quiet user's).

@@ -35,7 +35,7 @@ from typing import TypeVar
 from .chunk import Chunk, StreamSpan
 from .cursor import Cursor, StreamSeat
 from .events import LogEvent, Malformed
-from .exceptions import Auth0AnswerTooLarge, ForwarderError
+from .exceptions import Auth0AnswerTooLarge, Auth0ScopeError, ForwarderError
 from .gaps import ReadFacts
 from .per_user import read_first, read_users
 from .read_mode import PER_USER, STREAM, Decision, TenantRecord, TenantState
@@ -62,6 +62,9 @@ JOIN_LOOKBACK_MS = 3 * 3_600_000
 # Share of the run's time the per-user reads of joining users may take: the stream needs the rest.
 JOIN_SHARE = 0.5
 
+
+# What a tenant failure says when Auth0 refuses the stream of an established era.
+_REFUSED_MID_ERA = "reading the tenant stream (the next run reads per user)"
 
 # Opening a member's session: its seat holds, and the stream's windows are its reads.
 MEMBER = Opening()
@@ -146,6 +149,11 @@ class StreamRun:
         except StreamRefused as refused:
             # Mid-run (a scope withdrawn): what was committed stays; the next run reads per user.
             self._note_refused(str(refused))
+            if isinstance(refused.__cause__, Auth0ScopeError):
+                # Nobody was read past here: the tenant's failure in this run (its alarm, the
+                # note `status` shows), as a refused scope is in a per-user read; not a run that
+                # says every member was read.
+                self._stopped(refused.__cause__, _REFUSED_MID_ERA, defer=False, tenant=True)
         finally:
             self._finish()
         return self._result

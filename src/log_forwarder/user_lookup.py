@@ -22,9 +22,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .detections import Finding
+from .events import LogEvent
 from .exceptions import (
     Auth0Error,
     Auth0MalformedResponse,
@@ -83,6 +85,15 @@ def look_up(directory: UserDirectory, user_id: str, scope: CallScope) -> UserLoo
     if known:
         return UserLookup(KNOWN, f"{USERS_PATH} answered 200")
     return UserLookup(UNKNOWN, f"{USERS_PATH} answered 404: Auth0 does not know this id")
+
+
+def logged_since(events: Iterable[LogEvent], looked_up_ms: int | None) -> UserLookup | None:
+    """A user GET /api/v2/users/{id} called unknown whose log now returns events dated after
+    that answer exists (created after it was watched): KNOWN, at once, not a day later. Events
+    dated before it do not count: a deleted user's past events may still be returned."""
+    if looked_up_ms is None or not any(event.date_ms > looked_up_ms for event in events):
+        return None
+    return UserLookup(KNOWN, f"its log returned events dated after {USERS_PATH} answered 404")
 
 
 def verify_id(

@@ -169,3 +169,36 @@ def test_init_without_prompts_from_flags_and_its_refusals(
     # AND without a domain it names the flag
     bare = run_cli("init", "--no-input", "--output", str(tmp_path / "x.toml"), env=aws.env())
     assert bare.returncode == 2 and "--domain is required with --no-input" in bare.stderr
+
+
+def test_init_says_each_watched_id_it_could_not_verify_as_check_does(
+    aws: LocalAws, sim: Auth0Simulator, tmp_path: Path
+) -> None:
+    env = env_for(aws, sim)
+    secret = f"auth0-user-log-forwarder/unverified-{tmp_path.name}"
+    aws.client("secretsmanager").create_secret(
+        Name=secret,
+        SecretString=json.dumps({"client_id": sim.client_id, "client_secret": sim.client_secret}),
+    )
+    flags = ["init", "--no-input", "--force", "--domain", sim.domain, "--secret", secret]
+    # GIVEN a token without read:users (as the local stack's): a mistyped id's log is empty
+    sim.set_scopes(["read:logs", "read:logs_users"])
+    output = tmp_path / "samconfig.toml"
+    done = run_cli(*flags, "--output", str(output), "--watched-user-ids", MISTYPED, env=env)
+    # THEN init writes it, but says it is unverified, in check's words
+    assert done.returncode == 0, done.stderr
+    said = flat(done.stdout + done.stderr)
+    assert f"{MISTYPED!r}: unverified: the token lacks read:users" in said, said
+    assert "grant read:users to have it checked, or check the id in the dashboard" in said
+    checked = run_cli("check", MISTYPED, env={**env, "AUTH0_DOMAIN": sim.domain,
+                      "AUTH0_CREDENTIALS_SECRET": secret})  # fmt: skip
+    assert f"{MISTYPED!r}: unverified: the token lacks read:users" in flat(checked.stdout)
+    # AND when Auth0 cannot be tried at all, each id is said unverified, not passed in silence
+    away = {**env, "AUTH0_BASE_URL": "http://127.0.0.1:9"}
+    cut = run_cli(*flags, "--output", str(tmp_path / "b.toml"), "--watched-user-ids",
+                  f"{KNOWN},{MISTYPED}", env=away)  # fmt: skip
+    assert cut.returncode == 0, cut.stderr
+    said = flat(cut.stdout + cut.stderr)
+    assert "could not be tried against Auth0" in said
+    for user in (KNOWN, MISTYPED):
+        assert f"{user!r}: unverified: Auth0 could not be tried" in said, said

@@ -194,6 +194,27 @@ def test_run_local_forwards_every_event_once_and_a_second_run_resumes(
     )
 
 
+def test_run_local_counts_the_unknown_id_finding_it_delivers(
+    sim: Auth0Simulator, tmp_path: Path
+) -> None:
+    # GIVEN a known user and a mistyped id, and a token that may ask Auth0 about ids
+    real, typo = "auth0|real-user", "auth0|typo-user"
+    seed(sim, {real: 20})
+    sim.set_scopes(["read:logs", "read:logs_users", "read:users"])
+    # WHEN run --local reads both
+    done = run_cli("run", "--local", str(tmp_path / "out"), real, typo, env=tenant_env(sim))
+    # THEN the typo's watched_user_unknown finding is counted where it is delivered: the row
+    # adds up as the footnote says
+    assert done.returncode == 0, done.stderr
+    table = flat(done.stdout)
+    numbers = r" (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) directory (\d+)"
+    row = re.search(re.escape(typo) + numbers, table)
+    assert row is not None, table
+    _fetched, forwarded, findings, gaps, quarantined, skipped, delivered = map(int, row.groups())
+    assert (findings, delivered) == (1, 1), table
+    assert delivered == forwarded + findings + gaps + quarantined + skipped
+
+
 def test_a_killed_run_local_resumes_without_a_duplicate_or_a_loss(
     sim: Auth0Simulator, tmp_path: Path
 ) -> None:

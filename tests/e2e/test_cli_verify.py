@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,6 +225,39 @@ def test_a_watched_id_auth0_does_not_know_is_said_in_the_destinations_once(
     )
 
 
+@pytest.mark.parametrize("read_mode", ["per-user", "stream"])
+def test_an_id_created_after_auth0_said_404_is_known_once_its_log_returns_events(
+    aws: LocalAws, sim: Auth0Simulator, read_mode: str
+) -> None:
+    # GIVEN a watched id Auth0 does not know yet (a token with read:users): missing after a run
+    sim.set_scopes(ALL_SCOPES)
+    stack = LocalDeployment(
+        aws, sim, stack_name=stack_name("verify"), watched_user_ids=[KNOWN, MISTYPED],
+        READ_MODE=read_mode,
+    )  # fmt: skip
+    seed(sim, KNOWN, 3)
+    first = stack.invoke()
+    assert first.error is None, first.error
+    assert first.metrics()["UsersMissing"] == 1
+    # WHEN the user is created and logs in, after that answer
+    time.sleep(1.5)
+    now = datetime.now(UTC)
+    later = generate_user_events(
+        MISTYPED, count=4, start=now - timedelta(seconds=1), end=now, rng=random.Random(7)
+    )
+    ids = {e["log_id"] for e in sim.add_events(later)}
+    second = stack.invoke()
+    # THEN the run that forwards its events no longer calls it missing, without a lookup
+    assert second.error is None, second.error
+    assert second.metrics()["EventsForwarded"] >= 4
+    assert second.metrics()["UsersMissing"] == 0
+    assert once_each(stack.s3_records(MISTYPED), ids) == (4, 0, 0)
+    state = stack.checkpoint(MISTYPED) or {}
+    assert state["missing_since"] is None and state["lookup"] == "known"
+    rows = json.loads(run_cli("status", "--json", env=stack.env).stdout)["users"]
+    assert {r["user_id"]: r["state"] for r in rows}[MISTYPED] not in ("missing", "unknown")
+
+
 def test_without_read_users_the_run_spends_no_lookup_and_keeps_why(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:
@@ -241,6 +276,23 @@ def test_without_read_users_the_run_spends_no_lookup_and_keeps_why(
 # -- backfill ---------------------------------------------------------------------------------
 
 
+def forwarded_live_from_an_hour_ago(
+    aws: LocalAws, sim: Auth0Simulator, user: str, **variables: str
+) -> LocalDeployment:
+    """A deployment watching `user` whose first run forwarded the last hour (START_FROM): what
+    is older is a backfill's."""
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=stack_name("verify"),
+        watched_user_ids=[user],
+        START_FROM=iso(datetime.now(UTC) - timedelta(hours=1)),
+        **variables,
+    )
+    assert stack.invoke().error is None
+    return stack
+
+
 def test_the_same_backfill_again_reads_the_destinations_back_and_refills_what_was_deleted(
     aws: LocalAws, sim: Auth0Simulator
 ) -> None:
@@ -248,14 +300,7 @@ def test_the_same_backfill_again_reads_the_destinations_back_and_refills_what_wa
     user = KNOWN
     now = datetime.now(UTC)
     dates = seed(sim, user, 400, hours=40)
-    stack = LocalDeployment(
-        aws,
-        sim,
-        stack_name=stack_name("verify"),
-        watched_user_ids=[user],
-        START_FROM=iso(now - timedelta(hours=1)),
-    )
-    assert stack.invoke().error is None
+    stack = forwarded_live_from_an_hour_ago(aws, sim, user)
     backfill = ("backfill", user, "--since", iso(now - timedelta(hours=41)))
     assert run_cli(*backfill, env=stack.env).returncode == 0
     assert once_each(stack.s3_records(user), set(dates)) == (400, 0, 0)
@@ -294,3 +339,53 @@ def test_the_same_backfill_again_reads_the_destinations_back_and_refills_what_wa
     CLI_LEDGER.append(
         ("backfill again", "S3 refilled / CloudWatch refilled / dup", f"{lost_in_s3} / {n} / 0")
     )
+
+
+def test_a_corrupt_s3_object_fails_the_backfill_naming_it_and_s3_is_said_unchecked(
+    aws: LocalAws, sim: Auth0Simulator
+) -> None:
+    # GIVEN a user forwarded live from an hour ago, with 10 hours of events before that
+    user = KNOWN
+    now = datetime.now(UTC)
+    dates = seed(sim, user, 60, hours=10)
+    stack = forwarded_live_from_an_hour_ago(aws, sim, user)
+    backfill = ("backfill", user, "--since", iso(now - timedelta(hours=11)))
+    assert run_cli(*backfill, env=stack.env).returncode == 0
+    # WHEN one of the user's objects is replaced by bytes that are not gzip
+    s3, bucket = aws.client("s3"), stack.resources.bucket
+    victim = sorted(stack.s3_objects())[0]
+    s3.put_object(Bucket=bucket, Key=victim, Body=b"not gzip at all")
+    again = run_cli(*backfill, env=stack.env)
+    # THEN it fails (exit 1) naming the object, says what Auth0 returned and that S3 was not
+    # checked, with no traceback
+    said = flat(again.stdout)
+    assert again.returncode == 1, again.stderr
+    assert "Traceback" not in again.stderr
+    assert f"s3://{bucket}/{victim} is not gzipped UTF-8 JSON lines" in said, said
+    below = sum(date < (stack.checkpoint(user) or {})["floor"] for date in dates.values())
+    assert f"{below} events Auth0 returned for the range" in said, said
+    assert "s3: not checked: the backfill failed first" in said, said
+
+
+def test_a_backfill_reaching_before_auth0s_retention_says_how_much_it_could_not_check(
+    aws: LocalAws,
+) -> None:
+    with Auth0Simulator(rate_limit=GENEROUS, retention_s=24 * 3600) as sim:
+        # GIVEN a tenant that keeps a day of logs, a user with three days, forwarded live from
+        # an hour ago
+        now = datetime.now(UTC)
+        seed(sim, KNOWN, 90, hours=72)
+        stack = forwarded_live_from_an_hour_ago(aws, sim, KNOWN, AUTH0_LOG_RETENTION_HOURS="24")
+        # WHEN a backfill asks for five days
+        done = run_cli("backfill", KNOWN, "--since", iso(now - timedelta(days=5)), env=stack.env)
+        # THEN it says that the four days before the retention were not checked, not only done
+        assert done.returncode == 0, done.stderr
+        said = flat(done.stdout)
+        assert "; done." in said, said
+        shown = re.search(r"Not checked: ([\d.]+) h of the range, \S+ to (\S+): Auth0 holds", said)
+        assert shown is not None, said
+        assert 95.9 <= float(shown.group(1)) <= 96.1, said
+        cut = parse_date_ms(shown.group(2).rstrip(":"))
+        expected_cut = (now - timedelta(hours=24)).timestamp() * 1000
+        assert abs(cut - expected_cut) < 120_000, said
+        assert "AUTH0_LOG_RETENTION_HOURS=24" in said

@@ -10,6 +10,7 @@ with nothing lost or repeated.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -162,5 +163,89 @@ def test_a_token_without_either_logs_scope_fails_the_tenant_once_not_each_user(
     sim.set_scopes(["read:logs", "read:logs_users"])
     sim.revoke_tokens()
     assert stack.invoke().error is None
+    for user, ids in expected.items():
+        assert once_each(stack.s3_records(user), ids) == (len(ids), 0, 0), user
+
+
+@pytest.mark.parametrize("read_mode", ["auto", "stream"])
+def test_a_grant_revoked_during_a_stream_era_fails_the_tenant_in_that_run(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator, read_mode: str
+) -> None:
+    # GIVEN two users read from the tenant stream by a first run (an era with its checkpoint)
+    expected = {ALICE: add(sim, ALICE, 8, hours=0.5), BOB: add(sim, BOB, 8, hours=0.5)}
+    stack = deploy(watched_user_ids=[ALICE, BOB], READ_MODE=read_mode)
+    first = stack.invoke(cold=True)
+    assert first.error is None, first.error
+    assert first.result is not None and first.result["read_mode"] == "stream"
+    before, _ = status(stack)
+    # WHEN the application loses every scope (its next token has none) and new events come
+    sim.set_scopes([])
+    sim.revoke_tokens()
+    for user in expected:
+        expected[user] |= add(sim, user, 2, hours=0.0167)
+    failed = stack.invoke(cold=True)
+    # THEN that very run is the tenant's failure, with Auth0's reason and the fix, not a run
+    # that counts every member processed with nothing fetched
+    message = str(failed.error)
+    assert message.startswith("the tenant failed: all users failed (2 of 2 not read this run)")
+    assert "HTTP 403" in message and "Fix: grant the application" in message
+    metrics = failed.metrics()
+    assert (metrics["TenantFailed"], metrics["UsersProcessed"]) == (1, 0), metrics
+    # AND status shows it: no user ok, the tenant note, each user's last real read kept
+    rows, notes = status(stack, exits=1)
+    assert {u: r["state"] for u, r in rows.items()} == {ALICE: "blocked", BOB: "blocked"}
+    assert any(n.startswith("the tenant is failing, for all users") for n in notes), notes
+    for user in (ALICE, BOB):
+        assert rows[user]["last_read"] == before[user]["last_read"], user
+    # AND once granted again, every event comes, once
+    sim.set_scopes(["read:logs", "read:logs_users"])
+    sim.revoke_tokens()
+    assert stack.invoke(cold=True).error is None
+    assert stack.invoke(cold=True).error is None
+    for user, ids in expected.items():
+        assert once_each(stack.s3_records(user), ids) == (len(ids), 0, 0), user
+    total = sum(len(ids) for ids in expected.values())
+    FAULT_LEDGER.append(
+        FaultRow(
+            f"every scope revoked during a stream era, READ_MODE={read_mode}",
+            "s3",
+            total,
+            total,
+            0,
+            0,
+            0,
+            "that run: the tenant failed: all users failed (2 of 2 not read this run): … HTTP 403 "
+            "… Fix: grant the application …; status: 2 blocked + the tenant note; TenantFailed=1",
+        )
+    )
+
+
+def test_an_auth0_that_hangs_until_a_short_deadline_is_a_tenant_failure_status_shows(
+    deploy: Callable[..., LocalDeployment], sim: Auth0Simulator
+) -> None:
+    # GIVEN two users forwarded per user, and a function with 40 s to live (margin 30 s): the
+    # reads may use 20 of them, one whole attempt (the client's 15 s read timeout) and a bit
+    expected = {ALICE: add(sim, ALICE, 5, hours=0.5), BOB: add(sim, BOB, 5, hours=0.5)}
+    stack = deploy(watched_user_ids=[ALICE, BOB], READ_MODE="per-user", TIME_MARGIN_SECONDS="30")
+    assert stack.invoke(cold=True).error is None
+    # WHEN Auth0 answers after 16 s (past the client's 15 s read timeout), every call
+    sim.latency_s = 16
+    ends = time.monotonic() + 40
+    failed = stack.invoke(cold=True, remaining_ms=lambda: int((ends - time.monotonic()) * 1000))
+    left_s = ends - time.monotonic()
+    sim.latency_s = 0
+    # THEN the run ends before its deadline, as the tenant's failure (Auth0 did not answer), not
+    # as users merely deferred
+    assert left_s > 0, f"the run ended {-left_s:.1f} s after its deadline"
+    message = str(failed.error)
+    assert message.startswith("the tenant failed: all users failed (2 of 2 not read this run)")
+    assert "ReadTimeout" in message and "no time left for another" in message
+    assert failed.metrics()["TenantFailed"] == 1
+    # AND the failure is recorded where status reads it: no user ok, the tenant note
+    rows, notes = status(stack, exits=1)
+    assert {u: r["state"] for u, r in rows.items()} == {ALICE: "blocked", BOB: "blocked"}
+    assert any(n.startswith("the tenant is failing, for all users") for n in notes), notes
+    # AND once Auth0 answers, every event comes, once
+    assert stack.invoke(cold=True).error is None
     for user, ids in expected.items():
         assert once_each(stack.s3_records(user), ids) == (len(ids), 0, 0), user

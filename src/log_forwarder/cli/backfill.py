@@ -22,6 +22,7 @@ It reads through tenant search (oldest first, bounded by the range), which needs
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from log_forwarder.config import Settings, StartFrom
 from log_forwarder.convert import record_key
 from log_forwarder.cursor import Cursor
 from log_forwarder.events import iso_ms
-from log_forwarder.exceptions import CheckpointStateError, ConfigError
+from log_forwarder.exceptions import CheckpointStateError, ConfigError, DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.sinks import Sink
@@ -230,11 +231,22 @@ class SkippingPresentInS3:
             )
             for page in pages:
                 for obj in page.get("Contents", []):
-                    body = self._client.get_object(Bucket=self._bucket, Key=obj["Key"])["Body"]
-                    text = gzip.decompress(body.read()).decode("utf-8")
-                    found.update(filter(None, map(record_key, text.splitlines())))
+                    found.update(self._keys_in(obj["Key"]))
             self._present[folder] = found
         return self._present[folder]
+
+    def _keys_in(self, key: str) -> set[str]:
+        body = self._client.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+        try:
+            text = gzip.decompress(body).decode("utf-8")
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+            # Which events it holds cannot be told: writing them again could repeat them.
+            raise DeliveryError(
+                f"s3://{self._bucket}/{key} is not gzipped UTF-8 JSON lines, as the forwarder "
+                f"writes ({type(error).__name__}: {error}): S3 was not compared past it. Move "
+                "or delete that object, then run the same backfill again"
+            ) from None
+        return set(filter(None, map(record_key, text.splitlines())))
 
 
 def backfill_settings(settings: Settings, span: BackfillRange) -> Settings:
@@ -253,6 +265,12 @@ class BackfillOutcome:
     span: BackfillRange
     end_ms: int
     forwarded: int = 0  # events handed to the destinations (each skips what it holds)
+    fetched: int = 0  # events Auth0 returned (a failed slice hands none on)
+    compared: list[str] = field(default_factory=list)  # the destinations it reads back
+    # Auth0 holds nothing dated before this (AUTH0_LOG_RETENTION_HOURS before the start):
+    # that part of the range could not be compared with anything.
+    retained_from_ms: int | None = None
+    retention_hours: int | None = None
     written: dict[str, int] = field(default_factory=dict)  # lines written, per destination
     present: dict[str, int] = field(default_factory=dict)  # lines found already there
     again: bool = False  # the range was done before: read again from its start, to check

@@ -87,8 +87,13 @@ def run_backfill(
             f"{span.user_id!r} has no live checkpoint yet: watch it (watch add) and let one run "
             "write its checkpoint (START_FROM=now forwards nothing older), then backfill"
         )
-    end_ms = effective_end(span, live, int(time.time() * 1000))
-    outcome = BackfillOutcome(span, end_ms, left_out=left_out(settings.destinations))
+    now_ms = int(time.time() * 1000)
+    end_ms = effective_end(span, live, now_ms)
+    skipped = left_out(settings.destinations)
+    outcome = BackfillOutcome(span, end_ms, left_out=skipped)
+    outcome.retained_from_ms = now_ms - settings.log_retention_ms
+    outcome.retention_hours = settings.log_retention_ms // 3_600_000
+    outcome.compared = [name for name in settings.destinations if name not in skipped]
     if end_ms < span.since_ms:
         outcome.done = True
         return outcome
@@ -134,6 +139,7 @@ def _slices(
         )
         user: Any = report.users[0]
         outcome.forwarded += user.forwarded
+        outcome.fetched += user.fetched
         if user.error or user.bug:
             outcome.errors = [user.error or repr(user.bug)]
             return

@@ -160,11 +160,7 @@ def check_user(
         return UserCheck(user_id, "no (404)")
     checked = UserCheck(user_id, "yes" if lookup.verdict == KNOWN else "unverified")
     if lookup.verdict != KNOWN:
-        report.add(
-            "warn",
-            f"{user_id!r}: unverified: {lookup.detail}; grant read:users to have it checked, or "
-            "check the id in the dashboard",
-        )
+        report.add("warn", unverified_warning(user_id, lookup.detail))
     stats = CallStats()
     read = UserRead(
         client,
@@ -226,3 +222,11 @@ def run_check(
     elif not report.failed:
         report.add("ok", "a scheduled run would find what it needs")
     return report
+
+
+def unverified_warning(user_id: str, why: str) -> str:
+    """What `check` (and `init`) say of an id Auth0 was not asked about, or could not say."""
+    return (
+        f"{user_id!r}: unverified: {why}; grant read:users to have it checked, or check the id "
+        "in the dashboard"
+    )

@@ -32,8 +32,9 @@ from log_forwarder.config import check_user_id
 from log_forwarder.exceptions import Auth0AuthError, Auth0Error, ConfigError
 from log_forwarder.sinks.registry import NAMES
 from log_forwarder.source import CallScope, CallStats
-from log_forwarder.user_lookup import UNKNOWN, verify_id
+from log_forwarder.user_lookup import KNOWN, UNKNOWN, verify_id
 
+from .check import unverified_warning
 from .environment import Environment
 
 DEFAULT_STACK = "auth0-user-log-forwarder"
@@ -232,21 +233,35 @@ def auth0_client_for(env: Environment) -> Any:
     return client
 
 
-def _watched_rule(client: Any, allow_unknown: bool) -> Callable[[str], tuple[str, ...]]:
+def _watched_rule(
+    client: Any, allow_unknown: bool, note: Callable[[str], None]
+) -> Callable[[str], tuple[str, ...]]:
+    """The ids, each one Auth0 does not know refused; each one it could not be asked about
+    said, in `check`'s words (a mistyped id must not pass in silence)."""
+
     def rule(value: str) -> tuple[str, ...]:
         ids = parse_watched(value)
-        if client is None:
-            return ids
-        unknown = []
+        unknown, unverified = [], []
         for user_id in ids:
-            lookup = verify_id(client, client, user_id, CallScope(CallStats()))
+            if client is None:
+                unverified.append((user_id, "Auth0 could not be tried (see above)"))
+                continue
+            try:
+                lookup = verify_id(client, client, user_id, CallScope(CallStats()))
+            except Auth0Error as error:
+                unverified.append((user_id, f"{type(error).__name__}: {error}"))
+                continue
             if lookup.verdict == UNKNOWN:
                 unknown.append(f"{user_id!r} ({lookup.detail})")
+            elif lookup.verdict != KNOWN:
+                unverified.append((user_id, lookup.detail))
         if unknown and not allow_unknown:
             raise click.BadParameter(
                 f"Auth0 does not know {'; '.join(unknown)}: a wrong id? (--allow-unknown "
                 "for a user to be created later)"
             )
+        for user_id, why in unverified:
+            note(unverified_warning(user_id, why))
         return ids
 
     return rule
@@ -302,7 +317,7 @@ def run_init(env: Environment, options: InitOptions, note: Callable[[str], None]
     watched = ask.ask(
         "Watched user ids, comma-separated (empty: the watch list table, `watch add` later)",
         options.watched_user_ids,
-        _watched_rule(client, options.allow_unknown),
+        _watched_rule(client, options.allow_unknown, note),
         flag="--watched-user-ids",
         default=env.get("WATCHED_USER_IDS") or "",
     )

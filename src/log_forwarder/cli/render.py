@@ -146,12 +146,13 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
     state = "done" if outcome.done else "stopped: run the same command again to continue"
     if outcome.busy_until:
         state = f"busy: another backfill of this range holds it until {safe(outcome.busy_until)}"
+    returned = f"{outcome.forwarded} events Auth0 returned for the range"
     if outcome.errors:
         state = "FAILED: " + "; ".join(map(safe, outcome.errors))
+        returned = f"{outcome.fetched} events Auth0 returned for the range"
     console.print(
         f"Backfill of {user} from {iso_ms(span.since_ms)} to {end}: "
-        f"{outcome.forwarded} events Auth0 returned for the range, each destination compared "
-        f"with them; {state}."
+        f"{returned}, each destination compared with them; {state}."
     )
     if outcome.again:
         console.print(
@@ -167,6 +168,10 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
         written = outcome.written[name]
         checked = written + outcome.present.get(name, 0)
         console.print(f"  {safe(name)}: checked {checked}, missing {written}, written {written}")
+    _print_expired(console, outcome)
+    for name in outcome.compared if outcome.errors else ():
+        if name not in outcome.written:
+            console.print(f"  {safe(name)}: not checked: the backfill failed first (above)")
     for name in outcome.left_out:
         console.print(
             f"  {safe(name)}: left out: it cannot be read back, so a backfill could not skip "
@@ -176,3 +181,18 @@ def print_backfill(console: Console, outcome: BackfillOutcome) -> None:
         console.print(
             f"The range ends at {end}: from there the live checkpoint forwards the user's events."
         )
+
+
+def _print_expired(console: Console, outcome: BackfillOutcome) -> None:
+    """The part of the range older than Auth0's retention: nothing there was read, so nothing
+    there was compared (the destinations may lack anything of it)."""
+    cut, since = outcome.retained_from_ms, outcome.span.since_ms
+    if cut is None or since >= cut:
+        return
+    until = min(cut, outcome.end_ms)
+    hours = (until - since) / 3_600_000
+    console.print(
+        f"  Not checked: {hours:,.1f} h of the range, {iso_ms(since)} to {iso_ms(until)}: Auth0 "
+        f"holds nothing older than {iso_ms(cut)} (AUTH0_LOG_RETENTION_HOURS="
+        f"{outcome.retention_hours}), so nothing there could be compared."
+    )
