@@ -450,3 +450,26 @@ def test_a_time_limit_within_the_finish_margin_is_refused_before_anything_runs(
     assert "Invalid value for '--time-limit'" in done.stderr, done.stderr
     assert "TIME_MARGIN_SECONDS (60 s)" in done.stderr
     assert "run the same command" not in done.stdout + done.stderr
+
+
+def test_a_backfill_whose_every_destination_may_repeat_is_refused_before_reading(
+    tmp_path: Path,
+) -> None:
+    # GIVEN a function delivering to Firehose alone, which cannot be read back
+    env = {
+        "AUTH0_DOMAIN": "example.eu.auth0.com",
+        "AUTH0_BASE_URL": "http://127.0.0.1:9",
+        "AUTH0_CLIENT_ID": "id",
+        "AUTH0_CLIENT_SECRET": "not-a-real-secret",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+        "CHECKPOINT_TABLE": "checkpoints",
+        "DESTINATIONS": "firehose",
+        "FIREHOSE_STREAM_NAME": "forwarded",
+    }
+    # WHEN a backfill is asked for
+    done = run_cli("backfill", "auth0|a", "--since", "2026-01-01T00:00:00Z", env=env, cwd=tmp_path)
+    # THEN it is refused, naming why, before Auth0 or AWS is asked anything (it wrote nothing,
+    # recorded the range as backfilled, and said "done")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "holds no destination a backfill can write" in done.stderr
+    assert "done" not in done.stdout

@@ -76,6 +76,15 @@ def run_backfill(
 ) -> BackfillOutcome:
     settings = env.settings()
     check_time_limit(limit_s, settings.time_margin_ms)
+    if settings.destinations and not set(settings.destinations) - set(
+        left_out(settings.destinations)
+    ):
+        # Nothing would be written, and the range would be recorded as backfilled.
+        raise ConfigError(
+            f"DESTINATIONS={','.join(settings.destinations)} holds no destination a backfill can "
+            "write: each may repeat (it cannot be read back, so the backfill could not tell what "
+            "it holds). Backfill into cloudwatch or s3 (DESTINATIONS for this command only)"
+        )
     store = DynamoCheckpointStore(
         settings.checkpoint_table, client=env.aws_client("dynamodb", AWS_CLIENT_CONFIG)
     )
