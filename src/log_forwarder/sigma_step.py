@@ -332,6 +332,19 @@ def _newest(group: _Group) -> tuple[int, int]:
     return (group.entries[-1].date_ms if group.entries else -1, group.fired_ms or -1)
 
 
+# A group-by or counted value is kept in the user's state (and a push's settled record): one
+# longer than this keeps its start, readable, and a digest of the whole, so equal values still
+# group together while a chosen 9,000-character request path cannot grow the state past its item.
+MAX_KEPT_VALUE_CHARS = 256
+
+
+def _kept_value(text: str) -> str:
+    if len(text) <= MAX_KEPT_VALUE_CHARS:
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{text[:64]}…sha256:{digest}"
+
+
 def _group_key(raw: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> list[str] | None:
     """The group-by values, lowercased as the SQLite backend groups; None if one is missing or
     multi-valued (that backend leaves such events out too)."""
@@ -341,7 +354,7 @@ def _group_key(raw: Mapping[str, Any], paths: Sequence[tuple[str, ...]]) -> list
         text = json_text(found[0]) if len(found) == 1 else None
         if text is None:
             return None
-        values.append(fold_case(text))
+        values.append(_kept_value(fold_case(text)))
     return values
 
 
@@ -350,7 +363,7 @@ def _counted_value(
 ) -> str | None:
     found = values_at(raw, correlation.value_paths[rule_id])
     text = json_text(found[0]) if len(found) == 1 else None
-    return None if text is None else fold_case(text)
+    return None if text is None else _kept_value(fold_case(text))
 
 
 # -- findings --------------------------------------------------------------------------------

@@ -302,3 +302,21 @@ def test_standalone_rules_give_one_finding_per_matching_event_with_stable_ids() 
         ("rule", ("id-000001",), "high")
     ]
     assert result.findings == step(plan, CorrelationState(), events[::-1]).findings
+
+
+def test_a_long_group_value_is_kept_bounded_and_still_groups_alike() -> None:
+    plan = plan_from(STUFFING)
+    # GIVEN failures grouped by a value an attacker chooses, 9,000 characters long: two share
+    # their first 8,000 characters and differ after, and two are equal
+    long_a, long_b = "a" * 8_000 + "x" * 1_000, "a" * 8_000 + "y" * 1_000
+    events = [
+        event(n, T0 + n * 1000, type="f", ip=ip) for n, ip in enumerate((long_a, long_b, long_a))
+    ]
+    result = step(plan, CorrelationState(), events)
+    # THEN the equal values form one group and trigger (gt 1) and the other does not
+    assert [f.log_ids for f in result.findings] == [("id-000000", "id-000002")]
+    # AND the state holds no value past the bound: a readable start and a digest of the whole
+    stored = json.dumps(result.state.to_state())
+    assert len(stored) < 4_000, len(stored)
+    (group,) = {tuple(f.group.values()) for f in result.findings}
+    assert group[0].startswith("a" * 64 + "…sha256:") and len(group[0]) <= 256
