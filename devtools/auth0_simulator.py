@@ -568,6 +568,7 @@ class _BombRule:
     status: int
     encoding: str
     megabytes: int
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -906,9 +907,10 @@ class Auth0Simulator:
         megabytes: int = 100,
         status: int = 200,
         path_contains: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        """The next `count` requests (as `oversize_next` picks them) answer `status` with a
-        compression bomb: one event `megabytes` MB long (2**20 bytes each) of zeros, compressed
+        """The next `count` requests (as `oversize_next` picks them) answer `status` (with
+        `headers` besides, e.g. a 429's retry-after) with a compression bomb: one event `megabytes` MB long (2**20 bytes each) of zeros, compressed
         with each coding of `encoding` ("gzip", "deflate", or a chain such as "gzip, gzip") and
         sent with that content-encoding, whatever the client asked for. 100 MB is about 100 KB
         of gzip, and gzip of that gzip a few hundred bytes."""
@@ -917,7 +919,8 @@ class Auth0Simulator:
                 raise ValueError(f"bomb_next: unknown coding {coding.strip()!r}")
         _bomb_body(encoding, megabytes)  # made now, not while a client waits for it
         with self._lock:
-            self._hostile_rules.append(_BombRule(count, path_contains, status, encoding, megabytes))
+            rule = _BombRule(count, path_contains, status, encoding, megabytes, dict(headers or {}))
+            self._hostile_rules.append(rule)
 
     def drip_next(self, count: int, *, interval_s: float, path_contains: str | None = None) -> None:
         """The next `count` requests (as `oversize_next` picks them) get their real answer, its
@@ -996,7 +999,7 @@ class Auth0Simulator:
             return _Response(
                 rule.status,
                 _bomb_body(rule.encoding, rule.megabytes),
-                headers={"content-encoding": rule.encoding},
+                headers={**rule.headers, "content-encoding": rule.encoding},
             )
         if isinstance(rule, _DripRule):
             response.drip_s = rule.interval_s

@@ -422,7 +422,12 @@ class Auth0Client:
                     raise
                 # An error answer is read for its message only: its status still says what
                 # happened (a gateway's 503 is retried as any other).
-                return httpx.Response(response.status_code, request=response.request)
+                return httpx.Response(
+                    response.status_code,
+                    # Its headers still count (retry-after, x-ratelimit-reset); not the body's.
+                    headers=[h for h in response.headers.items() if h[0].lower() not in _BODY],
+                    request=response.request,
+                )
             body = bytearray()
             with _Watchdog(response, scope.deadline.left_s()) as watchdog:
                 try:
@@ -866,11 +871,15 @@ def _token_answer(response: httpx.Response) -> tuple[str, float, str | None]:
     return token, float(lifetime), odd
 
 
+_BODY = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 def _granted_scopes(response: httpx.Response) -> frozenset[str] | None:
     """The token answer's `scope` (space-separated), or None when it names none."""
     try:
         scope = response.json().get("scope")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
+        # RecursionError: nesting deeper than the stack (the answer itself is read by _json).
         return None
     return frozenset(scope.split()) if isinstance(scope, str) else None
 
@@ -898,7 +907,7 @@ def _token_refusal(status: int, response: httpx.Response, client_id: str) -> Aut
         if isinstance(body, dict):
             error = str(body.get("error") or "")[:80]
             description = str(body.get("error_description") or "")[:300]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     said = ": ".join(part for part in (error, description) if part) or "no reason given"
     hint = {
@@ -926,7 +935,7 @@ def _client_error(status: int, path: str, response: httpx.Response) -> Exception
         body = response.json()
         if isinstance(body, dict):
             message = str(body.get("message", ""))[:300]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     text = f"HTTP {status} from {path}: {message or 'no message'}"
     if status == 403:

@@ -337,3 +337,53 @@ def test_an_error_answer_in_a_chain_of_codings_is_still_retried_by_its_status(
     # only), and the third answer is read
     assert len(client.user_logs(USER, page=0)) == 3
     assert client.stats.retries == 2
+
+
+def test_a_429_in_a_coding_not_asked_for_still_waits_as_its_retry_after_says(
+    sim: Auth0Simulator, clock: FakeClock
+) -> None:
+    # GIVEN a host answering the user's page once with a 429 whose body is `gzip, gzip` (a
+    # coding the client refuses to decode) and whose retry-after is 20 s
+    events(sim, 3)
+    sim.bomb_next(1, encoding="gzip, gzip", status=429, path_contains=ENCODED,
+                  headers={"retry-after": "20"})  # fmt: skip
+    client = client_of(sim, clock)
+    started = clock()
+    # WHEN the page is read
+    assert len(client.user_logs(USER, page=0)) == 3
+    # THEN the retry waited the 20 s the answer asked for (the headers were dropped with the
+    # body before: a 1 s guess, and the tenant's limit asked again at once)
+    assert clock() - started >= 20
+    assert client.stats.retries == 1
+
+
+@pytest.mark.parametrize("status", [200, 401, 400])
+def test_json_nested_past_the_stack_in_a_token_or_error_answer_is_a_named_error(
+    clock: FakeClock, status: int
+) -> None:
+    from log_forwarder.exceptions import Auth0Error
+
+    # GIVEN answers of 59 KB of [[[…]]]: under every size limit, deeper than Python's stack
+    nested = b"[" * 30_000 + b"]" * 30_000
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/oauth/token":
+            if status == 400:
+                return httpx.Response(200, json={"access_token": "t", "expires_in": 86400})
+            return httpx.Response(status, content=nested)
+        return httpx.Response(400, content=nested)
+
+    client = Auth0Client(
+        domain="t.auth0.com",
+        base_url="https://t.auth0.com",
+        credentials=lambda _force: ClientCredentials("id", "secret"),
+        pacer=Pacer(share=1.0, per_second=1000.0, clock=clock, sleep=clock.advance),
+        http=httpx.Client(transport=httpx.MockTransport(answer)),
+        clock=clock,
+        sleep=clock.advance,
+    )
+    # WHEN a page is read / THEN the failure is one of Auth0's, named, never a RecursionError
+    # that took the run down (and, at the token, the tenant's: one token request, not one per user)
+    with pytest.raises(Auth0Error) as raised:
+        client.user_logs(USER, page=0)
+    assert raised.value.tenant_wide is (status != 400)
