@@ -133,6 +133,11 @@ class Auth0Client:
         self._granted: frozenset[str] | None = None
         self.stats = CallStats()
 
+    @property
+    def granted_scopes(self) -> frozenset[str] | None:
+        """The scopes the last token answer granted (None: none asked yet, or it did not say)."""
+        return self._granted
+
     # -- the log endpoints ---------------------------------------------------------------------
 
     def user_logs(

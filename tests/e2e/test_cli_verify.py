@@ -112,6 +112,22 @@ def test_check_without_a_token_says_the_scopes_are_unknown_not_refused(
     assert json.loads(run_cli("check", "--json", env=env).stdout)["scopes"] is None
 
 
+@pytest.mark.parametrize(("encoding", "said"), [("gzip, gzip", "chain"), ("gzip", "64 KiB")])
+def test_check_reads_a_bombed_token_answer_as_the_function_does_bounded_and_named(
+    sim: Auth0Simulator, encoding: str, said: str
+) -> None:
+    # GIVEN a token endpoint answering with a compression bomb (300 MB decoded)
+    sim.bomb_next(2, encoding=encoding, megabytes=300, path_contains="/oauth/token")
+    env = tenant_env(sim, WATCHED_USER_IDS=KNOWN)
+    # WHEN check asks for a token / THEN it fails naming the answer, as the function's own
+    # bounded reading does (a hook that read the answer whole decoded all 300 MB first)
+    done = run_cli("check", env=env)
+    out = flat(done.stdout)
+    assert done.returncode == 1 and "no token" in out, done.stdout + done.stderr
+    assert said in out and "Traceback" not in done.stderr
+    assert "314,572," not in out  # never the whole answer's size: the rest was not read
+
+
 # -- watch add --------------------------------------------------------------------------------
 
 
