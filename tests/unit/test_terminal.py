@@ -33,6 +33,15 @@ INVISIBLE = {
     "\U000f0000": "\\U000f0000",
     "\u0378": "\\u0378",  # unassigned (Cn)
     "\ud800": "\\ud800",  # lone surrogate (Cs)
+    # printable to Python, blank on a terminal (the second review)
+    "\u034f": "\\u034f",  # combining grapheme joiner
+    "\ufe0f": "\\ufe0f",  # variation selector 16
+    "\U000e0100": "\\U000e0100",  # variation selector 17
+    "\u3164": "\\u3164",  # Hangul filler
+    "\u115f": "\\u115f",
+    "\uffa0": "\\uffa0",
+    "\u17b4": "\\u17b4",
+    "\u2800": "\\u2800",  # blank Braille cell
 }
 
 

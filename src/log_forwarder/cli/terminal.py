@@ -11,7 +11,8 @@ it prints literally; every character Python does not call printable is shown as 
 control (Cc), format character (Cf: zero-width spaces and joiners, the bidirectional marks,
 overrides and isolates, the BOM, U+2060-2064, the tag characters, the soft hyphen), line and
 paragraph separator (Zl, Zp), private-use, surrogate and unassigned code point (Co, Cs, Cn), and
-space but the ASCII one (Zs: a no-break space is not a space).
+space but the ASCII one (Zs: a no-break space is not a space); and the few printable ones that
+print as nothing (`_INVISIBLE`: variation selectors, the Hangul fillers, U+034F, U+2800).
 """
 
 from __future__ import annotations
@@ -22,10 +23,22 @@ from rich.markup import escape
 from rich.table import Table
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Characters Python calls printable that still print as nothing (or as a blank) in a terminal:
+# the combining grapheme joiner, the variation selectors, the Khmer inherent vowels, the Hangul
+# fillers, the blank Braille cell.
+_INVISIBLE = frozenset(
+    "\u034f\u17b4\u17b5\u115f\u1160\u3164\uffa0\u2800"
+    + "".join(map(chr, range(0xFE00, 0xFE10)))
+    + "".join(map(chr, range(0xE0100, 0xE01F0)))
+)
+
+
+def _printable(text: str) -> bool:
+    return text.isprintable() and _INVISIBLE.isdisjoint(text)
 
 
 def _shown(char: str) -> str:
-    if char.isprintable():
+    if char.isprintable() and char not in _INVISIBLE:
         return char
     if char in _NAMED:
         return _NAMED[char]
@@ -39,7 +52,7 @@ def visible(text: object) -> str:
     """`text` with every character that is not printable shown as an escape (for output rich
     does not parse as markup)."""
     shown = str(text)
-    return shown if shown.isprintable() else "".join(map(_shown, shown))
+    return shown if _printable(shown) else "".join(map(_shown, shown))
 
 
 def safe(text: object) -> str:
