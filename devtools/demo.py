@@ -141,6 +141,12 @@ def _run(stack: LocalDeployment, sim: Auth0Simulator, title: str) -> dict[str, A
             notes.append(f"{user['duplicates_dropped']} repeats dropped")
         if user["quarantined"]:
             notes.append(f"{user['quarantined']} quarantined")
+        if user["filtered"]:
+            notes.append(f"{user['filtered']} filtered out")
+        held = user["fetched"] - user["forwarded"] - user["duplicates_dropped"]
+        held -= user["quarantined"] + user["filtered"]
+        if held > 0:
+            notes.append(f"{held} already held")
         if user["error"]:
             notes.append(f"ERROR {user['error']}")
         print(
@@ -151,9 +157,10 @@ def _run(stack: LocalDeployment, sim: Auth0Simulator, title: str) -> dict[str, A
             f"{checkpoint.get('watermark')}  {'; '.join(notes)}"
         )
     print(
-        "   (fetched counts re-reads of the overlap window too; each destination gets the events\n"
-        "    forwarded and the forwarder's own records: ->CloudWatch = forwarded + findings + gap\n"
-        "    and quarantine records)"
+        "   (fetched = forwarded + repeats dropped (the overlap window read again) + quarantined +\n"
+        "    filtered out + already held (older than the checkpoint's floor: Auth0's page reaches\n"
+        "    past it); each destination gets the events forwarded and the forwarder's own records:\n"
+        "    ->CloudWatch = forwarded + findings + gap and quarantine records)"
     )
     metrics = invocation.metrics()
     print(
