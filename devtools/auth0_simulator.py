@@ -910,10 +910,11 @@ class Auth0Simulator:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """The next `count` requests (as `oversize_next` picks them) answer `status` (with
-        `headers` besides, e.g. a 429's retry-after) with a compression bomb: one event `megabytes` MB long (2**20 bytes each) of zeros, compressed
-        with each coding of `encoding` ("gzip", "deflate", or a chain such as "gzip, gzip") and
-        sent with that content-encoding, whatever the client asked for. 100 MB is about 100 KB
-        of gzip, and gzip of that gzip a few hundred bytes."""
+        `headers` besides, e.g. a 429's retry-after) with a compression bomb: one event
+        `megabytes` MB long (2**20 bytes each) of zeros, compressed with each coding of
+        `encoding` ("gzip", "deflate", or a chain such as "gzip, gzip") and sent with that
+        content-encoding, whatever the client asked for. 100 MB is about 100 KB of gzip, and
+        gzip of that gzip a few hundred bytes."""
         for coding in encoding.split(","):
             if coding.strip() not in _WBITS:
                 raise ValueError(f"bomb_next: unknown coding {coding.strip()!r}")
