@@ -166,6 +166,14 @@ def test_init_without_prompts_from_flags_and_its_refusals(
     assert again.returncode == 2 and "--force" in again.stderr
     typo = run_cli(*flags, "--force", "--secret", secret, "--watched-user-ids", MISTYPED, env=env)
     assert typo.returncode == 2 and f"Auth0 does not know {MISTYPED!r}" in flat(typo.stderr)
+    # AND --force keeps what it replaces beside it (another environment a team kept there)
+    earlier = output.read_text() + '\n[prod.deploy.parameters]\nstack_name = "prod"\n'
+    output.write_text(earlier)
+    forced = run_cli(*flags, "--force", "--secret", secret, "--watched-user-ids", KNOWN, env=env)
+    assert forced.returncode == 0, forced.stderr
+    assert (tmp_path / "samconfig.toml.bak").read_text() == earlier
+    assert "kept as" in flat(forced.stdout + forced.stderr)
+    assert "prod" not in tomllib.loads(output.read_text())
     # AND without a domain it names the flag
     bare = run_cli("init", "--no-input", "--output", str(tmp_path / "x.toml"), env=aws.env())
     assert bare.returncode == 2 and "--domain is required with --no-input" in bare.stderr

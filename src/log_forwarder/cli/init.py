@@ -339,6 +339,12 @@ def run_init(env: Environment, options: InitOptions, note: Callable[[str], None]
         options.stack_name, region, domain, secret_name, watched, destinations, alarm_email
     )
     try:
+        if options.output.exists():
+            # --force replaces the file whole: other environments and build settings a team
+            # kept in it are kept beside it, not lost without a word.
+            kept = options.output.with_name(options.output.name + ".bak")
+            kept.write_bytes(options.output.read_bytes())
+            note(f"the previous {options.output.name} is kept as {kept}")
         options.output.write_text(samconfig_text(answers, datetime.now(UTC)), encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{options.output} cannot be written: {error.strerror}") from None
