@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .answer_deadline import answer_by, deadline_client
 from .exceptions import (
     Auth0AnswerTooLarge,
     Auth0AuthError,
@@ -120,7 +121,7 @@ class Auth0Client:
         self._base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._pacer = pacer
-        self._http = http or httpx.Client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
+        self._http = http or deadline_client(timeout=DEFAULT_TIMEOUT, follow_redirects=False)
         # Full jitter over a capped exponential: retries of concurrent workers spread out.
         self._retry_policy = RetryPolicy(attempts=max_attempts, base_s=0.5, cap_s=20.0)
         self._clock = clock
@@ -412,7 +413,12 @@ class Auth0Client:
         method, url = target
         headers = {**request.get("headers", {}), "Accept-Encoding": ACCEPTED_ENCODINGS}
         request = {**request, "headers": headers}
-        with self._http.stream(method, url, timeout=timeout, **request) as response:
+        # The connection keeps to the deadline too (answer_deadline): headers dripped a byte at
+        # a time, before any response exists for the watchdog to cut, end there as well.
+        with (
+            answer_by(scope.deadline.left_s()),
+            self._http.stream(method, url, timeout=timeout, **request) as response,
+        ):
             keep = limit if response.status_code == 200 else min(limit, MAX_ERROR_BODY_BYTES)
             if response.is_stream_consumed:  # an event hook read it already
                 if response.status_code == 200 and len(response.content) > keep:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import socketserver
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -25,6 +27,7 @@ from log_forwarder.auth0_client import MAX_ANSWER_BYTES, Auth0Client, ClientCred
 from log_forwarder.events import parse_page
 from log_forwarder.exceptions import (
     Auth0AnswerTooLarge,
+    Auth0Error,
     Auth0MalformedResponse,
     Auth0UnavailableError,
     OutOfTime,
@@ -361,8 +364,6 @@ def test_a_429_in_a_coding_not_asked_for_still_waits_as_its_retry_after_says(
 def test_json_nested_past_the_stack_in_a_token_or_error_answer_is_a_named_error(
     clock: FakeClock, status: int
 ) -> None:
-    from log_forwarder.exceptions import Auth0Error
-
     # GIVEN answers of 59 KB of [[[…]]]: under every size limit, deeper than Python's stack
     nested = b"[" * 30_000 + b"]" * 30_000
 
@@ -387,3 +388,78 @@ def test_json_nested_past_the_stack_in_a_token_or_error_answer_is_a_named_error(
     with pytest.raises(Auth0Error) as raised:
         client.user_logs(USER, page=0)
     assert raised.value.tenant_wide is (status != 400)
+
+
+class _HeaderDrip(socketserver.ThreadingTCPServer):
+    """Answers the token request at once, and every other request with headers sent one byte
+    each 0.1 s, for as long as the client listens: no response ever exists to cut."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _HeaderDripHandler)
+
+
+class _HeaderDripHandler(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while True:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = self.request.recv(65536)
+                if not chunk:
+                    return
+                received += chunk
+            if received.startswith(b"POST /oauth/token"):
+                body = json.dumps({"access_token": "t", "expires_in": 86400}).encode()
+                self.request.sendall(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                continue
+            try:
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nx-pad: ")
+                for _ in range(600):  # a minute at most
+                    self.request.sendall(b"a")
+                    time.sleep(0.1)
+            except OSError:
+                return
+            return
+
+
+def test_headers_dripped_a_byte_at_a_time_are_cut_at_the_deadline(clock: FakeClock) -> None:
+    # GIVEN a host that answers the log request's headers one byte every 0.1 s, each byte well
+    # within the client's 15 s read timeout (the watchdog only sees a response once they end)
+    with _HeaderDrip() as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        host, port = server.server_address
+        client = Auth0Client(
+            domain="t.auth0.com",
+            base_url=f"http://{host}:{port}",
+            credentials=lambda _force: ClientCredentials("id", "secret"),
+            pacer=Pacer(share=1.0, per_second=1000.0, clock=clock, sleep=clock.advance),
+            clock=clock,
+            sleep=clock.advance,
+        )
+        client.authenticate()
+        # WHEN the page is read with 3 s left before the deadline
+        started = time.monotonic()
+        left = Deadline(lambda: int((started + 3 - time.monotonic()) * 1000))
+        with pytest.raises((OutOfTime, Auth0Error)):
+            client.user_logs(USER, page=0, scope=CallScope(CallStats(), left))
+        # THEN the call ended at the deadline (before: 27.9 s for a 3 s deadline)
+        elapsed = time.monotonic() - started
+        server.shutdown()
+    assert elapsed < 3.5, f"the call ended {elapsed:.1f} s after it began, for a 3 s deadline"
+
+
+def test_the_clients_connections_are_opened_through_the_deadline_backend() -> None:
+    import httpcore
+
+    from log_forwarder.answer_deadline import DeadlineBackend, deadline_client
+
+    # httpx 0.28 takes no network backend: if a new httpx moves its pool, this says so
+    pool = deadline_client()._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(pool, httpcore.ConnectionPool)
+    assert isinstance(pool._network_backend, DeadlineBackend)
