@@ -111,7 +111,7 @@ def pseudonym_key(secret_id: str, client: SecretsManagerClient | None) -> bytes:
     if text.lstrip().startswith("{"):
         try:
             text = str(json.loads(text).get("key", ""))
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             text = ""
     if len(text) < 32:
         raise ConfigError(

@@ -203,8 +203,8 @@ def load_stored(pack: StoredPack) -> Plan:
         )
     try:
         document = json.loads(text)
-    except ValueError as error:
-        raise RulePackError(f"its plan is not JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # RecursionError: nested past the stack
+        raise RulePackError(f"its plan is not JSON: {error!r}") from None
     return load_plan(document)
 
 

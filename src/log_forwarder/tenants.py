@@ -192,7 +192,7 @@ def parse_tenants(text: str, *, source: str, rules: TenantRules) -> TenantsConfi
     """
     try:
         document = json.loads(text)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:  # RecursionError: nested past the stack
         raise ConfigError(
             f"{source} is not JSON ({error}); expected {SHAPE}. Store it as a String parameter "
             "(it holds secret names, not secrets)"

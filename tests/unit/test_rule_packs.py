@@ -132,6 +132,15 @@ def test_a_plan_that_inflates_past_the_bound_is_refused_before_it_is_read() -> N
         load_stored(stored("mine", {}, plan={"B": bomb}))
 
 
+def test_a_plan_nested_past_the_stack_is_refused_as_not_json() -> None:
+    # GIVEN a stored plan whose digest matches but whose JSON is nested 200,000 deep
+    text = b"[" * 200_000 + b"]" * 200_000
+    change = {"plan": {"B": gzip.compress(text)}, "sha256": {"S": hashlib.sha256(text).hexdigest()}}
+    # THEN that pack is refused by name (the others run), not a RecursionError for the run
+    with pytest.raises(RulePackError, match="its plan is not JSON: RecursionError"):
+        load_stored(stored("mine", {}, **change))
+
+
 def test_a_plan_of_another_version_is_refused_by_its_own_check() -> None:
     doc = {**document(("a.yml", rule(FAILED, "fp"))), "version": 99}
     text = plan_bytes(doc)

@@ -130,6 +130,7 @@ def test_a_domain_listed_twice_leaves_both_out() -> None:
     ("text", "says"),
     [
         ("{not json", "is not JSON"),
+        ("[" * 200_000 + "]" * 200_000, "is not JSON"),  # nested past the stack
         ("[]", "must be a JSON object with a non-empty tenant list"),
         ('{"tenants": []}', "must be a JSON object with a non-empty tenant list"),
         ('{"tenants": {"domain": "a.b"}}', "must be a JSON object with a non-empty tenant list"),
