@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from log_forwarder.events import parse_date_ms
@@ -326,3 +327,16 @@ class InMemoryPushedLedger:
     def largest(self) -> int:
         """The largest item's events blob, in bytes."""
         return max((len(blob) for blob, _, _ in self.items.values()), default=0)
+
+
+def socket_slack() -> int:
+    """What the sockets may hold past what the client read: the receive buffer, which Linux
+    autotunes up to tcp_rmem's maximum (32 MiB on these machines: 13 MB were once sent for an
+    8 MiB read under load), the send buffer up to tcp_wmem's, and the sender's 64 KiB chunk."""
+    held = 0
+    for name, fallback in (("tcp_rmem", 6 * 2**20), ("tcp_wmem", 4 * 2**20)):
+        try:
+            held += int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+        except (OSError, ValueError, IndexError):
+            held += fallback
+    return held + 64 * 2**10

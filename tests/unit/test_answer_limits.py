@@ -15,7 +15,6 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,28 +34,15 @@ from log_forwarder.exceptions import (
 from log_forwarder.pacing import Pacer
 from log_forwarder.retry import Deadline
 from log_forwarder.source import CallScope, CallStats
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, socket_slack
 
 T0 = 1_795_600_000.0
 USER = "auth0|5f1e2d3c4b5a69788796a5b4"
 ENCODED = "auth0%7C5f1e2d3c4b5a69788796a5b4"
 
 
-def _socket_slack() -> int:
-    """What the sockets may hold past what the client read: the receive buffer, which Linux
-    autotunes up to tcp_rmem's maximum (32 MiB on these machines: 13 MB were once sent for an
-    8 MiB read under load), the send buffer up to tcp_wmem's, and the sender's 64 KiB chunk."""
-    held = 0
-    for name, fallback in (("tcp_rmem", 6 * 2**20), ("tcp_wmem", 4 * 2**20)):
-        try:
-            held += int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
-        except (OSError, ValueError, IndexError):
-            held += fallback
-    return held + 64 * 2**10
-
-
 # The client read at most the limit, so at most this much more was ever sent.
-SOCKET_SLACK = _socket_slack()
+SOCKET_SLACK = socket_slack()
 
 
 @pytest.fixture
