@@ -885,13 +885,20 @@ def _token_answer(response: httpx.Response) -> tuple[str, float, str | None]:
 _BODY = frozenset({"content-encoding", "content-length", "transfer-encoding"})
 
 
+def _fields(response: httpx.Response) -> dict[str, Any]:
+    """The answer's top-level object, for the few fields read to explain it; {} when it is not
+    one (not JSON, nested past the stack: RecursionError, another shape). The answer itself, when
+    it is needed, is read by _json, which names what is wrong."""
+    try:
+        body = response.json()
+    except (ValueError, RecursionError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _granted_scopes(response: httpx.Response) -> frozenset[str] | None:
     """The token answer's `scope` (space-separated), or None when it names none."""
-    try:
-        scope = response.json().get("scope")
-    except (ValueError, AttributeError, RecursionError):
-        # RecursionError: nesting deeper than the stack (the answer itself is read by _json).
-        return None
+    scope = _fields(response).get("scope")
     return frozenset(scope.split()) if isinstance(scope, str) else None
 
 
@@ -912,14 +919,9 @@ def _token_refusal(status: int, response: httpx.Response, client_id: str) -> Aut
     """Auth0's own words on why (`error`, `error_description`): "Unauthorized" (wrong secret)
     and "Client is not authorized to access …" (not authorised for this API) need different
     fixes. The description names no secret; it is cut short in case it ever grows."""
-    error = description = ""
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            error = str(body.get("error") or "")[:80]
-            description = str(body.get("error_description") or "")[:300]
-    except (ValueError, RecursionError):
-        pass
+    body = _fields(response)
+    error = str(body.get("error") or "")[:80]
+    description = str(body.get("error_description") or "")[:300]
     said = ": ".join(part for part in (error, description) if part) or "no reason given"
     hint = {
         401: "check the client id and secret in the credentials secret (after rotating the "
@@ -941,13 +943,7 @@ def _shown(client_id: str) -> str:
 
 
 def _client_error(status: int, path: str, response: httpx.Response) -> Exception:
-    message = ""
-    try:
-        body = response.json()
-        if isinstance(body, dict):
-            message = str(body.get("message", ""))[:300]
-    except (ValueError, RecursionError):
-        pass
+    message = str(_fields(response).get("message", ""))[:300]
     text = f"HTTP {status} from {path}: {message or 'no message'}"
     if status == 403:
         return Auth0ScopeError(

@@ -129,6 +129,13 @@ class ReadPosition:
         until = self.pushed_until_ms
         return until is not None and (from_ms is None or until >= from_ms)
 
+    def pushed_forgotten(self, now_ms: int) -> bool:
+        """Whether what the real-time path recorded is past the table's memory (DynamoDB's TTL
+        deletes a batch PUSHED_MEMORY_MS after its newest event): Auth0 no longer returns
+        events that old, so no read can deliver them again."""
+        until = self.pushed_until_ms
+        return until is not None and until <= now_ms - PUSHED_MEMORY_MS
+
     @property
     def anchor(self) -> tuple[int, str] | None:
         """The newest event forwarded, dated no later than the watermark (an event dated in the
@@ -535,11 +542,9 @@ class Cursor:
         TTL deletes a batch PUSHED_MEMORY_MS after its newest event), no pending batch to
         explain it, and not one batch there. A table replaced by a new one answers that way."""
         position = self.position
-        until = position.pushed_until_ms
         return (
-            until is not None
-            and position.pushed_since(from_ms)
-            and until > now_ms - PUSHED_MEMORY_MS
+            position.pushed_since(from_ms)
+            and not position.pushed_forgotten(now_ms)
             and not self.outbox.pending
             and not position.pushed.entries
         )

@@ -44,7 +44,7 @@ from .exceptions import (
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, plan_chunk
-from .pushed import PUSHED_MEMORY_MS, PushedLedger
+from .pushed import PushedLedger
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
 from .retry import Deadline
@@ -284,10 +284,7 @@ class UserSession:
         if not position.pushed_since(start):
             return cursor
         if ledger is None:
-            until = position.pushed_until_ms
-            if until is not None and until <= self.env.now_ms() - PUSHED_MEMORY_MS:
-                # Past the table's memory: Auth0 no longer returns events that old, so a read
-                # cannot deliver them again (the same expiry missing_pushed applies).
+            if position.pushed_forgotten(self.env.now_ms()):
                 return cursor
             raise PushedMemoryMissing(
                 f"checkpoint of {self.user_id!r} says the real-time path recorded events dated "
@@ -399,21 +396,21 @@ class UserSession:
         checkpoint, report = self.checkpoint, self.report
         assert checkpoint is not None
         record = self._record if self.env.pushed is not None else None
+        share = self._share if self.env.shared is not None else None
         for batch in plan.batches:
             version = checkpoint.version
             if batch.intent is not None:
                 self._claimed.add(batch.batch_id)
             self._recorded = False
             try:
-                share = self._share if self.env.shared is not None else None
                 execute(batch, checkpoint, self.env.sinks, report.add_delivery, record, share)
-            except CheckpointConflict as conflict:
+            except Exception as error:
                 # Refused at its first write: the intent, or a checkpoint-only batch's cursor.
-                if checkpoint.version == version and (batch.intent is not None or not batch.lines):
-                    raise _Untouched(conflict) from conflict
-                self._count_recorded(batch)
-                raise
-            except Exception:
+                first = checkpoint.version == version and (
+                    batch.intent is not None or not batch.lines
+                )
+                if isinstance(error, CheckpointConflict) and first:
+                    raise _Untouched(error) from error
                 self._count_recorded(batch)
                 raise
             report.add_batch(batch)

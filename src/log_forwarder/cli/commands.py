@@ -336,7 +336,6 @@ def _status_inputs(
 ) -> tuple[list[dict[str, Any]], dict[str, str], list[str]]:
     """(checkpoint items, watched users and how, notes)."""
     notes: list[str] = []
-    listed = env.get("WATCHED_USER_IDS")
     if directory is not None:
         from .local import STORE_FILE, SqliteCheckpointStore
 
@@ -356,12 +355,26 @@ def _status_inputs(
         watched = dict.fromkeys(legacy, "legacy")
         if env.get("WATCH_TABLE"):
             watched = {**watched, **dict.fromkeys(_watched_in_table(env), "table")}
-    if listed:
-        settings_ids = env.settings(aws=False).watched_user_ids or ()
+    variable = _watched_by_variable(env, directory)
+    if variable is not None:
+        settings_ids, note = variable
         watched = dict.fromkeys(settings_ids, "WATCHED_USER_IDS")
-        ignored = "DIR's watch list" if directory is not None else "the watch list table"
-        notes.append(f"WATCHED_USER_IDS is set: it is the watch list, {ignored} is not read")
+        notes.append(note)
     return items, watched, notes
+
+
+def _watched_by_variable(
+    env: Environment, directory: Path | None
+) -> tuple[tuple[str, ...], str] | None:
+    """The ids WATCHED_USER_IDS lists and the note saying the list it overrides is not read;
+    None when it is not set (the function reads that list and no table then: config.py)."""
+    if not env.get("WATCHED_USER_IDS"):
+        return None
+    ignored = "DIR's watch list" if directory is not None else "the watch list table"
+    return (
+        tuple(env.settings(aws=False).watched_user_ids or ()),
+        f"WATCHED_USER_IDS is set: it is the watch list, {ignored} is not read",
+    )
 
 
 def _watched_in_table(env: Environment) -> list[str]:
@@ -470,28 +483,23 @@ def watch_remove(ctx: click.Context, users: tuple[str, ...], directory: Path | N
 def watch_list(ctx: click.Context, directory: Path | None, as_json: bool) -> None:
     """The watched users, and where each is listed."""
     from .render import watch_table
+    from .watch import WatchEntry
 
-    env = _env(ctx)
-    # With WATCHED_USER_IDS set, the function reads that list and no table (config.py): listing
-    # the table instead would show who is not watched.
-    settings_ids = env.settings(aws=False).watched_user_ids if env.get("WATCHED_USER_IDS") else None
-
-    def show(admin: Any) -> None:
-        from .watch import WatchEntry
-
-        if settings_ids is None:
-            entries = admin.entries()
-        else:
-            entries = [WatchEntry(user_id, "WATCHED_USER_IDS") for user_id in settings_ids]
+    def show(entries: list[WatchEntry]) -> None:
         if as_json:
             _print_json([vars(e) for e in entries])
         else:
             out.print(watch_table(entries))
-        if settings_ids is not None:
-            ignored = "DIR's watch list" if directory is not None else "the watch list table"
-            err.print(f"Note: WATCHED_USER_IDS is set: it is the watch list, {ignored} is not read")
 
-    _with_watch_list(directory, env, show)
+    env = _env(ctx)
+    # Listing the table while WATCHED_USER_IDS overrides it would show who is not watched.
+    variable = _watched_by_variable(env, directory)
+    if variable is None:
+        _with_watch_list(directory, env, lambda admin: show(admin.entries()))
+        return
+    settings_ids, note = variable
+    show([WatchEntry(user_id, "WATCHED_USER_IDS") for user_id in settings_ids])
+    err.print(f"Note: {note}")
 
 
 # -- init (cli/init.py: it uses `handled`, `out` and `err` above) ---------------------------

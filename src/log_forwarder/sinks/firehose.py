@@ -13,7 +13,6 @@ Consumers deduplicate by `log_id` (or the record key of the forwarder's own reco
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,9 +64,11 @@ class FirehoseSink:
             nonlocal repeated
             repeated += count
 
+        delivered = False
         try:
             for batch in firehose_batches(records):
                 self._put(batch, delivery, resent)
+            delivered = True
         finally:
             # Also when the delivery fails (refused, out of time): what was resent before it is
             # in the stream already, and only this line says how much; the batch's redelivery
@@ -79,7 +80,7 @@ class FirehoseSink:
                         "stream": self.stream,
                         "batch_id": delivery.batch_id,
                         "records": repeated,
-                        "delivered": "no" if sys.exc_info()[0] else "yes",
+                        "delivered": "yes" if delivered else "no",
                     },
                 )
         return DeliveryReport(
