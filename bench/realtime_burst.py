@@ -29,6 +29,7 @@ import random
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,7 +120,18 @@ class DynamoMeter:
     read_units: float = 0.0
     largest_item: int = 0
     writes: int = 0
+    # Write units by what was written: a user's checkpoint, the shared detection item
+    # (`#detections`), another "#" item, or a table's own items (the pushed-events table's).
+    units_by_item: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _count(self, params: dict[str, Any], item: dict[str, Any], size: int) -> None:
+        units = max(1, math.ceil(size / 1024))
+        with self.lock:
+            self.writes += 1
+            self.write_units += units
+            self.largest_item = max(self.largest_item, size)
+            self.units_by_item[_written(item)] += units
 
     def attach(self, client: Any) -> Any:
         client.meta.events.register("provide-client-params.dynamodb.*", self._params)
@@ -129,19 +141,14 @@ class DynamoMeter:
     def _params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
         name = model.name
         if name in ("UpdateItem", "PutItem"):
-            size = _item_bytes(params)
-            with self.lock:
-                self.writes += 1
-                self.write_units += max(1, math.ceil(size / 1024))
-                self.largest_item = max(self.largest_item, size)
+            self._count(params, params.get("Key") or params.get("Item", {}), _item_bytes(params))
         elif name == "BatchWriteItem":
             for requests in params.get("RequestItems", {}).values():
                 for request in requests:
                     put = request.get("PutRequest")
                     size = _attributes_bytes(put["Item"]) if put else 100
-                    with self.lock:
-                        self.writes += 1
-                        self.write_units += max(1, math.ceil(size / 1024))
+                    item = put["Item"] if put else request.get("DeleteRequest", {}).get("Key", {})
+                    self._count(params, item, size)
 
     def _answer(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
         name = model.name
@@ -156,6 +163,15 @@ class DynamoMeter:
             units += max(1, math.ceil(_attributes_bytes(parsed.get("Item", {})) / 4096))
         with self.lock:
             self.read_units += units
+
+
+def _written(item: dict[str, Any]) -> str:
+    key = item.get("user_id", {}).get("S", "")
+    if "batch" in item:  # the pushed-events table's sort key
+        return "pushed-events items"
+    if key == "#detections":
+        return "shared detection item"
+    return "other # items" if key.startswith("#") else "checkpoints"
 
 
 def _attributes_bytes(item: dict[str, Any]) -> int:
@@ -235,6 +251,10 @@ class Burst:
             "wru_per_1000": self.per_1000(self.meter.write_units),
             "s3_objects_per_1000": self.per_1000(self.s3_objects),
             "cost_per_million": total,
+            "write_units_per_1000_by_item": {
+                name: round(self.per_1000(units), 1)
+                for name, units in sorted(self.meter.units_by_item.items())
+            },
         }
 
 
@@ -462,7 +482,9 @@ def rows(bursts: Sequence[Burst]) -> list[Row]:
                 f"item **{figures['largest_item_bytes']:,} B**; per 1,000 events "
                 f"{figures['wru_per_1000']:,.0f} write units, "
                 f"{figures['s3_objects_per_1000']:,.0f} S3 objects; **${total:.2f}** per million "
-                f"({spent}); {burst.invocations:,} invocations; repeated {burst.repeated}",
+                f"({spent}); write units per 1,000 events by item: "
+                f"{_by_item(figures)}; {burst.invocations:,} invocations; "
+                f"repeated {burst.repeated}",
                 "≥ 99 %, p95 ≤ 5 s, ≤ 16 KB, ≤ $2 per million",
             )
         )
@@ -476,6 +498,11 @@ def closing_note(bursts: Sequence[Burst]) -> str:
         now = ", ".join(_shown(b.figures()[key]) for b in bursts)
         lines.append(f"  {key:22} before {_shown(TODAY[key]):>12}   now {now}")
     return "\n".join(lines)
+
+
+def _by_item(figures: dict[str, Any]) -> str:
+    parts = figures["write_units_per_1000_by_item"].items()
+    return ", ".join(f"{name} {units:,.0f}" for name, units in parts) or "none"
 
 
 def _shown(value: object) -> str:

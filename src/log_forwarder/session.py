@@ -48,7 +48,7 @@ from .pushed import PushedLedger
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
 from .retry import Deadline
-from .shared_correlations import TENANT_FINDINGS, Applied, SharedCorrelations
+from .shared_correlations import TENANT_FINDINGS, Applied, SharedCorrelations, UserBatch
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
 from .store import CheckpointStore, StoredCheckpoint
@@ -422,9 +422,13 @@ class UserSession:
         rules, shared = self._rules, self.env.shared
         if rules is None or rules.shared is None or shared is None or batch.convert is None:
             return
+        assert self.checkpoint is not None
+        # The checkpoint holds the batch's intent by now: what else of the user's is pending.
+        pending = frozenset(p.batch_id for p in self.checkpoint.cursor.outbox.pending)
+        which = UserBatch(batch.batch_id, batch.redelivery, pending)
         applied = apply_shared(
             self.env, self.run, rules.shared, rules, batch.shared, self.user_id, batch.convert,
-            self.report,
+            self.report, which,
         )  # fmt: skip
         self.report.add_shared(applied)
 
@@ -584,9 +588,11 @@ def apply_shared(
     user_id: str,
     convert: ConvertContext,
     report: UserReport,
+    batch: UserBatch | None = None,
 ) -> Applied:
     """`events` to the shared item's `part` of the rules; what they find is written to
-    `user_id`'s destinations (counted in `report`), exactly once."""
+    `user_id`'s destinations (counted in `report`), exactly once: `batch` names the watched
+    user's batch they are (None: the tenant's events nobody watches)."""
     assert env.shared is not None
 
     def deliver(delivery: Delivery) -> None:
@@ -602,6 +608,7 @@ def apply_shared(
         deliver=deliver,
         lease_until_ms=run.lease_until(env.now_ms()),
         deadline=run.scope.deadline,
+        batch=batch,
     )
 
 

@@ -8,23 +8,37 @@ written as a checkpoint is, conditionally on the version read, with an outbox of
                              realtime.py) before the tenant stream moves past them
       1. load the item; findings an interrupted run left pending (its lease over) are claimed
          with this run's lease, delivered again (the destinations skip what they hold), cleared
-      2. the events it applied before are left out (`seen`: their log_ids, bounded), so a
-         redelivered batch, a window read again and an event both pushed and read count once
+      2. the events it applied before are left out, so a redelivered batch counts once:
+         a watched user's batch by its batch id (`applied`, below), the tenant's events
+         nobody watches by their log_ids (`seen`, bounded)
       3. step (pure): findings, what the rules did not see, the next state
-      4. write: the state, the events seen, the findings as pending under this run's lease
+      4. write: the state, what it applied, the findings as pending under this run's lease
          ✗ lost race: load again, from 1 (the step is pure; 2 skips what the winner applied)
          ✗ crash before: the user's batch is not committed; its redelivery applies it again
       5. deliver the findings      ✗ crash here: the next apply, of any run, delivers them (1)
       6. write: pending cleared
 
+A watched user's batch is applied under its batch id, which its redelivery keeps (planner.py:
+the destinations skip what they hold by it), so the item remembers batches, not events: a
+fresh batch is applied whole, and a later call under its id skips everything (a subset of it
+is all a redelivery can hold). A redelivery whose first attempt died before this step (a
+destination failed) may come in parts, one chunk each: its events are remembered one by one,
+as short digests, under the batch. Every watched user's call prunes that user's entries to the
+batches its checkpoint still holds pending (the others are committed and never come again),
+and an entry also goes APPLIED_HORIZON_MS after it was written, or when MAX_APPLIED newer ones
+are kept. So the item does not grow with a burst: it held every event's log_id up to 2,000
+before (about 17 KB of a 19 KB item, rewritten by every batch of every watched user).
+
 Checkpoint table writes: none for events no shared rule takes; one for a batch that only moves
-the state; two more for one that finds something. The item is bounded (sigma_step.Limits, at
-most MAX_SEEN log_ids) and expires: events leave the state two timespans after the newest, and
-the item carries `expires_at` (the table's TTL) for when no run touches it any more.
+the state; two more for one that finds something. The item is bounded (sigma_step.Limits,
+MAX_APPLIED batches, at most MAX_SEEN log_ids of unwatched users' events) and expires: events
+leave the state two timespans after the newest, and the item carries `expires_at` (the table's
+TTL) for when no run touches it any more.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +64,12 @@ SHARED_KEY: Final = "#detections"
 TENANT_FINDINGS: Final = "#tenant"
 MAX_SEEN: Final = 2_000
 SEEN_HORIZON_MS: Final = 2 * 86_400_000  # at least: a redelivery or a window read again
+# A batch is applied after every destination took it, moments before its user's commit; only a
+# commit lost then brings it back, with the next holder of the user's lease (minutes later).
+# Six hours covers a run of failing invocations besides; a batch redelivered later than that
+# (or pushed out by MAX_APPLIED newer ones) counts twice in the shared correlations.
+APPLIED_HORIZON_MS: Final = 6 * 3_600_000
+MAX_APPLIED: Final = 512
 # The engine's caps for this item (a user's checkpoint takes sigma_step's defaults): about
 # 160 KB of JSON at most, with the log_ids seen.
 MAX_GROUPS: Final = 128
@@ -74,10 +94,23 @@ class PendingFindings:
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    """A watched user's batch the item applied: under its batch id, whole (`events` None), or,
+    for a redelivery in parts, the digests of the events it held (event_digest)."""
+
+    user: str  # user_digest of the watched user
+    batch_id: str
+    written_ms: int
+    events: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SharedState:
     correlations: Mapping[str, Any] = field(default_factory=dict)  # CorrelationState, as stored
-    seen: tuple[tuple[int, str], ...] = ()  # (date, log_id) of the events applied, sorted
+    # (date, log_id) of the unwatched users' events applied (tenant-wide), sorted
+    seen: tuple[tuple[int, str], ...] = ()
     pending: tuple[PendingFindings, ...] = ()
+    applied: tuple[AppliedBatch, ...] = ()  # oldest first
 
     def to_state(self) -> dict[str, Any]:
         return SHARED_STATE.encode(self)
@@ -103,10 +136,19 @@ SHARED_STATE: Final[Schema[SharedState]] = Schema(
                 )
             ),
         ),
+        Key(
+            "applied",
+            "applied",
+            items(row(STR, STR, INT, optional(items(STR)), into=AppliedBatch), most=MAX_APPLIED),
+        ),
     ),
-    version=1,
+    # v2 remembers watched users' batches by id (`applied`), no longer their events in `seen`.
+    # A v1 reader (a rollback) ignores `applied`: it would count again only a batch whose commit
+    # was lost just before the rollback, so it may read the item rather than stop the shared
+    # correlations altogether.
+    version=2,
     readable_from=1,
-    upgrades={},
+    upgrades={1: lambda state: state},
     hint=f"delete the item {SHARED_KEY!r}: the shared correlations start afresh",
 )
 
@@ -125,6 +167,16 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True)
+class UserBatch:
+    """Which of a watched user's batches the events are: its id, whether it redelivers an
+    interrupted one, and the batch ids the user's checkpoint holds pending (this one among them)."""
+
+    batch_id: str
+    redelivery: bool = False
+    pending: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class _Call:
     """One apply's arguments besides its events."""
 
@@ -135,6 +187,7 @@ class _Call:
     deliver: Deliver
     lease_until_ms: int
     deadline: Deadline
+    batch: UserBatch | None
 
 
 class SharedCorrelations:
@@ -158,18 +211,21 @@ class SharedCorrelations:
         deliver: Deliver,
         lease_until_ms: int,
         deadline: Deadline = UNLIMITED,
+        batch: UserBatch | None = None,
     ) -> Applied:
         """Apply `events` to the correlations of `plan` (a part of `plan_whole`, the active
-        plan) once, and deliver what they find to `user_id`'s destinations."""
+        plan) once, and deliver what they find to `user_id`'s destinations. `batch` names a
+        watched user's batch (remembered by its id); without it, the events are the tenant's
+        nobody watches (remembered by their log_ids)."""
         taken = [e for e in stored_ids(events) if plan.matching(e.raw)]
         if not taken:
             return Applied()
-        call = _Call(plan, plan_whole, user_id, render, deliver, lease_until_ms, deadline)
+        call = _Call(plan, plan_whole, user_id, render, deliver, lease_until_ms, deadline, batch)
         with self._lock:
             return self._apply(call, taken)
 
     def _apply(self, call: _Call, events: Sequence[LogEvent]) -> Applied:
-        plan, plan_whole, user_id = call.plan, call.plan_whole, call.user_id
+        plan_whole, user_id = call.plan_whole, call.user_id
         render, deliver = call.render, call.deliver
         lease_until_ms, deadline = call.lease_until_ms, call.deadline
         ours: PendingFindings | None = None  # this apply's findings, once written
@@ -215,7 +271,7 @@ class SharedCorrelations:
             )
             if ours is None:
                 # 2.-4. This apply's events, once.
-                stepped = _stepped(plan, plan_whole, cleared, events, user_id)
+                stepped = _stepped(call, cleared, events, now)
                 if stepped is None:
                     if (
                         cleared != state
@@ -280,14 +336,21 @@ class SharedCorrelations:
 
 
 def _stepped(
-    plan: Plan, plan_whole: Plan, state: SharedState, events: Sequence[LogEvent], user_id: str
+    call: _Call, state: SharedState, events: Sequence[LogEvent], now_ms: int
 ) -> tuple[SharedState, tuple[Finding, ...], tuple[Skipped, ...]] | None:
     """The state after the events it has not applied yet, and what they found; None when it
     applied every one before."""
     from .sigma_step import CorrelationState, Limits, step
 
-    known = {log_id for _, log_id in state.seen}
-    fresh = [e for e in events if e.log_id not in known]
+    plan, plan_whole, user_id = call.plan, call.plan_whole, call.user_id
+    applied = state.applied
+    if call.batch is None:
+        known = {log_id for _, log_id in state.seen}
+        fresh = [e for e in events if e.log_id not in known]
+        newly_seen = [(e.date_ms, e.log_id) for e in fresh]
+    else:
+        fresh, applied = _unapplied(state.applied, events, user_id, call.batch, now_ms)
+        newly_seen = []
     if not fresh:
         return None
     limits = Limits(max_groups=MAX_GROUPS, max_entries=MAX_ENTRIES)
@@ -296,15 +359,55 @@ def _stepped(
     groups = {cid: g for cid, g in result.state.groups.items() if cid in kept_ids}
     correlations = CorrelationState(result.state.watermark_ms, groups)
     seen = _bounded_seen(
-        [*state.seen, *((e.date_ms, e.log_id) for e in fresh)],
-        correlations.watermark_ms,
-        _horizon(plan_whole),
+        [*state.seen, *newly_seen], correlations.watermark_ms, _horizon(plan_whole)
     )
     watched = "" if user_id == TENANT_FINDINGS else user_id  # tenant-wide: nobody watched
     findings = tuple(sigma_finding(plan_whole, f, watched) for f in result.findings)
     skipped = skipped_of(plan_whole, result, fresh)
-    after = replace(state, correlations=correlations.to_state(), seen=seen)
+    after = replace(state, correlations=correlations.to_state(), seen=seen, applied=applied)
     return after, findings, skipped
+
+
+def _unapplied(
+    applied: Sequence[AppliedBatch],
+    events: Sequence[LogEvent],
+    user_id: str,
+    batch: UserBatch,
+    now_ms: int,
+) -> tuple[list[LogEvent], tuple[AppliedBatch, ...]]:
+    """The events of a watched user's batch not applied before, and what the item remembers
+    once they are: the batch (whole, or its events' digests for a redelivery, which may hold
+    part of it), the user's other batches its checkpoint still holds pending, and the other
+    users' entries younger than APPLIED_HORIZON_MS."""
+    user = user_digest(user_id)
+    entry = next((a for a in applied if a.user == user and a.batch_id == batch.batch_id), None)
+    if entry is not None and entry.events is None:
+        return [], tuple(applied)
+    held = frozenset(entry.events or ()) if entry is not None else frozenset()
+    fresh = [e for e in events if event_digest(e.log_id) not in held]
+    remembered = None
+    if batch.redelivery:
+        remembered = tuple(sorted(held | {event_digest(e.log_id) for e in fresh}))
+    pending = batch.pending | {batch.batch_id}
+    kept = [
+        a
+        for a in applied
+        if a is not entry
+        and a.written_ms > now_ms - APPLIED_HORIZON_MS
+        and (a.user != user or a.batch_id in pending)
+    ]
+    kept.append(AppliedBatch(user, batch.batch_id, now_ms, remembered))
+    return fresh, tuple(kept[-MAX_APPLIED:])
+
+
+def user_digest(user_id: str) -> str:
+    """A watched user, as the item names it: 64 bits of a digest (the item needs no more than
+    to tell users apart, and is read by whoever reads the table)."""
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def event_digest(log_id: str) -> str:
+    return hashlib.sha256(log_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def _bounded_seen(

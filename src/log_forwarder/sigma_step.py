@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -228,8 +229,53 @@ def _add(
             value = _counted_value(event.raw, correlation, correlation.rule_ids[slot])
         entries.append(_Entry(event.date_ms, event.log_id, slot, value))
     entries.sort(key=lambda e: (e.date_ms, e.log_id, e.slot))
-    groups[key] = _Group(tuple(_bounded(entries, limits.max_group_events)), group.fired_ms)
+    entries = _bounded(_needed(correlation, entries), limits.max_group_events)
+    groups[key] = _Group(tuple(entries), group.fired_ms)
     return key, True, key_values
+
+
+def _needed(correlation: PlanCorrelation, entries: list[_Entry]) -> list[_Entry]:
+    """What a group keeps as each event comes (so where calls split the events changes
+    nothing): for a lower-bound-only `event_count`, its bound's number of newest events and
+    any of the same millisecond as the oldest of them (a millisecond counts whole); for a
+    `value_count`, each value's newest event; otherwise everything, up to the caps."""
+    if not _only_at_least(correlation):
+        return entries
+    if correlation.kind == "value_count":
+        return _newest_per_value(entries)
+    needed = _events_needed(correlation)
+    if correlation.kind != "event_count" or len(entries) <= needed:
+        return entries
+    oldest_needed = entries[-needed].date_ms
+    return [e for e in entries if e.date_ms >= oldest_needed]
+
+
+def _only_at_least(correlation: PlanCorrelation) -> bool:
+    """Whether the condition only bounds the count from below (`gte`, `gt`). Then, with events
+    judged as they come, a window ending at the newest event holds when its newest events do:
+    an `event_count` needs its bound's number of newest events, a `value_count` each value's
+    newest event, and older ones change no count. A late event (older than its group's newest)
+    is judged against what is kept (docs/sigma.md, "Correlations")."""
+    return all(op in ("gte", "gt") for op, _ in correlation.conditions)
+
+
+def _events_needed(correlation: PlanCorrelation) -> int:
+    """The fewest events that satisfy a lower-bound-only `event_count` (at least 1)."""
+    needed = 1
+    for op, bound in correlation.conditions:
+        needed = max(needed, math.floor(bound) + 1 if op == "gt" else math.ceil(bound))
+    return needed
+
+
+def _newest_per_value(entries: list[_Entry]) -> list[_Entry]:
+    """Each (rule, value)'s newest entry, in date order. A group of one IP's failures against a
+    few users keeps a few entries, not one per failure: the shared item is rewritten by every
+    watched user's batch, and its size is what each write costs."""
+    newest: dict[tuple[int, str | None], _Entry] = {}
+    for entry in entries:  # in date order: a later one replaces an earlier
+        newest[(entry.slot, entry.value)] = entry
+    kept = set(map(id, newest.values()))
+    return [e for e in entries if id(e) in kept]
 
 
 def _judge(
