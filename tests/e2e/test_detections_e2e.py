@@ -20,11 +20,12 @@ import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.aws_fault_proxy import AwsFaultProxy
-from devtools.harness import LocalDeployment
+from devtools.harness import FakeLambdaContext, LocalDeployment, invoke_handler
 from devtools.local_aws import LocalAws
-from devtools.realtime_stack import RealtimePath
+from devtools.realtime_stack import RealtimePath, sqs_event
 from devtools.traffic import generate_user_events
 from tests.e2e.conftest import Clock, deployer, ok
+from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
 
@@ -384,3 +385,77 @@ def test_tenant_wide_rules_find_an_unwatched_admin_in_stream_mode_and_forward_no
     assert first_run["tenant_wide_findings"] == (
         {"admin_action": 1} if tenant_wide == "true" else None
     )
+
+
+@pytest.mark.parametrize("tenant_wide", ["true", "false"])
+def test_tenant_wide_rules_find_an_unwatched_admin_on_the_real_time_path_once_and_forward_no_event(
+    aws: LocalAws, tenant_wide: str
+) -> None:
+    # GIVEN the real-time path on, a watched user the schedule has started, and an administrator
+    # nobody watches changing MFA through the Management API while the user logs in
+    clock = Clock()
+    rng = random.Random(17)
+    watched, admin = "auth0|rtw-watched", "auth0|rtw-unwatched-admin"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500), clock=clock) as sim:
+        stack = deployer(
+            aws,
+            sim,
+            clock,
+            f"detect-rtw-{tenant_wide}",
+            watched_user_ids=[watched],
+            DETECTIONS_TENANT_WIDE=tenant_wide,
+            FINDINGS_EVENT_BUS="none",
+        )()
+        realtime = RealtimePath(stack)
+        ok(stack.invoke())
+        now = clock.now()
+        mine = sim.add_events(
+            generate_user_events(
+                watched, count=3, start=now - timedelta(seconds=40), end=now, rng=rng
+            )
+        )
+        (call,) = sim.add_events([management(admin, admin, now - timedelta(seconds=20), rng)])
+        # WHEN Auth0's stream pushes them, and the queue delivers the same batch twice (SQS
+        # delivers at least once: a second delivery of messages already handled)
+        realtime.emitter().emit([*mine, call])
+        messages = realtime.receive(10)
+        function = realtime.handler()
+        context = FakeLambdaContext(function_name="RealtimeFunction")
+        first, again = (
+            ok(invoke_handler(function, sqs_event(messages), context, cold=False)) for _ in range(2)
+        )
+        realtime.settle(messages, again)
+    # THEN the watched user's events were forwarded once, and the admin's were not; on, the
+    # admin's call reached the function (the rule's pattern takes every user) and is ignored
+    # for forwarding; off, the pattern kept it out
+    assert first["RealtimeEvents"] == len(mine) and again["RealtimeEvents"] == 0
+    assert first["RealtimeIgnored"] == (1 if tenant_wide == "true" else 0)
+    # the rules ran on both deliveries; the second found nothing it had not found
+    assert (first["tenant_wide_findings"], again["tenant_wide_findings"]) == (
+        ({"admin_action": 1}, {}) if tenant_wide == "true" else (None, None)
+    )
+    assert_delivered_once(stack, watched, ids_of(mine))
+    # AND on, the call is one admin_action finding of nobody watched (CloudWatch's stream
+    # `#tenant`, S3's records without a watched user), once through both deliveries; off, none
+    tenant_records = {
+        "cloudwatch": stack.cloudwatch_records("#tenant"),
+        "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
+    }
+    for records in tenant_records.values():
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and call["log_id"] in r["_forwarder"]["log_ids"]
+        ]
+        if tenant_wide == "true":
+            assert [(f["rule"], f["log_ids"]) for f in found] == [
+                ("admin_action", [call["log_id"]])
+            ]
+            assert found[0]["details"]["group"]["data.user_id"] == admin
+        else:
+            assert found == []
+        assert all(r.get("log_id") != call["log_id"] for r in records)
+    forwarded = [r for r in stack.s3_records() if "log_id" in r]
+    assert call["log_id"] not in {r["log_id"] for r in forwarded}
+    assert stack.cloudwatch_records(admin) == []
