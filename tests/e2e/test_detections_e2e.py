@@ -212,6 +212,89 @@ def test_a_finding_redelivered_after_a_crash_is_not_written_twice(aws: LocalAws)
         assert len(ids) == 1 == len(set(ids))
 
 
+# A pack of the operator's with a `temporal_ordered` correlation grouped by user: its state
+# lives in the user's checkpoint (detections.py: a group-by of data.user_id is per user).
+TAKEOVER_PACK = """
+title: Second factor removed
+id: 6d3e0000-0000-4000-8000-000000000001
+name: mfa_removed
+logsource: {product: auth0}
+detection:
+    selection: {data.type: [gd_unenroll, gd_user_delete]}
+    condition: selection
+---
+title: Email changed
+id: 6d3e0000-0000-4000-8000-000000000002
+name: email_changed
+logsource: {product: auth0}
+detection:
+    selection: {data.type: sce}
+    condition: selection
+---
+title: Second factor removed, then the email changed, within an hour
+id: 6d3e0000-0000-4000-8000-000000000003
+correlation:
+    type: temporal_ordered
+    rules: [mfa_removed, email_changed]
+    group-by: [data.user_id]
+    timespan: 1h
+level: high
+"""
+TAKEOVER_ID = "6d3e0000-0000-4000-8000-000000000003"
+
+
+def test_a_temporal_ordered_finding_kept_in_the_checkpoint_is_written_once_through_a_crash(
+    aws: LocalAws,
+) -> None:
+    # GIVEN an installed pack whose temporal_ordered correlation is grouped by user, and a run
+    # that saw the first of its events (a second factor removed): the correlation's state is
+    # in the user's checkpoint
+    from log_forwarder.cli.sigma_compiler import compile_texts
+    from log_forwarder.rule_packs import pack_item
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(23)
+    user = "auth0|takeover"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-temporal-{int(time.time())}",
+            watched_user_ids=[user],
+            FINDINGS_EVENT_BUS="none",
+        )
+        plan = compile_texts([("takeover.yml", TAKEOVER_PACK)]).plan
+        aws.client("dynamodb").put_item(
+            TableName=stack.resources.rule_packs_table,
+            Item=pack_item("takeover", plan, installed_at="t"),
+        )
+        (removed,) = sim.add_events([event(user, "gd_unenroll", start, rng)])
+        assert ok(stack.invoke())["rule_packs"] == ["default", "takeover"]
+        assert TAKEOVER_ID in json.dumps(stack.checkpoint(user))
+        # WHEN the email change comes, and the run that sees it dies before its checkpoint
+        # commit (S3 refuses after CloudWatch accepted), and the next run redelivers the batch,
+        # and one more run reads nothing new
+        (changed,) = sim.add_events([event(user, "sce", start + timedelta(minutes=20), rng)])
+        with AwsFaultProxy(aws.endpoint_url) as proxy:
+            stack.env["AWS_ENDPOINT_URL"] = proxy.url
+            proxy.add("S3.PUT", "refuse", times=5)
+            assert stack.invoke().error is not None
+            assert stack.invoke().error is None
+            assert stack.invoke().error is None
+    # THEN each destination holds the correlation's finding once, naming both events in order
+    for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and r["_forwarder"].get("rule_id") == TAKEOVER_ID
+        ]
+        assert [(f["log_ids"], f["level"]) for f in found] == [
+            ([removed["log_id"], changed["log_id"]], "high")
+        ]
+        assert found[0]["details"]["kind"] == "temporal_ordered"
+
+
 # How the first run dies: S3 refuses every put (the batch is never committed, the shared
 # item never applied), or the finding's own CloudWatch put is applied and its answer lost (the
 # shared item holds it pending: the next run delivers it again, the destination skips it).
