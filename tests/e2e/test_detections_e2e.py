@@ -93,6 +93,16 @@ def sequences(start: datetime, rng: random.Random) -> dict[tuple[str, str], list
         ("credential_change", "quiet"): [
             event(user("credential_change", "quiet"), "fcp", minutes(1), rng)
         ],
+        # the takeover sequence: a factor removed, then the email changed; the other order is
+        # not it (each step is still its own rule's finding)
+        ("mfa_removed_then_recovery_changed", "fires"): [
+            event(user("mfa_removed_then_recovery_changed", "fires"), kind, minutes(m), rng)
+            for kind, m in (("gd_unenroll", 1), ("sce", 20))
+        ],
+        ("mfa_removed_then_recovery_changed", "quiet"): [
+            event(user("mfa_removed_then_recovery_changed", "quiet"), kind, minutes(m), rng)
+            for kind, m in (("sce", 1), ("gd_unenroll", 20))
+        ],
         ("breached_password", "fires"): [
             event(user("breached_password", "fires"), "pwd_leak", minutes(1), rng)
         ],
