@@ -60,7 +60,12 @@ class RealtimePath:
         self.bus = source.rsplit("/", 1)[-1]
         aws = stack.aws
         watched = stack.env.get("WATCHED_USER_IDS", "")
-        parameters = {"RealtimeEventSourceName": source, "WatchedUserIds": watched}
+        parameters = {
+            "RealtimeEventSourceName": source,
+            "WatchedUserIds": watched,
+            # On, the rule's pattern takes every user's events (the tenant-wide rules need them).
+            "DetectionsTenantWide": stack.env.get("DETECTIONS_TENANT_WIDE", "false"),
+        }
         template = load_template()
         resolver = _Resolver(template, parameters, stack_name=stack.resources.stack_name)
         if not resolver.active("RealtimeEventBus"):
@@ -115,7 +120,13 @@ class RealtimePath:
             "REALTIME_EVENT_SOURCE": source,
             "PUSHED_EVENTS_TABLE": self.pushed_table,
         }
-        for name in ("DETECTIONS", "FINDINGS_EVENT_BUS", "OUTPUT_FORMAT", "OCSF_VERSION"):
+        for name in (
+            "DETECTIONS",
+            "DETECTIONS_TENANT_WIDE",
+            "FINDINGS_EVENT_BUS",
+            "OUTPUT_FORMAT",
+            "OCSF_VERSION",
+        ):
             if name in stack.env:
                 self.env[name] = stack.env[name]
         stack.env["REALTIME_EVENT_SOURCE"] = source

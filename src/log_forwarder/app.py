@@ -3,30 +3,43 @@
 Importing this module sets nothing up (no logging handler, no client): the runtime is built
 from the environment on the first invocation (runtime.py, the one composition root) and reused
 by warm ones, with its clients and the Auth0 token.
+
+It imports nothing of the run either: the composition root and what it builds (httpx, the
+settings, the sinks, the forwarder, Powertools) are imported by the first invocation, which
+builds the runtime from them anyway, as observability.py already does for Powertools' logger and
+metrics. The cold start does the same work; the module's import (which bench/sigma.py holds to
+1.6× a bare `import boto3`) does only its own.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
-
-from aws_lambda_powertools import single_metric
-from aws_lambda_powertools.logging import correlation_paths
-from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from . import observability
-from .config import Settings
-from .exceptions import ConfigError, RunFailed
-from .report import RunReport, findings_by_rule, metric_values
-from .retry import Deadline
-from .runtime import Runtime, build_runtime
-from .watch_list import watched_users
 
-__all__ = ["build_runtime", "forward", "lambda_handler", "reset_runtime"]
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
-_runtime = observability.Lazy(lambda clock: build_runtime(Settings.from_env(), clock=clock))
+    from .report import RunReport
+    from .runtime import Runtime
+
+__all__ = ["forward", "lambda_handler", "reset_runtime"]
+
+# Powertools' `correlation_paths.EVENT_BRIDGE` (the event's `id`), spelled here: importing the
+# constant imports Powertools' logger, metrics and tracer, which the first invocation does.
+EVENT_BRIDGE_ID = "id"
+
+
+def _build(clock: Callable[[], float]) -> Runtime:
+    from .config import Settings
+    from .runtime import build_runtime
+
+    return build_runtime(Settings.from_env(), clock=clock)
+
+
+_runtime = observability.Lazy(_build)
 
 
 def reset_runtime(*, clock: Callable[[], float] = time.time) -> None:
@@ -50,6 +63,10 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
     Raises when some user failed, after every other user's progress is committed. The
     multi-tenant worker calls it once per tenant message.
     """
+    from .exceptions import ConfigError, RunFailed
+    from .retry import Deadline
+    from .watch_list import watched_users
+
     margin_ms = runtime.settings.time_margin_ms
     if context.get_remaining_time_in_millis() <= margin_ms:
         # Otherwise every user would be deferred on every run, and nothing ever forwarded.
@@ -78,6 +95,11 @@ def forward(runtime: Runtime, context: LambdaContext) -> dict[str, Any]:
 
 
 def _publish(report: RunReport) -> None:
+    from aws_lambda_powertools import single_metric
+    from aws_lambda_powertools.metrics import MetricUnit
+
+    from .report import findings_by_rule, metric_values
+
     metrics = observability.metrics()
     for name, unit, value in metric_values(report):
         metrics.add_metric(name=name, unit=MetricUnit(unit), value=value)
@@ -93,6 +115,4 @@ def _publish(report: RunReport) -> None:
             finding.add_dimension(name="rule", value=rule)
 
 
-_instrumented = observability.instrumented(
-    _handle, correlation_id_path=correlation_paths.EVENT_BRIDGE
-)
+_instrumented = observability.instrumented(_handle, correlation_id_path=EVENT_BRIDGE_ID)

@@ -63,6 +63,7 @@ RULES: Final = (
     "breached_password",
     "new_source",
     "admin_action",
+    "mfa_removed_then_recovery_changed",
 )
 SEVERITY_OF_LEVEL: Final[Mapping[str, Severity]] = {
     "informational": "info",

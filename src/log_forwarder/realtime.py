@@ -226,6 +226,9 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
         **counts,
         "forwarded": counts["RealtimeEvents"],
         "findings": findings,
+        # The tenant-wide rules' (DETECTIONS_TENANT_WIDE) findings on users nobody watches, as
+        # the scheduled run's summary names them; None when they did not run.
+        "tenant_wide_findings": dict(report.tenant_wide.findings) if report.tenant_wide else None,
         "latency_s": sorted(round(s, 3) for s in latencies),
         "users": [u.as_dict() for u in report.users],
     }

@@ -27,9 +27,7 @@ from .outputs import output_policy
 from .pacing import Pacer
 from .planner import OutputPolicy
 from .pushed import PushedLedger
-from .pushed_store import DynamoPushedLedger
 from .sinks import PrefixedSink, Sink
-from .sinks.eventbridge import EventBridgeSink
 from .sinks.registry import BY_NAME
 from .source import LogSource
 from .store import CheckpointStore
@@ -105,7 +103,10 @@ def build_runtime(
     auth0 = auth0_client(settings, secrets, http)
     pushed = None
     if settings.pushed_events_table and not key_prefix:
-        # One tenant only: the real-time path's partner source is one tenant's.
+        # One tenant only: the real-time path's partner source is one tenant's. Imported here:
+        # a stack without the real-time path has no use for the table's adapter.
+        from .pushed_store import DynamoPushedLedger
+
         pushed = DynamoPushedLedger(
             settings.pushed_events_table, client("dynamodb", AWS_CLIENT_CONFIG)
         )
@@ -152,6 +153,8 @@ def destinations(settings: Settings, client: ClientFactory) -> list[Sink]:
     sinks = [BY_NAME[name].build(values, client) for name in settings.destinations]
     output = settings.output
     if output.detections is not None and output.findings_event_bus:
+        from .sinks.eventbridge import EventBridgeSink  # only with a findings bus
+
         events = client("events", AWS_CLIENT_CONFIG)
         # Last: a finding goes out once the destinations hold the events it names.
         sinks.append(EventBridgeSink(output.findings_event_bus, client=events))

@@ -20,11 +20,12 @@ import pytest
 
 from devtools.auth0_simulator import Auth0Simulator, RateLimit
 from devtools.aws_fault_proxy import AwsFaultProxy
-from devtools.harness import LocalDeployment
+from devtools.harness import FakeLambdaContext, LocalDeployment, invoke_handler
 from devtools.local_aws import LocalAws
-from devtools.realtime_stack import RealtimePath
+from devtools.realtime_stack import RealtimePath, sqs_event
 from devtools.traffic import generate_user_events
 from tests.e2e.conftest import Clock, deployer, ok
+from tests.e2e.test_integration import assert_delivered_once, ids_of
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +92,16 @@ def sequences(start: datetime, rng: random.Random) -> dict[tuple[str, str], list
         ],
         ("credential_change", "quiet"): [
             event(user("credential_change", "quiet"), "fcp", minutes(1), rng)
+        ],
+        # the takeover sequence: a factor removed, then the email changed; the other order is
+        # not it (each step is still its own rule's finding)
+        ("mfa_removed_then_recovery_changed", "fires"): [
+            event(user("mfa_removed_then_recovery_changed", "fires"), kind, minutes(m), rng)
+            for kind, m in (("gd_unenroll", 1), ("sce", 20))
+        ],
+        ("mfa_removed_then_recovery_changed", "quiet"): [
+            event(user("mfa_removed_then_recovery_changed", "quiet"), kind, minutes(m), rng)
+            for kind, m in (("sce", 1), ("gd_unenroll", 20))
         ],
         ("breached_password", "fires"): [
             event(user("breached_password", "fires"), "pwd_leak", minutes(1), rng)
@@ -209,6 +220,89 @@ def test_a_finding_redelivered_after_a_crash_is_not_written_twice(aws: LocalAws)
             if r["_forwarder"].get("record_type") == "finding"
         ]
         assert len(ids) == 1 == len(set(ids))
+
+
+# A pack of the operator's with a `temporal_ordered` correlation grouped by user: its state
+# lives in the user's checkpoint (detections.py: a group-by of data.user_id is per user).
+TAKEOVER_PACK = """
+title: Second factor removed
+id: 6d3e0000-0000-4000-8000-000000000001
+name: mfa_removed
+logsource: {product: auth0}
+detection:
+    selection: {data.type: [gd_unenroll, gd_user_delete]}
+    condition: selection
+---
+title: Email changed
+id: 6d3e0000-0000-4000-8000-000000000002
+name: email_changed
+logsource: {product: auth0}
+detection:
+    selection: {data.type: sce}
+    condition: selection
+---
+title: Second factor removed, then the email changed, within an hour
+id: 6d3e0000-0000-4000-8000-000000000003
+correlation:
+    type: temporal_ordered
+    rules: [mfa_removed, email_changed]
+    group-by: [data.user_id]
+    timespan: 1h
+level: high
+"""
+TAKEOVER_ID = "6d3e0000-0000-4000-8000-000000000003"
+
+
+def test_a_temporal_ordered_finding_kept_in_the_checkpoint_is_written_once_through_a_crash(
+    aws: LocalAws,
+) -> None:
+    # GIVEN an installed pack whose temporal_ordered correlation is grouped by user, and a run
+    # that saw the first of its events (a second factor removed): the correlation's state is
+    # in the user's checkpoint
+    from log_forwarder.cli.sigma_compiler import compile_texts
+    from log_forwarder.rule_packs import pack_item
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(23)
+    user = "auth0|takeover"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-temporal-{int(time.time())}",
+            watched_user_ids=[user],
+            FINDINGS_EVENT_BUS="none",
+        )
+        plan = compile_texts([("takeover.yml", TAKEOVER_PACK)]).plan
+        aws.client("dynamodb").put_item(
+            TableName=stack.resources.rule_packs_table,
+            Item=pack_item("takeover", plan, installed_at="t"),
+        )
+        (removed,) = sim.add_events([event(user, "gd_unenroll", start, rng)])
+        assert ok(stack.invoke())["rule_packs"] == ["default", "takeover"]
+        assert TAKEOVER_ID in json.dumps(stack.checkpoint(user))
+        # WHEN the email change comes, and the run that sees it dies before its checkpoint
+        # commit (S3 refuses after CloudWatch accepted), and the next run redelivers the batch,
+        # and one more run reads nothing new
+        (changed,) = sim.add_events([event(user, "sce", start + timedelta(minutes=20), rng)])
+        with AwsFaultProxy(aws.endpoint_url) as proxy:
+            stack.env["AWS_ENDPOINT_URL"] = proxy.url
+            proxy.add("S3.PUT", "refuse", times=5)
+            assert stack.invoke().error is not None
+            assert stack.invoke().error is None
+            assert stack.invoke().error is None
+    # THEN each destination holds the correlation's finding once, naming both events in order
+    for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and r["_forwarder"].get("rule_id") == TAKEOVER_ID
+        ]
+        assert [(f["log_ids"], f["level"]) for f in found] == [
+            ([removed["log_id"], changed["log_id"]], "high")
+        ]
+        assert found[0]["details"]["kind"] == "temporal_ordered"
 
 
 # How the first run dies: S3 refuses every put (the batch is never committed, the shared
@@ -384,3 +478,77 @@ def test_tenant_wide_rules_find_an_unwatched_admin_in_stream_mode_and_forward_no
     assert first_run["tenant_wide_findings"] == (
         {"admin_action": 1} if tenant_wide == "true" else None
     )
+
+
+@pytest.mark.parametrize("tenant_wide", ["true", "false"])
+def test_tenant_wide_rules_find_an_unwatched_admin_on_the_real_time_path_once_and_forward_no_event(
+    aws: LocalAws, tenant_wide: str
+) -> None:
+    # GIVEN the real-time path on, a watched user the schedule has started, and an administrator
+    # nobody watches changing MFA through the Management API while the user logs in
+    clock = Clock()
+    rng = random.Random(17)
+    watched, admin = "auth0|rtw-watched", "auth0|rtw-unwatched-admin"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500), clock=clock) as sim:
+        stack = deployer(
+            aws,
+            sim,
+            clock,
+            f"detect-rtw-{tenant_wide}",
+            watched_user_ids=[watched],
+            DETECTIONS_TENANT_WIDE=tenant_wide,
+            FINDINGS_EVENT_BUS="none",
+        )()
+        realtime = RealtimePath(stack)
+        ok(stack.invoke())
+        now = clock.now()
+        mine = sim.add_events(
+            generate_user_events(
+                watched, count=3, start=now - timedelta(seconds=40), end=now, rng=rng
+            )
+        )
+        (call,) = sim.add_events([management(admin, admin, now - timedelta(seconds=20), rng)])
+        # WHEN Auth0's stream pushes them, and the queue delivers the same batch twice (SQS
+        # delivers at least once: a second delivery of messages already handled)
+        realtime.emitter().emit([*mine, call])
+        messages = realtime.receive(10)
+        function = realtime.handler()
+        context = FakeLambdaContext(function_name="RealtimeFunction")
+        first, again = (
+            ok(invoke_handler(function, sqs_event(messages), context, cold=False)) for _ in range(2)
+        )
+        realtime.settle(messages, again)
+    # THEN the watched user's events were forwarded once, and the admin's were not; on, the
+    # admin's call reached the function (the rule's pattern takes every user) and is ignored
+    # for forwarding; off, the pattern kept it out
+    assert first["RealtimeEvents"] == len(mine) and again["RealtimeEvents"] == 0
+    assert first["RealtimeIgnored"] == (1 if tenant_wide == "true" else 0)
+    # the rules ran on both deliveries; the second found nothing it had not found
+    assert (first["tenant_wide_findings"], again["tenant_wide_findings"]) == (
+        ({"admin_action": 1}, {}) if tenant_wide == "true" else (None, None)
+    )
+    assert_delivered_once(stack, watched, ids_of(mine))
+    # AND on, the call is one admin_action finding of nobody watched (CloudWatch's stream
+    # `#tenant`, S3's records without a watched user), once through both deliveries; off, none
+    tenant_records = {
+        "cloudwatch": stack.cloudwatch_records("#tenant"),
+        "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
+    }
+    for records in tenant_records.values():
+        found = [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and call["log_id"] in r["_forwarder"]["log_ids"]
+        ]
+        if tenant_wide == "true":
+            assert [(f["rule"], f["log_ids"]) for f in found] == [
+                ("admin_action", [call["log_id"]])
+            ]
+            assert found[0]["details"]["group"]["data.user_id"] == admin
+        else:
+            assert found == []
+        assert all(r.get("log_id") != call["log_id"] for r in records)
+    forwarded = [r for r in stack.s3_records() if "log_id" in r]
+    assert call["log_id"] not in {r["log_id"] for r in forwarded}
+    assert stack.cloudwatch_records(admin) == []

@@ -116,9 +116,12 @@ def test_every_detection_of_the_pack_is_a_rule_file_and_every_finding_names_one(
     plan = default_plan(DEFAULTS)
     families = {item.source.removesuffix(".yml") for item in (*plan.rules, *plan.correlations)}
     assert families == set(RULES)
-    # Every finding-giving part carries a level and ATT&CK tags
+    # Every finding-giving part carries a level and ATT&CK tags; critical is the combinations'
     for correlation in plan.correlations:
-        assert correlation.level in ("low", "medium", "high")
+        expected = (
+            ("critical",) if correlation.kind == "temporal_ordered" else ("low", "medium", "high")
+        )
+        assert correlation.level in expected, correlation.title
         assert any(tag.startswith("attack.t") for tag in correlation.tags), correlation.title
 
 
@@ -392,6 +395,56 @@ def test_real_management_events_fire_for_their_actor(sample_events: list[dict[st
     # THEN each distinct operation fires once per window, log streams and clients included
     assert found and all(f.rule == "admin_action" for f in found)
     assert any(f.severity == "high" for f in found)
+
+
+# -- mfa_removed_then_recovery_changed --------------------------------------------------------
+
+SEQUENCE = "mfa_removed_then_recovery_changed"
+
+
+def sequence_findings(events: Sequence[LogEvent]) -> list[Finding]:
+    return [f for f in run(events)[0] if f.rule == SEQUENCE]
+
+
+@pytest.mark.parametrize("removed", ["gd_unenroll", "gd_user_delete"])
+@pytest.mark.parametrize("changed", ["sce", "scpn"])
+def test_a_factor_removed_then_the_recovery_changed_within_the_hour_is_critical(
+    removed: str, changed: str
+) -> None:
+    # GIVEN a second factor removed, then the email (or phone) changed 59 minutes later
+    events = [ev(removed, T0), ev(changed, T0 + 59 * MINUTE)]
+    # THEN one critical finding names both, beside each step's own finding
+    (found,) = sequence_findings(events)
+    assert (found.severity, found.details["kind"]) == ("critical", "temporal_ordered")
+    assert found.log_ids == tuple(e.log_id for e in events)
+    assert {f.rule for f in run(events)[0]} == {
+        SEQUENCE,
+        "mfa_weakened",
+        "credential_change",
+    }
+
+
+def test_the_sequence_needs_its_order_its_hour_and_one_user() -> None:
+    # the other order; more than 60 minutes apart; the same millisecond (strictly later each)
+    assert sequence_findings([ev("sce", T0), ev("gd_unenroll", T0 + MINUTE)]) == []
+    assert sequence_findings([ev("gd_unenroll", T0), ev("sce", T0 + 61 * MINUTE)]) == []
+    assert sequence_findings([ev("gd_unenroll", T0), ev("sce", T0)]) == []
+    # a password change is not a move of the recovery
+    assert sequence_findings([ev("gd_unenroll", T0), ev("scp", T0 + MINUTE)]) == []
+
+
+def test_the_sequence_spans_runs_through_the_stored_state_once() -> None:
+    # GIVEN the removal in one run, its state stored as JSON, the change in the next run
+    removal, change = ev("gd_unenroll", T0), ev("sce", T0 + 20 * MINUTE)
+    _, state = run([removal])
+    stored = DetectionState.from_state(json.loads(json.dumps(state.to_state())))
+    # WHEN the second run is replayed from that state (a crash before its commit)
+    first, _ = run([change], stored)
+    again, after = run([change], stored)
+    # THEN both give the one finding, with the same id; and after it, a repeat gives none
+    ours = [[f.finding_id for f in found if f.rule == SEQUENCE] for found in (first, again)]
+    assert ours[0] == ours[1] and len(ours[0]) == 1
+    assert [f for f in run([change], after)[0] if f.rule == SEQUENCE] == []
 
 
 # -- ids, records, EventBridge ----------------------------------------------------------------

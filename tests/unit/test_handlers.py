@@ -71,6 +71,24 @@ def test_the_real_time_handler_does_not_import_the_scheduled_one() -> None:
     assert done.stdout.strip() == "False"
 
 
+def test_the_scheduled_handler_module_leaves_the_run_to_its_first_invocation() -> None:
+    # The composition root and what it builds are imported when the runtime is built
+    # (app.py's docstring); bench/sigma.py measures what that saves at import.
+    code = (
+        "import sys, log_forwarder.app; "
+        "print(sorted(m for m in ('httpx', 'aws_lambda_powertools', 'log_forwarder.runtime', "
+        "'log_forwarder.config', 'log_forwarder.forwarder') if m in sys.modules))"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code],
+        env={"PYTHONPATH": str(SRC), "AWS_DEFAULT_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
 def test_the_real_time_watch_list_is_asked_again_only_after_its_ttl() -> None:
     # GIVEN a watch list kept in the checkpoint items (WATCHED_USER_IDS unset), cached for 60 s
     store = InMemoryCheckpointStore()
