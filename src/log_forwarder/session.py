@@ -425,7 +425,9 @@ class UserSession:
         assert self.checkpoint is not None
         # The checkpoint holds the batch's intent by now: what else of the user's is pending.
         pending = frozenset(p.batch_id for p in self.checkpoint.cursor.outbox.pending)
-        which = UserBatch(batch.batch_id, batch.redelivery, pending)
+        handed = {e.log_id for e in batch.events}
+        kept_out = frozenset(e.log_id for e in batch.shared if e.log_id not in handed)
+        which = UserBatch(batch.batch_id, batch.redelivery, pending, kept_out)
         applied = apply_shared(
             self.env, self.run, rules.shared, rules, batch.shared, self.user_id, batch.convert,
             self.report, which,

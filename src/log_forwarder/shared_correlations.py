@@ -25,7 +25,7 @@ is all a redelivery can hold). A redelivery whose first attempt died before this
 destination failed) may come in parts, one chunk each: its events are remembered one by one,
 as short digests, under the batch. Every watched user's call prunes that user's entries to the
 batches its checkpoint still holds pending (the others are committed and never come again),
-and an entry also goes APPLIED_HORIZON_MS after it was written, or when MAX_APPLIED newer ones
+and an entry also goes APPLIED_HORIZON_MS after it was written (an hour), or when MAX_APPLIED newer ones
 are kept. So the item does not grow with a burst: it held every event's log_id up to 2,000
 before (about 17 KB of a 19 KB item, rewritten by every batch of every watched user).
 
@@ -66,10 +66,15 @@ MAX_SEEN: Final = 2_000
 SEEN_HORIZON_MS: Final = 2 * 86_400_000  # at least: a redelivery or a window read again
 # A batch is applied after every destination took it, moments before its user's commit; only a
 # commit lost then brings it back, with the next holder of the user's lease (minutes later).
-# Six hours covers a run of failing invocations besides; a batch redelivered later than that
-# (or pushed out by MAX_APPLIED newer ones) counts twice in the shared correlations.
-APPLIED_HORIZON_MS: Final = 6 * 3_600_000
+# An hour covers a lease and several runs besides; a batch redelivered later than that (or
+# pushed out by MAX_APPLIED newer ones) counts twice in the shared correlations. Every watched
+# user with a batch for them within it keeps an entry (about 30 bytes compressed): 512 users
+# make a 15 KB item (review of #25, H3).
+APPLIED_HORIZON_MS: Final = 3_600_000
 MAX_APPLIED: Final = 512
+# A batch's events by digest (a redelivery in parts, the filter's kept-out events): a read's
+# batch is one chunk of at most this many events.
+MAX_BATCH_DIGESTS: Final = 10_000
 # The engine's caps for this item (a user's checkpoint takes sigma_step's defaults): about
 # 160 KB of JSON at most, with the log_ids seen.
 MAX_GROUPS: Final = 128
@@ -102,6 +107,9 @@ class AppliedBatch:
     batch_id: str
     written_ms: int
     events: tuple[str, ...] | None = None
+    # Digests of its events no intent held (the filter kept them out of the destinations): a
+    # read after a lost commit brings them back in a batch of another id.
+    kept_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +147,17 @@ SHARED_STATE: Final[Schema[SharedState]] = Schema(
         Key(
             "applied",
             "applied",
-            items(row(STR, STR, INT, optional(items(STR)), into=AppliedBatch), most=MAX_APPLIED),
+            items(
+                row(
+                    STR,
+                    STR,
+                    INT,
+                    optional(items(STR, most=MAX_BATCH_DIGESTS)),
+                    items(STR, most=MAX_BATCH_DIGESTS),
+                    into=AppliedBatch,
+                ),
+                most=MAX_APPLIED,
+            ),
         ),
     ),
     # v2 remembers watched users' batches by id (`applied`), no longer their events in `seen`.
@@ -174,6 +192,7 @@ class UserBatch:
     batch_id: str
     redelivery: bool = False
     pending: frozenset[str] = frozenset()
+    kept_out: frozenset[str] = frozenset()  # its events' log_ids no intent holds (filtered)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,11 +402,14 @@ def _unapplied(
     entry = next((a for a in applied if a.user == user and a.batch_id == batch.batch_id), None)
     if entry is not None and entry.events is None:
         return [], tuple(applied)
-    held = frozenset(entry.events or ()) if entry is not None else frozenset()
+    # The user's kept-out events come back under any batch id; a redelivery's under its own.
+    own = set(entry.events or ()) if entry is not None else set()
+    held = own | {d for a in applied if a.user == user for d in a.kept_out}
     fresh = [e for e in events if event_digest(e.log_id) not in held]
     remembered = None
     if batch.redelivery:
-        remembered = tuple(sorted(held | {event_digest(e.log_id) for e in fresh}))
+        remembered = tuple(sorted(own | {event_digest(e.log_id) for e in fresh}))
+    kept_out = tuple(sorted(event_digest(e.log_id) for e in fresh if e.log_id in batch.kept_out))
     pending = batch.pending | {batch.batch_id}
     kept = [
         a
@@ -396,7 +418,7 @@ def _unapplied(
         and a.written_ms > now_ms - APPLIED_HORIZON_MS
         and (a.user != user or a.batch_id in pending)
     ]
-    kept.append(AppliedBatch(user, batch.batch_id, now_ms, remembered))
+    kept.append(AppliedBatch(user, batch.batch_id, now_ms, remembered, kept_out))
     return fresh, tuple(kept[-MAX_APPLIED:])
 
 

@@ -235,34 +235,38 @@ def _add(
 
 
 def _needed(correlation: PlanCorrelation, entries: list[_Entry]) -> list[_Entry]:
-    """What a group keeps as each event comes (so where calls split the events changes
-    nothing): for a lower-bound-only `event_count`, its bound's number of newest events and
-    any of the same millisecond as the oldest of them (a millisecond counts whole); for a
-    `value_count`, each value's newest event; otherwise everything, up to the caps."""
-    if not _only_at_least(correlation):
+    """What a group keeps as each event comes, where that provably decides every window a later
+    event (in order or late, within the timespan) can be judged on; otherwise everything, up to
+    the caps. Two cases qualify:
+
+    - an `event_count` of at least 1 (the pack's "once per window" rules): any window ending at
+      an event holds that event, so only the latest finding's window decides; the newest
+      millisecond's events are kept for the finding to name.
+    - a `value_count` of at least 2 distinct values: each value's newest event. A late event
+      lies within the window ending at its group's newest event, which holds another value's
+      newest event whenever any of its events would have been there (the step judges that
+      window too), so a finding is raised whether the older events were kept or not.
+
+    Larger bounds are not trimmed: a late event can complete a window of older events only
+    they hold (10 failures, one of them read after the push: review of #25, H2)."""
+    needed = _lower_bound(correlation)
+    if needed is None:
         return entries
-    if correlation.kind == "value_count":
+    if correlation.kind == "value_count" and needed <= 2:
         return _newest_per_value(entries)
-    needed = _events_needed(correlation)
-    if correlation.kind != "event_count" or len(entries) <= needed:
-        return entries
-    oldest_needed = entries[-needed].date_ms
-    return [e for e in entries if e.date_ms >= oldest_needed]
+    if correlation.kind == "event_count" and needed <= 1 and entries:
+        newest = entries[-1].date_ms  # its whole millisecond: a millisecond counts whole
+        return [e for e in entries if e.date_ms == newest]
+    return entries
 
 
-def _only_at_least(correlation: PlanCorrelation) -> bool:
-    """Whether the condition only bounds the count from below (`gte`, `gt`). Then, with events
-    judged as they come, a window ending at the newest event holds when its newest events do:
-    an `event_count` needs its bound's number of newest events, a `value_count` each value's
-    newest event, and older ones change no count. A late event (older than its group's newest)
-    is judged against what is kept (docs/sigma.md, "Correlations")."""
-    return all(op in ("gte", "gt") for op, _ in correlation.conditions)
-
-
-def _events_needed(correlation: PlanCorrelation) -> int:
-    """The fewest events that satisfy a lower-bound-only `event_count` (at least 1)."""
+def _lower_bound(correlation: PlanCorrelation) -> int | None:
+    """The fewest counted things that satisfy a condition that only bounds the count from
+    below (`gte`, `gt`); None for any other condition."""
     needed = 1
     for op, bound in correlation.conditions:
+        if op not in ("gte", "gt"):
+            return None
         needed = max(needed, math.floor(bound) + 1 if op == "gt" else math.ceil(bound))
     return needed
 
