@@ -25,9 +25,9 @@ is all a redelivery can hold). A redelivery whose first attempt died before this
 destination failed) may come in parts, one chunk each: its events are remembered one by one,
 as short digests, under the batch. Every watched user's call prunes that user's entries to the
 batches its checkpoint still holds pending (the others are committed and never come again),
-and an entry also goes APPLIED_HORIZON_MS after it was written (an hour), or when MAX_APPLIED newer ones
-are kept. So the item does not grow with a burst: it held every event's log_id up to 2,000
-before (about 17 KB of a 19 KB item, rewritten by every batch of every watched user).
+and an entry also goes APPLIED_HORIZON_MS after it was written (an hour), or when MAX_APPLIED
+newer ones are kept. So the item does not grow with a burst: it held every event's log_id, up
+to 2,000, before (about 17 KB of a 19 KB item, rewritten by every batch of every watched user).
 
 Checkpoint table writes: none for events no shared rule takes; one for a batch that only moves
 the state; two more for one that finds something. The item is bounded (sigma_step.Limits,
