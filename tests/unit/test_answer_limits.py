@@ -308,7 +308,9 @@ def test_an_answer_dripped_a_byte_at_a_time_is_cut_at_the_deadline(
     # WHEN it is read with 3 s left before the deadline
     started = time.monotonic()
     scope = CallScope(CallStats(), Deadline(lambda: int((started + 3 - time.monotonic()) * 1000)))
-    with pytest.raises(OutOfTime, match="still answering at the invocation's deadline"):
+    # (cut mid-answer it is "still answering at the invocation's deadline"; on a loaded machine
+    # the last byte's wait can end first, and then no retry fits before it: both stop there)
+    with pytest.raises(OutOfTime, match="the invocation's deadline"):
         client.user_logs(USER, page=0, scope=scope)
     # THEN the call ended at the deadline, not a read timeout (or the whole answer) later
     elapsed = time.monotonic() - started
