@@ -61,14 +61,7 @@ def test_every_handler_module_keeps_what_it_built_in_one_lazy() -> None:
 def test_the_real_time_handler_does_not_import_the_scheduled_one() -> None:
     # Who is watched is asked of watch_list; the real-time function has no use for app.py.
     code = "import sys, log_forwarder.realtime; print('log_forwarder.app' in sys.modules)"
-    done = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", code],
-        env={"PYTHONPATH": str(SRC), "AWS_DEFAULT_REGION": "us-east-1"},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert done.stdout.strip() == "False"
+    assert _printed_by_fresh_process(code) == "False"
 
 
 def test_the_scheduled_handler_module_leaves_the_run_to_its_first_invocation() -> None:
@@ -79,6 +72,11 @@ def test_the_scheduled_handler_module_leaves_the_run_to_its_first_invocation() -
         "print(sorted(m for m in ('httpx', 'aws_lambda_powertools', 'log_forwarder.runtime', "
         "'log_forwarder.config', 'log_forwarder.forwarder') if m in sys.modules))"
     )
+    assert _printed_by_fresh_process(code) == "[]"
+
+
+def _printed_by_fresh_process(code: str) -> str:
+    """What `code` prints in an interpreter of its own: imports start from nothing there."""
     done = subprocess.run(  # noqa: S603 - our own interpreter and code
         [sys.executable, "-c", code],
         env={"PYTHONPATH": str(SRC), "AWS_DEFAULT_REGION": "us-east-1"},
@@ -86,7 +84,7 @@ def test_the_scheduled_handler_module_leaves_the_run_to_its_first_invocation() -
         text=True,
         check=True,
     )
-    assert done.stdout.strip() == "[]"
+    return done.stdout.strip()
 
 
 def test_the_real_time_watch_list_is_asked_again_only_after_its_ttl() -> None:

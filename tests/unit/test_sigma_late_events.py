@@ -6,47 +6,47 @@ from __future__ import annotations
 from log_forwarder.sigma_step import CorrelationState, step
 from tests.unit.test_sigma_step import MINUTE, T0, event, plan_from
 
-EVENT_COUNT_GTE4 = """
+
+def _failures_then(rule_id: str, correlation: str) -> str:
+    """A pack of one failed-login rule (`failures`) and one correlation of it, by IP."""
+    return f"""
 title: failures
-id: 00000000-0000-4000-8000-0000000000b1
+id: {rule_id}
 name: failures
 status: experimental
 level: medium
-logsource: {product: auth0}
+logsource: {{product: auth0}}
 detection:
   selection:
     data.type: [f]
   condition: selection
 ---
-title: 4 failures from one IP
+{correlation}"""
+
+
+EVENT_COUNT_GTE4 = _failures_then(
+    "00000000-0000-4000-8000-0000000000b1",
+    """title: 4 failures from one IP
 correlation:
   type: event_count
   rules: [failures]
   group-by: [data.ip]
   timespan: 1h
   condition: {gte: 4}
-"""
+""",
+)
 
-VALUE_COUNT_GTE3 = """
-title: failures
-id: 00000000-0000-4000-8000-0000000000b2
-name: failures
-status: experimental
-level: medium
-logsource: {product: auth0}
-detection:
-  selection:
-    data.type: [f]
-  condition: selection
----
-title: 3 users failing from one IP
+VALUE_COUNT_GTE3 = _failures_then(
+    "00000000-0000-4000-8000-0000000000b2",
+    """title: 3 users failing from one IP
 correlation:
   type: value_count
   rules: [failures]
   group-by: [data.ip]
   timespan: 1h
   condition: {field: data.user_id, gte: 3}
-"""
+""",
+)
 
 
 def _f(n: int, minute: int, user: str = "u1") -> object:
