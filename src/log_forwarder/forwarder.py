@@ -176,6 +176,8 @@ class Forwarder:
                 for user, report in zip(
                     busiest_first, pool.map(deliver, busiest_first), strict=True
                 ):
+                    if user in reports:
+                        report.after(reports[user])
                     reports[user] = report
                     if not report.busy:
                         waiting.remove(user)

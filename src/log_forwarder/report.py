@@ -204,6 +204,27 @@ class UserReport:
         if applied.unavailable is not None:
             self.detection_state_unavailable = applied.unavailable
 
+    def after(self, earlier: UserReport) -> None:
+        """This report, of a push tried again, takes in what its earlier attempt delivered
+        before it found the user busy (a later batch of its plan refused): those batches are
+        committed, and this attempt read their events as duplicates of its own."""
+        self.forwarded += earlier.forwarded
+        self.duplicates = max(0, self.duplicates - earlier.forwarded)
+        for name, accepted in earlier.delivered.items():
+            self.delivered[name] = self.delivered.get(name, 0) + accepted
+        for counter in (
+            "quarantined", "filtered", "skipped_records", "future_dated", "reconciled",
+            "recovered", "restamped", "oversized", "possible_repeats", "abandoned",
+        ):  # fmt: skip
+            setattr(self, counter, getattr(self, counter) + getattr(earlier, counter))
+        self.findings.update(earlier.findings)
+        self.detection_skipped.update(earlier.detection_skipped)
+        self.gaps[:0] = earlier.gaps
+        if self.forwarded_dates is not None and earlier.forwarded_dates:
+            self.forwarded_dates[:0] = earlier.forwarded_dates
+        newest = [m for m in (self.newest_forwarded_ms, earlier.newest_forwarded_ms) if m]
+        self.newest_forwarded_ms = max(newest) if newest else None
+
     def _add_skipped(self, records: Sequence[Skipped]) -> None:
         self.skipped_records += len(records)
         for skipped in records:

@@ -44,7 +44,7 @@ from .exceptions import (
 from .executor import Checkpoint, execute
 from .gaps import ReadFacts
 from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, plan_chunk
-from .pushed import PushedLedger
+from .pushed import PushedLedger, batch_key
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
 from .retry import Deadline
@@ -438,13 +438,32 @@ class UserSession:
         """A push's batch into the pushed-events table, with what its commit settles (the
         rules' state, the counters, the quarantine memory): a load that finds the batch there
         takes it as done with that state, should the commit be lost (Cursor.with_pushed)."""
-        if self.env.pushed is not None:
+        ledger = self.env.pushed
+        if ledger is not None:
             deadline = self.run.scope.deadline
             settled = settled_by(batch.after)
-            self.env.pushed.record(
-                self.user_id, batch.batch_id, batch.pushed, deadline=deadline, settled=settled
-            )
+            try:
+                ledger.record(
+                    self.user_id, batch.batch_id, batch.pushed, deadline=deadline, settled=settled
+                )
+            except ForwarderError:
+                # What was lost may be the answer alone: a batch the table holds is done for
+                # the next load, which counts nothing of it, so this push must.
+                self._recorded = self._recorded_after_all(batch)
+                raise
             self._recorded = True
+
+    def _recorded_after_all(self, batch: Batch) -> bool:
+        """Whether the table holds the batch a record failed for; when that cannot be read
+        either, taken as held: a push counted twice is an overstatement, a read confirming
+        events no push counted would break what RealtimeConfirmedEvents means."""
+        assert self.env.pushed is not None
+        newest = max(date for date, _ in batch.pushed)
+        try:
+            memory = self.env.pushed.since(self.user_id, newest, deadline=self.run.scope.deadline)
+        except ForwarderError:
+            return True
+        return batch_key(newest, batch.batch_id) in set(memory.batches.values())
 
     def _count_recorded(self, batch: Batch) -> None:
         """A push's batch the table recorded is delivered, its commit lost or not: the next load

@@ -441,3 +441,45 @@ def test_confirmations_never_count_pushed_events_the_output_filter_kept_out() ->
     assert report.users[0].forwarded == 5
     assert run.users[0].confirmed == 5
     assert sorted(sink.log_ids()) == [e["log_id"] for e in events if e["type"] == "s"]
+
+
+class RecordAnswerLost(InMemoryPushedLedger):
+    """A pushed-events table that writes the item and then loses the answer, on every attempt:
+    the push cannot know it recorded the batch."""
+
+    armed = True
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        super().record(*args, **kwargs)
+        if self.armed:
+            from log_forwarder.exceptions import CheckpointError
+
+            raise CheckpointError("simulated: the PutItem's answer never came back")
+
+
+def test_a_push_whose_record_answer_was_lost_counts_what_the_table_holds() -> None:
+    # GIVEN a push whose batch every destination took and the table recorded, the answer lost
+    store, ledger, sink = InMemoryCheckpointStore(), RecordAnswerLost(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    forwarder = make_forwarder(fake, [sink], store, ledger)
+    ledger.armed = False
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    ledger.armed = True
+    events = [event(USER, n) for n in range(3)]
+    fake.now_ms = BASE_MS + 1_000
+    chunks = Pushed.of(iter(events), frozenset([USER])).chunks
+    push = forwarder.push(chunks, remaining_ms=lambda: 30_000)
+    ledger.armed = False
+    assert push.users[0].error is not None and len(ledger.items) == 1
+    # WHEN the queue hands the batch back and a read returns the events later
+    again = forwarder.push(
+        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
+    )
+    for copy in events:
+        fake.add(copy)
+    fake.now_ms = BASE_MS + 900_000
+    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    # THEN each event is delivered once, and the reads confirm no more than the pushes counted
+    pushed = push.users[0].forwarded + again.users[0].forwarded
+    assert sorted(sink.log_ids()) == [e["log_id"] for e in events]
+    assert run.users[0].confirmed == 3 == pushed
