@@ -209,6 +209,7 @@ def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, An
         # failed, or a pending batch must go whole first; the queue delivers them again soon.
         "RealtimeRetried": sum(pushed.chunks[u.user_id].returned for u in retried),
         "Quarantined": sum(u.quarantined for u in report.users),
+        "SharedBatchesForgotten": sum(u.shared_forgotten for u in report.users),
     }
     metrics = observability.metrics()
     for name, value in counts.items():

@@ -102,6 +102,8 @@ class UserReport:
     # Events the detection rules did not see whole, by reason (detections.SKIPPED_REASONS).
     detection_skipped: Counter[str] = field(default_factory=Counter)
     skipped_records: int = 0  # the `detection_skipped` records written for them
+    # Other users' batches the shared detection item forgot before their hour (its 512 cap).
+    shared_forgotten: int = 0
     # Why the shared detection state could not be used (a newer release's, unreadable).
     detection_state_unavailable: str | None = None
     future_dated: int = 0
@@ -201,6 +203,7 @@ class UserReport:
         """What the shared correlations found in a batch of this user's, delivered already."""
         self.findings.update(finding.rule for finding in applied.findings)
         self._add_skipped(applied.skipped)
+        self.shared_forgotten += applied.forgotten
         if applied.unavailable is not None:
             self.detection_state_unavailable = applied.unavailable
 
@@ -215,6 +218,7 @@ class UserReport:
         for counter in (
             "quarantined", "filtered", "skipped_records", "future_dated", "reconciled",
             "recovered", "restamped", "oversized", "possible_repeats", "abandoned",
+            "shared_forgotten",
         ):  # fmt: skip
             setattr(self, counter, getattr(self, counter) + getattr(earlier, counter))
         self.findings.update(earlier.findings)
@@ -442,6 +446,9 @@ METRICS: tuple[tuple[str, str, Callable[[RunReport], float | None]], ...] = (
         "Count",
         lambda run: sum(u.detection_state_unavailable is not None for u in run.detection_reports),
     ),
+    # The shared item's memory of applied batches is full (MAX_APPLIED within its hour): a
+    # batch it forgot, delivered again, would count twice in the cross-user correlations.
+    ("SharedBatchesForgotten", "Count", _total("shared_forgotten")),
     ("Auth0ApiCalls", "Count", lambda run: run.calls.api_calls),
     ("Auth0RateLimited", "Count", lambda run: run.calls.rate_limited),
     ("Auth0Retries", "Count", lambda run: run.calls.retries),

@@ -182,6 +182,9 @@ class Applied:
     findings: tuple[Finding, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     unavailable: str | None = None  # the item is a newer release's, or unreadable: not run
+    # Other batches, younger than APPLIED_HORIZON_MS, that MAX_APPLIED pushed out of the item:
+    # one redelivered now would count again (SharedBatchesForgotten).
+    forgotten: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +254,7 @@ class SharedCorrelations:
         found: tuple[Finding, ...] = ()
         skipped: tuple[Skipped, ...] = ()
         delivered: set[str] = set()
+        forgotten = 0
         for _ in range(ATTEMPTS):
             loaded = self._load()
             if isinstance(loaded, str):
@@ -298,7 +302,7 @@ class SharedCorrelations:
                     ):
                         continue
                     return Applied()
-                after, found, skipped = stepped
+                after, found, skipped, forgotten = stepped
                 if found or skipped:
                     lines = render(found, skipped)
                     batch_id = batch_id_for(line.key or line.line for line in lines)
@@ -307,10 +311,10 @@ class SharedCorrelations:
                     after = replace(after, pending=(*after.pending, ours))
                 version = self._write(after, version, plan_whole, deadline)
                 if version is None:
-                    ours, found, skipped = None, (), ()
+                    ours, found, skipped, forgotten = None, (), (), 0
                     continue
                 if ours is None:
-                    return Applied()
+                    return Applied(forgotten=forgotten)
                 # 5. Delivered, 6. cleared.
                 deliver(ours.delivery(redelivery=False, deadline=deadline))
                 delivered.add(ours.batch_id)
@@ -319,7 +323,7 @@ class SharedCorrelations:
                     after, pending=tuple(p for p in after.pending if p.batch_id not in delivered)
                 )
             if self._write(cleared, version, plan_whole, deadline) is not None:
-                return Applied(found, skipped)
+                return Applied(found, skipped, forgotten=forgotten)
         raise CheckpointConflict(
             f"the shared detection state ({SHARED_KEY!r}) kept changing under this run "
             f"({ATTEMPTS} attempts): its batch is delivered again by the next run"
@@ -356,19 +360,20 @@ class SharedCorrelations:
 
 def _stepped(
     call: _Call, state: SharedState, events: Sequence[LogEvent], now_ms: int
-) -> tuple[SharedState, tuple[Finding, ...], tuple[Skipped, ...]] | None:
-    """The state after the events it has not applied yet, and what they found; None when it
-    applied every one before."""
+) -> tuple[SharedState, tuple[Finding, ...], tuple[Skipped, ...], int] | None:
+    """The state after the events it has not applied yet, what they found, and how many
+    batches the item forgot early to hold them; None when it applied every one before."""
     from .sigma_step import CorrelationState, Limits, step
 
     plan, plan_whole, user_id = call.plan, call.plan_whole, call.user_id
     applied = state.applied
+    forgotten = 0
     if call.batch is None:
         known = {log_id for _, log_id in state.seen}
         fresh = [e for e in events if e.log_id not in known]
         newly_seen = [(e.date_ms, e.log_id) for e in fresh]
     else:
-        fresh, applied = _unapplied(state.applied, events, user_id, call.batch, now_ms)
+        fresh, applied, forgotten = _unapplied(state.applied, events, user_id, call.batch, now_ms)
         newly_seen = []
     if not fresh:
         return None
@@ -384,7 +389,7 @@ def _stepped(
     findings = tuple(sigma_finding(plan_whole, f, watched) for f in result.findings)
     skipped = skipped_of(plan_whole, result, fresh)
     after = replace(state, correlations=correlations.to_state(), seen=seen, applied=applied)
-    return after, findings, skipped
+    return after, findings, skipped, forgotten
 
 
 def _unapplied(
@@ -393,7 +398,7 @@ def _unapplied(
     user_id: str,
     batch: UserBatch,
     now_ms: int,
-) -> tuple[list[LogEvent], tuple[AppliedBatch, ...]]:
+) -> tuple[list[LogEvent], tuple[AppliedBatch, ...], int]:
     """The events of a watched user's batch not applied before, and what the item remembers
     once they are: the batch (whole, or its events' digests for a redelivery, which may hold
     part of it), the user's other batches its checkpoint still holds pending, and the other
@@ -401,7 +406,7 @@ def _unapplied(
     user = user_digest(user_id)
     entry = next((a for a in applied if a.user == user and a.batch_id == batch.batch_id), None)
     if entry is not None and entry.events is None:
-        return [], tuple(applied)
+        return [], tuple(applied), 0
     # The user's kept-out events come back under any batch id; a redelivery's under its own.
     own = set(entry.events or ()) if entry is not None else set()
     held = own | {d for a in applied if a.user == user for d in a.kept_out}
@@ -419,7 +424,7 @@ def _unapplied(
         and (a.user != user or a.batch_id in pending)
     ]
     kept.append(AppliedBatch(user, batch.batch_id, now_ms, remembered, kept_out))
-    return fresh, tuple(kept[-MAX_APPLIED:])
+    return fresh, tuple(kept[-MAX_APPLIED:]), max(0, len(kept) - MAX_APPLIED)
 
 
 def user_digest(user_id: str) -> str:

@@ -246,6 +246,7 @@ def test_every_field_of_auth0s_log_schemas_is_a_column_of_the_table(
         ("TenantFailed", "NoUserReadAlarm"),
         ("UsersMissing", "MissingUsersAlarm"),
         ("RulePackErrors", "RulePacksAlarm"),
+        ("SharedBatchesForgotten", "SharedDetectionMemoryAlarm"),
     ],
 )
 def test_a_metric_that_asks_the_operator_to_act_has_an_alarm_over_it(
