@@ -504,13 +504,19 @@ class Cursor:
     def released(self) -> Cursor:
         return replace(self, outbox=self.outbox.released())
 
-    def with_pushed(self, memory: PushedMemory, from_ms: int | None = None) -> Cursor:
+    def with_pushed(
+        self, memory: PushedMemory, from_ms: int | None = None, *, recover_lost: bool = False
+    ) -> Cursor:
         """The cursor with what the pushed-events table holds from `from_ms` (its floor) on. A
         pending batch recorded there was delivered (a push died between that record and its
         commit): it is done, not pending. A pending batch not recorded there is not the
         table's: a push's intent raised `pushed_until` for it before it died, so `pushed_until`
         comes back to the newest date the table holds (what it means), and a table holding
-        nothing it says it holds is told apart from one such push (missing_pushed)."""
+        nothing it says it holds is told apart from one such push (missing_pushed).
+
+        `recover_lost` (a push with nothing pending): a batch recorded with events newer than
+        `pushed_until` lost its commit too, though no intent says so (a batch of records
+        alone has none); the cursor stands where its commit would have left it."""
         done = memory.batch_ids
         outbox = Outbox(tuple(p for p in self.outbox.pending if p.batch_id not in done))
         cursor = self
@@ -518,6 +524,8 @@ class Cursor:
             settled = memory.settled.get(pending.batch_id)
             if pending.batch_id in done and settled is not None:
                 cursor = cursor.settled(settled)
+        if recover_lost and not self.outbox.pending:
+            cursor = cursor._past_lost_commits(memory)
         position = replace(cursor.position, pushed=memory)
         if outbox.pending:
             newest = max((date for date, _ in memory.entries), default=None)
@@ -527,6 +535,18 @@ class Cursor:
             if until is not None and (newest is None or newest < until):
                 position = replace(position, pushed_until_ms=newest)
         return replace(cursor, position=position, outbox=outbox)
+
+    def _past_lost_commits(self, memory: PushedMemory) -> Cursor:
+        known = self.position.pushed_until_ms
+        cursor = self
+        for key in sorted(set(memory.batches.values())):
+            newest, batch_id = int(key.split("#", 1)[0]), key.split("#", 1)[1]
+            settled = memory.settled.get(batch_id)
+            if (known is None or newest > known) and settled is not None:
+                cursor = cursor.settled(settled)
+                until = max(newest, cursor.position.pushed_until_ms or newest)
+                cursor = replace(cursor, position=replace(cursor.position, pushed_until_ms=until))
+        return cursor
 
     def settled(self, settled: Mapping[str, Any]) -> Cursor:
         """The cursor with what a push's lost commit would have settled (settled_by): the load

@@ -257,11 +257,16 @@ class UserSession:
 
     def _take(self, cursor: Cursor, version: int | None) -> Checkpoint:
         """Deliver from this stored cursor, unless another run holds its pending events."""
+        found = cursor
         cursor = self._with_pushed(cursor)
         checkpoint = Checkpoint(
             self.env.store, self.user_id, cursor, version, self.run.scope.deadline
         )
         self.checkpoint = checkpoint
+        if cursor.position.pushed_until_ms != found.position.pushed_until_ms and not found.outbox:
+            # A lost commit the table alone knew of, recovered: written now, or a push with
+            # nothing new to deliver would leave it for the reads, which do not look for it.
+            checkpoint.write(cursor)
         leased_until = cursor.outbox.leased_until(self.env.now_ms(), ours=self._claimed)
         if leased_until is not None:
             # Another run is still delivering this user's pending batch (or died doing so and
@@ -281,7 +286,15 @@ class UserSession:
         # the push looks from the floor, as a read does, to find it done.
         pushed_from = None if cursor.outbox else self._pushed_from_ms
         start = pushed_from if floor is None else max(floor, pushed_from or floor)
-        if not position.pushed_since(start):
+        recover = ledger is not None and pushed_from is not None
+        if recover:
+            # A push also looks from the newest push its checkpoint knows: a batch recorded past
+            # it lost its commit, and one without an intent (the filter kept all its events out:
+            # a finding was its only line) is known to the table alone. (A read does not: see
+            # docs/guarantees.md.)
+            known = position.pushed_until_ms
+            start = min(start, known) if known is not None and start is not None else floor
+        elif not position.pushed_since(start):
             return cursor
         if ledger is None:
             if position.pushed_forgotten(self.env.now_ms()):
@@ -294,7 +307,7 @@ class UserSession:
                 "(docs/realtime.md, Turning real time off)"
             )
         memory = ledger.since(self.user_id, start, deadline=self.run.scope.deadline)
-        loaded = cursor.with_pushed(memory, start)
+        loaded = cursor.with_pushed(memory, start, recover_lost=recover)
         if loaded.missing_pushed(start, self.env.now_ms()):
             table = getattr(ledger, "table_name", None)
             raise PushedMemoryMissing(

@@ -483,3 +483,48 @@ def test_a_push_whose_record_answer_was_lost_counts_what_the_table_holds() -> No
     pushed = push.users[0].forwarded + again.users[0].forwarded
     assert sorted(sink.log_ids()) == [e["log_id"] for e in events]
     assert run.users[0].confirmed == 3 == pushed
+
+
+class FirstSaveLost(InMemoryCheckpointStore):
+    """Refuses the user's next save once armed: a records-only batch's commit (it has no
+    intent), after its destinations and the pushed-events table took it."""
+
+    armed = False
+
+    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
+        if self.armed and not user_id.startswith("#"):
+            self.armed = False
+            from log_forwarder.exceptions import CheckpointError
+
+            raise CheckpointError("simulated: the commit never reached DynamoDB")
+        return super().save(user_id, state, **kwargs)
+
+
+def test_a_filtered_push_whose_commit_was_lost_writes_its_finding_once() -> None:
+    # GIVEN failed logins kept out of the destinations, the failed-login rule at 3, and a push
+    # of 3 failures: no event to forward, one finding; the commit lost after its record
+    store, ledger, sink = FirstSaveLost(), InMemoryPushedLedger(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    output = OutputPolicy(
+        keep=EventFilter(exclude=frozenset({"f"})),
+        detections=Detections(detection_settings({"DETECTION_FAILED_LOGIN_THRESHOLD": "3"})),
+    )
+    forwarder = make_forwarder(fake, [sink], store, ledger, output=output)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    events = [event(USER, n) for n in (1, 2, 3)]
+    store.armed, fake.now_ms = True, BASE_MS + 1_000
+    first = forwarder.push(
+        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
+    )
+    assert first.users[0].error is not None and len(ledger.items) == 1
+    # WHEN the queue delivers the batch again, and a read returns the events later
+    fake.now_ms = BASE_MS + 2_000
+    forwarder.push(Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000)
+    for copy in events:
+        fake.add(copy)
+    fake.now_ms = BASE_MS + 900_000
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    # THEN the destinations hold the finding once, and none of the events
+    findings = [line.line for line in sink.lines if '"record_type":"finding"' in line.line]
+    assert len(findings) == 1, findings
+    assert sink.log_ids() == []
