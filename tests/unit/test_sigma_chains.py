@@ -406,3 +406,44 @@ def test_rules_list_shows_a_chain_and_hunt_says_it_cannot_render_one() -> None:
     )
     assert done.returncode != 0 and "is a chain" in done.stdout + done.stderr, done
     assert "Traceback" not in done.stderr
+
+
+# -- a chain in the shared item ------------------------------------------------------------------
+
+
+def test_a_chain_grouped_by_ip_runs_in_the_shared_item_once_through_a_lost_commit() -> None:
+    from log_forwarder.detections import Detections
+    from log_forwarder.planner import OutputPolicy
+    from tests.fakes import FakeAuth0, InMemoryPushedLedger, RecordingSink
+    from tests.property.test_cursor_properties import BASE_MS, make_forwarder
+    from tests.unit.test_realtime_queue import event
+    from tests.unit.test_shared_filtered_events import LoseCommit
+
+    # GIVEN a chain grouped by IP (so its state is the shared item's), and two watched users
+    # failing from one IP (3 failures in all: the burst holds at the third), then one logging in
+    plan = chain_plan(BASES, burst(group_by="[data.ip]"), after(group_by="[data.ip]"))
+    assert RuleSet.of(plan).shared_ids == {BURST_ID, AFTER_ID}
+    store, sink, fake = LoseCommit(), RecordingSink("s3"), FakeAuth0(now_ms=BASE_MS)
+    output = OutputPolicy(detections=Detections(DEFAULTS, plans=lambda _deadline: plan))
+    forwarder = make_forwarder(fake, [sink], store, InMemoryPushedLedger(), output=output)
+    first, second = "auth0|ip-a", "auth0|ip-b"
+    forwarder.run([first, second], remaining_ms=lambda: 10**9)
+    for n, (user, kind) in enumerate([(first, "f"), (first, "f"), (second, "f"), (second, "s")]):
+        fake.add({**event(user, n), "type": kind, "ip": "203.0.113.9"})
+    fake.now_ms = BASE_MS + 60_000
+    # WHEN the run loses a user's commit, and the next run reads again
+    store.armed = True
+    lost = forwarder.run([first, second], remaining_ms=lambda: 10**9)
+    assert any(u.error is not None for u in lost.users)
+    fake.now_ms = BASE_MS + 900_000  # the lease long over
+    forwarder.run([first, second], remaining_ms=lambda: 10**9)
+    # THEN the outer's finding was written under one id, naming the IP
+    findings = [
+        json.loads(line.line)["_forwarder"]
+        for line in sink.lines
+        if '"record_type":"finding"' in line.line.replace(" ", "")
+    ]
+    outer = [f for f in findings if f["rule_id"] == AFTER_ID]
+    assert len({f["finding_id"] for f in outer}) == 1, outer
+    assert outer[0]["details"]["group"] == {"data.ip": "203.0.113.9"}
+    assert {f["rule_id"] for f in findings} == {AFTER_ID}  # generate: false
