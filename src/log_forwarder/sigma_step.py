@@ -23,6 +23,11 @@ rules it names, and gives one finding per correlation window (docs/sigma.md, "Co
   watermark; a group keeps at most `max_group_events` events, a correlation `max_groups` groups,
   and the whole state `max_entries` events (the groups seen longest ago go first).
 
+- **Chains.** A correlation that counts another one (an inner correlation, earlier in the plan)
+  takes as its events every point at which the inner condition holds, one per group and
+  millisecond, fed to it in the same millisecond and kept in the same state (docs/sigma.md,
+  "Chains").
+
 Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
 judged once every event of their last millisecond is in; events of one millisecond that arrive in
 two calls are judged as they come (the second call judges that millisecond again).

@@ -18,6 +18,10 @@ Two things are done to the YAML before pySigma reads it (docs/sigma.md, "Compili
   a rule that cannot match until configured says so. Sigma's own `%name%` placeholders (with
   `|expand`) take the same variables through pySigma's ValueListPlaceholderTransformation.
 
+A correlation's `rules:` are resolved here, by name or id, in its own file first and then in the
+whole pack, so that a chain (a correlation of a correlation) may name one of another file; inner
+correlations are written before their outers, and cycles are refused by name.
+
 Fields: Log Streams' `data.` prefix is dropped (an event read from the Management API is the
 `data` object itself); a field without it is taken as a path into that event as it is. Splunk's
 `{}` after a segment is dropped: every list on a path is multi-valued.
