@@ -64,6 +64,7 @@ RULES: Final = (
     "new_source",
     "admin_action",
     "mfa_removed_then_recovery_changed",
+    "success_after_burst",
 )
 SEVERITY_OF_LEVEL: Final[Mapping[str, Severity]] = {
     "informational": "info",
@@ -207,9 +208,9 @@ def tuned(document: Mapping[str, Any], settings: DetectionSettings) -> dict[str,
     their DETECTION_* tuning: `failed_login_burst`'s count and window, `new_source`'s window, and
     the window of the correlations that report a rule once per window (an `event_count` of at
     least one, the pack's way to fold repeats): `dedup_ms`, or, at 0, none of them, their rules
-    reporting every event."""
+    reporting every event. A chosen detection keeps what it counts from another file (the
+    chain `success_after_burst` counts failed_login_burst.yml's `failed_login`)."""
     chosen = settings.rules
-    rules = [dict(r) for r in document["rules"] if family(r.get("source", "")) in chosen]
     correlations = []
     folded: set[str] = set()
     for item in document.get("correlations", []):
@@ -217,8 +218,10 @@ def tuned(document: Mapping[str, Any], settings: DetectionSettings) -> dict[str,
             continue
         correlation = dict(item)
         name = correlation.get("name")
-        if name == "failed_login_burst":
+        if name in ("failed_login_burst", "burst_before_success"):
             correlation["condition"] = {"gte": settings.failed_login_threshold}
+            correlation["timespan_ms"] = settings.failed_login_window_ms
+        elif name == "success_after_burst":
             correlation["timespan_ms"] = settings.failed_login_window_ms
         elif name == "new_source":
             correlation["timespan_ms"] = settings.new_source_window_ms
@@ -228,8 +231,16 @@ def tuned(document: Mapping[str, Any], settings: DetectionSettings) -> dict[str,
                 continue
             correlation["timespan_ms"] = settings.dedup_ms
         correlations.append(correlation)
+    counted = {rule_id for c in correlations for rule_id in c["rules"]}
+    rules = [
+        dict(r)
+        for r in document["rules"]
+        if family(r.get("source", "")) in chosen or r["id"] in counted
+    ]
     for rule in rules:
-        if rule["id"] in folded:
+        if family(rule.get("source", "")) not in chosen:
+            rule["standalone"] = False  # only counted here: its own detection is off
+        elif rule["id"] in folded:
             rule["standalone"] = True
     return {**document, "rules": rules, "correlations": correlations}
 

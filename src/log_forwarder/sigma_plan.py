@@ -111,7 +111,8 @@ class PlanRule:
 
 @dataclass(frozen=True, slots=True)
 class PlanCorrelation:
-    """One Sigma correlation over rules of the plan."""
+    """One Sigma correlation over rules of the plan, or over correlations before it (a chain:
+    the inner correlation's qualifying points are the outer's events, docs/sigma.md "Chains")."""
 
     id: str
     title: str
@@ -120,13 +121,18 @@ class PlanCorrelation:
     tags: tuple[str, ...]
     source: str
     kind: str
-    rule_ids: tuple[str, ...]
+    rule_ids: tuple[str, ...]  # rules, and (a chain) correlations earlier in the plan
     group_by: tuple[str, ...]  # the names the rule gives (aliases included)
     group_paths: Mapping[str, tuple[Path, ...]]  # per referenced rule, one path per group_by
     value_paths: Mapping[str, Path]  # value_count: per referenced rule, the counted field
     timespan_ms: int
     conditions: tuple[tuple[str, float], ...]  # all must hold: (operator, count)
     name: str | None = None
+    # Per referenced correlation: for each of our group_by, its position in that one's key.
+    inner_group: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    standalone: bool = True  # False: only an outer correlation uses it (its `generate: false`)
+    # Set by load_plan for a chain: a chain's state is all in one part (checkpoint or shared).
+    chain_per_user: bool | None = None
 
     def holds(self, count: int) -> bool:
         return all(_compare(op, count, bound) for op, bound in self.conditions)
@@ -134,8 +140,16 @@ class PlanCorrelation:
     @property
     def per_user(self) -> bool:
         """Whether its groups stay within one user (a group-by field is the event's user_id):
-        its state can live in that user's checkpoint; any other spans users."""
+        its state can live in that user's checkpoint; any other spans users. A chain is per
+        user only if every correlation in it is: it is fed within one step."""
+        if self.chain_per_user is not None:
+            return self.chain_per_user
         return all(USER_PATH in paths for paths in self.group_paths.values())
+
+    @property
+    def inner_ids(self) -> tuple[str, ...]:
+        """The correlations it counts the qualifying points of (empty unless a chain)."""
+        return tuple(rid for rid in self.rule_ids if rid in self.inner_group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +190,31 @@ class Plan:
                 return rule
         raise KeyError(rule_id)
 
+    def correlation(self, correlation_id: str) -> PlanCorrelation:
+        for correlation in self.correlations:
+            if correlation.id == correlation_id:
+                return correlation
+        raise KeyError(correlation_id)
+
+    def counted_rules(self, correlation: PlanCorrelation) -> tuple[PlanRule, ...]:
+        """The rules whose events `correlation` counts, through its inner ones (a chain)."""
+        found: dict[str, PlanRule] = {}
+        for ref in correlation.rule_ids:
+            if ref in correlation.inner_group:
+                found.update((r.id, r) for r in self.counted_rules(self.correlation(ref)))
+            else:
+                found[ref] = self.rule(ref)
+        return tuple(found.values())
+
     def part(self, correlations: Iterable[PlanCorrelation], *, findings_of: Iterable[str]) -> Plan:
         """The plan cut down to `correlations` and the rules they use, plus the rules whose ids
         are in `findings_of` giving their own findings (if standalone here): the part of the
         rules one state holds (a user's checkpoint, the shared item)."""
-        kept = tuple(correlations)
+        wanted = {c.id for c in correlations}
+        for correlation in reversed(self.correlations):  # an outer comes after its inners
+            if correlation.id in wanted:
+                wanted.update(correlation.inner_ids)
+        kept = tuple(c for c in self.correlations if c.id in wanted)
         standalone = set(findings_of)
         used = {rid for correlation in kept for rid in correlation.rule_ids}
         rules = {
@@ -235,10 +269,15 @@ def load_plan(document: object) -> Plan:
     ids = [rule.id for rule in rules]
     if len(set(ids)) != len(ids):
         raise RulePackError("Sigma plan: two rules share an id")
-    correlations = tuple(
-        _read_correlation(item, fields, set(ids))
-        for item in _list(document.get("correlations", []), "correlations")
-    )
+    read: dict[str, PlanCorrelation] = {}
+    for item in _list(document.get("correlations", []), "correlations"):
+        correlation = _read_correlation(item, fields, set(ids), read)
+        if correlation.id in read or correlation.id in ids:
+            raise RulePackError(
+                f"Sigma plan: two rules or correlations share the id {correlation.id}"
+            )
+        read[correlation.id] = correlation
+    correlations = _chains_in_one_part(tuple(read.values()))
     compiled_by = document.get("compiled_by", {})
     by_type, any_type = _type_index(rules)
     return Plan(
@@ -284,7 +323,13 @@ def _read_rule(item: object, fields: list[Path]) -> PlanRule:
     )
 
 
-def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> PlanCorrelation:
+def _read_correlation(
+    item: object,
+    fields: list[Path],
+    rule_ids: set[str],
+    earlier: Mapping[str, PlanCorrelation],
+) -> PlanCorrelation:
+    """One correlation; `earlier` are those before it, which it may count (a chain)."""
     if not isinstance(item, Mapping) or not isinstance(item.get("id"), str) or not item["id"]:
         raise RulePackError("Sigma plan: a correlation has no id")
     cid = item["id"]
@@ -296,13 +341,29 @@ def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> P
     if kind not in CORRELATION_KINDS:
         raise bad(f"type {kind!r} is not one of {', '.join(CORRELATION_KINDS)}")
     refs = _strings(item.get("rules"))
-    if not refs or any(ref not in rule_ids for ref in refs):
-        raise bad("it must name rules of this plan by id")
+    if not refs or len(set(refs)) != len(refs):
+        raise bad("it must name rules of this plan by id, each once")
+    for ref in refs:
+        if ref == cid:
+            raise bad("it names itself (a cycle)")
+        if ref not in rule_ids and ref not in earlier:
+            raise bad(
+                f"it names {ref}, which is neither a rule nor a correlation before it (an inner "
+                "correlation comes before its outer: a later one would be a cycle or unknown)"
+            )
     group_by = _strings(item.get("group_by"))
     group_fields = _mapping(item.get("group_fields"))
     group_paths: dict[str, tuple[Path, ...]] = {}
     value_paths: dict[str, Path] = {}
+    inner_group: dict[str, tuple[int, ...]] = {}
     for ref in refs:
+        if ref in earlier:
+            inner_group[ref] = _inner_positions(
+                _mapping(item.get("inner_group")).get(ref), earlier[ref], group_by, bad
+            )
+            if kind == "value_count":
+                raise bad(f"a value_count of correlation {ref} is not supported")
+            continue
         indexes = group_fields.get(ref)
         if not isinstance(indexes, list) or len(indexes) != len(group_by):
             raise bad(f"rule {ref} has no field for each group-by name")
@@ -329,6 +390,62 @@ def _read_correlation(item: object, fields: list[Path], rule_ids: set[str]) -> P
         timespan_ms=timespan,
         conditions=tuple(conditions),
         name=_str(item.get("name")),
+        inner_group=inner_group,
+        standalone=item.get("standalone", True) is not False,
+    )
+
+
+def _inner_positions(
+    value: object,
+    inner: PlanCorrelation,
+    group_by: Sequence[str],
+    bad: Callable[[str], RulePackError],
+) -> tuple[int, ...]:
+    """Where each of an outer's group-by values is in its inner's group key: the outer groups
+    by some of the inner's group-by (an inner point knows its group's values, no other field)."""
+    if (
+        not isinstance(value, list)
+        or len(value) != len(group_by)
+        or not all(type(p) is int and 0 <= p < len(inner.group_by) for p in value)
+        or len(set(value)) != len(value)
+    ):
+        raise bad(
+            f"its group-by ({', '.join(group_by) or 'none'}) must be within that of correlation "
+            f"{inner.id} ({', '.join(inner.group_by) or 'none'}), one position each"
+        )
+    return tuple(value)
+
+
+def _chains_in_one_part(
+    correlations: tuple[PlanCorrelation, ...],
+) -> tuple[PlanCorrelation, ...]:
+    """A chain's correlations all per user, or all shared: the step feeds an inner's points to
+    its outer within one call, on one state. A chain is per user when every correlation of it
+    groups by the user (an outer through the position of its inner's user)."""
+    if not any(c.inner_group for c in correlations):
+        return correlations
+    users: dict[str, frozenset[int]] = {}  # positions of a correlation's key that are the user
+    for c in correlations:
+        per_ref = []
+        for ref in c.rule_ids:
+            if ref in c.inner_group:
+                per_ref.append({i for i, p in enumerate(c.inner_group[ref]) if p in users[ref]})
+            else:
+                per_ref.append(
+                    {i for i, path in enumerate(c.group_paths[ref]) if path == USER_PATH}
+                )
+        users[c.id] = frozenset(set.intersection(*per_ref)) if per_ref else frozenset()
+    chain = {c.id: {c.id} for c in correlations}
+    for c in correlations:  # union each outer with its inners
+        for ref in c.inner_ids:
+            merged = chain[c.id] | chain[ref]
+            for member in merged:
+                chain[member] = merged
+    return tuple(
+        replace(c, chain_per_user=all(bool(users[m]) for m in chain[c.id]))
+        if len(chain[c.id]) > 1
+        else c
+        for c in correlations
     )
 
 
@@ -378,10 +495,11 @@ def _type_bound(expr: Any, fields: list[Path]) -> frozenset[str] | None:
 def merge(plans: Sequence[Plan], disabled: Collection[str] = ()) -> Plan:
     """One plan of `plans`' rules and correlations, in order, less the `disabled` ids.
 
-    A correlation is dropped with any rule it counts (it could no longer count what it was
-    written to count), and so is a rule only dropped correlations used: a rule that was
-    `standalone: false` gives no findings of its own. Two plans naming one id raise
-    RulePackError, naming it: ids are what findings, state and `disabled` refer to.
+    A correlation is dropped with any rule or inner correlation it counts (it could no longer
+    count what it was written to count), and so is a rule or inner correlation only dropped
+    correlations used: one that was `standalone: false` gives no findings of its own. Two plans
+    naming one id raise RulePackError, naming it: ids are what findings, state and `disabled`
+    refer to.
     """
     off = frozenset(disabled)
     seen: dict[str, int] = {}
@@ -389,12 +507,19 @@ def merge(plans: Sequence[Plan], disabled: Collection[str] = ()) -> Plan:
         for item_id in plan.ids():
             if seen.setdefault(item_id, index) != index:
                 raise RulePackError(f"Sigma plans {seen[item_id]} and {index} both hold {item_id}")
-    correlations = tuple(
-        c
-        for plan in plans
-        for c in plan.correlations
-        if c.id not in off and not off.intersection(c.rule_ids)
-    )
+    kept_correlations: dict[str, PlanCorrelation] = {}
+    for plan in plans:
+        for c in plan.correlations:  # an inner before its outer: a dropped inner drops it
+            inner_kept = all(ref in kept_correlations for ref in c.inner_ids)
+            if c.id not in off and not off.intersection(c.rule_ids) and inner_kept:
+                kept_correlations[c.id] = c
+    used: set[str] = set()
+    for c in reversed(list(kept_correlations.values())):  # an outer before its inners here
+        if c.standalone or c.id in used:
+            used.update(c.inner_ids)
+        else:
+            del kept_correlations[c.id]
+    correlations = tuple(kept_correlations.values())
     needed = {rule_id for c in correlations for rule_id in c.rule_ids}
     kept = {
         rule.id

@@ -23,6 +23,11 @@ rules it names, and gives one finding per correlation window (docs/sigma.md, "Co
   watermark; a group keeps at most `max_group_events` events, a correlation `max_groups` groups,
   and the whole state `max_entries` events (the groups seen longest ago go first).
 
+- **Chains.** A correlation that counts another one (an inner correlation, earlier in the plan)
+  takes as its events every point at which the inner condition holds, one per group and
+  millisecond, fed to it in the same millisecond and kept in the same state (docs/sigma.md,
+  "Chains").
+
 Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
 judged once every event of their last millisecond is in; events of one millisecond that arrive in
 two calls are judged as they come (the second call judges that millisecond again).
@@ -164,10 +169,15 @@ def step(
     seen: set[str] = set()
     skipped: list[Skipped] = []
     ordered = sorted(events, key=lambda e: e.key)
+    # A chain: the outer correlations each correlation's qualifying points are fed to.
+    outers: dict[str, list[PlanCorrelation]] = {}
+    for correlation in plan.correlations:
+        for inner in correlation.inner_ids:
+            outers.setdefault(inner, []).append(correlation)
     # Events of one millisecond are all in a window that ends then (SQL's RANGE frame includes
     # its peers), so windows are judged once the whole millisecond is in.
     for date_ms, same_ms in itertools.groupby(ordered, key=lambda e: e.date_ms):
-        touched: dict[tuple[str, str], tuple[PlanCorrelation, list[str], str]] = {}
+        touched: dict[str, dict[str, tuple[list[str], str]]] = {}
         for event in same_ms:
             if event.log_id in seen:
                 continue
@@ -183,13 +193,49 @@ def step(
                     skipped.append(Skipped(correlation.id, TOO_LATE, event.log_id, date_ms))
                     continue
                 groups = work.setdefault(correlation.id, {})
-                added = _add(correlation, groups, event, slots, limits)
-                if added is None:
+                rule_id = correlation.rule_ids[slots[0]]
+                key_values = _group_key(event.raw, correlation.group_paths[rule_id])
+                if key_values is None:
                     skipped.append(Skipped(correlation.id, NO_GROUP_KEY, event.log_id, date_ms))
-                elif added[1]:
-                    touched[(correlation.id, added[0])] = (correlation, added[2], event.log_id)
-        for (cid, key), (correlation, key_values, log_id) in touched.items():
-            findings += _judge(correlation, work[cid], key, key_values, date_ms, log_id)
+                    continue
+                entries = [
+                    _Entry(date_ms, event.log_id, slot, _counted(correlation, slot, event))
+                    for slot in slots
+                ]
+                key = _add(groups, key_values, entries, correlation, limits)
+                if key is not None:
+                    touched.setdefault(correlation.id, {})[key] = (key_values, event.log_id)
+        # In plan order, an inner before its outers: its points join them before they are judged.
+        for correlation in plan.correlations if touched else ():
+            for key, (key_values, log_id) in touched.get(correlation.id, {}).items():
+                found, points = _judge(
+                    correlation,
+                    work[correlation.id],
+                    key,
+                    key_values,
+                    date_ms,
+                    log_id,
+                    points=correlation.id in outers,
+                )
+                if correlation.standalone:
+                    findings += found
+                for outer, (end, trigger) in itertools.product(
+                    outers.get(correlation.id, ()), points
+                ):
+                    if watermark is not None and end < watermark - outer.timespan_ms:
+                        skipped.append(Skipped(outer.id, TOO_LATE, trigger, end))
+                        continue
+                    slot = outer.rule_ids.index(correlation.id)
+                    outer_values = [key_values[p] for p in outer.inner_group[correlation.id]]
+                    outer_key = _add(
+                        work.setdefault(outer.id, {}),
+                        outer_values,
+                        [_Entry(end, trigger, slot, None)],
+                        outer,
+                        limits,
+                    )
+                    if outer_key is not None:
+                        touched.setdefault(outer.id, {})[outer_key] = (outer_values, trigger)
         watermark = date_ms if watermark is None else max(watermark, date_ms)
     if watermark is not None:
         for correlation in plan.correlations:
@@ -204,34 +250,31 @@ def step(
 
 
 def _add(
-    correlation: PlanCorrelation,
     groups: dict[str, _Group],
-    event: LogEvent,
-    slots: Sequence[int],
+    key_values: list[str],
+    new: Sequence[_Entry],
+    correlation: PlanCorrelation,
     limits: Limits,
-) -> tuple[str, bool, list[str]] | None:
-    """Put one event in its group: (group key, whether it was new, key values); None when the
-    event lacks a group-by field."""
-    rule_id = correlation.rule_ids[slots[0]]
-    key_values = _group_key(event.raw, correlation.group_paths[rule_id])
-    if key_values is None:
-        return None
+) -> str | None:
+    """Put an event's entries (one per rule of the correlation it matched) in its group: the
+    group's key, or None when they were all there already (a redelivered event, or a point an
+    inner correlation gave before, judged when it first came)."""
     key = json.dumps(key_values, ensure_ascii=False)
     group = groups.get(key, _Group((), None))
-    entries = list(group.entries)
-    present = {(e.log_id, e.slot) for e in entries}
-    new = [slot for slot in slots if (event.log_id, slot) not in present]
-    if not new:
-        return key, False, key_values  # a redelivered event: judged when it first came
-    for slot in new:
-        value = None
-        if correlation.kind == "value_count":
-            value = _counted_value(event.raw, correlation, correlation.rule_ids[slot])
-        entries.append(_Entry(event.date_ms, event.log_id, slot, value))
-    entries.sort(key=lambda e: (e.date_ms, e.log_id, e.slot))
+    present = {(e.log_id, e.slot) for e in group.entries}
+    fresh = [e for e in new if (e.log_id, e.slot) not in present]
+    if not fresh:
+        return None
+    entries = sorted([*group.entries, *fresh], key=lambda e: (e.date_ms, e.log_id, e.slot))
     entries = _bounded(_needed(correlation, entries), limits.max_group_events)
     groups[key] = _Group(tuple(entries), group.fired_ms)
-    return key, True, key_values
+    return key
+
+
+def _counted(correlation: PlanCorrelation, slot: int, event: LogEvent) -> str | None:
+    if correlation.kind != "value_count":
+        return None
+    return _counted_value(event.raw, correlation, correlation.rule_ids[slot])
 
 
 def _needed(correlation: PlanCorrelation, entries: list[_Entry]) -> list[_Entry]:
@@ -289,27 +332,37 @@ def _judge(
     key_values: Sequence[str],
     date_ms: int,
     log_id: str,
-) -> list[SigmaFinding]:
+    *,
+    points: bool = False,
+) -> tuple[list[SigmaFinding], list[tuple[int, str]]]:
     """Judge the window ending at `date_ms`, and, when that is late, the one ending at the
-    group's newest event: a finding for each that holds outside the latest finding's window."""
+    group's newest event: a finding for each that holds outside the latest finding's window.
+    With `points` (the correlation feeds a chain), also every judged end at which the condition
+    holds, inside a finding's window or not, as (date, closing log_id): the outer's events, as
+    the SQLite backend's inner query returns every qualifying row, not only the first."""
     group = groups[key]
     entries, fired = group.entries, group.fired_ms
     found = []
+    held = []
     for end in sorted({date_ms, entries[-1].date_ms} if entries else ()):
-        if fired is not None and abs(end - fired) <= correlation.timespan_ms:
+        covered = fired is not None and abs(end - fired) <= correlation.timespan_ms
+        if covered and not points:
             continue  # inside the latest finding's window: that finding covers it
         window = [e for e in entries if end - correlation.timespan_ms <= e.date_ms <= end]
         metric = _metric(correlation, window)
-        if metric is not None and correlation.holds(metric):
-            # The event that closes the window: the one judged here, or the last at its end.
-            closing = [e for e in window if e.date_ms == end]
-            trigger = next((e for e in closing if e.log_id == log_id), closing[-1])
+        if metric is None or not correlation.holds(metric):
+            continue
+        # The event that closes the window: the one judged here, or the last at its end.
+        closing = [e for e in window if e.date_ms == end]
+        trigger = next((e for e in closing if e.log_id == log_id), closing[-1])
+        held.append((end, trigger.log_id))
+        if not covered:
             found.append(
                 _correlation_finding(correlation, key, key_values, window, trigger, metric)
             )
             fired = end
     groups[key] = _Group(entries, fired)
-    return found
+    return found, held
 
 
 def _metric(correlation: PlanCorrelation, window: Sequence[_Entry]) -> int | None:

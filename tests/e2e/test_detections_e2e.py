@@ -103,6 +103,15 @@ def sequences(start: datetime, rng: random.Random) -> dict[tuple[str, str], list
             event(user("mfa_removed_then_recovery_changed", "quiet"), kind, minutes(m), rng)
             for kind, m in (("sce", 1), ("gd_unenroll", 20))
         ],
+        # the burst, then a login; the login before the burst is not it
+        ("success_after_burst", "fires"): [
+            event(user("success_after_burst", "fires"), kind, minutes(m), rng)
+            for kind, m in [*(("fp", i) for i in range(10)), ("s", 15)]
+        ],
+        ("success_after_burst", "quiet"): [
+            event(user("success_after_burst", "quiet"), kind, minutes(m), rng)
+            for kind, m in [("s", 0), *(("fp", i + 1) for i in range(10))]
+        ],
         ("breached_password", "fires"): [
             event(user("breached_password", "fires"), "pwd_leak", minutes(1), rng)
         ],
@@ -281,28 +290,145 @@ def test_a_temporal_ordered_finding_kept_in_the_checkpoint_is_written_once_throu
         (removed,) = sim.add_events([event(user, "gd_unenroll", start, rng)])
         assert ok(stack.invoke())["rule_packs"] == ["default", "takeover"]
         assert TAKEOVER_ID in json.dumps(stack.checkpoint(user))
-        # WHEN the email change comes, and the run that sees it dies before its checkpoint
-        # commit (S3 refuses after CloudWatch accepted), and the next run redelivers the batch,
-        # and one more run reads nothing new
+        # WHEN the email change comes, and the run that sees it dies before its commit, is
+        # redelivered, and one more run reads nothing new
         (changed,) = sim.add_events([event(user, "sce", start + timedelta(minutes=20), rng)])
-        with AwsFaultProxy(aws.endpoint_url) as proxy:
-            stack.env["AWS_ENDPOINT_URL"] = proxy.url
-            proxy.add("S3.PUT", "refuse", times=5)
-            assert stack.invoke().error is not None
-            assert stack.invoke().error is None
-            assert stack.invoke().error is None
+        crash_before_the_commit_then_redeliver(aws, stack)
     # THEN each destination holds the correlation's finding once, naming both events in order
-    for records in (stack.cloudwatch_records(user), stack.s3_records(user)):
-        found = [
-            r["_forwarder"]
-            for r in records
-            if r["_forwarder"].get("record_type") == "finding"
-            and r["_forwarder"].get("rule_id") == TAKEOVER_ID
-        ]
+    for found in findings_in_each_destination(stack, user, TAKEOVER_ID):
         assert [(f["log_ids"], f["level"]) for f in found] == [
             ([removed["log_id"], changed["log_id"]], "high")
         ]
         assert found[0]["details"]["kind"] == "temporal_ordered"
+
+
+def crash_before_the_commit_then_redeliver(aws: LocalAws, stack: LocalDeployment) -> None:
+    """A run that dies before its checkpoint commit (S3 refuses after CloudWatch accepted),
+    the next run that redelivers its batch, and one more that reads nothing new."""
+    with AwsFaultProxy(aws.endpoint_url) as proxy:
+        stack.env["AWS_ENDPOINT_URL"] = proxy.url
+        proxy.add("S3.PUT", "refuse", times=5)
+        assert stack.invoke().error is not None
+        assert stack.invoke().error is None
+        assert stack.invoke().error is None
+
+
+def findings_in_each_destination(
+    stack: LocalDeployment, user: str, rule_id: str
+) -> list[list[dict[str, Any]]]:
+    """The findings of `rule_id` about `user`, in CloudWatch, then in S3."""
+    return [
+        [
+            r["_forwarder"]
+            for r in records
+            if r["_forwarder"].get("record_type") == "finding"
+            and r["_forwarder"].get("rule_id") == rule_id
+        ]
+        for records in (stack.cloudwatch_records(user), stack.s3_records(user))
+    ]
+
+
+# The same pair of steps as TAKEOVER_PACK, in any order (`temporal`).
+EITHER_ORDER_PACK = (
+    TAKEOVER_PACK.replace(
+        "6d3e0000-0000-4000-8000-00000000000", "6d3e0000-0000-4000-8000-00000000001"
+    )
+    .replace("type: temporal_ordered", "type: temporal")
+    .replace(
+        "Second factor removed, then the email changed",
+        "Second factor removed and the email changed",
+    )
+)
+EITHER_ORDER_ID = "6d3e0000-0000-4000-8000-000000000013"
+
+
+def test_a_temporal_finding_kept_in_the_checkpoint_is_written_once_through_a_crash(
+    aws: LocalAws,
+) -> None:
+    # GIVEN an installed pack whose (unordered) temporal correlation is grouped by user, and a
+    # run that saw its second rule's event first (the email changed): its state is in the
+    # user's checkpoint
+    from log_forwarder.cli.sigma_compiler import compile_texts
+    from log_forwarder.rule_packs import pack_item
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(29)
+    user = "auth0|either-order"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-either-{int(time.time())}",
+            watched_user_ids=[user],
+            FINDINGS_EVENT_BUS="none",
+        )
+        plan = compile_texts([("either.yml", EITHER_ORDER_PACK)]).plan
+        assert [c["type"] for c in plan["correlations"]] == ["temporal"]
+        aws.client("dynamodb").put_item(
+            TableName=stack.resources.rule_packs_table,
+            Item=pack_item("either", plan, installed_at="t"),
+        )
+        (changed,) = sim.add_events([event(user, "sce", start, rng)])
+        assert ok(stack.invoke())["rule_packs"] == ["default", "either"]
+        assert EITHER_ORDER_ID in json.dumps(stack.checkpoint(user))
+        # WHEN the factor's removal comes, and the run that sees it dies before its commit, is
+        # redelivered, and one more run reads nothing new
+        (removed,) = sim.add_events(
+            [event(user, "gd_unenroll", start + timedelta(minutes=20), rng)]
+        )
+        crash_before_the_commit_then_redeliver(aws, stack)
+    # THEN each destination holds the correlation's finding once, naming both events
+    for found in findings_in_each_destination(stack, user, EITHER_ORDER_ID):
+        assert [(f["log_ids"], f["details"]["kind"]) for f in found] == [
+            ([changed["log_id"], removed["log_id"]], "temporal")
+        ]
+
+
+SUCCESS_AFTER_BURST_ID = "8d5e2f47-0b6c-4a1e-9c3d-7a2b1e4f6c58"  # rules/default
+
+
+def test_a_success_after_a_burst_is_one_finding_through_a_crash_and_a_redelivery(
+    aws: LocalAws,
+) -> None:
+    # GIVEN the default pack and a run that saw a user's ten failed logins: failed_login_burst's
+    # finding, and the chain's points (each failure at which the count held) in the checkpoint
+    start = datetime.now(UTC) - timedelta(hours=1)
+    rng = random.Random(31)
+    user = "auth0|burst-then-in"
+    with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
+        stack = LocalDeployment(
+            aws,
+            sim,
+            stack_name=f"detect-chain-{int(time.time())}",
+            watched_user_ids=[user],
+            FINDINGS_EVENT_BUS="none",
+        )
+        failures = sim.add_events(
+            [event(user, "fp", start + timedelta(minutes=i), rng) for i in range(10)]
+        )
+        ok(stack.invoke())
+        assert SUCCESS_AFTER_BURST_ID in json.dumps(stack.checkpoint(user))
+        # WHEN two logins come within the hour, and the run that sees them dies before its
+        # commit, is redelivered, and one more run reads nothing new
+        logins = sim.add_events(
+            [event(user, "s", start + timedelta(minutes=m), rng) for m in (15, 25)]
+        )
+        crash_before_the_commit_then_redeliver(aws, stack)
+    # THEN each destination holds one success_after_burst finding (one per window), naming a
+    # failure at which the burst held and the first login, and the burst's own finding once
+    burst_id = "191479c0-e3b1-48a1-b2a9-39423d5ebe40"
+    for found, bursts in zip(
+        findings_in_each_destination(stack, user, SUCCESS_AFTER_BURST_ID),
+        findings_in_each_destination(stack, user, burst_id),
+        strict=True,
+    ):
+        assert [(f["rule"], f["level"], f["details"]["kind"]) for f in found] == [
+            ("success_after_burst", "critical", "temporal_ordered")
+        ]
+        assert found[0]["log_ids"][-1] == logins[0]["log_id"]
+        assert set(found[0]["log_ids"][:-1]) <= {e["log_id"] for e in failures[9:]}
+        assert found[0]["details"]["group"] == {"data.user_id": user}
+        assert len(bursts) == 1
 
 
 # How the first run dies: S3 refuses every put (the batch is never committed, the shared
@@ -454,27 +580,7 @@ def test_tenant_wide_rules_find_an_unwatched_admin_in_stream_mode_and_forward_no
     # THEN with the option on, the admin's call is one admin_action finding of nobody watched
     # (CloudWatch's stream `#tenant`, S3's records without a watched user), naming the call;
     # off, nothing. The call itself is never forwarded.
-    tenant_records = {
-        "cloudwatch": stack.cloudwatch_records("#tenant"),
-        "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
-    }
-    for records in tenant_records.values():
-        found = [
-            r["_forwarder"]
-            for r in records
-            if r["_forwarder"].get("record_type") == "finding"
-            and call["log_id"] in r["_forwarder"]["log_ids"]
-        ]
-        if tenant_wide == "true":
-            assert [(f["rule"], f["log_ids"]) for f in found] == [
-                ("admin_action", [call["log_id"]])
-            ]
-            assert found[0]["details"]["group"]["data.user_id"] == admin
-        else:
-            assert found == []
-        assert all(r.get("log_id") != call["log_id"] for r in records)
-    forwarded = [r for r in stack.s3_records() if "log_id" in r]
-    assert call["log_id"] not in {r["log_id"] for r in forwarded}
+    assert_one_tenant_finding_or_none(stack, call, admin, on=tenant_wide == "true")
     assert first_run["tenant_wide_findings"] == (
         {"admin_action": 1} if tenant_wide == "true" else None
     )
@@ -530,6 +636,15 @@ def test_tenant_wide_rules_find_an_unwatched_admin_on_the_real_time_path_once_an
     assert_delivered_once(stack, watched, ids_of(mine))
     # AND on, the call is one admin_action finding of nobody watched (CloudWatch's stream
     # `#tenant`, S3's records without a watched user), once through both deliveries; off, none
+    assert_one_tenant_finding_or_none(stack, call, admin, on=tenant_wide == "true")
+    assert stack.cloudwatch_records(admin) == []
+
+
+def assert_one_tenant_finding_or_none(
+    stack: LocalDeployment, call: dict[str, Any], admin: str, *, on: bool
+) -> None:
+    """On: the unwatched admin's call is one admin_action finding of nobody watched (CloudWatch's
+    stream `#tenant`, S3's records without a watched user); off: none. Never forwarded."""
     tenant_records = {
         "cloudwatch": stack.cloudwatch_records("#tenant"),
         "s3": [r for r in stack.s3_records() if r["_forwarder"].get("watched_user_id") is None],
@@ -541,7 +656,7 @@ def test_tenant_wide_rules_find_an_unwatched_admin_on_the_real_time_path_once_an
             if r["_forwarder"].get("record_type") == "finding"
             and call["log_id"] in r["_forwarder"]["log_ids"]
         ]
-        if tenant_wide == "true":
+        if on:
             assert [(f["rule"], f["log_ids"]) for f in found] == [
                 ("admin_action", [call["log_id"]])
             ]
@@ -551,4 +666,3 @@ def test_tenant_wide_rules_find_an_unwatched_admin_on_the_real_time_path_once_an
         assert all(r.get("log_id") != call["log_id"] for r in records)
     forwarded = [r for r in stack.s3_records() if "log_id" in r]
     assert call["log_id"] not in {r["log_id"] for r in forwarded}
-    assert stack.cloudwatch_records(admin) == []

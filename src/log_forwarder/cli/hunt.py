@@ -341,6 +341,15 @@ def _correlation_hunt(
     rules: Mapping[str, Mapping[str, Any]],
     fields: Sequence[tuple[str, ...]],
 ) -> Hunt:
+    inner = list(correlation.get("inner_group", {}))
+    if inner:
+        # Each step is a query of its own; joining a correlation's windows to another's is
+        # what the function does, not something these queries can say over a time range.
+        raise RulePackError(
+            f"{correlation['id']} is a chain (a correlation of the correlation "
+            f"{', '.join(inner)}): no single Athena or Logs Insights query renders it; hunt its "
+            f"steps: " + ", ".join(correlation["rules"])
+        )
     members = [rules[rid] for rid in correlation["rules"]]
     where_sql = "(" + " OR ".join(_sql(r["condition"], fields) for r in members) + ")"
     where_insights = "(" + " or ".join(_insights(r["condition"], fields) for r in members) + ")"

@@ -243,10 +243,16 @@ def rule_rows(packs: Sequence[InstalledPack], disabled: frozenset[str]) -> list[
         for correlation in pack.plan.correlations:
             state = _state(correlation.id, disabled, pack_off)
             off = [r for r in correlation.rule_ids if r in disabled]
+            feeds = [c.id for c in users.values() if correlation.id in c.inner_ids]
             if state == "enabled" and off:
                 state = f"off: its rule {off[0]} is disabled"
-            members = [pack.plan.rule(r) for r in correlation.rule_ids]
+            elif state == "enabled" and not correlation.standalone:
+                state = "enabled (feeds " + ", ".join(feeds or ["a correlation"]) + ")"
+            # A chain's events are those of the rules its inner correlations count.
+            members = pack.plan.counted_rules(correlation)
             note = _events_from(pack.plan, members)
+            if correlation.inner_ids:
+                note = f"{note}; a chain of " + ", ".join(correlation.inner_ids)
             if not any("user_id" in g.lower() for g in correlation.group_by):
                 grouped = "grouped by " + ", ".join(correlation.group_by or ["nothing"])
                 note = f"{note}; {grouped}: counts watched users' events only"
@@ -667,12 +673,16 @@ def _find(documents: Mapping[str, Mapping[str, Any]], name: str) -> str:
     if name in documents:
         return name
     wanted = name.removesuffix(".yml")
-    matches = [
-        item["id"]
-        for doc in {id(d): d for d in documents.values()}.values()
-        for item in (*doc.get("correlations", []), *doc.get("rules", []))
-        if Path(item.get("source", "")).stem == wanted
-    ]
+    matches = []
+    for doc in {id(d): d for d in documents.values()}.values():
+        correlations = doc.get("correlations", [])
+        inner = {ref for c in correlations for ref in c.get("inner_group", {})}
+        ordered = sorted(correlations, key=lambda c: c["id"] in inner)  # a chain's outer first
+        matches += [
+            item["id"]
+            for item in (*ordered, *doc.get("rules", []))
+            if Path(item.get("source", "")).stem == wanted
+        ]
     if not matches:
         raise click.BadParameter(f"{name!r} is no rule's id nor its file's name", param_hint="RULE")
     return str(matches[0])  # a file's correlation first: what the file is about

@@ -18,6 +18,10 @@ Two things are done to the YAML before pySigma reads it (docs/sigma.md, "Compili
   a rule that cannot match until configured says so. Sigma's own `%name%` placeholders (with
   `|expand`) take the same variables through pySigma's ValueListPlaceholderTransformation.
 
+A correlation's `rules:` are resolved here, by name or id, in its own file first and then in the
+whole pack, so that a chain (a correlation of a correlation) may name one of another file; inner
+correlations are written before their outers, and cycles are refused by name.
+
 Fields: Log Streams' `data.` prefix is dropped (an event read from the Management API is the
 `data` object itself); a field without it is taken as a path into that event as it is. Splunk's
 `{}` after a segment is dropped: every list on a path is multi-valued.
@@ -141,8 +145,12 @@ class _PlanBuilder:
         self.correlations: list[dict[str, Any]] = []
         self.refused: list[Refusal] = []
         self.notes: list[str] = []
+        # What later files may refer to: correlations are resolved once every file is read.
+        self.compiled_ids: dict[int, str] = {}  # id() of a pySigma rule -> its plan id
+        self.collections: list[tuple[str, SigmaCollection]] = []
 
     def finish(self) -> Compiled:
+        self._add_correlations()
         plan = {
             "format": PLAN_FORMAT,
             "version": PLAN_VERSION,
@@ -162,19 +170,20 @@ class _PlanBuilder:
             self.refused.append(Refusal(source, source, f"YAML that does not parse: {error}"))
             return
         self.notes.extend(prepared.notes)
+        # References are resolved here, not by pySigma: a chain may name a correlation of
+        # another file of the pack, which pySigma's per-file collection cannot see.
         collection = SigmaCollection.from_dicts(
-            prepared.documents, collect_errors=True, policy=TrustedPolicy
+            prepared.documents,
+            collect_errors=True,
+            policy=TrustedPolicy,
+            resolve_references=False,
         )
-        rules = list(collection.rules)  # one per document, in order
-        compiled_ids: dict[int, str] = {}
-        for index, rule in enumerate(rules):
+        for index, rule in enumerate(collection.rules):  # one per document, in order
             if isinstance(rule, SigmaRule):
                 rule_id = self._add_rule(rule, source, prepared.placeholders[index])
                 if rule_id is not None:
-                    compiled_ids[id(rule)] = rule_id
-        for rule in rules:
-            if isinstance(rule, SigmaCorrelationRule):
-                self._add_correlation(rule, source, compiled_ids)
+                    self.compiled_ids[id(rule)] = rule_id
+        self.collections.append((source, collection))
 
     # -- detection rules -----------------------------------------------------------------
 
@@ -280,51 +289,142 @@ class _PlanBuilder:
 
     # -- correlations --------------------------------------------------------------------
 
-    def _add_correlation(
-        self, rule: SigmaCorrelationRule, source: str, compiled_ids: dict[int, str]
-    ) -> None:
+    def _add_correlations(self) -> None:
+        """Every file's correlations, each inner one before the outer that counts it."""
+        self.pack_names: dict[str, list[tuple[str, Any]]] = {}  # name or id -> (file, rule)
+        for source, collection in self.collections:
+            for rule in collection.rules:
+                for label in {rule.name, str(rule.id) if rule.id else None} - {None}:
+                    self.pack_names.setdefault(str(label), []).append((source, rule))
+        self.visited: dict[int, str | None] = {}  # a correlation's plan id; None: refused
+        self.why: dict[int, str] = {}
+        for source, collection in self.collections:
+            for rule in collection.rules:
+                if isinstance(rule, SigmaCorrelationRule):
+                    self._visit(rule, source, collection, ())
+
+    def _visit(
+        self,
+        rule: SigmaCorrelationRule,
+        source: str,
+        collection: SigmaCollection,
+        outers: tuple[SigmaCorrelationRule, ...],
+    ) -> str | None:
+        """Compile `rule` after the correlations it counts (depth first); its plan id, or None
+        when it is refused. `outers` are those waiting on it: meeting one again is a cycle."""
+        if id(rule) in self.visited:
+            return self.visited[id(rule)]
         label = rule.title or source
         try:
-            entry = self._correlation(rule, source, compiled_ids)
+            resolved: list[tuple[Any, SigmaRule | SigmaCorrelationRule, str]] = []
+            for ref in rule.rules or []:
+                ref_source, base = self._resolve(ref.reference, source, collection)
+                if isinstance(base, SigmaCorrelationRule):
+                    waiting = (*outers, rule)
+                    if any(base is r for r in waiting):
+                        start = next(i for i, r in enumerate(waiting) if r is base)
+                        cycle = [*map(_name, waiting[start:]), _name(base)]
+                        raise SigmaRuleRefused(
+                            "a cycle of correlations (" + " -> ".join(cycle) + ")"
+                        )
+                    inner = self._visit(
+                        base, ref_source, self._collection(ref_source), (*outers, rule)
+                    )
+                    if inner is None:
+                        raise SigmaRuleRefused(
+                            f"its correlation {ref.reference!r} was refused: {self.why[id(base)]}"
+                        )
+                    resolved.append((ref, base, inner))
+                elif id(base) in self.compiled_ids:
+                    resolved.append((ref, base, self.compiled_ids[id(base)]))
+                else:
+                    raise SigmaRuleRefused(f"its rule {ref.reference!r} was refused")
+            entry = self._correlation(rule, source, resolved)
         except SigmaRuleRefused as refusal:
-            self.refused.append(Refusal(source, label, str(refusal)))
-            return
+            if id(rule) not in self.visited:  # a cycle refuses the one met twice only once
+                self.refused.append(Refusal(source, label, str(refusal)))
+                self.visited[id(rule)] = None
+                self.why[id(rule)] = str(refusal)
+            return None
+        self.visited[id(rule)] = entry["id"]
         self.correlations.append(entry)
         if not rule.generate:
-            # Sigma's default: the referenced rules feed the correlation and give no findings.
-            for item in self.rules:
+            # Sigma's default: what the correlation counts feeds it and gives no findings.
+            for item in (*self.rules, *self.correlations):
                 if item["id"] in entry["rules"]:
                     item["standalone"] = False
+        return str(entry["id"])
+
+    def _collection(self, source: str) -> SigmaCollection:
+        return next(c for s, c in self.collections if s == source)
+
+    def _resolve(
+        self, reference: str, source: str, collection: SigmaCollection
+    ) -> tuple[str, SigmaRule | SigmaCorrelationRule]:
+        """A correlation's `rules:` entry, by name or id: in its own file first (the catalog
+        gives one name to rules of seven files), else the one rule of that name in the pack."""
+        try:
+            found = collection[reference]
+        except SigmaError:
+            pass
+        else:
+            if isinstance(found, SigmaRule | SigmaCorrelationRule):
+                return source, found
+        elsewhere = [(s, r) for s, r in self.pack_names.get(reference, []) if s != source]
+        if len(elsewhere) > 1:
+            files = ", ".join(sorted({s for s, _ in elsewhere}))
+            raise SigmaRuleRefused(
+                f"its rule {reference!r} is ambiguous: it names rules in {files}"
+            )
+        if not elsewhere:
+            raise SigmaRuleRefused(f"its rule {reference!r} is not in this pack")
+        return elsewhere[0]
 
     def _correlation(
-        self, rule: SigmaCorrelationRule, source: str, compiled_ids: dict[int, str]
+        self,
+        rule: SigmaCorrelationRule,
+        source: str,
+        resolved: Sequence[tuple[Any, SigmaRule | SigmaCorrelationRule, str]],
     ) -> dict[str, Any]:
         if rule.errors:
             raise SigmaRuleRefused(f"pySigma cannot read it: {rule.errors[0]}")
         kind = rule.type.name.lower()
         if kind not in ("event_count", "value_count", "temporal", "temporal_ordered"):
             raise SigmaRuleRefused(f"correlation type {kind} is not supported")
-        refs = list(rule.rules or [])
-        bases = []
-        for ref in refs:
-            base = getattr(ref, "rule", None)
-            if isinstance(base, SigmaCorrelationRule):
-                raise SigmaRuleRefused("a correlation of correlations (a chain) is not supported")
-            if id(base) not in compiled_ids:
-                raise SigmaRuleRefused(f"its rule {ref.reference!r} was refused or not found")
-            bases.append(base)
-        rule_ids = [compiled_ids[id(base)] for base in bases]
+        if not resolved:
+            raise SigmaRuleRefused("it names no rules")
+        rule_ids = [plan_id for _, _, plan_id in resolved]
+        if len(set(rule_ids)) != len(rule_ids):
+            raise SigmaRuleRefused("it names one rule twice")
         group_by = list(rule.group_by or [])
         group_fields = {}
         value_fields = {}
+        inner_group = {}
         condition = rule.condition
         if isinstance(condition, SigmaExtendedCorrelationCondition):
             raise SigmaRuleRefused("extended correlation conditions are not supported")
         counted = getattr(condition, "fieldref", None)
         if isinstance(counted, list):
             raise SigmaRuleRefused("value_count over several fields is not supported")
-        for ref, base, rule_id in zip(refs, bases, rule_ids, strict=True):
+        for ref, base, rule_id in resolved:
             aliases = _alias_map(rule, ref, base)
+            if isinstance(base, SigmaCorrelationRule):
+                if kind == "value_count":
+                    raise SigmaRuleRefused(
+                        f"a value_count of a correlation ({ref.reference!r}) is not supported"
+                    )
+                inner = self._entry(rule_id)
+                positions = []
+                for name in group_by:
+                    wanted = aliases.get(name, name)
+                    if wanted not in inner["group_by"]:
+                        raise SigmaRuleRefused(
+                            f"it groups by {wanted!r}, which its correlation {ref.reference!r} "
+                            f"does not group by ({', '.join(inner['group_by']) or 'nothing'})"
+                        )
+                    positions.append(inner["group_by"].index(wanted))
+                inner_group[rule_id] = positions
+                continue
             group_fields[rule_id] = [self._field(aliases.get(g, g)) for g in group_by]
             if kind == "value_count":
                 if not counted:
@@ -339,16 +439,16 @@ class _PlanBuilder:
                 f"event_count thresholds of {MAX_GROUP_EVENTS} or more (a group keeps "
                 f"{MAX_GROUP_EVENTS} events)"
             )
-        first = self._rule_entry(rule_ids[0])
+        first = self._entry(rule_ids[0])
         tags = [str(t) for t in rule.tags] or sorted(
-            {t for rid in rule_ids for t in self._rule_entry(rid)["tags"]}
+            {t for rid in rule_ids for t in self._entry(rid)["tags"]}
         )
         correlation_id = (
             str(rule.id)
             if rule.id
             else _derived_id("correlation", kind, *rule_ids, *group_by, str(rule.timespan))
         )
-        return {
+        entry = {
             "id": correlation_id,
             "title": rule.title,
             "name": rule.name,
@@ -364,9 +464,12 @@ class _PlanBuilder:
             "timespan_ms": int(rule.timespan.seconds * 1000),
             "condition": bounds,
         }
+        if inner_group:  # a chain; plans without one are written as before
+            entry["inner_group"] = inner_group
+        return entry
 
-    def _rule_entry(self, rule_id: str) -> dict[str, Any]:
-        return next(item for item in self.rules if item["id"] == rule_id)
+    def _entry(self, plan_id: str) -> dict[str, Any]:
+        return next(item for item in (*self.rules, *self.correlations) if item["id"] == plan_id)
 
 
 @dataclass(slots=True)
@@ -506,6 +609,10 @@ def _alias_map(rule: SigmaCorrelationRule, ref: Any, base: Any) -> dict[str, str
             if getattr(target, "reference", target) in names:
                 mapping[alias.alias] = field_name
     return mapping
+
+
+def _name(rule: SigmaRule | SigmaCorrelationRule) -> str:
+    return str(rule.name or rule.id or rule.title)
 
 
 def _refuse_nested_repetition(pattern: str) -> None:
