@@ -17,7 +17,6 @@ reports.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -27,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .chunk import Chunk
 from .config import Settings
 from .events import LogEvent
-from .exceptions import OutOfTime
+from .exceptions import ForwarderError, OutOfTime
 from .per_user import read_users
 from .planner import OutputPolicy
 from .pushed import PushedLedger
@@ -185,10 +184,15 @@ class Forwarder:
         attempt()  # once whatever time is left: every user pushed gets a report
         attempts = Attempts(PUSH_BUSY_RETRY, sleep=self._sleep, deadline=run.scope.deadline)
         attempts.made = 1
-        with contextlib.suppress(OutOfTime):
+        try:
             while waiting and attempts.retry_after():
                 attempts.start()
                 attempt()
+        except ForwarderError as error:
+            # Out of time, or the checkpoints unreadable for the retry: the users still busy
+            # go back to the queue, and what the others delivered is still reported and counted.
+            if not isinstance(error, OutOfTime):
+                logger.warning("Busy users not tried again", extra={"error": str(error)})
         tenant_wide = evaluate_tenant_wide(self._env, run, others, "log_stream_push")
         return RunReport(
             users=[reports[user] for user in pushed],

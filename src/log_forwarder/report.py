@@ -212,7 +212,8 @@ class UserReport:
         before it found the user busy (a later batch of its plan refused): those batches are
         committed, and this attempt read their events as duplicates of its own."""
         self.forwarded += earlier.forwarded
-        self.duplicates = max(0, self.duplicates - earlier.forwarded)
+        # (the events its filter kept out are recorded too: known to the retry as well)
+        self.duplicates = max(0, self.duplicates - earlier.forwarded - earlier.filtered)
         for name, accepted in earlier.delivered.items():
             self.delivered[name] = self.delivered.get(name, 0) + accepted
         for counter in (

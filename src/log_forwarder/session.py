@@ -47,7 +47,7 @@ from .planner import Batch, OutputPolicy, Plan, PlanContext, detection_lines, pl
 from .pushed import PushedLedger, batch_key
 from .records import Delivery
 from .report import Outcome, TenantFailure, UserReport
-from .retry import Deadline
+from .retry import AWS_ATTEMPT_S, Deadline
 from .shared_correlations import TENANT_FINDINGS, Applied, SharedCorrelations, UserBatch
 from .sinks import Sink
 from .source import CallScope, LogSource, UserDirectory
@@ -455,6 +455,9 @@ class UserSession:
         if ledger is not None:
             deadline = self.run.scope.deadline
             settled = settled_by(batch.after)
+            # Refused for time before it is sent, the record is known not to be there: the
+            # redelivery counts the batch, this push must not.
+            deadline.ensure(AWS_ATTEMPT_S, "recording the pushed batch")
             try:
                 ledger.record(
                     self.user_id, batch.batch_id, batch.pushed, deadline=deadline, settled=settled
