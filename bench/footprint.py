@@ -226,7 +226,9 @@ def cold_init(package: Path | None, runs: int = 7) -> list[Row]:
         shipped, before = handler_import(full), handler_import(uncompiled)
         rows.append(
             Row(
-                f"Cold import of the handler module (boto3 included), median of {runs}",
+                f"Cold import of the handler module alone (boto3 included), median of {runs}; "
+                "not the cold start: its first invocation imports the rest (`python -m "
+                "bench.sigma` measures it whole)",
                 f"**{shipped / bare_s:.2f}×** a bare `import boto3` ({shipped * 1000:.0f} ms), "
                 f"with the bytecode src/Makefile ships; sources only, as SAM's Python builder "
                 f"ships them: {before / bare_s:.2f}× ({before * 1000:.0f} ms)",
