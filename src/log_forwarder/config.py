@@ -19,7 +19,7 @@ from typing import Literal
 from .detections import MAX_THRESHOLD, RULES, DetectionSettings
 from .exceptions import ConfigError
 from .filters import CATEGORIES, EventFilter, expand
-from .ocsf import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
+from .ocsf_versions import DEFAULT_OCSF_VERSION, OCSF_VERSIONS, OcsfVersion
 from .read_mode import READ_MODES, ReadMode
 from .sinks.registry import BY_NAME, NAMES, REGISTRY
 from .store import OWN_KEY_PREFIX

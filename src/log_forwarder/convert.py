@@ -20,7 +20,7 @@ from typing import Any
 from .detections import Finding, Skipped, finding_record, skipped_record
 from .event_types import describe
 from .events import LogEvent, iso_ms
-from .ocsf import DETECTION_FINDING, OcsfVersion, detection_finding, to_ocsf
+from .ocsf_versions import DETECTION_FINDING, OcsfVersion
 from .pseudonymise import Pseudonymiser
 from .records import Gap, OutputLine, batch_id_for
 
@@ -43,6 +43,8 @@ class ConvertContext:
 def event_line(event: LogEvent, context: ConvertContext) -> OutputLine:
     raw = event.raw if context.pseudonymiser is None else context.pseudonymiser.apply(event.raw)
     if context.ocsf is not None:
+        from .ocsf import to_ocsf  # the mapping's tables, only where OCSF is written
+
         ocsf = to_ocsf(
             raw,
             tenant=context.tenant,
@@ -104,6 +106,8 @@ def finding_line(finding: Finding, context: ConvertContext) -> OutputLine:
         body = record[FORWARDER_KEY]
         body["details"] = context.pseudonymiser.apply(body["details"])
     if context.ocsf is not None:
+        from .ocsf import detection_finding
+
         record = detection_finding(
             finding,
             record[FORWARDER_KEY],

@@ -40,7 +40,6 @@ from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
 from .store import CheckpointStore
 from .stream import sample_rate
-from .stream_run import StreamRun
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +105,10 @@ class Forwarder:
         read = ReadReport(decision.mode, decision.reason)
         tenant_wide = None
         if decision.mode == STREAM:
+            # Imported in its mode only: a per-user run never loads the stream's roster and
+            # results (bench/sigma.py measures the cold start).
+            from .stream_run import StreamRun
+
             stream = StreamRun(self._env, run, tenant).run(sessions)
             tenant_wide = stream.tenant_wide
             if stream.fallback is not None:  # read per user after all (no read:logs)

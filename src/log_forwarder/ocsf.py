@@ -38,6 +38,13 @@ from typing import TYPE_CHECKING, Any, Final
 from .event_types import describe
 from .events import parse_date_ms
 
+# The releases live apart (ocsf_versions.py: the settings name one whatever the format); named
+# here too, as the mapping's callers and tests have always read them.
+from .ocsf_versions import DEFAULT_OCSF_VERSION as DEFAULT_OCSF_VERSION
+from .ocsf_versions import DETECTION_FINDING as DETECTION_FINDING
+from .ocsf_versions import OCSF_VERSIONS as OCSF_VERSIONS
+from .ocsf_versions import OcsfVersion as OcsfVersion
+
 if TYPE_CHECKING:
     from .detections import Finding
 
@@ -90,31 +97,6 @@ SEVERITIES: Final = MappingProxyType(
 )
 BY_METHOD: Final = -1  # API Activity: the activity comes from details.request.method
 _METHOD_ACTIVITY: Final = MappingProxyType({"POST": 1, "GET": 2, "PUT": 3, "PATCH": 3, "DELETE": 4})
-
-
-@dataclass(frozen=True, slots=True)
-class OcsfVersion:
-    """What one OCSF release defines that this mapping depends on."""
-
-    name: str
-    # The enum of http_request.http_method (PATCH arrived in 1.6.0, ocsf-schema PR #1427).
-    http_methods: frozenset[str]
-    # user.type_id 4 "Service": the account a client-credentials exchange is made with.
-    service_user_type: bool
-    # Account Change's auth_factors, for MFA Factor Enable/Disable.
-    account_change_factors: bool
-
-
-_METHODS_1_5: Final = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "TRACE"}
-)
-OCSF_VERSIONS: Final[Mapping[str, OcsfVersion]] = MappingProxyType(
-    {
-        "1.5.0": OcsfVersion("1.5.0", _METHODS_1_5, False, False),
-        "1.8.0": OcsfVersion("1.8.0", _METHODS_1_5 | {"PATCH"}, True, True),
-    }
-)
-DEFAULT_OCSF_VERSION: Final = OCSF_VERSIONS["1.5.0"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -779,7 +761,6 @@ def _drop_empty(values: Mapping[str, Any]) -> dict[str, Any]:
 
 # -- the forwarder's findings: Detection Finding (2004) ------------------------------------------
 
-DETECTION_FINDING: Final = 2004
 FINDING_SEVERITIES: Final = MappingProxyType(
     {
         "info": (1, "Informational"),

@@ -42,7 +42,7 @@ from .detections import Detections, DetectionState, Finding, RuleSet, Skipped, d
 from .events import LogEvent, Malformed
 from .filters import EventFilter
 from .gaps import gaps_in
-from .ocsf import OcsfVersion
+from .ocsf_versions import OcsfVersion
 from .pseudonymise import Pseudonymiser
 from .pushed import batch_key
 from .records import Delivery, Gap, OutputLine, batch_id_for
