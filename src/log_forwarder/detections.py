@@ -267,14 +267,31 @@ class RuleSet:
     @classmethod
     def of(cls, plan: Plan, *, tenant_wide: bool = False) -> RuleSet:
         unwatched = {rule.id for rule in plan.rules if rule.sees_unwatched_users}
+        # A chain's outer counts its inner correlation as a rule: it sees unwatched users'
+        # events when everything its inner counts does (the plan holds inners before outers).
+        for correlation in plan.correlations:
+            if all(rule_id in unwatched for rule_id in correlation.rule_ids):
+                unwatched.add(correlation.id)
 
         def tenant_scope(correlation: PlanCorrelation) -> bool:
-            return all(rule_id in unwatched for rule_id in correlation.rule_ids)
+            return correlation.id in unwatched
 
-        shared = [
-            c for c in plan.correlations if not c.per_user or (tenant_wide and tenant_scope(c))
-        ]
-        ids = frozenset(c.id for c in shared)
+        shared_ids = {
+            c.id for c in plan.correlations if not c.per_user or (tenant_wide and tenant_scope(c))
+        }
+        # A chain stays in one part: one state, one finding per window (docs/sigma.md).
+        by_id = {c.id: c for c in plan.correlations}
+        grown = True
+        while grown:
+            grown = False
+            for correlation in plan.correlations:
+                inners = {i for i in correlation.rule_ids if i in by_id}
+                chain = inners | {correlation.id}
+                if chain & shared_ids and not chain <= shared_ids:
+                    shared_ids |= chain
+                    grown = True
+        shared = [c for c in plan.correlations if c.id in shared_ids]
+        ids = frozenset(shared_ids)
         everyone = [rule.id for rule in plan.rules]
         per_user = plan.part(
             [c for c in plan.correlations if c.id not in ids], findings_of=everyone

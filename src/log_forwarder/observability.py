@@ -36,10 +36,11 @@ def logger() -> Any:
     from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 
     built = Logger(service=service())
-    copy_config_to_registered_loggers(
-        source_logger=built,
-        include={n for n in logging.root.manager.loggerDict if n.startswith("log_forwarder")},
-    )
+    # The package's own logger, registered here: the modules' loggers, created before or after
+    # (the first invocation imports most of them), write through it. An include set found
+    # empty would make Powertools configure every library logger instead.
+    logging.getLogger("log_forwarder")
+    copy_config_to_registered_loggers(source_logger=built, include={"log_forwarder"})
     return built
 
 
