@@ -32,10 +32,10 @@ from .planner import OutputPolicy
 from .pushed import PushedLedger
 from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantRecord, decide
 from .read_mode import per_user_calls as per_user_calls_for
-from .report import ReadReport, RunReport, UserReport, tenant_outage
+from .report import Outcome, ReadReport, RunReport, UserReport, tenant_outage
 from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
 from .session import Opening, RunContext, SessionEnv, UserSession, evaluate_tenant_wide
-from .shared_correlations import SharedCorrelations
+from .shared_correlations import TENANT_FINDINGS, SharedCorrelations
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
 from .store import CheckpointStore
@@ -196,7 +196,15 @@ class Forwarder:
             # go back to the queue, and what the others delivered is still reported and counted.
             if not isinstance(error, OutOfTime):
                 logger.warning("Busy users not tried again", extra={"error": str(error)})
-        tenant_wide = evaluate_tenant_wide(self._env, run, others, "log_stream_push")
+        try:
+            tenant_wide = evaluate_tenant_wide(self._env, run, others, "log_stream_push")
+        except ForwarderError as error:
+            # The watched users are delivered, and counted: only the unwatched users' events go
+            # back to the queue for the tenant-wide rules (which skip what they saw).
+            tenant_wide = UserReport(TENANT_FINDINGS)
+            said = f"{type(error).__name__}: {error}"
+            tenant_wide.end(Outcome.FAILED, error=said, failure=error)
+            logger.error("Tenant-wide rules not run", extra={"error": said})
         return RunReport(
             users=[reports[user] for user in pushed],
             calls=run.scope.stats,

@@ -130,6 +130,8 @@ class Pushed:
     # The SQS messages that carried each user's entries: handed back to the queue when the
     # user could not be delivered now but can be soon (busy, a destination failing).
     messages: dict[str, list[str]] = field(default_factory=dict)
+    # The SQS messages of users nobody watches: handed back when the tenant-wide rules failed.
+    others_messages: list[str] = field(default_factory=list)
 
     @classmethod
     def of(
@@ -148,6 +150,8 @@ class Pushed:
             if user not in watched:
                 pushed.ignored += 1
                 pushed.others += page.events
+                if message_id is not None and page.events:
+                    pushed.others_messages.append(message_id)
                 continue
             events, malformed = mine.setdefault(user, ([], []))
             events += page.events
@@ -179,18 +183,24 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         pushed.chunks, remaining_ms=context.get_remaining_time_in_millis, others=pushed.others
     )
     queued = any(message_id is not None for message_id, _ in messages)
+    tenant_wide = report.tenant_wide
+    tenant_wide_failed = tenant_wide.failure if tenant_wide is not None else None
     summary = _publish(report, pushed, queued=queued)
     observability.logger().info("Push delivered", extra={"summary": summary})
     if not queued:
         # Invoked directly (an event of the rule's old Lambda target): what failed is left to
         # Lambda's retry of the invocation, then to the next scheduled run.
         report.raise_failures("not delivered in real time")
+        if tenant_wide_failed is not None:
+            raise tenant_wide_failed
         return summary
     if report.bugs:
         raise report.bugs[0]  # the whole batch comes back: delivery is idempotent by log_id
     # Lambda's SQS event source deletes every other message of the batch; these come back once
     # their visibility ends (after maxReceiveCount receives, to the dead-letter queue).
     retried = [m for u in report.users if _retried(u) for m in pushed.messages.get(u.user_id, ())]
+    if tenant_wide_failed is not None:
+        retried += pushed.others_messages
     return {**summary, "batchItemFailures": [{"itemIdentifier": m} for m in retried]}
 
 

@@ -3,13 +3,16 @@ parallel push, 4e1f28a..6f9ce92): each test failed before its fix."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
-from log_forwarder.detections import DetectionSettings, RuleSet, default_plan
+from log_forwarder import realtime
+from log_forwarder.config import detection_settings
+from log_forwarder.detections import Detections, DetectionSettings, RuleSet, default_plan
 from log_forwarder.events import LogEvent, iso_ms
 from log_forwarder.exceptions import CheckpointConflict, CheckpointError, ForwarderError
 from log_forwarder.filters import EventFilter
@@ -17,13 +20,15 @@ from log_forwarder.planner import OutputPolicy
 from log_forwarder.realtime import Pushed
 from log_forwarder.records import Delivery, DeliveryReport, batch_id_for
 from log_forwarder.retry import AWS_ATTEMPT_S, UNLIMITED, Deadline
+from log_forwarder.runtime import Runtime
 from log_forwarder.shared_correlations import (
     SHARED_KEY,
     SharedCorrelations,
     UserBatch,
 )
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
-from tests.property.test_cursor_properties import BASE_MS, make_forwarder
+from tests.property.test_cursor_properties import BASE_MS, make_forwarder, make_settings
+from tests.unit.test_realtime_queue import Context, sqs_batch
 
 USER = "auth0|under-attack"
 OTHER = "auth0|quiet"
@@ -239,3 +244,43 @@ class HangingCheckpoints:
         raise ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com")
 
     batch_get_item = update_item = put_item = get_item = _hang
+
+
+def test_watched_users_deliveries_are_counted_when_the_tenant_wide_rules_fail_after_them() -> None:
+    # GIVEN the tenant-wide rules on, and an SQS batch with a watched user's two events and an
+    # unwatched administrator's Management API call; the shared detection item cannot be written
+    store, ledger, sink = FailingStore(), InMemoryPushedLedger(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    output = OutputPolicy(
+        detections=Detections(detection_settings({"DETECTIONS_TENANT_WIDE": "true"}))
+    )
+    forwarder = make_forwarder(fake, [sink], store, ledger, output=output)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    fake.now_ms = BASE_MS + 1_000
+    unwatched = {**event("auth0|nobody", 3), "type": "sapi"}  # an admin action (admin_action)
+    batch = sqs_batch(event(USER, 1), event(USER, 2), unwatched)
+    realtime.reset_runtime(runtime=Runtime(make_settings(WATCHED_USER_IDS=USER), forwarder, store))
+    answers = []
+    try:
+        # WHEN the first invocation's tenant-wide evaluation fails (the whole batch comes back),
+        # and the queue delivers the batch again once the item can be written
+        store.saves = {SHARED_KEY}
+        with contextlib.suppress(ForwarderError):
+            answers.append(realtime.lambda_handler(batch, Context()))  # type: ignore[arg-type]
+        store.saves = set()
+        fake.now_ms = BASE_MS + 60_000
+        answers.append(realtime.lambda_handler(batch, Context()))  # type: ignore[arg-type]
+    finally:
+        realtime.reset_runtime()
+    # AND a read returns the watched user's events
+    fake.add(event(USER, 1))
+    fake.add(event(USER, 2))
+    fake.now_ms = BASE_MS + 900_000
+    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    # THEN the two events were delivered once, and the pushes' RealtimeEvents count them: the
+    # reads confirm no more than the pushes counted (HEAD: the first invocation raised out of
+    # push before any metric, the redelivery found them done: 0 counted, 2 confirmed)
+    assert sorted(sink.log_ids()) == [event(USER, 1)["log_id"], event(USER, 2)["log_id"]]
+    counted = sum(a["RealtimeEvents"] for a in answers)
+    assert run.users[0].confirmed == 2
+    assert counted >= run.users[0].confirmed, (counted, [a["RealtimeEvents"] for a in answers])
