@@ -33,6 +33,22 @@ def event(user: str, n: int) -> dict[str, str]:
     return {"log_id": f"9{n:09d}", "date": iso_ms(at) or "", "type": "f", "user_id": user}
 
 
+def push(forwarder: Forwarder, events: list[dict[str, str]]) -> Any:
+    """One invocation pushing `events` of the watched user."""
+    chunks = Pushed.of(iter(events), frozenset([USER])).chunks
+    return forwarder.push(chunks, remaining_ms=lambda: 30_000)
+
+
+def read_later(
+    forwarder: Forwarder, fake: FakeAuth0, events: list[dict[str, str]], at_ms: int
+) -> Any:
+    """A scheduled run at `at_ms`, Auth0 returning `events` by then."""
+    for copy in events:
+        fake.add(copy)
+    fake.now_ms = at_ms
+    return forwarder.run([USER], remaining_ms=lambda: 10**9)
+
+
 class SlowSink(RecordingSink):
     """A destination that takes a few milliseconds, as any real one does."""
 
@@ -429,14 +445,9 @@ def test_confirmations_never_count_pushed_events_the_output_filter_kept_out() ->
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     events = [{**event(USER, n), "type": "f" if n % 2 else "s"} for n in range(10)]
     fake.now_ms = BASE_MS + 1_000
-    report = forwarder.push(
-        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
-    )
+    report = push(forwarder, events)
     # WHEN a read returns all ten
-    for copy in events:
-        fake.add(copy)
-    fake.now_ms = BASE_MS + 300_000
-    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    run = read_later(forwarder, fake, events, BASE_MS + 300_000)
     # THEN it confirms the five the push forwarded, not the five it kept out (was 10 against 5)
     assert report.users[0].forwarded == 5
     assert run.users[0].confirmed == 5
@@ -467,20 +478,14 @@ def test_a_push_whose_record_answer_was_lost_counts_what_the_table_holds() -> No
     ledger.armed = True
     events = [event(USER, n) for n in range(3)]
     fake.now_ms = BASE_MS + 1_000
-    chunks = Pushed.of(iter(events), frozenset([USER])).chunks
-    push = forwarder.push(chunks, remaining_ms=lambda: 30_000)
+    first = push(forwarder, events)
     ledger.armed = False
-    assert push.users[0].error is not None and len(ledger.items) == 1
+    assert first.users[0].error is not None and len(ledger.items) == 1
     # WHEN the queue hands the batch back and a read returns the events later
-    again = forwarder.push(
-        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
-    )
-    for copy in events:
-        fake.add(copy)
-    fake.now_ms = BASE_MS + 900_000
-    run = forwarder.run([USER], remaining_ms=lambda: 10**9)
+    again = push(forwarder, events)
+    run = read_later(forwarder, fake, events, BASE_MS + 900_000)
     # THEN each event is delivered once, and the reads confirm no more than the pushes counted
-    pushed = push.users[0].forwarded + again.users[0].forwarded
+    pushed = first.users[0].forwarded + again.users[0].forwarded
     assert sorted(sink.log_ids()) == [e["log_id"] for e in events]
     assert run.users[0].confirmed == 3 == pushed
 
@@ -513,17 +518,12 @@ def test_a_filtered_push_whose_commit_was_lost_writes_its_finding_once() -> None
     forwarder.run([USER], remaining_ms=lambda: 10**9)
     events = [event(USER, n) for n in (1, 2, 3)]
     store.armed, fake.now_ms = True, BASE_MS + 1_000
-    first = forwarder.push(
-        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
-    )
+    first = push(forwarder, events)
     assert first.users[0].error is not None and len(ledger.items) == 1
     # WHEN the queue delivers the batch again, and a read returns the events later
     fake.now_ms = BASE_MS + 2_000
-    forwarder.push(Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000)
-    for copy in events:
-        fake.add(copy)
-    fake.now_ms = BASE_MS + 900_000
-    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    push(forwarder, events)
+    read_later(forwarder, fake, events, BASE_MS + 900_000)
     # THEN the destinations hold the finding once, and none of the events
     findings = [line.line for line in sink.lines if '"record_type":"finding"' in line.line]
     assert len(findings) == 1, findings
