@@ -209,7 +209,7 @@ class InMemoryCheckpointStore(VersionedStore):
         with self._lock:
             return dict(self._items.get(user_id, {}))
 
-    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+    def _get(self, keys: Sequence[str], deadline: Deadline) -> dict[str, RawItem]:
         with self._lock:
             return {
                 key: RawItem(item.get("version"), item.get("state"))

@@ -54,16 +54,16 @@ class DynamoCheckpointStore(VersionedStore):
         self._sleep = sleep
         self._retry_policy = retry
 
-    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+    def _get(self, keys: Sequence[str], deadline: Deadline) -> dict[str, RawItem]:
         found: dict[str, RawItem] = {}
         for start in range(0, len(keys), BATCH_GET_LIMIT):
-            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT]):
+            for item in self._batch_get(keys[start : start + BATCH_GET_LIMIT], deadline):
                 if "version" in item or "state" in item:  # else an operator's watch-only item
                     raw = RawItem(item.get("version", {}).get("N"), item.get("state", {}).get("B"))
                     found[str(item["user_id"]["S"])] = raw
         return found
 
-    def _batch_get(self, keys: Sequence[str]) -> list[dict[str, Any]]:
+    def _batch_get(self, keys: Sequence[str], deadline: Deadline) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         unread: list[dict[str, Any]] = [{"user_id": {"S": key}} for key in keys]
 
@@ -107,7 +107,7 @@ class DynamoCheckpointStore(VersionedStore):
 
         return retry_call(
             get,
-            attempts=Attempts(self._retry_policy, sleep=self._sleep),
+            attempts=Attempts(self._retry_policy, sleep=self._sleep, deadline=deadline),
             errors=(*AWS_ERRORS, _Unprocessed),
             retryable=lambda error: isinstance(error, _Unprocessed) or is_transient(error),
             fail=fail,

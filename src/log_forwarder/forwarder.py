@@ -95,9 +95,9 @@ class Forwarder:
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
-        loaded = self._store.load([*user_ids, TENANT_KEY])
         reserve_ms = min(RECORD_RESERVE_MS, self._settings.time_margin_ms)
         run = self._new_run(remaining_ms, reserve_ms=reserve_ms)
+        loaded = self._store.load([*user_ids, TENANT_KEY], deadline=run.scope.deadline)
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
         sessions = [UserSession(user, loaded.get(user), self._env, run) for user in user_ids]
         decision = self._decide(tenant, sessions, run)
@@ -158,13 +158,22 @@ class Forwarder:
         run = self._new_run(remaining_ms)
         reports: dict[str, UserReport] = {}
         waiting = list(pushed)
+        # The intents each user's attempts wrote: a retry finding one is its own to deliver.
+        claimed: dict[str, set[str]] = {user: set() for user in pushed}
 
         def attempt() -> None:
-            loaded = self._store.load(waiting)
+            loaded = self._store.load(waiting, deadline=run.scope.deadline)
 
             def deliver(user: str) -> UserReport:
                 oldest = min((e.date_ms for e in pushed[user].events), default=None)
-                session = UserSession(user, loaded.get(user), self._env, run, pushed_from_ms=oldest)
+                session = UserSession(
+                    user,
+                    loaded.get(user),
+                    self._env,
+                    run,
+                    pushed_from_ms=oldest,
+                    claimed=claimed[user],
+                )
                 if not session.is_new and session.open(PUSH):
                     session.deliver(pushed[user], self._now_ms())
                 return session.close()

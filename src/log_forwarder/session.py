@@ -179,9 +179,12 @@ class UserSession:
         run: RunContext,
         *,
         pushed_from_ms: int | None = None,
+        claimed: set[str] | None = None,
     ) -> None:
         """`pushed_from_ms`: a push's oldest event, from which it looks up what was pushed
-        before (a read looks from its floor)."""
+        before (a read looks from its floor). `claimed`: the batches whose intent this
+        session's work wrote (kept across a push's attempts: a retry takes over its own
+        lease, it never waits for it), filled as it writes more."""
         self.env = env
         self._pushed_from_ms = pushed_from_ms
         self.run = run
@@ -190,7 +193,8 @@ class UserSession:
         self._stored = stored
         self._unreadable: CheckpointStateError | None = None
         self._note_error = False  # the failure goes on the checkpoint too, for `status`
-        self._claimed: set[str] = set()  # batches whose intent this session wrote (its leases)
+        # Batches whose intent this session (or its push's earlier attempt) wrote: its leases.
+        self._claimed = claimed if claimed is not None else set()
         self._recorded = False  # the batch under way is in the pushed-events table
         self._opening: Opening | None = None  # how it was opened (None: not yet)
         self._opened = False  # open went through
@@ -350,7 +354,9 @@ class UserSession:
     def _reload(self, conflict: CheckpointConflict) -> None:
         """The checkpoint as another writer left it, to plan the chunk again: only if it still
         holds the same seat (a chunk of the tenant stream is only that seat's to deliver)."""
-        stored = self.env.store.load([self.user_id]).get(self.user_id)
+        stored = self.env.store.load([self.user_id], deadline=self.run.scope.deadline).get(
+            self.user_id
+        )
         if stored is None:
             raise conflict
         cursor = _decoded(stored)

@@ -256,7 +256,7 @@ class SharedCorrelations:
         delivered: set[str] = set()
         forgotten = 0
         for _ in range(ATTEMPTS):
-            loaded = self._load()
+            loaded = self._load(deadline)
             if isinstance(loaded, str):
                 return Applied(unavailable=loaded)
             state, version = loaded
@@ -329,10 +329,10 @@ class SharedCorrelations:
             f"({ATTEMPTS} attempts): its batch is delivered again by the next run"
         )
 
-    def _load(self) -> tuple[SharedState, int | None] | str:
+    def _load(self, deadline: Deadline) -> tuple[SharedState, int | None] | str:
         """The item and its version; or why it cannot be used (a newer release's, unreadable:
         then it is left as it is, and the shared correlations do not run)."""
-        stored = self._store.load([SHARED_KEY]).get(SHARED_KEY)
+        stored = self._store.load([SHARED_KEY], deadline=deadline).get(SHARED_KEY)
         if stored is None:
             return SharedState(), None
         try:

@@ -99,7 +99,9 @@ class StoredCheckpoint:
 
 
 class CheckpointStore(Protocol):
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]: ...
+    def load(
+        self, user_ids: Sequence[str], *, deadline: Deadline = ...
+    ) -> dict[str, StoredCheckpoint]: ...
 
     def save(
         self,
@@ -156,10 +158,13 @@ class VersionedStore(ABC):
         self._clock = clock
         self.key_prefix = key_prefix
 
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        """Checkpoints of the users that have one; users without one (or watch-only) are absent."""
+    def load(
+        self, user_ids: Sequence[str], *, deadline: Deadline = UNLIMITED
+    ) -> dict[str, StoredCheckpoint]:
+        """Checkpoints of the users that have one; users without one (or watch-only) are absent.
+        Its retries end within `deadline`, as a save's do."""
         unique = list(dict.fromkeys(user_ids))  # BatchGetItem refuses repeated keys
-        raw = self._get([self.key_prefix + user for user in unique])
+        raw = self._get([self.key_prefix + user for user in unique], deadline)
         return {
             user: _stored(user, item)
             for user in unique
@@ -206,7 +211,7 @@ class VersionedStore(ABC):
         return sorted(user for user in bare if not user.startswith(OWN_KEY_PREFIX))
 
     @abstractmethod
-    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+    def _get(self, keys: Sequence[str], deadline: Deadline) -> dict[str, RawItem]:
         """The items under these keys that hold a checkpoint (a version or a state)."""
 
     @abstractmethod

@@ -64,8 +64,8 @@ class FaultyStore:
         self.race_at: int | None = None  # before this save, another run writes the item
         self.saves = 0
 
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        return self.store.load(user_ids)
+    def load(self, user_ids: Sequence[str], **kwargs: Any) -> dict[str, StoredCheckpoint]:
+        return self.store.load(user_ids, **kwargs)
 
     def save(
         self,

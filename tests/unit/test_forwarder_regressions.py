@@ -250,8 +250,8 @@ def test_an_unreadable_checkpoint_item_fails_only_its_user() -> None:
     from log_forwarder.store import StoredCheckpoint
 
     class OneBadItem(InMemoryCheckpointStore):
-        def load(self, user_ids: Any) -> dict[str, StoredCheckpoint]:
-            found = super().load(user_ids)
+        def load(self, user_ids: Any, **kwargs: Any) -> dict[str, StoredCheckpoint]:
+            found = super().load(user_ids, **kwargs)
             found["auth0|bad"] = StoredCheckpoint(
                 "auth0|bad", -1, {}, CheckpointStateError("unreadable, for the test")
             )

@@ -11,6 +11,7 @@ import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from log_forwarder import realtime
+from log_forwarder.checkpoint_store import DynamoCheckpointStore
 from log_forwarder.config import detection_settings
 from log_forwarder.detections import Detections, DetectionSettings, RuleSet, default_plan
 from log_forwarder.events import LogEvent, iso_ms
@@ -22,6 +23,7 @@ from log_forwarder.records import Delivery, DeliveryReport, batch_id_for
 from log_forwarder.retry import AWS_ATTEMPT_S, UNLIMITED, Deadline
 from log_forwarder.runtime import Runtime
 from log_forwarder.shared_correlations import (
+    ATTEMPTS,
     SHARED_KEY,
     SharedCorrelations,
     UserBatch,
@@ -115,10 +117,10 @@ class FailingStore(InMemoryCheckpointStore):
         self.saves: set[str] = set()
         self.conflicts: dict[str, int] = {}  # key → saves refused as lost races
 
-    def load(self, user_ids: Any) -> Any:
+    def load(self, user_ids: Any, **kwargs: Any) -> Any:
         if self.loads_fail:
             raise CheckpointError("simulated: BatchGetItem throttled past its retries")
-        return super().load(user_ids)
+        return super().load(user_ids, **kwargs)
 
     def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
         if user_id in self.saves:
@@ -284,3 +286,71 @@ def test_watched_users_deliveries_are_counted_when_the_tenant_wide_rules_fail_af
     counted = sum(a["RealtimeEvents"] for a in answers)
     assert run.users[0].confirmed == 2
     assert counted >= run.users[0].confirmed, (counted, [a["RealtimeEvents"] for a in answers])
+
+
+@pytest.mark.parametrize("path", ["push", "run"])
+def test_a_hanging_checkpoint_table_ends_within_the_invocations_time(path: str) -> None:
+    # GIVEN the checkpoint table through DynamoCheckpointStore, every call of which hangs for
+    # the client's 10 s read timeout, and an invocation with 30 s left
+    invocation = Invocation(30.0)
+    client = HangingCheckpoints(invocation)
+    store = DynamoCheckpointStore(
+        "checkpoints",
+        client,  # type: ignore[arg-type]
+        sleep=lambda seconds: setattr(invocation, "left_s", invocation.left_s - seconds),
+    )
+    fake = FakeAuth0(now_ms=BASE_MS)
+    forwarder = make_forwarder(fake, [RecordingSink("s3")], store)  # type: ignore[arg-type]
+    # WHEN a push (or a scheduled run) loads its users' checkpoints
+    chunks = Pushed.of(iter([event(USER, 1)]), frozenset([USER])).chunks
+    load = (
+        (lambda: forwarder.push(chunks, remaining_ms=invocation.remaining_ms))
+        if path == "push"
+        else (lambda: forwarder.run([USER], remaining_ms=invocation.remaining_ms))
+    )
+    with pytest.raises(ForwarderError):
+        load()
+    # THEN it gives up with time left to answer (HEAD: the load kept no deadline: 8 attempts
+    # of 10 s and their backoff, 84 s of a 30 s function: Lambda kills it, nothing is said)
+    assert invocation.left_s > 0, (invocation.left_s, client.calls)
+
+
+class SharedRacesLost(InMemoryCheckpointStore):
+    """Once armed, refuses the next `lost` writes of the shared detection item as lost races:
+    a push's batch is then busy after its intent and its destinations (apply_shared raises)."""
+
+    armed = False
+    lost = 0
+
+    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
+        if self.armed and user_id == SHARED_KEY and self.lost:
+            self.lost -= 1
+            raise CheckpointConflict("simulated: another invocation wrote the item first")
+        return super().save(user_id, state, **kwargs)
+
+
+def test_a_push_busy_after_its_own_intent_delivers_on_its_retry_without_waiting_it_out() -> None:
+    # GIVEN a watched user whose failed logins feed the shared correlations, and a push whose
+    # apply to the shared item loses all its races once (after the intent and the destinations)
+    store, sink = SharedRacesLost(), RecordingSink("s3")
+    fake = FakeAuth0(now_ms=BASE_MS)
+    output = OutputPolicy(detections=Detections(DetectionSettings()))
+    forwarder = make_forwarder(fake, [sink], store, output=output)
+    forwarder.run([USER], remaining_ms=lambda: 10**9)
+    fake.now_ms = BASE_MS + 1_000
+    waits: list[float] = []
+    forwarder._sleep = waits.append
+    store.armed, store.lost = True, ATTEMPTS
+    events = [{**event(USER, n), "type": "f", "ip": "198.51.100.7"} for n in range(1, 4)]
+    # WHEN the push tries the user again after a short wait
+    report = forwarder.push(
+        Pushed.of(iter(events), frozenset([USER])).chunks, remaining_ms=lambda: 30_000
+    )
+    # THEN the retry takes over the intent its first attempt wrote (the lease is its own) and
+    # the events are delivered by the push, once (HEAD: the retry met its own lease as another
+    # run's, waited out PUSH_BUSY_RETRY, 7 waits, and handed the batch back to the queue)
+    user = report.users[0]
+    assert not user.busy and user.forwarded == 3, (user.outcome, user.error)
+    assert len(waits) == 1
+    forwarded = [line for line in sink.log_ids() if line in {e["log_id"] for e in events}]
+    assert sorted(forwarded) == [e["log_id"] for e in events]

@@ -126,8 +126,10 @@ class BackfillStore:
         self.again = False
         self.resumed_from_ms: int | None = None
 
-    def load(self, user_ids: Sequence[str]) -> dict[str, StoredCheckpoint]:
-        found = self._inner.load([self._span.key])
+    def load(
+        self, user_ids: Sequence[str], *, deadline: Deadline = UNLIMITED
+    ) -> dict[str, StoredCheckpoint]:
+        found = self._inner.load([self._span.key], deadline=deadline)
         if self._span.key not in found:
             self._first_load = False
             return {}

@@ -92,7 +92,7 @@ class SqliteCheckpointStore(VersionedStore):
                     "holding it, or is the disk full?)"
                 ) from error
 
-    def _get(self, keys: Sequence[str]) -> dict[str, RawItem]:
+    def _get(self, keys: Sequence[str], deadline: Deadline) -> dict[str, RawItem]:
         found: dict[str, RawItem] = {}
         with self._transaction(write=False) as db:
             for key in keys:
