@@ -714,6 +714,8 @@ def function_environment(
     refs["WatchListTable"] = resources.watch_table or ""
     refs["RulePacksTable"] = resources.rule_packs_table or ""
     refs["PushedEventsTable"] = resources.pushed_table or ""
+    # The real-time queue is created by devtools/realtime_stack.py, which sets its URL itself.
+    refs.setdefault("RealtimeQueue", "")
     if resources.log_group is not None:
         refs["ForwardedLogGroup"] = resources.log_group
     if resources.bucket is not None:

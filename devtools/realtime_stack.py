@@ -119,6 +119,7 @@ class RealtimePath:
             **{k: v for k, v in stack.env.items() if k.startswith("AWS_")},
             "REALTIME_EVENT_SOURCE": source,
             "PUSHED_EVENTS_TABLE": self.pushed_table,
+            "REALTIME_QUEUE_URL": self.queue_url,
         }
         for name in (
             "DETECTIONS",

@@ -101,6 +101,9 @@ class Settings:
     realtime_event_source: str | None = None
     # The real-time path's memory of what it delivered (pushed.py); set with it.
     pushed_events_table: str | None = None
+    # The real-time queue (its URL): what a push hands back only busy is made visible again
+    # soon (requeue.py). None: handed back messages wait out the queue's visibility timeout.
+    realtime_queue_url: str | None = None
     # The installed rule packs (rule_packs.py), read again every max age; None: the shipped
     # default pack alone.
     rule_packs_table: str | None = None
@@ -193,6 +196,7 @@ class Settings:
             read_mode=_read_mode(env),
             realtime_event_source=_optional(env, "REALTIME_EVENT_SOURCE"),
             pushed_events_table=_optional(env, "PUSHED_EVENTS_TABLE"),
+            realtime_queue_url=_optional(env, "REALTIME_QUEUE_URL"),
             rule_packs_table=_optional(env, "RULE_PACKS_TABLE"),
             rule_packs_max_age_s=_integer(env, "RULE_PACKS_MAX_AGE_SECONDS", 300, 1, 3600),
         )

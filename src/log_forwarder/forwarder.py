@@ -162,7 +162,18 @@ class Forwarder:
         claimed: dict[str, set[str]] = {user: set() for user in pushed}
 
         def attempt() -> None:
-            loaded = self._store.load(waiting, deadline=run.scope.deadline)
+            try:
+                loaded = self._store.load(waiting, deadline=run.scope.deadline)
+            except ForwarderError as error:
+                if reports:
+                    raise  # the busy retry's: what the first attempt delivered is reported
+                # Out of time, or the table failing: every user is said so, and its messages
+                # go back to the queue (not the whole batch, as a raise would send them).
+                said = f"{type(error).__name__}: {error}"
+                logger.error("Checkpoints not loaded", extra={"users": len(waiting), "error": said})
+                reports.update((user, _unloaded(user, error)) for user in waiting)
+                waiting.clear()
+                return
 
             def deliver(user: str) -> UserReport:
                 oldest = min((e.date_ms for e in pushed[user].events), default=None)
@@ -280,3 +291,13 @@ class Forwarder:
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+
+def _unloaded(user: str, error: ForwarderError) -> UserReport:
+    """The report of a pushed user whose checkpoint could not be loaded."""
+    report = UserReport(user)
+    if isinstance(error, OutOfTime):
+        report.end(Outcome.DEFERRED)
+    else:
+        report.end(Outcome.FAILED, error=f"{type(error).__name__}: {error}", failure=error)
+    return report

@@ -35,6 +35,8 @@ from .chunk import Chunk, RealtimeSpan
 from .config import Settings
 from .events import LogEvent, Malformed, parse_page
 from .report import RunReport, UserReport
+from .requeue import HandedBack
+from .retry import Deadline
 from .runtime import Runtime, build_runtime
 from .watch_list import RecentWatchList
 
@@ -198,10 +200,33 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         raise report.bugs[0]  # the whole batch comes back: delivery is idempotent by log_id
     # Lambda's SQS event source deletes every other message of the batch; these come back once
     # their visibility ends (after maxReceiveCount receives, to the dead-letter queue).
-    retried = [m for u in report.users if _retried(u) for m in pushed.messages.get(u.user_id, ())]
+    retried_users = [u for u in report.users if _retried(u)]
+    retried = [m for u in retried_users for m in pushed.messages.get(u.user_id, ())]
     if tenant_wide_failed is not None:
         retried += pushed.others_messages
+    soon = [m for u in retried_users if not u.error for m in pushed.messages.get(u.user_id, ())]
+    if soon and runtime.requeue is not None:
+        handed = _handed_back(event, set(soon))
+        deadline = Deadline(context.get_remaining_time_in_millis)
+        summary["RealtimeRetriedSoon"] = runtime.requeue.soon(handed, deadline)
     return {**summary, "batchItemFailures": [{"itemIdentifier": m} for m in retried]}
+
+
+def _handed_back(event: Mapping[str, Any], message_ids: set[str]) -> list[HandedBack]:
+    """The receipt handles (and receive counts) of the SQS messages `message_ids` names."""
+    handed = []
+    for record in event.get("Records") or ():
+        if not isinstance(record, Mapping) or _message_id(record) not in message_ids:
+            continue
+        handle = record.get("receiptHandle")
+        attributes = record.get("attributes")
+        receives = (
+            attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
+        )
+        if isinstance(handle, str) and handle:
+            count = int(receives) if isinstance(receives, str) and receives.isdigit() else 1
+            handed.append(HandedBack(handle, count))
+    return handed
 
 
 def _publish(report: RunReport, pushed: Pushed, *, queued: bool) -> dict[str, Any]:

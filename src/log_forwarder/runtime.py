@@ -34,6 +34,7 @@ from .store import CheckpointStore
 from .watch_list import DynamoWatchList
 
 if TYPE_CHECKING:
+    from .requeue import Requeue
     from .rule_packs import PackSource, RulePacks
 
 
@@ -64,6 +65,8 @@ class Runtime:
     sinks: tuple[Sink, ...] = ()
     # The active detection plan: the default pack and the installed ones (None: no rule runs).
     rule_packs: RulePacks | None = None
+    # The real-time queue, for what a push hands back (None: not the real-time function's).
+    requeue: Requeue | None = None
 
 
 def build_runtime(
@@ -123,7 +126,14 @@ def build_runtime(
         directory=auth0 if overrides.look_up_users else None,
         pushed=overrides.pushed if overrides.pushed is not None else pushed,
     )
-    return Runtime(settings, forwarder, store, watch_list, tuple(sinks), packs)
+    requeue = None
+    if settings.realtime_queue_url:
+        # Imported here, as the pushed-events table's adapter: the real-time function's alone.
+        from .requeue import Requeue
+
+        queue_url = settings.realtime_queue_url
+        requeue = Requeue(queue_url, lambda: client("sqs", AWS_CLIENT_CONFIG))
+    return Runtime(settings, forwarder, store, watch_list, tuple(sinks), packs, requeue)
 
 
 def rule_packs(

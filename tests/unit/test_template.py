@@ -359,12 +359,19 @@ def test_each_permission_is_scoped_to_its_resource(translated: dict[str, Any], m
         if realtime:
             # AND the real-time function does what the scheduled one does, but for Auth0's
             # secret (it never asks Auth0 for a token), and its event source reads its queue
+            # (the function shortens the visibility of what it hands back: requeue.py)
             pushed = granted(translated, "RealtimeFunctionRole", mode)
             assert sorted(map(json.dumps, pushed.pop("dynamodb:Scan"))) == sorted(
                 map(json.dumps, scan)
             )
             queue = {"Fn::GetAtt": ["RealtimeQueue", "Arn"]}
-            polling = on(queue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+            polling = on(
+                queue,
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:GetQueueAttributes",
+                "sqs:ChangeMessageVisibility",
+            )
             memory = on(pushed_table, "dynamodb:PutItem", "dynamodb:Query")
             assert pushed == {**forwarding, **failure_queue, **polling, **memory}
         return
@@ -886,6 +893,7 @@ IAM_ACTION_OF_CALL = {
     "send_message_batch": "sqs:SendMessage",
     "send_message": "sqs:SendMessage",
     "change_message_visibility": "sqs:ChangeMessageVisibility",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
     # Through Powertools' SecretsProvider (credentials.py), not a call of our own.
     "get_secret_value": "secretsmanager:GetSecretValue",
 }
@@ -906,8 +914,9 @@ SERVICE_ACTIONS = {
 # key, when set, is granted by a statement of its own, as for the others).
 NEVER_CALLED = {
     "RealtimeFunction": {"secretsmanager:GetSecretValue"},
-    # Only a push records its batch in the pushed-events table; the reads look it up.
-    "ForwarderFunction": {"dynamodb:PutItem"},
+    # Only a push records its batch in the pushed-events table; the reads look it up. Only the
+    # real-time function has a queue to hand messages back to (REALTIME_QUEUE_URL).
+    "ForwarderFunction": {"dynamodb:PutItem", "sqs:ChangeMessageVisibility"},
     "TenantWorkerFunction": {"dynamodb:PutItem", "dynamodb:Query"},
 }
 PACKAGE = ROOT / "src" / "log_forwarder"
