@@ -46,20 +46,27 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .events import LogEvent
-from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, values_at
+from .sigma_plan import (
+    MAX_GROUP_EVENTS,
+    Plan,
+    PlanCorrelation,
+    PlanRule,
+    fold_case,
+    json_text,
+    values_at,
+)
 
 STATE_VERSION: Final = 1
 TOO_LATE: Final = "too_late"
 NO_GROUP_KEY: Final = "no_group_key"
 MAX_FINDING_LOG_IDS: Final = 50
-MAX_GROUP_EVENTS: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps on the correlation state (see docs/sigma.md for the bytes they cost)."""
 
-    max_group_events: int = MAX_GROUP_EVENTS  # an event_count bound must stay below it
+    max_group_events: int = MAX_GROUP_EVENTS  # load_plan refuses a count past it
     max_groups: int = 64  # per correlation
     max_entries: int = 1_000  # over all correlations: about 80 KB of JSON at most
 
