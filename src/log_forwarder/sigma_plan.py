@@ -37,6 +37,9 @@ PLAN_VERSION: Final = 1
 MAX_REGEX_INPUT: Final = 1024
 # A correlation's group keeps this many events (sigma_step.Limits): a count is exact up to it.
 MAX_GROUP_EVENTS: Final = 50
+# Ten years (pySigma's `10y` is 315,569,520,000 ms): a state is kept two timespans, and the
+# shared item's TTL (`expires_at`) is a DynamoDB number of at most 38 digits.
+MAX_TIMESPAN_MS: Final = 10 * 366 * 86_400_000
 CORRELATION_KINDS: Final = ("event_count", "value_count", "temporal", "temporal_ordered")
 CONDITION_OPERATORS: Final = ("gt", "gte", "lt", "lte", "eq")
 LEVELS: Final = ("informational", "low", "medium", "high", "critical")
@@ -376,6 +379,8 @@ def _read_correlation(
     timespan = item.get("timespan_ms")
     if not isinstance(timespan, int) or isinstance(timespan, bool) or timespan <= 0:
         raise bad("timespan_ms must be a positive integer")
+    if timespan > MAX_TIMESPAN_MS:
+        raise bad(timespan_beyond_state(timespan))
     written = _mapping(item.get("condition"))
     for op, count in written.items():
         if op not in CONDITION_OPERATORS:
@@ -853,6 +858,11 @@ def _is_number(value: object) -> bool:
         return math.isfinite(value)  # type: ignore[arg-type]
     except OverflowError:  # an int too large for a float
         return False
+
+
+def timespan_beyond_state(timespan_ms: int) -> str:
+    shown = str(timespan_ms) if len(str(timespan_ms)) <= 20 else str(timespan_ms)[:16] + "…"
+    return f"timespan_ms {shown} is longer than ten years ({MAX_TIMESPAN_MS} ms)"
 
 
 def count_beyond_state(conditions: Iterable[tuple[str, float | int]]) -> str | None:

@@ -101,6 +101,22 @@ def test_a_sigma_count_pysigma_cannot_read_refuses_its_file_instead_of_raising()
     ]
 
 
+def test_a_timespan_past_ten_years_is_refused_by_the_compiler_and_the_loader() -> None:
+    # pySigma reads `timespan: 1000...0d` (42 digits): 8.64e48 ms compiled and loaded, and the
+    # shared item's `expires_at` (its watermark plus two timespans, in seconds) became a 47-digit
+    # number, past the 38 digits a DynamoDB number holds. Ten years (`10y`) still compiles.
+    text = pack("{gte: 5}").replace("timespan: 1h", "timespan: 1" + "0" * 41 + "d")
+    compiled = compile_texts([("t.yml", text)])
+    assert [r.feature for r in compiled.refused] == [
+        "timespan_ms 8640000000000000… is longer than ten years (316224000000 ms)"
+    ]
+    assert compile_texts([("t.yml", pack("{gte: 5}").replace("1h", "10y"))]).refused == []
+    document = json.loads(stored_text())
+    document["correlations"][0]["timespan_ms"] = 10**48
+    with pytest.raises(RulePackError, match=f"correlation {CORRELATION_ID}: timespan_ms 1000"):
+        load_plan(document)
+
+
 def _atoms(node: list) -> list[list]:
     if node[0] in ("and", "or", "not"):
         return [atom for arg in node[1:] for atom in _atoms(arg)]

@@ -73,7 +73,14 @@ from sigma.types import (
 )
 
 from log_forwarder.exceptions import SigmaRuleRefused
-from log_forwarder.sigma_plan import PLAN_FORMAT, PLAN_VERSION, count_beyond_state, load_plan
+from log_forwarder.sigma_plan import (
+    MAX_TIMESPAN_MS,
+    PLAN_FORMAT,
+    PLAN_VERSION,
+    count_beyond_state,
+    load_plan,
+    timespan_beyond_state,
+)
 
 STREAM_PREFIX: Final = "data."
 # The catalog's own placeholders: `{name}`, a letter first (a regex's `{2,3}` is not one).
@@ -440,6 +447,9 @@ class _PlanBuilder:
         beyond = count_beyond_state(bounds.items())
         if beyond is not None:
             raise SigmaRuleRefused(beyond)
+        timespan_ms = int(rule.timespan.seconds * 1000)
+        if timespan_ms > MAX_TIMESPAN_MS:
+            raise SigmaRuleRefused(timespan_beyond_state(timespan_ms))
         first = self._entry(rule_ids[0])
         tags = [str(t) for t in rule.tags] or sorted(
             {t for rid in rule_ids for t in self._entry(rid)["tags"]}
@@ -462,7 +472,7 @@ class _PlanBuilder:
             "group_by": group_by,
             "group_fields": group_fields,
             "value_fields": value_fields,
-            "timespan_ms": int(rule.timespan.seconds * 1000),
+            "timespan_ms": timespan_ms,
             "condition": bounds,
         }
         if inner_group:  # a chain; plans without one are written as before
