@@ -73,7 +73,7 @@ SEVERITY_OF_LEVEL: Final[Mapping[str, Severity]] = {
     "high": "high",
     "critical": "critical",
 }
-MAX_THRESHOLD: Final = 50  # a correlation's group keeps 50 events (sigma_step.MAX_GROUP_EVENTS)
+MAX_THRESHOLD: Final = 50  # a correlation's group keeps 50 events (sigma_plan.MAX_GROUP_EVENTS)
 MAX_TEXT_CHARS: Final = 200
 MAX_RECORD_LOG_IDS: Final = 50  # log_ids a skipped-events record names (it counts them all)
 MAX_STORED_ID: Final = 128  # a longer log_id is kept (and named) as a digest; real ones have 56

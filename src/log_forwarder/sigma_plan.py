@@ -24,6 +24,7 @@ the format and every matching rule; the short version:
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,11 @@ from .exceptions import RulePackError
 PLAN_FORMAT: Final = "auth0-log-forwarder/sigma-plan"
 PLAN_VERSION: Final = 1
 MAX_REGEX_INPUT: Final = 1024
+# A correlation's group keeps this many events (sigma_step.Limits): a count is exact up to it.
+MAX_GROUP_EVENTS: Final = 50
+# Ten years (pySigma's `10y` is 315,569,520,000 ms): a state is kept two timespans, and the
+# shared item's TTL (`expires_at`) is a DynamoDB number of at most 38 digits.
+MAX_TIMESPAN_MS: Final = 10 * 366 * 86_400_000
 CORRELATION_KINDS: Final = ("event_count", "value_count", "temporal", "temporal_ordered")
 CONDITION_OPERATORS: Final = ("gt", "gte", "lt", "lte", "eq")
 LEVELS: Final = ("informational", "low", "medium", "high", "critical")
@@ -373,13 +379,20 @@ def _read_correlation(
     timespan = item.get("timespan_ms")
     if not isinstance(timespan, int) or isinstance(timespan, bool) or timespan <= 0:
         raise bad("timespan_ms must be a positive integer")
-    conditions = []
-    for op, count in _mapping(item.get("condition")).items():
-        if op not in CONDITION_OPERATORS or not _is_number(count):
-            raise bad(f"condition {op}: {count!r} is not one of {CONDITION_OPERATORS} a number")
-        conditions.append((str(op), float(count)))
-    if not conditions:
+    if timespan > MAX_TIMESPAN_MS:
+        raise bad(timespan_beyond_state(timespan))
+    written = _mapping(item.get("condition"))
+    for op, count in written.items():
+        if op not in CONDITION_OPERATORS:
+            raise bad(f"condition {op}: {op!r} is not one of {CONDITION_OPERATORS}")
+        if not _is_number(count):
+            raise bad(f"condition {op}: {count!r} is not a finite number")
+    if not written:
         raise bad("it has no condition")
+    beyond = count_beyond_state(written.items())
+    if beyond is not None:
+        raise bad(beyond)
+    conditions = [(str(op), float(count)) for op, count in written.items()]
     return PlanCorrelation(
         **_header(item, cid),
         kind=str(kind),
@@ -581,12 +594,12 @@ def _build(expr: object, fields: list[Path], regexes: list[Path]) -> Matcher:
             regexes.append(path)
             return lambda event: _regex_within_budget(regex, _values(_resolve(event, path)))
         return lambda event: _regex_within_budget(regex, _leaves(event))
-    test = _value_test(op, args[1:])
+    test = _value_test(op, args[1:], ".".join(path) if path else "a keyword")
     return _keyword_matcher(test) if path is None else _field_matcher(path, test)
 
 
-def _value_test(op: str, args: Sequence[Any]) -> Callable[[Any], bool]:
-    """A test of one scalar value for the atom `[op, field, *args]`."""
+def _value_test(op: str, args: Sequence[Any], where: str) -> Callable[[Any], bool]:
+    """A test of one scalar value (of the field `where`) for the atom `[op, field, *args]`."""
     if op == "str" and len(args) == 3:
         # Cased or not, the comparison itself is exact: the rule's side is lowered once, here.
         compare, cased = _text_test(args[0], True), args[2] is True
@@ -609,7 +622,9 @@ def _value_test(op: str, args: Sequence[Any]) -> Callable[[Any], bool]:
     if op == "cmp" and len(args) == 2 and args[0] in ("gt", "gte", "lt", "lte"):
         operator, bound = args[0], args[1]
         if not _is_number(bound):
-            raise RulePackError(f"comparison with {bound!r}, which is not a number")
+            raise RulePackError(
+                f"comparison of {where} with {bound!r}, which is not a finite number"
+            )
         return lambda value: (
             (number := _number(value)) is not None and _compare(operator, number, bound)
         )
@@ -835,7 +850,37 @@ def _compare(op: str, value: float, bound: float) -> bool:
 
 
 def _is_number(value: object) -> bool:
-    return type(value) in (int, float) and value == value  # NaN is not a bound
+    """A JSON number a bound can be: Python's json reads `Infinity`, `NaN` and `1e400` (inf)
+    from stored text, and an int past float's range cannot be compared as a count."""
+    if type(value) not in (int, float):  # bool is no number
+        return False
+    try:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def timespan_beyond_state(timespan_ms: int) -> str:
+    shown = str(timespan_ms) if len(str(timespan_ms)) <= 20 else str(timespan_ms)[:16] + "…"
+    return f"timespan_ms {shown} is longer than ten years ({MAX_TIMESPAN_MS} ms)"
+
+
+def count_beyond_state(conditions: Iterable[tuple[str, float | int]]) -> str | None:
+    """Why a correlation's condition cannot be judged on what a group keeps, or None.
+
+    A group keeps MAX_GROUP_EVENTS events, so a count reads at most that much and a count above
+    it reads as it: a condition must give the same verdict at that count as at any above it.
+    `gte: 51` would never fire; `lt: 60` would keep firing through a burst of hundreds."""
+    cap = MAX_GROUP_EVENTS
+    for op, bound in conditions:
+        # gte and lt change their verdict at the bound itself, gt, lte and eq just above it
+        if bound > cap or (bound == cap and op in ("gt", "lte", "eq")):
+            shown = repr(bound) if len(repr(bound)) <= 20 else repr(bound)[:16] + "…"
+            return (
+                f"condition {op}: {shown} needs counts above {cap}, and a correlation keeps "
+                f"{cap} events per group (a larger count reads as {cap})"
+            )
+    return None
 
 
 def _field(fields: list[Path], index: object) -> Path:

@@ -30,7 +30,9 @@ rules it names, and gives one finding per correlation window (docs/sigma.md, "Co
 
 Events come in (date, log_id) order within a call; a log_id given twice counts once. Windows are
 judged once every event of their last millisecond is in; events of one millisecond that arrive in
-two calls are judged as they come (the second call judges that millisecond again).
+two calls are judged as they come (the second call judges that millisecond again). A finding's
+trigger, and a chain's point, is the first event of its millisecond, so that second judgement
+names the same one: the same finding id, and no second point.
 """
 
 from __future__ import annotations
@@ -44,20 +46,27 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .events import LogEvent
-from .sigma_plan import Plan, PlanCorrelation, PlanRule, fold_case, json_text, values_at
+from .sigma_plan import (
+    MAX_GROUP_EVENTS,
+    Plan,
+    PlanCorrelation,
+    PlanRule,
+    fold_case,
+    json_text,
+    values_at,
+)
 
 STATE_VERSION: Final = 1
 TOO_LATE: Final = "too_late"
 NO_GROUP_KEY: Final = "no_group_key"
 MAX_FINDING_LOG_IDS: Final = 50
-MAX_GROUP_EVENTS: Final = 50
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Caps on the correlation state (see docs/sigma.md for the bytes they cost)."""
 
-    max_group_events: int = MAX_GROUP_EVENTS  # an event_count bound must stay below it
+    max_group_events: int = MAX_GROUP_EVENTS  # load_plan refuses a count past it
     max_groups: int = 64  # per correlation
     max_entries: int = 1_000  # over all correlations: about 80 KB of JSON at most
 
@@ -177,7 +186,7 @@ def step(
     # Events of one millisecond are all in a window that ends then (SQL's RANGE frame includes
     # its peers), so windows are judged once the whole millisecond is in.
     for date_ms, same_ms in itertools.groupby(ordered, key=lambda e: e.date_ms):
-        touched: dict[str, dict[str, tuple[list[str], str]]] = {}
+        touched: dict[str, dict[str, list[str]]] = {}
         for event in same_ms:
             if event.log_id in seen:
                 continue
@@ -204,17 +213,16 @@ def step(
                 ]
                 key = _add(groups, key_values, entries, correlation, limits)
                 if key is not None:
-                    touched.setdefault(correlation.id, {})[key] = (key_values, event.log_id)
+                    touched.setdefault(correlation.id, {})[key] = key_values
         # In plan order, an inner before its outers: its points join them before they are judged.
         for correlation in plan.correlations if touched else ():
-            for key, (key_values, log_id) in touched.get(correlation.id, {}).items():
+            for key, key_values in touched.get(correlation.id, {}).items():
                 found, points = _judge(
                     correlation,
                     work[correlation.id],
                     key,
                     key_values,
                     date_ms,
-                    log_id,
                     points=correlation.id in outers,
                 )
                 if correlation.standalone:
@@ -235,7 +243,7 @@ def step(
                         limits,
                     )
                     if outer_key is not None:
-                        touched.setdefault(outer.id, {})[outer_key] = (outer_values, trigger)
+                        touched.setdefault(outer.id, {})[outer_key] = outer_values
         watermark = date_ms if watermark is None else max(watermark, date_ms)
     if watermark is not None:
         for correlation in plan.correlations:
@@ -319,8 +327,11 @@ def _newest_per_value(entries: list[_Entry]) -> list[_Entry]:
     few users keeps a few entries, not one per failure: the shared item is rewritten by every
     watched user's batch, and its size is what each write costs."""
     newest: dict[tuple[int, str | None], _Entry] = {}
-    for entry in entries:  # in date order: a later one replaces an earlier
-        newest[(entry.slot, entry.value)] = entry
+    for entry in entries:  # in date order: a later millisecond replaces an earlier
+        mark = (entry.slot, entry.value)
+        if mark not in newest or entry.date_ms > newest[mark].date_ms:
+            # the first of a millisecond stays: it may be a finding's trigger (see _judge)
+            newest[mark] = entry
     kept = set(map(id, newest.values()))
     return [e for e in entries if id(e) in kept]
 
@@ -331,14 +342,13 @@ def _judge(
     key: str,
     key_values: Sequence[str],
     date_ms: int,
-    log_id: str,
     *,
     points: bool = False,
 ) -> tuple[list[SigmaFinding], list[tuple[int, str]]]:
     """Judge the window ending at `date_ms`, and, when that is late, the one ending at the
     group's newest event: a finding for each that holds outside the latest finding's window.
     With `points` (the correlation feeds a chain), also every judged end at which the condition
-    holds, inside a finding's window or not, as (date, closing log_id): the outer's events, as
+    holds, inside a finding's window or not, as (date, trigger log_id): the outer's events, as
     the SQLite backend's inner query returns every qualifying row, not only the first."""
     group = groups[key]
     entries, fired = group.entries, group.fired_ms
@@ -349,12 +359,15 @@ def _judge(
         if covered and not points:
             continue  # inside the latest finding's window: that finding covers it
         window = [e for e in entries if end - correlation.timespan_ms <= e.date_ms <= end]
+        # The trigger is the first event of the window's last millisecond, whichever of its
+        # events were in this call: a re-read after a lost commit that brings one more event of
+        # that millisecond gives the same finding id, and a chain the same point, not a second.
+        trigger = next((e for e in window if e.date_ms == end), None)
+        if trigger is None:
+            continue  # a late repeat `_needed` did not keep: its group's newest decides
         metric = _metric(correlation, window)
         if metric is None or not correlation.holds(metric):
             continue
-        # The event that closes the window: the one judged here, or the last at its end.
-        closing = [e for e in window if e.date_ms == end]
-        trigger = next((e for e in closing if e.log_id == log_id), closing[-1])
         held.append((end, trigger.log_id))
         if not covered:
             found.append(

@@ -208,8 +208,8 @@ def test_an_outer_group_by_outside_the_inners_is_refused_and_so_is_a_value_count
 
 def test_an_outer_refused_with_its_inner() -> None:
     found = refused(("c.yml", documents(BASES, burst(count=100), after())))
-    assert found["burst"].startswith("event_count thresholds of 50")
-    assert found["after"].startswith("its correlation 'burst' was refused: event_count")
+    assert found["burst"].startswith("condition gte: 100 needs counts above 50")
+    assert found["after"].startswith("its correlation 'burst' was refused: condition gte: 100")
 
 
 # -- loading a plan written by hand --------------------------------------------------------------

@@ -383,7 +383,8 @@ def test_correlation_refusals_name_the_feature() -> None:
     # A chain compiles (tests/unit/test_sigma_chains.py); the huge threshold does not.
     assert [c["title"] for c in compiled.plan["correlations"]] == ["first", "second"]
     assert sorted(r.feature for r in compiled.refused) == [
-        "event_count thresholds of 50 or more (a group keeps 50 events)",
+        "condition gte: 1000 needs counts above 50, and a correlation keeps 50 events per group"
+        " (a larger count reads as 50)",
     ]
 
 

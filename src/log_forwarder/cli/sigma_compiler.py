@@ -73,8 +73,14 @@ from sigma.types import (
 )
 
 from log_forwarder.exceptions import SigmaRuleRefused
-from log_forwarder.sigma_plan import PLAN_FORMAT, PLAN_VERSION, load_plan
-from log_forwarder.sigma_step import MAX_GROUP_EVENTS
+from log_forwarder.sigma_plan import (
+    MAX_TIMESPAN_MS,
+    PLAN_FORMAT,
+    PLAN_VERSION,
+    count_beyond_state,
+    load_plan,
+    timespan_beyond_state,
+)
 
 STREAM_PREFIX: Final = "data."
 # The catalog's own placeholders: `{name}`, a letter first (a regex's `{2,3}` is not one).
@@ -172,12 +178,16 @@ class _PlanBuilder:
         self.notes.extend(prepared.notes)
         # References are resolved here, not by pySigma: a chain may name a correlation of
         # another file of the pack, which pySigma's per-file collection cannot see.
-        collection = SigmaCollection.from_dicts(
-            prepared.documents,
-            collect_errors=True,
-            policy=TrustedPolicy,
-            resolve_references=False,
-        )
+        try:
+            collection = SigmaCollection.from_dicts(
+                prepared.documents,
+                collect_errors=True,
+                policy=TrustedPolicy,
+                resolve_references=False,
+            )
+        except SigmaError as error:  # pySigma raises some despite collect_errors (`gte: .inf`)
+            self.refused.append(Refusal(source, source, f"pySigma cannot read it: {error}"))
+            return
         for index, rule in enumerate(collection.rules):  # one per document, in order
             if isinstance(rule, SigmaRule):
                 rule_id = self._add_rule(rule, source, prepared.placeholders[index])
@@ -434,11 +444,12 @@ class _PlanBuilder:
         bounds = {condition.op.name.lower(): condition.count}
         if kind == "temporal_ordered" and bounds != {"gte": len(rule_ids)}:
             raise SigmaRuleRefused("temporal_ordered with a count other than all rules")
-        if kind == "event_count" and max(bounds.values()) >= MAX_GROUP_EVENTS:
-            raise SigmaRuleRefused(
-                f"event_count thresholds of {MAX_GROUP_EVENTS} or more (a group keeps "
-                f"{MAX_GROUP_EVENTS} events)"
-            )
+        beyond = count_beyond_state(bounds.items())
+        if beyond is not None:
+            raise SigmaRuleRefused(beyond)
+        timespan_ms = int(rule.timespan.seconds * 1000)
+        if timespan_ms > MAX_TIMESPAN_MS:
+            raise SigmaRuleRefused(timespan_beyond_state(timespan_ms))
         first = self._entry(rule_ids[0])
         tags = [str(t) for t in rule.tags] or sorted(
             {t for rid in rule_ids for t in self._entry(rid)["tags"]}
@@ -461,7 +472,7 @@ class _PlanBuilder:
             "group_by": group_by,
             "group_fields": group_fields,
             "value_fields": value_fields,
-            "timespan_ms": int(rule.timespan.seconds * 1000),
+            "timespan_ms": timespan_ms,
             "condition": bounds,
         }
         if inner_group:  # a chain; plans without one are written as before
