@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from log_forwarder.events import iso_ms
 from log_forwarder.realtime import Pushed
 from log_forwarder.records import Delivery, DeliveryReport
@@ -17,8 +19,8 @@ USER = "auth0|raced"
 
 
 class GatedSink(RecordingSink):
-    """The scheduled run's side of a destination (its lines shared with the push's): holds the
-    run's first delivery until released."""
+    """The other writer's side of a destination (its lines shared with the push's): holds its
+    first delivery until released."""
 
     def __init__(self, name: str, lines: list[Any]) -> None:
         super().__init__(name, lines=lines)
@@ -27,13 +29,13 @@ class GatedSink(RecordingSink):
 
     def deliver(self, delivery: Delivery) -> DeliveryReport:
         self.entered.set()
-        assert self.release.wait(30), "the test never released the run"
+        assert self.release.wait(30), "the test never released the other writer"
         return super().deliver(delivery)
 
 
 class RunBeforeIntent(InMemoryCheckpointStore):
-    """Once armed, the push's first save (its intent) lets the scheduled run write its own
-    intent first (the run then waits in its delivery)."""
+    """Once armed, the push's first save (its intent) lets the other writer write its own
+    intent first (which then waits in its delivery)."""
 
     armed = False
 
@@ -48,12 +50,15 @@ class RunBeforeIntent(InMemoryCheckpointStore):
         return super().save(user_id, state, **kwargs)
 
 
-def test_a_push_does_not_take_over_a_lease_a_run_wrote_for_the_same_events() -> None:
-    # GIVEN a watched user with a checkpoint, and one login Auth0 returns and pushes
+@pytest.mark.parametrize("other", ["scheduled run", "duplicate push"])
+def test_a_push_does_not_take_over_a_lease_written_for_the_same_events(other: str) -> None:
+    # GIVEN a watched user with a checkpoint, and one login Auth0 returns and pushes (the other
+    # writer: a scheduled run reading it, or a second invocation pushed the same event, as SQS
+    # and EventBridge deliver at least once)
     fake = FakeAuth0(now_ms=BASE_MS)
     store, ledger, sink = RunBeforeIntent(), InMemoryPushedLedger(), RecordingSink("cloudwatch")
     held = GatedSink("cloudwatch", sink.lines)
-    scheduled = make_forwarder(fake, [held], store, ledger)
+    other_writer = make_forwarder(fake, [held], store, ledger)
     pusher = make_forwarder(fake, [sink], store, ledger)
     make_forwarder(fake, [sink], store, ledger).run([USER], remaining_ms=lambda: 10**9)
     login = {"log_id": "900000001", "date": iso_ms(BASE_MS + 500) or "", "type": "s",
@@ -62,25 +67,31 @@ def test_a_push_does_not_take_over_a_lease_a_run_wrote_for_the_same_events() -> 
     fake.now_ms = BASE_MS + 1_000
 
     def start_run() -> None:
-        # the scheduled run reads the same login, writes its intent (same batch id: the same
-        # log ids) and is held in its delivery, its lease live
-        thread = threading.Thread(
-            target=lambda: scheduled.run([USER], remaining_ms=lambda: 10**9), daemon=True
-        )
+        # the other writer takes the same login, writes its intent (the same batch id: the
+        # same log ids) and is held in its delivery, its lease live
+        def work() -> None:
+            if other == "scheduled run":
+                other_writer.run([USER], remaining_ms=lambda: 10**9)
+            else:
+                chunks = Pushed.of(iter([login]), frozenset([USER])).chunks
+                other_writer.push(chunks, remaining_ms=lambda: 30_000)
+
+        thread = threading.Thread(target=work, daemon=True)
         threads.append(thread)
         thread.start()
-        assert held.entered.wait(30), "the run never reached its delivery"
+        assert held.entered.wait(30), "the other writer never reached its delivery"
 
     threads: list[threading.Thread] = []
     store.start_run, store.armed = start_run, True
-    # WHEN the push's intent loses the race to the run's, and it plans again
+    # WHEN the push's intent loses the race to the other writer's, and it plans again
     report = pusher.push(Pushed.of(iter([login]), frozenset([USER])).chunks,
                          remaining_ms=lambda: 30_000)  # fmt: skip
     held.release.set()
     assert threads, "the push never wrote an intent"
     threads[0].join(30)
-    # THEN the push leaves the run's batch to the run (busy, handed back), and the destination
-    # holds the login once (main: the run's intent has the id the push put in `claimed` before
-    # its own intent was refused, so the push took the run's live lease as its own, delivered
-    # the login, then the run delivered it again: cloudwatch holds it twice)
+    # THEN the push leaves the batch to the writer holding it (busy, handed back), and the
+    # destination holds the login once (main: the other intent has the id the push put in
+    # `claimed` before its own intent was refused, so the push took the other writer's live
+    # lease as its own and delivered the login, then the other writer delivered it again:
+    # cloudwatch holds it twice)
     assert sink.log_ids() == [login["log_id"]], f"push report: {report.users[0]}"
