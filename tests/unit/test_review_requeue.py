@@ -51,9 +51,9 @@ def test_the_requeue_keeps_the_invocations_finish_reserve() -> None:
     forwarder._sleep = lambda _s: None
     store.conflicts[USER] = 10**6
     invocation = Invocation(13.5)
-    sqs = HangingSqs(invocation)
-    runtime = Runtime(make_settings(WATCHED_USER_IDS=USER), forwarder, store,
-                      requeue=Requeue("https://sqs.example/q", lambda: sqs))  # fmt: skip
+    sqs: Any = HangingSqs(invocation)
+    requeue = Requeue("https://sqs.example/q", lambda: sqs)
+    runtime = Runtime(make_settings(WATCHED_USER_IDS=USER), forwarder, store, requeue=requeue)
     batch = sqs_batch(pushed_event(USER, 1))
     for record in batch["Records"]:
         record["receiptHandle"] = "handle-" + record["messageId"]
