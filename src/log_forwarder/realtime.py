@@ -34,6 +34,7 @@ from . import observability
 from .chunk import Chunk, RealtimeSpan
 from .config import Settings
 from .events import LogEvent, Malformed, parse_page
+from .forwarder import FINISH_RESERVE_MS
 from .report import RunReport, UserReport
 from .requeue import HandedBack
 from .retry import Deadline
@@ -207,7 +208,8 @@ def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     soon = [m for u in retried_users if not u.error for m in pushed.messages.get(u.user_id, ())]
     if soon and runtime.requeue is not None:
         handed = _handed_back(event, set(soon))
-        deadline = Deadline(context.get_remaining_time_in_millis)
+        # The time every other wait keeps for returning and publishing the metrics, kept.
+        deadline = Deadline(lambda: context.get_remaining_time_in_millis() - FINISH_RESERVE_MS)
         summary["RealtimeRetriedSoon"] = runtime.requeue.soon(handed, deadline)
     return {**summary, "batchItemFailures": [{"itemIdentifier": m} for m in retried]}
 

@@ -5,9 +5,10 @@ queue's own, six times the function's timeout (template.yaml, as AWS advises for
 source), so a user that was only busy (another invocation held its checkpoint past the push's
 short waits) or out of time would come back six minutes later, when the scheduled run has
 usually delivered its events: the push path's share falls for a moment's contention. Those
-messages get a short visibility instead, growing with each receive, so that a user held for
-long still reaches the dead-letter queue (maxReceiveCount) minutes later, not seconds. A
-destination failing keeps the queue's timeout: retrying it at once would only fail again.
+messages get a short visibility instead, growing with each receive (RETRY_SOON_S), so that a
+user held by a dead run's lease is still received after the lease ends, before the dead-letter
+queue. A destination failing keeps the queue's timeout: retrying it at once would only fail
+again.
 
 Best effort: a message whose visibility is not changed comes back when the queue's ends.
 """
@@ -19,21 +20,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from botocore.config import Config
+
 from .aws_errors import AWS_ERRORS, error_code
-from .retry import AWS_ATTEMPT_S, Deadline
+from .retry import Deadline
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
 logger = logging.getLogger(__name__)
 
-# The first hand-back's visibility; each receive after it waits this many times longer, up to
-# RETRY_SOON_MAX_S (under the queue's 360 s): 10, 30, 90, 270 s, then the dead-letter queue.
-RETRY_SOON_S = 10
-RETRY_SOON_FACTOR = 3
-RETRY_SOON_MAX_S = 300
+# The visibility of a message handed back after its 1st, 2nd, ... receive (the last one for
+# every receive after). Short at first: another push holds a user for a few hundred
+# milliseconds. Then long enough that the 5th receive (the queue's maxReceiveCount, after which
+# it goes to the dead-letter queue) comes after the longest lease a scheduled run that died can
+# leave (FunctionTimeout up to 900 s and the clock margin: 930 s): 10+60+300+900 = 1,270 s.
+RETRY_SOON_S = (10, 60, 300, 900)
 # ChangeMessageVisibilityBatch takes at most this many entries.
 BATCH_LIMIT = 10
+# A call of its own, short: changing a visibility is quick, and what it changes is only how
+# soon a message comes back. Out-of-time users (a few seconds left) are the ones it is for.
+REQUEUE_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=1, read_timeout=2
+)
+REQUEUE_ATTEMPT_S = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +56,7 @@ class HandedBack:
 
 def retry_soon_s(receives: int) -> int:
     """The visibility of a message handed back after its `receives`-th receive."""
-    growth: int = RETRY_SOON_FACTOR ** max(0, receives - 1)
-    return min(RETRY_SOON_MAX_S, RETRY_SOON_S * growth)
+    return RETRY_SOON_S[min(max(receives, 1), len(RETRY_SOON_S)) - 1]
 
 
 class Requeue:
@@ -63,7 +72,7 @@ class Requeue:
         changed = 0
         for start in range(0, len(messages), BATCH_LIMIT):
             part = messages[start : start + BATCH_LIMIT]
-            if deadline.left_s() < AWS_ATTEMPT_S:
+            if deadline.left_s() < REQUEUE_ATTEMPT_S:
                 logger.warning(
                     "Handed-back messages keep the queue's visibility (no time left)",
                     extra={"messages": len(messages) - start},

@@ -129,10 +129,10 @@ def build_runtime(
     requeue = None
     if settings.realtime_queue_url:
         # Imported here, as the pushed-events table's adapter: the real-time function's alone.
-        from .requeue import Requeue
+        from .requeue import REQUEUE_CLIENT_CONFIG, Requeue
 
         queue_url = settings.realtime_queue_url
-        requeue = Requeue(queue_url, lambda: client("sqs", AWS_CLIENT_CONFIG))
+        requeue = Requeue(queue_url, lambda: client("sqs", REQUEUE_CLIENT_CONFIG))
     return Runtime(settings, forwarder, store, watch_list, tuple(sinks), packs, requeue)
 
 

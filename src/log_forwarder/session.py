@@ -418,7 +418,8 @@ class UserSession:
         share = self._share if self.env.shared is not None else None
         for batch in plan.batches:
             version = checkpoint.version
-            if batch.intent is not None:
+            claiming = batch.intent is not None and batch.batch_id not in self._claimed
+            if claiming:
                 self._claimed.add(batch.batch_id)
             self._recorded = False
             try:
@@ -428,6 +429,10 @@ class UserSession:
                 first = checkpoint.version == version and (
                     batch.intent is not None or not batch.lines
                 )
+                if claiming and checkpoint.version == version:
+                    # Its intent was not written: a batch of the same events another writer's
+                    # intent names (the same id) is that writer's lease, not this session's.
+                    self._claimed.discard(batch.batch_id)
                 if isinstance(error, CheckpointConflict) and first:
                     raise _Untouched(error) from error
                 self._count_recorded(batch)

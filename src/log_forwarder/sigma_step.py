@@ -187,6 +187,9 @@ def step(
     # its peers), so windows are judged once the whole millisecond is in.
     for date_ms, same_ms in itertools.groupby(ordered, key=lambda e: e.date_ms):
         touched: dict[str, dict[str, list[str]]] = {}
+        # Entries of this millisecond a trimmed group did not keep (a late repeat of a value it
+        # holds newer): their own window is judged with them all the same.
+        unkept: dict[tuple[str, str], list[_Entry]] = {}
         for event in same_ms:
             if event.log_id in seen:
                 continue
@@ -211,9 +214,11 @@ def step(
                     _Entry(date_ms, event.log_id, slot, _counted(correlation, slot, event))
                     for slot in slots
                 ]
-                key = _add(groups, key_values, entries, correlation, limits)
-                if key is not None:
+                added = _add(groups, key_values, entries, correlation, limits)
+                if added is not None:
+                    key, dropped = added
                     touched.setdefault(correlation.id, {})[key] = key_values
+                    unkept.setdefault((correlation.id, key), []).extend(dropped)
         # In plan order, an inner before its outers: its points join them before they are judged.
         for correlation in plan.correlations if touched else ():
             for key, key_values in touched.get(correlation.id, {}).items():
@@ -224,6 +229,7 @@ def step(
                     key_values,
                     date_ms,
                     points=correlation.id in outers,
+                    unkept=unkept.get((correlation.id, key), ()),
                 )
                 if correlation.standalone:
                     findings += found
@@ -235,15 +241,17 @@ def step(
                         continue
                     slot = outer.rule_ids.index(correlation.id)
                     outer_values = [key_values[p] for p in outer.inner_group[correlation.id]]
-                    outer_key = _add(
+                    outer_added = _add(
                         work.setdefault(outer.id, {}),
                         outer_values,
                         [_Entry(end, trigger, slot, None)],
                         outer,
                         limits,
                     )
-                    if outer_key is not None:
+                    if outer_added is not None:
+                        outer_key, dropped = outer_added
                         touched.setdefault(outer.id, {})[outer_key] = outer_values
+                        unkept.setdefault((outer.id, outer_key), []).extend(dropped)
         watermark = date_ms if watermark is None else max(watermark, date_ms)
     if watermark is not None:
         for correlation in plan.correlations:
@@ -263,10 +271,12 @@ def _add(
     new: Sequence[_Entry],
     correlation: PlanCorrelation,
     limits: Limits,
-) -> str | None:
+) -> tuple[str, list[_Entry]] | None:
     """Put an event's entries (one per rule of the correlation it matched) in its group: the
-    group's key, or None when they were all there already (a redelivered event, or a point an
-    inner correlation gave before, judged when it first came)."""
+    group's key and those of them the trimmed group does not keep (`_needed`: a late repeat of
+    a value it holds a newer event of), or None when they were all there already (a
+    redelivered event, or a point an inner correlation gave before, judged when it first
+    came)."""
     key = json.dumps(key_values, ensure_ascii=False)
     group = groups.get(key, _Group((), None))
     present = {(e.log_id, e.slot) for e in group.entries}
@@ -276,7 +286,8 @@ def _add(
     entries = sorted([*group.entries, *fresh], key=lambda e: (e.date_ms, e.log_id, e.slot))
     entries = _bounded(_needed(correlation, entries), limits.max_group_events)
     groups[key] = _Group(tuple(entries), group.fired_ms)
-    return key
+    kept = set(map(id, entries))
+    return key, [e for e in fresh if id(e) not in kept]
 
 
 def _counted(correlation: PlanCorrelation, slot: int, event: LogEvent) -> str | None:
@@ -294,9 +305,13 @@ def _needed(correlation: PlanCorrelation, entries: list[_Entry]) -> list[_Entry]
       an event holds that event, so only the latest finding's window decides; the newest
       millisecond's events are kept for the finding to name.
     - a `value_count` of at least 2 distinct values: each value's newest event. A late event
-      lies within the window ending at its group's newest event, which holds another value's
-      newest event whenever any of its events would have been there (the step judges that
-      window too), so a finding is raised whether the older events were kept or not.
+      L (not too late: within the timespan of the watermark, so of its group's newest event
+      too) is judged in its own window and in the group's newest, with itself in both though
+      the group does not keep it (`_judge`'s `unkept`). A window holding L and another value's
+      event E holds in one of them: E before L is in L's window (E is no older than the
+      window's start); E after L is in the newest window (E is later than L). So a finding is
+      raised, or one in its timespan covers it, whether the older events were kept or not
+      (the review's counter-example before: u2 at 0, u1 at 65, u1's 58 read late).
 
     Larger bounds are not trimmed: a late event can complete a window of older events only
     they hold (10 failures, one of them read after the push: review of #25, H2)."""
@@ -344,27 +359,32 @@ def _judge(
     date_ms: int,
     *,
     points: bool = False,
+    unkept: Sequence[_Entry] = (),
 ) -> tuple[list[SigmaFinding], list[tuple[int, str]]]:
     """Judge the window ending at `date_ms`, and, when that is late, the one ending at the
     group's newest event: a finding for each that holds outside the latest finding's window.
     With `points` (the correlation feeds a chain), also every judged end at which the condition
     holds, inside a finding's window or not, as (date, trigger log_id): the outer's events, as
-    the SQLite backend's inner query returns every qualifying row, not only the first."""
+    the SQLite backend's inner query returns every qualifying row, not only the first.
+    `unkept`: this millisecond's entries the group did not keep, judged in its window: a late
+    repeat completes the window ending at it with an older value (u2 at 0, u1 at 58 read late,
+    u1 at 65: [-2, 58] holds both) though the window of the group's newest may not."""
     group = groups[key]
     entries, fired = group.entries, group.fired_ms
+    seen = sorted([*entries, *unkept], key=lambda e: (e.date_ms, e.log_id, e.slot))
     found = []
     held = []
     for end in sorted({date_ms, entries[-1].date_ms} if entries else ()):
         covered = fired is not None and abs(end - fired) <= correlation.timespan_ms
         if covered and not points:
             continue  # inside the latest finding's window: that finding covers it
-        window = [e for e in entries if end - correlation.timespan_ms <= e.date_ms <= end]
+        window = [e for e in seen if end - correlation.timespan_ms <= e.date_ms <= end]
         # The trigger is the first event of the window's last millisecond, whichever of its
         # events were in this call: a re-read after a lost commit that brings one more event of
         # that millisecond gives the same finding id, and a chain the same point, not a second.
         trigger = next((e for e in window if e.date_ms == end), None)
         if trigger is None:
-            continue  # a late repeat `_needed` did not keep: its group's newest decides
+            continue  # nothing of this call ends here
         metric = _metric(correlation, window)
         if metric is None or not correlation.holds(metric):
             continue
