@@ -195,13 +195,23 @@ def _value_bytes(value: dict[str, Any]) -> int:
 
 
 def _item_bytes(params: dict[str, Any]) -> int:
-    """The item an UpdateItem (SET of every attribute the forwarder keeps) or PutItem leaves."""
+    """The item an UpdateItem (SET of every attribute the forwarder keeps, REMOVE of the
+    summary's cleared ones: checkpoint_store._update_expression) or PutItem leaves, what
+    DynamoDB bills the write by. The names an expression removes and the values only its
+    condition reads (`:expected`) are not in the item: counting them (before) made a quiet
+    user's 0.97 KB checkpoint a 1.1 KB one, two write units where DynamoDB bills one."""
     if "Item" in params:
         return _attributes_bytes(params["Item"])
     names = params.get("ExpressionAttributeNames", {})
     values = params.get("ExpressionAttributeValues", {})
-    key = _attributes_bytes(params.get("Key", {}))
-    return key + sum(len(n) for n in names.values()) + sum(_value_bytes(v) for v in values.values())
+    size = _attributes_bytes(params.get("Key", {}))
+    expression = params.get("UpdateExpression", "")
+    if not expression.startswith("SET "):  # a read's ADD to a pushed batch: all it names
+        return size + sum(map(len, names.values())) + sum(map(_value_bytes, values.values()))
+    for assignment in expression.split(" REMOVE ")[0].removeprefix("SET ").split(","):
+        name, value = (part.strip() for part in assignment.split("="))
+        size += len(names.get(name, name)) + _value_bytes(values[value])
+    return size
 
 
 @dataclass
