@@ -92,6 +92,8 @@ OVERSIZED_SHOWN_BYTES = 1024
 
 @dataclass(frozen=True, slots=True)
 class ClientCredentials:
+    """The Management API client's id and secret; its repr never shows the secret."""
+
     client_id: str
     client_secret: str
 

@@ -227,6 +227,8 @@ class FactsSpan:
 
 @dataclass(slots=True)
 class Chunk:
+    """Events one read returned, with where they came from and what the read saw."""
+
     events: list[LogEvent]
     # Which endpoint returned them: "user_logs", "logs_search", "logs_stream" or "log_by_id".
     source: str

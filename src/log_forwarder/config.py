@@ -72,6 +72,8 @@ class StartFrom:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
+    """The function's settings, read once from its environment (Settings.from_env)."""
+
     auth0_domain: str
     auth0_base_url: str
     credentials_secret: str | None

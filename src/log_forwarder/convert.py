@@ -30,6 +30,8 @@ FORMAT_VERSION = 1
 
 @dataclass(frozen=True, slots=True)
 class ConvertContext:
+    """What converting an event needs to know beyond the event: tenant, user, time and source."""
+
     tenant: str
     watched_user_id: str
     forwarded_at_ms: int

@@ -97,6 +97,8 @@ class Selection:
 
 @dataclass(frozen=True, slots=True)
 class ReadPosition:
+    """Where a user's reads stand: floor, watermark, and the events near them already seen."""
+
     floor_ms: int | None = None
     watermark_ms: int | None = None
     recent: tuple[tuple[int, str], ...] = ()
@@ -347,6 +349,8 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
+    """The batches handed to the destinations and not yet committed: their write-ahead intents."""
+
     pending: tuple[Pending, ...] = ()
 
     def __bool__(self) -> bool:
@@ -426,6 +430,8 @@ class StreamSeat:
 
 @dataclass(frozen=True, slots=True)
 class UserStatus:
+    """What the operator is told about a user: backlog, totals and whether Auth0 knows the user."""
+
     # The user's history is not read to its newest event yet (a search continues next run).
     backlog: bool = False
     forwarded_total: int = 0
@@ -486,6 +492,8 @@ class UserStatus:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
+    """A user's whole checkpoint: read position, outbox, stream seat, status and rule state."""
+
     position: ReadPosition = field(default_factory=ReadPosition)
     outbox: Outbox = field(default_factory=Outbox)
     # Its place on the tenant stream (None: read per user).

@@ -65,6 +65,8 @@ PROBE_WAIT_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class RateLimitHeaders:
+    """An Auth0 answer's rate-limit headers: the bucket's limit, what remains, when it refills."""
+
     limit: int
     remaining: int
     reset_epoch_s: float

@@ -69,6 +69,8 @@ class OutputPolicy:
 
 @dataclass(frozen=True, slots=True)
 class PlanContext:
+    """What planning a user's batches needs to know beyond the chunk and the cursor."""
+
     user_id: str
     tenant: str
     now_ms: int  # stamps the records (forwarded_at, detected_at) and bounds expiry gaps
@@ -84,6 +86,8 @@ class PlanContext:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
+    """Events handed to the destinations together, with the cursors written before and after."""
+
     batch_id: str
     events: tuple[LogEvent, ...]  # the events handed to the destinations
     lines: tuple[OutputLine, ...]  # the events' lines and the records about them, in time order
@@ -121,6 +125,8 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The batches planned for a read, in delivery order, and what the read selected."""
+
     batches: tuple[Batch, ...]
     selection: Selection
 
@@ -231,6 +237,8 @@ def _unknown_user(cursor: Cursor, chunk: Chunk, context: PlanContext) -> tuple[F
 
 @dataclass(frozen=True, slots=True)
 class _Detected:
+    """What the detection rules made of a chunk's events."""
+
     findings: tuple[Finding, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     shared: tuple[LogEvent, ...] = ()

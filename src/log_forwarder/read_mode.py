@@ -73,6 +73,8 @@ class Costs:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """The read mode a run chose, why, and the call estimates it chose from."""
+
     mode: ReadMode  # per-user or stream, never auto
     reason: str
     costs: Costs

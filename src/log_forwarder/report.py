@@ -83,6 +83,8 @@ def _fix_for(error: BaseException) -> str:
 
 @dataclass
 class UserReport:
+    """What a run did for one watched user: counts, gaps, findings, and its error if any."""
+
     user_id: str
     fetched: int = 0
     forwarded: int = 0
@@ -309,6 +311,8 @@ class ReadReport:
 
 @dataclass
 class RunReport:
+    """What a run did: each user's report, the calls it made, and what failed for the tenant."""
+
     users: list[UserReport]
     calls: CallStats = field(default_factory=CallStats)
     finished_ms: int = 0

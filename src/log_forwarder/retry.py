@@ -48,6 +48,8 @@ MIN_ATTEMPT_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How often and how far apart a call is retried, within the invocation's time left."""
+
     attempts: int = 5
     base_s: float = 0.2
     cap_s: float = 5.0

@@ -213,6 +213,8 @@ def load_stored(pack: StoredPack) -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class LoadedPack:
+    """An installed rule pack as loaded: its plan, or the problem that kept it out."""
+
     name: str
     plan: Plan | None
     problem: str | None = None

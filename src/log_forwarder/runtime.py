@@ -58,6 +58,8 @@ class Overrides:
 
 @dataclass(frozen=True)
 class Runtime:
+    """What the handler's invocations share: settings, clients, forwarder, store and sinks."""
+
     settings: Settings
     forwarder: Forwarder
     store: CheckpointStore

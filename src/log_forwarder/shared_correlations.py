@@ -114,6 +114,8 @@ class AppliedBatch:
 
 @dataclass(frozen=True, slots=True)
 class SharedState:
+    """The tenant-wide correlations' state, as the shared item stores it."""
+
     correlations: Mapping[str, Any] = field(default_factory=dict)  # CorrelationState, as stored
     # (date, log_id) of the unwatched users' events applied (tenant-wide), sorted
     seen: tuple[tuple[int, str], ...] = ()

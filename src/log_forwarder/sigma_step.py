@@ -90,6 +90,8 @@ class SigmaFinding:
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
+    """An event a correlation counts, as its window keeps it."""
+
     date_ms: int
     log_id: str
     slot: int  # which of the correlation's rules the event matched
@@ -98,6 +100,8 @@ class _Entry:
 
 @dataclass(frozen=True, slots=True)
 class _Group:
+    """A correlation group's events in its window, and when it last fired."""
+
     entries: tuple[_Entry, ...]
     fired_ms: int | None  # the latest finding's trigger: its window is [fired, fired + span]
 
@@ -152,6 +156,8 @@ class Skipped:
 
 @dataclass(frozen=True, slots=True)
 class StepResult:
+    """What one step of the rules over some events found, their new state, and what they skipped."""
+
     findings: list[SigmaFinding]
     state: CorrelationState
     skipped: tuple[Skipped, ...] = ()

@@ -81,6 +81,8 @@ class Window:
 
 @dataclass(frozen=True, slots=True)
 class StreamRead:
+    """What reading the tenant stream needs: the source, the call scope, and when to stop."""
+
     source: LogSource
     scope: CallScope
     out_of_time: Callable[[], bool] = lambda: False

@@ -65,6 +65,8 @@ Factory = Callable[[Mapping[str, str], "ClientFactory"], "Sink"]
 
 @dataclass(frozen=True, slots=True)
 class Destination:
+    """One destination DESTINATIONS can name: its settings, its redelivery and its adapter."""
+
     name: str  # as DESTINATIONS names it, and EventsDelivered_<name>
     title: str  # as the documentation calls it
     settings: tuple[Setting, ...]
