@@ -15,14 +15,16 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .detections import Finding, Skipped, finding_record, skipped_record
 from .event_types import describe
 from .events import LogEvent, iso_ms
 from .ocsf_versions import DETECTION_FINDING, OcsfVersion
-from .pseudonymise import Pseudonymiser
 from .records import Gap, OutputLine, batch_id_for
+
+if TYPE_CHECKING:  # built only when pseudonyms are asked for (outputs.py)
+    from .pseudonymise import Pseudonymiser
 
 FORWARDER_KEY = "_forwarder"
 FORMAT_VERSION = 1

@@ -9,7 +9,6 @@ from .config import Settings
 from .credentials import pseudonym_key
 from .detections import Detections, PlanSource
 from .planner import OutputPolicy
-from .pseudonymise import Pseudonymiser
 
 
 def output_policy(
@@ -21,6 +20,9 @@ def output_policy(
     output = settings.output
     pseudonymiser = None
     if output.pii_key_secret and output.pii_paths:
+        # Imported here: a configuration without pseudonyms (the default) never loads it.
+        from .pseudonymise import Pseudonymiser
+
         key = pseudonym_key(output.pii_key_secret, secrets)
         pseudonymiser = Pseudonymiser(key, output.pii_paths)
     return OutputPolicy(

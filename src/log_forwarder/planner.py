@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from .chunk import Chunk
 from .convert import (
@@ -43,11 +44,13 @@ from .events import LogEvent, Malformed
 from .filters import EventFilter
 from .gaps import gaps_in
 from .ocsf_versions import OcsfVersion
-from .pseudonymise import Pseudonymiser
 from .pushed import batch_key
 from .records import Delivery, Gap, OutputLine, batch_id_for
 from .retry import Deadline
 from .user_lookup import UNKNOWN, logged_since, unknown_user_finding
+
+if TYPE_CHECKING:  # built only when pseudonyms are asked for (outputs.py)
+    from .pseudonymise import Pseudonymiser
 
 # An event dated this far past the start of the read that returned it has a wrong clock upstream.
 FUTURE_TOLERANCE_MS = 60_000

@@ -188,10 +188,11 @@ def test_a_cold_start_loads_what_its_first_run_uses_and_nothing_of_other_modes(
     }
     assert used <= loaded
     # AND nothing of what other modes, other functions or the CLI use: the OCSF mapping (OCSF
-    # output off), the stream's run (per-user reads), the tenants, the other handlers, the CLI
-    # and the Sigma compiler's libraries (pySigma, PyYAML)
+    # output off), the pseudonyms (no PII key), the stream's run (per-user reads), the tenants,
+    # the other handlers, the CLI and the Sigma compiler's libraries (pySigma, PyYAML)
     other = {
         "log_forwarder.ocsf",
+        "log_forwarder.pseudonymise",
         "log_forwarder.stream_run",
         "log_forwarder.tenants",
         "log_forwarder.tenant_message",
