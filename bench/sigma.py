@@ -274,7 +274,8 @@ for name in NAMES:
     try:
         importlib.import_module(name)
     except Exception:  # a name only a package's import registers (six.moves' aliases)
-        pass
+        if name.split(".")[0] == "log_forwarder":
+            raise  # ours skipped would make the figure read low
 from log_forwarder.rule_packs import load_stored, read_item
 t2 = time.perf_counter()
 load_stored(read_item(ITEM))
