@@ -95,9 +95,12 @@ class Forwarder:
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
+        # Before anything else: the time kept for the tenant item's write is not yet needed (a
+        # run that cannot load has nothing to record), only the finish reserve.
+        loading = Deadline(lambda: remaining_ms() - FINISH_RESERVE_MS)
+        loaded = self._store.load([*user_ids, TENANT_KEY], deadline=loading)
         reserve_ms = min(RECORD_RESERVE_MS, self._settings.time_margin_ms)
         run = self._new_run(remaining_ms, reserve_ms=reserve_ms)
-        loaded = self._store.load([*user_ids, TENANT_KEY], deadline=run.scope.deadline)
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
         sessions = [UserSession(user, loaded.get(user), self._env, run) for user in user_ids]
         decision = self._decide(tenant, sessions, run)
