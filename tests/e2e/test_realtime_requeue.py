@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from devtools.local_aws import LocalAws, load_template
+from devtools.realtime_stack import sqs_event
 from log_forwarder import realtime, requeue
 from log_forwarder.requeue import Requeue, retry_soon_s
 from log_forwarder.runtime import Runtime
@@ -40,21 +41,6 @@ def received(aws: LocalAws, url: str, wait_s: float) -> list[dict[str, Any]]:
         if got.get("Messages") or time.monotonic() >= until:
             return list(got.get("Messages", []))
         time.sleep(0.1)
-
-
-def sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "eventSource": "aws:sqs",
-            }
-            for m in messages
-        ]
-    }
 
 
 @pytest.mark.parametrize("cause", ["busy", "destination"])
