@@ -253,6 +253,7 @@ def step(
                         [_Entry(end, trigger, slot, None)],
                         outer,
                         limits,
+                        same_point=_events_at(work[correlation.id][key], end),
                     )
                     if outer_added is not None:
                         outer_key, dropped = outer_added
@@ -277,16 +278,23 @@ def _add(
     new: Sequence[_Entry],
     correlation: PlanCorrelation,
     limits: Limits,
+    *,
+    same_point: frozenset[str] = frozenset(),
 ) -> tuple[str, list[_Entry]] | None:
     """Put an event's entries (one per rule of the correlation it matched) in its group: the
     group's key and those of them the trimmed group does not keep (`_needed`: a late repeat of
     a value it holds a newer event of), or None when they were all there already (a
     redelivered event, or a point an inner correlation gave before, judged when it first
-    came)."""
+    came). `same_point`: for an inner correlation's point, the log_ids of its group's events
+    at the point's end: a point there naming any of them is the same point (a later call
+    judging that millisecond again may name a smaller log_id of it)."""
     key = json.dumps(key_values, ensure_ascii=False)
     group = groups.get(key, _Group((), None))
     present = {(e.log_id, e.slot) for e in group.entries}
-    fresh = [e for e in new if (e.log_id, e.slot) not in present]
+    ends = {(e.date_ms, e.slot) for e in group.entries if e.log_id in same_point}
+    fresh = [
+        e for e in new if (e.log_id, e.slot) not in present and (e.date_ms, e.slot) not in ends
+    ]
     if not fresh:
         return None
     entries = sorted([*group.entries, *fresh], key=lambda e: (e.date_ms, e.log_id, e.slot))
@@ -294,6 +302,10 @@ def _add(
     groups[key] = _Group(tuple(entries), group.fired_ms)
     kept = set(map(id, entries))
     return key, [e for e in fresh if id(e) not in kept]
+
+
+def _events_at(group: _Group, date_ms: int) -> frozenset[str]:
+    return frozenset(e.log_id for e in group.entries if e.date_ms == date_ms)
 
 
 def _counted(correlation: PlanCorrelation, slot: int, event: LogEvent) -> str | None:

@@ -77,3 +77,22 @@ correlation: {{type: value_count, rules: [fail], group-by: [data.ip], timespan: 
     # THEN the step judges it (it raised IndexError: no entry at the late millisecond, every run)
     assert of(head.findings, AFTER_ID) != []
     assert of(tail.findings, AFTER_ID) == []  # within the outer's finding window already
+
+
+def test_a_chain_counts_one_point_when_the_second_call_brings_a_smaller_log_id_of_the_ms() -> None:
+    # GIVEN the chain above, and minute 2's two failures, the one with the smaller log_id
+    # arriving in the second call (a push, then a read whose page holds the other)
+    outer = after(rules="[burst]", kind="event_count", extra=", condition: {gte: 2}")
+    plan = chain_plan(BASES, burst(count=3), outer)
+    at_2 = T0 + 2 * MINUTE
+    smaller = ev("f", at_2)  # created first: its log_id sorts first
+    first = [ev("f", T0), ev("f", T0 + MINUTE), ev("f", at_2)]
+    assert smaller.log_id < first[-1].log_id
+    # WHEN stepped in one call, and split with the smaller log_id of minute 2 coming second
+    whole = step(plan, CorrelationState(), [*first, smaller])
+    head = step(plan, CorrelationState(), first)
+    tail = step(plan, head.state, [smaller])
+    # THEN minute 2 is one point either way (before: the second judgement's trigger, the
+    # smaller log_id, was a point of its own: two points, one finding, metric 2)
+    assert of(whole.findings, AFTER_ID) == []
+    assert of(head.findings + tail.findings, AFTER_ID) == []
