@@ -42,7 +42,7 @@ from .codec import (
 )
 from .detections import DETECTION_STATE
 from .events import LogEvent, iso_ms
-from .pushed import PUSHED_MEMORY_MS, PushedMemory
+from .pushed import PUSHED_MEMORY_MS, PushedMemory, parse_batch_key
 from .records import Gap
 
 __all__ = [
@@ -548,7 +548,7 @@ class Cursor:
         known = self.position.pushed_until_ms
         cursor = self
         for key in sorted(set(memory.batches.values())):
-            newest, batch_id = int(key.split("#", 1)[0]), key.split("#", 1)[1]
+            newest, batch_id = parse_batch_key(key)
             settled = memory.settled.get(batch_id)
             if (known is None or newest > known) and settled is not None:
                 cursor = cursor.settled(settled)

@@ -34,7 +34,14 @@ from .read_mode import AUTO, PER_USER, STREAM, TENANT_KEY, Decision, TenantRecor
 from .read_mode import per_user_calls as per_user_calls_for
 from .report import Outcome, ReadReport, RunReport, UserReport, tenant_outage
 from .retry import AWS_ATTEMPT_S, Attempts, Deadline, RetryPolicy
-from .session import Opening, RunContext, SessionEnv, UserSession, evaluate_tenant_wide
+from .session import (
+    Opening,
+    RunContext,
+    SessionEnv,
+    UserSession,
+    evaluate_tenant_wide,
+    outcome_of,
+)
 from .shared_correlations import TENANT_FINDINGS, SharedCorrelations
 from .sinks import Sink
 from .source import CallScope, CallStats, LogSource, UserDirectory
@@ -95,10 +102,10 @@ class Forwarder:
         )
 
     def run(self, user_ids: Sequence[str], *, remaining_ms: Callable[[], int]) -> RunReport:
-        # Before anything else: the time kept for the tenant item's write is not yet needed (a
-        # run that cannot load has nothing to record), only the finish reserve.
-        loading = Deadline(lambda: remaining_ms() - FINISH_RESERVE_MS)
-        loaded = self._store.load([*user_ids, TENANT_KEY], deadline=loading)
+        # Loading and the tenant item's write keep only the finish reserve: the time the reads
+        # keep back for that write is not yet needed (a run that cannot load records nothing).
+        finishing = Deadline(lambda: remaining_ms() - FINISH_RESERVE_MS)
+        loaded = self._store.load([*user_ids, TENANT_KEY], deadline=finishing)
         reserve_ms = min(RECORD_RESERVE_MS, self._settings.time_margin_ms)
         run = self._new_run(remaining_ms, reserve_ms=reserve_ms)
         tenant = TenantRecord(self._store, loaded.pop(TENANT_KEY, None), run.scope.deadline)
@@ -135,7 +142,7 @@ class Forwarder:
             tenant_wide=tenant_wide,
         )
         # The reads' deadline is past; the tenant item may use the time kept for it.
-        tenant.deadline = Deadline(lambda: remaining_ms() - FINISH_RESERVE_MS)
+        tenant.deadline = finishing
         self._record(tenant, decision, report)
         return report
 
@@ -172,8 +179,9 @@ class Forwarder:
                     raise  # the busy retry's: what the first attempt delivered is reported
                 # Out of time, or the table failing: every user is said so, and its messages
                 # go back to the queue (not the whole batch, as a raise would send them).
-                said = f"{type(error).__name__}: {error}"
-                logger.error("Checkpoints not loaded", extra={"users": len(waiting), "error": said})
+                logger.error(
+                    "Checkpoints not loaded", extra={"users": len(waiting), "error": _said(error)}
+                )
                 reports.update((user, _unloaded(user, error)) for user in waiting)
                 waiting.clear()
                 return
@@ -225,9 +233,8 @@ class Forwarder:
             # The watched users are delivered, and counted: only the unwatched users' events go
             # back to the queue for the tenant-wide rules (which skip what they saw).
             tenant_wide = UserReport(TENANT_FINDINGS)
-            said = f"{type(error).__name__}: {error}"
-            tenant_wide.end(Outcome.FAILED, error=said, failure=error)
-            logger.error("Tenant-wide rules not run", extra={"error": said})
+            tenant_wide.end(Outcome.FAILED, error=_said(error), failure=error)
+            logger.error("Tenant-wide rules not run", extra={"error": _said(error)})
         return RunReport(
             users=[reports[user] for user in pushed],
             calls=run.scope.stats,
@@ -296,11 +303,17 @@ class Forwarder:
         return int(self._clock() * 1000)
 
 
+def _said(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _unloaded(user: str, error: ForwarderError) -> UserReport:
-    """The report of a pushed user whose checkpoint could not be loaded."""
+    """The report of a pushed user whose checkpoint could not be loaded: deferred when out of
+    time, else failed with the error (session.outcome_of decides, as for any user)."""
     report = UserReport(user)
-    if isinstance(error, OutOfTime):
-        report.end(Outcome.DEFERRED)
+    outcome = outcome_of(error)
+    if outcome is Outcome.DEFERRED:
+        report.end(outcome)
     else:
-        report.end(Outcome.FAILED, error=f"{type(error).__name__}: {error}", failure=error)
+        report.end(outcome, error=_said(error), failure=error)
     return report

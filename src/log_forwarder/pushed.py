@@ -45,6 +45,12 @@ def batch_key(newest_ms: int, batch_id: str) -> str:
     return f"{newest_ms:013d}#{batch_id}"
 
 
+def parse_batch_key(key: str) -> tuple[int, str]:
+    """(newest date, batch id) of a `batch_key`."""
+    newest, batch_id = key.split("#", 1)
+    return int(newest), batch_id
+
+
 @dataclass(frozen=True, slots=True)
 class PushedMemory:
     """What the real-time path delivered for one user, from some date on, as read from the
@@ -59,7 +65,7 @@ class PushedMemory:
 
     @property
     def batch_ids(self) -> frozenset[str]:
-        return frozenset(key.split("#", 1)[1] for key in self.batches.values())
+        return frozenset(parse_batch_key(key)[1] for key in self.batches.values())
 
 
 class PushedLedger(Protocol):
@@ -139,5 +145,5 @@ def memory_of(items: Iterable[StoredBatch]) -> PushedMemory:
         batches.update((log_id, key) for _, log_id in pairs)
         confirmed |= marked
         if state is not None:
-            settled[key.split("#", 1)[1]] = state
+            settled[parse_batch_key(key)[1]] = state
     return PushedMemory(tuple(sorted(entries)), batches, frozenset(confirmed), settled)

@@ -30,7 +30,7 @@ from log_forwarder.shared_correlations import (
 )
 from tests.fakes import FakeAuth0, InMemoryCheckpointStore, InMemoryPushedLedger, RecordingSink
 from tests.property.test_cursor_properties import BASE_MS, make_forwarder, make_settings
-from tests.unit.test_realtime_queue import Context, sqs_batch
+from tests.unit.test_realtime_queue import Context, FailingCommit, sqs_batch
 
 USER = "auth0|under-attack"
 OTHER = "auth0|quiet"
@@ -195,24 +195,11 @@ def fill(store: InMemoryCheckpointStore, now_ms: Callable[[], int], count: int) 
         )
 
 
-class CommitRefused(InMemoryCheckpointStore):
-    """Once armed, refuses the user's next commit (its second save) as a lost race."""
-
-    armed = False
-    saves = 0
-
-    def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
-        if self.armed and user_id == USER:
-            self.saves += 1
-            if self.saves == 2:
-                raise CheckpointConflict("simulated: another writer moved the checkpoint first")
-        return super().save(user_id, state, **kwargs)
-
-
 def test_a_retried_push_counts_the_events_its_filter_kept_out_once() -> None:
     # GIVEN an output filter keeping failed logins out, and a push of 2 logins and 1 failure
     # whose batch the destinations took and the table recorded, its commit refused (busy)
-    store, ledger, sink = CommitRefused(), InMemoryPushedLedger(), RecordingSink("s3")
+    refused = CheckpointConflict("simulated: another writer moved the checkpoint first")
+    store, ledger, sink = FailingCommit(refused), InMemoryPushedLedger(), RecordingSink("s3")
     fake = FakeAuth0(now_ms=BASE_MS)
     keep = EventFilter(exclude=frozenset({"f"}))
     forwarder = make_forwarder(fake, [sink], store, ledger, output=OutputPolicy(keep=keep))

@@ -14,6 +14,7 @@ from log_forwarder.config import detection_settings
 from log_forwarder.cursor import Cursor
 from log_forwarder.detections import Detections
 from log_forwarder.events import iso_ms
+from log_forwarder.exceptions import CheckpointError
 from log_forwarder.filters import EventFilter
 from log_forwarder.forwarder import Forwarder
 from log_forwarder.planner import OutputPolicy
@@ -305,18 +306,21 @@ def test_the_first_copy_delivered_is_the_one_stored_and_findings_do_not_depend_o
 
 class FailingCommit(InMemoryCheckpointStore):
     """Refuses the second save of a user's item after it is armed: a push's commit, its intent
-    written (the shared detection item, `#detections`, is not the user's)."""
+    written (the shared detection item, `#detections`, is not the user's), with `error` (by
+    default a commit that never reached DynamoDB)."""
 
     armed = False
     saves = 0
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__()
+        self.error = error or CheckpointError("simulated: the commit never reached DynamoDB")
 
     def save(self, user_id: str, state: Any, **kwargs: Any) -> int:
         if self.armed and not user_id.startswith("#"):
             self.saves += 1
             if self.saves == 2:
-                from log_forwarder.exceptions import CheckpointError
-
-                raise CheckpointError("simulated: the commit never reached DynamoDB")
+                raise self.error
         return super().save(user_id, state, **kwargs)
 
 
