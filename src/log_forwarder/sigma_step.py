@@ -389,7 +389,11 @@ def _judge(
     u1 at 65: [-2, 58] holds both) though the window of the group's newest may not."""
     group = groups[key]
     entries, fired = group.entries, group.fired_ms
-    seen = sorted([*entries, *unkept], key=lambda e: (e.date_ms, e.log_id, e.slot))
+    seen = (
+        sorted([*entries, *unkept], key=lambda e: (e.date_ms, e.log_id, e.slot))
+        if unkept
+        else entries
+    )
     found = []
     held = []
     for end in sorted({date_ms, entries[-1].date_ms} if entries else ()):
