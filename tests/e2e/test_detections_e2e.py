@@ -268,25 +268,11 @@ def test_a_temporal_ordered_finding_kept_in_the_checkpoint_is_written_once_throu
     # GIVEN an installed pack whose temporal_ordered correlation is grouped by user, and a run
     # that saw the first of its events (a second factor removed): the correlation's state is
     # in the user's checkpoint
-    from log_forwarder.cli.sigma_compiler import compile_texts
-    from log_forwarder.rule_packs import pack_item
-
     start = datetime.now(UTC) - timedelta(hours=1)
     rng = random.Random(23)
     user = "auth0|takeover"
     with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"detect-temporal-{int(time.time())}",
-            watched_user_ids=[user],
-            FINDINGS_EVENT_BUS="none",
-        )
-        plan = compile_texts([("takeover.yml", TAKEOVER_PACK)]).plan
-        aws.client("dynamodb").put_item(
-            TableName=stack.resources.rule_packs_table,
-            Item=pack_item("takeover", plan, installed_at="t"),
-        )
+        stack, _ = with_pack_installed(aws, sim, user, "takeover", TAKEOVER_PACK)
         (removed,) = sim.add_events([event(user, "gd_unenroll", start, rng)])
         assert ok(stack.invoke())["rule_packs"] == ["default", "takeover"]
         assert TAKEOVER_ID in json.dumps(stack.checkpoint(user))
@@ -300,6 +286,29 @@ def test_a_temporal_ordered_finding_kept_in_the_checkpoint_is_written_once_throu
             ([removed["log_id"], changed["log_id"]], "high")
         ]
         assert found[0]["details"]["kind"] == "temporal_ordered"
+
+
+def with_pack_installed(
+    aws: LocalAws, sim: Auth0Simulator, user: str, name: str, text: str
+) -> tuple[LocalDeployment, dict[str, Any]]:
+    """A stack watching `user`, with the Sigma pack `text` compiled and installed as `name`;
+    and its plan."""
+    from log_forwarder.cli.sigma_compiler import compile_texts
+    from log_forwarder.rule_packs import pack_item
+
+    stack = LocalDeployment(
+        aws,
+        sim,
+        stack_name=f"detect-{name}-{int(time.time())}",
+        watched_user_ids=[user],
+        FINDINGS_EVENT_BUS="none",
+    )
+    plan = compile_texts([(f"{name}.yml", text)]).plan
+    aws.client("dynamodb").put_item(
+        TableName=stack.resources.rule_packs_table,
+        Item=pack_item(name, plan, installed_at="t"),
+    )
+    return stack, plan
 
 
 def crash_before_the_commit_then_redeliver(aws: LocalAws, stack: LocalDeployment) -> None:
@@ -348,26 +357,12 @@ def test_a_temporal_finding_kept_in_the_checkpoint_is_written_once_through_a_cra
     # GIVEN an installed pack whose (unordered) temporal correlation is grouped by user, and a
     # run that saw its second rule's event first (the email changed): its state is in the
     # user's checkpoint
-    from log_forwarder.cli.sigma_compiler import compile_texts
-    from log_forwarder.rule_packs import pack_item
-
     start = datetime.now(UTC) - timedelta(hours=1)
     rng = random.Random(29)
     user = "auth0|either-order"
     with Auth0Simulator(rate_limit=RateLimit(burst=200, per_second=500)) as sim:
-        stack = LocalDeployment(
-            aws,
-            sim,
-            stack_name=f"detect-either-{int(time.time())}",
-            watched_user_ids=[user],
-            FINDINGS_EVENT_BUS="none",
-        )
-        plan = compile_texts([("either.yml", EITHER_ORDER_PACK)]).plan
+        stack, plan = with_pack_installed(aws, sim, user, "either", EITHER_ORDER_PACK)
         assert [c["type"] for c in plan["correlations"]] == ["temporal"]
-        aws.client("dynamodb").put_item(
-            TableName=stack.resources.rule_packs_table,
-            Item=pack_item("either", plan, installed_at="t"),
-        )
         (changed,) = sim.add_events([event(user, "sce", start, rng)])
         assert ok(stack.invoke())["rule_packs"] == ["default", "either"]
         assert EITHER_ORDER_ID in json.dumps(stack.checkpoint(user))
