@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import math
 import os
@@ -43,6 +44,10 @@ from devtools.local_aws import LocalAws, load_template
 from devtools.log_stream import eventbridge_event
 from devtools.realtime_stack import RealtimePath, sqs_event
 from log_forwarder.records import Delivery, DeliveryReport
+from log_forwarder.retry import Deadline
+from log_forwarder.sinks import Sink
+from log_forwarder.sinks.batching import SHARED_FOLDER
+from log_forwarder.sinks.objects import ObjectSink
 
 HOT_RATE = 50.0  # events/s of the user under attack
 QUIET_RATE = 1.0  # events/s of each of the others
@@ -110,6 +115,46 @@ class DelayedSink:
                 self.accepted_at.setdefault(line.log_id, now)
                 accepted += 1
         return DeliveryReport(self.name, accepted=accepted)
+
+
+class DelayedObjects:
+    """S3 as the object sink sees it (sinks/objects.py's seam): each PUT answering in 30-100 ms,
+    a key written once; it counts the PUTs and remembers when it took each event. The real
+    ObjectSink runs over it, so a push's users share one object as in the function."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._objects: dict[str, bytes] = {}
+        self.deliveries = 0  # PUTs that wrote an object
+        self.accepted_at: dict[str, float] = {}
+        self.copies: dict[str, int] = {}
+
+    def put_if_absent(self, key: str, body: bytes, deadline: Deadline) -> bool:
+        with self._lock:
+            delay = self._rng.uniform(*SINK_S)
+        time.sleep(delay)
+        now = time.monotonic()
+        lines = gzip.decompress(body).decode("utf-8").splitlines()
+        with self._lock:
+            if key in self._objects:
+                return False
+            self._objects[key] = body
+            self.deliveries += 1
+            for line in lines:
+                log_id = json.loads(line).get("log_id")
+                if isinstance(log_id, str):
+                    self.copies[log_id] = self.copies.get(log_id, 0) + 1
+                    self.accepted_at.setdefault(log_id, now)
+        return True
+
+    def get(self, key: str, deadline: Deadline) -> bytes:
+        with self._lock:
+            return self._objects[key]
+
+    def stored_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._objects)
 
 
 @dataclass
@@ -230,6 +275,7 @@ class Burst:
     latencies: list[float] = field(default_factory=list)
     meter: DynamoMeter = field(default_factory=DynamoMeter)
     s3_objects: int = 0
+    s3_shared: int = 0  # of them, objects a push's users shared (the others: a user's own)
     cloudwatch_puts: int = 0
     repeated: int = 0  # events a destination holds twice (must be 0)
     errors: list[str] = field(default_factory=list)
@@ -303,7 +349,8 @@ def run_burst(aws: LocalAws, *, shape: str, scale: float, seed: int = 25) -> Bur
     users = [f"auth0|burst-{i}" for i in range(QUIET_USERS + 1)]
     due = arrivals(users, DURATION_S * scale, rng)
     burst = Burst(shape, events=len(due))
-    sinks = [DelayedSink("cloudwatch", random.Random(seed + 1)), DelayedSink("s3", rng)]
+    cloudwatch, objects = DelayedSink("cloudwatch", random.Random(seed + 1)), DelayedObjects(rng)
+    sinks: list[Sink] = [cloudwatch, ObjectSink(objects, "auth0-logs/", "s3")]
     shape_stack = started_stack(aws, users, f"bench-burst-{shape}", fifo=shape == "fifo")
     with shape_stack as path, _environment(path.env), _quiet():
         handler = _handler(aws, sinks, burst.meter)
@@ -353,11 +400,11 @@ def run_burst(aws: LocalAws, *, shape: str, scale: float, seed: int = 25) -> Bur
         done.set()
         for worker in workers:
             worker.join()
-    last = sinks[-1]
-    burst.latencies = [at - visible[i] for i, at in last.accepted_at.items() if i in visible]
-    burst.s3_objects = sinks[1].deliveries
-    burst.cloudwatch_puts = sinks[0].deliveries
-    burst.repeated = sum(c > 1 for sink in sinks for c in sink.copies.values())
+    burst.latencies = [at - visible[i] for i, at in objects.accepted_at.items() if i in visible]
+    burst.s3_objects = objects.deliveries
+    burst.s3_shared = sum(f"/{SHARED_FOLDER}/" in key for key in objects.stored_keys())
+    burst.cloudwatch_puts = cloudwatch.deliveries
+    burst.repeated = sum(c > 1 for meter in (cloudwatch, objects) for c in meter.copies.values())
     return burst
 
 
@@ -377,7 +424,7 @@ def _quiet() -> Iterator[None]:
 
 
 def _handler(
-    aws: LocalAws, sinks: list[DelayedSink], meter: DynamoMeter
+    aws: LocalAws, sinks: list[Sink], meter: DynamoMeter
 ) -> Callable[[dict[str, Any], Any], Any]:
     """The real-time handler, its runtime built with the delayed destinations and a metered
     DynamoDB client."""
@@ -491,7 +538,9 @@ def rows(bursts: Sequence[Burst]) -> list[Row]:
                 f"{figures['p50_s']:.2f} s, p95 **{figures['p95_s']:.2f} s**; largest checkpoint "
                 f"item **{figures['largest_item_bytes']:,} B**; per 1,000 events "
                 f"{figures['wru_per_1000']:,.0f} write units, "
-                f"{figures['s3_objects_per_1000']:,.0f} S3 objects; **${total:.2f}** per million "
+                f"{figures['s3_objects_per_1000']:,.0f} S3 objects ({burst.s3_shared:,} of the "
+                f"{burst.s3_objects:,} shared by a push's users, the rest a user's own: a busy "
+                f"user's retry, a push of one user); **${total:.2f}** per million "
                 f"({spent}); write units per 1,000 events by item: "
                 f"{_by_item(figures)}; {burst.invocations:,} invocations; "
                 f"repeated {burst.repeated}",

@@ -7,8 +7,11 @@ user and date range, late visibility, retention, scope) so hypothesis can explor
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,3 +343,43 @@ def socket_slack() -> int:
         except (OSError, ValueError, IndexError):
             held += fallback
     return held + 64 * 2**10
+
+
+@dataclass
+class MemoryObjects:
+    """An object store (sinks/objects.py's seam) in a dict; `fault(key)` can refuse a put
+    ("refuse": nothing stored) or lose its answer ("lose": stored, then an error)."""
+
+    objects: dict[str, bytes] = field(default_factory=dict)
+    fault: Callable[[str], str | None] = lambda _key: None
+    puts: list[str] = field(default_factory=list)  # every key written, in order
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def put_if_absent(self, key: str, body: bytes, deadline: Deadline) -> bool:
+        mode = self.fault(key)
+        if mode == "refuse":
+            raise DeliveryError(f"simulated refusal of {key!r}")
+        with self.lock:
+            if key in self.objects:
+                return False
+            self.objects[key] = body
+            self.puts.append(key)
+        if mode == "lose":
+            raise DeliveryError(f"simulated lost answer for {key!r}")
+        return True
+
+    def get(self, key: str, deadline: Deadline) -> bytes:
+        with self.lock:
+            return self.objects[key]
+
+    def log_ids(self) -> Counter[str]:
+        """How many times each log_id is stored, over every object."""
+        with self.lock:
+            bodies = list(self.objects.values())
+        found: Counter[str] = Counter()
+        for body in bodies:
+            for line in gzip.decompress(body).decode("utf-8").splitlines():
+                log_id = json.loads(line).get("log_id")
+                if isinstance(log_id, str):
+                    found[log_id] += 1
+        return found

@@ -259,14 +259,17 @@ def _choice(value: str, choices: tuple[str, ...]) -> None:
 
 
 class Key:
-    """The stored key `name` holds the dataclass attribute `attribute`, as `kind` says."""
+    """The stored key `name` holds the dataclass attribute `attribute`, as `kind` says.
+    `omit_none`: a None is not stored (an absent key reads as the default, None): a key added
+    later that is mostly unset then leaves the items without it byte for byte as they were."""
 
-    __slots__ = ("attribute", "kind", "name")
+    __slots__ = ("attribute", "kind", "name", "omit_none")
 
-    def __init__(self, name: str, attribute: str, kind: Kind) -> None:
+    def __init__(self, name: str, attribute: str, kind: Kind, *, omit_none: bool = False) -> None:
         self.name = name
         self.attribute = attribute
         self.kind = kind
+        self.omit_none = omit_none
 
 
 class Inline:
@@ -297,7 +300,10 @@ class Record(Kind, Generic[T]):
             if isinstance(part, Inline):
                 stored.update(part.record.dump(getattr(value, part.attribute)))
             else:
-                stored[part.name] = part.kind.dump(getattr(value, part.attribute))
+                attribute = getattr(value, part.attribute)
+                if attribute is None and part.omit_none:
+                    continue
+                stored[part.name] = part.kind.dump(attribute)
         return stored
 
     def load(self, stored: Any) -> T:

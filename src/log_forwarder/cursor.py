@@ -342,6 +342,10 @@ class Pending:
     lease_until_ms: int = 0
     # When the intent was first written: the earliest a destination can have stamped its lines.
     written_ms: int = 0
+    # The S3 object (sinks/objects.py) the batch shares with other users' batches of its push:
+    # a redelivery writes its lines under that object's key, where the push may have put them.
+    # None: an object of the user's own, named by the batch id.
+    shared_object: str | None = None
 
     def leased_at(self, now_ms: int) -> bool:
         return self.lease_until_ms > now_ms
@@ -653,6 +657,18 @@ def _cursor_from_v2(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _cursor_from_v3(state: dict[str, Any]) -> dict[str, Any]:
+    """v4 only adds a pending batch's `object` (absent: an object of the user's own)."""
+    return state
+
+
+def _reader_needed(cursor: Cursor) -> int:
+    """The oldest release that reads `cursor` without repeating or losing an event."""
+    if any(p.shared_object is not None for p in cursor.outbox.pending):
+        return 4
+    return 1 if cursor.position.pushed_until_ms is None else 3
+
+
 _DATED_IDS = items(row(INT, STR), ordered=True, most=MAX_RECENT_STORED)
 OPTIONAL_INT = optional(INT)
 
@@ -687,6 +703,7 @@ CURSOR_STATE: Schema[Cursor] = Schema(
                             Key("log_ids", "log_ids", set_of(STR)),
                             Key("lease", "lease_until_ms", INT),
                             Key("at", "written_ms", INT),
+                            Key("object", "shared_object", optional(STR), omit_none=True),
                         )
                     ),
                 ),
@@ -729,13 +746,15 @@ CURSOR_STATE: Schema[Cursor] = Schema(
             optional(versioned(DETECTION_STATE, "its detection rules' state", lenient=True)),
         ),
     ),
-    version=3,
+    version=4,
     # v2 is v1's last shape: the releases that read only v1 read it as they always did. v3 adds
     # `pushed_until`: once set, what the real-time path delivered is known only from the
     # pushed-events table, which a release before v3 does not read (it would deliver those
     # events again), so such an item needs a v3 reader; one that never met a push does not.
+    # v4 adds a pending batch's shared S3 object: a release before it would redeliver such a
+    # batch under a key of the user's own, beside the push's object that may hold it already.
     readable_from=1,
-    upgrades={1: _cursor_from_v1, 2: _cursor_from_v2},
-    needs_reader=lambda cursor: 1 if cursor.position.pushed_until_ms is None else 3,
+    upgrades={1: _cursor_from_v1, 2: _cursor_from_v2, 3: _cursor_from_v3},
+    needs_reader=_reader_needed,
     hint="delete the item's `state` and `version` attributes to restart this user",
 )

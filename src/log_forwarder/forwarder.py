@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from .chunk import Chunk
 from .config import Settings
@@ -64,6 +65,10 @@ RECORD_RESERVE_MS = FINISH_RESERVE_MS + int(AWS_ATTEMPT_S * 1000) + 2_000
 # average, at most 7): another invocation holds the user's checkpoint only from its intent to
 # its commit, a few hundred milliseconds.
 PUSH_BUSY_RETRY = RetryPolicy(attempts=8, base_s=0.1, cap_s=2.0, attempt_s=AWS_ATTEMPT_S)
+# A push's users delivered at once, at least (MAX_CONCURRENT_USERS paces the reads of Auth0,
+# which a push does not call): one wave sharing one S3 object (sinks/gathering.py), within the
+# AWS clients' 10 pooled connections.
+PUSH_USERS_AT_ONCE = 8
 # Opening a user's session for a push: its state is taken as it stands, the reads look it up,
 # and its report keeps the dates it forwarded (the push's latency).
 PUSH = Opening(looks_up=False, keeps_dates=True)
@@ -165,6 +170,9 @@ class Forwarder:
         `others`: what was pushed of users nobody watches, for the tenant-wide rules
         (DETECTIONS_TENANT_WIDE); a failure of theirs is raised, for the queue to hand the
         batch back (the rules skip what they saw)."""
+        # Imported here: only the real-time function gathers its users' objects.
+        from .sinks.gathering import Gathering
+
         run = self._new_run(remaining_ms)
         reports: dict[str, UserReport] = {}
         waiting = list(pushed)
@@ -186,25 +194,42 @@ class Forwarder:
                 waiting.clear()
                 return
 
+            # The users' batches share one S3 object (sinks/gathering.py): a PUT per push, not
+            # per user and push.
+            gathering = Gathering() if len(waiting) > 1 else None
+            env = self._env
+            if gathering is not None:
+                env = replace(env, sinks=tuple(gathering.sinks(env.sinks)))
+
             def deliver(user: str) -> UserReport:
                 oldest = min((e.date_ms for e in pushed[user].events), default=None)
-                session = UserSession(
-                    user,
-                    loaded.get(user),
-                    self._env,
-                    run,
-                    pushed_from_ms=oldest,
-                    claimed=claimed[user],
-                )
-                if not session.is_new and session.open(PUSH):
-                    session.deliver(pushed[user], self._now_ms())
+                shared_object = gathering.seat(user) if gathering is not None else None
+                try:
+                    session = UserSession(
+                        user,
+                        loaded.get(user),
+                        env,
+                        run,
+                        pushed_from_ms=oldest,
+                        claimed=claimed[user],
+                        shared_object=shared_object,
+                    )
+                    if not session.is_new and session.open(PUSH):
+                        session.deliver(pushed[user], self._now_ms())
+                finally:
+                    if gathering is not None:
+                        gathering.leave(user)  # nobody waits for what it will not deliver
                 return session.close()
 
             # Users side by side, as a stream run's members are: a batch's latency is its
             # slowest user's, not the sum of them all. The busiest first, whose events are most
             # of the batch's.
             busiest_first = sorted(waiting, key=lambda user: -pushed[user].returned)
-            workers = max(1, min(len(busiest_first), self._settings.max_concurrent_users))
+            at_once = max(PUSH_USERS_AT_ONCE, self._settings.max_concurrent_users)
+            workers = max(1, min(len(busiest_first), at_once))
+            if gathering is not None:
+                for user in busiest_first[:workers]:  # the first the pool starts, together
+                    gathering.seat(user)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for user, report in zip(
                     busiest_first, pool.map(deliver, busiest_first), strict=True

@@ -85,6 +85,9 @@ class PlanContext:
     output: OutputPolicy = field(default_factory=OutputPolicy)
     # The detection rules of this chunk (the session resolves `output.detections`' plan).
     rules: RuleSet | None = None
+    # A push's S3 object for the batches of all its users (sinks/gathering.py): named in each
+    # new intent, so a redelivery writes where the push did. None: each batch its own object.
+    shared_object: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +120,20 @@ class Batch:
     pushed: tuple[tuple[int, str], ...] = ()
     # A read's batch: its events the real-time path could have delivered first (not history).
     reconciled: int = 0
+    # The S3 object its intent names, shared with other users' batches (Pending.shared_object).
+    shared_object: str | None = None
 
     since_ms: int | None = None  # a redelivery: when the interrupted run wrote the intent
 
     def delivery(self, user_id: str, deadline: Deadline) -> Delivery:
         return Delivery(
-            user_id, self.batch_id, self.lines, self.redelivery, deadline, self.since_ms
+            user_id,
+            self.batch_id,
+            self.lines,
+            self.redelivery,
+            deadline,
+            self.since_ms,
+            self.shared_object,
         )
 
 
@@ -328,6 +339,7 @@ def _redeliveries(
                     abandoned=len(gone),
                     future_dated=_future_dated(again, context),
                     reconciled=_reconciled(again, chunk, context),
+                    shared_object=pending.shared_object,
                 )
             )
             state = after
@@ -368,7 +380,10 @@ def _fresh_batch(
     # The intent goes first: a crash after it is recovered, not repeated. Records alone need
     # none (a repeated gap record is a documented corner, not a repeated event). It holds the
     # rules' state from before these events, so a redelivery finds the same findings again.
-    pending = Pending(batch_id, frozenset(ids), context.lease_until_ms, context.now_ms)
+    shared_object = context.shared_object if shown else None
+    pending = Pending(
+        batch_id, frozenset(ids), context.lease_until_ms, context.now_ms, shared_object
+    )
     # A push records its events in the pushed-events table; its intent already says so, for a
     # read that finds the batch pending to look there.
     pushed = not chunk.span.confirms and bool(new)
@@ -398,6 +413,7 @@ def _fresh_batch(
         future_dated=_future_dated(new, context),
         pushed=tuple(e.key for e in new) if pushed else (),
         reconciled=_reconciled(shown, chunk, context),
+        shared_object=shared_object,
     )
 
 

@@ -78,6 +78,9 @@ class Delivery:
     # For a redelivery: when the interrupted run wrote its intent. A line it restamped with its
     # delivery time (an event dated too far ahead) is stored at or after this.
     since_ms: int | None = None
+    # The S3 object of the batch's intent, shared with other users' batches of one push
+    # (sinks/gathering.py); None: the user's own object, named by the batch id.
+    shared_object: str | None = None
 
 
 def batch_id_for(log_ids: Iterable[str]) -> str:

@@ -180,12 +180,15 @@ class UserSession:
         *,
         pushed_from_ms: int | None = None,
         claimed: set[str] | None = None,
+        shared_object: str | None = None,
     ) -> None:
         """`pushed_from_ms`: a push's oldest event, from which it looks up what was pushed
         before (a read looks from its floor). `claimed`: the batches whose intent this
         session's work wrote (kept across a push's attempts: a retry takes over its own
-        lease, it never waits for it), filled as it writes more."""
+        lease, it never waits for it), filled as it writes more. `shared_object`: the S3
+        object its new batches share with the other users' of its push (sinks/gathering.py)."""
         self.env = env
+        self._shared_object = shared_object
         self._pushed_from_ms = pushed_from_ms
         self.run = run
         self.report = UserReport(user_id)
@@ -511,6 +514,7 @@ class UserSession:
             lease_until_ms=self.run.lease_until(now_ms),
             output=self.env.output,
             rules=self._rules,
+            shared_object=self._shared_object,
         )
 
     # -- close -----------------------------------------------------------------------------------

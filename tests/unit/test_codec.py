@@ -174,7 +174,7 @@ def test_every_stored_kind_has_a_version_and_the_steps_up_to_it() -> None:
         assert 1 <= declared.readable_from <= declared.version
     # A cursor that never met a push is v1's last shape: releases that read only v1 (`v` == 1)
     # still read it
-    assert Cursor().to_state()["v"] == 1 and Cursor().to_state()["written_v"] == 3
+    assert Cursor().to_state()["v"] == 1 and Cursor().to_state()["written_v"] == 4
 
 
 def test_a_cursor_that_met_a_push_needs_a_reader_of_the_pushed_events_table() -> None:
@@ -182,7 +182,7 @@ def test_a_cursor_that_met_a_push_needs_a_reader_of_the_pushed_events_table() ->
     pushed = Cursor(position=ReadPosition(pushed_until_ms=1_000))
     stored = pushed.to_state()
     # THEN only a v3 reader may read it: an older release would deliver those events again
-    assert stored["v"] == 3 and "written_v" not in stored  # written by the version it needs
+    assert stored["v"] == 3 and stored["written_v"] == 4
     assert Cursor.from_state(stored) == pushed
     # AND a release reading up to v2 refuses it (and so never writes it)
     older = Schema(
@@ -195,6 +195,28 @@ def test_a_cursor_that_met_a_push_needs_a_reader_of_the_pushed_events_table() ->
     assert Cursor.from_state(replace(pushed, position=ReadPosition()).to_state()).position == (
         ReadPosition()
     )
+
+
+def test_a_batch_pending_in_a_shared_object_needs_a_reader_that_knows_the_object() -> None:
+    # GIVEN a push's intent naming the S3 object it shares with other users' batches (v4)
+    pending = Pending("b1", frozenset({"l1"}), 5, 4, shared_object="0123456789abcdef")
+    cursor = Cursor(position=ReadPosition(pushed_until_ms=1_000), outbox=Outbox((pending,)))
+    stored = cursor.to_state()
+    # THEN it round-trips, and only a v4 reader may read it: an older one would redeliver the
+    # batch under a key of the user's own, beside the shared object that may hold it
+    assert stored["v"] == 4 and Cursor.from_state(stored) == cursor
+    older = Schema(
+        "checkpoint state", CURSOR_STATE.record, version=3, readable_from=1,
+        upgrades=dict(list(CURSOR_STATE.upgrades.items())[:2]),
+    )  # fmt: skip
+    with pytest.raises(NewerStateError, match="readable from v4"):
+        older.decode(stored, item="checkpoint of 'u'")
+    # AND once committed (no pending batch names an object) a v3 reader reads it again
+    assert replace(cursor, outbox=Outbox()).to_state()["v"] == 3
+    # AND an intent written before v4 reads as the user's own object
+    (before,) = Cursor.from_state({**stored, "v": 3, "written_v": 3,
+        "pending": [{"batch_id": "b1", "log_ids": ["l1"], "lease": 5, "at": 4}]}).outbox.pending  # fmt: skip
+    assert before.shared_object is None
 
 
 def test_the_first_releases_single_pending_intent_is_upgraded_to_the_list() -> None:

@@ -98,7 +98,11 @@ def test_the_sqlite_store_it_left_is_read_and_a_newer_releases_item_left_as_it_i
     # AND `status --local` shows it as not read, the others as they were
     rows, _ = statuses(local_store.items(), dict.fromkeys(users, "local"), 0.0)
     shown = {r.user_id: r for r in rows}
-    assert shown["auth0|fixture-ahead"].not_read == "written by a newer release (v4), not read"
+    newer_v = CURSOR_STATE.version + 1
+    assert (
+        shown["auth0|fixture-ahead"].not_read
+        == f"written by a newer release (v{newer_v}), not read"
+    )
     assert shown["auth0|fixture-failing"].state == "failing"
     assert shown["auth0|fixture-pending"].pending_events == 2
     local_store.close()

@@ -25,7 +25,6 @@ import gzip
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from log_forwarder.config import Settings, StartFrom
@@ -36,7 +35,7 @@ from log_forwarder.exceptions import CheckpointStateError, ConfigError, Delivery
 from log_forwarder.records import Delivery, DeliveryReport
 from log_forwarder.retry import UNLIMITED, Deadline
 from log_forwarder.sinks import Sink
-from log_forwarder.sinks.batching import normalise_prefix, user_slug
+from log_forwarder.sinks.batching import SHARED_FOLDER, day_folder, normalise_prefix, user_slug
 from log_forwarder.source import CallScope, LogSource
 from log_forwarder.store import CheckpointStore, StoredCheckpoint, SummaryValue
 
@@ -210,6 +209,8 @@ class SkippingPresentInS3:
 
     def deliver(self, delivery: Delivery) -> DeliveryReport:
         folders = {self._folder(delivery.user_id, line.timestamp_ms) for line in delivery.lines}
+        # And the objects the real-time path shared among the users of a push that day.
+        folders |= {self._shared_folder(line.timestamp_ms) for line in delivery.lines}
         present = set().union(*(self._ids_in(folder) for folder in folders))
         lines = tuple(x for x in delivery.lines if x.key is None or x.key not in present)
         skipped = len(delivery.lines) - len(lines)
@@ -222,8 +223,10 @@ class SkippingPresentInS3:
         return replace(report, already_present=report.already_present + skipped)
 
     def _folder(self, user_id: str, timestamp_ms: int) -> str:
-        day = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
-        return f"{self._prefix}dt={day}/{user_slug(user_id)}/"
+        return f"{self._prefix}dt={day_folder(timestamp_ms)}/{user_slug(user_id)}/"
+
+    def _shared_folder(self, timestamp_ms: int) -> str:
+        return f"{self._prefix}dt={day_folder(timestamp_ms)}/{SHARED_FOLDER}/"
 
     def _ids_in(self, folder: str) -> set[str]:
         if folder not in self._present:

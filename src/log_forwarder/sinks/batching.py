@@ -33,13 +33,15 @@ FIREHOSE_MAX_BATCH_RECORDS = 500
 FIREHOSE_MAX_BATCH_BYTES = 2_990_000
 FIREHOSE_MAX_RECORD_BYTES = 1_000_000
 
-_DAY_MS = 24 * 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
 _HASH_CHARS = 16
 # CloudWatch forbids ':' and '*'; control characters are legal but unreadable in the console.
 _STREAM_UNSAFE = re.compile(r"[:*\x00-\x1f\x7f]")
 # Keys are read by Athena/Hive and by shell tools: keep to characters no one needs to quote.
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _SLUG_MAX_CHARS = 64
+# The day's folder of the objects a push shares among its users (shared_s3_objects).
+SHARED_FOLDER = "pushed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,21 +195,41 @@ def s3_objects(
     The key depends only on (prefix, day, user, batch_id), and the body is byte-identical for the
     same input (gzip mtime 0), so a retried delivery targets the same keys with the same bytes.
     """
+    return _daily_objects(lines, prefix, f"{user_slug(user_id)}/{batch_id}")
+
+
+def shared_s3_objects(
+    lines: Sequence[OutputLine], *, prefix: str, object_id: str
+) -> list[S3Object]:
+    """The objects of several users' batches a push delivers together: one per UTC day, named
+    by `object_id` alone (each batch's intent names it) in the day's `pushed/` folder, which no
+    user's folder can be called (a user's slug ends in a hash after a '-', or is a hash)."""
+    if not object_id or _SLUG_UNSAFE.search(object_id):
+        raise ValueError(f"a shared object's id must be a slug, not {object_id!r}")
+    return _daily_objects(lines, prefix, f"{SHARED_FOLDER}/{object_id}")
+
+
+def _daily_objects(lines: Sequence[OutputLine], prefix: str, name: str) -> list[S3Object]:
     by_day: dict[int, list[str]] = {}
     for item in lines:
-        by_day.setdefault(item.timestamp_ms // _DAY_MS, []).append(item.line)
+        by_day.setdefault(item.timestamp_ms // DAY_MS, []).append(item.line)
     base = normalise_prefix(prefix)
-    slug = user_slug(user_id)
     objects = []
     for day in sorted(by_day):
         day_lines = by_day[day]
-        date = datetime.fromtimestamp(day * _DAY_MS / 1000, tz=UTC).strftime("%Y-%m-%d")
         payload = ("\n".join(day_lines) + "\n").encode("utf-8")
         objects.append(
             S3Object(
-                key=f"{base}dt={date}/{slug}/{batch_id}.jsonl.gz",
+                key=f"{base}dt={day_folder(day * DAY_MS)}/{name}.jsonl.gz",
                 body=gzip.compress(payload, mtime=0),
                 line_count=len(day_lines),
             )
         )
     return objects
+
+
+def day_folder(timestamp_ms: int) -> str:
+    """The `dt=` partition value of a line stamped `timestamp_ms`: its UTC day."""
+    return datetime.fromtimestamp(timestamp_ms // DAY_MS * DAY_MS / 1000, tz=UTC).strftime(
+        "%Y-%m-%d"
+    )

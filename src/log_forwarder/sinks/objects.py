@@ -1,8 +1,9 @@
 """Destinations that keep objects: S3, and the directory of `run --local` (cli/local.py).
 
 One algorithm over a put-if-absent seam. `s3_objects` decides the keys and bytes (one gzipped
-JSON-lines object per user, batch and UTC day); each key is published once and never
-overwritten. A key that already exists holds this batch, or the part an interrupted run wrote:
+JSON-lines object per user, batch and UTC day; `shared_s3_objects`, one per day for the batches
+of several users a push delivers together, sinks/gathering.py); each key is published once and
+never overwritten. A key that already exists holds this batch, or the part an interrupted run wrote:
 what that object lacks is written under a key of its own, so no redelivery mode is needed and
 a retry costs a read only when a key exists.
 """
@@ -19,7 +20,7 @@ from log_forwarder.convert import record_key
 from log_forwarder.exceptions import DeliveryError
 from log_forwarder.records import Delivery, DeliveryReport, OutputLine, batch_id_for
 from log_forwarder.retry import Deadline
-from log_forwarder.sinks.batching import S3Object, s3_objects
+from log_forwarder.sinks.batching import DAY_MS, S3Object, s3_objects, shared_s3_objects
 
 logger = logging.getLogger(__name__)
 
@@ -43,64 +44,97 @@ class ObjectSink:
         self.name = name
 
     def deliver(self, delivery: Delivery) -> DeliveryReport:
-        if not delivery.lines:
-            return DeliveryReport(destination=self.name, accepted=0)
-        ordered = sorted(delivery.lines, key=lambda item: item.timestamp_ms)
-        objects = self._objects(delivery.user_id, ordered, delivery.batch_id)
-        deadline = delivery.deadline
-        accepted = already_present = 0
-        written: list[str] = []
-        for obj in objects:
+        (report,) = self.deliver_together([delivery])
+        return report
+
+    def deliver_together(self, deliveries: Sequence[Delivery]) -> list[DeliveryReport]:
+        """Batches of several users whose intents name one shared object (a push's, through
+        sinks/gathering.py): one object a day holds them all. One delivery naming none gets
+        objects of its user's own. A report per delivery, in order."""
+        shared = {d.shared_object for d in deliveries}
+        if len(shared) != 1 or (None in shared and len(deliveries) != 1):
+            raise ValueError("deliveries together must all name one shared object")
+        object_id = shared.pop()
+        by_day: dict[int, list[tuple[int, OutputLine]]] = {}
+        for index, delivery in enumerate(deliveries):
+            for line in delivery.lines:
+                by_day.setdefault(line.timestamp_ms // DAY_MS, []).append((index, line))
+        accepted = [0] * len(deliveries)
+        present = [0] * len(deliveries)
+        written: list[list[str]] = [[] for _ in deliveries]
+        keys: list[list[str]] = [[] for _ in deliveries]
+        deadline = deliveries[0].deadline
+        for day in sorted(by_day):
+            owned = sorted(by_day[day], key=lambda item: item[1].timestamp_ms)
+            lines = [line for _, line in owned]
+            if object_id is None:
+                (obj,) = self._objects(deliveries[0].user_id, lines, deliveries[0].batch_id)
+            else:
+                (obj,) = shared_s3_objects(lines, prefix=self.prefix, object_id=object_id)
+            owners = {index for index, _ in owned}
+            for index in owners:
+                keys[index].append(obj.key)
             if self.store.put_if_absent(obj.key, obj.body, deadline):
-                accepted += obj.line_count
-                written.append(obj.key)
+                for index, _ in owned:
+                    accepted[index] += 1
+                for index in owners:
+                    written[index].append(obj.key)
                 continue
-            missing = self._missing_from(obj, ordered, deadline)
-            already_present += obj.line_count - len(missing)
-            ids = [line.key for line in missing if line.key]
-            for extra in self._objects(delivery.user_id, missing, batch_id_for(ids)):
-                if self.store.put_if_absent(extra.key, extra.body, deadline):
-                    accepted += extra.line_count
-                    written.append(extra.key)
-                else:
-                    already_present += extra.line_count
-        if already_present:
-            logger.info(
-                "Objects already present (an earlier attempt wrote them)",
-                extra={
-                    "destination": self.name,
-                    "batch_id": delivery.batch_id,
-                    "lines": already_present,
-                },
+            stored = self._stored_lines(obj, deadline)
+            for index in sorted(owners):
+                mine = [line for owner, line in owned if owner == index]
+                missing = _missing_from(stored, mine)
+                present[index] += len(mine) - len(missing)
+                ids = [line.key for line in missing if line.key]
+                user_id = deliveries[index].user_id
+                for extra in self._objects(user_id, missing, batch_id_for(ids)):
+                    if self.store.put_if_absent(extra.key, extra.body, deadline):
+                        accepted[index] += extra.line_count
+                        written[index].append(extra.key)
+                    else:
+                        present[index] += extra.line_count
+        reports = []
+        for index, delivery in enumerate(deliveries):
+            if present[index]:
+                logger.info(
+                    "Objects already present (an earlier attempt wrote them)",
+                    extra={
+                        "destination": self.name,
+                        "batch_id": delivery.batch_id,
+                        "lines": present[index],
+                    },
+                )
+            reports.append(
+                DeliveryReport(
+                    destination=self.name,
+                    accepted=accepted[index],
+                    already_present=present[index],
+                    objects=tuple(written[index] or keys[index]),
+                )
             )
-        return DeliveryReport(
-            destination=self.name,
-            accepted=accepted,
-            already_present=already_present,
-            objects=tuple(written) or tuple(obj.key for obj in objects),
-        )
+        return reports
 
     def _objects(self, user_id: str, lines: Sequence[OutputLine], batch_id: str) -> list[S3Object]:
         return s3_objects(lines, prefix=self.prefix, user_id=user_id, batch_id=batch_id)
 
-    def _missing_from(
-        self, obj: S3Object, lines: Sequence[OutputLine], deadline: Deadline
-    ) -> list[OutputLine]:
-        """The lines of `obj` the stored object lacks: by key (log_id, finding id), or for a
-        line with no key (a gap record), by its exact text: a redelivered batch keeps its old
-        batch id, so its object may exist with other lines than this delivery's."""
+    def _stored_lines(self, obj: S3Object, deadline: Deadline) -> frozenset[str]:
+        """The lines the object stored under `obj`'s key holds."""
         try:
             stored = gzip.decompress(self.store.get(obj.key, deadline)).decode("utf-8")
         except (OSError, EOFError, UnicodeDecodeError, zlib.error) as error:
             raise DeliveryError(
                 f"{self.name}: object {obj.key!r} is unreadable: {error}"
             ) from error
-        stored_lines = set(stored.splitlines())
-        present = {record_key(line) for line in stored_lines}
-        in_object = set(gzip.decompress(obj.body).decode("utf-8").splitlines())
-        return [
-            line
-            for line in lines
-            if line.line in in_object
-            and (line.line not in stored_lines if line.key is None else line.key not in present)
-        ]
+        return frozenset(stored.splitlines())
+
+
+def _missing_from(stored_lines: frozenset[str], lines: Sequence[OutputLine]) -> list[OutputLine]:
+    """The lines a stored object lacks: by key (log_id, finding id), or for a line with no key
+    (a gap record), by its exact text: a redelivered batch keeps its old batch id (and a shared
+    object its id), so its object may exist with other lines than this delivery's."""
+    present = {record_key(line) for line in stored_lines}
+    return [
+        line
+        for line in lines
+        if (line.line not in stored_lines if line.key is None else line.key not in present)
+    ]
